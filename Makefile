@@ -1,0 +1,34 @@
+# The task runner. `make dev` and `make test` each do their own set-up first.
+.PHONY: setup dev test check lint format typecheck schema migrate
+
+VENV := .venv/bin
+
+setup:
+	scripts/setup.sh dev
+
+dev: setup
+	$(VENV)/herald dev
+
+test:
+	scripts/setup.sh test
+	$(MAKE) --no-print-directory check
+	$(VENV)/pytest
+
+check: lint typecheck
+
+lint:
+	$(VENV)/ruff check backend tests
+	$(VENV)/ruff format --check backend tests
+
+format:
+	$(VENV)/ruff format backend tests
+	$(VENV)/ruff check --fix backend tests
+
+typecheck:
+	$(VENV)/mypy
+
+schema:
+	$(VENV)/python -c "from backend.schema.root import build_schema; print(build_schema().as_str())" > schema.graphql
+
+migrate:
+	$(VENV)/herald migrate

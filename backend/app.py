@@ -1,0 +1,155 @@
+"""``create_app()``: the FastAPI application and its lifespan (engine, broker, Redis, GraphQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+from sqlalchemy import text
+from starlette.requests import HTTPConnection
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.fastapi import GraphQLRouter
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from backend.auth import TokenVerifier
+from backend.broker import Broker
+from backend.config import Settings, get_settings
+from backend.db.session import create_engine, create_sessionmaker
+from backend.errors import HeraldError
+from backend.graphql_http import GraphQLHTTP
+from backend.schema.context import Context, Services
+from backend.schema.root import build_schema
+
+log = logging.getLogger(__name__)
+
+
+class WebSocketRouter(GraphQLRouter[Context, None]):
+    """Strawberry's router, used for ``graphql-transport-ws`` only.
+
+    Browsers cannot set headers on a WebSocket, so the token comes in ``connection_init``
+    (``{"authorization": "Bearer <jwt>"}``); a bad token closes the socket with 4403.
+    """
+
+    async def on_ws_connect(self, context: Context) -> dict[str, Any] | None:
+        params = context.connection_params or {}
+        context.authorization = params.get("authorization") or params.get("Authorization")
+        try:
+            principal = context.principal()
+        except HeraldError as exc:
+            raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
+        return {"userId": principal.user_id}
+
+
+async def _ws_context(connection: HTTPConnection) -> Context:
+    return Context(services=connection.app.state.services)
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str | None]:
+    try:
+        await asyncio.wait_for(probe, 2.0)
+    except Exception as exc:
+        return name, f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
+    return name, None
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+    """Build the API. ``services`` lets tests supply their own session factory."""
+    settings = settings or get_settings()
+    schema = build_schema(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = None
+        if services is None:
+            engine = create_engine(settings)
+            app.state.services = Services(
+                settings=settings,
+                verifier=TokenVerifier(settings),
+                sessionmaker=create_sessionmaker(engine),
+            )
+        else:
+            app.state.services = services
+        state: Services = app.state.services
+        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        broker = Broker(settings.rabbitmq_url)
+        await broker.start()
+        state.extras.update(redis=redis, broker=broker)
+        try:
+            yield
+        finally:
+            await broker.close()
+            await redis.aclose()
+            if engine is not None:
+                await engine.dispose()
+
+    app = FastAPI(
+        title="Herald",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.is_development else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.is_development else None,
+    )
+
+    graphql_http = GraphQLHTTP(
+        schema, graphiql=settings.graphiql_enabled, max_body_bytes=settings.max_body_bytes
+    )
+    app.add_route(
+        "/graphql",
+        graphql_http.handle,
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        include_in_schema=False,
+    )
+    ws_router = WebSocketRouter(
+        schema,
+        path="/graphql",
+        graphql_ide=None,
+        allow_queries_via_get=False,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
+        max_subscriptions_per_connection=settings.ws_max_subscriptions,
+        allowed_origins=settings.allowed_origins,
+        context_getter=_ws_context,
+        include_in_schema=False,
+    )
+    app.include_router(ws_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        """PostgreSQL, Redis and RabbitMQ are reachable; 503 names the ones that are not."""
+        state: Services = app.state.services
+
+        async def postgres() -> None:
+            async with state.sessionmaker() as session:
+                await session.execute(text("SELECT 1"))
+
+        async def rabbitmq() -> None:
+            if not state.extras["broker"].is_ready():
+                raise ConnectionError("not connected")
+
+        results = await asyncio.gather(
+            _check("postgresql", postgres()),
+            _check("redis", state.extras["redis"].ping()),
+            _check("rabbitmq", rabbitmq()),
+        )
+        failing = {name: error for name, error in results if error}
+        checks = {name: ("down" if error else "ok") for name, error in results}
+        if failing:
+            return JSONResponse(
+                {"status": "unavailable", "checks": checks, "failing": sorted(failing)},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok", "checks": checks})
+
+    return app

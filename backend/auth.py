@@ -1,0 +1,159 @@
+"""Tokens from the auth service: verification, roles and (for development) minting.
+
+The auth service issues JWTs with claims ``sub`` (user id), ``roles`` (list), ``type`` (``access``)
+and ``exp``. Herald verifies them with the algorithm pinned by configuration, so a token that names
+another algorithm (``none``, or HS256 signed with the public key) is refused before any key is used.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import jwt
+
+from backend.config import JwtAlgorithm, Settings
+from backend.errors import ForbiddenError, UnauthenticatedError
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MANAGER = "manager"
+    SERVICE = "service"
+    USER = "user"
+
+
+MANAGE_TEMPLATES = frozenset({Role.ADMIN, Role.MANAGER})
+SEND_EVENTS = frozenset({Role.ADMIN, Role.SERVICE})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's subject and roles."""
+
+    user_id: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    expires_at: datetime | None = None
+
+    def has_any(self, roles: Iterable[str]) -> bool:
+        return not self.roles.isdisjoint(roles)
+
+
+class TokenVerifier:
+    """Verifies bearer tokens with the configured, pinned algorithm."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._algorithm = settings.jwt_algorithm.value
+        if settings.jwt_algorithm is JwtAlgorithm.RS256:
+            assert settings.jwt_public_key is not None
+            self._key: Any = settings.jwt_public_key
+        else:
+            assert settings.jwt_secret is not None
+            self._key = settings.jwt_secret.get_secret_value()
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_seconds
+
+    def verify(self, token: str) -> Principal:
+        required = ["exp", "sub"]
+        if self._issuer:
+            required.append("iss")
+        if self._audience:
+            required.append("aud")
+        options: jwt.types.Options = {"require": required}
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options=options,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise UnauthenticatedError("The token has expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise UnauthenticatedError("The token is not valid yet") from exc
+        except jwt.InvalidAlgorithmError as exc:
+            raise UnauthenticatedError("The token is signed with an algorithm not allowed") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise UnauthenticatedError("The token signature is invalid") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise UnauthenticatedError("The token issuer is not accepted") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise UnauthenticatedError("The token audience is not accepted") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise UnauthenticatedError(f"The token lacks the '{exc.claim}' claim") from exc
+        except jwt.PyJWTError as exc:
+            raise UnauthenticatedError("The token is malformed") from exc
+        if claims.get("type") != "access":
+            raise UnauthenticatedError("Only access tokens are accepted")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise UnauthenticatedError("The token lacks the 'sub' claim")
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise UnauthenticatedError("The token's 'roles' claim must be a list of strings")
+        return Principal(
+            user_id=sub,
+            roles=frozenset(roles),
+            expires_at=datetime.fromtimestamp(claims["exp"], tz=UTC),
+        )
+
+    def verify_header(self, authorization: str | None) -> Principal:
+        """Verify an ``Authorization: Bearer <jwt>`` value."""
+        if not authorization:
+            raise UnauthenticatedError(
+                "Authentication required: send 'Authorization: Bearer <jwt>'"
+            )
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise UnauthenticatedError("The Authorization header must be 'Bearer <jwt>'")
+        return self.verify(token.strip())
+
+
+def require_roles(principal: Principal | None, roles: frozenset[Role]) -> Principal:
+    if principal is None:
+        raise UnauthenticatedError("Authentication required")
+    if not principal.has_any(roles):
+        wanted = ", ".join(sorted(roles))
+        raise ForbiddenError(f"This operation needs one of the roles: {wanted}")
+    return principal
+
+
+def mint_token(
+    settings: Settings,
+    *,
+    sub: str,
+    roles: Iterable[str],
+    ttl: timedelta = timedelta(hours=1),
+    token_type: str = "access",
+    now: datetime | None = None,
+) -> str:
+    """Sign a token as the auth service would. For development, scripts and tests."""
+    issued = now or datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "roles": sorted(set(roles)),
+        "type": token_type,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + ttl).timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_algorithm is JwtAlgorithm.RS256:
+        if settings.jwt_private_key is None:
+            raise ValueError("HERALD_JWT_PRIVATE_KEY is needed to mint RS256 tokens")
+        key: Any = settings.jwt_private_key.get_secret_value()
+    else:
+        assert settings.jwt_secret is not None
+        key = settings.jwt_secret.get_secret_value()
+    return jwt.encode(claims, key, algorithm=settings.jwt_algorithm.value)

@@ -1,0 +1,130 @@
+"""Herald's settings: one pydantic-settings class, environment prefix ``HERALD_``.
+
+Development defaults work with no ``.env``. Outside development the settings refuse
+placeholder secrets, so a production deployment cannot start with the demo signing key.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"  # noqa: S105
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "dev-only")
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class SmtpTls(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    SSL = "ssl"
+
+
+class JwtAlgorithm(StrEnum):
+    HS256 = "HS256"
+    RS256 = "RS256"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+
+    # Stores and broker
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/herald"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    history_url: str | None = None
+
+    # The auth service: user profiles and the key that verifies its tokens
+    auth_url: str = "http://127.0.0.1:8001"
+    auth_user_path: str = "/api/v1/auth/users/user-details/{user_id}"
+    jwt_algorithm: JwtAlgorithm = JwtAlgorithm.HS256
+    jwt_secret: SecretStr | None = SecretStr(DEV_JWT_SECRET)
+    jwt_public_key: str | None = None
+    jwt_private_key: SecretStr | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
+
+    # Email
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: SmtpTls = SmtpTls.NONE
+    email_from: str = "Herald <noreply@herald.localhost>"
+
+    # HTTP API
+    graphiql: bool | None = None
+    introspection: bool = True
+    max_query_depth: int = Field(default=12, ge=1)
+    max_aliases: int = Field(default=30, ge=1)
+    max_tokens: int = Field(default=2000, ge=10)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    ws_max_subscriptions: int = Field(default=5, ge=1)
+    ws_connection_init_timeout_seconds: float = Field(default=5.0, gt=0)
+    allowed_origins: list[str] = Field(
+        default_factory=lambda: ["http://localhost:8000", "http://127.0.0.1:8000"]
+    )
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment is Environment.DEVELOPMENT
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.is_development if self.graphiql is None else self.graphiql
+
+    @property
+    def history_backend(self) -> str:
+        if self.history_url and self.history_url.startswith(("mongodb://", "mongodb+srv://")):
+            return "mongodb"
+        return "postgresql"
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Settings:
+        if self.jwt_algorithm is JwtAlgorithm.RS256:
+            if not self.jwt_public_key:
+                raise ValueError(
+                    "HERALD_JWT_PUBLIC_KEY is required when HERALD_JWT_ALGORITHM=RS256"
+                )
+        elif self.jwt_secret is None or not self.jwt_secret.get_secret_value():
+            raise ValueError("HERALD_JWT_SECRET is required when HERALD_JWT_ALGORITHM=HS256")
+        if self.environment is Environment.PRODUCTION:
+            for name in ("jwt_secret", "smtp_password", "jwt_private_key"):
+                value = getattr(self, name)
+                if value is None:
+                    continue
+                secret = value.get_secret_value().lower()
+                if any(marker in secret for marker in PLACEHOLDER_MARKERS):
+                    raise ValueError(
+                        f"HERALD_{name.upper()} holds a placeholder; "
+                        "set a real secret in production"
+                    )
+            if (
+                self.jwt_algorithm is JwtAlgorithm.HS256
+                and self.jwt_secret is not None
+                and len(self.jwt_secret.get_secret_value()) < 32
+            ):
+                raise ValueError("HERALD_JWT_SECRET must be at least 32 characters in production")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,72 @@
+"""Herald's error tree. Services raise these; transports turn them into typed results.
+
+::
+
+    HeraldError                       code: INTERNAL
+    ├── AuthError
+    │   ├── UnauthenticatedError      code: UNAUTHENTICATED  (missing, bad, expired token)
+    │   └── ForbiddenError            code: FORBIDDEN        (valid token, wrong role)
+    ├── ValidationError               code: VALIDATION       (bad input; ``field`` names it)
+    │   └── TemplateSyntaxError       code: TEMPLATE_SYNTAX  (``line`` says where)
+    ├── TemplateRenderError           code: TEMPLATE_RENDER  (missing variable, sandbox refusal)
+    ├── NotFoundError                 code: NOT_FOUND
+    ├── ConflictError                 code: CONFLICT         (duplicate slug, template in use)
+    └── UnavailableError              code: UNAVAILABLE      (a store or the broker is down)
+
+Every error carries a machine-readable ``code`` and a ``message`` a person can read.
+"""
+
+from __future__ import annotations
+
+
+class HeraldError(Exception):
+    code = "INTERNAL"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class AuthError(HeraldError):
+    code = "UNAUTHENTICATED"
+
+
+class UnauthenticatedError(AuthError):
+    code = "UNAUTHENTICATED"
+
+
+class ForbiddenError(AuthError):
+    code = "FORBIDDEN"
+
+
+class ValidationError(HeraldError):
+    code = "VALIDATION"
+
+
+class TemplateSyntaxError(ValidationError):
+    code = "TEMPLATE_SYNTAX"
+
+    def __init__(self, message: str, *, field: str | None = None, line: int | None = None) -> None:
+        super().__init__(message, field=field)
+        self.line = line
+
+
+class TemplateRenderError(HeraldError):
+    code = "TEMPLATE_RENDER"
+
+    def __init__(self, message: str, *, field: str | None = None, line: int | None = None) -> None:
+        super().__init__(message, field=field)
+        self.line = line
+
+
+class NotFoundError(HeraldError):
+    code = "NOT_FOUND"
+
+
+class ConflictError(HeraldError):
+    code = "CONFLICT"
+
+
+class UnavailableError(HeraldError):
+    code = "UNAVAILABLE"

@@ -1,0 +1,1 @@
+"""Thin adapters: context → service call → schema type."""

@@ -1,0 +1,137 @@
+"""Template resolvers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth import MANAGE_TEMPLATES, Principal
+from backend.channels import Channel
+from backend.db.repositories.templates import TemplateRepository
+from backend.resolvers.units import mutate, read
+from backend.schema.common import PageInfo
+from backend.schema.context import Context
+from backend.schema.templates import (
+    CreateTemplateInput,
+    DeletedTemplate,
+    DeleteTemplateResult,
+    PreviewTemplateResult,
+    RenderedMessage,
+    Template,
+    TemplateConnection,
+    TemplateContentInput,
+    TemplateEdge,
+    TemplateResult,
+    TemplateVersion,
+    UpdateTemplateInput,
+)
+from backend.services import templates as service
+
+Info = strawberry.Info[Context, Any]
+
+
+async def resolve_versions(info: Info, template: Template) -> list[TemplateVersion]:
+    async def work(session: AsyncSession, _: Principal) -> list[TemplateVersion]:
+        rows = await TemplateRepository(session).versions([uuid.UUID(str(template.id))])
+        return [TemplateVersion.from_model(v) for v in rows]
+
+    return await read(info, MANAGE_TEMPLATES, work)
+
+
+async def templates(
+    info: Info, first: int = 20, after: str | None = None, search: str | None = None
+) -> TemplateConnection:
+    async def work(session: AsyncSession, _: Principal) -> TemplateConnection:
+        page = await service.list_templates(session, first=first, after=after, search=search)
+        return TemplateConnection(
+            edges=[TemplateEdge(cursor=c, node=Template.from_model(t)) for c, t in page.items],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
+
+    return await read(info, MANAGE_TEMPLATES, work)
+
+
+async def template(info: Info, slug: str) -> Template | None:
+    async def work(session: AsyncSession, _: Principal) -> Template | None:
+        model = await TemplateRepository(session).get_by_slug(slug)
+        return Template.from_model(model) if model else None
+
+    return await read(info, MANAGE_TEMPLATES, work)
+
+
+async def create_template(info: Info, input: CreateTemplateInput) -> TemplateResult:
+    data = service.TemplateData(
+        slug=input.slug,
+        name=input.name,
+        description=input.description,
+        content=[c.to_data() for c in input.content],
+    )
+
+    async def work(session: AsyncSession, actor: Principal) -> Template:
+        return Template.from_model(await service.create_template(session, actor=actor, data=data))
+
+    return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
+
+
+async def update_template(info: Info, slug: str, input: UpdateTemplateInput) -> TemplateResult:
+    changes = service.TemplateChanges(
+        name=input.name,
+        description=input.description,
+        content=None if input.content is None else [c.to_data() for c in input.content],
+    )
+
+    async def work(session: AsyncSession, actor: Principal) -> Template:
+        model = await service.update_template(session, actor=actor, slug=slug, changes=changes)
+        return Template.from_model(model)
+
+    return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
+
+
+async def restore_template_version(info: Info, slug: str, version: int) -> TemplateResult:
+    async def work(session: AsyncSession, actor: Principal) -> Template:
+        model = await service.restore_template_version(
+            session, actor=actor, slug=slug, version=version
+        )
+        return Template.from_model(model)
+
+    return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
+
+
+async def delete_template(info: Info, slug: str) -> DeleteTemplateResult:
+    async def work(session: AsyncSession, actor: Principal) -> DeletedTemplate:
+        await service.delete_template(session, actor=actor, slug=slug)
+        return DeletedTemplate(slug=slug)
+
+    return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
+
+
+async def preview_template(
+    info: Info,
+    channel: Channel,
+    slug: str | None = None,
+    content: list[TemplateContentInput] | None = None,
+    locale: str | None = None,
+    variables: strawberry.scalars.JSON | None = None,
+) -> PreviewTemplateResult:
+    async def work(session: AsyncSession, _: Principal) -> RenderedMessage:
+        rendered = await service.preview_template(
+            session,
+            slug=slug,
+            content=None if content is None else [c.to_data() for c in content],
+            channel=channel,
+            locale=locale,
+            variables=variables,
+        )
+        return RenderedMessage(
+            channel=rendered.channel,
+            locale=rendered.locale,
+            subject=rendered.subject,
+            title=rendered.title,
+            body=rendered.body,
+            html=rendered.html,
+        )
+
+    return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]

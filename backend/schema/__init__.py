@@ -1,0 +1,1 @@
+"""The GraphQL schema: Strawberry types, inputs, errors; query, mutation, subscription roots."""

@@ -1,0 +1,200 @@
+"""GraphQL types and inputs for message templates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+
+from backend.db.models import Template as TemplateModel
+from backend.db.models import TemplateVersion as TemplateVersionModel
+from backend.schema.common import Channel, PageInfo
+from backend.schema.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    TemplateRenderError,
+    TemplateSyntaxError,
+    UnauthenticatedError,
+    UnavailableError,
+    ValidationError,
+)
+from backend.services import templates as service
+
+
+@strawberry.type(description="Content of a template for one channel and locale (Jinja2 syntax).")
+class TemplateContent:
+    channel: Channel
+    locale: str
+    subject: str | None = strawberry.field(description="Email subject.")
+    title: str | None = strawberry.field(description="Push / in-app title.")
+    body: str | None = strawberry.field(description="Plain-text body (email text part, SMS, push).")
+    html: str | None = strawberry.field(description="Email HTML body, autoescaped.")
+
+    @classmethod
+    def from_data(cls, data: service.ContentData) -> TemplateContent:
+        return cls(
+            channel=data.channel,
+            locale=data.locale,
+            subject=data.subject,
+            title=data.title,
+            body=data.body,
+            html=data.html,
+        )
+
+
+@strawberry.type(description="A template as it was at one version.")
+class TemplateVersion:
+    version: int
+    name: str
+    description: str
+    content: list[TemplateContent]
+    created_at: datetime
+    created_by: str | None
+
+    @classmethod
+    def from_model(cls, model: TemplateVersionModel) -> TemplateVersion:
+        return cls(
+            version=model.version,
+            name=model.name,
+            description=model.description,
+            content=[TemplateContent.from_data(c) for c in service.template_content(model)],
+            created_at=model.created_at,
+            created_by=model.created_by,
+        )
+
+
+@strawberry.type(description="A message template with per-channel, per-locale content.")
+class Template:
+    id: strawberry.ID
+    slug: str
+    name: str
+    description: str
+    version: int = strawberry.field(description="The current version; every update adds one.")
+    content: list[TemplateContent]
+    variables: list[str] = strawberry.field(
+        description="Context variables the content reads, as dotted paths (`payload.movie.title`)."
+    )
+    created_at: datetime
+    updated_at: datetime
+    created_by: str | None
+    updated_by: str | None
+
+    @strawberry.field(description="Every version, newest first (the current one included).")
+    async def versions(self, info: strawberry.Info) -> list[TemplateVersion]:
+        from backend.resolvers.templates import resolve_versions
+
+        return await resolve_versions(info, self)
+
+    @classmethod
+    def from_model(cls, model: TemplateModel) -> Template:
+        content = service.template_content(model)
+        return cls(
+            id=strawberry.ID(str(model.id)),
+            slug=model.slug,
+            name=model.name,
+            description=model.description,
+            version=model.version,
+            content=[TemplateContent.from_data(c) for c in content],
+            variables=service.content_variables(content),
+            created_at=model.created_at,
+            updated_at=model.updated_at,
+            created_by=model.created_by,
+            updated_by=model.updated_by,
+        )
+
+
+@strawberry.type
+class TemplateEdge:
+    cursor: str
+    node: Template
+
+
+@strawberry.type(description="A page of templates, ordered by slug.")
+class TemplateConnection:
+    edges: list[TemplateEdge]
+    page_info: PageInfo
+
+
+@strawberry.input(description="Content for one channel and locale.")
+class TemplateContentInput:
+    channel: Channel
+    locale: str = "en"
+    subject: str | None = None
+    title: str | None = None
+    body: str | None = None
+    html: str | None = None
+
+    def to_data(self) -> service.ContentData:
+        return service.ContentData(
+            channel=self.channel,
+            locale=self.locale,
+            subject=self.subject,
+            title=self.title,
+            body=self.body,
+            html=self.html,
+        )
+
+
+@strawberry.input
+class CreateTemplateInput:
+    slug: str = strawberry.field(description="Unique, lowercase: letters, digits, '-', '_'.")
+    name: str
+    description: str = ""
+    content: list[TemplateContentInput]
+
+
+@strawberry.input(description="Fields left out stay as they are; `content` replaces all content.")
+class UpdateTemplateInput:
+    name: str | None = None
+    description: str | None = None
+    content: list[TemplateContentInput] | None = None
+
+
+@strawberry.type(description="A rendered message, as a recipient would see it.")
+class RenderedMessage:
+    channel: Channel
+    locale: str = strawberry.field(description="The locale actually used, after fallback.")
+    subject: str | None
+    title: str | None
+    body: str | None
+    html: str | None
+
+
+@strawberry.type
+class DeletedTemplate:
+    slug: str
+
+
+TemplateResult = Annotated[
+    Template
+    | ValidationError
+    | TemplateSyntaxError
+    | NotFoundError
+    | ConflictError
+    | UnauthenticatedError
+    | ForbiddenError
+    | UnavailableError,
+    strawberry.union("TemplateResult"),
+]
+DeleteTemplateResult = Annotated[
+    DeletedTemplate
+    | NotFoundError
+    | ConflictError
+    | UnauthenticatedError
+    | ForbiddenError
+    | UnavailableError,
+    strawberry.union("DeleteTemplateResult"),
+]
+PreviewTemplateResult = Annotated[
+    RenderedMessage
+    | ValidationError
+    | TemplateSyntaxError
+    | TemplateRenderError
+    | NotFoundError
+    | UnauthenticatedError
+    | ForbiddenError
+    | UnavailableError,
+    strawberry.union("PreviewTemplateResult"),
+]

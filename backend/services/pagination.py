@@ -1,0 +1,47 @@
+"""Opaque cursors for cursor connections."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from backend.errors import ValidationError
+
+T = TypeVar("T")
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[tuple[str, T]]  # (cursor, item)
+    has_next_page: bool
+
+    @property
+    def end_cursor(self) -> str | None:
+        return self.items[-1][0] if self.items else None
+
+
+def encode_cursor(kind: str, value: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.urlsafe_b64decode(padded.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValidationError("The cursor is not valid", field="after") from exc
+    prefix, sep, value = raw.partition(":")
+    if prefix != kind or not sep:
+        raise ValidationError("The cursor is not valid", field="after")
+    return value
+
+
+def check_page_size(first: int) -> int:
+    if first < 1 or first > MAX_PAGE_SIZE:
+        raise ValidationError(f"'first' must be between 1 and {MAX_PAGE_SIZE}", field="first")
+    return first

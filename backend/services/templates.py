@@ -1,0 +1,363 @@
+"""Message templates: per-channel, per-locale content with versions, validation and preview."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth import Principal
+from backend.channels import Channel
+from backend.db.models import Template, TemplateVersion
+from backend.db.repositories.templates import TemplateRepository
+from backend.errors import ConflictError, NotFoundError, TemplateRenderError, ValidationError
+from backend.services import rendering
+from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+LOCALE_RE = re.compile(r"^[a-z]{2,3}(-[A-Z][A-Za-z]{1,3})?$")
+DEFAULT_LOCALE = "en"
+MAX_FIELD_CHARS = 100_000
+TEXT_FIELDS = ("subject", "title", "body")
+
+# What each channel needs to produce a message.
+REQUIRED_FIELDS: dict[Channel, tuple[str, ...]] = {
+    Channel.EMAIL: ("subject",),
+    Channel.SMS: ("body",),
+    Channel.PUSH: ("title", "body"),
+    Channel.IN_APP: ("title", "body"),
+}
+
+SAMPLE_USER = {
+    "id": "00000000-0000-0000-0000-000000000001",
+    "email": "ada@example.com",
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "login": "ada",
+    "locale": "en",
+    "timezone": "UTC",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ContentData:
+    channel: Channel
+    locale: str = DEFAULT_LOCALE
+    subject: str | None = None
+    title: str | None = None
+    body: str | None = None
+    html: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateData:
+    slug: str
+    name: str
+    description: str = ""
+    content: list[ContentData] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateChanges:
+    """A partial update; ``None`` leaves a value as it is."""
+
+    name: str | None = None
+    description: str | None = None
+    content: list[ContentData] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMessage:
+    channel: Channel
+    locale: str
+    subject: str | None
+    title: str | None
+    body: str | None
+    html: str | None
+
+
+def _content_from_json(items: Sequence[Mapping[str, Any]]) -> list[ContentData]:
+    return [
+        ContentData(
+            channel=Channel(item["channel"]),
+            locale=item.get("locale", DEFAULT_LOCALE),
+            subject=item.get("subject"),
+            title=item.get("title"),
+            body=item.get("body"),
+            html=item.get("html"),
+        )
+        for item in items
+    ]
+
+
+def template_content(template: Template | TemplateVersion) -> list[ContentData]:
+    return _content_from_json(template.content)
+
+
+def _content_to_json(content: Sequence[ContentData]) -> list[dict[str, Any]]:
+    return [
+        {
+            k: (v.value if isinstance(v, Channel) else v)
+            for k, v in asdict(c).items()
+            if v is not None
+        }
+        for c in content
+    ]
+
+
+def validate_content(content: Sequence[ContentData]) -> None:
+    """Check shape and Jinja syntax of every field; errors name the field (``content[1].body``)."""
+    if not content:
+        raise ValidationError("A template needs content for at least one channel", field="content")
+    seen: set[tuple[Channel, str]] = set()
+    for index, item in enumerate(content):
+        prefix = f"content[{index}]"
+        if not LOCALE_RE.match(item.locale):
+            raise ValidationError(
+                f"'{item.locale}' is not a locale like 'en' or 'pt-BR'", field=f"{prefix}.locale"
+            )
+        key = (item.channel, item.locale)
+        if key in seen:
+            raise ValidationError(
+                f"Content for {item.channel.value}/{item.locale} is given twice", field=prefix
+            )
+        seen.add(key)
+        for name in REQUIRED_FIELDS[item.channel]:
+            if not (getattr(item, name) or "").strip():
+                raise ValidationError(
+                    f"{item.channel.value} content needs a {name}", field=f"{prefix}.{name}"
+                )
+        if item.channel is Channel.EMAIL and not (item.body or item.html):
+            raise ValidationError("email content needs a body or html", field=f"{prefix}.body")
+        for name in (*TEXT_FIELDS, "html"):
+            value = getattr(item, name)
+            if value is None:
+                continue
+            if len(value) > MAX_FIELD_CHARS:
+                raise ValidationError(
+                    f"{name} is longer than {MAX_FIELD_CHARS} characters", field=f"{prefix}.{name}"
+                )
+            rendering.check_syntax(value, field=f"{prefix}.{name}", html=name == "html")
+
+
+def _validate_identity(slug: str | None, name: str | None) -> None:
+    if slug is not None and not SLUG_RE.match(slug):
+        raise ValidationError(
+            "A slug is 1-100 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit",
+            field="slug",
+        )
+    if name is not None and not (1 <= len(name.strip()) <= 200):
+        raise ValidationError("A name is 1-200 characters", field="name")
+
+
+def content_variables(content: Sequence[ContentData]) -> list[str]:
+    """Every context variable the content reads, as sorted dotted paths."""
+    found: set[str] = set()
+    for item in content:
+        for name in (*TEXT_FIELDS, "html"):
+            value = getattr(item, name)
+            if value:
+                found |= rendering.variables_in(value, html=name == "html")
+    return sorted(p for p in found if not any(o != p and o.startswith(p + ".") for o in found))
+
+
+async def get_template(session: AsyncSession, *, slug: str) -> Template:
+    template = await TemplateRepository(session).get_by_slug(slug)
+    if template is None:
+        raise NotFoundError(f"No template with slug '{slug}'", field="slug")
+    return template
+
+
+async def list_templates(
+    session: AsyncSession, *, first: int, after: str | None, search: str | None = None
+) -> Page[Template]:
+    """A page of templates ordered by slug, optionally filtered by slug or name."""
+    limit = check_page_size(first)
+    after_slug = decode_cursor("template", after)
+    rows = await TemplateRepository(session).page(
+        after_slug=after_slug, limit=limit + 1, search=search
+    )
+    items = [(encode_cursor("template", t.slug), t) for t in rows[:limit]]
+    return Page(items=items, has_next_page=len(rows) > limit)
+
+
+async def create_template(
+    session: AsyncSession, *, actor: Principal, data: TemplateData
+) -> Template:
+    """Create a template at version 1. The slug must be new."""
+    _validate_identity(data.slug, data.name)
+    validate_content(data.content)
+    repo = TemplateRepository(session)
+    if await repo.slug_exists(data.slug):
+        raise ConflictError(f"A template with slug '{data.slug}' already exists", field="slug")
+    template = Template(
+        slug=data.slug,
+        name=data.name.strip(),
+        description=data.description,
+        content=_content_to_json(data.content),
+        version=1,
+        created_by=actor.user_id,
+        updated_by=actor.user_id,
+    )
+    await repo.add(template)
+    await repo.add_version(template, actor=actor.user_id)
+    return template
+
+
+async def update_template(
+    session: AsyncSession, *, actor: Principal, slug: str, changes: TemplateChanges
+) -> Template:
+    """Apply changes as a new version; the previous versions stay readable."""
+    _validate_identity(None, changes.name)
+    if changes.content is not None:
+        validate_content(changes.content)
+    repo = TemplateRepository(session)
+    template = await repo.get_by_slug(slug, for_update=True)
+    if template is None:
+        raise NotFoundError(f"No template with slug '{slug}'", field="slug")
+    if changes.name is not None:
+        template.name = changes.name.strip()
+    if changes.description is not None:
+        template.description = changes.description
+    if changes.content is not None:
+        template.content = _content_to_json(changes.content)
+    template.version += 1
+    template.updated_by = actor.user_id
+    template.updated_at = datetime.now(UTC)
+    await repo.add_version(template, actor=actor.user_id)
+    return template
+
+
+async def restore_template_version(
+    session: AsyncSession, *, actor: Principal, slug: str, version: int
+) -> Template:
+    """Make an old version current again, as a new version (history is never rewritten)."""
+    repo = TemplateRepository(session)
+    template = await repo.get_by_slug(slug, for_update=True)
+    if template is None:
+        raise NotFoundError(f"No template with slug '{slug}'", field="slug")
+    old = await repo.get_version(template, version)
+    if old is None:
+        raise NotFoundError(f"Template '{slug}' has no version {version}", field="version")
+    return await update_template(
+        session,
+        actor=actor,
+        slug=slug,
+        changes=TemplateChanges(
+            name=old.name, description=old.description, content=template_content(old)
+        ),
+    )
+
+
+async def delete_template(session: AsyncSession, *, actor: Principal, slug: str) -> None:
+    """Delete a template and its versions, unless something still sends it."""
+    repo = TemplateRepository(session)
+    template = await repo.get_by_slug(slug, for_update=True)
+    if template is None:
+        raise NotFoundError(f"No template with slug '{slug}'", field="slug")
+    users = await repo.users_of(slug)
+    if users:
+        raise ConflictError(
+            f"Template '{slug}' is in use by {', '.join(users)}; change those first", field="slug"
+        )
+    await repo.delete(template)
+
+
+def select_content(
+    content: Sequence[ContentData], *, channel: Channel, locale: str | None
+) -> ContentData:
+    """Pick content by locale fallback: the locale, then its language (pt-BR → pt), then en."""
+    candidates: list[str] = []
+    if locale:
+        candidates.append(locale)
+        language = locale.split("-")[0]
+        if language != locale:
+            candidates.append(language)
+    candidates.append(DEFAULT_LOCALE)
+    by_locale = {c.locale: c for c in content if c.channel is channel}
+    for candidate in candidates:
+        if candidate in by_locale:
+            return by_locale[candidate]
+    raise NotFoundError(
+        f"The template has no {channel.value} content for locale "
+        f"{locale or DEFAULT_LOCALE} (nor a fallback)",
+        field="channel",
+    )
+
+
+def render_content(item: ContentData, context: Mapping[str, Any]) -> RenderedMessage:
+    def field_(name: str, html: bool = False) -> str | None:
+        value = getattr(item, name)
+        if value is None:
+            return None
+        return rendering.render(value, context, field=name, html=html)
+
+    return RenderedMessage(
+        channel=item.channel,
+        locale=item.locale,
+        subject=field_("subject"),
+        title=field_("title"),
+        body=field_("body"),
+        html=field_("html", html=True),
+    )
+
+
+def preview_context(variables: Any) -> dict[str, Any]:
+    """The render context of a preview: given user/payload/event, sample values for the rest."""
+    if variables is None:
+        variables = {}
+    if not isinstance(variables, Mapping):
+        raise ValidationError("variables must be an object", field="variables")
+    variables = dict(variables)
+    unknown = set(variables) - {"user", "payload", "event"}
+    if unknown:
+        raise ValidationError(
+            "variables take the keys 'user', 'payload' and 'event'; unknown: "
+            + ", ".join(sorted(unknown)),
+            field="variables",
+        )
+    for key in ("user", "payload", "event"):
+        if key in variables and not isinstance(variables[key], Mapping):
+            raise ValidationError(f"variables.{key} must be an object", field=f"variables.{key}")
+    return {
+        "user": {**SAMPLE_USER, **variables.get("user", {})},
+        "payload": variables.get("payload", {}),
+        "event": {
+            "id": "preview",
+            "type": "preview",
+            "created_at": datetime.now(UTC).isoformat(),
+            **variables.get("event", {}),
+        },
+    }
+
+
+async def preview_template(
+    session: AsyncSession,
+    *,
+    slug: str | None,
+    content: Sequence[ContentData] | None,
+    channel: Channel,
+    locale: str | None,
+    variables: Any,
+) -> RenderedMessage:
+    """Render a saved template (by slug) or unsaved content, with sample or given variables."""
+    if (slug is None) == (content is None):
+        raise ValidationError("Give either a template slug or content to preview", field="slug")
+    if content is None:
+        assert slug is not None
+        content = template_content(await get_template(session, slug=slug))
+    else:
+        validate_content(content)
+    item = select_content(content, channel=channel, locale=locale)
+    context = preview_context(variables)
+    try:
+        return render_content(item, context)
+    except TemplateRenderError as exc:
+        index = list(content).index(item)
+        exc.field = f"content[{index}].{exc.field}"
+        raise

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Prepares this checkout: the virtual environment in .venv (locked dependencies, the machine's
+# Python 3.11), and the local PostgreSQL, Redis and RabbitMQ, started or installed when missing.
+#   scripts/setup.sh        what `make dev` needs
+#   scripts/setup.sh test  plus what the test suite needs (Node.js for the HTTP audit suite)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PURPOSE="${1:-dev}"
+UV_VERSION="0.13.9"
+PYTHON="${HERALD_PYTHON:-python3.11}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf '\033[31merror: %s\033[0m\n' "$*" >&2; exit 1; }
+
+command -v "$PYTHON" >/dev/null 2>&1 || die "Python 3.11 ($PYTHON) is not on PATH; install python3.11"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+  || die "$PYTHON is not Python 3.11"
+
+# --- Python environment -----------------------------------------------------------------------
+if [ ! -x .tools/bin/uv ] || [ "$(.tools/bin/uv --version | awk '{print $2}')" != "$UV_VERSION" ]; then
+  say "installing uv $UV_VERSION into .tools/"
+  "$PYTHON" -m venv .tools
+  .tools/bin/pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+say "syncing .venv from uv.lock"
+UV_PROJECT_ENVIRONMENT=.venv UV_PYTHON_DOWNLOADS=never \
+  .tools/bin/uv sync --frozen --compile-bytecode --python "$PYTHON" --quiet
+
+# --- Local services ---------------------------------------------------------------------------
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() {  # port seconds
+  local i
+  for ((i = 0; i < $2 * 2; i++)); do answers "$1" && return 0; sleep 0.5; done
+  return 1
+}
+
+APT_UPDATED=0
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || return 1
+  if [ "$APT_UPDATED" = 0 ]; then apt-get update -qq >/dev/null && APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+start_postgresql() {
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then apt_install postgresql || return 1; fi
+  local version
+  version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)"
+  [ -n "$version" ] || return 1
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+  # Tests and development connect as postgres over TCP without a password.
+  local hba="/etc/postgresql/$version/main/pg_hba.conf"
+  if [ -w "$hba" ] && ! grep -q "herald: trust local TCP" "$hba"; then
+    sed -i '1i # herald: trust local TCP\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main reload >/dev/null 2>&1 || true
+  fi
+}
+
+start_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then apt_install redis-server || return 1; fi
+  mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/herald.log >/dev/null
+}
+
+start_rabbitmq() {
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then apt_install rabbitmq-server || return 1; fi
+  rabbitmq-server -detached >/dev/null 2>&1
+}
+
+ensure_service() {  # name port starter seconds
+  if answers "$2"; then
+    echo "    $1 answers on 127.0.0.1:$2"
+    return
+  fi
+  say "$1 does not answer on 127.0.0.1:$2; starting it"
+  "$3" || die "$1 is not running on 127.0.0.1:$2 and could not be installed or started here"
+  wait_for "$2" "$4" || die "$1 was started but does not answer on 127.0.0.1:$2 after $4 s"
+  echo "    $1 answers on 127.0.0.1:$2"
+}
+
+say "checking local services"
+ensure_service PostgreSQL 5432 start_postgresql 30
+ensure_service Redis 6379 start_redis 15
+ensure_service RabbitMQ 5672 start_rabbitmq 90
+
+# --- Test tooling -----------------------------------------------------------------------------
+if [ "$PURPOSE" = "test" ]; then
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    say "installing Node.js (for the GraphQL-over-HTTP audit suite)"
+    apt_install nodejs npm || die "Node.js and npm are needed for the tests; install them"
+  fi
+  if [ ! -d tests/http_audit/node_modules/graphql-http ]; then
+    say "installing the GraphQL-over-HTTP audit suite (npm ci)"
+    (cd tests/http_audit && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+fi
+say "ready"

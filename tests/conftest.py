@@ -1,0 +1,240 @@
+"""Test infrastructure: a real PostgreSQL database for the session (migrated once), each test
+inside a transaction that is rolled back; the real Redis and RabbitMQ; live API processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from backend.app import create_app
+from backend.auth import TokenVerifier
+from backend.config import Settings
+from backend.db.migrate import alembic_config, ensure_database
+from backend.db.session import create_engine
+from backend.schema.context import Services
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DATABASE = os.environ.get("HERALD_TEST_DATABASE", "herald_test")
+TEST_DATABASE_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{TEST_DATABASE}"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": TEST_DATABASE_URL,
+        "jwt_secret": "test-secret-for-the-suite-0123456789abcdef",
+        "graphiql": True,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+async def _reset_database() -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            TEST_DATABASE,
+        )
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}"')
+    finally:
+        await conn.close()
+    await ensure_database(TEST_DATABASE_URL)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    from alembic import command
+
+    await _reset_database()
+    await asyncio.to_thread(command.upgrade, alembic_config(settings.database_url), "head")
+    engine = create_engine(settings, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
+        transaction = await conn.begin()
+        try:
+            yield conn
+        finally:
+            if transaction.is_active:
+                await transaction.rollback()
+
+
+@pytest.fixture
+def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions bound to the test's transaction: a service's commit releases a savepoint."""
+    return async_sessionmaker(
+        bind=connection,
+        expire_on_commit=False,
+        autoflush=False,
+        join_transaction_mode="create_savepoint",
+    )
+
+
+@pytest.fixture
+async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with sessionmaker() as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+async def app_services(settings: Settings, engine: AsyncEngine) -> Services:
+    from backend.db.session import create_sessionmaker
+
+    return Services(
+        settings=settings,
+        verifier=TokenVerifier(settings),
+        sessionmaker=create_sessionmaker(engine),
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, app_services: Services) -> AsyncIterator[Any]:
+    application = create_app(settings, services=app_services)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(
+    app: Any, app_services: Services, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app in-process, its database work inside the test's transaction."""
+    original = app_services.sessionmaker
+    app_services.sessionmaker = sessionmaker
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as c:
+            yield c
+    finally:
+        app_services.sessionmaker = original
+
+
+class GraphQL:
+    """Posts GraphQL documents the way a client would."""
+
+    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    async def __call__(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        all_headers = {"Accept": "application/graphql-response+json"}
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        all_headers.update(headers or {})
+        response = await self.client.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=all_headers
+        )
+        body: dict[str, Any] = response.json()
+        body["_status"] = response.status_code
+        return body
+
+
+@pytest.fixture
+def gql(client: httpx.AsyncClient, settings: Settings) -> GraphQL:
+    return GraphQL(client, settings)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    def __init__(self, url: str, process: subprocess.Popen[bytes], env: dict[str, str]) -> None:
+        self.url = url
+        self.process = process
+        self.env = env
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/graphql"
+
+
+def start_live_server(env_overrides: dict[str, str] | None = None) -> LiveServer:
+    port = free_port()
+    env = {
+        **os.environ,
+        "HERALD_ENVIRONMENT": "test",
+        "HERALD_DATABASE_URL": TEST_DATABASE_URL,
+        "HERALD_JWT_SECRET": "test-secret-for-the-suite-0123456789abcdef",
+        "HERALD_ALLOWED_ORIGINS": f'["http://127.0.0.1:{port}"]',
+        "HERALD_LOG_LEVEL": "WARNING",
+    }
+    env.update(env_overrides or {})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "api", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the API exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return LiveServer(url, process, env)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the API did not start within 30 s")
+
+
+def stop_live_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(engine: AsyncEngine) -> Iterator[LiveServer]:
+    """A real ``herald api`` process on the migrated test database."""
+    server = start_live_server({"HERALD_WS_CONNECTION_INIT_TIMEOUT_SECONDS": "1"})
+    yield server
+    stop_live_server(server)
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on a fresh app built from ``settings``, with its lifespan running."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as c:
+            yield c
