@@ -9,6 +9,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import backend.db.history.postgres  # noqa: F401  (registers the deliveries table on Base.metadata)
 from backend.db.models import Base
 
 config = context.config

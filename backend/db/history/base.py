@@ -1,0 +1,188 @@
+"""The history store contract shared by the PostgreSQL and MongoDB stores."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from backend.channels import Channel
+from backend.errors import ValidationError
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DEAD = "dead"
+
+
+FINAL_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.SKIPPED, DeliveryStatus.DEAD})
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    status: DeliveryStatus
+    at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    at: datetime
+    provider: str | None = None
+    error: str | None = None  # None when the attempt succeeded
+
+
+@dataclass(slots=True)
+class DeliveryRecord:
+    id: str  # deterministic: one per (event, user, channel), so retries never duplicate
+    event_id: str
+    event_type: str
+    user_id: str
+    channel: Channel
+    created_at: datetime
+    updated_at: datetime
+    status: DeliveryStatus = DeliveryStatus.QUEUED
+    campaign_id: str | None = None
+    template_slug: str | None = None
+    locale: str | None = None
+    subject: str | None = None  # rendered, once sending
+    title: str | None = None
+    body: str | None = None  # kept for in-app items (the inbox); None for other channels
+    data: dict[str, Any] = field(default_factory=dict)
+    timeline: list[StatusChange] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    provider_message_id: str | None = None
+    read_at: datetime | None = None
+    archived_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    user_id: str | None = None
+    event_id: str | None = None
+    campaign_id: str | None = None
+    channel: Channel | None = None
+    status: DeliveryStatus | None = None
+    since: datetime | None = None  # created_at >= since
+    until: datetime | None = None  # created_at < until
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str | None = None
+    title: str | None = None
+    body: str | None = None
+    locale: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    items: list[DeliveryRecord]
+    end_cursor: str | None
+    has_next_page: bool
+
+
+def history_cursor(record: DeliveryRecord) -> str:
+    """The cursor of a record's place in newest-first order; every store uses this encoding,
+    so any record's cursor can continue a page (``after``)."""
+    raw = f"{record.created_at.isoformat()}|{record.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_history_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at, id) from :func:`history_cursor`; ValidationError(field="after") if bad."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, sep, delivery_id = raw.partition("|")
+        if not sep or not delivery_id:
+            raise ValueError(raw)
+        created_at = datetime.fromisoformat(at)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise ValidationError("The cursor is not valid", field="after") from exc
+    if created_at.tzinfo is None:
+        raise ValidationError("The cursor is not valid", field="after")
+    return created_at, delivery_id
+
+
+class HistoryStore(Protocol):
+    """Every store behaves the same; the contract tests in tests/history/ hold them to it.
+
+    Ordering for :meth:`find` is newest first: ``created_at`` descending, then ``id`` descending.
+    Cursors are :func:`history_cursor` of the last record of a page (``end_cursor``);
+    stores decode ``after`` with :func:`decode_history_cursor`.
+    """
+
+    async def start(self) -> None:
+        """Connect and create indexes (Mongo) — idempotent."""
+
+    async def close(self) -> None: ...
+
+    async def add(self, records: Sequence[DeliveryRecord]) -> int:
+        """Insert records whose id is new; existing ids are left untouched. Returns how many
+        were inserted. The first timeline entry is the record's status at ``created_at``."""
+        ...
+
+    async def get(self, delivery_id: str) -> DeliveryRecord | None: ...
+
+    async def get_many(self, delivery_ids: Sequence[str]) -> list[DeliveryRecord]:
+        """Records for the ids that exist, in no particular order."""
+        ...
+
+    async def transition(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        *,
+        at: datetime,
+        expected: frozenset[DeliveryStatus] | None = None,
+        reason: str | None = None,
+        attempt: Attempt | None = None,
+        rendered: Rendered | None = None,
+        provider_message_id: str | None = None,
+    ) -> bool:
+        """Atomically move a delivery to ``status`` if its current status is in ``expected``
+        (any status when None): append a timeline entry (and the attempt, if given), set the
+        rendered fields and provider id when given, bump ``updated_at``. Returns False (and
+        changes nothing) when the record is missing or its status is not expected."""
+        ...
+
+    async def transition_many(
+        self,
+        delivery_ids: Sequence[str],
+        status: DeliveryStatus,
+        *,
+        at: datetime,
+        expected: frozenset[DeliveryStatus] | None = None,
+        reason: str | None = None,
+        attempt: Attempt | None = None,
+        rendered: dict[str, Rendered] | None = None,
+        unchanged_since: dict[str, datetime] | None = None,
+    ) -> set[str]:
+        """:meth:`transition` for many deliveries at once (one statement where the store
+        allows), each checked against ``expected`` on its own; ``rendered`` maps an id to its
+        rendered fields. ``unchanged_since`` maps an id to the ``updated_at`` its caller read:
+        that delivery changes only if nobody changed it since, which makes taking over a
+        delivery left in ``sending`` exclusive. Returns the ids that changed."""
+        ...
+
+    async def find(
+        self, filter: DeliveryFilter, *, first: int, after: str | None = None
+    ) -> HistoryPage:
+        """A page of records matching every set field of ``filter``, newest first.
+        Raises ``backend.errors.ValidationError`` (field ``after``) on a bad cursor."""
+        ...
+
+    async def count_by_status(
+        self, filter: DeliveryFilter
+    ) -> dict[tuple[Channel, DeliveryStatus], int]:
+        """Counts per (channel, status) of the records matching ``filter``."""
+        ...

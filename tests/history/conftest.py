@@ -1,0 +1,184 @@
+"""History store fixtures: every store the tests can reach, and typed delivery factories.
+
+Datetimes here are whole milliseconds: that is all a BSON date holds (see mongo.py).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.channels import Channel
+from backend.db.history.base import (
+    Attempt,
+    DeliveryFilter,
+    DeliveryRecord,
+    DeliveryStatus,
+    HistoryStore,
+    StatusChange,
+)
+from backend.db.history.mongo import MongoHistoryStore
+from backend.db.history.postgres import PostgresHistoryStore
+
+MONGODB_URL = os.environ.get("HERALD_TEST_MONGODB_URL")
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def minutes(n: float) -> datetime:
+    """``T0`` plus ``n`` minutes."""
+    return T0 + timedelta(minutes=n)
+
+
+def make_delivery(
+    id: str = "d-1",
+    *,
+    user_id: str = "u-1",
+    event_id: str = "e-1",
+    channel: Channel = Channel.EMAIL,
+    status: DeliveryStatus = DeliveryStatus.QUEUED,
+    created_at: datetime = T0,
+    campaign_id: str | None = None,
+    **fields: Any,
+) -> DeliveryRecord:
+    """A delivery as dispatch creates it: queued, nothing rendered, no timeline yet."""
+    return DeliveryRecord(
+        id=id,
+        event_id=event_id,
+        event_type="user_registered",
+        user_id=user_id,
+        channel=channel,
+        created_at=created_at,
+        updated_at=fields.pop("updated_at", created_at),
+        status=status,
+        campaign_id=campaign_id,
+        **fields,
+    )
+
+
+def full_delivery(id: str = "d-full") -> DeliveryRecord:
+    """A delivery with every field set to a value of its own, so a field stored in the wrong
+    place or not at all shows up in an equality check."""
+    return DeliveryRecord(
+        id=id,
+        event_id="e-full",
+        event_type="movie_added",
+        user_id="u-full",
+        channel=Channel.IN_APP,
+        created_at=minutes(1),
+        updated_at=minutes(9),
+        status=DeliveryStatus.SENT,
+        campaign_id="c-full",
+        template_slug="new-movie",
+        locale="fr",
+        subject="Nouveau film",
+        title="Un film",
+        body="Regardez-le ce soir",
+        data={"movie": {"id": 7, "title": "Heat"}, "tags": ["crime", "1995"], "rating": 8.3},
+        timeline=[
+            StatusChange(DeliveryStatus.QUEUED, minutes(1)),
+            StatusChange(DeliveryStatus.SENDING, minutes(2), reason="worker-3"),
+            StatusChange(DeliveryStatus.SENT, minutes(3)),
+        ],
+        attempts=[
+            Attempt(1, minutes(2), provider="redis", error="timeout"),
+            Attempt(2, minutes(3), provider="redis"),
+        ],
+        provider_message_id="msg-42",
+        # Another offset than UTC: the store must keep the instant.
+        read_at=datetime(2026, 3, 1, 16, 5, 30, 250_000, tzinfo=timezone(timedelta(hours=2))),
+        archived_at=minutes(60),
+    )
+
+
+def filter_dataset() -> list[DeliveryRecord]:
+    """Seven deliveries in which every filter field tells some apart; d4 and d5 share their
+    ``created_at``, so their order is decided by id."""
+    return [
+        make_delivery("d1", user_id="u1", event_id="e1", created_at=minutes(0),
+                      channel=Channel.EMAIL, status=DeliveryStatus.SENT),
+        make_delivery("d2", user_id="u1", event_id="e1", created_at=minutes(1),
+                      channel=Channel.SMS, status=DeliveryStatus.FAILED),
+        make_delivery("d3", user_id="u2", event_id="e1", created_at=minutes(2),
+                      channel=Channel.EMAIL, status=DeliveryStatus.QUEUED),
+        make_delivery("d4", user_id="u2", event_id="e2", created_at=minutes(3), campaign_id="c1",
+                      channel=Channel.PUSH, status=DeliveryStatus.SENT),
+        make_delivery("d5", user_id="u1", event_id="e2", created_at=minutes(3), campaign_id="c1",
+                      channel=Channel.IN_APP, status=DeliveryStatus.SENT),
+        make_delivery("d6", user_id="u3", event_id="e3", created_at=minutes(5), campaign_id="c2",
+                      channel=Channel.EMAIL, status=DeliveryStatus.DEAD),
+        make_delivery("d7", user_id="u1", event_id="e3", created_at=minutes(6), campaign_id="c2",
+                      channel=Channel.EMAIL, status=DeliveryStatus.SENT),
+    ]  # fmt: skip
+
+
+# (test id, filter, the ids find() returns, newest first) over filter_dataset()
+FILTER_CASES: list[tuple[str, DeliveryFilter, list[str]]] = [
+    ("everything", DeliveryFilter(), ["d7", "d6", "d5", "d4", "d3", "d2", "d1"]),
+    ("user_id", DeliveryFilter(user_id="u1"), ["d7", "d5", "d2", "d1"]),
+    ("event_id", DeliveryFilter(event_id="e2"), ["d5", "d4"]),
+    ("campaign_id", DeliveryFilter(campaign_id="c2"), ["d7", "d6"]),
+    ("channel", DeliveryFilter(channel=Channel.EMAIL), ["d7", "d6", "d3", "d1"]),
+    ("status", DeliveryFilter(status=DeliveryStatus.SENT), ["d7", "d5", "d4", "d1"]),
+    ("since is inclusive", DeliveryFilter(since=minutes(3)), ["d7", "d6", "d5", "d4"]),
+    ("until is exclusive", DeliveryFilter(until=minutes(3)), ["d3", "d2", "d1"]),
+    ("since and until", DeliveryFilter(since=minutes(1), until=minutes(5)),
+     ["d5", "d4", "d3", "d2"]),
+    ("user, channel, status",
+     DeliveryFilter(user_id="u1", channel=Channel.EMAIL, status=DeliveryStatus.SENT),
+     ["d7", "d1"]),
+    ("campaign and a time window",
+     DeliveryFilter(campaign_id="c1", since=minutes(3), until=minutes(4)), ["d5", "d4"]),
+    ("user, event, status", DeliveryFilter(user_id="u2", event_id="e2",
+                                           status=DeliveryStatus.SENT), ["d4"]),
+    ("every field", DeliveryFilter(user_id="u1", event_id="e3", campaign_id="c2",
+                                   channel=Channel.EMAIL, status=DeliveryStatus.SENT,
+                                   since=minutes(6), until=minutes(7)), ["d7"]),
+    ("nothing matches", DeliveryFilter(user_id="u3", channel=Channel.SMS), []),
+]  # fmt: skip
+
+
+def paging_dataset() -> list[DeliveryRecord]:
+    """Ten deliveries for one user, most sharing a ``created_at`` with others, added in no
+    particular order, so page boundaries fall inside runs of equal timestamps."""
+    stamps = {
+        "p-07": 0, "p-03": 0, "p-10": 0,
+        "p-01": 1, "p-09": 1,
+        "p-02": 2, "p-08": 2, "p-05": 2, "p-04": 2,
+        "p-06": 3,
+    }  # fmt: skip
+    return [make_delivery(i, user_id="pager", created_at=minutes(m)) for i, m in stamps.items()]
+
+
+PAGING_ORDER = ["p-06", "p-08", "p-05", "p-04", "p-02", "p-09", "p-01", "p-10", "p-07", "p-03"]
+
+
+# Every backend this machine can reach: PostgreSQL always, MongoDB when a server is named.
+# (No MongoDB server can run here; the Mongo documents are checked in test_mongo_documents.)
+REACHABLE = ["postgresql", *(["mongodb"] if MONGODB_URL else [])]
+
+
+@pytest.fixture(params=REACHABLE)
+async def store(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[HistoryStore]:
+    """An empty history store of each reachable kind."""
+    if request.param == "postgresql":
+        # The store commits its own transactions, so each test starts from an empty table.
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE deliveries"))
+        yield PostgresHistoryStore(engine)
+        return
+    assert MONGODB_URL is not None
+    name = f"herald_test_history_{uuid.uuid4().hex[:12]}"
+    mongo = MongoHistoryStore(MONGODB_URL, database=name, retention_days=30)
+    await mongo.start()
+    try:
+        yield mongo
+    finally:
+        await mongo.client.drop_database(name)
+        await mongo.close()
