@@ -1,0 +1,229 @@
+"""Email over SMTP, through a small pool of reused connections.
+
+A connection is opened on first need, returned to the pool after each message and reused by
+the next send; one that broke (server restart, idle timeout, a timed-out command) is dropped
+and replaced. Concurrent sends each hold one connection, so at most ``smtp_pool_size``
+messages are in flight and at most that many connections are open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+
+import aiosmtplib
+
+from backend.channels import Channel
+from backend.channels.base import (
+    ChannelError,
+    OutgoingMessage,
+    PermanentChannelError,
+    SendResult,
+    TransientChannelError,
+)
+from backend.config import Settings, SmtpTls
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "smtp"
+DELIVERY_ID_HEADER = "X-Herald-Delivery-Id"
+# Characters RFC 5322 allows in a Message-ID's left part that are also safe in logs and URLs.
+_MESSAGE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class _StaleConnectionError(Exception):
+    """A pooled connection turned out dead before the server took the message."""
+
+
+class SmtpEmailSender:
+    """Sends :class:`OutgoingMessage` as email through a pool of SMTP connections.
+
+    ``tls_context`` overrides the system trust store, e.g. for a relay with a private CA.
+    """
+
+    channel: Channel = Channel.EMAIL
+
+    def __init__(self, settings: Settings, *, tls_context: ssl.SSLContext | None = None) -> None:
+        self._host = settings.smtp_host
+        self._port = settings.smtp_port
+        self._username = settings.smtp_username
+        self._password = (
+            settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        )
+        self._tls = settings.smtp_tls
+        self._timeout = settings.smtp_timeout_seconds
+        self._tls_context = tls_context
+        self._from = settings.email_from
+        self._envelope_from = parseaddr(settings.email_from)[1]
+        domain = self._envelope_from.rpartition("@")[2]
+        self._message_id_domain = domain or "herald.localhost"
+        self._slots = asyncio.Semaphore(settings.smtp_pool_size)
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._closed = False
+
+    async def start(self) -> None:
+        """Make the sender usable. Connections open on first send, not here, so a worker
+        starts (and its other channels work) while the SMTP server is down."""
+        self._closed = False
+
+    async def close(self) -> None:
+        """QUIT the idle connections; connections still sending are closed when they finish."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(self._quit(smtp) for smtp in idle))
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        """Send ``message`` to its user's email address."""
+        if self._closed:
+            raise RuntimeError("the SMTP sender is closed")
+        recipient = message.user.email
+        if not recipient:
+            raise PermanentChannelError("the user has no email address", provider=PROVIDER)
+        email = self.build_email(message)
+        message_id = self.message_id(message.delivery_id)
+        async with self._slots:
+            smtp = self._take_idle()
+            if smtp is not None:
+                try:
+                    await self._transmit(smtp, email, recipient, reused=True)
+                except _StaleConnectionError:
+                    logger.info("pooled SMTP connection was dead; reconnecting")
+                else:
+                    return SendResult(provider=PROVIDER, provider_message_id=message_id)
+            smtp = await self._connect()
+            await self._transmit(smtp, email, recipient, reused=False)
+        return SendResult(provider=PROVIDER, provider_message_id=message_id)
+
+    def build_email(self, message: OutgoingMessage) -> EmailMessage:
+        """The MIME message for ``message``: text, plus an HTML alternative when there is one."""
+        user = message.user
+        try:
+            to = Address(
+                display_name=f"{user.first_name} {user.last_name}".strip(),
+                addr_spec=user.email or "",
+            )
+            email = EmailMessage()
+            email["From"] = self._from
+            email["To"] = to
+            # A rendered subject can carry line breaks, which a header cannot.
+            email["Subject"] = " ".join((message.subject or "").split())
+            email["Date"] = formatdate(usegmt=True)
+            email["Message-ID"] = self.message_id(message.delivery_id)
+            email[DELIVERY_ID_HEADER] = message.delivery_id
+        except (ValueError, IndexError, HeaderParseError) as exc:
+            # The email package refuses malformed addresses and header values this way.
+            raise PermanentChannelError(
+                f"cannot build the email: {exc}", provider=PROVIDER
+            ) from exc
+        email.set_content(message.body or "")
+        if message.html:
+            email.add_alternative(message.html, subtype="html")
+        return email
+
+    def message_id(self, delivery_id: str) -> str:
+        """The Message-ID for a delivery: stable across retries, so a receiving server and the
+        user's mail client can recognise a resent message as the same one."""
+        local = _MESSAGE_ID_UNSAFE.sub("-", delivery_id) or "delivery"
+        return f"<herald.{local}@{self._message_id_domain}>"
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        while self._idle:
+            smtp = self._idle.pop()
+            if smtp.is_connected:
+                return smtp
+            smtp.close()
+        return None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(
+            hostname=self._host,
+            port=self._port,
+            username=self._username,
+            password=self._password,
+            timeout=self._timeout,
+            use_tls=self._tls is SmtpTls.SSL,
+            # False, not aiosmtplib's "upgrade when offered": the setting is the operator's
+            # decision, and an opportunistic upgrade would fail on a relay with a bad cert.
+            start_tls=self._tls is SmtpTls.STARTTLS,
+            tls_context=self._tls_context,
+        )
+        try:
+            await smtp.connect()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            smtp.close()
+            raise _channel_error(exc, f"cannot connect to {self._host}:{self._port}") from exc
+        return smtp
+
+    async def _transmit(
+        self, smtp: aiosmtplib.SMTP, email: EmailMessage, recipient: str, *, reused: bool
+    ) -> None:
+        try:
+            await smtp.send_message(email, sender=self._envelope_from, recipients=[recipient])
+        except aiosmtplib.SMTPException as exc:
+            # After a refusal aiosmtplib has RSET the envelope: the connection stays good.
+            refused = isinstance(
+                exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused
+            )
+            if refused and smtp.is_connected and _reply_code(exc) != 421:
+                await self._release(smtp)
+            else:
+                smtp.close()
+            if reused and _is_stale(exc):
+                raise _StaleConnectionError from exc
+            raise _channel_error(exc, "the SMTP server did not take the message") from exc
+        except ValueError as exc:
+            # aiosmtplib's address check, before anything reaches the server.
+            await self._release(smtp)
+            raise PermanentChannelError(f"invalid address: {exc}", provider=PROVIDER) from exc
+        except BaseException:
+            # Cancelled or unexpected mid-transaction: the session state is unknown.
+            smtp.close()
+            raise
+        await self._release(smtp)
+
+    async def _release(self, smtp: aiosmtplib.SMTP) -> None:
+        if self._closed:
+            await self._quit(smtp)
+        elif smtp.is_connected:
+            self._idle.append(smtp)
+
+    async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
+        try:
+            await smtp.quit(timeout=self._timeout)
+        except (aiosmtplib.SMTPException, OSError):
+            smtp.close()
+
+
+def _reply_code(exc: BaseException) -> int | None:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return exc.recipients[0].code if exc.recipients else None
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return exc.code
+    return None
+
+
+def _is_stale(exc: BaseException) -> bool:
+    """Whether a reused connection failed because it was dead, not because of this message.
+
+    A server that drops idle clients either closes the socket or answers the next command
+    with 421. A disconnect right after the final "." could mean the message was taken and is
+    now sent twice; that window is tiny and a duplicate beats a lost notification.
+    """
+    return isinstance(exc, aiosmtplib.SMTPServerDisconnected) or _reply_code(exc) == 421
+
+
+def _channel_error(exc: BaseException, context: str) -> ChannelError:
+    code = _reply_code(exc)
+    detail = f"{context}: {exc}"
+    if code is not None and 500 <= code < 600:
+        return PermanentChannelError(detail, provider=PROVIDER)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        # STARTTLS, AUTH or SMTPUTF8 missing on the server: configuration, not a hiccup.
+        return PermanentChannelError(detail, provider=PROVIDER)
+    return TransientChannelError(detail, provider=PROVIDER)

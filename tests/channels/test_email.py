@@ -1,0 +1,255 @@
+"""The SMTP sender against a real SMTP server (aiosmtpd) on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from backend.channels import Channel
+from backend.channels.base import PermanentChannelError, TransientChannelError
+from backend.channels.email import SmtpEmailSender
+from backend.services.users import UserProfile
+from tests.channels.conftest import (
+    SMTP_PASSWORD,
+    SMTP_USER,
+    SmtpServer,
+    TlsFiles,
+    closed_port,
+    outgoing,
+    running,
+)
+
+
+async def test_email_arrives_with_subject_text_html_and_headers(smtp_server: SmtpServer) -> None:
+    sender = SmtpEmailSender(smtp_server.settings(email_from="Herald <noreply@herald.example>"))
+    async with running(sender):
+        result = await sender.send(outgoing(Channel.EMAIL, delivery_id="0f1e-77"))
+
+    assert result.provider == "smtp"
+    assert result.provider_message_id == "<herald.0f1e-77@herald.example>"
+    [mail] = smtp_server.recorder.messages
+    assert smtp_server.recorder.envelopes == [("noreply@herald.example", ["ada@example.org"])]
+    assert mail["Subject"] == "Welcome, Ada!"
+    assert mail["From"] == "Herald <noreply@herald.example>"
+    assert mail["To"] == "Ada Lovelace <ada@example.org>"
+    assert mail["Message-ID"] == result.provider_message_id
+    assert mail["X-Herald-Delivery-Id"] == "0f1e-77"
+    assert mail["Date"]
+    assert mail.get_content_type() == "multipart/alternative"
+    text = mail.get_body(preferencelist=("plain",))
+    html = mail.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    assert text.get_content().strip() == "Hello Ada, thanks for joining."
+    assert html.get_content().strip() == "<p>Hello <b>Ada</b></p>"
+
+
+async def test_message_without_html_is_plain_text_and_survives_a_multiline_subject(
+    smtp_server: SmtpServer,
+) -> None:
+    sender = SmtpEmailSender(smtp_server.settings())
+    async with running(sender):
+        await sender.send(outgoing(Channel.EMAIL, html=None, subject="Two\nlines "))
+
+    [mail] = smtp_server.recorder.messages
+    assert mail.get_content_type() == "text/plain"
+    assert mail["Subject"] == "Two lines"
+    assert mail.get_content().strip() == "Hello Ada, thanks for joining."
+
+
+async def test_user_without_email_is_permanent(smtp_server: SmtpServer) -> None:
+    sender = SmtpEmailSender(smtp_server.settings())
+    async with running(sender):
+        with pytest.raises(PermanentChannelError) as raised:
+            await sender.send(outgoing(Channel.EMAIL, user=UserProfile(id="u-1", email=None)))
+    assert raised.value.provider == "smtp"
+    assert smtp_server.recorder.messages == []
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "a@b@c", "ada@example.org\nBcc: x@y"])
+async def test_malformed_address_is_permanent(smtp_server: SmtpServer, address: str) -> None:
+    sender = SmtpEmailSender(smtp_server.settings())
+    async with running(sender):
+        with pytest.raises(PermanentChannelError):
+            await sender.send(outgoing(Channel.EMAIL, user=UserProfile(id="u-1", email=address)))
+    assert smtp_server.recorder.peers == set()
+
+
+async def test_pool_reuses_connections(smtp_server: SmtpServer) -> None:
+    sender = SmtpEmailSender(smtp_server.settings(smtp_pool_size=2))
+    async with running(sender):
+        for i in range(5):
+            await sender.send(outgoing(Channel.EMAIL, delivery_id=f"seq-{i}"))
+        assert len(smtp_server.recorder.peers) == 1
+
+        await asyncio.gather(
+            *(sender.send(outgoing(Channel.EMAIL, delivery_id=f"par-{i}")) for i in range(20))
+        )
+
+    assert len(smtp_server.recorder.messages) == 25
+    assert len(smtp_server.recorder.peers) <= 2
+    ids = {m["X-Herald-Delivery-Id"] for m in smtp_server.recorder.messages}
+    assert ids == {f"seq-{i}" for i in range(5)} | {f"par-{i}" for i in range(20)}
+
+
+async def test_4xx_reply_is_transient_and_the_connection_stays_usable(
+    smtp_server: SmtpServer,
+) -> None:
+    sender = SmtpEmailSender(smtp_server.settings())
+    async with running(sender):
+        smtp_server.recorder.data_reply = "451 4.3.0 Mailbox busy, try later"
+        with pytest.raises(TransientChannelError, match="451"):
+            await sender.send(outgoing(Channel.EMAIL))
+
+        smtp_server.recorder.data_reply = None
+        await sender.send(outgoing(Channel.EMAIL))
+
+    assert len(smtp_server.recorder.messages) == 1
+    assert len(smtp_server.recorder.peers) == 1
+
+
+async def test_5xx_reply_is_permanent(smtp_server: SmtpServer) -> None:
+    smtp_server.recorder.rcpt_reply = "550 5.1.1 No such user"
+    sender = SmtpEmailSender(smtp_server.settings())
+    async with running(sender):
+        with pytest.raises(PermanentChannelError, match="550"):
+            await sender.send(outgoing(Channel.EMAIL))
+    assert smtp_server.recorder.messages == []
+
+
+async def test_server_down_is_transient() -> None:
+    sender = SmtpEmailSender(SmtpServer().settings(smtp_port=closed_port(), smtp_timeout_seconds=2))
+    async with running(sender):
+        with pytest.raises(TransientChannelError):
+            await sender.send(outgoing(Channel.EMAIL))
+
+
+async def test_slow_server_is_transient_and_the_next_send_uses_a_fresh_connection(
+    smtp_server: SmtpServer,
+) -> None:
+    sender = SmtpEmailSender(smtp_server.settings(smtp_timeout_seconds=0.3))
+    async with running(sender):
+        smtp_server.recorder.data_delay = 1.0
+        with pytest.raises(TransientChannelError):
+            await sender.send(outgoing(Channel.EMAIL, delivery_id="slow"))
+
+        smtp_server.recorder.data_delay = 0.0
+        await sender.send(outgoing(Channel.EMAIL, delivery_id="after"))
+
+    # The timed-out connection was dropped, not reused out of step with the server.
+    assert [m["X-Herald-Delivery-Id"] for m in smtp_server.recorder.messages] == ["after"]
+    assert len(smtp_server.recorder.peers) == 2
+
+
+async def test_server_restart_next_send_reconnects(smtp_server: SmtpServer) -> None:
+    sender = SmtpEmailSender(smtp_server.settings(smtp_timeout_seconds=2))
+    async with running(sender):
+        await sender.send(outgoing(Channel.EMAIL, delivery_id="before"))
+
+        await asyncio.to_thread(smtp_server.stop)
+        with pytest.raises(TransientChannelError):
+            await sender.send(outgoing(Channel.EMAIL, delivery_id="while-down"))
+
+        await asyncio.to_thread(smtp_server.start)
+        await sender.send(outgoing(Channel.EMAIL, delivery_id="after"))
+
+    assert [m["X-Herald-Delivery-Id"] for m in smtp_server.recorder.messages] == [
+        "before",
+        "after",
+    ]
+
+
+async def test_idle_connection_dropped_by_a_restart_is_replaced_transparently(
+    smtp_server: SmtpServer,
+) -> None:
+    sender = SmtpEmailSender(smtp_server.settings(smtp_timeout_seconds=2))
+    async with running(sender):
+        await sender.send(outgoing(Channel.EMAIL, delivery_id="before"))
+        await asyncio.to_thread(smtp_server.stop)
+        await asyncio.to_thread(smtp_server.start)
+        # The pooled connection died with the old server; no error reaches the caller.
+        await sender.send(outgoing(Channel.EMAIL, delivery_id="after"))
+
+    assert [m["X-Herald-Delivery-Id"] for m in smtp_server.recorder.messages] == [
+        "before",
+        "after",
+    ]
+    assert len(smtp_server.recorder.peers) == 2
+
+
+async def test_pooled_connection_answered_421_is_replaced_transparently(
+    smtp_server: SmtpServer,
+) -> None:
+    sender = SmtpEmailSender(smtp_server.settings())
+    async with running(sender):
+        await sender.send(outgoing(Channel.EMAIL, delivery_id="first"))
+        # How a relay that timed out an idle client answers its next command.
+        smtp_server.recorder.mail_reply_once = "421 4.4.2 Idle too long, closing"
+        await sender.send(outgoing(Channel.EMAIL, delivery_id="second"))
+
+    assert [m["X-Herald-Delivery-Id"] for m in smtp_server.recorder.messages] == [
+        "first",
+        "second",
+    ]
+    assert len(smtp_server.recorder.peers) == 2
+
+
+async def test_421_on_a_fresh_connection_is_transient(smtp_server: SmtpServer) -> None:
+    smtp_server.recorder.mail_reply_once = "421 4.3.2 System not accepting messages"
+    sender = SmtpEmailSender(smtp_server.settings())
+    async with running(sender):
+        with pytest.raises(TransientChannelError, match="421"):
+            await sender.send(outgoing(Channel.EMAIL))
+
+
+async def test_starttls_with_login(tls_files: TlsFiles) -> None:
+    server = SmtpServer(
+        tls_context=tls_files.server_context(),
+        require_starttls=True,
+        with_auth=True,
+        auth_require_tls=True,
+    )
+    server.start()
+    try:
+        settings = server.settings(
+            smtp_tls="starttls", smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD
+        )
+        sender = SmtpEmailSender(settings, tls_context=tls_files.client_context())
+        async with running(sender):
+            await sender.send(outgoing(Channel.EMAIL))
+
+        wrong = SmtpEmailSender(
+            server.settings(
+                smtp_tls="starttls", smtp_username=SMTP_USER, smtp_password="wrong-password"
+            ),
+            tls_context=tls_files.client_context(),
+        )
+        async with running(wrong):
+            with pytest.raises(PermanentChannelError, match="535"):
+                await wrong.send(outgoing(Channel.EMAIL))
+    finally:
+        await asyncio.to_thread(server.stop)
+
+    assert server.recorder.logins == [SMTP_USER]
+    assert len(server.recorder.messages) == 1
+
+
+async def test_ssl_verifies_the_server_certificate(tls_files: TlsFiles) -> None:
+    server = SmtpServer(ssl_context=tls_files.server_context())
+    server.start()
+    try:
+        trusting = SmtpEmailSender(
+            server.settings(smtp_tls="ssl"), tls_context=tls_files.client_context()
+        )
+        async with running(trusting):
+            await trusting.send(outgoing(Channel.EMAIL))
+
+        # The system trust store does not know the self-signed certificate.
+        untrusting = SmtpEmailSender(server.settings(smtp_tls="ssl", smtp_timeout_seconds=2))
+        async with running(untrusting):
+            with pytest.raises(TransientChannelError, match="certificate"):
+                await untrusting.send(outgoing(Channel.EMAIL))
+    finally:
+        await asyncio.to_thread(server.stop)
+
+    assert len(server.recorder.messages) == 1
