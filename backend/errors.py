@@ -12,6 +12,7 @@
     ├── NotFoundError                 code: NOT_FOUND
     ├── ConflictError                 code: CONFLICT         (duplicate slug, template in use)
     └── UnavailableError              code: UNAVAILABLE      (a store or the broker is down)
+        └── UserDirectoryUnavailable  code: UNAVAILABLE      (the auth service failed or refused)
 
 Every error carries a machine-readable ``code`` and a ``message`` a person can read.
 """
@@ -70,3 +71,7 @@ class ConflictError(HeraldError):
 
 class UnavailableError(HeraldError):
     code = "UNAVAILABLE"
+
+
+class UserDirectoryUnavailable(UnavailableError):
+    """The auth service could not answer a profile look-up: down, slow, or misconfigured."""

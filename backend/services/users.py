@@ -1,0 +1,341 @@
+"""User profiles from the auth service.
+
+The profile shape is the auth service's: ``id``, ``email``, ``first_name``, ``last_name``,
+``login``, plus optional ``phone``, ``locale``, ``timezone``. :class:`UserDirectory` fetches
+them over HTTP and keeps them in Redis for ``HERALD_USER_CACHE_TTL_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from backend.config import Settings
+from backend.errors import UserDirectoryUnavailable
+
+log = logging.getLogger(__name__)
+
+CACHE_KEY_PREFIX = "herald:user:"
+# Events can keep naming a deleted user for a while; remembering the 404 keeps that flood off the
+# auth service, and keeping it short lets an id that comes back be seen again soon.
+UNKNOWN_USER_TTL_SECONDS = 60
+# What a cached 404 holds: JSON null, so every cache entry is JSON.
+UNKNOWN_USER_MARKER = b"null"
+# After a Redis error the cache is skipped for this long, so an outage costs one failed round
+# trip (and one warning) per interval rather than one per look-up.
+CACHE_RETRY_AFTER_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class UserProfile:
+    id: str
+    email: str | None = None
+    first_name: str = ""
+    last_name: str = ""
+    login: str = ""
+    phone: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UserProfile:
+        return cls(
+            id=str(data["id"]),
+            email=data.get("email"),
+            first_name=data.get("first_name") or "",
+            last_name=data.get("last_name") or "",
+            login=data.get("login") or "",
+            phone=data.get("phone"),
+            locale=data.get("locale"),
+            timezone=data.get("timezone"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_context(self) -> dict[str, Any]:
+        """The ``user`` variable templates see."""
+        return self.to_json()
+
+
+class UserDirectory:
+    """User profiles from the auth service, cached in Redis.
+
+    One instance per process, built where the process creates its clients (the API lifespan, a
+    worker's event loop); it uses the caller's ``httpx.AsyncClient`` and Redis pool and closes
+    neither. A profile is cached for ``user_cache_ttl_seconds`` (0 turns the cache off); an
+    unknown user for at most :data:`UNKNOWN_USER_TTL_SECONDS`.
+
+    Each request is bounded by ``auth_timeout_seconds``; connection errors, timeouts, 5xx and 429
+    are retried ``auth_retries`` times with exponential backoff and jitter. What still fails, and
+    any other 4xx, raises :class:`~backend.errors.UserDirectoryUnavailable`. Redis errors never
+    fail a look-up: the cache is skipped and a warning logged.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        redis: Redis,
+        *,
+        max_concurrency: int = 20,
+        key_prefix: str = CACHE_KEY_PREFIX,
+        backoff_base_seconds: float = 0.2,
+        backoff_cap_seconds: float = 2.0,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self._http = http
+        self._redis = redis
+        self._base_url = settings.auth_url.rstrip("/")
+        self._user_path = settings.auth_user_path
+        self._list_path = settings.auth_users_list_path
+        self._timeout = settings.auth_timeout_seconds
+        self._retries = settings.auth_retries
+        self._ttl = settings.user_cache_ttl_seconds
+        self._unknown_ttl = min(UNKNOWN_USER_TTL_SECONDS, self._ttl)
+        self._headers = {"Accept": "application/json"}
+        token = settings.auth_api_token
+        if token is not None and token.get_secret_value():
+            self._headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+        self._max_concurrency = max_concurrency
+        # Shared by every look-up on this instance, so concurrent batches together stay within
+        # the bound the auth service is promised, not each batch on its own.
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._key_prefix = key_prefix
+        self._backoff_base = backoff_base_seconds
+        self._backoff_cap = backoff_cap_seconds
+        self._cache_skipped_until = 0.0
+
+    async def get(self, user_id: str) -> UserProfile | None:
+        """The user's profile, or ``None`` when the auth service does not know the user."""
+        user_id = str(user_id)
+        return (await self.get_many([user_id]))[user_id]
+
+    async def get_many(self, user_ids: Iterable[str]) -> dict[str, UserProfile | None]:
+        """Profiles for many users: one ``MGET`` for the cached ones, concurrent fetches (at most
+        ``max_concurrency`` at a time) for the rest, written back in one pipeline.
+
+        Every asked id is a key of the result; unknown users map to ``None``.
+        """
+        ids = list(dict.fromkeys(str(user_id) for user_id in user_ids))
+        found = await self._cache_read(ids)
+        misses = [user_id for user_id in ids if user_id not in found]
+        if misses:
+            fetched: dict[str, UserProfile | None] = {}
+            try:
+                await self._fetch_many(misses, fetched)
+            except UserDirectoryUnavailable:
+                # Profiles that did arrive are good; keep them for the retry that follows.
+                await self._cache_write(fetched)
+                raise
+            await self._cache_write(fetched)
+            found.update(fetched)
+        return {user_id: found[user_id] for user_id in ids}
+
+    async def iter_all(self, page_size: int = 500) -> AsyncIterator[list[UserProfile]]:
+        """Every user, one page (a list of at most ``page_size`` profiles) at a time.
+
+        Pages are fetched as they are consumed, so no more than one is held in memory.
+        """
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        url = self._base_url + self._list_path
+        page = 1
+        seen = 0
+        while True:
+            response = await self._request(url, params={"page": page, "size": page_size})
+            body = _json_body(response)
+            items = body.get("items") if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise UserDirectoryUnavailable(
+                    f"The auth service's user list at {url} has no 'items' list"
+                )
+            profiles = [_profile(item, url) for item in items]
+            if profiles:
+                yield profiles
+            seen += len(profiles)
+            total = body.get("total")
+            # A short page ends the list even when 'total' is missing or stale.
+            if len(items) < page_size or (isinstance(total, int) and seen >= total):
+                return
+            page += 1
+
+    async def _fetch_many(self, user_ids: list[str], into: dict[str, UserProfile | None]) -> None:
+        pending = iter(user_ids)
+
+        async def drain() -> None:
+            for user_id in pending:
+                into[user_id] = await self._fetch(user_id)
+
+        if len(user_ids) == 1:
+            await drain()
+            return
+        # A fixed set of workers rather than a task per id keeps a batch of thousands cheap; the
+        # task group cancels the rest as soon as one fetch gives up.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self._max_concurrency, len(user_ids))):
+                    group.create_task(drain())
+        except BaseExceptionGroup as errors:
+            unavailable, other = errors.split(UserDirectoryUnavailable)
+            if other is None and unavailable is not None:
+                raise unavailable.exceptions[0]  # noqa: B904 - its own cause is the useful one
+            raise
+
+    async def _fetch(self, user_id: str) -> UserProfile | None:
+        if not user_id:
+            return None
+        url = self._base_url + self._user_path.format(user_id=quote(user_id, safe=""))
+        async with self._slots:
+            response = await self._request(url, unknown_is_none=True)
+        if response.status_code == 404:
+            return None
+        return _profile(_json_body(response), url)
+
+    async def _request(
+        self, url: str, *, params: dict[str, Any] | None = None, unknown_is_none: bool = False
+    ) -> httpx.Response:
+        tries = self._retries + 1
+        problem = ""
+        cause: BaseException | None = None
+        retry_after: float | None = None
+        for attempt in range(tries):
+            if attempt:
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+            retry_after = None
+            try:
+                # httpx's timeout applies to each phase (connect, every read) separately; the
+                # outer one bounds the whole request, however slowly a server dribbles bytes.
+                async with asyncio.timeout(self._timeout):
+                    response = await self._http.get(
+                        url, params=params, headers=self._headers, timeout=self._timeout
+                    )
+            except httpx.UnsupportedProtocol as exc:
+                raise UserDirectoryUnavailable(
+                    f"HERALD_AUTH_URL is not an http(s) URL: {self._base_url!r}"
+                ) from exc
+            except (httpx.TransportError, TimeoutError) as exc:
+                problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                cause = exc
+                continue
+            status = response.status_code
+            if status == 200 or (status == 404 and unknown_is_none):
+                return response
+            if status == 429 or status >= 500:
+                problem = f"HTTP {status}"
+                cause = None
+                retry_after = _seconds(response.headers.get("Retry-After"))
+                continue
+            if status in (401, 403):
+                raise UserDirectoryUnavailable(
+                    f"The auth service refused Herald's credentials (HTTP {status}) for GET "
+                    f"{url}; check HERALD_AUTH_API_TOKEN"
+                )
+            raise UserDirectoryUnavailable(
+                f"The auth service answered HTTP {status} for GET {url}; this is a "
+                "misconfiguration, not an unknown user: check HERALD_AUTH_URL and the auth paths"
+            )
+        raise UserDirectoryUnavailable(
+            f"The auth service did not answer GET {url} after {tries} tries: {problem}"
+        ) from cause
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+        # Jitter spreads the retries of many workers that failed together; half the ceiling is
+        # kept as a floor so a retry never comes back immediately. Not security-relevant.
+        delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self._backoff_cap))
+        return delay
+
+    def _key(self, user_id: str) -> str:
+        return self._key_prefix + user_id
+
+    def _cache_usable(self) -> bool:
+        return self._ttl > 0 and time.monotonic() >= self._cache_skipped_until
+
+    def _cache_failed(self, exc: RedisError) -> None:
+        self._cache_skipped_until = time.monotonic() + CACHE_RETRY_AFTER_SECONDS
+        log.warning(
+            "Redis is unavailable for the user cache (%s: %s); fetching profiles from the auth "
+            "service without it for %.0f s",
+            type(exc).__name__,
+            exc,
+            CACHE_RETRY_AFTER_SECONDS,
+        )
+
+    async def _cache_read(self, user_ids: list[str]) -> dict[str, UserProfile | None]:
+        if not user_ids or not self._cache_usable():
+            return {}
+        try:
+            values = await self._redis.mget([self._key(user_id) for user_id in user_ids])
+        except RedisError as exc:
+            self._cache_failed(exc)
+            return {}
+        hits: dict[str, UserProfile | None] = {}
+        for user_id, raw in zip(user_ids, values, strict=True):
+            if raw is None:
+                continue
+            try:
+                data = json.loads(raw)
+                hits[user_id] = None if data is None else UserProfile.from_json(data)
+            except (ValueError, KeyError, TypeError):
+                # An entry this code cannot read (an older format, say) is a miss: the fetch
+                # that follows overwrites it.
+                continue
+        return hits
+
+    async def _cache_write(self, profiles: dict[str, UserProfile | None]) -> None:
+        if not profiles or not self._cache_usable():
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id, profile in profiles.items():
+                    if profile is None:
+                        pipe.set(self._key(user_id), UNKNOWN_USER_MARKER, ex=self._unknown_ttl)
+                    else:
+                        pipe.set(self._key(user_id), json.dumps(profile.to_json()), ex=self._ttl)
+                await pipe.execute()
+        except RedisError as exc:
+            self._cache_failed(exc)
+
+
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise UserDirectoryUnavailable(
+            f"The auth service answered GET {response.request.url} with something other than JSON"
+        ) from exc
+
+
+def _profile(data: Any, url: str) -> UserProfile:
+    try:
+        return UserProfile.from_json(data)
+    except (KeyError, TypeError) as exc:
+        raise UserDirectoryUnavailable(
+            f"The auth service sent a profile without an 'id' from GET {url}"
+        ) from exc
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A ``Retry-After`` given in seconds; the HTTP-date form is left to the backoff."""
+    if retry_after is None:
+        return None
+    try:
+        value = float(retry_after)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
