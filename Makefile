@@ -1,5 +1,5 @@
 # The task runner. `make dev` and `make test` each do their own set-up first.
-.PHONY: setup dev test check lint format typecheck schema migrate
+.PHONY: setup dev test check lint format typecheck schema migrate bench bench-ingest bench-deliveries bench-realtime
 
 VENV := .venv/bin
 
@@ -32,3 +32,19 @@ schema:
 
 migrate:
 	$(VENV)/herald migrate
+
+# Benchmarks (not tests): each prints a table and writes JSON to bench/results/.
+bench: bench-ingest bench-deliveries bench-realtime
+
+bench-ingest:
+	scripts/setup.sh bench
+	$(VENV)/herald migrate
+	$(VENV)/python -m bench.ingest
+
+bench-deliveries:
+	scripts/setup.sh bench
+	$(VENV)/python -m bench.deliveries
+
+bench-realtime:
+	scripts/setup.sh bench
+	$(VENV)/python -m bench.realtime

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy import text
 from starlette.requests import HTTPConnection
+from starlette.staticfiles import StaticFiles
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -21,13 +23,21 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from backend.auth import TokenVerifier
 from backend.broker import Broker
 from backend.config import Settings, get_settings
+from backend.db.history.factory import create_history_store
 from backend.db.session import create_engine, create_sessionmaker
 from backend.errors import HeraldError
 from backend.graphql_http import GraphQLHTTP
+from backend.observability.logs import configure_logging
+from backend.observability.metrics import metrics_endpoint
+from backend.observability.tracing import configure_tracing, instrument_app
+from backend.realtime import LiveHub
 from backend.schema.context import Context, Services
 from backend.schema.root import build_schema
+from backend.services.deliveries import BrokerDeliveryQueue
+from backend.services.events import Ingestion
 
 log = logging.getLogger(__name__)
+ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin_frontend"
 
 
 class WebSocketRouter(GraphQLRouter[Context, None]):
@@ -62,31 +72,58 @@ async def _check(name: str, probe: Any) -> tuple[str, str | None]:
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     """Build the API. ``services`` lets tests supply their own session factory."""
     settings = settings or get_settings()
+    configure_logging(settings)
     schema = build_schema(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = None
+        own_engine = services is None
         if services is None:
             engine = create_engine(settings)
             app.state.services = Services(
                 settings=settings,
                 verifier=TokenVerifier(settings),
                 sessionmaker=create_sessionmaker(engine),
+                extras={"engine": engine},
             )
         else:
             app.state.services = services
+            engine = services.extras["engine"]
         state: Services = app.state.services
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        broker = Broker(settings.rabbitmq_url)
+        broker = Broker(
+            settings.rabbitmq_url,
+            publish_timeout=settings.publish_timeout_seconds,
+            max_inflight=settings.max_inflight_publishes,
+        )
         await broker.start()
-        state.extras.update(redis=redis, broker=broker)
+        history = create_history_store(settings, engine)
+        try:
+            await history.start()
+        except Exception as exc:
+            log.warning("history store not reachable at start: %s", exc)
+        live_hub = LiveHub(
+            settings.redis_url,
+            queue_size=settings.live_queue_size,
+            max_per_user=settings.ws_max_subscriptions_per_user,
+        )
+        await live_hub.start()
+        state.extras.update(
+            live_hub=live_hub,
+            redis=redis,
+            broker=broker,
+            history=history,
+            queue=BrokerDeliveryQueue(broker),
+            ingestion=Ingestion(settings=settings, broker=broker, redis=redis),
+        )
         try:
             yield
         finally:
+            await live_hub.close()
             await broker.close()
+            await history.close()
             await redis.aclose()
-            if engine is not None:
+            if own_engine:
                 await engine.dispose()
 
     app = FastAPI(
@@ -96,6 +133,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         redoc_url=None,
         openapi_url="/openapi.json" if settings.is_development else None,
     )
+    if configure_tracing(settings, "herald-api"):
+        instrument_app(app)
+    app.add_route("/metrics", metrics_endpoint(settings), include_in_schema=False)
 
     graphql_http = GraphQLHTTP(
         schema, graphiql=settings.graphiql_enabled, max_body_bytes=settings.max_body_bytes
@@ -119,6 +159,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         include_in_schema=False,
     )
     app.include_router(ws_router)
+
+    if settings.serve_admin_enabled and ADMIN_DIR.is_dir():
+        app.mount("/admin", StaticFiles(directory=ADMIN_DIR, html=True), name="admin")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

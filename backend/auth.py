@@ -7,6 +7,7 @@ another algorithm (``none``, or HS256 signed with the public key) is refused bef
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class Principal:
 class TokenVerifier:
     """Verifies bearer tokens with the configured, pinned algorithm."""
 
+    CACHE_SIZE = 10_000
+
     def __init__(self, settings: Settings) -> None:
         self._algorithm = settings.jwt_algorithm.value
         if settings.jwt_algorithm is JwtAlgorithm.RS256:
@@ -57,8 +60,24 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
+        self._cache: dict[str, Principal] = {}
 
     def verify(self, token: str) -> Principal:
+        """Verify a token; a token verified before is answered from a small cache, with its
+        expiry checked again (services send thousands of requests with one token)."""
+        cached = self._cache.get(token)
+        if cached is not None:
+            expires_at = cached.expires_at
+            if expires_at is not None and expires_at.timestamp() + self._leeway > time.time():
+                return cached
+            self._cache.pop(token, None)
+        principal = self._verify(token)
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[token] = principal
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         required = ["exp", "sub"]
         if self._issuer:
             required.append("iss")

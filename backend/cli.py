@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import click
 
-from backend.config import get_settings
+from backend.config import Environment, get_settings
 
 
 @click.group()
@@ -51,10 +52,17 @@ def api(host: str, port: int, workers: int) -> None:
 @click.option("--concurrency", default=None, type=int, help="worker processes (default: cores)")
 @click.option("--queues", default=None, help="comma-separated queues (default: all)")
 def worker(concurrency: int | None, queues: str | None) -> None:
-    """Run a Celery worker."""
+    """Run a Celery worker (its metrics on HERALD_WORKER_METRICS_PORT)."""
+    # Before anything imports the metrics: the pool's processes must count in shared files.
+    from backend.observability.workers import setup_worker
+
+    settings = get_settings()
+    setup_worker(settings)
     from backend.workers.celery_app import celery_app
 
     argv = ["worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+    if settings.log_format == "json":
+        argv.insert(0, "--quiet")  # Celery's own option: no startup banner, not a JSON line
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     if queues:
@@ -65,6 +73,9 @@ def worker(concurrency: int | None, queues: str | None) -> None:
 @main.command()
 def beat() -> None:
     """Run Celery beat with the RedBeat scheduler."""
+    from backend.observability.workers import setup_beat
+
+    setup_beat(get_settings())
     from backend.workers.celery_app import celery_app
 
     celery_app.start(["beat", "--loglevel=INFO", "--scheduler=redbeat.RedBeatScheduler"])
@@ -102,7 +113,8 @@ def token(sub: str, roles: tuple[str, ...], ttl: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 def dev(host: str, port: int) -> None:
-    """Everything for development in one command: migrations, api, worker and beat."""
+    """Everything for development in one command: migrations, the auth-service stand-in, the
+    SMTP sink, api, worker and beat."""
     from backend.auth import mint_token
     from backend.db.migrate import migrate as run
 
@@ -111,7 +123,10 @@ def dev(host: str, port: int) -> None:
         raise click.UsageError("herald dev runs only with HERALD_ENVIRONMENT=development")
     run(settings)
     exe = [sys.executable, "-m", "backend.cli"]
+    # The stand-ins first: the worker looks users up and sends mail as soon as it starts.
     procs = {
+        "auth-standin": subprocess.Popen([*exe, "auth-standin", "--port", "8001"]),
+        "smtp-sink": subprocess.Popen([*exe, "smtp-sink"]),
         "api": subprocess.Popen([*exe, "api", "--host", host, "--port", str(port)]),
         "worker": subprocess.Popen([*exe, "worker", "--concurrency", "2"]),
         "beat": subprocess.Popen([*exe, "beat"]),
@@ -121,6 +136,8 @@ def dev(host: str, port: int) -> None:
     click.echo(
         f"\nHerald is starting:\n  GraphiQL  http://{host}:{port}/graphql\n"
         f"  health    http://{host}:{port}/readyz\n"
+        f"  mailbox   http://127.0.0.1:8025/  (development SMTP sink on :1025)\n"
+        f"  auth      http://127.0.0.1:8001/api/v1/auth/dev/users  (auth-service stand-in)\n"
         f"\nDemo tokens (valid one day), for the GraphiQL headers tab:\n"
         f'  manager  {{"Authorization": "Bearer {manager}"}}\n'
         f'  service  {{"Authorization": "Bearer {service}"}}\n'
@@ -146,6 +163,52 @@ def dev(host: str, port: int) -> None:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@main.command("auth-standin")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8001, show_default=True, type=int)
+@click.option(
+    "--users",
+    "users_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON list of users with roles (default: the bundled demo users)",
+)
+def auth_standin(host: str, port: int, users_file: Path | None) -> None:
+    """Serve the development stand-in for the auth service: profiles and demo tokens."""
+    settings = get_settings()
+    if settings.environment is Environment.PRODUCTION:
+        raise click.UsageError(
+            "herald auth-standin is a development stand-in and never runs with "
+            "HERALD_ENVIRONMENT=production"
+        )
+    import uvicorn
+
+    from backend.standins.auth_service import DEMO_USERS_FILE, create_auth_standin
+
+    app = create_auth_standin(users_file or DEMO_USERS_FILE, settings)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+
+
+@main.command("smtp-sink")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--smtp-port", default=1025, show_default=True, type=int)
+@click.option("--http-port", default=8025, show_default=True, type=int)
+def smtp_sink(host: str, smtp_port: int, http_port: int) -> None:
+    """Serve the development SMTP sink and a page to read what it received."""
+    if get_settings().environment is Environment.PRODUCTION:
+        raise click.UsageError("herald smtp-sink is a development stand-in")
+    import uvicorn
+
+    from backend.standins.smtp_sink import Mailbox, create_mailbox_app, start_smtp
+
+    mailbox = Mailbox()
+    controller = start_smtp(mailbox, host=host, port=smtp_port)
+    try:
+        uvicorn.run(create_mailbox_app(mailbox), host=host, port=http_port, access_log=False)
+    finally:
+        controller.stop()
 
 
 if __name__ == "__main__":

@@ -61,13 +61,52 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
 
+    auth_users_list_path: str = "/api/v1/auth/users"
+    auth_api_token: SecretStr | None = None
+    auth_timeout_seconds: float = Field(default=3.0, gt=0)
+    auth_retries: int = Field(default=2, ge=0, le=10)
+    user_cache_ttl_seconds: int = Field(default=300, ge=0)
+
     # Email
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_tls: SmtpTls = SmtpTls.NONE
+    smtp_pool_size: int = Field(default=4, ge=1, le=64)
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     email_from: str = "Herald <noreply@herald.localhost>"
+
+    # SMS: a JSON webhook provider
+    sms_provider_url: str = "http://127.0.0.1:8002/sms"
+    sms_provider_token: SecretStr | None = None
+    sms_sender: str = "Herald"
+    sms_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # Web Push (VAPID)
+    vapid_private_key: SecretStr | None = None
+    vapid_public_key: str | None = None
+    vapid_subject: str = "mailto:admin@herald.localhost"
+    push_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # Observability
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")
+    otlp_endpoint: str | None = None
+    worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
+
+    # Admin page: served by `herald api` at /admin/ in development (nginx serves it in compose)
+    serve_admin: bool | None = None
+
+    # Ingestion and delivery
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_inflight_publishes: int = Field(default=1000, ge=1)
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+    delivery_max_attempts: int = Field(default=5, ge=1, le=50)
+    retry_base_seconds: float = Field(default=2.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    delivery_batch_size: int = Field(default=200, ge=1, le=5000)
+    history_retention_days: int = Field(default=180, ge=1)
 
     # HTTP API
     graphiql: bool | None = None
@@ -78,6 +117,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     ws_max_subscriptions: int = Field(default=5, ge=1)
     ws_connection_init_timeout_seconds: float = Field(default=5.0, gt=0)
+    ws_max_subscriptions_per_user: int = Field(default=10, ge=1)
+    live_queue_size: int = Field(default=256, ge=8)
     allowed_origins: list[str] = Field(
         default_factory=lambda: ["http://localhost:8000", "http://127.0.0.1:8000"]
     )
@@ -89,6 +130,10 @@ class Settings(BaseSettings):
     @property
     def graphiql_enabled(self) -> bool:
         return self.is_development if self.graphiql is None else self.graphiql
+
+    @property
+    def serve_admin_enabled(self) -> bool:
+        return self.is_development if self.serve_admin is None else self.serve_admin
 
     @property
     def history_backend(self) -> str:

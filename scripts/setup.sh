@@ -85,12 +85,45 @@ ensure_service PostgreSQL 5432 start_postgresql 30
 ensure_service Redis 6379 start_redis 15
 ensure_service RabbitMQ 5672 start_rabbitmq 90
 
+# A RabbitMQ virtual host of their own keeps tests and benchmarks apart from a running
+# `herald dev` (their workers would otherwise take each other's messages).
+ensure_vhost() {
+  if ! command -v rabbitmqctl >/dev/null 2>&1; then
+    die "rabbitmqctl is needed to create the RabbitMQ virtual host '$1'"
+  fi
+  if ! rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$1"; then
+    rabbitmqctl -q add_vhost "$1" >/dev/null
+  fi
+  rabbitmqctl -q set_permissions -p "$1" guest ".*" ".*" ".*" >/dev/null
+}
+
+if [ "$PURPOSE" = "bench" ]; then
+  command -v wrk >/dev/null 2>&1 || apt_install wrk || die "wrk is needed for the benchmarks"
+  ensure_vhost herald_bench
+fi
+
 # --- Test tooling -----------------------------------------------------------------------------
 if [ "$PURPOSE" = "test" ]; then
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     say "installing Node.js (for the GraphQL-over-HTTP audit suite)"
     apt_install nodejs npm || die "Node.js and npm are needed for the tests; install them"
   fi
+  if [ ! -x /usr/bin/chromium ]; then
+    # The admin page's tests drive Debian's Chromium with Playwright; no browser is downloaded.
+    say "installing Chromium (for the admin page tests)"
+    apt_install chromium || die "Chromium (/usr/bin/chromium) is needed for the admin page tests; install Debian's chromium package"
+  fi
+  if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    say "installing nginx (the reverse-proxy tests run the repository's nginx config)"
+    apt_install nginx || die "nginx is needed for the deployment tests; install Debian's nginx package"
+  fi
+  if ! command -v docker-compose >/dev/null 2>&1; then
+    # Only to validate docker-compose.yml (`docker-compose config`); no Docker engine needed.
+    say "installing docker-compose (to validate docker-compose.yml)"
+    apt_install --no-install-recommends docker-compose \
+      || die "docker-compose is needed for the deployment tests; install Debian's docker-compose package"
+  fi
+  ensure_vhost herald_test
   if [ ! -d tests/http_audit/node_modules/graphql-http ]; then
     say "installing the GraphQL-over-HTTP audit suite (npm ci)"
     (cd tests/http_audit && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

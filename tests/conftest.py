@@ -28,12 +28,18 @@ from backend.schema.context import Services
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATABASE = os.environ.get("HERALD_TEST_DATABASE", "herald_test")
 TEST_DATABASE_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{TEST_DATABASE}"
+# The tests' own RabbitMQ virtual host (scripts/setup.sh test creates it): a `herald dev`
+# running on the same machine never takes the tests' messages, nor they its.
+TEST_RABBITMQ_URL = os.environ.get(
+    "HERALD_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/herald_test"
+)
 
 
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "environment": "test",
         "database_url": TEST_DATABASE_URL,
+        "rabbitmq_url": TEST_RABBITMQ_URL,
         "jwt_secret": "test-secret-for-the-suite-0123456789abcdef",
         "graphiql": True,
     }
@@ -108,6 +114,7 @@ async def app_services(settings: Settings, engine: AsyncEngine) -> Services:
         settings=settings,
         verifier=TokenVerifier(settings),
         sessionmaker=create_sessionmaker(engine),
+        extras={"engine": engine},
     )
 
 
@@ -188,6 +195,7 @@ def start_live_server(env_overrides: dict[str, str] | None = None) -> LiveServer
         **os.environ,
         "HERALD_ENVIRONMENT": "test",
         "HERALD_DATABASE_URL": TEST_DATABASE_URL,
+        "HERALD_RABBITMQ_URL": TEST_RABBITMQ_URL,
         "HERALD_JWT_SECRET": "test-secret-for-the-suite-0123456789abcdef",
         "HERALD_ALLOWED_ORIGINS": f'["http://127.0.0.1:{port}"]',
         "HERALD_LOG_LEVEL": "WARNING",

@@ -18,7 +18,7 @@ def auth_header(settings: Settings, *roles: str, sub: str = "user-1") -> dict[st
 
 
 def template_input(
-    slug: str = "welcome",
+    slug: str = "greeting",
     *,
     name: str = "Welcome",
     content: list[dict[str, Any]] | None = None,

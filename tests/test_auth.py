@@ -184,3 +184,16 @@ def test_issuer_and_audience_when_configured():
     plain = make_settings()
     with pytest.raises(UnauthenticatedError):
         verifier.verify(mint_token(plain, sub="u1", roles=[]))
+
+
+def test_cached_token_still_expires():
+    import time as clock
+
+    settings = make_settings()
+    verifier = TokenVerifier(settings)
+    token = mint_token(settings, sub="u1", roles=["user"], ttl=timedelta(seconds=1))
+    assert verifier.verify(token).user_id == "u1"
+    assert verifier.verify(token).user_id == "u1"  # from the cache
+    clock.sleep(1.2)
+    with pytest.raises(UnauthenticatedError, match="expired"):
+        verifier.verify(token)

@@ -31,15 +31,15 @@ async def test_create_returns_template_with_its_variables(gql, settings):
     manager = token_for(settings, "manager", sub="mgr-1")
     created = await create(gql, manager)
     assert created["__typename"] == "Template"
-    assert created["slug"] == "welcome"
+    assert created["slug"] == "greeting"
     assert created["version"] == 1
     assert created["variables"] == ["payload.site", "user.first_name"]
     fetched = await gql(
-        'query { template(slug: "welcome") { slug name createdBy content { channel } } }',
+        'query { template(slug: "greeting") { slug name createdBy content { channel } } }',
         token=manager,
     )
     assert fetched["data"]["template"] == {
-        "slug": "welcome",
+        "slug": "greeting",
         "name": "Welcome",
         "createdBy": "mgr-1",
         "content": [{"channel": "EMAIL"}, {"channel": "IN_APP"}],
@@ -92,7 +92,7 @@ async def test_update_keeps_previous_versions_and_restore_makes_a_new_one(gql, s
     updated = await gql(
         UPDATE_TEMPLATE,
         {
-            "slug": "welcome",
+            "slug": "greeting",
             "input": {
                 "name": "Welcome v2",
                 "content": [{"channel": "SMS", "body": "Hi {{ user.login }}"}],
@@ -105,7 +105,7 @@ async def test_update_keeps_previous_versions_and_restore_makes_a_new_one(gql, s
     assert t["name"] == "Welcome v2"
     assert t["variables"] == ["user.login"]
     versions = await gql(
-        'query { template(slug: "welcome") { versions { version name content { channel } } } }',
+        'query { template(slug: "greeting") { versions { version name content { channel } } } }',
         token=manager,
     )
     history = versions["data"]["template"]["versions"]
@@ -114,7 +114,7 @@ async def test_update_keeps_previous_versions_and_restore_makes_a_new_one(gql, s
     assert [c["channel"] for c in history[1]["content"]] == ["EMAIL", "IN_APP"]
 
     restored = await gql(
-        'mutation { restoreTemplateVersion(slug: "welcome", version: 1) { __typename '
+        'mutation { restoreTemplateVersion(slug: "greeting", version: 1) { __typename '
         "... on Template { version name content { channel } } } }",
         token=manager,
     )
@@ -139,41 +139,43 @@ async def test_update_unknown_template_is_not_found(gql, settings):
 async def test_delete_refused_while_in_use_then_allowed(gql, settings, session):
     manager = token_for(settings, "manager")
     await create(gql, manager)
-    session.add(EventType(name="user_registered", template_slug="welcome", channels=["email"]))
+    session.add(EventType(name="greeting_sent", template_slug="greeting", channels=["email"]))
     await session.flush()
     delete = (
-        'mutation { deleteTemplate(slug: "welcome") { __typename ... on Error { code message } } }'
+        'mutation { deleteTemplate(slug: "greeting") { __typename ... on Error { code message } } }'
     )
     refused = (await gql(delete, token=manager))["data"]["deleteTemplate"]
     assert refused["__typename"] == "ConflictError"
-    assert "user_registered" in refused["message"]
+    assert "greeting_sent" in refused["message"]
 
-    await session.delete(await session.get(EventType, "user_registered"))
+    await session.delete(await session.get(EventType, "greeting_sent"))
     await session.flush()
     deleted = (await gql(delete, token=manager))["data"]["deleteTemplate"]
     assert deleted["__typename"] == "DeletedTemplate"
-    gone = await gql('query { template(slug: "welcome") { slug } }', token=manager)
+    gone = await gql('query { template(slug: "greeting") { slug } }', token=manager)
     assert gone["data"]["template"] is None
 
 
 async def test_list_pages_with_cursor_and_search(gql, settings):
     manager = token_for(settings, "manager")
     for slug in ["alpha", "bravo", "charlie", "delta", "echo"]:
-        await create(gql, manager, slug=slug, name=f"Name {slug}")
+        await create(gql, manager, slug=f"paged-{slug}", name=f"Name {slug}")
     query = """query($after: String, $search: String) {
         templates(first: 2, after: $after, search: $search) {
             edges { cursor node { slug } } pageInfo { hasNextPage endCursor } } }"""
     seen: list[str] = []
     after = None
     while True:
-        page = (await gql(query, {"after": after}, token=manager))["data"]["templates"]
+        page = (await gql(query, {"after": after, "search": "paged-"}, token=manager))["data"][
+            "templates"
+        ]
         seen += [e["node"]["slug"] for e in page["edges"]]
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
-    assert seen == ["alpha", "bravo", "charlie", "delta", "echo"]
+    assert seen == [f"paged-{s}" for s in ["alpha", "bravo", "charlie", "delta", "echo"]]
     found = (await gql(query, {"search": "HARL"}, token=manager))["data"]["templates"]
-    assert [e["node"]["slug"] for e in found["edges"]] == ["charlie"]
+    assert [e["node"]["slug"] for e in found["edges"]] == ["paged-charlie"]
     bad = await gql(query, {"after": "not-a-cursor"}, token=manager)
     assert bad["errors"][0]["extensions"]["code"] == "VALIDATION"
 
@@ -183,7 +185,7 @@ async def test_preview_renders_with_sample_user_and_escapes_html(gql, settings):
     await create(gql, manager)
     result = await gql(
         PREVIEW,
-        {"slug": "welcome", "channel": "EMAIL", "variables": {"payload": {"site": "<Herald>"}}},
+        {"slug": "greeting", "channel": "EMAIL", "variables": {"payload": {"site": "<Herald>"}}},
         token=manager,
     )
     r = result["data"]["previewTemplate"]
@@ -196,7 +198,7 @@ async def test_preview_renders_with_sample_user_and_escapes_html(gql, settings):
 async def test_preview_names_a_missing_variable(gql, settings):
     manager = token_for(settings, "manager")
     await create(gql, manager)
-    r = (await gql(PREVIEW, {"slug": "welcome", "channel": "EMAIL"}, token=manager))["data"][
+    r = (await gql(PREVIEW, {"slug": "greeting", "channel": "EMAIL"}, token=manager))["data"][
         "previewTemplate"
     ]
     assert r["__typename"] == "TemplateRenderError"

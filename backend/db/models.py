@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -96,3 +97,98 @@ class EventType(TimestampMixin, Base):
     channels: Mapped[list[str]] = mapped_column(ARRAY(String(20)), nullable=False, default=list)
     critical: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     builtin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+class UserPreferences(Base):
+    """A user's opt-outs. Critical event types ignore them."""
+
+    __tablename__ = "user_preferences"
+
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    disabled_channels: Mapped[list[str]] = mapped_column(
+        ARRAY(String(20)), nullable=False, default=list
+    )
+    disabled_event_types: Mapped[list[str]] = mapped_column(
+        ARRAY(String(100)), nullable=False, default=list
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class PushSubscriptionRow(Base):
+    """A browser's Web Push subscription, registered by the user's client."""
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
+    endpoint: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    p256dh: Mapped[str] = mapped_column(String(200), nullable=False)
+    auth: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class ScheduledEvent(Base):
+    """An accepted event whose ``sendAt`` is in the future; released to dispatch when due."""
+
+    __tablename__ = "scheduled_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class DeadLetter(Base):
+    """A delivery that failed for good, with what is needed to replay it."""
+
+    __tablename__ = "dead_letters"
+
+    delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    event_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    user_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    channel: Mapped[str] = mapped_column(String(20), nullable=False)
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    error: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False, index=True
+    )
+
+
+class InboxCounter(Base):
+    """The last inbox sequence number given to a user. Taking the next numbers locks this row
+    until the items are committed, so a user's items commit in sequence order: a client that
+    has seen item N can trust that nothing below N will appear later (gap-free resume)."""
+
+    __tablename__ = "inbox_counters"
+
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class InboxItem(Base):
+    """An in-app notification in a user's inbox."""
+
+    __tablename__ = "inbox_items"
+    __table_args__ = (UniqueConstraint("user_id", "seq"),)
+
+    delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    event_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    title: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -17,7 +17,11 @@ def create_engine(settings: Settings, *, pool_size: int = 10) -> AsyncEngine:
         settings.database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No ping per checkout: it costs a round trip on every transaction of the hot paths.
+        # A connection broken by a database restart fails once and is discarded (SQLAlchemy
+        # invalidates the pool on a disconnect error); callers answer UNAVAILABLE or retry.
+        pool_pre_ping=False,
+        pool_recycle=1800,
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 30},
     )

@@ -33,18 +33,21 @@ def _unavailable(exc: BaseException) -> UnavailableError:
 
 async def mutate(
     info: strawberry.Info[Context, Any],
-    roles: frozenset[Role],
+    roles: frozenset[Role] | None,
     work: Callable[[AsyncSession, Principal], Awaitable[T]],
 ) -> T | Error:
-    """Run ``work`` in its own transaction for a caller holding one of ``roles``."""
+    """Run ``work`` in its own transaction for a caller holding one of ``roles`` (any
+    authenticated caller when ``None``)."""
     ctx = info.context
     try:
-        principal = ctx.require(roles)
+        principal = ctx.principal() if roles is None else ctx.require(roles)
         try:
             async with ctx.services.sessionmaker() as session:
                 try:
                     result = await work(session, principal)
-                    await session.commit()
+                    # Ingestion often never touches PostgreSQL; skip an empty commit.
+                    if session.in_transaction():
+                        await session.commit()
                 except BaseException:
                     await session.rollback()
                     raise

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -21,6 +22,9 @@ from strawberry.types import ExecutionContext
 
 from backend.config import Settings
 from backend.errors import HeraldError
+from backend.observability import metrics
+from backend.resolvers import events as event_resolvers
+from backend.resolvers import inbox as inbox_resolvers
 from backend.resolvers import templates as template_resolvers
 from backend.schema.context import Context
 from backend.schema.errors import (
@@ -33,6 +37,25 @@ from backend.schema.errors import (
     UnauthenticatedError,
     UnavailableError,
     ValidationError,
+)
+from backend.schema.events import (
+    DeadLetterConnection,
+    DeliveryConnection,
+    Event,
+    EventType,
+    EventTypeResult,
+    Preferences,
+    PreferencesResult,
+    PushSubscriptionResult,
+    RetryDeadLettersResult,
+    SendEventResult,
+    SendEventsResult,
+)
+from backend.schema.inbox import (
+    DeliveryUpdate,
+    InboxChangeResult,
+    InboxUpdate,
+    NotificationConnection,
 )
 from backend.schema.templates import (
     DeleteTemplateResult,
@@ -74,10 +97,74 @@ class Query:
         resolver=template_resolvers.template,
         description="One template by slug, or null. Managers only.",
     )
+    event_types: list[EventType] = strawberry.field(
+        resolver=event_resolvers.event_types,
+        description="Built-in and registered event types. Managers and services.",
+    )
+    deliveries: DeliveryConnection = strawberry.field(
+        resolver=event_resolvers.deliveries,
+        description="Delivery history, newest first, filtered. Managers only.",
+    )
+    event: Event | None = strawberry.field(
+        resolver=event_resolvers.event,
+        description="An event and its deliveries (the first 100). Managers only.",
+    )
+    dead_letters: DeadLetterConnection = strawberry.field(
+        resolver=event_resolvers.dead_letters,
+        description="Deliveries that failed for good, newest first. Admins only.",
+    )
+    inbox: NotificationConnection = strawberry.field(
+        resolver=inbox_resolvers.inbox,
+        description="Your in-app notifications, newest first (archived ones left out).",
+    )
+    unread_count: int = strawberry.field(
+        resolver=inbox_resolvers.unread_count, description="Your unread, unarchived notifications."
+    )
+    preferences: Preferences = strawberry.field(
+        resolver=event_resolvers.preferences,
+        description="Your notification preferences (admins: anyone's, with `userId`).",
+    )
 
 
 @strawberry.type
 class Mutation:
+    send_event: SendEventResult = strawberry.field(
+        resolver=event_resolvers.send_event,
+        description=(
+            "Accept one event for delivery. Accepted means RabbitMQ confirmed it (or, with "
+            "`sendAt`, it is stored). Services and admins."
+        ),
+    )
+    send_events: SendEventsResult = strawberry.field(
+        resolver=event_resolvers.send_events,
+        description="Accept up to 500 events; one result per input, in order.",
+    )
+    register_event_type: EventTypeResult = strawberry.field(
+        resolver=event_resolvers.register_event_type,
+        description="Create or change a custom event type and its rule. Managers.",
+    )
+    retry_dead_letters: RetryDeadLettersResult = strawberry.field(
+        resolver=event_resolvers.retry_dead_letters,
+        description="Replay dead letters as fresh deliveries. Admins.",
+    )
+    mark_read: InboxChangeResult = strawberry.field(
+        resolver=inbox_resolvers.mark_read,
+        description="Mark your notifications read; your other open subscriptions are told.",
+    )
+    mark_all_read: InboxChangeResult = strawberry.field(
+        resolver=inbox_resolvers.mark_all_read, description="Mark all your notifications read."
+    )
+    archive: InboxChangeResult = strawberry.field(
+        resolver=inbox_resolvers.archive, description="Archive your notifications."
+    )
+    set_preferences: PreferencesResult = strawberry.field(
+        resolver=event_resolvers.set_preferences,
+        description="Replace your opt-outs (admins: anyone's, with `userId`).",
+    )
+    register_push_subscription: PushSubscriptionResult = strawberry.field(
+        resolver=event_resolvers.register_push_subscription,
+        description="Register this browser's Web Push subscription for the caller.",
+    )
     create_template: TemplateResult = strawberry.field(
         resolver=template_resolvers.create_template,
         description="Create a template (version 1). Template syntax is checked on save.",
@@ -106,15 +193,32 @@ class Mutation:
 
 @strawberry.type
 class Subscription:
+    notifications: AsyncGenerator[InboxUpdate, None] = strawberry.subscription(
+        resolver=inbox_resolvers.notifications,
+        description=(
+            "Your in-app notifications, live. With `since` (the cursor of the last item you "
+            "saw), missed items come first, in order; then live ones. Read-state changes from "
+            "your other devices arrive as ReadStateChange."
+        ),
+    )
+    delivery_updates: AsyncGenerator[DeliveryUpdate, None] = strawberry.subscription(
+        resolver=inbox_resolvers.delivery_updates,
+        description="Delivery status changes as they happen (managers).",
+    )
+
     @strawberry.subscription(description="A tick every `intervalSeconds`, to keep a socket alive.")
     async def heartbeat(
         self, info: strawberry.Info[Context, None], interval_seconds: int = 30
     ) -> AsyncGenerator[Heartbeat, None]:
         info.context.principal()
         interval = min(max(interval_seconds, 1), 300)
-        while True:
-            yield Heartbeat(at=datetime.now(UTC))
-            await asyncio.sleep(interval)
+        metrics.subscription_opened()
+        try:
+            while True:
+                yield Heartbeat(at=datetime.now(UTC))
+                await asyncio.sleep(interval)
+        finally:
+            metrics.subscription_closed()
 
 
 class HeraldSchema(strawberry.Schema):
@@ -149,22 +253,26 @@ EXTRA_TYPES = [
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with Herald's limits. ``settings`` None gives the committed, documented schema."""
     # Factories, so that every operation gets fresh extension instances. The parser and
-    # validation caches are shared module-level LRU caches inside the extensions.
+    # validation caches are module-level LRU caches shared by those instances. The limiters'
+    # validation rules are built once here: the validation cache is keyed by the rule classes,
+    # and a limiter constructed per request would make a new class, and a miss, every time.
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
         HeraldMaskErrors,
     ]
     if settings is not None:
-        max_tokens, max_depth = settings.max_tokens, settings.max_query_depth
-        max_aliases = settings.max_aliases
-        extensions += [
-            lambda: MaxTokensLimiter(max_token_count=max_tokens),
-            lambda: QueryDepthLimiter(max_depth=max_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        max_tokens = settings.max_tokens
+        rules = [
+            *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+            *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
         ]
         if not settings.introspection:
-            extensions.append(DisableIntrospection)
+            rules += DisableIntrospection().validation_rules
+        extensions += [
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
+            lambda: AddValidationRules(rules),
+        ]
     return HeraldSchema(
         query=Query,
         mutation=Mutation,

@@ -3,28 +3,66 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from backend.config import Settings, get_settings
+from backend.queues import (
+    DISPATCH,
+    MAINTENANCE,
+    TASK_DISPATCH,
+    TASK_RELEASE_DUE,
+    WORK_QUEUE_ARGUMENTS,
+    WORK_QUEUES,
+)
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("herald", broker=settings.rabbitmq_url)
+    app = Celery("herald", broker=settings.rabbitmq_url, include=["backend.workers.tasks"])
     app.conf.update(
+        task_queues=[
+            Queue(
+                name,
+                Exchange(name, type="direct", durable=True),
+                routing_key=name,
+                durable=True,
+                queue_arguments=WORK_QUEUE_ARGUMENTS,
+            )
+            for name in WORK_QUEUES
+        ],
+        task_default_queue=MAINTENANCE,
+        task_create_missing_queues=False,
+        task_routes={
+            TASK_DISPATCH: {"queue": DISPATCH, "routing_key": DISPATCH},
+            TASK_RELEASE_DUE: {"queue": MAINTENANCE, "routing_key": MAINTENANCE},
+        },
+        # A message is acknowledged only after its task ran; a worker that dies mid-task
+        # leaves it to be redelivered.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=4,
+        # Each task carries a batch of up to delivery_batch_size deliveries sent concurrently,
+        # so a small prefetch keeps batches spread over processes.
+        worker_prefetch_multiplier=2,
         task_serializer="json",
         accept_content=["json"],
         result_backend=None,
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
+        broker_heartbeat=30,
         worker_hijack_root_logger=False,
+        worker_send_task_events=False,
         beat_scheduler="redbeat.RedBeatScheduler",
         redbeat_redis_url=settings.redis_url,
         redbeat_key_prefix="herald:redbeat",
         redbeat_lock_timeout=30,
         beat_max_loop_interval=1,
+        beat_schedule={
+            "release-due-events": {
+                "task": TASK_RELEASE_DUE,
+                "schedule": 1.0,
+                "options": {"queue": MAINTENANCE, "expires": 5},
+            }
+        },
         timezone="UTC",
         enable_utc=True,
     )

@@ -1,0 +1,187 @@
+"""Queries on event types, preferences, push subscriptions, scheduled events, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.db.models import (
+    DeadLetter,
+    EventType,
+    PushSubscriptionRow,
+    ScheduledEvent,
+    UserPreferences,
+)
+
+
+class EventTypeRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, name: str) -> EventType | None:
+        return await self.session.get(EventType, name)
+
+    async def all(self) -> list[EventType]:
+        stmt = select(EventType).order_by(EventType.name)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def add(self, event_type: EventType) -> None:
+        self.session.add(event_type)
+        await self.session.flush()
+
+
+class PreferenceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: str) -> UserPreferences | None:
+        return await self.session.get(UserPreferences, user_id)
+
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserPreferences]:
+        if not user_ids:
+            return {}
+        stmt = select(UserPreferences).where(UserPreferences.user_id.in_(user_ids))
+        return {p.user_id: p for p in (await self.session.execute(stmt)).scalars()}
+
+    async def upsert(
+        self, user_id: str, *, disabled_channels: list[str], disabled_event_types: list[str]
+    ) -> UserPreferences:
+        stmt = (
+            insert(UserPreferences)
+            .values(
+                user_id=user_id,
+                disabled_channels=disabled_channels,
+                disabled_event_types=disabled_event_types,
+            )
+            .on_conflict_do_update(
+                index_elements=[UserPreferences.user_id],
+                set_={
+                    "disabled_channels": disabled_channels,
+                    "disabled_event_types": disabled_event_types,
+                    "updated_at": datetime.now().astimezone(),
+                },
+            )
+            .returning(UserPreferences)
+        )
+        row = (await self.session.execute(stmt)).scalar_one()
+        await self.session.refresh(row)
+        return row
+
+
+class PushSubscriptionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def for_users(self, user_ids: Sequence[str]) -> list[PushSubscriptionRow]:
+        if not user_ids:
+            return []
+        stmt = select(PushSubscriptionRow).where(PushSubscriptionRow.user_id.in_(user_ids))
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def upsert(self, *, user_id: str, endpoint: str, p256dh: str, auth: str) -> None:
+        stmt = (
+            insert(PushSubscriptionRow)
+            .values(user_id=user_id, endpoint=endpoint, p256dh=p256dh, auth=auth)
+            .on_conflict_do_update(
+                index_elements=[PushSubscriptionRow.endpoint],
+                set_={"user_id": user_id, "p256dh": p256dh, "auth": auth},
+            )
+        )
+        await self.session.execute(stmt)
+
+    async def delete(self, *, endpoints: Sequence[str], user_id: str | None = None) -> int:
+        stmt = delete(PushSubscriptionRow).where(PushSubscriptionRow.endpoint.in_(endpoints))
+        if user_id is not None:
+            stmt = stmt.where(PushSubscriptionRow.user_id == user_id)
+        result = await self.session.execute(stmt)
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class ScheduledEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, event: ScheduledEvent) -> None:
+        self.session.add(event)
+        await self.session.flush()
+
+    async def take_due(self, now: datetime, limit: int) -> list[ScheduledEvent]:
+        """Lock due events; concurrent releasers skip each other's rows."""
+        stmt = (
+            select(ScheduledEvent)
+            .where(ScheduledEvent.due_at <= now)
+            .order_by(ScheduledEvent.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def delete(self, events: Sequence[ScheduledEvent]) -> None:
+        ids = [e.id for e in events]
+        if ids:
+            await self.session.execute(delete(ScheduledEvent).where(ScheduledEvent.id.in_(ids)))
+
+
+class DeadLetterRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        rows = [
+            {
+                "delivery_id": d.delivery_id,
+                "event_id": d.event_id,
+                "event_type": d.event_type,
+                "user_id": d.user_id,
+                "channel": d.channel,
+                "envelope": d.envelope,
+                "error": d.error,
+                "attempts": d.attempts,
+            }
+            for d in letters
+        ]
+        stmt = insert(DeadLetter).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[DeadLetter.delivery_id],
+            set_={
+                "error": stmt.excluded.error,
+                "attempts": stmt.excluded.attempts,
+                "envelope": stmt.excluded.envelope,
+                "created_at": datetime.now().astimezone(),
+            },
+        )
+        await self.session.execute(stmt)
+
+    async def page(self, *, after: tuple[datetime, str] | None, limit: int) -> list[DeadLetter]:
+        stmt = (
+            select(DeadLetter)
+            .order_by(DeadLetter.created_at.desc(), DeadLetter.delivery_id.desc())
+            .limit(limit)
+        )
+        if after is not None:
+            at, delivery_id = after
+            stmt = stmt.where(
+                (DeadLetter.created_at < at)
+                | ((DeadLetter.created_at == at) & (DeadLetter.delivery_id < delivery_id))
+            )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def take(self, delivery_ids: Sequence[str]) -> list[DeadLetter]:
+        stmt = (
+            select(DeadLetter)
+            .where(DeadLetter.delivery_id.in_(delivery_ids))
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def delete(self, delivery_ids: Sequence[str]) -> None:
+        if delivery_ids:
+            await self.session.execute(
+                delete(DeadLetter).where(DeadLetter.delivery_id.in_(delivery_ids))
+            )

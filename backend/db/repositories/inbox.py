@@ -1,0 +1,151 @@
+"""Queries on the in-app inbox."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.db.models import InboxCounter, InboxItem
+
+
+@dataclass(frozen=True, slots=True)
+class NewInboxItem:
+    delivery_id: str
+    user_id: str
+    event_id: str
+    event_type: str
+    title: str | None
+    body: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class InboxRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def append(self, items: Sequence[NewInboxItem]) -> list[InboxItem]:
+        """Insert new items with the next sequence numbers of their users; items already in
+        the inbox (a retried delivery) are returned as they are, with their first number.
+
+        The counters are taken in user-id order, so two batches for overlapping users lock
+        them in the same order and cannot deadlock. An item that was already there leaves an
+        unused number behind: a hole that readers skip, never a reordering."""
+        if not items:
+            return []
+        unique = list({i.delivery_id: i for i in items}.values())
+        counts = Counter(i.user_id for i in unique)
+        users = sorted(counts)
+        counters = insert(InboxCounter).values([{"user_id": u, "seq": counts[u]} for u in users])
+        upsert = counters.on_conflict_do_update(
+            index_elements=[InboxCounter.user_id],
+            set_={"seq": InboxCounter.seq + counters.excluded.seq},
+        ).returning(InboxCounter.user_id, InboxCounter.seq)
+        top = {u: s for u, s in (await self.session.execute(upsert)).all()}
+        next_seq = {u: top[u] - counts[u] + 1 for u in users}
+        values = []
+        for item in unique:
+            seq = next_seq[item.user_id]
+            next_seq[item.user_id] = seq + 1
+            values.append(
+                {
+                    "delivery_id": item.delivery_id,
+                    "user_id": item.user_id,
+                    "seq": seq,
+                    "event_id": item.event_id,
+                    "event_type": item.event_type,
+                    "title": item.title,
+                    "body": item.body,
+                    "data": item.data,
+                    "created_at": item.created_at,
+                }
+            )
+        table = InboxItem.__table__  # core statements: no ORM bookkeeping on the hot path
+        inserted = await self.session.execute(
+            insert(InboxItem)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=[table.c.delivery_id])
+            .returning(*table.c)
+        )
+        rows = [InboxItem(**dict(row)) for row in inserted.mappings()]
+        found = {r.delivery_id for r in rows}
+        missing = [i.delivery_id for i in unique if i.delivery_id not in found]
+        if missing:
+            stmt = select(InboxItem).where(InboxItem.delivery_id.in_(missing))
+            rows += list((await self.session.execute(stmt)).scalars())
+        by_id = {r.delivery_id: r for r in rows}
+        return [by_id[i.delivery_id] for i in unique if i.delivery_id in by_id]
+
+    async def page(
+        self, user_id: str, *, before_seq: int | None, limit: int, unread_only: bool
+    ) -> list[InboxItem]:
+        """Newest first; archived items are left out."""
+        conditions = [InboxItem.user_id == user_id, InboxItem.archived_at.is_(None)]
+        if before_seq is not None:
+            conditions.append(InboxItem.seq < before_seq)
+        if unread_only:
+            conditions.append(InboxItem.read_at.is_(None))
+        stmt = (
+            select(InboxItem).where(and_(*conditions)).order_by(InboxItem.seq.desc()).limit(limit)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def after(
+        self, user_id: str, *, after_seq: int, limit: int, until_seq: int | None = None
+    ) -> list[InboxItem]:
+        """Oldest first: what a client that saw ``after_seq`` has missed (archived included, so
+        the stream's sequence has no holes from the client's point of view)."""
+        conditions = [InboxItem.user_id == user_id, InboxItem.seq > after_seq]
+        if until_seq is not None:
+            conditions.append(InboxItem.seq < until_seq)
+        stmt = select(InboxItem).where(and_(*conditions)).order_by(InboxItem.seq).limit(limit)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def last_seq(self, user_id: str) -> int:
+        stmt = select(InboxCounter.seq).where(InboxCounter.user_id == user_id)
+        return int((await self.session.execute(stmt)).scalar_one_or_none() or 0)
+
+    async def unread_count(self, user_id: str) -> int:
+        stmt = (
+            select(func.count())
+            .select_from(InboxItem)
+            .where(
+                InboxItem.user_id == user_id,
+                InboxItem.read_at.is_(None),
+                InboxItem.archived_at.is_(None),
+            )
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def mark_read(self, user_id: str, ids: Sequence[str] | None, at: datetime) -> list[str]:
+        """Mark the user's items read (all unread ones when ``ids`` is None); returns the ids
+        that changed. The user id in the condition is what keeps users apart."""
+        stmt = (
+            update(InboxItem)
+            .where(InboxItem.user_id == user_id, InboxItem.read_at.is_(None))
+            .values(read_at=at)
+            .returning(InboxItem.delivery_id)
+        )
+        if ids is not None:
+            stmt = stmt.where(InboxItem.delivery_id.in_(ids))
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def archive(self, user_id: str, ids: Sequence[str], at: datetime) -> list[str]:
+        stmt = (
+            update(InboxItem)
+            .where(
+                InboxItem.user_id == user_id,
+                InboxItem.delivery_id.in_(ids),
+                InboxItem.archived_at.is_(None),
+            )
+            .values(archived_at=at)
+            .returning(InboxItem.delivery_id)
+        )
+        return list((await self.session.execute(stmt)).scalars())

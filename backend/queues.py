@@ -1,0 +1,33 @@
+"""RabbitMQ queue names and arguments, shared by the API's publisher and the Celery workers.
+
+Both sides declare the same durable queues with the same arguments (RabbitMQ refuses a second
+declaration that differs), so either may start first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.channels import Channel
+
+DISPATCH = "herald.dispatch"
+MAINTENANCE = "herald.maintenance"
+CHANNEL_QUEUES: dict[Channel, str] = {
+    Channel.EMAIL: "herald.deliver.email",
+    Channel.SMS: "herald.deliver.sms",
+    Channel.PUSH: "herald.deliver.push",
+    Channel.IN_APP: "herald.deliver.in_app",
+}
+DEAD_LETTER_EXCHANGE = "herald.dead"
+DEAD_LETTER_QUEUE = "herald.dead_letters"
+
+# Messages a worker rejects (undecodable, unknown task) land in the dead-letter queue instead
+# of vanishing; deliveries that fail for good are recorded in PostgreSQL for replay.
+WORK_QUEUE_ARGUMENTS: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+
+WORK_QUEUES = (DISPATCH, MAINTENANCE, *CHANNEL_QUEUES.values())
+
+# Celery task names: "<domain>.<verb>".
+TASK_DISPATCH = "events.dispatch"
+TASK_RELEASE_DUE = "events.release_due"
+TASK_SEND = "deliveries.send"

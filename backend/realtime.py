@@ -1,0 +1,206 @@
+"""Live messages for this API process's WebSocket subscribers, from Redis pub/sub.
+
+One pub/sub connection per process. A user's channel is subscribed when the first local
+subscriber needs it and unsubscribed when the last one leaves. Each subscriber has a bounded
+queue: a client too slow to keep up is dropped (it resumes from its cursor) instead of growing
+memory. When the Redis connection drops, a supervisor reconnects, subscribes every channel again
+and tells each subscriber to resync from its cursor, so nothing published meanwhile is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from backend.channels.in_app import user_channel
+from backend.errors import HeraldError
+from backend.services.inbox import DELIVERY_UPDATES_CHANNEL
+
+log = logging.getLogger(__name__)
+
+RESYNC: dict[str, Any] = {"type": "resync"}
+
+
+class TooManySubscriptions(HeraldError):
+    code = "FORBIDDEN"
+
+
+@dataclass(eq=False)
+class Subscriber:
+    channel: str
+    user_id: str | None
+    queue: asyncio.Queue[dict[str, Any]]
+    overflowed: bool = False
+
+    def offer(self, message: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            # Wake the consumer so it notices and drops the client.
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            self.queue.put_nowait({"type": "overflow"})
+
+
+@dataclass
+class LiveHub:
+    redis_url: str
+    queue_size: int = 256
+    max_per_user: int = 10
+    _subscribers: dict[str, set[Subscriber]] = field(default_factory=lambda: defaultdict(set))
+    _per_user: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _redis: Redis | None = None
+    _pubsub: PubSub | None = None
+    _task: asyncio.Task[None] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        self._redis = Redis.from_url(
+            self.redis_url, socket_connect_timeout=2, client_name=f"herald-live-{os.getpid()}"
+        )
+        self._task = asyncio.create_task(self._supervise())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            # redis-py's get_message can sit out its read timeout despite the cancellation;
+            # closing the connection underneath ends the read at once.
+            if self._pubsub is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.aclose()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 5)
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    async def subscribe_user(self, user_id: str) -> Subscriber:
+        if self._per_user[user_id] >= self.max_per_user:
+            raise TooManySubscriptions(
+                f"At most {self.max_per_user} live subscriptions per user; close another first"
+            )
+        self._per_user[user_id] += 1
+        try:
+            return await self._subscribe(user_channel(user_id), user_id)
+        except BaseException:
+            self._per_user[user_id] -= 1
+            raise
+
+    async def subscribe_deliveries(self) -> Subscriber:
+        return await self._subscribe(DELIVERY_UPDATES_CHANNEL, None)
+
+    async def _subscribe(self, channel: str, user_id: str | None) -> Subscriber:
+        subscriber = Subscriber(channel, user_id, asyncio.Queue(self.queue_size))
+        async with self._lock:
+            first = not self._subscribers[channel]
+            self._subscribers[channel].add(subscriber)
+            if first and self._pubsub is not None:
+                try:
+                    await self._pubsub.subscribe(channel)
+                except (RedisError, OSError) as exc:
+                    # The supervisor resubscribes every channel when it reconnects.
+                    log.warning("subscribe to %s failed: %s", channel, exc)
+        return subscriber
+
+    async def unsubscribe(self, subscriber: Subscriber) -> None:
+        async with self._lock:
+            subscribers = self._subscribers.get(subscriber.channel)
+            if subscribers is None or subscriber not in subscribers:
+                return
+            subscribers.discard(subscriber)
+            if subscriber.user_id is not None:
+                self._per_user[subscriber.user_id] -= 1
+                if self._per_user[subscriber.user_id] <= 0:
+                    del self._per_user[subscriber.user_id]
+            if not subscribers:
+                del self._subscribers[subscriber.channel]
+                if self._pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._pubsub.unsubscribe(subscriber.channel)
+
+    async def wait_connected(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _supervise(self) -> None:
+        delay = 0.2
+        first = True
+        while True:
+            try:
+                assert self._redis is not None
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                async with self._lock:
+                    channels = list(self._subscribers)
+                    # A channel the pub/sub connection must always hold, so that it exists
+                    # (and is checked) even with no subscriber.
+                    await pubsub.subscribe("herald:live:ping", *channels)
+                    self._pubsub = pubsub
+                self._connected.set()
+                if not first:
+                    log.info("live hub reconnected to Redis; %d channels", len(channels))
+                    self._broadcast(RESYNC)
+                first = False
+                delay = 0.2
+                await self._read(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, ConnectionError) as exc:
+                if self._connected.is_set():
+                    log.warning("live hub lost Redis: %s", exc)
+                self._connected.clear()
+                old, self._pubsub = self._pubsub, None
+                if old is not None:
+                    with contextlib.suppress(Exception):
+                        await old.aclose()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        quiet = 0
+        while True:
+            message = await pubsub.get_message(timeout=5.0)
+            if message is None:
+                # Quiet for a while: check the connection is still alive.
+                quiet += 1
+                if quiet >= 6:
+                    quiet = 0
+                    await pubsub.ping()
+                continue
+            quiet = 0
+            if message.get("type") != "message":
+                continue
+            channel = message["channel"]
+            if isinstance(channel, bytes):
+                channel = channel.decode()
+            try:
+                data = orjson.loads(message["data"])
+            except orjson.JSONDecodeError:
+                log.warning("dropping a malformed live message on %s", channel)
+                continue
+            for subscriber in list(self._subscribers.get(channel, ())):
+                subscriber.offer(data)
+
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        for subscribers in self._subscribers.values():
+            for subscriber in list(subscribers):
+                subscriber.offer(message)

@@ -1,0 +1,241 @@
+"""Resolvers for the inbox and the live streams (graphql-transport-ws subscriptions)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
+from typing import Any
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.websockets import WebSocket, WebSocketState
+
+from backend.auth import MANAGE_TEMPLATES, Principal
+from backend.channels import Channel
+from backend.db.history.base import DeliveryStatus
+from backend.db.repositories.inbox import InboxRepository
+from backend.observability import metrics
+from backend.realtime import LiveHub, Subscriber
+from backend.resolvers.units import mutate, read
+from backend.schema.common import PageInfo
+from backend.schema.context import Context
+from backend.schema.inbox import (
+    DeliveryUpdate,
+    DeliveryUpdateFilter,
+    InboxChange,
+    InboxChangeResult,
+    InboxUpdate,
+    Notification,
+    NotificationConnection,
+    NotificationEdge,
+    ReadStateChange,
+)
+from backend.services import inbox as inbox_service
+from backend.services.inbox import InboxEntry, RedisLivePublisher
+
+Info = strawberry.Info[Context, Any]
+log = logging.getLogger(__name__)
+
+# Close codes a client can act on (4000-4999 are the application's).
+CLOSE_SLOW_CONSUMER = 4008  # too far behind: reconnect with `since` = the last cursor seen
+CLOSE_TOKEN_EXPIRED = 4403  # as for any refused token: get a fresh one, then reconnect
+REPLAY_PAGE = 500
+
+
+async def inbox(
+    info: Info, first: int = 20, after: str | None = None, unread_only: bool = False
+) -> NotificationConnection:
+    async def work(session: AsyncSession, actor: Principal) -> NotificationConnection:
+        page = await inbox_service.list_inbox(
+            session, user_id=actor.user_id, first=first, after=after, unread_only=unread_only
+        )
+        return NotificationConnection(
+            edges=[
+                NotificationEdge(cursor=c, node=Notification.from_entry(e)) for c, e in page.items
+            ],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
+
+    return await read(info, None, work)
+
+
+async def unread_count(info: Info) -> int:
+    async def work(session: AsyncSession, actor: Principal) -> int:
+        return await inbox_service.unread_count(session, user_id=actor.user_id)
+
+    return await read(info, None, work)
+
+
+async def _change(info: Info, action: str, ids: list[strawberry.ID] | None) -> InboxChangeResult:
+    published: list[tuple[str, dict[str, Any]]] = []
+
+    async def work(session: AsyncSession, actor: Principal) -> InboxChange:
+        id_list = None if ids is None else [str(i) for i in ids]
+        if action == "archive":
+            assert id_list is not None
+            changed, message = await inbox_service.archive(
+                session, user_id=actor.user_id, ids=id_list
+            )
+        else:
+            changed, message = await inbox_service.mark_read(
+                session, user_id=actor.user_id, ids=id_list
+            )
+        if message is not None:
+            published.append((actor.user_id, message))
+        count = await inbox_service.unread_count(session, user_id=actor.user_id)
+        return InboxChange(ids=[strawberry.ID(i) for i in changed], unread_count=count)
+
+    result = await mutate(info, None, work)
+    if published:  # only after the commit: other devices must see what is stored
+        live = RedisLivePublisher(info.context.services.extras["redis"])
+        await live.publish_many(published)
+    return result  # type: ignore[return-value]
+
+
+async def mark_read(info: Info, ids: list[strawberry.ID]) -> InboxChangeResult:
+    return await _change(info, "read", ids)
+
+
+async def mark_all_read(info: Info) -> InboxChangeResult:
+    return await _change(info, "read", None)
+
+
+async def archive(info: Info, ids: list[strawberry.ID]) -> InboxChangeResult:
+    return await _change(info, "archive", ids)
+
+
+async def _close(info: Info, code: int, reason: str) -> None:
+    socket = info.context.request
+    if isinstance(socket, WebSocket) and socket.client_state is WebSocketState.CONNECTED:
+        with contextlib.suppress(RuntimeError):  # already closing
+            await socket.close(code=code, reason=reason)
+
+
+def _seconds_left(principal: Principal) -> float:
+    if principal.expires_at is None:
+        return 3600.0
+    return (principal.expires_at - datetime.now(UTC)).total_seconds()
+
+
+async def notifications(info: Info, since: str | None = None) -> AsyncGenerator[InboxUpdate, None]:
+    """The caller's in-app notifications, live. With ``since``, what was missed after that
+    cursor comes first, in order, then the live ones, with nothing lost or doubled."""
+    context = info.context
+    principal = context.principal()
+    user_id = principal.user_id
+    hub: LiveHub = context.services.extras["live_hub"]
+    sessionmaker = context.services.sessionmaker
+    after = inbox_service.decode_inbox_cursor(since, field="since")
+    # Subscribe before reading the inbox, so an item stored in between is seen live.
+    subscriber = await hub.subscribe_user(user_id)
+    metrics.subscription_opened()
+
+    async def missed(last: int, until: int | None = None) -> list[InboxEntry]:
+        async with sessionmaker() as session:
+            return await inbox_service.missed_items(
+                session, user_id=user_id, after_seq=last, limit=REPLAY_PAGE, until_seq=until
+            )
+
+    try:
+        if after is None:
+            async with sessionmaker() as session:
+                after = await InboxRepository(session).last_seq(user_id)
+        last = after
+        while True:  # the replay, page by page
+            entries = await missed(last)
+            for entry in entries:
+                yield Notification.from_entry(entry)
+                last = entry.seq
+            if len(entries) < REPLAY_PAGE:
+                break
+        while True:
+            left = _seconds_left(principal)
+            if left <= 0:
+                await _close(info, CLOSE_TOKEN_EXPIRED, "token expired")
+                return
+            try:
+                message = await asyncio.wait_for(subscriber.queue.get(), left)
+            except TimeoutError:
+                continue
+            kind = message.get("type")
+            if kind == "overflow":
+                await _close(info, CLOSE_SLOW_CONSUMER, "too slow: resume with since")
+                return
+            if kind == "resync" or (kind == "notification" and int(message["seq"]) > last + 1):
+                # After a Redis drop, or a hole before this item: read what is stored.
+                until = int(message["seq"]) if kind == "notification" else None
+                for entry in await missed(last, until):
+                    yield Notification.from_entry(entry)
+                    last = entry.seq
+            if kind == "notification":
+                entry = InboxEntry.from_message(user_id, message)
+                if entry.seq <= last:
+                    continue  # already sent by the replay
+                yield Notification.from_entry(entry)
+                last = entry.seq
+            elif kind in ("read", "archived"):
+                yield ReadStateChange(
+                    ids=[strawberry.ID(i) for i in message["ids"]],
+                    read=kind == "read",
+                    archived=kind == "archived",
+                )
+    finally:
+        metrics.subscription_closed()
+        await hub.unsubscribe(subscriber)
+
+
+def _matches(item: dict[str, Any], f: DeliveryUpdateFilter | None) -> bool:
+    if f is None:
+        return True
+    checks = (
+        (f.event_id, item["event_id"]),
+        (f.campaign_id, item.get("campaign_id")),
+        (f.user_id, item["user_id"]),
+        (f.channel.value if f.channel else None, item["channel"]),
+        (f.status.value if f.status else None, item["status"]),
+    )
+    return all(want is None or str(want) == str(got) for want, got in checks)
+
+
+async def delivery_updates(
+    info: Info, filter: DeliveryUpdateFilter | None = None
+) -> AsyncGenerator[DeliveryUpdate, None]:
+    """Delivery status changes as they happen, for managers."""
+    principal = info.context.require(MANAGE_TEMPLATES)
+    hub: LiveHub = info.context.services.extras["live_hub"]
+    subscriber: Subscriber = await hub.subscribe_deliveries()
+    metrics.subscription_opened()
+    try:
+        while True:
+            left = _seconds_left(principal)
+            if left <= 0:
+                await _close(info, CLOSE_TOKEN_EXPIRED, "token expired")
+                return
+            try:
+                message = await asyncio.wait_for(subscriber.queue.get(), left)
+            except TimeoutError:
+                continue
+            if message.get("type") == "overflow":
+                await _close(info, CLOSE_SLOW_CONSUMER, "too slow")
+                return
+            for item in message.get("items", ()):
+                if _matches(item, filter):
+                    yield DeliveryUpdate(
+                        id=strawberry.ID(item["id"]),
+                        event_id=strawberry.ID(item["event_id"]),
+                        event_type=item["event_type"],
+                        campaign_id=strawberry.ID(item["campaign_id"])
+                        if item.get("campaign_id")
+                        else None,
+                        user_id=strawberry.ID(item["user_id"]),
+                        channel=Channel(item["channel"]),
+                        status=DeliveryStatus(item["status"]),
+                        at=datetime.fromisoformat(item["at"]),
+                        reason=item.get("reason"),
+                    )
+    finally:
+        metrics.subscription_closed()
+        await hub.unsubscribe(subscriber)

@@ -1,0 +1,107 @@
+"""GraphQL types for the in-app inbox and the live streams."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+from strawberry.scalars import JSON
+
+from backend.channels import Channel
+from backend.db.history.base import DeliveryStatus
+from backend.schema.common import PageInfo
+from backend.schema.errors import (
+    ForbiddenError,
+    UnauthenticatedError,
+    UnavailableError,
+    ValidationError,
+)
+from backend.services.inbox import InboxEntry
+
+
+@strawberry.type(description="An in-app notification in the caller's inbox.")
+class Notification:
+    id: strawberry.ID = strawberry.field(description="The delivery id.")
+    cursor: str = strawberry.field(
+        description="Pass as `since` (subscription) or `after` (inbox) to resume after this item."
+    )
+    event_id: strawberry.ID
+    event_type: str
+    title: str | None
+    body: str | None
+    data: JSON
+    created_at: datetime
+    read: bool
+    read_at: datetime | None
+
+    @classmethod
+    def from_entry(cls, entry: InboxEntry) -> Notification:
+        return cls(
+            id=strawberry.ID(entry.delivery_id),
+            cursor=entry.cursor,
+            event_id=strawberry.ID(entry.event_id),
+            event_type=entry.event_type,
+            title=entry.title,
+            body=entry.body,
+            data=entry.data,  # type: ignore[arg-type]
+            created_at=entry.created_at,
+            read=entry.read_at is not None,
+            read_at=entry.read_at,
+        )
+
+
+@strawberry.type(description="Items read or archived, on this device or another one.")
+class ReadStateChange:
+    ids: list[strawberry.ID]
+    read: bool
+    archived: bool
+
+
+InboxUpdate = Annotated[Notification | ReadStateChange, strawberry.union("InboxUpdate")]
+
+
+@strawberry.type
+class NotificationEdge:
+    cursor: str
+    node: Notification
+
+
+@strawberry.type(description="The inbox, newest first.")
+class NotificationConnection:
+    edges: list[NotificationEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class InboxChange:
+    ids: list[strawberry.ID] = strawberry.field(description="The items that changed.")
+    unread_count: int
+
+
+InboxChangeResult = Annotated[
+    InboxChange | ValidationError | UnauthenticatedError | ForbiddenError | UnavailableError,
+    strawberry.union("InboxChangeResult"),
+]
+
+
+@strawberry.type(description="A delivery changed status (the admin page's live feed).")
+class DeliveryUpdate:
+    id: strawberry.ID
+    event_id: strawberry.ID
+    event_type: str
+    campaign_id: strawberry.ID | None
+    user_id: strawberry.ID
+    channel: Channel
+    status: DeliveryStatus
+    at: datetime
+    reason: str | None
+
+
+@strawberry.input(description="Every field given must match.")
+class DeliveryUpdateFilter:
+    event_id: strawberry.ID | None = None
+    campaign_id: strawberry.ID | None = None
+    user_id: strawberry.ID | None = None
+    channel: Channel | None = None
+    status: DeliveryStatus | None = None

@@ -1,0 +1,83 @@
+"""Dead letters: deliveries that failed for good, listed for admins and replayable."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth import Principal
+from backend.channels import Channel
+from backend.db.history.base import DeliveryStatus, HistoryStore
+from backend.db.models import DeadLetter
+from backend.db.repositories.events import DeadLetterRepository
+from backend.errors import ValidationError
+from backend.services.deliveries import DeliveryQueue
+from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
+
+MAX_REPLAY = 500
+
+
+def _cursor(letter: DeadLetter) -> str:
+    return encode_cursor("dead", f"{letter.created_at.isoformat()}|{letter.delivery_id}")
+
+
+async def list_dead_letters(
+    session: AsyncSession, *, first: int, after: str | None
+) -> Page[DeadLetter]:
+    """Dead letters, newest first."""
+    limit = check_page_size(first)
+    raw = decode_cursor("dead", after)
+    position = None
+    if raw is not None:
+        at, _, delivery_id = raw.partition("|")
+        try:
+            position = (datetime.fromisoformat(at), delivery_id)
+        except ValueError as exc:
+            raise ValidationError("The cursor is not valid", field="after") from exc
+    rows = await DeadLetterRepository(session).page(after=position, limit=limit + 1)
+    return Page(items=[(_cursor(r), r) for r in rows[:limit]], has_next_page=len(rows) > limit)
+
+
+async def retry_dead_letters(
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    history: HistoryStore,
+    queue: DeliveryQueue,
+    delivery_ids: Sequence[str],
+) -> tuple[list[str], list[str]]:
+    """Put dead letters back in the queue as a fresh first attempt.
+
+    Returns (replayed ids, ids that are not dead letters). The rows are removed in the
+    caller's unit of work; a delivery is re-enqueued only after its status moved back to
+    ``queued``, so replaying the same id twice at once sends it once.
+    """
+    ids = list(dict.fromkeys(delivery_ids))
+    if not ids or len(ids) > MAX_REPLAY:
+        raise ValidationError(f"Give 1 to {MAX_REPLAY} delivery ids", field="ids")
+    repo = DeadLetterRepository(session)
+    letters = await repo.take(ids)
+    found = {letter.delivery_id for letter in letters}
+    now = datetime.now(UTC)
+    batches: dict[tuple[str, str], list[str]] = defaultdict(list)
+    envelopes = {}
+    replayed: list[str] = []
+    for letter in letters:
+        moved = await history.transition(
+            letter.delivery_id,
+            DeliveryStatus.QUEUED,
+            at=now,
+            expected=frozenset({DeliveryStatus.FAILED, DeliveryStatus.DEAD}),
+            reason=f"replayed by {actor.user_id}",
+        )
+        if moved:
+            batches[(letter.event_id, letter.channel)].append(letter.delivery_id)
+            envelopes[letter.event_id] = letter.envelope
+            replayed.append(letter.delivery_id)
+    for (event_id, channel), batch in batches.items():
+        await queue.enqueue_send(envelopes[event_id], Channel(channel), batch, attempt=1)
+    await repo.delete([letter.delivery_id for letter in letters])
+    return replayed, [i for i in ids if i not in found]

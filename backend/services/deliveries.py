@@ -1,0 +1,607 @@
+"""From an accepted event to sent messages: dispatch (fan-out into deliveries) and sending.
+
+Exactly-once rests on three things: a delivery's id is derived from (event, user, channel), so a
+re-run dispatch inserts nothing new; a sender first moves the delivery from ``queued`` to
+``sending`` with a compare-and-set, so a duplicated task message sends nothing; and a message
+that RabbitMQ redelivers after a worker died (or a task that is resumed after a crash) may take
+over deliveries left in ``sending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.broker import Broker
+from backend.channels import Channel
+from backend.channels.base import (
+    ChannelSender,
+    OutgoingMessage,
+    PermanentChannelError,
+    PushSubscription,
+    TransientChannelError,
+)
+from backend.config import Settings
+from backend.db.history.base import (
+    Attempt,
+    DeliveryRecord,
+    DeliveryStatus,
+    HistoryStore,
+    Rendered,
+    StatusChange,
+)
+from backend.db.models import DeadLetter, Template
+from backend.db.repositories.events import (
+    DeadLetterRepository,
+    PreferenceRepository,
+    PushSubscriptionRepository,
+)
+from backend.db.repositories.inbox import NewInboxItem
+from backend.db.repositories.templates import TemplateRepository
+from backend.errors import HeraldError, TemplateRenderError, UnavailableError
+from backend.observability import metrics
+from backend.observability.logs import log_context
+from backend.queues import CHANNEL_QUEUES, TASK_SEND
+from backend.services import inbox as inbox_service
+from backend.services import templates as template_service
+from backend.services.inbox import RedisLivePublisher
+from backend.services.users import UserProfile
+
+log = logging.getLogger(__name__)
+_NAMESPACE = uuid.UUID("6f1d3c2a-8f5e-4b7a-9c1d-2e3f4a5b6c7d")
+SEND_CONCURRENCY = 64
+
+
+def delivery_id(event_id: str, user_id: str, channel: Channel | str) -> str:
+    """The one id of (event, user, channel): a re-run dispatch produces the same ids."""
+    return str(uuid.uuid5(_NAMESPACE, f"{event_id}/{user_id}/{Channel(channel).value}"))
+
+
+class DeliveryQueue(Protocol):
+    async def enqueue_send(
+        self,
+        envelope: dict[str, Any],
+        channel: Channel,
+        delivery_ids: Sequence[str],
+        *,
+        attempt: int,
+        countdown: float | None = None,
+        resume: bool = False,
+    ) -> None: ...
+
+
+class BrokerDeliveryQueue:
+    """Enqueues channel batches as Celery task messages through the confirming publisher."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    async def enqueue_send(
+        self,
+        envelope: dict[str, Any],
+        channel: Channel,
+        delivery_ids: Sequence[str],
+        *,
+        attempt: int,
+        countdown: float | None = None,
+        resume: bool = False,
+    ) -> None:
+        await self.broker.publish_task(
+            CHANNEL_QUEUES[channel],
+            TASK_SEND,
+            kwargs={
+                "event": envelope,
+                "channel": channel.value,
+                "delivery_ids": list(delivery_ids),
+                "attempt": attempt,
+                "resume": resume,
+            },
+            countdown=countdown,
+        )
+
+
+class TemplateCache:
+    """Templates by slug for a few seconds: a worker sends the same template in batch after
+    batch, and an edit reaches deliveries within ``ttl`` seconds."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Template | None]] = {}
+
+    async def get(self, session: AsyncSession, slug: str) -> Template | None:
+        now = time.monotonic()
+        hit = self._entries.get(slug)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        template = await TemplateRepository(session).get_by_slug(slug)
+        self._entries[slug] = (now + self.ttl, template)
+        return template
+
+
+class UserLookup(Protocol):
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]: ...
+
+
+@dataclass
+class DeliveryContext:
+    """What dispatch and sending need; one per worker process."""
+
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    history: HistoryStore
+    queue: DeliveryQueue
+    users: UserLookup
+    senders: dict[Channel, ChannelSender] = field(default_factory=dict)
+    live: RedisLivePublisher | None = None
+    templates: TemplateCache = field(default_factory=lambda: TemplateCache())
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _send_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
+    # Channel tasks do not need the recipient list; it can be long.
+    return {k: v for k, v in envelope.items() if k != "user_ids"}
+
+
+class _RecordingHistory:
+    """Passes calls to the history store and remembers every successful status change, so a
+    batch can announce them on the live delivery feed in one message."""
+
+    def __init__(self, history: HistoryStore, records: dict[str, DeliveryRecord]) -> None:
+        self._history = history
+        self._records = records
+        self.updates: list[dict[str, Any]] = []
+
+    async def get_many(self, ids: Sequence[str]) -> list[DeliveryRecord]:
+        return await self._history.get_many(ids)
+
+    async def transition_many(
+        self, delivery_ids: Sequence[str], status: DeliveryStatus, *, at: datetime, **kwargs: Any
+    ) -> set[str]:
+        changed = await self._history.transition_many(delivery_ids, status, at=at, **kwargs)
+        for delivery_id in delivery_ids:
+            record = self._records.get(delivery_id)
+            if delivery_id in changed and record is not None:
+                self.updates.append(delivery_update(record, status, at, kwargs.get("reason")))
+                metrics.record_delivery(record.channel.value, status.value)
+        return changed
+
+    async def transition(
+        self, delivery_id: str, status: DeliveryStatus, *, at: datetime, **kwargs: Any
+    ) -> bool:
+        changed = await self._history.transition(delivery_id, status, at=at, **kwargs)
+        record = self._records.get(delivery_id)
+        if changed and record is not None:
+            self.updates.append(delivery_update(record, status, at, kwargs.get("reason")))
+            metrics.record_delivery(record.channel.value, status.value)
+        return changed
+
+
+def delivery_update(
+    record: DeliveryRecord, status: DeliveryStatus, at: datetime, reason: str | None
+) -> dict[str, Any]:
+    """One entry of the live delivery feed."""
+    return {
+        "id": record.id,
+        "event_id": record.event_id,
+        "event_type": record.event_type,
+        "campaign_id": record.campaign_id,
+        "user_id": record.user_id,
+        "channel": record.channel.value,
+        "status": status.value,
+        "at": at.isoformat(),
+        "reason": reason,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSummary:
+    queued: int
+    skipped: int
+
+
+async def dispatch_event(
+    ctx: DeliveryContext, envelope: dict[str, Any], *, redelivered: bool = False
+) -> DispatchSummary:
+    """Expand an event into one delivery per recipient and channel, record them, and enqueue the
+    queued ones in channel batches. Safe to run twice for the same event.
+
+    An event small enough for one batch per channel is sent right here instead: one broker hop
+    less on the path most events take (one user, a channel or two). ``redelivered`` (the
+    dispatch message came back after a worker died) lets that send take over deliveries the
+    dead worker left in ``sending``."""
+    now = datetime.now(UTC)
+    event_id = envelope["id"]
+    user_ids: list[str] = envelope["user_ids"]
+    channels = [Channel(c) for c in envelope["channels"]]
+    critical = bool(envelope.get("critical"))
+    preferences = {}
+    if not critical:
+        async with ctx.sessionmaker() as session:
+            preferences = await PreferenceRepository(session).get_many(user_ids)
+
+    records: list[DeliveryRecord] = []
+    queued: dict[Channel, list[str]] = defaultdict(list)
+    skipped = 0
+    for user_id in user_ids:
+        prefs = preferences.get(user_id)
+        type_opt_out = prefs is not None and envelope["type"] in prefs.disabled_event_types
+        for channel in channels:
+            reason = None
+            if type_opt_out:
+                reason = f"the user opted out of '{envelope['type']}' notifications"
+            elif prefs is not None and channel.value in prefs.disabled_channels:
+                reason = f"the user opted out of the {channel.value} channel"
+            status = DeliveryStatus.SKIPPED if reason else DeliveryStatus.QUEUED
+            did = delivery_id(event_id, user_id, channel)
+            records.append(
+                DeliveryRecord(
+                    id=did,
+                    event_id=event_id,
+                    event_type=envelope["type"],
+                    user_id=user_id,
+                    channel=channel,
+                    created_at=now,
+                    updated_at=now,
+                    status=status,
+                    campaign_id=envelope.get("campaign_id"),
+                    template_slug=envelope.get("template_slug"),
+                    locale=envelope.get("locale"),
+                    timeline=[StatusChange(status, now, reason)],
+                )
+            )
+            if reason:
+                skipped += 1
+            else:
+                queued[channel].append(did)
+    for chunk_start in range(0, len(records), 1000):
+        await ctx.history.add(records[chunk_start : chunk_start + 1000])
+    for channel in channels:
+        metrics.record_delivery(channel.value, "queued", len(queued.get(channel, ())))
+    for record in records:
+        if record.status is DeliveryStatus.SKIPPED:
+            metrics.record_delivery(record.channel.value, "skipped")
+    if ctx.live is not None:
+        await ctx.live.publish_delivery_updates(
+            [delivery_update(r, r.status, now, r.timeline[0].reason) for r in records]
+        )
+    # A re-run (redelivered dispatch) re-enqueues only what is still queued; the compare-and-set
+    # in send_batch makes a duplicate harmless anyway.
+    send_envelope = _send_envelope(envelope)
+    if all(len(ids) <= ctx.settings.delivery_batch_size for ids in queued.values()):
+        await asyncio.gather(
+            *(
+                send_batch(
+                    ctx,
+                    envelope=send_envelope,
+                    channel=channel,
+                    delivery_ids=ids,
+                    attempt=1,
+                    resume=redelivered,
+                )
+                for channel, ids in queued.items()
+            )
+        )
+    else:
+        publishes = [
+            ctx.queue.enqueue_send(send_envelope, channel, chunk, attempt=1)
+            for channel, ids in queued.items()
+            for chunk in _chunks(ids, ctx.settings.delivery_batch_size)
+        ]
+        await asyncio.gather(*publishes)
+    return DispatchSummary(queued=sum(len(v) for v in queued.values()), skipped=skipped)
+
+
+def backoff_seconds(settings: Settings, attempt: int) -> float:
+    """Exponential backoff with jitter: base·2^(attempt-1), capped, times 0.5-1.0."""
+    delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempt - 1))
+    return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+
+
+@dataclass
+class BatchOutcome:
+    sent: int = 0
+    skipped: int = 0
+    retried: int = 0
+    failed: int = 0
+    dead: int = 0
+    ignored: int = 0  # already handled by another task
+
+
+def _render_context(envelope: dict[str, Any], user: UserProfile) -> dict[str, Any]:
+    return {
+        "user": user.to_context(),
+        "payload": envelope.get("payload") or {},
+        "event": {
+            "id": envelope["id"],
+            "type": envelope["type"],
+            "created_at": envelope.get("created_at"),
+        },
+    }
+
+
+async def send_batch(
+    ctx: DeliveryContext,
+    *,
+    envelope: dict[str, Any],
+    channel: Channel,
+    delivery_ids: Sequence[str],
+    attempt: int,
+    resume: bool = False,
+) -> BatchOutcome:
+    """Render and send a batch of one channel's deliveries concurrently.
+
+    ``resume`` (a redelivered or resumed task) allows taking over deliveries left in
+    ``sending`` by a worker that died mid-batch.
+    """
+    outcome = BatchOutcome()
+    records = {r.id: r for r in await ctx.history.get_many(delivery_ids)}
+    history = _RecordingHistory(ctx.history, records)
+    takeable = (
+        {DeliveryStatus.QUEUED, DeliveryStatus.SENDING} if resume else {DeliveryStatus.QUEUED}
+    )
+    now = datetime.now(UTC)
+
+    candidates = [
+        records[i] for i in delivery_ids if i in records and records[i].status in takeable
+    ]
+    # The record's updated_at as read makes each claim exclusive, takeovers of `sending` too:
+    # of two tasks racing for a delivery, only one sees it unchanged.
+    claimed = await history.transition_many(
+        [r.id for r in candidates],
+        DeliveryStatus.SENDING,
+        at=now,
+        expected=frozenset(takeable),
+        unchanged_since={r.id: r.updated_at for r in candidates},
+    )
+    mine = [r for r in candidates if r.id in claimed]
+    outcome.ignored = len(delivery_ids) - len(mine)
+    if not mine:
+        return outcome
+
+    dead_letters: list[DeadLetter] = []
+    retry_ids: list[str] = []
+    sender = ctx.senders[channel]
+    max_attempts = ctx.settings.delivery_max_attempts
+    retry_delay = backoff_seconds(ctx.settings, attempt)
+
+    async def fail(record: DeliveryRecord, error: HeraldError, *, permanent: bool) -> None:
+        at = datetime.now(UTC)
+        provider = getattr(error, "provider", None)
+        record_attempt = Attempt(number=attempt, at=at, provider=provider, error=error.message)
+        if not permanent and attempt < max_attempts:
+            await history.transition(
+                record.id,
+                DeliveryStatus.QUEUED,
+                at=at,
+                expected=frozenset({DeliveryStatus.SENDING}),
+                reason=(
+                    f"attempt {attempt} failed ({error.message}); retrying in {retry_delay:.0f} s"
+                ),
+                attempt=record_attempt,
+            )
+            retry_ids.append(record.id)
+            outcome.retried += 1
+            metrics.record_retry(channel.value)
+            return
+        status = DeliveryStatus.FAILED if permanent else DeliveryStatus.DEAD
+        reason = (
+            error.message if permanent else f"gave up after {attempt} attempts: {error.message}"
+        )
+        await history.transition(
+            record.id,
+            status,
+            at=at,
+            expected=frozenset({DeliveryStatus.SENDING}),
+            reason=reason,
+            attempt=record_attempt,
+        )
+        dead_letters.append(
+            DeadLetter(
+                delivery_id=record.id,
+                event_id=envelope["id"],
+                event_type=envelope["type"],
+                user_id=record.user_id,
+                channel=channel.value,
+                envelope=envelope,
+                error=reason,
+                attempts=attempt,
+            )
+        )
+        if permanent:
+            outcome.failed += 1
+        else:
+            outcome.dead += 1
+
+    # Everything the batch needs, fetched once.
+    try:
+        async with ctx.sessionmaker() as session:
+            template = await ctx.templates.get(session, envelope["template_slug"])
+            subscriptions: dict[str, list[PushSubscription]] = defaultdict(list)
+            if channel is Channel.PUSH:
+                rows = await PushSubscriptionRepository(session).for_users(
+                    [r.user_id for r in mine]
+                )
+                for row in rows:
+                    subscriptions[row.user_id].append(
+                        PushSubscription(endpoint=row.endpoint, p256dh=row.p256dh, auth=row.auth)
+                    )
+        users = await ctx.users.get_many(list({r.user_id for r in mine}))
+    except UnavailableError as exc:
+        # The auth service or the database is down: the whole batch is worth retrying.
+        await asyncio.gather(*(fail(r, exc, permanent=False) for r in mine))
+        await _after_batch(ctx, envelope, channel, retry_ids, dead_letters, attempt, retry_delay)
+        if ctx.live is not None:
+            await ctx.live.publish_delivery_updates(history.updates)
+        return outcome
+
+    content = template_service.template_content(template) if template is not None else None
+    expired: list[str] = []
+    limit = asyncio.Semaphore(SEND_CONCURRENCY)
+
+    async def deliver(record: DeliveryRecord) -> None:
+        async with limit:
+            user = users.get(record.user_id)
+            if user is None:
+                await history.transition(
+                    record.id,
+                    DeliveryStatus.SKIPPED,
+                    at=datetime.now(UTC),
+                    expected=frozenset({DeliveryStatus.SENDING}),
+                    reason="unknown user: the auth service has no such user",
+                )
+                outcome.skipped += 1
+                return
+            if content is None:
+                await fail(
+                    record,
+                    HeraldError(f"the template '{envelope['template_slug']}' no longer exists"),
+                    permanent=True,
+                )
+                return
+            try:
+                item = template_service.select_content(
+                    content, channel=channel, locale=envelope.get("locale") or user.locale
+                )
+                rendered = template_service.render_content(item, _render_context(envelope, user))
+            except (TemplateRenderError, HeraldError) as exc:
+                await fail(record, exc, permanent=True)
+                return
+            message = OutgoingMessage(
+                delivery_id=record.id,
+                event_id=envelope["id"],
+                event_type=envelope["type"],
+                channel=channel,
+                user=user,
+                subject=rendered.subject,
+                title=rendered.title,
+                body=rendered.body,
+                html=rendered.html,
+                data=envelope.get("payload") or {},
+                push_subscriptions=tuple(subscriptions.get(record.user_id, ())),
+            )
+            stored = Rendered(
+                subject=rendered.subject,
+                title=rendered.title,
+                body=rendered.body if channel is Channel.IN_APP else None,
+                locale=rendered.locale,
+            )
+            if channel is Channel.IN_APP:
+                # In-app items are stored in one transaction for the whole batch, below.
+                in_app.append((record, message, stored))
+                return
+            started = time.perf_counter()
+            try:
+                with log_context(delivery_id=record.id, event_id=envelope["id"]):
+                    result = await sender.send(message)
+            except (TransientChannelError, PermanentChannelError) as exc:
+                # Push errors still name the subscriptions the push service reported gone.
+                expired.extend(getattr(exc, "expired_endpoints", ()))
+                await fail(record, exc, permanent=isinstance(exc, PermanentChannelError))
+                return
+            metrics.observe_send_latency(channel.value, time.perf_counter() - started)
+            expired.extend(result.expired_endpoints)
+            await history.transition(
+                record.id,
+                DeliveryStatus.SENT,
+                at=datetime.now(UTC),
+                expected=frozenset({DeliveryStatus.SENDING}),
+                rendered=stored,
+                provider_message_id=result.provider_message_id,
+                attempt=Attempt(number=attempt, at=datetime.now(UTC), provider=result.provider),
+            )
+            outcome.sent += 1
+
+    in_app: list[tuple[DeliveryRecord, OutgoingMessage, Rendered]] = []
+    await asyncio.gather(*(deliver(r) for r in mine))
+    if in_app:
+        await _deliver_in_app(ctx, history, in_app, attempt, fail)
+    if expired:
+        async with ctx.sessionmaker() as session:
+            await PushSubscriptionRepository(session).delete(endpoints=expired)
+            await session.commit()
+    await _after_batch(ctx, envelope, channel, retry_ids, dead_letters, attempt, retry_delay)
+    if ctx.live is not None:
+        await ctx.live.publish_delivery_updates(history.updates)
+    return outcome
+
+
+async def _deliver_in_app(
+    ctx: DeliveryContext,
+    history: _RecordingHistory,
+    items: list[tuple[DeliveryRecord, OutgoingMessage, Rendered]],
+    attempt: int,
+    fail: Any,
+) -> None:
+    """The inbox is the record of truth: store the batch's items in one transaction, mark them
+    sent, then publish them live. A lost publish is recovered by subscriptions replaying from
+    the inbox, so it never fails a delivery."""
+    new_items = [
+        NewInboxItem(
+            delivery_id=record.id,
+            user_id=record.user_id,
+            event_id=message.event_id,
+            event_type=message.event_type,
+            title=message.title,
+            body=message.body,
+            data=message.data,
+            created_at=datetime.now(UTC),
+        )
+        for record, message, _ in items
+    ]
+    try:
+        async with ctx.sessionmaker() as session:
+            entries = await inbox_service.store_items(session, new_items)
+            await session.commit()
+    except (OSError, SQLAlchemyError) as exc:
+        error = UnavailableError(f"the inbox could not be written: {exc}")
+        await asyncio.gather(*(fail(record, error, permanent=False) for record, _, _ in items))
+        return
+    at = datetime.now(UTC)
+    await history.transition_many(
+        [record.id for record, _, _ in items],
+        DeliveryStatus.SENT,
+        at=at,
+        expected=frozenset({DeliveryStatus.SENDING}),
+        rendered={record.id: stored for record, _, stored in items},
+        attempt=Attempt(number=attempt, at=at, provider="inbox"),
+    )
+    if ctx.live is not None:
+        await ctx.live.publish_many([(e.user_id, e.to_message()) for e in entries])
+
+
+async def _after_batch(
+    ctx: DeliveryContext,
+    envelope: dict[str, Any],
+    channel: Channel,
+    retry_ids: list[str],
+    dead_letters: list[DeadLetter],
+    attempt: int,
+    retry_delay: float,
+) -> None:
+    if dead_letters:
+        async with ctx.sessionmaker() as session:
+            await DeadLetterRepository(session).add(dead_letters)
+            await session.commit()
+        metrics.record_dead_letter(channel.value, len(dead_letters))
+    if retry_ids:
+        await ctx.queue.enqueue_send(
+            envelope,
+            channel,
+            retry_ids,
+            attempt=attempt + 1,
+            countdown=retry_delay,
+        )

@@ -1,0 +1,155 @@
+"""Event types and their rules: which template goes out on which channels, and the payload's
+JSON Schema. Built-in types ship with the product; managers register custom ones."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator, SchemaError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth import Principal
+from backend.channels import Channel
+from backend.db.models import EventType
+from backend.db.repositories.events import EventTypeRepository
+from backend.db.repositories.templates import TemplateRepository
+from backend.errors import ConflictError, NotFoundError, ValidationError
+from backend.services.templates import template_content
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
+
+
+@dataclass(frozen=True, slots=True)
+class EventRule:
+    name: str
+    template_slug: str | None
+    channels: tuple[Channel, ...]
+    critical: bool
+    validator: Draft202012Validator | None
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateInfo:
+    slug: str
+    channels: frozenset[Channel]
+
+
+@dataclass(frozen=True, slots=True)
+class EventTypeData:
+    name: str
+    description: str = ""
+    payload_schema: dict[str, Any] | None = None
+    template_slug: str | None = None
+    channels: Sequence[Channel] = ()
+    critical: bool = False
+
+
+def _validator(schema: dict[str, Any] | None) -> Draft202012Validator | None:
+    return Draft202012Validator(schema) if schema is not None else None
+
+
+class RuleCache:
+    """Per-process cache of event rules and template channels, so ingestion rarely touches
+    PostgreSQL. Entries live ``ttl`` seconds: a rule changed by a manager applies to events
+    accepted after that, never to events already accepted."""
+
+    def __init__(self, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._rules: dict[str, tuple[float, EventRule | None]] = {}
+        self._templates: dict[str, tuple[float, TemplateInfo]] = {}
+
+    def invalidate(self) -> None:
+        self._rules.clear()
+        self._templates.clear()
+
+    async def rule(self, session: AsyncSession, name: str) -> EventRule | None:
+        now = self.clock()
+        hit = self._rules.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = await EventTypeRepository(session).get(name)
+        rule = None
+        if row is not None:
+            rule = EventRule(
+                name=row.name,
+                template_slug=row.template_slug,
+                channels=tuple(Channel(c) for c in row.channels),
+                critical=row.critical,
+                validator=_validator(row.payload_schema),
+            )
+        self._rules[name] = (now + self.ttl, rule)
+        return rule
+
+    async def template(self, session: AsyncSession, slug: str) -> TemplateInfo | None:
+        """Only templates that exist are cached: one created a moment ago is found at once."""
+        now = self.clock()
+        hit = self._templates.get(slug)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = await TemplateRepository(session).get_by_slug(slug)
+        if row is None:
+            return None
+        info = TemplateInfo(slug=slug, channels=frozenset(c.channel for c in template_content(row)))
+        self._templates[slug] = (now + self.ttl, info)
+        return info
+
+
+async def list_event_types(session: AsyncSession) -> list[EventType]:
+    return await EventTypeRepository(session).all()
+
+
+async def register_event_type(
+    session: AsyncSession, *, actor: Principal, data: EventTypeData
+) -> EventType:
+    """Create or change a custom event type. Built-in types cannot be changed."""
+    if not NAME_RE.match(data.name):
+        raise ValidationError(
+            "An event type name is lowercase letters, digits, '_', '.', '-', "
+            "starting with a letter",
+            field="name",
+        )
+    if data.payload_schema is not None:
+        if not isinstance(data.payload_schema, dict):
+            raise ValidationError(
+                "payloadSchema must be a JSON Schema object", field="payloadSchema"
+            )
+        try:
+            Draft202012Validator.check_schema(data.payload_schema)
+        except SchemaError as exc:
+            raise ValidationError(
+                f"payloadSchema is not a valid JSON Schema: {exc.message}", field="payloadSchema"
+            ) from exc
+    if not data.channels:
+        raise ValidationError("Give at least one default channel", field="channels")
+    if data.template_slug is None:
+        raise ValidationError("Give the default template", field="templateSlug")
+    template = await TemplateRepository(session).get_by_slug(data.template_slug)
+    if template is None:
+        raise NotFoundError(f"No template with slug '{data.template_slug}'", field="templateSlug")
+    available = {c.channel for c in template_content(template)}
+    missing = [c.value for c in data.channels if c not in available]
+    if missing:
+        raise ValidationError(
+            f"Template '{data.template_slug}' has no content for: {', '.join(missing)}",
+            field="channels",
+        )
+    repo = EventTypeRepository(session)
+    existing = await repo.get(data.name)
+    if existing is not None and existing.builtin:
+        raise ConflictError(f"'{data.name}' is a built-in event type", field="name")
+    row = existing or EventType(name=data.name, builtin=False)
+    row.description = data.description
+    row.payload_schema = data.payload_schema
+    row.template_slug = data.template_slug
+    row.channels = list(dict.fromkeys(c.value for c in data.channels))
+    row.critical = data.critical
+    if existing is None:
+        await repo.add(row)
+    else:
+        await session.flush()
+    return row

@@ -1,0 +1,248 @@
+"""Realtime benchmark: sendEvent → worker → inbox → Redis → API → WebSocket subscriber.
+
+  latency    p50 / p99 from sendEvent to the subscriber receiving the item, at a steady rate
+  memory     API process RSS per idle `notifications` subscription, with N open connections
+  broadcast  one event to all N subscribed users: time until the last one has it
+  baseline   raw Redis pub/sub in this process: publish → receive latency and messages/s
+
+Run: make bench-realtime   (RabbitMQ, Redis, PostgreSQL on localhost)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import redis.asyncio as redis_async
+import websockets
+
+from backend.auth import mint_token
+from backend.config import Settings
+from backend.db.migrate import migrate
+from bench.common import ROOT, free_port, start, stop, table, write_results
+from bench.deliveries import AMQP_URL, DB_URL, users_file
+
+SUBSCRIBE = {"id": "1", "type": "subscribe", "payload": {
+    "query": "subscription { notifications { ... on Notification { id data } } }"}}
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def open_subscriber(ws_url: str, origin: str, token: str) -> websockets.ClientConnection:
+    ws = await websockets.connect(ws_url, subprotocols=["graphql-transport-ws"], origin=origin,
+                                  max_queue=64, open_timeout=60, ping_interval=None)
+    await ws.send(json.dumps({"type": "connection_init",
+                              "payload": {"authorization": f"Bearer {token}"}}))
+    await asyncio.wait_for(ws.recv(), 30)
+    await ws.send(json.dumps(SUBSCRIBE))
+    return ws
+
+
+async def latency(api: str, ws_url: str, settings: Settings, users: int, rate: float,
+                  seconds: float) -> list[float]:
+    tokens = {f"bench-{i}": mint_token(settings, sub=f"bench-{i}", roles=["user"])
+              for i in range(users)}
+    sockets = {u: await open_subscriber(ws_url, api, t) for u, t in tokens.items()}
+    await asyncio.sleep(1)
+    sent_at: dict[str, float] = {}
+    received: list[float] = []
+
+    async def reader(ws: websockets.ClientConnection) -> None:
+        async for raw in ws:
+            message = json.loads(raw)
+            if message.get("type") == "next":
+                marker = message["payload"]["data"]["notifications"]["data"]["marker"]
+                if marker in sent_at:
+                    received.append(time.perf_counter() - sent_at.pop(marker))
+
+    readers = [asyncio.create_task(reader(ws)) for ws in sockets.values()]
+    service = mint_token(settings, sub="bench-service", roles=["service"])
+    query = ("mutation($i: EventInput!) { sendEvent(input: $i) { __typename } }")
+    async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {service}"},
+                                 limits=httpx.Limits(max_connections=64)) as http:
+        async def send(n: int) -> None:
+            marker = uuid.uuid4().hex
+            sent_at[marker] = time.perf_counter()
+            await http.post("/graphql", json={"query": query, "variables": {"i": {
+                "type": "user_registered", "userIds": [f"bench-{n % users}"],
+                "channels": ["IN_APP"], "payload": {"marker": marker}}}})
+
+        tasks = []
+        started = time.perf_counter()
+        n = 0
+        while time.perf_counter() - started < seconds:
+            tasks.append(asyncio.create_task(send(n)))
+            n += 1
+            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        await asyncio.gather(*tasks)
+    deadline = time.perf_counter() + 30
+    while sent_at and time.perf_counter() < deadline:
+        await asyncio.sleep(0.1)
+    for task in readers:
+        task.cancel()
+    for ws in sockets.values():
+        await ws.close()
+    if sent_at:
+        print(f"warning: {len(sent_at)} of {n} items never arrived")
+    return received
+
+
+async def memory_and_broadcast(api: str, ws_url: str, api_pid: int, settings: Settings,
+                               connections: int) -> tuple[float, float, int]:
+    before = rss_kb(api_pid)
+    sockets = []
+    batch = 200
+    for start_at in range(0, connections, batch):
+        sockets += await asyncio.gather(*(
+            open_subscriber(ws_url, api, mint_token(settings, sub=f"bench-{i}", roles=["user"]))
+            for i in range(start_at, min(connections, start_at + batch))
+        ))
+    await asyncio.sleep(3)
+    after = rss_kb(api_pid)
+    per_connection_kb = (after - before) / connections
+
+    remaining = connections
+    done = asyncio.Event()
+
+    async def reader(ws: websockets.ClientConnection) -> None:
+        nonlocal remaining
+        raw = await ws.recv()
+        if json.loads(raw).get("type") == "next":
+            remaining -= 1
+            if remaining == 0:
+                done.set()
+
+    readers = [asyncio.create_task(reader(ws)) for ws in sockets]
+    service = mint_token(settings, sub="bench-service", roles=["service"])
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=api, timeout=60) as http:
+        r = await http.post("/graphql", headers={"Authorization": f"Bearer {service}"}, json={
+            "query": "mutation($i: EventInput!) { sendEvent(input: $i) { __typename } }",
+            "variables": {"i": {"type": "user_registered", "channels": ["IN_APP"],
+                                "userIds": [f"bench-{i}" for i in range(connections)]}}})
+        assert r.json()["data"]["sendEvent"]["__typename"] == "EventAccepted", r.text
+    try:
+        await asyncio.wait_for(done.wait(), 120)
+    except TimeoutError:
+        print(f"warning: {remaining} subscribers never got the broadcast")
+    broadcast = time.perf_counter() - started
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return per_connection_kb, broadcast, connections - remaining
+
+
+async def redis_baseline(count: int) -> tuple[float, float]:
+    client = redis_async.Redis.from_url("redis://127.0.0.1:6379/0")
+    pubsub = client.pubsub()
+    channel = f"herald:bench:{uuid.uuid4().hex}"
+    await pubsub.subscribe(channel)
+    await pubsub.get_message(timeout=1)
+    latencies = []
+    for _ in range(200):
+        t = time.perf_counter()
+        await client.publish(channel, b"x")
+        while (await pubsub.get_message(timeout=1)) is None:
+            pass
+        latencies.append(time.perf_counter() - t)
+    started = time.perf_counter()
+    async with client.pipeline(transaction=False) as pipe:
+        for _ in range(count):
+            pipe.publish(channel, b"x")
+        await pipe.execute()
+    got = 0
+    while got < count:
+        if await pubsub.get_message(timeout=5) is None:
+            break
+        got += 1
+    rate = got / (time.perf_counter() - started)
+    await pubsub.aclose()
+    await client.aclose()
+    return statistics.median(latencies) * 1000, rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--latency-users", type=int, default=50)
+    parser.add_argument("--connections", type=int, default=10_000)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+    settings = Settings(_env_file=None, database_url=DB_URL)  # type: ignore[call-arg]
+    migrate(settings)
+    path = users_file(max(args.connections, args.latency_users))
+    api_port, auth_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    env = {
+        "HERALD_ENVIRONMENT": "development", "HERALD_DATABASE_URL": DB_URL,
+        "HERALD_RABBITMQ_URL": AMQP_URL, "HERALD_AUTH_URL": f"http://127.0.0.1:{auth_port}",
+        "HERALD_LOG_LEVEL": "WARNING", "HERALD_ALLOWED_ORIGINS": json.dumps([api]),
+        "HERALD_USER_CACHE_TTL_SECONDS": "3600",
+    }
+    herald = [sys.executable, "-m", "backend.cli"]
+    auth = start([*herald, "auth-standin", "--port", str(auth_port), "--users", path], env,
+                  f"http://127.0.0.1:{auth_port}/healthz")
+    server = start([*herald, "api", "--port", str(api_port)], env, f"{api}/healthz")
+    worker = subprocess.Popen([*herald, "worker", "--concurrency", "2"], cwd=ROOT,
+                              env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    time.sleep(8)
+    ws_url = api.replace("http", "ws") + "/graphql"
+    try:
+        base_latency_ms, base_rate = asyncio.run(redis_baseline(50_000))
+        received = asyncio.run(latency(api, ws_url, settings, args.latency_users, args.rate,
+                                       args.seconds))
+        per_kb, broadcast_s, reached = asyncio.run(
+            memory_and_broadcast(api, ws_url, server.pid, settings, args.connections))
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        stop(server)
+        stop(auth)
+        os.unlink(path)
+    p50 = percentile(received, 50) * 1000
+    p99 = percentile(received, 99) * 1000
+    rows = [
+        ("raw Redis pub/sub (this process)", f"{base_latency_ms:.2f} ms p50",
+         f"{base_rate:.0f} msg/s", ""),
+        (f"sendEvent → subscriber at {args.rate:.0f}/s", f"{p50:.1f} ms p50",
+         f"{p99:.1f} ms p99", "target p50 ≤ 15, p99 ≤ 60"),
+        (f"memory per idle subscription ({args.connections})", f"{per_kb:.1f} KB", "",
+         "target ≤ 30 KB"),
+        (f"one event to {args.connections} subscribers", f"{broadcast_s:.2f} s",
+         f"{reached} reached", "target ≤ 2 s"),
+    ]
+    print(table(rows, ("measure", "value", "", "target")))
+    out = write_results("realtime", {
+        "args": vars(args), "redis_p50_ms": base_latency_ms, "redis_rate": base_rate,
+        "latency_p50_ms": p50, "latency_p99_ms": p99, "samples": len(received),
+        "kb_per_subscription": per_kb, "broadcast_seconds": broadcast_s,
+        "broadcast_reached": reached})
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()

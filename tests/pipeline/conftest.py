@@ -1,0 +1,192 @@
+"""Real processes for the pipeline: a Celery worker, beat, the auth-service stand-in, an SMTP
+server and HTTP providers; the API in-process on committed (not rolled-back) sessions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+
+from backend.channels.push import generate_vapid_keys
+from backend.queues import DEAD_LETTER_QUEUE, WORK_QUEUES
+from tests.conftest import ROOT, TEST_DATABASE_URL, TEST_RABBITMQ_URL, GraphQL, free_port
+from tests.pipeline.servers import HttpRecorder, start_http, start_smtp
+
+USERS_FILE = Path(__file__).with_name("users.json")
+JWT_SECRET = "test-secret-for-the-suite-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[Any]:
+    controller, sink = start_smtp()
+    sink.port = controller.port  # type: ignore[attr-defined]
+    yield sink
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def sms_provider() -> Iterator[HttpRecorder]:
+    recorder = HttpRecorder()
+    server, url = start_http(recorder)
+    recorder.url = url  # type: ignore[attr-defined]
+    yield recorder
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def push_service() -> Iterator[HttpRecorder]:
+    recorder = HttpRecorder(status=201)
+    server, url = start_http(recorder)
+    recorder.url = url  # type: ignore[attr-defined]
+    yield recorder
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def vapid_keys() -> tuple[str, str]:
+    return generate_vapid_keys()
+
+
+def _wait_http(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+@pytest.fixture(scope="session")
+def auth_standin() -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "HERALD_ENVIRONMENT": "test", "HERALD_JWT_SECRET": JWT_SECRET}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "auth-standin",
+            "--port",
+            str(port),
+            "--users",
+            str(USERS_FILE),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{url}/healthz")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _purge_queues(url: str) -> None:
+    import asyncio
+
+    async def purge() -> None:
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            for name in (*WORK_QUEUES, DEAD_LETTER_QUEUE):
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                    await queue.purge()
+                except aio_pika.exceptions.ChannelClosed:
+                    channel = await connection.channel()
+
+    asyncio.run(purge())
+
+
+@pytest.fixture(scope="session")
+def worker_env(engine, smtp, sms_provider, auth_standin, vapid_keys) -> dict[str, str]:
+    private, public = vapid_keys
+    return {
+        **os.environ,
+        "HERALD_ENVIRONMENT": "test",
+        "HERALD_DATABASE_URL": TEST_DATABASE_URL,
+        "HERALD_RABBITMQ_URL": TEST_RABBITMQ_URL,
+        "HERALD_JWT_SECRET": JWT_SECRET,
+        "HERALD_SMTP_HOST": "127.0.0.1",
+        "HERALD_SMTP_PORT": str(smtp.port),
+        "HERALD_SMS_PROVIDER_URL": f"{sms_provider.url}/sms",
+        "HERALD_AUTH_URL": auth_standin,
+        "HERALD_VAPID_PRIVATE_KEY": private,
+        "HERALD_VAPID_PUBLIC_KEY": public,
+        "HERALD_RETRY_BASE_SECONDS": "0.3",
+        "HERALD_RETRY_MAX_SECONDS": "1",
+        "HERALD_DELIVERY_MAX_ATTEMPTS": "4",
+        "HERALD_LOG_LEVEL": "INFO",
+    }
+
+
+class Process:
+    def __init__(self, args: list[str], env: dict[str, str], ready: str) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
+        if not self._ready.wait(60):
+            self.stop()
+            raise RuntimeError("process did not become ready:\n" + "".join(self.lines[-40:]))
+
+    def _read(self, ready: str) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if ready in line:
+                self._ready.set()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def worker(worker_env) -> Iterator[Process]:
+    _purge_queues(TEST_RABBITMQ_URL)
+    process = Process(["worker", "--concurrency", "2"], worker_env, ready="ready.")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def beat(worker_env, worker) -> Iterator[Process]:
+    process = Process(["beat"], worker_env, ready="beat: Starting")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def e2e(app, settings, worker) -> AsyncIterator[GraphQL]:
+    """GraphQL on the in-process API whose writes are committed, so the worker sees them."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
+        yield GraphQL(client, settings)

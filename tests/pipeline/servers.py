@@ -1,0 +1,94 @@
+"""Real servers standing in for the outside world: an SMTP server and HTTP providers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.conftest import free_port
+
+
+@dataclass
+class SmtpSink:
+    """Records delivered mail; can be told to refuse the next N messages with 451."""
+
+    messages: list[Message] = field(default_factory=list)
+    refuse_next: int = 0
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            if self.refuse_next > 0:
+                self.refuse_next -= 1
+                self.refused += 1
+                return "451 4.3.0 Try again later"
+            self.messages.append(message_from_bytes(envelope.content))  # type: ignore[arg-type]
+        return "250 OK"
+
+    def to(self, address: str) -> list[Message]:
+        with self.lock:
+            return [m for m in self.messages if m["To"] and address in m["To"]]
+
+
+def start_smtp() -> tuple[Controller, SmtpSink]:
+    sink = SmtpSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    return controller, sink
+
+
+@dataclass
+class HttpRecorder:
+    """A provider stand-in: records JSON POSTs, answers with ``status`` (changeable)."""
+
+    status: int = 200
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def start_http(recorder: HttpRecorder) -> tuple[ThreadingHTTPServer, str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length)
+            with recorder.lock:
+                status = recorder.status
+                if status < 300:
+                    recorder.requests.append(
+                        {"path": self.path, "headers": dict(self.headers), "body": body}
+                    )
+            payload = json.dumps({"id": f"msg-{len(recorder.requests)}"}).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+async def eventually(check: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:
+    """Poll an async ``check`` until it returns something truthy; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")
