@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# One image for every Herald process (api, worker, beat, migrate, the dev stand-ins):
+#   docker build -t herald . && docker run --rm herald --help
+# The build stage installs the locked dependencies with uv (the same uv.lock as `make dev`);
+# the runtime stage carries only the virtual environment and runs as an unprivileged user.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ARG UV_VERSION=0.13.9
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PROJECT_ENVIRONMENT=/app/.venv \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# uv from PyPI, pinned like scripts/setup.sh, so the image needs no other registry.
+RUN pip install --no-cache-dir "uv==${UV_VERSION}"
+WORKDIR /src
+# Dependencies first: this layer is rebuilt only when the lock changes, not on every edit.
+COPY pyproject.toml uv.lock README.md ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-project
+COPY backend ./backend
+# The project itself as a wheel (not editable): the runtime stage needs no source tree.
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable
+
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HERALD_ENVIRONMENT=production
+RUN groupadd --system --gid 10001 herald \
+    && useradd --system --uid 10001 --gid herald --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin herald
+# Owned by root and read-only to the service user: the code cannot be rewritten at run time.
+COPY --from=build /app/.venv /app/.venv
+WORKDIR /app
+USER herald:herald
+EXPOSE 8000 9100
+ENTRYPOINT ["herald"]
+CMD ["api", "--host", "0.0.0.0", "--port", "8000"]

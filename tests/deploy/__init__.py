@@ -1,0 +1,1 @@
+"""Deployment: compose file, image, nginx, and observability."""
