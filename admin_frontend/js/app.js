@@ -1,0 +1,251 @@
+// The admin page: sign-in, the router between screens, the header with its connection
+// indicator, and toasts. Each screen is a module in views/ exporting
+// `render(root, {params, query, ctx})`, which may return a cleanup function.
+
+import config from "../config.js";
+import { graphql } from "./api.js";
+import { h, setChildren } from "./dom.js";
+import { openDialog } from "./dialog.js";
+import { describeError } from "./errors.js";
+import { Session, session } from "./session.js";
+import { GraphQLWsClient, websocketUrl } from "./ws.js";
+import * as signin from "./views/signin.js";
+import * as templates from "./views/templates.js";
+import * as editor from "./views/editor.js";
+import * as send from "./views/send.js";
+import * as historyView from "./views/history.js";
+import * as deadLetters from "./views/dead_letters.js";
+import * as live from "./views/live.js";
+import * as campaigns from "./views/campaigns.js";
+
+const ROUTES = [
+  { pattern: /^\/templates\/new$/, view: editor, nav: "templates", title: "New template" },
+  { pattern: /^\/templates\/edit\/([^/]+)$/, view: editor, nav: "templates", title: "Edit template", keys: ["slug"] },
+  { pattern: /^\/templates$/, view: templates, nav: "templates", title: "Templates" },
+  { pattern: /^\/send$/, view: send, nav: "send", title: "Send a message" },
+  { pattern: /^\/history$/, view: historyView, nav: "history", title: "History" },
+  { pattern: /^\/dead-letters$/, view: deadLetters, nav: "dead-letters", title: "Dead letters" },
+  { pattern: /^\/live$/, view: live, nav: "live", title: "Live feed" },
+  { pattern: /^\/campaigns$/, view: campaigns, nav: "campaigns", title: "Campaigns" },
+];
+const HOME = "#/templates";
+
+const main = document.getElementById("main");
+const appEl = document.getElementById("app");
+let cleanup = null;
+let ws = null;
+let signInMessage = null;
+
+// --- toasts -------------------------------------------------------------------------------
+function toast(text, kind = "success") {
+  const box = document.getElementById("toasts");
+  const item = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, text);
+  box.append(item);
+  setTimeout(() => item.remove(), kind === "error" ? 8000 : 4500);
+}
+
+function navigate(hash, { replace = false } = {}) {
+  if (replace) {
+    history.replaceState(null, "", hash);
+    route();
+  } else if (window.location.hash === hash) {
+    route();
+  } else {
+    window.location.hash = hash;
+  }
+}
+
+// --- the live connection (heartbeat) -------------------------------------------------------
+const conn = document.getElementById("conn");
+const connLabel = conn.querySelector(".conn-label");
+let lastTick = null;
+let staleTimer = null;
+
+function showConnection(state, label, title = "") {
+  conn.dataset.state = state;
+  connLabel.textContent = label;
+  conn.title = title;
+}
+
+function startLiveConnection() {
+  stopLiveConnection();
+  ws = new GraphQLWsClient({
+    url: websocketUrl(config.graphqlPath),
+    connectionParams: () => ({ authorization: `Bearer ${session.token}` }),
+  });
+  ws.onStatus((status, detail) => {
+    if (status === "connecting") showConnection("connecting", "Connecting…");
+    else if (status === "reconnecting") showConnection("connecting", "Reconnecting…", detail);
+    else if (status === "rejected") showConnection("down", "Live updates off", detail);
+    else if (status === "connected" && !lastTick) showConnection("connecting", "Connecting…");
+  });
+  const interval = config.heartbeatSeconds;
+  ws.subscribe(
+    { query: "subscription Heartbeat($s: Int!) { heartbeat(intervalSeconds: $s) { at } }", variables: { s: interval } },
+    {
+      next(payload) {
+        if (!payload.data?.heartbeat) return;
+        lastTick = new Date();
+        showConnection("live", "Live", `Connected; last heartbeat at ${lastTick.toLocaleTimeString()}.`);
+        clearTimeout(staleTimer);
+        staleTimer = setTimeout(
+          () => showConnection("connecting", "Connection quiet…", "No heartbeat for a while; the connection may be lost."),
+          (interval * 2 + 5) * 1000,
+        );
+      },
+      error(errors) {
+        showConnection("down", "Live updates off", errors?.[0]?.message ?? "The heartbeat subscription failed.");
+      },
+    },
+  );
+}
+
+function stopLiveConnection() {
+  clearTimeout(staleTimer);
+  lastTick = null;
+  ws?.close();
+  ws = null;
+  showConnection("off", "Offline");
+}
+
+// --- sign-in state --------------------------------------------------------------------------
+function renderSessionHeader() {
+  appEl.dataset.signedIn = String(session.signedIn);
+  const who = document.getElementById("who");
+  if (session.signedIn) {
+    setChildren(who, h("span", { class: "who-id" }, session.viewer.id), h("span", { class: "who-roles" }, session.viewer.roles.join(", ")));
+  } else {
+    setChildren(who);
+  }
+}
+
+session.subscribe((event) => {
+  renderSessionHeader();
+  if (event.type === "signed-in") {
+    startLiveConnection();
+  } else {
+    leaveGuard = null;
+    stopLiveConnection();
+    signInMessage = event.message;
+    const back = window.location.hash.startsWith("#/signin") ? "" : window.location.hash;
+    navigate(`#/signin${back ? `?next=${encodeURIComponent(back)}` : ""}`);
+  }
+});
+
+document.getElementById("sign-out").addEventListener("click", () => session.end());
+
+// The router owns the URL hash, so the skip link moves focus itself instead of jumping to #main.
+document.querySelector(".skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
+
+// --- the router -----------------------------------------------------------------------------
+function parseHash() {
+  const raw = window.location.hash.replace(/^#/, "") || "/";
+  const [path, query = ""] = raw.split("?");
+  return { path, query };
+}
+
+// A screen with unsaved work (the template editor) registers a guard: leaving it then asks first.
+let leaveGuard = null;
+let currentHash = null;
+
+function confirmLeave(reason, leave) {
+  const stay = h("button", { type: "button", class: "btn primary" }, "Stay");
+  const go = h("button", { type: "button", class: "btn danger-ghost", id: "leave-anyway" }, "Leave without saving");
+  const { close } = openDialog({ id: "leave-dialog", title: "Leave this page?", body: h("p", {}, reason), actions: [go, stay] });
+  stay.addEventListener("click", close);
+  go.addEventListener("click", () => {
+    close();
+    leave();
+  });
+  stay.focus();
+}
+
+function route() {
+  const target = window.location.hash;
+  if (leaveGuard && session.signedIn && target !== currentHash) {
+    const reason = leaveGuard();
+    if (reason) {
+      // Put the address back (without another hashchange) until the person decides.
+      history.replaceState(null, "", currentHash || "#/");
+      confirmLeave(reason, () => {
+        leaveGuard = null;
+        navigate(target);
+      });
+      return;
+    }
+  }
+  leaveGuard = null;
+  currentHash = target;
+  const { path, query } = parseHash();
+  cleanup?.();
+  cleanup = null;
+  document.querySelectorAll(".nav a").forEach((a) => a.removeAttribute("aria-current"));
+
+  if (!session.signedIn || path === "/signin") {
+    if (session.signedIn) {
+      navigate(HOME, { replace: true });
+      return;
+    }
+    document.title = "Sign in · Herald admin";
+    const params = new URLSearchParams(query);
+    const message = signInMessage;
+    signInMessage = null;
+    const next = params.get("next") || (path !== "/signin" && path !== "/" ? `#${path}${query ? `?${query}` : ""}` : HOME);
+    cleanup = signin.render(main, { message, onSignedIn: () => navigate(next, { replace: true }) });
+    return;
+  }
+  const match = ROUTES.map((r) => ({ r, m: r.pattern.exec(path) })).find((x) => x.m);
+  if (!match) {
+    navigate(HOME, { replace: true });
+    return;
+  }
+  const { r, m } = match;
+  const params = {};
+  (r.keys || []).forEach((key, i) => (params[key] = decodeURIComponent(m[i + 1])));
+  document.title = `${r.title} · Herald admin`;
+  document.querySelector(`.nav a[data-nav="${r.nav}"]`)?.setAttribute("aria-current", "page");
+  main.replaceChildren();
+  const ctx = {
+    toast,
+    navigate,
+    ws,
+    /** `guard()` returns why leaving now would lose work, or null. */
+    setLeaveGuard: (guard) => (leaveGuard = guard),
+  };
+  cleanup = r.view.render(main, { params, query: Object.fromEntries(new URLSearchParams(query)), ctx }) || null;
+  // Keyboard and screen-reader users start at the new screen's heading.
+  main.querySelector(".page-title")?.focus({ preventScroll: true });
+}
+
+window.addEventListener("hashchange", route);
+// Reloading or closing the tab with unsaved work: the browser's own prompt.
+window.addEventListener("beforeunload", (event) => {
+  if (leaveGuard?.()) event.preventDefault();
+});
+
+// --- start ----------------------------------------------------------------------------------
+async function start() {
+  const stored = session.storedToken();
+  if (stored) {
+    try {
+      const data = await graphql("query Viewer { viewer { id roles tokenExpiresAt } }", {}, { token: stored });
+      if (!Session.refusal(data.viewer)) {
+        session.start(stored, data.viewer);
+      } else {
+        session.end();
+      }
+    } catch (error) {
+      session.end();
+      signInMessage =
+        error.code === "UNAUTHENTICATED" ? "Your sign-in has expired. Please sign in again." : describeError(error);
+    }
+  }
+  renderSessionHeader();
+  route();
+  appEl.dataset.ready = "true";
+}
+
+start();

@@ -1,0 +1,357 @@
+"""The admin page in a real headless Chromium against real processes.
+
+A ``herald api`` serving ``admin_frontend/`` at ``/admin/`` and the auth-service stand-in run for
+the session; the send→history test adds a Celery worker and an SMTP server (``worker_stack``).
+The browser is Debian's ``chromium`` driven by Playwright: no browser is ever downloaded.
+
+The page gets the stand-in's address from ``admin_frontend/config.js``; the tests serve that very
+file with the stand-in's test port swapped in.
+
+Every page fails its test on a browser console error or an uncaught exception.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.auth import mint_token
+from tests.conftest import (
+    ROOT,
+    TEST_DATABASE_URL,
+    LiveServer,
+    free_port,
+    make_settings,
+    start_live_server,
+    stop_live_server,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+JWT_SECRET = "test-secret-for-the-suite-0123456789abcdef"  # the suite's (tests/conftest.py)
+CONFIG_FILE = ROOT / "admin_frontend" / "config.js"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Own Redis database and RabbitMQ vhost: other suites on this machine run workers on the
+# default vhost, and one of those could otherwise take this suite's events (or we theirs).
+REDIS_URL = "redis://127.0.0.1:6379/11"
+VHOST = "herald_test_admin"
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+WIDE = {"width": 1280, "height": 900}
+NARROW = {"width": 800, "height": 1000}
+
+
+def _wait_http(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+def _vhost_answers(url: str) -> bool:
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception:  # any failure means "make it"
+        return False
+    return True
+
+
+def _rabbitmq_url() -> str:
+    """A vhost of our own when rabbitmqctl can make one, else the shared default vhost."""
+    url = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
+    if _vhost_answers(url):
+        return url
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    if not Path(ctl).exists():
+        return DEFAULT_RABBITMQ_URL
+    try:
+        listed = subprocess.run(
+            [ctl, "-q", "list_vhosts"], capture_output=True, text=True, timeout=30, check=True
+        )
+        if VHOST not in listed.stdout.split():
+            subprocess.run(
+                [ctl, "-q", "add_vhost", VHOST], capture_output=True, timeout=30, check=True
+            )
+            subprocess.run(
+                [ctl, "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"],
+                capture_output=True,
+                timeout=30,
+                check=True,
+            )
+    except (OSError, subprocess.SubprocessError):
+        return DEFAULT_RABBITMQ_URL
+    return url
+
+
+@dataclass
+class Stack:
+    api: LiveServer
+    auth_url: str
+    rabbitmq_url: str
+
+    @property
+    def admin_url(self) -> str:
+        return f"{self.api.url}/admin/"
+
+
+@pytest.fixture(scope="session")
+def stack(engine: AsyncEngine) -> Iterator[Stack]:
+    """The auth stand-in (its bundled demo users) and ``herald api`` serving the admin page."""
+    rabbitmq_url = _rabbitmq_url()
+    port = free_port()
+    auth_url = f"http://127.0.0.1:{port}"
+    standin = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "auth-standin", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "HERALD_ENVIRONMENT": "test", "HERALD_JWT_SECRET": JWT_SECRET},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # The API does not need the stand-in to start; both start at once.
+        api = start_live_server(
+            {
+                "HERALD_SERVE_ADMIN": "true",
+                "HERALD_AUTH_URL": auth_url,
+                "HERALD_RABBITMQ_URL": rabbitmq_url,
+                "HERALD_REDIS_URL": REDIS_URL,
+            }
+        )
+        try:
+            _wait_http(f"{auth_url}/healthz")
+            yield Stack(api=api, auth_url=auth_url, rabbitmq_url=rabbitmq_url)
+        finally:
+            stop_live_server(api)
+    finally:
+        standin.terminate()
+        standin.wait(10)
+
+
+def token(sub: str, *roles: str, ttl: timedelta = timedelta(hours=1)) -> str:
+    """A token the API accepts, as the auth service would sign it."""
+    return mint_token(make_settings(), sub=sub, roles=list(roles), ttl=ttl)
+
+
+@pytest.fixture(scope="session")
+def admin_token() -> str:
+    return token("admin-tester", "admin")
+
+
+async def graphql(stack: Stack, query: str, variables: dict[str, Any], bearer: str) -> Any:
+    """Set-up through the public API, as a script would do it."""
+    async with httpx.AsyncClient(base_url=stack.api.url, timeout=10) as client:
+        response = await client.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {bearer}"},
+        )
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+# --- the browser -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh test (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@dataclass
+class Console:
+    """What a page printed: any error fails the test."""
+
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def attach(self, page: Page) -> None:
+        page.on(
+            "console",
+            lambda m: self._add(f"console.{m.type}: {m.text}") if m.type == "error" else None,
+        )
+        page.on("pageerror", lambda e: self._add(f"uncaught: {e}"))
+
+    def _add(self, text: str) -> None:
+        with self.lock:
+            self.errors.append(text)
+
+
+def _config_for(stack: Stack) -> str:
+    """The real config.js, pointed at the test's stand-in and polling faster."""
+    source = CONFIG_FILE.read_text()
+    patched, found = re.subn(r'"http://127\.0\.0\.1:8001"', f'"{stack.auth_url}"', source)
+    assert found == 1, "config.js no longer holds the stand-in's default URL"
+    patched, found = re.subn(r"livePollSeconds: \d+", "livePollSeconds: 1", patched)
+    assert found == 1, "config.js no longer holds livePollSeconds"
+    return patched
+
+
+@pytest.fixture
+async def context(browser: Browser, stack: Stack) -> AsyncIterator[BrowserContext]:
+    ctx = await browser.new_context(viewport=WIDE)
+    ctx.set_default_timeout(10_000)
+    config = _config_for(stack)
+
+    async def serve_config(route: Any) -> None:
+        await route.fulfill(content_type="text/javascript", body=config)
+
+    await ctx.route("**/admin/config.js", serve_config)
+    yield ctx
+    await ctx.close()
+
+
+@pytest.fixture
+async def console() -> Console:
+    return Console()
+
+
+@pytest.fixture
+async def page(context: BrowserContext, console: Console) -> AsyncIterator[Page]:
+    """A tab on the admin page; the test fails if the page logs an error."""
+    tab = await context.new_page()
+    console.attach(tab)
+    yield tab
+    assert not console.errors, "the browser console reported errors:\n" + "\n".join(console.errors)
+
+
+async def new_tab(context: BrowserContext, console: Console) -> Page:
+    tab = await context.new_page()
+    console.attach(tab)
+    return tab
+
+
+async def open_admin(page: Page, stack: Stack, route: str = "") -> None:
+    await page.goto(stack.admin_url + route)
+    await page.wait_for_selector("#app[data-ready='true']")
+
+
+async def sign_in(page: Page, stack: Stack, bearer: str, route: str = "") -> None:
+    """Sign in through the form, as a person pasting a token."""
+    await open_admin(page, stack, route)
+    await page.fill("#token", bearer)
+    await page.click("#token-form button[type=submit]")
+    await page.wait_for_selector("#app[data-signed-in='true']")
+
+
+async def go(page: Page, route: str) -> None:
+    """Navigate inside the page (no reload), as the nav links do."""
+    await page.evaluate("(hash) => { window.location.hash = hash; }", route)
+
+
+async def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
+    """Keep a picture of a screen in docs/screenshots/ when HERALD_ADMIN_SCREENSHOTS=1."""
+    if os.environ.get("HERALD_ADMIN_SCREENSHOTS") != "1":
+        return
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # Let transitions and the heartbeat settle so the picture shows the steady state.
+    await page.wait_for_timeout(400)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
+# --- the worker for the send → history test ----------------------------------------------
+
+
+class Process:
+    """A ``herald`` subcommand whose output is watched for a readiness line."""
+
+    def __init__(self, args: list[str], env: dict[str, str], ready: str) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
+        if not self._ready.wait(60):
+            self.stop()
+            raise RuntimeError("process did not become ready:\n" + "".join(self.lines[-40:]))
+
+    def _read(self, ready: str) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if ready in line:
+                self._ready.set()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # Celery's cold shutdown: the test is over, nothing in flight is worth waiting for.
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@dataclass
+class WorkerStack:
+    worker: Process
+    smtp: Any
+
+
+@pytest.fixture(scope="module")
+def worker_stack(stack: Stack) -> Iterator[WorkerStack]:
+    """A Celery worker delivering email to a real SMTP server; profiles from the stand-in."""
+    from tests.pipeline.servers import start_smtp
+
+    controller, sink = start_smtp()
+    env = {
+        **os.environ,
+        "HERALD_ENVIRONMENT": "test",
+        "HERALD_DATABASE_URL": TEST_DATABASE_URL,
+        "HERALD_JWT_SECRET": JWT_SECRET,
+        "HERALD_RABBITMQ_URL": stack.rabbitmq_url,
+        "HERALD_REDIS_URL": REDIS_URL,
+        "HERALD_SMTP_HOST": "127.0.0.1",
+        "HERALD_SMTP_PORT": str(controller.port),
+        "HERALD_AUTH_URL": stack.auth_url,
+        "HERALD_WORKER_METRICS_PORT": "0",
+        "HERALD_LOG_LEVEL": "INFO",
+    }
+    worker = Process(["worker", "--concurrency", "1"], env, ready="ready.")
+    try:
+        yield WorkerStack(worker=worker, smtp=sink)
+    finally:
+        worker.stop()
+        controller.stop()
