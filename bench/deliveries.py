@@ -29,7 +29,16 @@ from backend.db.history.base import DeliveryFilter, DeliveryStatus
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.migrate import migrate
 from backend.queues import DISPATCH, TASK_DISPATCH
-from bench.common import ROOT, free_port, median, start, stop, table, write_results
+from bench.common import (
+    ROOT,
+    free_port,
+    median,
+    purge_queues,
+    start,
+    stop,
+    table,
+    write_results,
+)
 
 DATABASE = "herald_bench"
 DB_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DATABASE}"
@@ -125,6 +134,7 @@ def main() -> None:
         "HERALD_AUTH_URL": f"http://127.0.0.1:{auth_port}", "HERALD_SMTP_PORT": str(smtp_port),
         "HERALD_LOG_LEVEL": "WARNING", "HERALD_USER_CACHE_TTL_SECONDS": "3600",
     }
+    purge_queues(AMQP_URL)
     herald = [sys.executable, "-m", "backend.cli"]
     auth = start([*herald, "auth-standin", "--port", str(auth_port), "--users", path], env,
                  f"http://127.0.0.1:{auth_port}/healthz")

@@ -20,7 +20,7 @@ from backend.auth import mint_token
 from backend.broker import Broker
 from backend.config import Settings
 from backend.queues import DISPATCH, TASK_DISPATCH
-from bench.common import free_port, median, start, stop, table, wrk, write_results
+from bench.common import free_port, median, start, stop, table, write_results, wrk
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/herald_bench"
 SETTINGS = Settings(  # type: ignore[call-arg]

@@ -28,7 +28,7 @@ import websockets
 from backend.auth import mint_token
 from backend.config import Settings
 from backend.db.migrate import migrate
-from bench.common import ROOT, free_port, start, stop, table, write_results
+from bench.common import ROOT, free_port, purge_queues, start, stop, table, write_results
 from bench.deliveries import AMQP_URL, DB_URL, users_file
 
 SUBSCRIBE = {"id": "1", "type": "subscribe", "payload": {
@@ -202,6 +202,7 @@ def main() -> None:
         "HERALD_LOG_LEVEL": "WARNING", "HERALD_ALLOWED_ORIGINS": json.dumps([api]),
         "HERALD_USER_CACHE_TTL_SECONDS": "3600",
     }
+    purge_queues(AMQP_URL)
     herald = [sys.executable, "-m", "backend.cli"]
     auth = start([*herald, "auth-standin", "--port", str(auth_port), "--users", path], env,
                   f"http://127.0.0.1:{auth_port}/healthz")
