@@ -67,6 +67,8 @@ class LiveHub:
     _task: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
+    # Subscriptions catching up from the inbox at once (bounded below the database pool).
+    replay_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(6))
 
     async def start(self) -> None:
         self._redis = Redis.from_url(

@@ -28,7 +28,10 @@ def free_port() -> int:
 
 def start(args: list[str], env: dict[str, str], health_url: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        args, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+        args,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
@@ -50,7 +53,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def wrk(url: str, body: bytes, headers: dict[str, str], *, seconds: int, connections: int) -> dict[str, float]:
+def wrk(
+    url: str, body: bytes, headers: dict[str, str], *, seconds: int, connections: int
+) -> dict[str, float]:
     """Requests/s from wrk POSTing ``body``; fails if any response was not 2xx."""
     lua = "wrk.method = 'POST'\nwrk.body = " + json.dumps(body.decode()) + "\n"
     for key, value in headers.items():
@@ -60,7 +65,9 @@ def wrk(url: str, body: bytes, headers: dict[str, str], *, seconds: int, connect
         script = f.name
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     os.unlink(script)
     if "Non-2xx" in out:

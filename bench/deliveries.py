@@ -47,8 +47,15 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/herald_bench"
 
 def users_file(count: int) -> str:
     users = [
-        {"id": f"bench-{i}", "email": f"user{i}@bench.example", "first_name": f"User{i}",
-         "last_name": "Bench", "login": f"user{i}", "locale": "en", "roles": ["user"]}
+        {
+            "id": f"bench-{i}",
+            "email": f"user{i}@bench.example",
+            "first_name": f"User{i}",
+            "last_name": "Bench",
+            "login": f"user{i}",
+            "locale": "en",
+            "roles": ["user"],
+        }
         for i in range(count)
     ]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -63,14 +70,24 @@ async def publish_events(run_id: str, users: int, per_event: int, channel: str) 
     for start_at in range(0, users, per_event):
         event_id = str(uuid.uuid4())
         envelope = {
-            "id": event_id, "type": "user_registered",
+            "id": event_id,
+            "type": "user_registered",
             "user_ids": [f"bench-{i}" for i in range(start_at, min(users, start_at + per_event))],
-            "payload": {}, "template_slug": "welcome", "channels": [channel], "locale": None,
-            "critical": False, "created_at": datetime.now(UTC).isoformat(), "send_at": None,
-            "actor": "bench", "campaign_id": run_id,
+            "payload": {},
+            "template_slug": "welcome",
+            "channels": [channel],
+            "locale": None,
+            "critical": False,
+            "created_at": datetime.now(UTC).isoformat(),
+            "send_at": None,
+            "actor": "bench",
+            "campaign_id": run_id,
         }
-        publishes.append(broker.publish_task(DISPATCH, TASK_DISPATCH, kwargs={"event": envelope},
-                                             task_id=event_id))
+        publishes.append(
+            broker.publish_task(
+                DISPATCH, TASK_DISPATCH, kwargs={"event": envelope}, task_id=event_id
+            )
+        )
     await asyncio.gather(*publishes)
     await broker.close()
 
@@ -103,8 +120,9 @@ async def bare_smtp_rate(port: int, total: int, connections: int) -> float:
             message["To"] = f"user{i}@bench.example"
             message["Subject"] = f"Welcome to Herald, User{i}!"
             message.set_content(f"Hello User{i},\n\nthanks for joining us.")
-            message.add_alternative(f"<p>Hello User{i},</p><p>thanks for joining us.</p>",
-                                    subtype="html")
+            message.add_alternative(
+                f"<p>Hello User{i},</p><p>thanks for joining us.</p>", subtype="html"
+            )
             await client.send_message(message)
         await client.quit()
 
@@ -129,26 +147,41 @@ def main() -> None:
     path = users_file(users)
     auth_port, smtp_port, sink_http = free_port(), free_port(), free_port()
     env = {
-        "HERALD_ENVIRONMENT": "development", "HERALD_DATABASE_URL": DB_URL,
+        "HERALD_ENVIRONMENT": "development",
+        "HERALD_DATABASE_URL": DB_URL,
         "HERALD_RABBITMQ_URL": AMQP_URL,
-        "HERALD_AUTH_URL": f"http://127.0.0.1:{auth_port}", "HERALD_SMTP_PORT": str(smtp_port),
-        "HERALD_LOG_LEVEL": "WARNING", "HERALD_USER_CACHE_TTL_SECONDS": "3600",
+        "HERALD_AUTH_URL": f"http://127.0.0.1:{auth_port}",
+        "HERALD_SMTP_PORT": str(smtp_port),
+        "HERALD_LOG_LEVEL": "WARNING",
+        "HERALD_USER_CACHE_TTL_SECONDS": "3600",
     }
     purge_queues(AMQP_URL)
     herald = [sys.executable, "-m", "backend.cli"]
-    auth = start([*herald, "auth-standin", "--port", str(auth_port), "--users", path], env,
-                 f"http://127.0.0.1:{auth_port}/healthz")
-    sink = start([*herald, "smtp-sink", "--smtp-port", str(smtp_port), "--http-port",
-                  str(sink_http)], env, f"http://127.0.0.1:{sink_http}/api/messages")
-    worker = subprocess.Popen([*herald, "worker", "--concurrency", str(args.concurrency)],
-                              cwd=ROOT, env={**os.environ, **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    auth = start(
+        [*herald, "auth-standin", "--port", str(auth_port), "--users", path],
+        env,
+        f"http://127.0.0.1:{auth_port}/healthz",
+    )
+    sink = start(
+        [*herald, "smtp-sink", "--smtp-port", str(smtp_port), "--http-port", str(sink_http)],
+        env,
+        f"http://127.0.0.1:{sink_http}/api/messages",
+    )
+    worker = subprocess.Popen(
+        [*herald, "worker", "--concurrency", str(args.concurrency)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(8)  # the worker's processes start their clients
     runs: dict[str, list[float]] = {"in_app": [], "email": [], "bare_smtp": []}
     try:
         for round_number in range(args.rounds):
-            for channel, count, key in (("in_app", args.in_app_users, "in_app"),
-                                        ("email", args.email_users, "email")):
+            for channel, count, key in (
+                ("in_app", args.in_app_users, "in_app"),
+                ("email", args.email_users, "email"),
+            ):
                 run_id = f"bench-{key}-{round_number}-{uuid.uuid4().hex[:6]}"
                 started = time.perf_counter()
                 asyncio.run(publish_events(run_id, count, args.per_event, channel))
@@ -168,14 +201,24 @@ def main() -> None:
     med = {k: median(v) for k, v in runs.items()}
     rows = [
         ("in-app deliveries (inbox + history + live publish)", f"{med['in_app']:.0f}/s", ""),
-        ("email through the worker into the SMTP sink", f"{med['email']:.0f}/s",
-         f"{med['email'] / med['bare_smtp']:.2f} × bare"),
+        (
+            "email through the worker into the SMTP sink",
+            f"{med['email']:.0f}/s",
+            f"{med['email'] / med['bare_smtp']:.2f} × bare",
+        ),
         ("bare aiosmtplib client, 8 connections, same sink", f"{med['bare_smtp']:.0f}/s", ""),
     ]
     print(table(rows, ("measure", "median", "ratio")))
-    out = write_results("deliveries", {"args": vars(args), "runs": runs, "medians": med,
-                                       "channel": Channel.IN_APP.value,
-                                       "statuses": [s.value for s in DeliveryStatus]})
+    out = write_results(
+        "deliveries",
+        {
+            "args": vars(args),
+            "runs": runs,
+            "medians": med,
+            "channel": Channel.IN_APP.value,
+            "statuses": [s.value for s in DeliveryStatus],
+        },
+    )
     print(f"\nwritten to {out}")
 
 

@@ -29,30 +29,53 @@ SETTINGS = Settings(  # type: ignore[call-arg]
 SINGLE = {
     "query": "mutation($i: EventInput!) { sendEvent(input: $i) { __typename "
     "... on EventAccepted { eventId } } }",
-    "variables": {"i": {"type": "user_registered", "userIds": ["bench-user"],
-                        "channels": ["IN_APP"], "payload": {"source": "bench"}}},
+    "variables": {
+        "i": {
+            "type": "user_registered",
+            "userIds": ["bench-user"],
+            "channels": ["IN_APP"],
+            "payload": {"source": "bench"},
+        }
+    },
 }
 BULK = {
     "query": "mutation($i: [EventInput!]!) { sendEvents(inputs: $i) { __typename "
     "... on EventBatch { accepted } } }",
-    "variables": {"i": [{"type": "user_registered", "userIds": [f"bench-{n}"],
-                         "channels": ["IN_APP"], "payload": {"source": "bench"}}
-                        for n in range(100)]},
+    "variables": {
+        "i": [
+            {
+                "type": "user_registered",
+                "userIds": [f"bench-{n}"],
+                "channels": ["IN_APP"],
+                "payload": {"source": "bench"},
+            }
+            for n in range(100)
+        ]
+    },
 }
 
 
 async def raw_publish_rate(total: int, in_flight: int) -> float:
     broker = Broker(SETTINGS.rabbitmq_url, max_inflight=in_flight)
     await broker.start()
-    envelope = {"id": "x", "type": "user_registered", "user_ids": ["bench"], "payload": {},
-                "template_slug": "welcome", "channels": ["in_app"]}
+    envelope = {
+        "id": "x",
+        "type": "user_registered",
+        "user_ids": ["bench"],
+        "payload": {},
+        "template_slug": "welcome",
+        "channels": ["in_app"],
+    }
     started = time.perf_counter()
     for _ in range(total // in_flight):
-        await asyncio.gather(*(
-            broker.publish_task(DISPATCH, TASK_DISPATCH, kwargs={"event": envelope},
-                                task_id=str(uuid.uuid4()))
-            for _ in range(in_flight)
-        ))
+        await asyncio.gather(
+            *(
+                broker.publish_task(
+                    DISPATCH, TASK_DISPATCH, kwargs={"event": envelope}, task_id=str(uuid.uuid4())
+                )
+                for _ in range(in_flight)
+            )
+        )
     elapsed = time.perf_counter() - started
     await broker.close()
     return (total // in_flight) * in_flight / elapsed
@@ -76,13 +99,29 @@ def main() -> None:
     args = parser.parse_args()
 
     api_port, bare_port = free_port(), free_port()
-    env = {"HERALD_ENVIRONMENT": "development", "HERALD_LOG_LEVEL": "WARNING",
-           "HERALD_RABBITMQ_URL": AMQP_URL}
-    api = start([".venv/bin/herald", "api", "--port", str(api_port)], env,
-                f"http://127.0.0.1:{api_port}/healthz")
-    bare = start([".venv/bin/uvicorn", "bench.bare_app:app", "--port", str(bare_port),
-                  "--no-access-log", "--log-level", "warning"], env,
-                 f"http://127.0.0.1:{bare_port}/docs")
+    env = {
+        "HERALD_ENVIRONMENT": "development",
+        "HERALD_LOG_LEVEL": "WARNING",
+        "HERALD_RABBITMQ_URL": AMQP_URL,
+    }
+    api = start(
+        [".venv/bin/herald", "api", "--port", str(api_port)],
+        env,
+        f"http://127.0.0.1:{api_port}/healthz",
+    )
+    bare = start(
+        [
+            ".venv/bin/uvicorn",
+            "bench.bare_app:app",
+            "--port",
+            str(bare_port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env,
+        f"http://127.0.0.1:{bare_port}/docs",
+    )
     token = mint_token(SETTINGS, sub="bench-service", roles=["service"])
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     gql = f"http://127.0.0.1:{api_port}/graphql"
@@ -98,11 +137,24 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {"bare": [], "graphql": [], "bulk": [], "raw": []}
     try:
         for _ in range(args.rounds):
-            runs["bare"].append(wrk(f"http://127.0.0.1:{bare_port}/events", bare_body,
-                                    {"Content-Type": "application/json"},
-                                    seconds=args.seconds, connections=args.connections))
-            runs["graphql"].append(wrk(gql, orjson.dumps(SINGLE), headers,
-                                       seconds=args.seconds, connections=args.connections))
+            runs["bare"].append(
+                wrk(
+                    f"http://127.0.0.1:{bare_port}/events",
+                    bare_body,
+                    {"Content-Type": "application/json"},
+                    seconds=args.seconds,
+                    connections=args.connections,
+                )
+            )
+            runs["graphql"].append(
+                wrk(
+                    gql,
+                    orjson.dumps(SINGLE),
+                    headers,
+                    seconds=args.seconds,
+                    connections=args.connections,
+                )
+            )
             bulk = wrk(gql, orjson.dumps(BULK), headers, seconds=args.seconds, connections=8)
             runs["bulk"].append({"rps": bulk["rps"] * 100, "p50_ms": bulk["p50_ms"]})
             raw = asyncio.run(raw_publish_rate(20_000, 100))
@@ -116,19 +168,40 @@ def main() -> None:
     med = {k: median([r["rps"] for r in v]) for k, v in runs.items()}
     lat = {k: median([r["p50_ms"] for r in v]) for k, v in runs.items()}
     rows = [
-        ("single: bare FastAPI + confirmed publish", f"{med['bare']:.0f} req/s", f"{lat['bare']:.2f}", ""),
-        ("single: sendEvent via /graphql", f"{med['graphql']:.0f} req/s", f"{lat['graphql']:.2f}",
-         f"{med['graphql'] / med['bare']:.2f} × bare (target ≥ 0.70)"),
+        (
+            "single: bare FastAPI + confirmed publish",
+            f"{med['bare']:.0f} req/s",
+            f"{lat['bare']:.2f}",
+            "",
+        ),
+        (
+            "single: sendEvent via /graphql",
+            f"{med['graphql']:.0f} req/s",
+            f"{lat['graphql']:.2f}",
+            f"{med['graphql'] / med['bare']:.2f} × bare (target ≥ 0.70)",
+        ),
         ("bulk: raw aio-pika confirmed publish", f"{med['raw']:.0f} msg/s", "", ""),
-        ("bulk: sendEvents × 100 via /graphql", f"{med['bulk']:.0f} events/s", f"{lat['bulk']:.2f}",
-         f"{med['bulk'] / med['raw']:.2f} × raw (target ≥ 0.80)"),
+        (
+            "bulk: sendEvents × 100 via /graphql",
+            f"{med['bulk']:.0f} events/s",
+            f"{lat['bulk']:.2f}",
+            f"{med['bulk'] / med['raw']:.2f} × raw (target ≥ 0.80)",
+        ),
     ]
     print(table(rows, ("measure", "median", "p50 ms", "ratio")))
-    path = write_results("ingest", {"rounds": args.rounds, "seconds": args.seconds,
-                                    "connections": args.connections, "runs": runs,
-                                    "medians": med, "p50_ms": lat,
-                                    "ratio_single": med["graphql"] / med["bare"],
-                                    "ratio_bulk": med["bulk"] / med["raw"]})
+    path = write_results(
+        "ingest",
+        {
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "connections": args.connections,
+            "runs": runs,
+            "medians": med,
+            "p50_ms": lat,
+            "ratio_single": med["graphql"] / med["bare"],
+            "ratio_bulk": med["bulk"] / med["raw"],
+        },
+    )
     print(f"\nwritten to {path}")
 
 

@@ -31,8 +31,11 @@ from backend.db.migrate import migrate
 from bench.common import ROOT, free_port, purge_queues, start, stop, table, write_results
 from bench.deliveries import AMQP_URL, DB_URL, users_file
 
-SUBSCRIBE = {"id": "1", "type": "subscribe", "payload": {
-    "query": "subscription { notifications { ... on Notification { id data } } }"}}
+SUBSCRIBE = {
+    "id": "1",
+    "type": "subscribe",
+    "payload": {"query": "subscription { notifications { ... on Notification { id data } } }"},
+}
 
 
 def rss_kb(pid: int) -> int:
@@ -49,19 +52,28 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def open_subscriber(ws_url: str, origin: str, token: str) -> websockets.ClientConnection:
-    ws = await websockets.connect(ws_url, subprotocols=["graphql-transport-ws"], origin=origin,
-                                  max_queue=64, open_timeout=60, ping_interval=None)
-    await ws.send(json.dumps({"type": "connection_init",
-                              "payload": {"authorization": f"Bearer {token}"}}))
+    ws = await websockets.connect(
+        ws_url,
+        subprotocols=["graphql-transport-ws"],
+        origin=origin,
+        max_queue=64,
+        open_timeout=60,
+        ping_interval=None,
+    )
+    await ws.send(
+        json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+    )
     await asyncio.wait_for(ws.recv(), 30)
     await ws.send(json.dumps(SUBSCRIBE))
     return ws
 
 
-async def latency(api: str, ws_url: str, settings: Settings, users: int, rate: float,
-                  seconds: float) -> list[float]:
-    tokens = {f"bench-{i}": mint_token(settings, sub=f"bench-{i}", roles=["user"])
-              for i in range(users)}
+async def latency(
+    api: str, ws_url: str, settings: Settings, users: int, rate: float, seconds: float
+) -> list[float]:
+    tokens = {
+        f"bench-{i}": mint_token(settings, sub=f"bench-{i}", roles=["user"]) for i in range(users)
+    }
     sockets = {u: await open_subscriber(ws_url, api, t) for u, t in tokens.items()}
     await asyncio.sleep(1)
     sent_at: dict[str, float] = {}
@@ -77,15 +89,30 @@ async def latency(api: str, ws_url: str, settings: Settings, users: int, rate: f
 
     readers = [asyncio.create_task(reader(ws)) for ws in sockets.values()]
     service = mint_token(settings, sub="bench-service", roles=["service"])
-    query = ("mutation($i: EventInput!) { sendEvent(input: $i) { __typename } }")
-    async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {service}"},
-                                 limits=httpx.Limits(max_connections=64)) as http:
+    query = "mutation($i: EventInput!) { sendEvent(input: $i) { __typename } }"
+    async with httpx.AsyncClient(
+        base_url=api,
+        headers={"Authorization": f"Bearer {service}"},
+        limits=httpx.Limits(max_connections=64),
+    ) as http:
+
         async def send(n: int) -> None:
             marker = uuid.uuid4().hex
             sent_at[marker] = time.perf_counter()
-            await http.post("/graphql", json={"query": query, "variables": {"i": {
-                "type": "user_registered", "userIds": [f"bench-{n % users}"],
-                "channels": ["IN_APP"], "payload": {"marker": marker}}}})
+            await http.post(
+                "/graphql",
+                json={
+                    "query": query,
+                    "variables": {
+                        "i": {
+                            "type": "user_registered",
+                            "userIds": [f"bench-{n % users}"],
+                            "channels": ["IN_APP"],
+                            "payload": {"marker": marker},
+                        }
+                    },
+                },
+            )
 
         tasks = []
         started = time.perf_counter()
@@ -107,16 +134,19 @@ async def latency(api: str, ws_url: str, settings: Settings, users: int, rate: f
     return received
 
 
-async def memory_and_broadcast(api: str, ws_url: str, api_pid: int, settings: Settings,
-                               connections: int) -> tuple[float, float, int]:
+async def memory_and_broadcast(
+    api: str, ws_url: str, api_pid: int, settings: Settings, connections: int
+) -> tuple[float, float, int]:
     before = rss_kb(api_pid)
     sockets = []
     batch = 200
     for start_at in range(0, connections, batch):
-        sockets += await asyncio.gather(*(
-            open_subscriber(ws_url, api, mint_token(settings, sub=f"bench-{i}", roles=["user"]))
-            for i in range(start_at, min(connections, start_at + batch))
-        ))
+        sockets += await asyncio.gather(
+            *(
+                open_subscriber(ws_url, api, mint_token(settings, sub=f"bench-{i}", roles=["user"]))
+                for i in range(start_at, min(connections, start_at + batch))
+            )
+        )
     await asyncio.sleep(3)
     after = rss_kb(api_pid)
     per_connection_kb = (after - before) / connections
@@ -136,10 +166,20 @@ async def memory_and_broadcast(api: str, ws_url: str, api_pid: int, settings: Se
     service = mint_token(settings, sub="bench-service", roles=["service"])
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=api, timeout=60) as http:
-        r = await http.post("/graphql", headers={"Authorization": f"Bearer {service}"}, json={
-            "query": "mutation($i: EventInput!) { sendEvent(input: $i) { __typename } }",
-            "variables": {"i": {"type": "user_registered", "channels": ["IN_APP"],
-                                "userIds": [f"bench-{i}" for i in range(connections)]}}})
+        r = await http.post(
+            "/graphql",
+            headers={"Authorization": f"Bearer {service}"},
+            json={
+                "query": "mutation($i: EventInput!) { sendEvent(input: $i) { __typename } }",
+                "variables": {
+                    "i": {
+                        "type": "user_registered",
+                        "channels": ["IN_APP"],
+                        "userIds": [f"bench-{i}" for i in range(connections)],
+                    }
+                },
+            },
+        )
         assert r.json()["data"]["sendEvent"]["__typename"] == "EventAccepted", r.text
     try:
         await asyncio.wait_for(done.wait(), 120)
@@ -197,27 +237,39 @@ def main() -> None:
     api_port, auth_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
     env = {
-        "HERALD_ENVIRONMENT": "development", "HERALD_DATABASE_URL": DB_URL,
-        "HERALD_RABBITMQ_URL": AMQP_URL, "HERALD_AUTH_URL": f"http://127.0.0.1:{auth_port}",
-        "HERALD_LOG_LEVEL": "WARNING", "HERALD_ALLOWED_ORIGINS": json.dumps([api]),
+        "HERALD_ENVIRONMENT": "development",
+        "HERALD_DATABASE_URL": DB_URL,
+        "HERALD_RABBITMQ_URL": AMQP_URL,
+        "HERALD_AUTH_URL": f"http://127.0.0.1:{auth_port}",
+        "HERALD_LOG_LEVEL": "WARNING",
+        "HERALD_ALLOWED_ORIGINS": json.dumps([api]),
         "HERALD_USER_CACHE_TTL_SECONDS": "3600",
     }
     purge_queues(AMQP_URL)
     herald = [sys.executable, "-m", "backend.cli"]
-    auth = start([*herald, "auth-standin", "--port", str(auth_port), "--users", path], env,
-                  f"http://127.0.0.1:{auth_port}/healthz")
+    auth = start(
+        [*herald, "auth-standin", "--port", str(auth_port), "--users", path],
+        env,
+        f"http://127.0.0.1:{auth_port}/healthz",
+    )
     server = start([*herald, "api", "--port", str(api_port)], env, f"{api}/healthz")
-    worker = subprocess.Popen([*herald, "worker", "--concurrency", "2"], cwd=ROOT,
-                              env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [*herald, "worker", "--concurrency", "2"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(8)
     ws_url = api.replace("http", "ws") + "/graphql"
     try:
         base_latency_ms, base_rate = asyncio.run(redis_baseline(50_000))
-        received = asyncio.run(latency(api, ws_url, settings, args.latency_users, args.rate,
-                                       args.seconds))
+        received = asyncio.run(
+            latency(api, ws_url, settings, args.latency_users, args.rate, args.seconds)
+        )
         per_kb, broadcast_s, reached = asyncio.run(
-            memory_and_broadcast(api, ws_url, server.pid, settings, args.connections))
+            memory_and_broadcast(api, ws_url, server.pid, settings, args.connections)
+        )
     finally:
         worker.terminate()
         worker.wait(30)
@@ -227,21 +279,46 @@ def main() -> None:
     p50 = percentile(received, 50) * 1000
     p99 = percentile(received, 99) * 1000
     rows = [
-        ("raw Redis pub/sub (this process)", f"{base_latency_ms:.2f} ms p50",
-         f"{base_rate:.0f} msg/s", ""),
-        (f"sendEvent → subscriber at {args.rate:.0f}/s", f"{p50:.1f} ms p50",
-         f"{p99:.1f} ms p99", "target p50 ≤ 15, p99 ≤ 60"),
-        (f"memory per idle subscription ({args.connections})", f"{per_kb:.1f} KB", "",
-         "target ≤ 30 KB"),
-        (f"one event to {args.connections} subscribers", f"{broadcast_s:.2f} s",
-         f"{reached} reached", "target ≤ 2 s"),
+        (
+            "raw Redis pub/sub (this process)",
+            f"{base_latency_ms:.2f} ms p50",
+            f"{base_rate:.0f} msg/s",
+            "",
+        ),
+        (
+            f"sendEvent → subscriber at {args.rate:.0f}/s",
+            f"{p50:.1f} ms p50",
+            f"{p99:.1f} ms p99",
+            "target p50 ≤ 15, p99 ≤ 60",
+        ),
+        (
+            f"memory per idle subscription ({args.connections})",
+            f"{per_kb:.1f} KB",
+            "",
+            "target ≤ 30 KB",
+        ),
+        (
+            f"one event to {args.connections} subscribers",
+            f"{broadcast_s:.2f} s",
+            f"{reached} reached",
+            "target ≤ 2 s",
+        ),
     ]
     print(table(rows, ("measure", "value", "", "target")))
-    out = write_results("realtime", {
-        "args": vars(args), "redis_p50_ms": base_latency_ms, "redis_rate": base_rate,
-        "latency_p50_ms": p50, "latency_p99_ms": p99, "samples": len(received),
-        "kb_per_subscription": per_kb, "broadcast_seconds": broadcast_s,
-        "broadcast_reached": reached})
+    out = write_results(
+        "realtime",
+        {
+            "args": vars(args),
+            "redis_p50_ms": base_latency_ms,
+            "redis_rate": base_rate,
+            "latency_p50_ms": p50,
+            "latency_p99_ms": p99,
+            "samples": len(received),
+            "kb_per_subscription": per_kb,
+            "broadcast_seconds": broadcast_s,
+            "broadcast_reached": reached,
+        },
+    )
     print(f"\nwritten to {out}")
 
 

@@ -10,13 +10,18 @@ REGISTER = """mutation($i: RegisterEventTypeInput!) { registerEventType(input: $
 
 
 async def test_builtin_types_are_listed(gql, settings):
-    result = await gql("{ eventTypes { name channels critical builtin templateSlug } }",
-                       token=token_for(settings, "service"))
+    result = await gql(
+        "{ eventTypes { name channels critical builtin templateSlug } }",
+        token=token_for(settings, "service"),
+    )
     types = {t["name"]: t for t in result["data"]["eventTypes"]}
     assert types["user_registered"]["channels"] == ["EMAIL", "IN_APP"]
     assert types["movie_added"]["channels"] == ["IN_APP", "PUSH", "EMAIL"]
     assert types["password_reset"] == {
-        "name": "password_reset", "channels": ["EMAIL"], "critical": True, "builtin": True,
+        "name": "password_reset",
+        "channels": ["EMAIL"],
+        "critical": True,
+        "builtin": True,
         "templateSlug": "password_reset",
     }
     forbidden = await gql("{ eventTypes { name } }", token=token_for(settings, "user"))
@@ -25,18 +30,44 @@ async def test_builtin_types_are_listed(gql, settings):
 
 async def test_register_custom_type_then_change_it(gql, settings):
     manager = token_for(settings, "manager")
-    schema = {"type": "object", "required": ["amount"],
-              "properties": {"amount": {"type": "number"}}}
-    created = await gql(REGISTER, {"i": {"name": "invoice_paid", "templateSlug": "welcome",
-                                         "channels": ["EMAIL"], "payloadSchema": schema}},
-                        token=manager)
-    assert created["data"]["registerEventType"] == {
-        "__typename": "EventType", "name": "invoice_paid", "channels": ["EMAIL"],
-        "critical": False, "builtin": False, "payloadSchema": schema, "templateSlug": "welcome",
+    schema = {
+        "type": "object",
+        "required": ["amount"],
+        "properties": {"amount": {"type": "number"}},
     }
-    changed = await gql(REGISTER, {"i": {"name": "invoice_paid", "templateSlug": "welcome",
-                                         "channels": ["IN_APP", "EMAIL"], "critical": True}},
-                        token=manager)
+    created = await gql(
+        REGISTER,
+        {
+            "i": {
+                "name": "invoice_paid",
+                "templateSlug": "welcome",
+                "channels": ["EMAIL"],
+                "payloadSchema": schema,
+            }
+        },
+        token=manager,
+    )
+    assert created["data"]["registerEventType"] == {
+        "__typename": "EventType",
+        "name": "invoice_paid",
+        "channels": ["EMAIL"],
+        "critical": False,
+        "builtin": False,
+        "payloadSchema": schema,
+        "templateSlug": "welcome",
+    }
+    changed = await gql(
+        REGISTER,
+        {
+            "i": {
+                "name": "invoice_paid",
+                "templateSlug": "welcome",
+                "channels": ["IN_APP", "EMAIL"],
+                "critical": True,
+            }
+        },
+        token=manager,
+    )
     assert changed["data"]["registerEventType"]["channels"] == ["IN_APP", "EMAIL"]
     assert changed["data"]["registerEventType"]["critical"] is True
 
@@ -44,24 +75,46 @@ async def test_register_custom_type_then_change_it(gql, settings):
 async def test_register_refusals(gql, settings):
     manager = token_for(settings, "manager")
     cases = [
-        ({"name": "user_registered", "templateSlug": "welcome", "channels": ["EMAIL"]},
-         "CONFLICT", "name"),
-        ({"name": "Bad Name", "templateSlug": "welcome", "channels": ["EMAIL"]},
-         "VALIDATION", "name"),
-        ({"name": "x_y", "templateSlug": "nope", "channels": ["EMAIL"]}, "NOT_FOUND",
-         "templateSlug"),
-        ({"name": "x_y", "templateSlug": "password_reset", "channels": ["SMS"]}, "VALIDATION",
-         "channels"),
-        ({"name": "x_y", "templateSlug": "welcome", "channels": ["EMAIL"],
-          "payloadSchema": {"type": "no-such-type"}}, "VALIDATION", "payloadSchema"),
+        (
+            {"name": "user_registered", "templateSlug": "welcome", "channels": ["EMAIL"]},
+            "CONFLICT",
+            "name",
+        ),
+        (
+            {"name": "Bad Name", "templateSlug": "welcome", "channels": ["EMAIL"]},
+            "VALIDATION",
+            "name",
+        ),
+        (
+            {"name": "x_y", "templateSlug": "nope", "channels": ["EMAIL"]},
+            "NOT_FOUND",
+            "templateSlug",
+        ),
+        (
+            {"name": "x_y", "templateSlug": "password_reset", "channels": ["SMS"]},
+            "VALIDATION",
+            "channels",
+        ),
+        (
+            {
+                "name": "x_y",
+                "templateSlug": "welcome",
+                "channels": ["EMAIL"],
+                "payloadSchema": {"type": "no-such-type"},
+            },
+            "VALIDATION",
+            "payloadSchema",
+        ),
         ({"name": "x_y", "templateSlug": "welcome", "channels": []}, "VALIDATION", "channels"),
     ]
     for data, code, field in cases:
         result = (await gql(REGISTER, {"i": data}, token=manager))["data"]["registerEventType"]
         assert (result["code"], result["field"]) == (code, field), data
-    service = await gql(REGISTER, {"i": {"name": "x_y", "templateSlug": "welcome",
-                                         "channels": ["EMAIL"]}},
-                        token=token_for(settings, "service"))
+    service = await gql(
+        REGISTER,
+        {"i": {"name": "x_y", "templateSlug": "welcome", "channels": ["EMAIL"]}},
+        token=token_for(settings, "service"),
+    )
     assert service["data"]["registerEventType"]["code"] == "FORBIDDEN"
 
 
@@ -71,22 +124,39 @@ async def test_ingestion_checks_before_anything_is_published(gql, settings):
       ... on Error { code field } } }"""
     cases = [
         ({"type": "user_registered", "userIds": []}, "VALIDATION", "userIds"),
-        ({"type": "user_registered", "userIds": ["u"], "payload": [1, 2]}, "VALIDATION",
-         "payload"),
-        ({"type": "user_registered", "userIds": ["u"], "locale": "klingon!"}, "VALIDATION",
-         "locale"),
-        ({"type": "user_registered", "userIds": ["u"], "templateSlug": "nope"}, "NOT_FOUND",
-         "templateSlug"),
-        ({"type": "user_registered", "userIds": ["u"], "channels": ["SMS"]}, "VALIDATION",
-         "channels"),
-        ({"type": "user_registered", "userIds": ["u"], "sendAt": "2099-01-01T00:00:00Z"},
-         "VALIDATION", "sendAt"),
-        ({"type": "password_reset", "userIds": ["u"], "payload": {"reset_url": 5}},
-         "VALIDATION", "payload.reset_url"),
+        ({"type": "user_registered", "userIds": ["u"], "payload": [1, 2]}, "VALIDATION", "payload"),
+        (
+            {"type": "user_registered", "userIds": ["u"], "locale": "klingon!"},
+            "VALIDATION",
+            "locale",
+        ),
+        (
+            {"type": "user_registered", "userIds": ["u"], "templateSlug": "nope"},
+            "NOT_FOUND",
+            "templateSlug",
+        ),
+        (
+            {"type": "user_registered", "userIds": ["u"], "channels": ["SMS"]},
+            "VALIDATION",
+            "channels",
+        ),
+        (
+            {"type": "user_registered", "userIds": ["u"], "sendAt": "2099-01-01T00:00:00Z"},
+            "VALIDATION",
+            "sendAt",
+        ),
+        (
+            {"type": "password_reset", "userIds": ["u"], "payload": {"reset_url": 5}},
+            "VALIDATION",
+            "payload.reset_url",
+        ),
     ]
     for data, code, field in cases:
         result = (await gql(send, {"i": data}, token=service))["data"]["sendEvent"]
         assert (result.get("code"), result.get("field")) == (code, field), data
-    manager = await gql(send, {"i": {"type": "user_registered", "userIds": ["u"]}},
-                        token=token_for(settings, "manager"))
+    manager = await gql(
+        send,
+        {"i": {"type": "user_registered", "userIds": ["u"]}},
+        token=token_for(settings, "manager"),
+    )
     assert manager["data"]["sendEvent"]["code"] == "FORBIDDEN"

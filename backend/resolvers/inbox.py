@@ -129,20 +129,25 @@ async def notifications(info: Info, since: str | None = None) -> AsyncGenerator[
     hub: LiveHub = context.services.extras["live_hub"]
     sessionmaker = context.services.sessionmaker
     after = inbox_service.decode_inbox_cursor(since, field="since")
-    # Subscribe before reading the inbox, so an item stored in between is seen live.
+    if after is None:
+        # Without `since` the stream starts after the newest item stored now. Read before
+        # subscribing: an item stored in between is then both replayed and seen live, and the
+        # sequence check drops the double; read after, it could be skipped as already seen.
+        async with hub.replay_slots, sessionmaker() as session:
+            after = await InboxRepository(session).last_seq(user_id)
+    # Subscribe before reading what was missed, so an item stored in between is seen live.
     subscriber = await hub.subscribe_user(user_id)
     metrics.subscription_opened()
 
     async def missed(last: int, until: int | None = None) -> list[InboxEntry]:
-        async with sessionmaker() as session:
+        # A reconnect storm (an API restart, a Redis drop) must queue for the database, not
+        # exhaust its pool and fail subscriptions: replays take turns.
+        async with hub.replay_slots, sessionmaker() as session:
             return await inbox_service.missed_items(
                 session, user_id=user_id, after_seq=last, limit=REPLAY_PAGE, until_seq=until
             )
 
     try:
-        if after is None:
-            async with sessionmaker() as session:
-                after = await InboxRepository(session).last_seq(user_id)
         last = after
         while True:  # the replay, page by page
             entries = await missed(last)

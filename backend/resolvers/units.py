@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import strawberry
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.auth import Principal, Role
 from backend.errors import ConflictError, HeraldError, UnavailableError
@@ -31,6 +31,21 @@ def _unavailable(exc: BaseException) -> UnavailableError:
     return UnavailableError("The database is unavailable; try again shortly")
 
 
+class _LazySession:
+    """An AsyncSession made on first use: most sendEvent calls never touch PostgreSQL (rules
+    and templates come from a cache), and making and closing a session is a measurable part
+    of that hot path."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self._factory = factory
+        self.session: AsyncSession | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.session is None:
+            self.session = self._factory()
+        return getattr(self.session, name)
+
+
 async def mutate(
     info: strawberry.Info[Context, Any],
     roles: frozenset[Role] | None,
@@ -41,16 +56,19 @@ async def mutate(
     ctx = info.context
     try:
         principal = ctx.principal() if roles is None else ctx.require(roles)
+        lazy = _LazySession(ctx.services.sessionmaker)
         try:
-            async with ctx.services.sessionmaker() as session:
-                try:
-                    result = await work(session, principal)
-                    # Ingestion often never touches PostgreSQL; skip an empty commit.
-                    if session.in_transaction():
-                        await session.commit()
-                except BaseException:
-                    await session.rollback()
-                    raise
+            try:
+                result = await work(cast(AsyncSession, lazy), principal)
+                if lazy.session is not None and lazy.session.in_transaction():
+                    await lazy.session.commit()
+            except BaseException:
+                if lazy.session is not None:
+                    await lazy.session.rollback()
+                raise
+            finally:
+                if lazy.session is not None:
+                    await lazy.session.close()
         except sa_exc.IntegrityError as exc:
             raise ConflictError("The change conflicts with another one; reload and retry") from exc
         except _DOWN as exc:
