@@ -120,6 +120,26 @@ def _seconds_left(principal: Principal) -> float:
     return (principal.expires_at - datetime.now(UTC)).total_seconds()
 
 
+async def _next_message(
+    info: Info, principal: Principal, subscriber: Subscriber
+) -> dict[str, Any] | None:
+    """The subscriber's next live message, or None once the socket is closed: when the token
+    expires (4403) or when the subscriber fell too far behind (4008, resume with a cursor)."""
+    while True:
+        left = _seconds_left(principal)
+        if left <= 0:
+            await _close(info, CLOSE_TOKEN_EXPIRED, "token expired")
+            return None
+        try:
+            message = await asyncio.wait_for(subscriber.queue.get(), left)
+        except TimeoutError:
+            continue
+        if message.get("type") == "overflow":
+            await _close(info, CLOSE_SLOW_CONSUMER, "too slow: resume from your last cursor")
+            return None
+        return message
+
+
 async def notifications(info: Info, since: str | None = None) -> AsyncGenerator[InboxUpdate, None]:
     """The caller's in-app notifications, live. With ``since``, what was missed after that
     cursor comes first, in order, then the live ones, with nothing lost or doubled."""
@@ -156,19 +176,8 @@ async def notifications(info: Info, since: str | None = None) -> AsyncGenerator[
                 last = entry.seq
             if len(entries) < REPLAY_PAGE:
                 break
-        while True:
-            left = _seconds_left(principal)
-            if left <= 0:
-                await _close(info, CLOSE_TOKEN_EXPIRED, "token expired")
-                return
-            try:
-                message = await asyncio.wait_for(subscriber.queue.get(), left)
-            except TimeoutError:
-                continue
+        while (message := await _next_message(info, principal, subscriber)) is not None:
             kind = message.get("type")
-            if kind == "overflow":
-                await _close(info, CLOSE_SLOW_CONSUMER, "too slow: resume with since")
-                return
             if kind == "resync" or (kind == "notification" and int(message["seq"]) > last + 1):
                 # After a Redis drop, or a hole before this item: read what is stored.
                 until = int(message["seq"]) if kind == "notification" else None
@@ -214,18 +223,7 @@ async def delivery_updates(
     subscriber: Subscriber = await hub.subscribe_deliveries()
     metrics.subscription_opened()
     try:
-        while True:
-            left = _seconds_left(principal)
-            if left <= 0:
-                await _close(info, CLOSE_TOKEN_EXPIRED, "token expired")
-                return
-            try:
-                message = await asyncio.wait_for(subscriber.queue.get(), left)
-            except TimeoutError:
-                continue
-            if message.get("type") == "overflow":
-                await _close(info, CLOSE_SLOW_CONSUMER, "too slow")
-                return
+        while (message := await _next_message(info, principal, subscriber)) is not None:
             for item in message.get("items", ()):
                 if _matches(item, filter):
                     yield DeliveryUpdate(
