@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
-    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.types import ExecutionContext
 
@@ -27,6 +24,7 @@ from backend.resolvers import events as event_resolvers
 from backend.resolvers import inbox as inbox_resolvers
 from backend.resolvers import templates as template_resolvers
 from backend.schema.context import Context
+from backend.schema.documents import DocumentCache, cached_documents
 from backend.schema.errors import (
     ConflictError,
     ForbiddenError,
@@ -252,27 +250,21 @@ EXTRA_TYPES = [
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with Herald's limits. ``settings`` None gives the committed, documented schema."""
-    # Factories, so that every operation gets fresh extension instances. The parser and
-    # validation caches are module-level LRU caches shared by those instances. The limiters'
-    # validation rules are built once here: the validation cache is keyed by the rule classes,
-    # and a limiter constructed per request would make a new class, and a miss, every time.
-    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
-        lambda: ParserCache(maxsize=1024),
-        lambda: ValidationCache(maxsize=1024),
-        HeraldMaskErrors,
-    ]
+    # Factories, so that every operation gets fresh extension instances. Documents are parsed
+    # and validated once per distinct text (backend/schema/documents.py), with the limits'
+    # rules built once here: a rule class made per request would never hit the cache.
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [HeraldMaskErrors]
+    rules: list[Any] = []
+    max_tokens = 100_000
     if settings is not None:
         max_tokens = settings.max_tokens
-        rules = [
+        rules += [
             *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
             *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
         ]
         if not settings.introspection:
             rules += DisableIntrospection().validation_rules
-        extensions += [
-            lambda: MaxTokensLimiter(max_token_count=max_tokens),
-            lambda: AddValidationRules(rules),
-        ]
+    extensions.append(cached_documents(DocumentCache(max_tokens=max_tokens, rules=rules)))
     return HeraldSchema(
         query=Query,
         mutation=Mutation,
