@@ -227,6 +227,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--latency-users", type=int, default=50)
     parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--worker-concurrency", type=int, default=2)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
