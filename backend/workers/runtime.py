@@ -62,7 +62,7 @@ class WorkerRuntime:
         await self.broker.start()
         self.history = create_history_store(s, self.engine)
         await self.history.start()
-        senders = build_senders(s, self.redis)
+        senders = build_senders(s)
         for sender in senders.values():
             await sender.start()
         self.context = DeliveryContext(
