@@ -65,7 +65,7 @@ async def _check(name: str, probe: Any) -> tuple[str, str | None]:
     try:
         await asyncio.wait_for(probe, 2.0)
     except Exception as exc:
-        return name, f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
+        return name, f"{type(exc).__name__}: {exc}"[:200]
     return name, None
 
 
@@ -189,6 +189,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         failing = {name: error for name, error in results if error}
         checks = {name: ("down" if error else "ok") for name, error in results}
         if failing:
+            # The reasons go to the log, not to whoever asks: they can name hosts and ports.
+            log.warning("not ready: %s", failing)
             return JSONResponse(
                 {"status": "unavailable", "checks": checks, "failing": sorted(failing)},
                 status_code=503,

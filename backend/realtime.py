@@ -89,10 +89,6 @@ class LiveHub:
         if self._redis is not None:
             await self._redis.aclose()
 
-    @property
-    def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())
-
     async def subscribe_user(self, user_id: str) -> Subscriber:
         if self._per_user[user_id] >= self.max_per_user:
             raise TooManySubscriptions(
@@ -136,13 +132,6 @@ class LiveHub:
                 if self._pubsub is not None:
                     with contextlib.suppress(RedisError, OSError):
                         await self._pubsub.unsubscribe(subscriber.channel)
-
-    async def wait_connected(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self._connected.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
 
     async def _supervise(self) -> None:
         delay = 0.2

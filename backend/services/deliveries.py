@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,7 +49,7 @@ from backend.db.repositories.events import (
 )
 from backend.db.repositories.inbox import NewInboxItem
 from backend.db.repositories.templates import TemplateRepository
-from backend.errors import HeraldError, TemplateRenderError, UnavailableError
+from backend.errors import HeraldError, UnavailableError
 from backend.observability import metrics
 from backend.observability.logs import log_context
 from backend.queues import CHANNEL_QUEUES, TASK_SEND
@@ -165,28 +165,29 @@ class _RecordingHistory:
         self._records = records
         self.updates: list[dict[str, Any]] = []
 
-    async def get_many(self, ids: Sequence[str]) -> list[DeliveryRecord]:
-        return await self._history.get_many(ids)
+    def _record(
+        self, delivery_id: str, status: DeliveryStatus, at: datetime, reason: str | None
+    ) -> None:
+        record = self._records.get(delivery_id)
+        if record is not None:
+            self.updates.append(delivery_update(record, status, at, reason))
+            metrics.record_delivery(record.channel.value, status.value)
 
     async def transition_many(
         self, delivery_ids: Sequence[str], status: DeliveryStatus, *, at: datetime, **kwargs: Any
     ) -> set[str]:
         changed = await self._history.transition_many(delivery_ids, status, at=at, **kwargs)
         for delivery_id in delivery_ids:
-            record = self._records.get(delivery_id)
-            if delivery_id in changed and record is not None:
-                self.updates.append(delivery_update(record, status, at, kwargs.get("reason")))
-                metrics.record_delivery(record.channel.value, status.value)
+            if delivery_id in changed:
+                self._record(delivery_id, status, at, kwargs.get("reason"))
         return changed
 
     async def transition(
         self, delivery_id: str, status: DeliveryStatus, *, at: datetime, **kwargs: Any
     ) -> bool:
         changed = await self._history.transition(delivery_id, status, at=at, **kwargs)
-        record = self._records.get(delivery_id)
-        if changed and record is not None:
-            self.updates.append(delivery_update(record, status, at, kwargs.get("reason")))
-            metrics.record_delivery(record.channel.value, status.value)
+        if changed:
+            self._record(delivery_id, status, at, kwargs.get("reason"))
         return changed
 
 
@@ -235,7 +236,7 @@ async def dispatch_event(
 
     records: list[DeliveryRecord] = []
     queued: dict[Channel, list[str]] = defaultdict(list)
-    skipped = 0
+    skipped: Counter[Channel] = Counter()
     for user_id in user_ids:
         prefs = preferences.get(user_id)
         type_opt_out = prefs is not None and envelope["type"] in prefs.disabled_event_types
@@ -264,16 +265,14 @@ async def dispatch_event(
                 )
             )
             if reason:
-                skipped += 1
+                skipped[channel] += 1
             else:
                 queued[channel].append(did)
     for chunk_start in range(0, len(records), 1000):
         await ctx.history.add(records[chunk_start : chunk_start + 1000])
     for channel in channels:
         metrics.record_delivery(channel.value, "queued", len(queued.get(channel, ())))
-    for record in records:
-        if record.status is DeliveryStatus.SKIPPED:
-            metrics.record_delivery(record.channel.value, "skipped")
+        metrics.record_delivery(channel.value, "skipped", skipped[channel])
     if ctx.live is not None:
         await ctx.live.publish_delivery_updates(
             [delivery_update(r, r.status, now, r.timeline[0].reason) for r in records]
@@ -302,7 +301,9 @@ async def dispatch_event(
             for chunk in _chunks(ids, ctx.settings.delivery_batch_size)
         ]
         await asyncio.gather(*publishes)
-    return DispatchSummary(queued=sum(len(v) for v in queued.values()), skipped=skipped)
+    return DispatchSummary(
+        queued=sum(len(v) for v in queued.values()), skipped=sum(skipped.values())
+    )
 
 
 def backoff_seconds(settings: Settings, attempt: int) -> float:
@@ -374,7 +375,6 @@ async def send_batch(
 
     dead_letters: list[DeadLetter] = []
     retry_ids: list[str] = []
-    sender = ctx.senders[channel]
     max_attempts = ctx.settings.delivery_max_attempts
     retry_delay = backoff_seconds(ctx.settings, attempt)
 
@@ -443,9 +443,9 @@ async def send_batch(
     except UnavailableError as exc:
         # The auth service or the database is down: the whole batch is worth retrying.
         await asyncio.gather(*(fail(r, exc, permanent=False) for r in mine))
-        await _after_batch(ctx, envelope, channel, retry_ids, dead_letters, attempt, retry_delay)
-        if ctx.live is not None:
-            await ctx.live.publish_delivery_updates(history.updates)
+        await _after_batch(
+            ctx, envelope, channel, history, retry_ids, dead_letters, attempt, retry_delay
+        )
         return outcome
 
     content = template_service.template_content(template) if template is not None else None
@@ -477,7 +477,7 @@ async def send_batch(
                     content, channel=channel, locale=envelope.get("locale") or user.locale
                 )
                 rendered = template_service.render_content(item, _render_context(envelope, user))
-            except (TemplateRenderError, HeraldError) as exc:
+            except HeraldError as exc:  # a render error, or no content for the channel
                 await fail(record, exc, permanent=True)
                 return
             message = OutgoingMessage(
@@ -506,7 +506,7 @@ async def send_batch(
             started = time.perf_counter()
             try:
                 with log_context(delivery_id=record.id, event_id=envelope["id"]):
-                    result = await sender.send(message)
+                    result = await ctx.senders[channel].send(message)
             except (TransientChannelError, PermanentChannelError) as exc:
                 # Push errors still name the subscriptions the push service reported gone.
                 expired.extend(getattr(exc, "expired_endpoints", ()))
@@ -533,9 +533,9 @@ async def send_batch(
         async with ctx.sessionmaker() as session:
             await PushSubscriptionRepository(session).delete(endpoints=expired)
             await session.commit()
-    await _after_batch(ctx, envelope, channel, retry_ids, dead_letters, attempt, retry_delay)
-    if ctx.live is not None:
-        await ctx.live.publish_delivery_updates(history.updates)
+    await _after_batch(
+        ctx, envelope, channel, history, retry_ids, dead_letters, attempt, retry_delay
+    )
     return outcome
 
 
@@ -587,11 +587,13 @@ async def _after_batch(
     ctx: DeliveryContext,
     envelope: dict[str, Any],
     channel: Channel,
+    history: _RecordingHistory,
     retry_ids: list[str],
     dead_letters: list[DeadLetter],
     attempt: int,
     retry_delay: float,
 ) -> None:
+    """Record the batch's dead letters, enqueue its retries, announce its status changes."""
     if dead_letters:
         async with ctx.sessionmaker() as session:
             await DeadLetterRepository(session).add(dead_letters)
@@ -605,3 +607,5 @@ async def _after_batch(
             attempt=attempt + 1,
             countdown=retry_delay,
         )
+    if ctx.live is not None:
+        await ctx.live.publish_delivery_updates(history.updates)

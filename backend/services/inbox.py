@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -101,27 +101,12 @@ def decode_inbox_cursor(cursor: str | None, *, field: str = "after") -> int | No
     return int(raw)
 
 
-class LivePublisher(Protocol):
-    async def publish(self, user_id: str, messages: Sequence[dict[str, Any]]) -> None: ...
-
-
 class RedisLivePublisher:
     """PUBLISHes on the user's channel; a lost publish is recovered by the subscription's
     replay from the inbox, so failures are logged, not raised."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-
-    async def publish(self, user_id: str, messages: Sequence[dict[str, Any]]) -> None:
-        if not messages:
-            return
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for message in messages:
-                    pipe.publish(user_channel(user_id), orjson.dumps(message))
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("live publish for a user failed (%s); subscribers will resync", exc)
 
     async def publish_delivery_updates(self, updates: Sequence[dict[str, Any]]) -> None:
         """One message for the managers' live feed, with every status change of a batch."""
