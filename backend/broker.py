@@ -191,3 +191,17 @@ async def declare_topology(channel: AbstractChannel) -> None:
     await dead_queue.bind(dead)
     for name in WORK_QUEUES:
         await channel.declare_queue(name, durable=True, arguments=WORK_QUEUE_ARGUMENTS)
+
+
+async def purge_work_queues(url: str) -> None:
+    """Empty Herald's work and dead-letter queues in the virtual host of ``url``. For test
+    and benchmark runs, which must not work off what an earlier run left behind."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        for name in (*WORK_QUEUES, DEAD_LETTER_QUEUE):
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                await queue.purge()
+            except aio_pika.exceptions.ChannelClosed:
+                pass  # not declared yet in this virtual host

@@ -95,26 +95,3 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     data = {"python": sys.version.split()[0], "cores": os.cpu_count(), **data}
     path.write_text(json.dumps(data, indent=2))
     return path
-
-
-def purge_queues(amqp_url: str) -> None:
-    """Empty Herald's queues in the benchmark's virtual host: messages left by an earlier run
-    would otherwise be worked off first and counted against this one."""
-    import asyncio
-
-    import aio_pika
-
-    from backend.queues import DEAD_LETTER_QUEUE, WORK_QUEUES
-
-    async def purge() -> None:
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            for name in (*WORK_QUEUES, DEAD_LETTER_QUEUE):
-                channel = await connection.channel()
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                    await queue.purge()
-                except aio_pika.exceptions.ChannelClosed:
-                    pass  # not declared yet in this virtual host
-
-    asyncio.run(purge())

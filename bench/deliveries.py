@@ -22,7 +22,7 @@ from email.message import EmailMessage
 import aiosmtplib
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from backend.broker import Broker
+from backend.broker import Broker, purge_work_queues
 from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.base import DeliveryFilter, DeliveryStatus
@@ -33,7 +33,6 @@ from bench.common import (
     ROOT,
     free_port,
     median,
-    purge_queues,
     start,
     stop,
     table,
@@ -155,7 +154,7 @@ def main() -> None:
         "HERALD_LOG_LEVEL": "WARNING",
         "HERALD_USER_CACHE_TTL_SECONDS": "3600",
     }
-    purge_queues(AMQP_URL)
+    asyncio.run(purge_work_queues(AMQP_URL))
     herald = [sys.executable, "-m", "backend.cli"]
     auth = start(
         [*herald, "auth-standin", "--port", str(auth_port), "--users", path],

@@ -17,7 +17,7 @@ import uuid
 import orjson
 
 from backend.auth import mint_token
-from backend.broker import Broker
+from backend.broker import Broker, purge_work_queues
 from backend.config import Settings
 from backend.queues import DISPATCH, TASK_DISPATCH
 from bench.common import free_port, median, start, stop, table, write_results, wrk
@@ -79,16 +79,6 @@ async def raw_publish_rate(total: int, in_flight: int) -> float:
     elapsed = time.perf_counter() - started
     await broker.close()
     return (total // in_flight) * in_flight / elapsed
-
-
-async def purge_dispatch() -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect(SETTINGS.rabbitmq_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(DISPATCH, passive=True)
-        await queue.purge()
 
 
 def main() -> None:
@@ -159,11 +149,11 @@ def main() -> None:
             runs["bulk"].append({"rps": bulk["rps"] * 100, "p50_ms": bulk["p50_ms"]})
             raw = asyncio.run(raw_publish_rate(20_000, 100))
             runs["raw"].append({"rps": raw, "p50_ms": float("nan")})
-            asyncio.run(purge_dispatch())
+            asyncio.run(purge_work_queues(AMQP_URL))
     finally:
         stop(api)
         stop(bare)
-        asyncio.run(purge_dispatch())
+        asyncio.run(purge_work_queues(AMQP_URL))
 
     med = {k: median([r["rps"] for r in v]) for k, v in runs.items()}
     lat = {k: median([r["p50_ms"] for r in v]) for k, v in runs.items()}

@@ -26,9 +26,10 @@ import redis.asyncio as redis_async
 import websockets
 
 from backend.auth import mint_token
+from backend.broker import purge_work_queues
 from backend.config import Settings
 from backend.db.migrate import migrate
-from bench.common import ROOT, free_port, purge_queues, start, stop, table, write_results
+from bench.common import ROOT, free_port, start, stop, table, write_results
 from bench.deliveries import AMQP_URL, DB_URL, users_file
 
 SUBSCRIBE = {
@@ -246,7 +247,7 @@ def main() -> None:
         "HERALD_ALLOWED_ORIGINS": json.dumps([api]),
         "HERALD_USER_CACHE_TTL_SECONDS": "3600",
     }
-    purge_queues(AMQP_URL)
+    asyncio.run(purge_work_queues(AMQP_URL))
     herald = [sys.executable, "-m", "backend.cli"]
     auth = start(
         [*herald, "auth-standin", "--port", str(auth_port), "--users", path],

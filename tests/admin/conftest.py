@@ -41,6 +41,7 @@ from tests.conftest import (
     start_live_server,
     stop_live_server,
 )
+from tests.processes import Process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -288,42 +289,6 @@ async def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
 # --- the worker for the send → history test ----------------------------------------------
 
 
-class Process:
-    """A ``herald`` subcommand whose output is watched for a readiness line."""
-
-    def __init__(self, args: list[str], env: dict[str, str], ready: str) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
-        if not self._ready.wait(60):
-            self.stop()
-            raise RuntimeError("process did not become ready:\n" + "".join(self.lines[-40:]))
-
-    def _read(self, ready: str) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if ready in line:
-                self._ready.set()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            # Celery's cold shutdown: the test is over, nothing in flight is worth waiting for.
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
 @dataclass
 class WorkerStack:
     worker: Process
@@ -349,7 +314,10 @@ def worker_stack(stack: Stack) -> Iterator[WorkerStack]:
         "HERALD_WORKER_METRICS_PORT": "0",
         "HERALD_LOG_LEVEL": "INFO",
     }
-    worker = Process(["worker", "--concurrency", "1"], env, ready="ready.")
+    # Celery's cold shutdown on stop: the test is over, nothing in flight is worth waiting for.
+    worker = Process(
+        ["worker", "--concurrency", "1"], env, ready="ready.", stop_signal=signal.SIGQUIT
+    )
     try:
         yield WorkerStack(worker=worker, smtp=sink)
     finally:

@@ -3,23 +3,23 @@ server and HTTP providers; the API in-process on committed (not rolled-back) ses
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
 
+from backend.broker import purge_work_queues
 from backend.channels.push import generate_vapid_keys
-from backend.queues import DEAD_LETTER_QUEUE, WORK_QUEUES
 from tests.conftest import ROOT, TEST_DATABASE_URL, TEST_RABBITMQ_URL, GraphQL, free_port
 from tests.pipeline.servers import HttpRecorder, start_http, start_smtp
+from tests.processes import Process
 
 USERS_FILE = Path(__file__).with_name("users.json")
 JWT_SECRET = "test-secret-for-the-suite-0123456789abcdef"
@@ -97,23 +97,6 @@ def auth_standin() -> Iterator[str]:
         process.wait(10)
 
 
-def _purge_queues(url: str) -> None:
-    import asyncio
-
-    async def purge() -> None:
-        connection = await aio_pika.connect(url)
-        async with connection:
-            channel = await connection.channel()
-            for name in (*WORK_QUEUES, DEAD_LETTER_QUEUE):
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                    await queue.purge()
-                except aio_pika.exceptions.ChannelClosed:
-                    channel = await connection.channel()
-
-    asyncio.run(purge())
-
-
 @pytest.fixture(scope="session")
 def worker_env(engine, smtp, sms_provider, auth_standin, vapid_keys) -> dict[str, str]:
     private, public = vapid_keys
@@ -136,42 +119,9 @@ def worker_env(engine, smtp, sms_provider, auth_standin, vapid_keys) -> dict[str
     }
 
 
-class Process:
-    def __init__(self, args: list[str], env: dict[str, str], ready: str) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
-        if not self._ready.wait(60):
-            self.stop()
-            raise RuntimeError("process did not become ready:\n" + "".join(self.lines[-40:]))
-
-    def _read(self, ready: str) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if ready in line:
-                self._ready.set()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
 @pytest.fixture(scope="session")
 def worker(worker_env) -> Iterator[Process]:
-    _purge_queues(TEST_RABBITMQ_URL)
+    asyncio.run(purge_work_queues(TEST_RABBITMQ_URL))
     process = Process(["worker", "--concurrency", "2"], worker_env, ready="ready.")
     yield process
     process.stop()
