@@ -17,7 +17,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -346,7 +346,9 @@ async def send_batch(
     """Render and send a batch of one channel's deliveries concurrently.
 
     ``resume`` (a redelivered or resumed task) allows taking over deliveries left in
-    ``sending`` by a worker that died mid-batch.
+    ``sending`` by a worker that died mid-batch, once their lease has run out: a claim younger
+    than ``delivery_lease_seconds`` may belong to a worker still sending, so those deliveries
+    are looked at again when it ends.
     """
     outcome = BatchOutcome()
     records = {r.id: r for r in await ctx.history.get_many(delivery_ids)}
@@ -355,10 +357,25 @@ async def send_batch(
         {DeliveryStatus.QUEUED, DeliveryStatus.SENDING} if resume else {DeliveryStatus.QUEUED}
     )
     now = datetime.now(UTC)
+    lease = timedelta(seconds=ctx.settings.delivery_lease_seconds)
 
-    candidates = [
-        records[i] for i in delivery_ids if i in records and records[i].status in takeable
-    ]
+    def leased(record: DeliveryRecord) -> bool:
+        return record.status is DeliveryStatus.SENDING and record.updated_at > now - lease
+
+    present = [records[i] for i in delivery_ids if i in records]
+    if resume:
+        still_leased = [r for r in present if leased(r)]
+        if still_leased:
+            wait = max((r.updated_at + lease - now).total_seconds() for r in still_leased)
+            await ctx.queue.enqueue_send(
+                envelope,
+                channel,
+                [r.id for r in still_leased],
+                attempt=attempt,
+                countdown=wait + 1,
+                resume=True,
+            )
+    candidates = [r for r in present if r.status in takeable and not leased(r)]
     # The record's updated_at as read makes each claim exclusive, takeovers of `sending` too:
     # of two tasks racing for a delivery, only one sees it unchanged.
     claimed = await history.transition_many(

@@ -115,6 +115,7 @@ def worker_env(engine, smtp, sms_provider, auth_standin, vapid_keys) -> dict[str
         "HERALD_RETRY_BASE_SECONDS": "0.3",
         "HERALD_RETRY_MAX_SECONDS": "1",
         "HERALD_DELIVERY_MAX_ATTEMPTS": "4",
+        "HERALD_DELIVERY_LEASE_SECONDS": "2",
         "HERALD_LOG_LEVEL": "INFO",
     }
 
