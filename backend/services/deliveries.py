@@ -273,10 +273,7 @@ async def dispatch_event(
     for channel in channels:
         metrics.record_delivery(channel.value, "queued", len(queued.get(channel, ())))
         metrics.record_delivery(channel.value, "skipped", skipped[channel])
-    if ctx.live is not None:
-        await ctx.live.publish_delivery_updates(
-            [delivery_update(r, r.status, now, r.timeline[0].reason) for r in records]
-        )
+    await announce(ctx, [delivery_update(r, r.status, now, r.timeline[0].reason) for r in records])
     # A re-run (redelivered dispatch) re-enqueues only what is still queued; the compare-and-set
     # in send_batch makes a duplicate harmless anyway.
     send_envelope = _send_envelope(envelope)
@@ -624,5 +621,13 @@ async def _after_batch(
             attempt=attempt + 1,
             countdown=retry_delay,
         )
+    await announce(ctx, history.updates)
+
+
+async def announce(ctx: DeliveryContext, updates: list[dict[str, Any]]) -> None:
+    """Tell the world about status changes: the live delivery feed (every change of a batch
+    in one message). The one place status changes leave the delivery path."""
+    if not updates:
+        return
     if ctx.live is not None:
-        await ctx.live.publish_delivery_updates(history.updates)
+        await ctx.live.publish_delivery_updates(updates)
