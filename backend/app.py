@@ -33,8 +33,11 @@ from backend.observability.tracing import configure_tracing, instrument_app
 from backend.realtime import LiveHub
 from backend.schema.context import Context, Services
 from backend.schema.root import build_schema
+from backend.services.campaigns import BrokerRunPublisher
 from backend.services.deliveries import BrokerDeliveryQueue
 from backend.services.events import Ingestion
+from backend.workers.celery_app import create_celery
+from backend.workers.schedules import RedBeatTrigger
 
 log = logging.getLogger(__name__)
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin_frontend"
@@ -115,6 +118,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             history=history,
             queue=BrokerDeliveryQueue(broker),
             ingestion=Ingestion(settings=settings, broker=broker, redis=redis),
+            campaign_trigger=RedBeatTrigger(create_celery(settings)),
+            run_publisher=BrokerRunPublisher(broker),
         )
         try:
             yield

@@ -72,13 +72,15 @@ def worker(concurrency: int | None, queues: str | None) -> None:
 
 @main.command()
 def beat() -> None:
-    """Run Celery beat with the RedBeat scheduler."""
+    """Run Celery beat with RedBeat, kept in step with the campaigns in PostgreSQL."""
     from backend.observability.workers import setup_beat
 
     setup_beat(get_settings())
     from backend.workers.celery_app import celery_app
 
-    celery_app.start(["beat", "--loglevel=INFO", "--scheduler=redbeat.RedBeatScheduler"])
+    celery_app.start(
+        ["beat", "--loglevel=INFO", "--scheduler=backend.workers.schedules.HeraldScheduler"]
+    )
 
 
 @main.command()

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     delivery_lease_seconds: float = Field(default=60.0, gt=0)
     history_retention_days: int = Field(default=180, ge=1)
 
+    # Campaigns
+    campaign_page_size: int = Field(default=1000, ge=1, le=1000)
+    campaign_stall_seconds: float = Field(default=60.0, gt=0)
+    campaign_reconcile_seconds: float = Field(default=30.0, gt=0)
+
     # HTTP API
     graphiql: bool | None = None
     introspection: bool = True

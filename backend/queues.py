@@ -12,6 +12,7 @@ from backend.channels import Channel
 
 DISPATCH = "herald.dispatch"
 MAINTENANCE = "herald.maintenance"
+CAMPAIGNS = "herald.campaigns"
 CHANNEL_QUEUES: dict[Channel, str] = {
     Channel.EMAIL: "herald.deliver.email",
     Channel.SMS: "herald.deliver.sms",
@@ -25,9 +26,11 @@ DEAD_LETTER_QUEUE = "herald.dead_letters"
 # of vanishing; deliveries that fail for good are recorded in PostgreSQL for replay.
 WORK_QUEUE_ARGUMENTS: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
 
-WORK_QUEUES = (DISPATCH, MAINTENANCE, *CHANNEL_QUEUES.values())
+WORK_QUEUES = (DISPATCH, MAINTENANCE, CAMPAIGNS, *CHANNEL_QUEUES.values())
 
 # Celery task names: "<domain>.<verb>".
 TASK_DISPATCH = "events.dispatch"
 TASK_RELEASE_DUE = "events.release_due"
 TASK_SEND = "deliveries.send"
+TASK_CAMPAIGN_FIRE = "campaigns.fire"
+TASK_CAMPAIGN_FAN_OUT = "campaigns.fan_out"

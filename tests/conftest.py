@@ -34,12 +34,17 @@ TEST_RABBITMQ_URL = os.environ.get(
     "HERALD_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/herald_test"
 )
 
+# The tests' Redis database: RedBeat's schedule and lock live there, so a test session and a
+# `herald dev` (database 0) on the same machine never share a beat.
+TEST_REDIS_URL = os.environ.get("HERALD_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
 
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "environment": "test",
         "database_url": TEST_DATABASE_URL,
         "rabbitmq_url": TEST_RABBITMQ_URL,
+        "redis_url": TEST_REDIS_URL,
         "jwt_secret": "test-secret-for-the-suite-0123456789abcdef",
         "graphiql": True,
     }
@@ -196,6 +201,7 @@ def start_live_server(env_overrides: dict[str, str] | None = None) -> LiveServer
         "HERALD_ENVIRONMENT": "test",
         "HERALD_DATABASE_URL": TEST_DATABASE_URL,
         "HERALD_RABBITMQ_URL": TEST_RABBITMQ_URL,
+        "HERALD_REDIS_URL": TEST_REDIS_URL,
         "HERALD_JWT_SECRET": "test-secret-for-the-suite-0123456789abcdef",
         "HERALD_ALLOWED_ORIGINS": f'["http://127.0.0.1:{port}"]',
         "HERALD_LOG_LEVEL": "WARNING",

@@ -21,8 +21,13 @@ class Process:
         *,
         stop_signal: signal.Signals = signal.SIGTERM,
     ) -> None:
-        self.lines: list[str] = []
+        self.args, self.env, self.ready = args, env, ready
         self.stop_signal = stop_signal
+        self._start()
+
+    def _start(self) -> None:
+        args, env, ready = self.args, self.env, self.ready
+        self.lines: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "backend.cli", *args],
             cwd=ROOT,
@@ -51,3 +56,8 @@ class Process:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+    def restart(self) -> None:
+        """Stop (if running) and start again with the same command and environment."""
+        self.stop()
+        self._start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 from sqlalchemy import (
@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    Time,
     UniqueConstraint,
     func,
 )
@@ -111,6 +112,10 @@ class UserPreferences(Base):
     disabled_event_types: Mapped[list[str]] = mapped_column(
         ARRAY(String(100)), nullable=False, default=list
     )
+    # Quiet hours, in the user's time zone: non-critical deliveries wait until they end.
+    quiet_start: Mapped[time | None] = mapped_column(Time)
+    quiet_end: Mapped[time | None] = mapped_column(Time)
+    timezone: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
@@ -140,6 +145,76 @@ class ScheduledEvent(Base):
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
     envelope: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class Campaign(Base):
+    """A planned send of one template to an audience: now, at a time, or recurring.
+
+    PostgreSQL is the source of truth: ``next_run_at`` is when the next run is due, and the
+    RedBeat entry that fires it is derived from this row (and rebuilt from it by ``herald beat``).
+    """
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    category: Mapped[str] = mapped_column(String(100), nullable=False)
+    template_slug: Mapped[str] = mapped_column(String(100), nullable=False)
+    channels: Mapped[list[str]] = mapped_column(ARRAY(String(20)), nullable=False)
+    audience: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    locale: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
+    run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cron: Mapped[str | None] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, default="UTC")
+    every_seconds: Mapped[int | None] = mapped_column(Integer)
+    end_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    max_runs: Mapped[int | None] = mapped_column(Integer)
+    # Interval schedules count from here (creation, or the last resume).
+    anchor_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    runs_started: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    updated_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False, index=True
+    )
+    # Set by the service on every change (no onupdate: a refresh after commit is avoided).
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class CampaignRun(Base):
+    """One run of a campaign, keyed by (campaign, scheduled time): a run is started once,
+    whoever fires it and however often. Its audience is fanned out one page per task."""
+
+    __tablename__ = "campaign_runs"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "scheduled_for", name="uq_campaign_runs_slot"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False
+    )
+    scheduled_for: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # The run's deliveries belong to this event id (delivery ids derive from it).
+    event_id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)  # scheduled | manual | test
+    test_user_id: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
+    next_page: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    cursor: Mapped[str | None] = mapped_column(String(200))
+    recipients: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from typing import Any
 
 import strawberry
@@ -12,7 +13,7 @@ from backend.channels import Channel
 from backend.config import Environment
 from backend.db.history.base import DeliveryFilter as HistoryFilter
 from backend.db.history.base import HistoryStore, history_cursor
-from backend.errors import HeraldError
+from backend.errors import HeraldError, ValidationError
 from backend.observability import metrics
 from backend.resolvers.units import mutate, read
 from backend.schema.common import PageInfo
@@ -39,6 +40,8 @@ from backend.schema.events import (
     PushSubscriptionInput,
     PushSubscriptionResult,
     PushSubscriptionSaved,
+    QuietHours,
+    QuietHoursInput,
     RegisterEventTypeInput,
     RetryDeadLettersResult,
     SendEventResult,
@@ -229,10 +232,34 @@ async def retry_dead_letters(info: Info, ids: list[strawberry.ID]) -> RetryDeadL
 
 
 def _preferences(p: preference_service.Preferences) -> Preferences:
+    quiet = p.quiet_hours
     return Preferences(
         user_id=strawberry.ID(p.user_id),
         disabled_channels=p.disabled_channels,
         disabled_event_types=p.disabled_event_types,
+        quiet_hours=QuietHours(start=quiet.start.strftime("%H:%M"), end=quiet.end.strftime("%H:%M"))
+        if quiet
+        else None,
+        timezone=p.timezone,
+    )
+
+
+def _clock(value: str, field: str) -> time:
+    try:
+        return time.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationError(f"'{value}' is not a time of day (HH:MM)", field=field) from exc
+
+
+def _quiet_hours(
+    value: QuietHoursInput | None,
+) -> preference_service.QuietHours | preference_service.Keep | None:
+    if value is strawberry.UNSET:
+        return preference_service.KEEP
+    if value is None:
+        return None
+    return preference_service.QuietHours(
+        _clock(value.start, "quietHours.start"), _clock(value.end, "quietHours.end")
     )
 
 
@@ -254,6 +281,10 @@ async def set_preferences(info: Info, input: PreferencesInput) -> PreferencesRes
             user_id=str(input.user_id) if input.user_id else None,
             disabled_channels=[Channel(c) for c in input.disabled_channels],
             disabled_event_types=input.disabled_event_types,
+            quiet_hours=_quiet_hours(input.quiet_hours),
+            timezone=preference_service.KEEP
+            if input.timezone is strawberry.UNSET
+            else input.timezone,
         )
         return _preferences(result)
 

@@ -271,11 +271,25 @@ RetryDeadLettersResult = Annotated[
 ]
 
 
-@strawberry.type(description="A user's opt-outs. Critical event types ignore them.")
+@strawberry.type(description="A daily window when non-critical messages wait until it ends.")
+class QuietHours:
+    start: str = strawberry.field(description="HH:MM in the user's time zone.")
+    end: str = strawberry.field(description="HH:MM; before `start` means the next day.")
+
+
+@strawberry.input
+class QuietHoursInput:
+    start: str = strawberry.field(description="HH:MM, e.g. 22:00.")
+    end: str = strawberry.field(description="HH:MM, e.g. 07:30.")
+
+
+@strawberry.type(description="A user's opt-outs and quiet hours. Critical event types ignore them.")
 class Preferences:
     user_id: strawberry.ID
     disabled_channels: list[Channel]
     disabled_event_types: list[str]
+    quiet_hours: QuietHours | None
+    timezone: str | None = strawberry.field(description="IANA zone for quiet hours; UTC if null.")
 
 
 @strawberry.input
@@ -285,6 +299,12 @@ class PreferencesInput:
     )
     disabled_channels: list[Channel] = strawberry.field(default_factory=list)
     disabled_event_types: list[str] = strawberry.field(default_factory=list)
+    quiet_hours: QuietHoursInput | None = strawberry.field(
+        default=strawberry.UNSET, description="Left out: unchanged; null: no quiet hours."
+    )
+    timezone: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Left out: unchanged; null: UTC."
+    )
 
 
 PreferencesResult = Annotated[

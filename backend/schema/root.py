@@ -20,9 +20,16 @@ from strawberry.types import ExecutionContext
 from backend.config import Settings
 from backend.errors import HeraldError
 from backend.observability import metrics
+from backend.resolvers import campaigns as campaign_resolvers
 from backend.resolvers import events as event_resolvers
 from backend.resolvers import inbox as inbox_resolvers
 from backend.resolvers import templates as template_resolvers
+from backend.schema.campaigns import (
+    Campaign,
+    CampaignConnection,
+    CampaignResult,
+    CampaignRunResult,
+)
 from backend.schema.context import Context
 from backend.schema.documents import DocumentCache, cached_documents
 from backend.schema.errors import (
@@ -118,6 +125,14 @@ class Query:
     unread_count: int = strawberry.field(
         resolver=inbox_resolvers.unread_count, description="Your unread, unarchived notifications."
     )
+    campaigns: CampaignConnection = strawberry.field(
+        resolver=campaign_resolvers.campaigns,
+        description="Campaigns, newest first, by status and name. Managers.",
+    )
+    campaign: Campaign | None = strawberry.field(
+        resolver=campaign_resolvers.campaign,
+        description="One campaign with its latest runs and their counts, or null. Managers.",
+    )
     preferences: Preferences = strawberry.field(
         resolver=event_resolvers.preferences,
         description="Your notification preferences (admins: anyone's, with `userId`).",
@@ -178,6 +193,39 @@ class Mutation:
     delete_template: DeleteTemplateResult = strawberry.field(
         resolver=template_resolvers.delete_template,
         description="Delete a template and its versions; refused while something uses it.",
+    )
+    create_campaign: CampaignResult = strawberry.field(
+        resolver=campaign_resolvers.create_campaign,
+        description=(
+            "Create a campaign: sent now, at a time, or on a recurring schedule (cron in a time "
+            "zone, or every N seconds). `draft: true` saves it unscheduled. Managers."
+        ),
+    )
+    update_campaign: CampaignResult = strawberry.field(
+        resolver=campaign_resolvers.update_campaign,
+        description="Change a draft, scheduled or paused campaign. Managers.",
+    )
+    pause_campaign: CampaignResult = strawberry.field(
+        resolver=campaign_resolvers.pause_campaign,
+        description="Stop firing; a run in progress stops before its next batch. Managers.",
+    )
+    resume_campaign: CampaignResult = strawberry.field(
+        resolver=campaign_resolvers.resume_campaign,
+        description=(
+            "Start a draft, or continue a paused campaign from where it stopped; missed "
+            "recurring times are not made up. Managers."
+        ),
+    )
+    cancel_campaign: CampaignResult = strawberry.field(
+        resolver=campaign_resolvers.cancel_campaign,
+        description="Stop for good and remove the schedule. Managers.",
+    )
+    send_campaign_now: CampaignRunResult = strawberry.field(
+        resolver=campaign_resolvers.send_campaign_now,
+        description=(
+            "An extra run now, outside the schedule; with `testUserId`, a test send to that "
+            "user only (their opt-outs ignored). Managers."
+        ),
     )
     preview_template: PreviewTemplateResult = strawberry.field(
         resolver=template_resolvers.preview_template,

@@ -41,11 +41,12 @@ from backend.db.history.base import (
     Rendered,
     StatusChange,
 )
-from backend.db.models import DeadLetter, Template
+from backend.db.models import DeadLetter, ScheduledEvent, Template
 from backend.db.repositories.events import (
     DeadLetterRepository,
     PreferenceRepository,
     PushSubscriptionRepository,
+    ScheduledEventRepository,
 )
 from backend.db.repositories.inbox import NewInboxItem
 from backend.db.repositories.templates import TemplateRepository
@@ -56,6 +57,7 @@ from backend.queues import CHANNEL_QUEUES, TASK_SEND
 from backend.services import inbox as inbox_service
 from backend.services import templates as template_service
 from backend.services.inbox import RedisLivePublisher
+from backend.services.preferences import held_until
 from backend.services.users import UserProfile
 
 log = logging.getLogger(__name__)
@@ -237,9 +239,16 @@ async def dispatch_event(
     records: list[DeliveryRecord] = []
     queued: dict[Channel, list[str]] = defaultdict(list)
     skipped: Counter[Channel] = Counter()
+    # Quiet hours hold a user's non-critical deliveries (queued) until the window ends; a
+    # released hold comes back here marked, and is not held again.
+    held: dict[datetime, list[str]] = defaultdict(list)
+    check_quiet = not critical and not envelope.get("quiet_released")
     for user_id in user_ids:
         prefs = preferences.get(user_id)
         type_opt_out = prefs is not None and envelope["type"] in prefs.disabled_event_types
+        hold = held_until(prefs, now) if check_quiet else None
+        if hold is not None and not type_opt_out:
+            held[hold].append(user_id)
         for channel in channels:
             reason = None
             if type_opt_out:
@@ -247,6 +256,9 @@ async def dispatch_event(
             elif prefs is not None and channel.value in prefs.disabled_channels:
                 reason = f"the user opted out of the {channel.value} channel"
             status = DeliveryStatus.SKIPPED if reason else DeliveryStatus.QUEUED
+            note = reason
+            if hold is not None and not reason:
+                note = f"held for the user's quiet hours until {hold.isoformat()}"
             did = delivery_id(event_id, user_id, channel)
             records.append(
                 DeliveryRecord(
@@ -261,15 +273,17 @@ async def dispatch_event(
                     campaign_id=envelope.get("campaign_id"),
                     template_slug=envelope.get("template_slug"),
                     locale=envelope.get("locale"),
-                    timeline=[StatusChange(status, now, reason)],
+                    timeline=[StatusChange(status, now, note)],
                 )
             )
             if reason:
                 skipped[channel] += 1
-            else:
+            elif hold is None:
                 queued[channel].append(did)
     for chunk_start in range(0, len(records), 1000):
         await ctx.history.add(records[chunk_start : chunk_start + 1000])
+    if held:
+        await _hold_for_quiet_hours(ctx, envelope, held)
     for channel in channels:
         metrics.record_delivery(channel.value, "queued", len(queued.get(channel, ())))
         metrics.record_delivery(channel.value, "skipped", skipped[channel])
@@ -301,6 +315,25 @@ async def dispatch_event(
     return DispatchSummary(
         queued=sum(len(v) for v in queued.values()), skipped=sum(skipped.values())
     )
+
+
+async def _hold_for_quiet_hours(
+    ctx: DeliveryContext, envelope: dict[str, Any], held: dict[datetime, list[str]]
+) -> None:
+    """Store the held users' part of the event to be dispatched again when their quiet hours
+    end (the scheduled-event release, not a broker delay: holds last hours). One row per end
+    time, with an id derived from the event and that time, so a re-run stores nothing new."""
+    rows = [
+        ScheduledEvent(
+            id=uuid.uuid5(_NAMESPACE, f"{envelope['id']}/quiet/{until.isoformat()}"),
+            due_at=until,
+            envelope={**envelope, "user_ids": users, "quiet_released": True},
+        )
+        for until, users in held.items()
+    ]
+    async with ctx.sessionmaker() as session:
+        await ScheduledEventRepository(session).add_many(rows)
+        await session.commit()
 
 
 def backoff_seconds(settings: Settings, attempt: int) -> float:

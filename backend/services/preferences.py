@@ -5,15 +5,51 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from enum import Enum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import Principal, Role
 from backend.channels import Channel
+from backend.db.models import UserPreferences
 from backend.db.repositories.events import PreferenceRepository, PushSubscriptionRepository
 from backend.errors import ForbiddenError, ValidationError
 
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
+
+
+class Keep(Enum):
+    """Leave this preference as it is."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A daily window, in the user's time zone, when only critical messages go out at once;
+    the rest wait until it ends. ``start`` after ``end`` spans midnight (22:00-07:00)."""
+
+    start: time
+    end: time
+
+    def contains(self, moment: time) -> bool:
+        if self.start < self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+    def ends_after(self, local_now: datetime) -> datetime:
+        """When the window that ``local_now`` (aware, in the user's zone) falls in ends."""
+        end = datetime.combine(local_now.date(), self.end, tzinfo=local_now.tzinfo)
+        if end <= local_now:
+            end = datetime.combine(
+                local_now.date() + timedelta(days=1), self.end, tzinfo=local_now.tzinfo
+            )
+        return end
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +57,41 @@ class Preferences:
     user_id: str
     disabled_channels: list[Channel]
     disabled_event_types: list[str]
+    quiet_hours: QuietHours | None = None
+    timezone: str | None = None
+
+
+def quiet_hours_of(row: UserPreferences | None) -> QuietHours | None:
+    if row is None or row.quiet_start is None or row.quiet_end is None:
+        return None
+    return QuietHours(row.quiet_start, row.quiet_end)
+
+
+def held_until(row: UserPreferences | None, now: datetime) -> datetime | None:
+    """When a non-critical delivery to this user may go, if quiet hours hold it now."""
+    quiet = quiet_hours_of(row)
+    if quiet is None or row is None:
+        return None
+    try:
+        zone = ZoneInfo(row.timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    local = now.astimezone(zone)
+    if not quiet.contains(local.time().replace(tzinfo=None)):
+        return None
+    return quiet.ends_after(local).astimezone(UTC)
+
+
+def _preferences(subject: str, row: UserPreferences | None) -> Preferences:
+    if row is None:
+        return Preferences(subject, [], [])
+    return Preferences(
+        subject,
+        [Channel(c) for c in row.disabled_channels],
+        list(row.disabled_event_types),
+        quiet_hours_of(row),
+        row.timezone,
+    )
 
 
 def _subject(actor: Principal, user_id: str | None) -> str:
@@ -36,12 +107,7 @@ async def get_preferences(
     session: AsyncSession, *, actor: Principal, user_id: str | None
 ) -> Preferences:
     subject = _subject(actor, user_id)
-    row = await PreferenceRepository(session).get(subject)
-    if row is None:
-        return Preferences(subject, [], [])
-    return Preferences(
-        subject, [Channel(c) for c in row.disabled_channels], list(row.disabled_event_types)
-    )
+    return _preferences(subject, await PreferenceRepository(session).get(subject))
 
 
 async def set_preferences(
@@ -51,19 +117,33 @@ async def set_preferences(
     user_id: str | None,
     disabled_channels: Sequence[Channel],
     disabled_event_types: Sequence[str],
+    quiet_hours: QuietHours | Keep | None = KEEP,
+    timezone: str | Keep | None = KEEP,
 ) -> Preferences:
-    """Replace a user's opt-outs. Critical event types (password resets) still go out."""
+    """Replace a user's opt-outs; change quiet hours and time zone when given (None clears
+    them). Critical event types (password resets) ignore all of these."""
     subject = _subject(actor, user_id)
     if len(disabled_event_types) > 200:
         raise ValidationError("Too many event types", field="disabledEventTypes")
+    if isinstance(quiet_hours, QuietHours) and quiet_hours.start == quiet_hours.end:
+        raise ValidationError("Quiet hours start and end at different times", field="quietHours")
+    if isinstance(timezone, str):
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValidationError(f"'{timezone}' is not a time zone", field="timezone") from exc
     channels = list(dict.fromkeys(c.value for c in disabled_channels))
     types = list(dict.fromkeys(t.strip() for t in disabled_event_types if t.strip()))
+    extra: dict[str, object] = {}
+    if not isinstance(quiet_hours, Keep):
+        extra["quiet_start"] = quiet_hours.start if quiet_hours else None
+        extra["quiet_end"] = quiet_hours.end if quiet_hours else None
+    if not isinstance(timezone, Keep):
+        extra["timezone"] = timezone
     row = await PreferenceRepository(session).upsert(
-        subject, disabled_channels=channels, disabled_event_types=types
+        subject, disabled_channels=channels, disabled_event_types=types, **extra
     )
-    return Preferences(
-        subject, [Channel(c) for c in row.disabled_channels], list(row.disabled_event_types)
-    )
+    return _preferences(subject, row)
 
 
 async def register_push_subscription(

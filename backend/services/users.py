@@ -149,28 +149,38 @@ class UserDirectory:
 
         Pages are fetched as they are consumed, so no more than one is held in memory.
         """
-        if page_size < 1:
-            raise ValueError("page_size must be at least 1")
-        url = self._base_url + self._list_path
         page = 1
-        seen = 0
         while True:
-            response = await self._request(url, params={"page": page, "size": page_size})
-            body = _json_body(response)
-            items = body.get("items") if isinstance(body, dict) else None
-            if not isinstance(items, list):
-                raise UserDirectoryUnavailable(
-                    f"The auth service's user list at {url} has no 'items' list"
-                )
-            profiles = [_profile(item, url) for item in items]
+            profiles, more = await self.list_page(page, page_size)
             if profiles:
                 yield profiles
-            seen += len(profiles)
-            total = body.get("total")
-            # A short page ends the list even when 'total' is missing or stale.
-            if len(items) < page_size or (isinstance(total, int) and seen >= total):
+            if not more:
                 return
             page += 1
+
+    async def list_page(self, page: int, page_size: int) -> tuple[list[UserProfile], bool]:
+        """One page (1-based) of the auth service's user list, and whether more follow.
+
+        The profiles also fill the cache, so sending to them next needs no look-ups."""
+        if page_size < 1 or page < 1:
+            raise ValueError("page and page_size must be at least 1")
+        url = self._base_url + self._list_path
+        response = await self._request(url, params={"page": page, "size": page_size})
+        body = _json_body(response)
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise UserDirectoryUnavailable(
+                f"The auth service's user list at {url} has no 'items' list"
+            )
+        profiles = [_profile(item, url) for item in items]
+        total = body.get("total")
+        # A short page ends the list even when 'total' is missing or stale.
+        more = len(items) >= page_size and not (
+            isinstance(total, int) and (page - 1) * page_size + len(items) >= total
+        )
+        if profiles:
+            await self._cache_write({p.id: p for p in profiles})
+        return profiles, more
 
     async def _fetch_many(self, user_ids: list[str], into: dict[str, UserProfile | None]) -> None:
         pending = iter(user_ids)

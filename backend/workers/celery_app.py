@@ -7,8 +7,11 @@ from kombu import Exchange, Queue
 
 from backend.config import Settings, get_settings
 from backend.queues import (
+    CAMPAIGNS,
     DISPATCH,
     MAINTENANCE,
+    TASK_CAMPAIGN_FAN_OUT,
+    TASK_CAMPAIGN_FIRE,
     TASK_DISPATCH,
     TASK_RELEASE_DUE,
     WORK_QUEUE_ARGUMENTS,
@@ -35,6 +38,8 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_routes={
             TASK_DISPATCH: {"queue": DISPATCH, "routing_key": DISPATCH},
             TASK_RELEASE_DUE: {"queue": MAINTENANCE, "routing_key": MAINTENANCE},
+            TASK_CAMPAIGN_FIRE: {"queue": CAMPAIGNS, "routing_key": CAMPAIGNS},
+            TASK_CAMPAIGN_FAN_OUT: {"queue": CAMPAIGNS, "routing_key": CAMPAIGNS},
         },
         # A message is acknowledged only after its task ran; a worker that dies mid-task
         # leaves it to be redelivered.
@@ -51,7 +56,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         broker_heartbeat=30,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        beat_scheduler="redbeat.RedBeatScheduler",
+        beat_scheduler="backend.workers.schedules.HeraldScheduler",
         redbeat_redis_url=settings.redis_url,
         redbeat_key_prefix="herald:redbeat",
         redbeat_lock_timeout=30,

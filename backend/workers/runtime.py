@@ -41,6 +41,7 @@ class WorkerRuntime:
         self.broker: Broker | None = None
         self.history: HistoryStore | None = None
         self.context: DeliveryContext | None = None
+        self.users: UserDirectory | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -62,6 +63,7 @@ class WorkerRuntime:
         await self.broker.start()
         self.history = create_history_store(s, self.engine)
         await self.history.start()
+        self.users = UserDirectory(s, self.http, self.redis)
         senders = build_senders(s)
         for sender in senders.values():
             await sender.start()
@@ -70,7 +72,7 @@ class WorkerRuntime:
             sessionmaker=sessionmaker,
             history=self.history,
             queue=BrokerDeliveryQueue(self.broker),
-            users=UserDirectory(s, self.http, self.redis),
+            users=self.users,
             senders=senders,
             live=RedisLivePublisher(self.redis),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from celery import Task
@@ -10,8 +11,14 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from backend.channels import Channel
 from backend.errors import UnavailableError
-from backend.queues import TASK_DISPATCH, TASK_RELEASE_DUE, TASK_SEND
-from backend.services import deliveries, events
+from backend.queues import (
+    TASK_CAMPAIGN_FAN_OUT,
+    TASK_CAMPAIGN_FIRE,
+    TASK_DISPATCH,
+    TASK_RELEASE_DUE,
+    TASK_SEND,
+)
+from backend.services import campaigns, deliveries, events
 from backend.workers.celery_app import celery_app
 from backend.workers.runtime import get_runtime, shutdown_runtime
 
@@ -101,20 +108,84 @@ def send(
 
 @celery_app.task(name=TASK_RELEASE_DUE, bind=True, ignore_result=True)
 def release_due(self: Task) -> int:
-    """Publish scheduled events whose time has come (run every second by beat)."""
+    """Publish scheduled events whose time has come, and the next page of campaign runs
+    that stalled (run every second by beat)."""
     runtime = get_runtime()
     assert runtime.context is not None and runtime.broker is not None
     broker = runtime.broker
 
     async def release() -> int:
         assert runtime.context is not None
+        settings = runtime.context.settings
         async with runtime.context.sessionmaker() as session:
             count = await events.release_due_events(session, broker=broker)
+            stalled = await campaigns.stalled_runs(
+                session, stall=timedelta(seconds=settings.campaign_stall_seconds)
+            )
             await session.commit()
-            return count
+        publisher = campaigns.BrokerRunPublisher(broker)
+        for run_id, page in stalled:
+            log.warning("campaign run %s stalled before page %d; publishing it again", run_id, page)
+            await publisher.publish_page(run_id, page)
+        return count
 
     try:
         return runtime.run(release())
     except UnavailableError as exc:
         log.warning("releasing due events failed (broker): %s", exc)
         return 0
+
+
+@celery_app.task(name=TASK_CAMPAIGN_FIRE, bind=True, max_retries=None)
+def fire_campaign(self: Task, campaign_id: str) -> str | None:
+    """Start a campaign's due run (sent by its RedBeat entry). Retried until it gets through:
+    the run key makes a repeat harmless."""
+    runtime = get_runtime()
+    assert runtime.context is not None and runtime.broker is not None
+    ctx, broker = runtime.context, runtime.broker
+
+    async def fire() -> str | None:
+        effects = campaigns.CampaignEffects()
+        async with ctx.sessionmaker() as session:
+            run = await campaigns.fire_campaign(session, campaign_id=campaign_id, effects=effects)
+            await session.commit()
+        await effects.apply(trigger(), campaigns.BrokerRunPublisher(broker))
+        return str(run.id) if run is not None else None
+
+    try:
+        return runtime.run(fire())
+    except Exception as exc:
+        log.warning("firing campaign %s failed, will retry: %s", campaign_id, exc)
+        raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
+
+
+@celery_app.task(name=TASK_CAMPAIGN_FAN_OUT, bind=True, max_retries=None)
+def fan_out(self: Task, run_id: str, page: int) -> dict[str, Any]:
+    """Dispatch one page of a campaign run's audience and hand on the next page."""
+    runtime = get_runtime()
+    assert runtime.context is not None and runtime.broker is not None and runtime.users
+    try:
+        outcome = runtime.run(
+            campaigns.fan_out_page(
+                runtime.context,
+                run_id=run_id,
+                page=page,
+                users=runtime.users,
+                publisher=campaigns.BrokerRunPublisher(runtime.broker),
+            )
+        )
+    except Exception as exc:
+        log.warning("campaign run %s page %d failed, will retry: %s", run_id, page, exc)
+        raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
+    return {
+        "recipients": outcome.recipients,
+        "queued": outcome.queued,
+        "skipped": outcome.skipped,
+        "stopped": outcome.stopped,
+    }
+
+
+def trigger() -> campaigns.CampaignTrigger:
+    from backend.workers.schedules import RedBeatTrigger
+
+    return RedBeatTrigger(celery_app)

@@ -17,7 +17,14 @@ import pytest
 
 from backend.broker import purge_work_queues
 from backend.channels.push import generate_vapid_keys
-from tests.conftest import ROOT, TEST_DATABASE_URL, TEST_RABBITMQ_URL, GraphQL, free_port
+from tests.conftest import (
+    ROOT,
+    TEST_DATABASE_URL,
+    TEST_RABBITMQ_URL,
+    TEST_REDIS_URL,
+    GraphQL,
+    free_port,
+)
 from tests.pipeline.servers import HttpRecorder, start_http, start_smtp
 from tests.processes import Process
 
@@ -105,6 +112,8 @@ def worker_env(engine, smtp, sms_provider, auth_standin, vapid_keys) -> dict[str
         "HERALD_ENVIRONMENT": "test",
         "HERALD_DATABASE_URL": TEST_DATABASE_URL,
         "HERALD_RABBITMQ_URL": TEST_RABBITMQ_URL,
+        "HERALD_REDIS_URL": TEST_REDIS_URL,
+        "HERALD_CAMPAIGN_PAGE_SIZE": "2",
         "HERALD_JWT_SECRET": JWT_SECRET,
         "HERALD_SMTP_HOST": "127.0.0.1",
         "HERALD_SMTP_PORT": str(smtp.port),

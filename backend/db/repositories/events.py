@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
@@ -48,22 +49,25 @@ class PreferenceRepository:
         return {p.user_id: p for p in (await self.session.execute(stmt)).scalars()}
 
     async def upsert(
-        self, user_id: str, *, disabled_channels: list[str], disabled_event_types: list[str]
+        self,
+        user_id: str,
+        *,
+        disabled_channels: list[str],
+        disabled_event_types: list[str],
+        **extra: Any,
     ) -> UserPreferences:
+        """Replace the opt-outs; ``extra`` sets other columns (quiet hours, time zone)."""
+        values = {
+            "disabled_channels": disabled_channels,
+            "disabled_event_types": disabled_event_types,
+            **extra,
+        }
         stmt = (
             insert(UserPreferences)
-            .values(
-                user_id=user_id,
-                disabled_channels=disabled_channels,
-                disabled_event_types=disabled_event_types,
-            )
+            .values(user_id=user_id, **values)
             .on_conflict_do_update(
                 index_elements=[UserPreferences.user_id],
-                set_={
-                    "disabled_channels": disabled_channels,
-                    "disabled_event_types": disabled_event_types,
-                    "updated_at": datetime.now().astimezone(),
-                },
+                set_={**values, "updated_at": datetime.now().astimezone()},
             )
             .returning(UserPreferences)
         )
@@ -108,6 +112,17 @@ class ScheduledEventRepository:
     async def add(self, event: ScheduledEvent) -> None:
         self.session.add(event)
         await self.session.flush()
+
+    async def add_many(self, events: Sequence[ScheduledEvent]) -> None:
+        """Store events; ones whose id is already stored are left as they are."""
+        if not events:
+            return
+        stmt = (
+            insert(ScheduledEvent)
+            .values([{"id": e.id, "due_at": e.due_at, "envelope": e.envelope} for e in events])
+            .on_conflict_do_nothing(index_elements=[ScheduledEvent.id])
+        )
+        await self.session.execute(stmt)
 
     async def take_due(self, now: datetime, limit: int) -> list[ScheduledEvent]:
         """Lock due events; concurrent releasers skip each other's rows."""
