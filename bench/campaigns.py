@@ -1,0 +1,257 @@
+"""Campaign throughput, end to end through real processes: `createCampaign` on `herald api`,
+fan-out pages and channel batches on a `herald worker`, users listed by the auth-service
+stand-in, history in PostgreSQL.
+
+- in-app: a campaign to every user (default 100,000): inbox + history + live publish.
+- email: a campaign to 10,000 users into Postfix's smtp-sink, beside a bare aiosmtplib
+  client sending the same number of messages into the same sink in the same run.
+
+Each figure is from mutation to the last delivery recorded as sent; the fan-out stage (every
+audience page dispatched) is timed on its own so the limiting stage shows.
+
+Run: make bench-campaigns   (RabbitMQ, Redis, PostgreSQL on localhost; Postfix's smtp-sink)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import httpx
+import redis
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from backend.auth import mint_token
+from backend.broker import purge_work_queues
+from backend.config import Settings
+from backend.db.history.base import DeliveryFilter
+from backend.db.history.postgres import PostgresHistoryStore
+from backend.db.migrate import migrate
+from bench.common import ROOT, free_port, median, start, stop, table, write_results
+from bench.deliveries import AMQP_URL, DB_URL, bare_smtp_rate, users_file
+
+REDIS_URL = "redis://127.0.0.1:6379/7"
+JWT_SECRET = "bench-secret-0123456789abcdef0123456789"
+TEMPLATE = {
+    "slug": "bench-campaign",
+    "name": "Bench campaign",
+    "description": "",
+    "content": [
+        {
+            "channel": "IN_APP",
+            "locale": "en",
+            "title": "Hello {{ user.first_name }}",
+            "body": "{{ payload.offer }} for you, {{ user.first_name }}.",
+        },
+        {
+            "channel": "EMAIL",
+            "locale": "en",
+            "subject": "{{ payload.offer }}, {{ user.first_name }}!",
+            "body": "Hello {{ user.first_name }},\n\n{{ payload.offer }} this week.",
+            "html": "<p>Hello {{ user.first_name }},</p><p>{{ payload.offer }} this week.</p>",
+        },
+    ],
+}
+CREATE_TEMPLATE = """mutation($input: CreateTemplateInput!) { createTemplate(input: $input) {
+  __typename ... on Error { code message } } }"""
+CREATE = """mutation($input: CampaignInput!) { createCampaign(input: $input) {
+  __typename ... on Campaign { id } ... on Error { code message field } } }"""
+RUNS = """query($id: ID!) { campaign(id: $id) { status runs { eventId status recipients } } }"""
+
+
+def smtp_sink(port: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not os.path.exists(binary):
+        raise SystemExit("Postfix's smtp-sink is missing: run scripts/setup.sh bench")
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    process = subprocess.Popen([binary, *user, f"127.0.0.1:{port}", "1000"])
+    time.sleep(0.5)
+    return process
+
+
+def graphql(api: str, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(
+        f"{api}/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_sent(event_id: str, total: int, timeout: float) -> tuple[float, dict[str, int]]:
+    engine = create_async_engine(DB_URL)
+    store = PostgresHistoryStore(engine)
+    started = time.perf_counter()
+    counts: dict[str, int] = {}
+    try:
+        while time.perf_counter() - started < timeout:
+            raw = await store.count_by_status(DeliveryFilter(event_id=event_id))
+            counts = {status.value: n for (_, status), n in raw.items()}
+            final = sum(n for s, n in counts.items() if s in ("sent", "skipped", "failed", "dead"))
+            if final >= total:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await engine.dispose()
+    return time.perf_counter(), counts
+
+
+def run_campaign(
+    api: str, token: str, *, channel: str, audience: dict[str, Any], total: int
+) -> dict[str, float]:
+    started = time.perf_counter()
+    body = graphql(
+        api,
+        token,
+        CREATE,
+        {
+            "input": {
+                "name": f"bench {channel} {uuid.uuid4().hex[:6]}",
+                "templateSlug": TEMPLATE["slug"],
+                "channels": [channel],
+                "audience": audience,
+                "payload": {"offer": "20% off"},
+            }
+        },
+    )
+    created = body["data"]["createCampaign"]
+    if created["__typename"] != "Campaign":
+        raise RuntimeError(f"createCampaign failed: {created}")
+    campaign_id = created["id"]
+    event_id = None
+    fanned_out = float("nan")
+    while time.perf_counter() - started < 900:
+        runs = graphql(api, token, RUNS, {"id": campaign_id})["data"]["campaign"]["runs"]
+        if runs:
+            event_id = runs[0]["eventId"]
+            if runs[0]["status"] == "COMPLETED":
+                fanned_out = time.perf_counter() - started
+                break
+        time.sleep(0.25)
+    assert event_id is not None
+    ended, counts = asyncio.run(wait_sent(event_id, total, timeout=900))
+    if counts.get("sent", 0) != total:
+        raise RuntimeError(f"{channel}: expected {total} sent, got {counts}")
+    seconds = ended - started
+    return {"seconds": seconds, "rate": total / seconds, "fan_out_seconds": fanned_out}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--in-app-users", type=int, default=100_000)
+    parser.add_argument("--email-users", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+
+    settings = Settings(_env_file=None, database_url=DB_URL)  # type: ignore[call-arg]
+    migrate(settings)
+    path = users_file(max(args.in_app_users, args.email_users))
+    auth_port, smtp_port, api_port = free_port(), free_port(), free_port()
+    env = {
+        "HERALD_ENVIRONMENT": "development",
+        "HERALD_DATABASE_URL": DB_URL,
+        "HERALD_RABBITMQ_URL": AMQP_URL,
+        "HERALD_REDIS_URL": REDIS_URL,
+        "HERALD_JWT_SECRET": JWT_SECRET,
+        "HERALD_AUTH_URL": f"http://127.0.0.1:{auth_port}",
+        "HERALD_SMTP_PORT": str(smtp_port),
+        "HERALD_LOG_LEVEL": "WARNING",
+        "HERALD_USER_CACHE_TTL_SECONDS": "3600",
+        "HERALD_WORKER_METRICS_PORT": "0",
+    }
+    asyncio.run(purge_work_queues(AMQP_URL))
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    herald = [sys.executable, "-m", "backend.cli"]
+    auth = start(
+        [*herald, "auth-standin", "--port", str(auth_port), "--users", path],
+        env,
+        f"http://127.0.0.1:{auth_port}/healthz",
+    )
+    sink = smtp_sink(smtp_port)
+    api_url = f"http://127.0.0.1:{api_port}"
+    api = start([*herald, "api", "--port", str(api_port)], env, f"{api_url}/healthz")
+    worker = subprocess.Popen(
+        [*herald, "worker", "--concurrency", str(args.concurrency)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(8)  # the worker's processes start their clients
+    token = mint_token(
+        Settings(_env_file=None, jwt_secret=JWT_SECRET),  # type: ignore[call-arg]
+        sub="bench-admin",
+        roles=["admin"],
+    )
+    made = graphql(api_url, token, CREATE_TEMPLATE, {"input": TEMPLATE})["data"]
+    if made["createTemplate"]["__typename"] not in ("Template", "ConflictError"):
+        raise RuntimeError(f"createTemplate failed: {made}")
+    runs: dict[str, list[dict[str, float]]] = {"in_app": [], "email": []}
+    bare: list[float] = []
+    try:
+        for round_number in range(args.rounds):
+            in_app = run_campaign(
+                api_url,
+                token,
+                channel="IN_APP",
+                audience={"allUsers": True},
+                total=args.in_app_users,
+            )
+            runs["in_app"].append(in_app)
+            print(f"round {round_number} in-app: {in_app}")
+            ids = [f"bench-{i}" for i in range(args.email_users)]
+            email = run_campaign(
+                api_url,
+                token,
+                channel="EMAIL",
+                audience={"userIds": ids},
+                total=args.email_users,
+            )
+            runs["email"].append(email)
+            print(f"round {round_number} email: {email}")
+            bare.append(asyncio.run(bare_smtp_rate(smtp_port, args.email_users, 8)))
+            print(f"round {round_number} bare smtp: {bare[-1]:.0f}/s")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        stop(api)
+        sink.terminate()
+        stop(auth)
+        os.unlink(path)
+
+    def med(key: str, field: str) -> float:
+        return median([r[field] for r in runs[key]])
+
+    bare_rate = median(bare)
+    rows = [
+        (
+            f"in-app campaign, {args.in_app_users} users (target ≥ 5000/s)",
+            f"{med('in_app', 'rate'):.0f}/s",
+            f"{med('in_app', 'seconds'):.1f} s (fan-out {med('in_app', 'fan_out_seconds'):.1f} s)",
+            "",
+        ),
+        (
+            f"email campaign, {args.email_users} users into smtp-sink",
+            f"{med('email', 'rate'):.0f}/s",
+            f"{med('email', 'seconds'):.1f} s (fan-out {med('email', 'fan_out_seconds'):.1f} s)",
+            f"{med('email', 'rate') / bare_rate:.2f} × bare (target ≥ 0.7)",
+        ),
+        ("bare aiosmtplib, 8 connections, same sink", f"{bare_rate:.0f}/s", "", ""),
+    ]
+    print(table(rows, ("measure", "median rate", "total time", "ratio")))
+    out = write_results("campaigns", {"args": vars(args), "runs": runs, "bare_smtp": bare})
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
