@@ -727,53 +727,69 @@ async def fan_out_page(
     page: int,
     users: AudienceSource,
     publisher: RunPublisher,
+    redelivered: bool = False,
 ) -> PageOutcome:
-    """Dispatch one page of a run's audience, then hand the next page to another task.
+    """Claim one page of a run's audience, hand the next page to another task, then dispatch
+    this one: pages of a run go out in parallel over the worker processes.
 
-    A duplicate task (its page already done) does nothing; a page done twice (its task was
-    redelivered after a crash) sends nothing twice, as dispatch is idempotent per event, user
-    and channel. The run only moves on when its ``next_page`` still is this page."""
+    The claim (``next_page`` moving past this page) is a compare-and-set, so of two tasks for
+    a page only one hands on the next; a page already claimed (its task redelivered after a
+    crash, or published again by the stalled-run sweep) is dispatched again without handing
+    anything on, which sends nothing twice: dispatch is idempotent per event, user and
+    channel. In-app deliveries are written right here; other channels are queued in batches
+    for their senders."""
     size = ctx.settings.campaign_page_size
+    advanced = False
     async with ctx.sessionmaker() as session:
-        run = await CampaignRunRepository(session).get(uuid.UUID(run_id))
-        if run is None or run.next_page != page or run.status != RunStatus.RUNNING:
-            why = "gone" if run is None else f"{run.status}, at page {run.next_page}"
+        runs = CampaignRunRepository(session)
+        run = await runs.get(uuid.UUID(run_id))
+        if run is None or page > run.next_page:
+            why = "gone" if run is None else f"page {page} is not claimable yet"
             return PageOutcome(0, 0, 0, False, stopped=why)
         campaign = await CampaignRepository(session).get(run.campaign_id)
         assert campaign is not None
-        if campaign.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
+        fresh = page == run.next_page
+        if fresh and run.status != RunStatus.RUNNING:
+            return PageOutcome(0, 0, 0, False, stopped=str(run.status))
+        if fresh and campaign.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
             status = (
                 RunStatus.PAUSED
                 if campaign.status == CampaignStatus.PAUSED
-                else (RunStatus.CANCELLED)
+                else RunStatus.CANCELLED
             )
-            await CampaignRunRepository(session).set_status(
+            await runs.set_status(
                 [run.id], status, now=datetime.now(UTC), expected=[RunStatus.RUNNING]
             )
             await session.commit()
             return PageOutcome(0, 0, 0, False, stopped=str(campaign.status))
         chunk = await audience_page(campaign, run, page, size, users)
         envelope = run_envelope(campaign, run, chunk.user_ids)
-    summary = DispatchSummary(queued=0, skipped=0)
-    if chunk.user_ids:
-        summary = await dispatch_event(ctx, envelope)
-    async with ctx.sessionmaker() as session:
-        now = datetime.now(UTC)
-        advanced = await CampaignRunRepository(session).advance(
-            run.id,
-            page=page,
-            cursor=None,
-            recipients=len(chunk.user_ids),
-            status=RunStatus.RUNNING if chunk.more else RunStatus.COMPLETED,
-            now=now,
-        )
-        if advanced and not chunk.more:
-            locked = await CampaignRepository(session).get(run.campaign_id, lock=True)
-            if locked is not None:
-                await finish_run(session, campaign=locked, run_id=run.id)
-        await session.commit()
+        if fresh:
+            advanced = await runs.advance(
+                run.id,
+                page=page,
+                cursor=None,
+                recipients=len(chunk.user_ids),
+                status=RunStatus.RUNNING if chunk.more else RunStatus.COMPLETED,
+                now=datetime.now(UTC),
+            )
+            if advanced and not chunk.more:
+                locked = await CampaignRepository(session).get(run.campaign_id, lock=True)
+                if locked is not None:
+                    await finish_run(session, campaign=locked, run_id=run.id)
+            await session.commit()
     if advanced and chunk.more:
         await publisher.publish_page(run_id, page + 1)
+    summary = DispatchSummary(queued=0, skipped=0)
+    if chunk.user_ids:
+        # A page done again may find in-app deliveries a dead worker left in `sending`; they
+        # are taken over once their lease runs out.
+        summary = await dispatch_event(
+            ctx,
+            envelope,
+            redelivered=redelivered or not fresh,
+            inline=frozenset({Channel.IN_APP}),
+        )
     return PageOutcome(
         len(chunk.user_ids), summary.queued, summary.skipped, chunk.more and advanced
     )

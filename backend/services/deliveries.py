@@ -217,13 +217,19 @@ class DispatchSummary:
 
 
 async def dispatch_event(
-    ctx: DeliveryContext, envelope: dict[str, Any], *, redelivered: bool = False
+    ctx: DeliveryContext,
+    envelope: dict[str, Any],
+    *,
+    redelivered: bool = False,
+    inline: frozenset[Channel] = frozenset(),
 ) -> DispatchSummary:
     """Expand an event into one delivery per recipient and channel, record them, and enqueue the
     queued ones in channel batches. Safe to run twice for the same event.
 
     An event small enough for one batch per channel is sent right here instead: one broker hop
-    less on the path most events take (one user, a channel or two). ``redelivered`` (the
+    less on the path most events take (one user, a channel or two); so are the ``inline``
+    channels whatever their size (campaign pages write in-app items here: no provider to wait
+    for, so a queue hop would only add work). ``redelivered`` (the
     dispatch message came back after a worker died) lets that send take over deliveries the
     dead worker left in ``sending``."""
     now = datetime.now(UTC)
@@ -291,27 +297,29 @@ async def dispatch_event(
     # A re-run (redelivered dispatch) re-enqueues only what is still queued; the compare-and-set
     # in send_batch makes a duplicate harmless anyway.
     send_envelope = _send_envelope(envelope)
-    if all(len(ids) <= ctx.settings.delivery_batch_size for ids in queued.values()):
-        await asyncio.gather(
-            *(
-                send_batch(
-                    ctx,
-                    envelope=send_envelope,
-                    channel=channel,
-                    delivery_ids=ids,
-                    attempt=1,
-                    resume=redelivered,
-                )
-                for channel, ids in queued.items()
+    size = ctx.settings.delivery_batch_size
+    small = all(len(ids) <= size for ids in queued.values())
+    here = {c: ids for c, ids in queued.items() if small or c in inline}
+    await asyncio.gather(
+        *(
+            send_batch(
+                ctx,
+                envelope=send_envelope,
+                channel=channel,
+                delivery_ids=chunk,
+                attempt=1,
+                resume=redelivered,
             )
-        )
-    else:
-        publishes = [
+            for channel, ids in here.items()
+            for chunk in _chunks(ids, size)
+        ),
+        *(
             ctx.queue.enqueue_send(send_envelope, channel, chunk, attempt=1)
             for channel, ids in queued.items()
-            for chunk in _chunks(ids, ctx.settings.delivery_batch_size)
-        ]
-        await asyncio.gather(*publishes)
+            if channel not in here
+            for chunk in _chunks(ids, size)
+        ),
+    )
     return DispatchSummary(
         queued=sum(len(v) for v in queued.values()), skipped=sum(skipped.values())
     )

@@ -44,7 +44,8 @@ class InboxEntry:
         return inbox_cursor(self.seq)
 
     @classmethod
-    def from_row(cls, row: InboxItem) -> InboxEntry:
+    def from_row(cls, row: InboxItem | Any) -> InboxEntry:
+        """From an ORM item or a result row with the same columns."""
         return cls(
             delivery_id=row.delivery_id,
             user_id=row.user_id,

@@ -8,16 +8,16 @@ them over HTTP and keeps them in Redis for ``HERALD_USER_CACHE_TTL_SECONDS``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -62,7 +62,16 @@ class UserProfile:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "id": self.id,
+            "email": self.email,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "login": self.login,
+            "phone": self.phone,
+            "locale": self.locale,
+            "timezone": self.timezone,
+        }
 
     def to_context(self) -> dict[str, Any]:
         """The ``user`` variable templates see."""
@@ -299,7 +308,7 @@ class UserDirectory:
             if raw is None:
                 continue
             try:
-                data = json.loads(raw)
+                data = orjson.loads(raw)
                 hits[user_id] = None if data is None else UserProfile.from_json(data)
             except (ValueError, KeyError, TypeError):
                 # An entry this code cannot read (an older format, say) is a miss: the fetch
@@ -316,7 +325,7 @@ class UserDirectory:
                     if profile is None:
                         pipe.set(self._key(user_id), UNKNOWN_USER_MARKER, ex=self._unknown_ttl)
                     else:
-                        pipe.set(self._key(user_id), json.dumps(profile.to_json()), ex=self._ttl)
+                        pipe.set(self._key(user_id), orjson.dumps(profile.to_json()), ex=self._ttl)
                 await pipe.execute()
         except RedisError as exc:
             self._cache_failed(exc)

@@ -164,6 +164,7 @@ def fan_out(self: Task, run_id: str, page: int) -> dict[str, Any]:
     """Dispatch one page of a campaign run's audience and hand on the next page."""
     runtime = get_runtime()
     assert runtime.context is not None and runtime.broker is not None and runtime.users
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
         outcome = runtime.run(
             campaigns.fan_out_page(
@@ -172,6 +173,7 @@ def fan_out(self: Task, run_id: str, page: int) -> dict[str, Any]:
                 page=page,
                 users=runtime.users,
                 publisher=campaigns.BrokerRunPublisher(runtime.broker),
+                redelivered=redelivered or self.request.retries > 0,
             )
         )
     except Exception as exc:
