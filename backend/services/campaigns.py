@@ -625,12 +625,15 @@ async def fire_campaign(
 class AudiencePage:
     user_ids: list[str]
     more: bool
+    profiles: dict[str, Any] | None = None  # the users' profiles, when the listing gave them
 
 
 class AudienceSource(Protocol):
     """Every user of the platform, a page at a time (the auth service's list)."""
 
-    async def list_page(self, page: int, page_size: int) -> tuple[list[Any], bool]: ...
+    async def list_page(
+        self, page: int, page_size: int, *, cache: bool = True
+    ) -> tuple[list[Any], bool]: ...
 
 
 async def audience_page(
@@ -639,8 +642,11 @@ async def audience_page(
     if run.kind == RunKind.TEST:
         return AudiencePage([run.test_user_id] if page == 0 and run.test_user_id else [], False)
     if campaign.audience.get("all_users"):
-        profiles, more = await users.list_page(page + 1, size)
-        return AudiencePage([p.id for p in profiles], more)
+        # In-app deliveries are written by this task with these profiles; other channels'
+        # senders look users up later, so those profiles go to the cache.
+        cache = any(c != Channel.IN_APP.value for c in campaign.channels)
+        profiles, more = await users.list_page(page + 1, size, cache=cache)
+        return AudiencePage([p.id for p in profiles], more, {p.id: p for p in profiles})
     ids: list[str] = campaign.audience.get("user_ids") or []
     chunk = ids[page * size : (page + 1) * size]
     return AudiencePage(chunk, (page + 1) * size < len(ids))
@@ -789,6 +795,7 @@ async def fan_out_page(
             envelope,
             redelivered=redelivered or not fresh,
             inline=frozenset({Channel.IN_APP}),
+            profiles=chunk.profiles,
         )
     return PageOutcome(
         len(chunk.user_ids), summary.queued, summary.skipped, chunk.more and advanced

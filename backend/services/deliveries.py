@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -222,6 +222,7 @@ async def dispatch_event(
     *,
     redelivered: bool = False,
     inline: frozenset[Channel] = frozenset(),
+    profiles: Mapping[str, UserProfile] | None = None,
 ) -> DispatchSummary:
     """Expand an event into one delivery per recipient and channel, record them, and enqueue the
     queued ones in channel batches. Safe to run twice for the same event.
@@ -233,6 +234,9 @@ async def dispatch_event(
     dispatch message came back after a worker died) lets that send take over deliveries the
     dead worker left in ``sending``."""
     now = datetime.now(UTC)
+    # Millisecond precision, as MongoDB keeps it: a record sent from memory (``known`` below)
+    # must carry the very updated_at the store holds for its compare-and-set.
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     event_id = envelope["id"]
     user_ids: list[str] = envelope["user_ids"]
     channels = [Channel(c) for c in envelope["channels"]]
@@ -286,8 +290,12 @@ async def dispatch_event(
                 skipped[channel] += 1
             elif hold is None:
                 queued[channel].append(did)
+    inserted = 0
     for chunk_start in range(0, len(records), 1000):
-        await ctx.history.add(records[chunk_start : chunk_start + 1000])
+        inserted += await ctx.history.add(records[chunk_start : chunk_start + 1000])
+    # Records this call inserted are what the store holds: sending here needs not read them
+    # back. After a re-run (some already existed), the store's own are read.
+    known = {r.id: r for r in records} if inserted == len(records) and not redelivered else None
     if held:
         await _hold_for_quiet_hours(ctx, envelope, held)
     for channel in channels:
@@ -309,6 +317,8 @@ async def dispatch_event(
                 delivery_ids=chunk,
                 attempt=1,
                 resume=redelivered,
+                known=known,
+                profiles=profiles,
             )
             for channel, ids in here.items()
             for chunk in _chunks(ids, size)
@@ -380,8 +390,13 @@ async def send_batch(
     delivery_ids: Sequence[str],
     attempt: int,
     resume: bool = False,
+    known: dict[str, DeliveryRecord] | None = None,
+    profiles: Mapping[str, UserProfile] | None = None,
 ) -> BatchOutcome:
     """Render and send a batch of one channel's deliveries concurrently.
+
+    ``known`` are records the caller has just inserted (so they are what the store holds),
+    and ``profiles`` users it already has: each spares a look-up.
 
     ``resume`` (a redelivered or resumed task) allows taking over deliveries left in
     ``sending`` by a worker that died mid-batch, once their lease has run out: a claim younger
@@ -389,7 +404,10 @@ async def send_batch(
     are looked at again when it ends.
     """
     outcome = BatchOutcome()
-    records = {r.id: r for r in await ctx.history.get_many(delivery_ids)}
+    if known is not None and all(i in known for i in delivery_ids):
+        records = {i: known[i] for i in delivery_ids}
+    else:
+        records = {r.id: r for r in await ctx.history.get_many(delivery_ids)}
     history = _RecordingHistory(ctx.history, records)
     takeable = (
         {DeliveryStatus.QUEUED, DeliveryStatus.SENDING} if resume else {DeliveryStatus.QUEUED}
@@ -494,7 +512,11 @@ async def send_batch(
                     subscriptions[row.user_id].append(
                         PushSubscription(endpoint=row.endpoint, p256dh=row.p256dh, auth=row.auth)
                     )
-        users = await ctx.users.get_many(list({r.user_id for r in mine}))
+        given = profiles or {}
+        wanted = list({r.user_id for r in mine if r.user_id not in given})
+        users: dict[str, UserProfile | None] = {u: given[u] for u in given}
+        if wanted:
+            users.update(await ctx.users.get_many(wanted))
     except UnavailableError as exc:
         # The auth service or the database is down: the whole batch is worth retrying.
         await asyncio.gather(*(fail(r, exc, permanent=False) for r in mine))

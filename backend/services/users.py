@@ -167,10 +167,13 @@ class UserDirectory:
                 return
             page += 1
 
-    async def list_page(self, page: int, page_size: int) -> tuple[list[UserProfile], bool]:
+    async def list_page(
+        self, page: int, page_size: int, *, cache: bool = True
+    ) -> tuple[list[UserProfile], bool]:
         """One page (1-based) of the auth service's user list, and whether more follow.
 
-        The profiles also fill the cache, so sending to them next needs no look-ups."""
+        With ``cache``, the profiles also fill the cache, so sending to them later needs no
+        look-ups."""
         if page_size < 1 or page < 1:
             raise ValueError("page and page_size must be at least 1")
         url = self._base_url + self._list_path
@@ -187,7 +190,7 @@ class UserDirectory:
         more = len(items) >= page_size and not (
             isinstance(total, int) and (page - 1) * page_size + len(items) >= total
         )
-        if profiles:
+        if profiles and cache:
             await self._cache_write({p.id: p for p in profiles})
         return profiles, more
 
