@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
+import aiormq.exceptions
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
@@ -32,7 +33,15 @@ from backend.queues import (
 
 log = logging.getLogger(__name__)
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
-_BROKER_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError)
+# A channel closed under a publish (the broker restarting) raises aiormq's
+# ChannelInvalidStateError, a RuntimeError rather than an AMQPError.
+_BROKER_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    aio_pika.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+)
 
 
 def celery_task_message(

@@ -25,7 +25,7 @@ from tests.conftest import (
     GraphQL,
     free_port,
 )
-from tests.pipeline.servers import HttpRecorder, start_http, start_smtp
+from tests.pipeline.servers import FAULT_REPORTS, HttpRecorder, start_http, start_smtp
 from tests.processes import Process
 
 USERS_FILE = Path(__file__).with_name("users.json")
@@ -150,3 +150,20 @@ async def e2e(app, settings, worker) -> AsyncIterator[GraphQL]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
         yield GraphQL(client, settings)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The faults report: what each fault test applied and what became of it."""
+    if not FAULT_REPORTS:
+        return
+    terminalreporter.section("faults report")
+    header = ("fault", "load", "accepted", "refused", "delivered", "lost", "duplicated")
+    rows = [
+        (r.fault, r.load, r.accepted, r.refused, r.delivered, r.lost, r.duplicated)
+        for r in FAULT_REPORTS
+    ]
+    widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        terminalreporter.write_line(
+            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+        )

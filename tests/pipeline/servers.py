@@ -92,3 +92,80 @@ async def eventually(check: Any, timeout: float = 20.0, interval: float = 0.1) -
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")
+
+
+class TcpProxy:
+    """A TCP forwarder to a real server that a test can cut (every connection dropped, new
+    ones refused) and restore: a network partition between one process and, say, PostgreSQL,
+    without stopping the server that other processes share."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.up = True
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        threading.Thread(target=self._run, args=(started,), daemon=True).start()
+        started.wait(5)
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+        )
+        started.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.close()
+                self._writers.discard(dst)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        def drop() -> None:
+            for w in list(self._writers):
+                w.transport.abort()
+            self._writers.clear()
+
+        self.up = False
+        self._loop.call_soon_threadsafe(drop)
+
+    def restore(self) -> None:
+        self.up = True
+
+
+@dataclass
+class FaultReport:
+    """One line of the faults report: what was applied and what became of it."""
+
+    name: str
+    load: str
+    fault: str
+    accepted: int
+    delivered: int
+    lost: int
+    duplicated: int
+    refused: int = 0
+
+
+FAULT_REPORTS: list[FaultReport] = []
