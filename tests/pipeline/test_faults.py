@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import text
@@ -502,5 +503,103 @@ async def test_postgresql_unavailable_is_typed_and_leaves_nothing_half_written(
             lost=0,
             duplicated=0,
             refused=2,
+        )
+    )
+
+
+async def test_redis_restart_resyncs_subscriptions_keeps_the_schedule_and_refills_the_cache(
+    e2e, settings, worker, worker_env, beat, admin
+):
+    """Redis restarted under the API, a worker and beat (all through a proxy: connections
+    dropped, refused for 2 s, data gone): a live subscription catches up from its cursor, a
+    recurring campaign runs every remaining time once, the user cache fills again."""
+    from tests.conftest import TEST_REDIS_URL
+    from tests.realtime.test_subscriptions import NOTIFICATIONS, Client
+
+    proxy = TcpProxy(6379)
+    database = TEST_REDIS_URL.rsplit("/", 1)[-1]
+    through = f"redis://127.0.0.1:{proxy.port}/{database}"
+    env = {**worker_env, "HERALD_REDIS_URL": through}
+    slug = f"redis-{uuid.uuid4().hex[:8]}"
+    content = [{"channel": "IN_APP", "locale": "en", "title": "{{ event.id }}", "body": "Hi."}]
+    made = await e2e(
+        CREATE_TEMPLATE,
+        {"input": {"slug": slug, "name": "R", "description": "", "content": content}},
+        token=admin,
+    )
+    assert made["data"]["createTemplate"]["__typename"] == "Template"
+    direct = redis.Redis.from_url(TEST_REDIS_URL)
+    beat.stop()
+    own_beat = None
+    api = start_live_server({"HERALD_REDIS_URL": through})
+    try:
+        with SwappableWorker(worker, env):
+            own_beat = Process(["beat"], env, ready="beat: Starting")
+            client = await Client.open(api, token_for(settings, "user", sub="u-alice"))
+            await client.subscribe(NOTIFICATIONS)
+            create = """mutation($input: CampaignInput!) { createCampaign(input: $input) {
+              ... on Campaign { id } } }"""
+            async with httpx.AsyncClient(base_url=api.url) as http:
+                r = await http.post(
+                    "/graphql",
+                    json={
+                        "query": create,
+                        "variables": {
+                            "input": {
+                                "name": "through a Redis restart",
+                                "templateSlug": slug,
+                                "channels": ["IN_APP"],
+                                "audience": {"userIds": ["u-alice", "u-bruno"]},
+                                "schedule": {"everySeconds": 2, "maxRuns": 4},
+                            }
+                        },
+                    },
+                    headers={"Authorization": f"Bearer {admin}"},
+                )
+            campaign_id = r.json()["data"]["createCampaign"]["id"]
+            first = await client.next(timeout=15)
+            received = [first["notifications"]["id"]]
+            assert direct.exists("herald:user:u-alice")
+
+            proxy.cut()
+            direct.flushdb()
+            await asyncio.sleep(2)
+            proxy.restore()
+            assert not direct.exists("herald:user:u-alice")
+
+            while len(received) < 4:
+                item = await client.next(timeout=20)
+                received.append(item["notifications"]["id"])
+            await client.nothing_within(3)
+            await client.close()
+            body = await e2e(
+                """query($id: ID!) { campaign(id: $id) { status runs { scheduledFor
+                  counts { status count } } } }""",
+                {"id": campaign_id},
+                token=admin,
+            )
+            campaign = body["data"]["campaign"]
+            assert direct.exists("herald:user:u-alice")  # the cache filled again
+    finally:
+        if own_beat is not None:
+            own_beat.stop()
+        stop_live_server(api)
+        beat.restart()
+        proxy.restore()
+        direct.close()
+    runs = campaign["runs"]
+    sent = [sum(c["count"] for c in r["counts"] if c["status"] == "SENT") for r in runs]
+    assert len({r["scheduledFor"] for r in runs}) == 4
+    assert sent == [2, 2, 2, 2]
+    assert len(set(received)) == 4
+    FAULT_REPORTS.append(
+        FaultReport(
+            name="redis-restart",
+            load="a 4-run campaign to 2 users, a live subscription",
+            fault="Redis connections dropped, refused 2 s, data flushed",
+            accepted=8,
+            delivered=sum(sent),
+            lost=8 - sum(sent),
+            duplicated=len(received) - len(set(received)),
         )
     )
