@@ -219,3 +219,17 @@ def test_interval_slots_keep_their_grid_and_respect_end_and_max_runs():
     assert next_slot(ended, anchor + timedelta(seconds=60)) is None
     capped = _row(every_seconds=60, anchor_at=anchor, max_runs=2, runs_started=2)
     assert next_slot(capped, anchor) is None
+
+
+async def test_a_started_run_is_counted_in_the_metrics(gql, client, manager):
+    from tests.deploy.test_metrics import value
+
+    before = value(
+        (await client.get("/metrics")).text, "herald_campaign_runs_total", kind="scheduled"
+    )
+    created = await create(gql, manager, schedule=None)
+    assert created["status"] == "RUNNING", created
+    after = value(
+        (await client.get("/metrics")).text, "herald_campaign_runs_total", kind="scheduled"
+    )
+    assert (after or 0) - (before or 0) == 1

@@ -74,6 +74,15 @@ DEAD_LETTERS = Counter(
     "Deliveries given up on and recorded as dead letters, by channel.",
     ["channel"],
 )
+CAMPAIGN_RUNS = Counter(
+    "herald_campaign_runs",
+    "Campaign runs started, by kind (scheduled, manual, test).",
+    ["kind"],
+)
+CAMPAIGN_RECIPIENTS = Counter(
+    "herald_campaign_recipients",
+    "Users fanned out by campaign runs (one per user per run, whatever the channels).",
+)
 OPEN_SUBSCRIPTIONS = Gauge(
     "herald_open_subscriptions",
     "GraphQL subscriptions open on this API process.",
@@ -126,6 +135,17 @@ def record_dead_letter(channel: str, count: int = 1) -> None:
     """Count deliveries of ``channel`` that were given up on."""
     if count:
         DEAD_LETTERS.labels(channel=channel).inc(count)
+
+
+def record_campaign_run(kind: str) -> None:
+    """Count a campaign run started (``scheduled``, ``manual`` or ``test``)."""
+    CAMPAIGN_RUNS.labels(kind=kind).inc()
+
+
+def record_campaign_recipients(count: int) -> None:
+    """Count users a campaign run's page handed to dispatch."""
+    if count:
+        CAMPAIGN_RECIPIENTS.inc(count)
 
 
 def subscription_opened() -> None:

@@ -37,6 +37,7 @@ from backend.db.models import Campaign, CampaignRun
 from backend.db.repositories.campaigns import CampaignRepository, CampaignRunRepository
 from backend.db.repositories.templates import TemplateRepository
 from backend.errors import ConflictError, NotFoundError, ValidationError
+from backend.observability import metrics
 from backend.queues import CAMPAIGNS, TASK_CAMPAIGN_FAN_OUT
 from backend.services import templates as template_service
 from backend.services.deliveries import DeliveryContext, DispatchSummary, dispatch_event
@@ -569,6 +570,7 @@ async def send_campaign_now(
         campaign.status = CampaignStatus.RUNNING
         campaign.updated_at = now
     effects.pages.append((str(run.id), 0))
+    metrics.record_campaign_run(kind)
     return run
 
 
@@ -591,6 +593,7 @@ async def _start_due_run(
     if run is not None:
         campaign.runs_started += 1
         effects.pages.append((str(run.id), 0))
+        metrics.record_campaign_run(RunKind.SCHEDULED)
     campaign.next_run_at = next_slot(campaign, max(slot, now)) if is_recurring(campaign) else None
     campaign.status = CampaignStatus.RUNNING
     campaign.updated_at = now
@@ -784,6 +787,8 @@ async def fan_out_page(
                 if locked is not None:
                     await finish_run(session, campaign=locked, run_id=run.id)
             await session.commit()
+    if advanced:
+        metrics.record_campaign_recipients(len(chunk.user_ids))
     if advanced and chunk.more:
         await publisher.publish_page(run_id, page + 1)
     summary = DispatchSummary(queued=0, skipped=0)
