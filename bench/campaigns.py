@@ -235,8 +235,7 @@ def main() -> None:
             bare.append(asyncio.run(bare_smtp_rate(smtp_port, args.email_users, 8)))
             print(f"round {round_number} bare smtp: {bare[-1]:.0f}/s")
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop(worker)
         stop(api)
         sink.terminate()
         stop(auth)
