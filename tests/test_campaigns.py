@@ -79,6 +79,7 @@ async def test_recurring_campaign_is_scheduled_and_armed_in_redbeat(gql, setting
 
     paused = (await gql(_op("pauseCampaign"), {"id": created["id"]}, token=manager))["data"]
     assert paused["pauseCampaign"]["status"] == "PAUSED"
+    assert paused["pauseCampaign"]["nextRunAt"] is None
     assert armed(settings, created["id"]) is None
     resumed = (await gql(_op("resumeCampaign"), {"id": created["id"]}, token=manager))["data"]
     assert resumed["resumeCampaign"]["status"] == "SCHEDULED"

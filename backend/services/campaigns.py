@@ -451,6 +451,8 @@ async def pause_campaign(
         raise ConflictError(f"A {campaign.status} campaign cannot be paused", field="id")
     now = datetime.now(UTC)
     campaign.status = CampaignStatus.PAUSED
+    # Nothing runs while paused; resuming works out the next time again.
+    campaign.next_run_at = None
     campaign.updated_by = actor.user_id
     campaign.updated_at = now
     runs = CampaignRunRepository(session)
