@@ -17,6 +17,7 @@ import * as historyView from "./views/history.js";
 import * as deadLetters from "./views/dead_letters.js";
 import * as live from "./views/live.js";
 import * as campaigns from "./views/campaigns.js";
+import * as campaign from "./views/campaign.js";
 
 const ROUTES = [
   { pattern: /^\/templates\/new$/, view: editor, nav: "templates", title: "New template" },
@@ -27,6 +28,7 @@ const ROUTES = [
   { pattern: /^\/dead-letters$/, view: deadLetters, nav: "dead-letters", title: "Dead letters" },
   { pattern: /^\/live$/, view: live, nav: "live", title: "Live feed" },
   { pattern: /^\/campaigns$/, view: campaigns, nav: "campaigns", title: "Campaigns" },
+  { pattern: /^\/campaigns\/([^/]+)$/, view: campaign, nav: "campaigns", title: "Campaign", keys: ["id"] },
 ];
 const HOME = "#/templates";
 

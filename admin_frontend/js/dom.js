@@ -115,6 +115,36 @@ export function statusBadge(status) {
   return h("span", { class: `badge status-${String(status).toLowerCase()}` }, label);
 }
 
+export const CAMPAIGN_STATUSES = [
+  { value: "DRAFT", label: "Draft" },
+  { value: "SCHEDULED", label: "Scheduled" },
+  { value: "RUNNING", label: "Running" },
+  { value: "PAUSED", label: "Paused" },
+  { value: "COMPLETED", label: "Completed" },
+  { value: "CANCELLED", label: "Cancelled" },
+];
+
+export function campaignBadge(status) {
+  const label = CAMPAIGN_STATUSES.find((s) => s.value === status)?.label ?? status;
+  return h("span", { class: `badge campaign-${String(status).toLowerCase()}` }, label);
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+/** Like h(), for inline SVG: svg("rect", {x: 0, width: 10}) */
+export function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    el.setAttribute(name, String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
 /** A page heading that takes focus after navigation, so keyboard users start at the top. */
 export function pageTitle(text, ...extra) {
   return h("h1", { tabindex: "-1", class: "page-title" }, text, ...extra);

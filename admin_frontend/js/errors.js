@@ -75,7 +75,20 @@ const FIELD_WORDS = {
   sendAt: "Send at",
   type: "Event type",
   locale: "Locale",
+  everySeconds: "The interval",
+  maxRuns: "Max runs",
+  endAt: "The end date",
+  testUserId: "The test user id",
 };
+
+// Campaign messages that name the API's input shape; said the way the form asks.
+const PHRASES = [
+  [/^Give the audience as userIds or allUsers: true \(one of them\)$/, "Give the recipients' user ids, or choose All users."],
+  [/^Give at most one of at, cron and everySeconds$/, "Choose one way to schedule it: at a time, on a cron schedule, or every N seconds."],
+  [/^endAt and maxRuns apply to recurring schedules \(cron or everySeconds\)$/, "An end date and a maximum number of runs apply to recurring sends only."],
+  [/^The time to send is in the past$/, "That time has passed: pick one in the future, or send now."],
+  [/^everySeconds is at least (\d+)$/, "The interval is at least $1 second(s)."],
+];
 
 function humanizeMessage(message) {
   if (!message) return "";
@@ -85,7 +98,10 @@ function humanizeMessage(message) {
     const path = required[1].replace(/^\./, "");
     return `The payload needs ${path ? `${path}.` : ""}${required[2]}.`;
   }
-  return message.replace(/\bcontent\[\d+\]\./g, "").replace(/\b(userIds|templateSlug|sendAt)\b/g, (m) => FIELD_WORDS[m] ?? m);
+  for (const [pattern, words] of PHRASES) if (pattern.test(message)) return message.replace(pattern, words);
+  return message
+    .replace(/\bcontent\[\d+\]\./g, "")
+    .replace(/\b(userIds|templateSlug|sendAt|everySeconds|maxRuns|endAt|testUserId)\b/g, (m) => FIELD_WORDS[m] ?? m);
 }
 
 /** Fill an error slot (a <p class="field-error">) next to a field; empty text hides it. */

@@ -1,7 +1,8 @@
 """The admin page in a real headless Chromium against real processes.
 
 A ``herald api`` serving ``admin_frontend/`` at ``/admin/`` and the auth-service stand-in run for
-the session; the send→history test adds a Celery worker and an SMTP server (``worker_stack``).
+the session; the send→history and campaign tests add a Celery worker and an SMTP server
+(``worker_stack``), and the campaign tests ``herald beat`` (``beat``).
 The browser is Debian's ``chromium`` driven by Playwright: no browser is ever downloaded.
 
 The page gets the stand-in's address from ``admin_frontend/config.js``; the tests serve that very
@@ -286,18 +287,22 @@ async def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
 
 
-# --- the worker for the send → history test ----------------------------------------------
+# --- the worker (and beat) for the send, history and campaign tests -----------------------
 
 
 @dataclass
 class WorkerStack:
     worker: Process
     smtp: Any
+    env: dict[str, str]
 
 
 @pytest.fixture(scope="module")
 def worker_stack(stack: Stack) -> Iterator[WorkerStack]:
-    """A Celery worker delivering email to a real SMTP server; profiles from the stand-in."""
+    """A Celery worker delivering email to a real SMTP server; profiles from the stand-in.
+
+    It consumes every queue (``herald worker`` without ``--queues``), ``herald.campaigns``
+    included, so a campaign's pages are fanned out by the same process."""
     from tests.pipeline.servers import start_smtp
 
     controller, sink = start_smtp()
@@ -319,7 +324,18 @@ def worker_stack(stack: Stack) -> Iterator[WorkerStack]:
         ["worker", "--concurrency", "1"], env, ready="ready.", stop_signal=signal.SIGQUIT
     )
     try:
-        yield WorkerStack(worker=worker, smtp=sink)
+        yield WorkerStack(worker=worker, smtp=sink, env=env)
     finally:
         worker.stop()
         controller.stop()
+
+
+@pytest.fixture(scope="module")
+def beat(worker_stack: WorkerStack) -> Iterator[Process]:
+    """``herald beat``: fires delayed and recurring campaigns from their RedBeat entries, which
+    the API arms in this suite's Redis database."""
+    process = Process(["beat"], worker_stack.env, ready="beat: Starting")
+    try:
+        yield process
+    finally:
+        process.stop()

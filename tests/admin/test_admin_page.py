@@ -260,7 +260,7 @@ async def test_a_validation_error_is_shown_at_its_field(
     await expect(page.locator("#send-payload-error")).to_have_text("The payload needs movie.url.")
 
 
-# --- dead letters, campaigns, roles -----------------------------------------------------
+# --- dead letters, roles -----------------------------------------------------
 
 
 async def test_dead_letters_show_an_empty_state(page: Page, stack: Stack, admin_token: str) -> None:
@@ -277,16 +277,6 @@ async def test_a_manager_is_told_dead_letters_need_an_admin(page: Page, stack: S
     await expect(page.locator(".alert-error")).to_contain_text(
         "Your account is not allowed to do this: it needs to be an administrator"
     )
-
-
-async def test_campaigns_are_marked_as_coming(page: Page, stack: Stack, admin_token: str) -> None:
-    await sign_in(page, stack, admin_token, "#/campaigns")
-    await expect(page.locator("h1")).to_contain_text("coming with campaigns")
-    await expect(page.locator("#campaigns-soon")).to_contain_text("not available yet")
-    await go(page, "#/send")
-    await expect(page.locator("#when-recurring")).to_be_disabled()
-    await expect(page.locator("#recipients-all")).to_be_disabled()
-    await screenshot(page, "campaigns")
 
 
 # --- the live feed's fallback and reconnects ---------------------------------------------
@@ -403,6 +393,8 @@ SCREENS = [
     "#/templates",
     "#/templates/edit/welcome",
     "#/send",
+    "#/send?when=recurring",
+    "#/campaigns",
     "#/history",
     "#/dead-letters",
     "#/live",

@@ -1,27 +1,213 @@
-// Campaigns: the API has no campaigns yet, so this screen says what will be here and shows no
-// data. It becomes a list (status filters) and a detail view (runs, per-channel counts, pause,
-// resume, cancel, test send) when the campaign API lands.
+// Campaigns: the list, filtered by status and searched by name, newest first, with cursor
+// paging. The filters live in the URL (`?status=SCHEDULED,PAUSED&q=weekly`), so a filtered
+// view can be shared; each row opens the campaign's own screen.
 
-import { h, pageTitle, setChildren } from "../dom.js";
+import { graphql } from "../api.js";
+import { CAMPAIGN_STATUSES, buildQuery, campaignBadge, channelLabel, debounce, emptyState, h, pageTitle, setChildren, spinner, withProgress } from "../dom.js";
+import { setBanner } from "../errors.js";
+import { describeSchedule, formatInZone, fromNow } from "../schedule.js";
 
-export function render(root) {
-  setChildren(
-    root,
-    h("div", { class: "page-head" }, pageTitle("Campaigns ", h("span", { class: "badge soon" }, "coming with campaigns"))),
+const PAGE = 20;
+const LIST = `query Campaigns($filter: CampaignFilter, $first: Int!, $after: String) {
+  campaigns(filter: $filter, first: $first, after: $after) {
+    edges { node {
+      id name status templateSlug channels nextRunAt runsStarted createdAt
+      audience { allUsers size }
+      schedule { at cron timezone everySeconds endAt maxRuns }
+    } }
+    pageInfo { hasNextPage endCursor }
+  }
+}`;
+
+export function audienceWords(audience) {
+  if (audience.allUsers) return "All users";
+  const size = audience.size ?? 0;
+  return `${size.toLocaleString()} user${size === 1 ? "" : "s"}`;
+}
+
+/** The next run, while the campaign is active (a paused one keeps its old time in the API). */
+export function upcomingRun(campaign) {
+  return ["SCHEDULED", "RUNNING"].includes(campaign.status) ? campaign.nextRunAt : null;
+}
+
+/** "Mon, Jun 2, 09:00 GMT+3 · in 3 days" as a <time>, or a dash. */
+export function nextRunCell(campaign) {
+  if (!upcomingRun(campaign)) return h("span", { class: "muted" }, campaign.status === "PAUSED" ? "Paused" : "—");
+  const zone = campaign.schedule.cron ? campaign.schedule.timezone : undefined;
+  return h(
+    "span",
+    {},
+    h("time", { datetime: campaign.nextRunAt }, formatInZone(campaign.nextRunAt, zone)),
+    h("span", { class: "muted block" }, fromNow(campaign.nextRunAt)),
+  );
+}
+
+export function render(root, { query }) {
+  let disposed = false;
+  let cursor = null;
+  let shown = 0;
+  let seq = 0;
+
+  const known = new Set(CAMPAIGN_STATUSES.map((s) => s.value));
+  const chosen = new Set((query.status || "").split(",").filter((s) => known.has(s)));
+
+  // --- filters --------------------------------------------------------------------------
+  const statusBoxes = CAMPAIGN_STATUSES.map(({ value, label }) => {
+    const input = h("input", { type: "checkbox", value, id: `campaign-status-${value}`, checked: chosen.has(value) });
+    input.addEventListener("change", () => {
+      if (input.checked) chosen.add(value);
+      else chosen.delete(value);
+      applyFilters();
+    });
+    return h("label", { class: "toggle", for: input.id }, input, label);
+  });
+  const search = h("input", { id: "campaign-search", type: "search", value: query.q || "", placeholder: "Search by name", autocomplete: "off", "aria-label": "Search campaigns by name" });
+  const clearButton = h("button", { type: "button", class: "btn ghost small", id: "campaign-filters-clear" }, "Clear filters");
+  const filters = h(
+    "div",
+    { class: "card filters campaign-filters", role: "search", "aria-label": "Filter campaigns" },
+    h("div", { class: "field" }, h("label", { for: "campaign-search" }, "Name"), search),
     h(
-      "div",
-      { class: "empty-state", id: "campaigns-soon" },
-      h("p", { class: "empty-title" }, "Campaigns are not available yet."),
-      h("p", {}, "Herald cannot plan recurring sends yet. When it can, this screen will list your campaigns by status and show each one's runs, with pause, resume, cancel and a test send."),
+      "fieldset",
+      { class: "status-filter" },
+      h("legend", {}, "Status"),
+      h("div", { class: "toggles" }, statusBoxes),
+    ),
+    clearButton,
+  );
+
+  // --- the list -------------------------------------------------------------------------
+  const banner = h("div", { class: "banner-slot", hidden: true });
+  const body = h("tbody");
+  const table = h(
+    "table",
+    { class: "table", id: "campaigns-table" },
+    h("caption", { class: "visually-hidden" }, "Campaigns, newest first."),
+    h(
+      "thead",
+      {},
       h(
-        "p",
+        "tr",
         {},
-        "Today you can send a message now or at a set time from ",
-        h("a", { href: "#/send" }, "Send a message"),
-        ", and follow every delivery in ",
-        h("a", { href: "#/history" }, "History"),
-        ".",
+        h("th", { scope: "col" }, "Name"),
+        h("th", { scope: "col" }, "Status"),
+        h("th", { scope: "col" }, "Schedule"),
+        h("th", { scope: "col" }, "Next run"),
+        h("th", { scope: "col", class: "num" }, "Runs"),
+        h("th", { scope: "col", class: "optional" }, "Audience"),
+        h("th", { scope: "col", class: "optional" }, "Template"),
       ),
     ),
+    body,
   );
+  const tableWrap = h("div", { class: "table-wrap" }, table);
+  const empty = h("div", { hidden: true });
+  const status = h("p", { class: "list-status", "aria-live": "polite" });
+  const more = h("button", { type: "button", class: "btn", id: "campaigns-more", hidden: true }, "Load more");
+  const refreshButton = h("button", { type: "button", class: "btn small", id: "campaigns-refresh" }, "Refresh");
+
+  setChildren(
+    root,
+    h("div", { class: "page-head" }, pageTitle("Campaigns"), h("div", { class: "head-actions" }, refreshButton, h("a", { class: "btn primary", href: "#/send?when=recurring", id: "new-campaign" }, "New campaign"))),
+    filters,
+    banner,
+    tableWrap,
+    empty,
+    h("div", { class: "list-foot" }, status, more),
+  );
+
+  function filter() {
+    const value = {};
+    if (chosen.size) value.statuses = CAMPAIGN_STATUSES.map((s) => s.value).filter((s) => chosen.has(s));
+    if (search.value.trim()) value.search = search.value.trim();
+    return Object.keys(value).length ? value : null;
+  }
+
+  function applyFilters() {
+    const f = filter();
+    // Keep the URL in step without leaving the screen (a new hash would re-render and lose focus).
+    history.replaceState(null, "", `#/campaigns${buildQuery({ status: f?.statuses?.join(","), q: f?.search })}`);
+    load();
+  }
+
+  const searchLater = debounce(applyFilters, 300);
+  search.addEventListener("input", searchLater);
+  search.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      searchLater.cancel();
+      applyFilters();
+    }
+  });
+  clearButton.addEventListener("click", () => {
+    chosen.clear();
+    search.value = "";
+    filters.querySelectorAll("input[type=checkbox]").forEach((box) => (box.checked = false));
+    applyFilters();
+    search.focus();
+  });
+
+  async function load({ append = false } = {}) {
+    const mine = ++seq;
+    const f = filter();
+    if (!append) {
+      cursor = null;
+      shown = 0;
+      tableWrap.hidden = false;
+      empty.hidden = true;
+      setChildren(body, h("tr", {}, h("td", { colspan: "7" }, spinner("Loading campaigns…"))));
+    }
+    setBanner(banner, null);
+    let page;
+    try {
+      page = (await graphql(LIST, { filter: f, first: PAGE, after: append ? cursor : null })).campaigns;
+    } catch (error) {
+      if (mine !== seq || disposed) return;
+      if (!append) setChildren(body);
+      setBanner(banner, error, { retry: () => load({ append }) });
+      return;
+    }
+    if (mine !== seq || disposed) return;
+    if (!append) setChildren(body);
+    for (const { node } of page.edges) body.append(row(node));
+    shown += page.edges.length;
+    cursor = page.pageInfo.endCursor;
+    more.hidden = !page.pageInfo.hasNextPage;
+    clearButton.hidden = !f;
+    if (!shown) {
+      tableWrap.hidden = true;
+      empty.hidden = false;
+      setChildren(
+        empty,
+        f
+          ? emptyState("No campaigns match these filters.", "Choose other statuses or change the name you searched for.", h("button", { type: "button", class: "btn", onclick: () => clearButton.click() }, "Clear filters"))
+          : emptyState("No campaigns yet.", "A campaign sends a template to a list of users or to everyone, now, at a time, or on a schedule.", h("a", { class: "btn primary", href: "#/send?when=recurring" }, "Plan a campaign")),
+      );
+      status.textContent = f ? "No campaigns match." : "";
+    } else {
+      status.textContent = `Showing ${shown} campaign${shown === 1 ? "" : "s"}${page.pageInfo.hasNextPage ? "; there are more" : ""}.`;
+    }
+  }
+
+  function row(c) {
+    return h(
+      "tr",
+      { "data-campaign-id": c.id, "data-status": c.status },
+      h("td", {}, h("a", { class: "campaign-link", href: `#/campaigns/${encodeURIComponent(c.id)}` }, c.name)),
+      h("td", {}, campaignBadge(c.status)),
+      h("td", { class: "schedule-words" }, describeSchedule(c.schedule, { status: c.status })),
+      h("td", { class: "next-run" }, nextRunCell(c)),
+      h("td", { class: "num" }, String(c.runsStarted), c.schedule.maxRuns ? h("span", { class: "muted" }, ` of ${c.schedule.maxRuns}`) : null),
+      h("td", { class: "optional" }, audienceWords(c.audience)),
+      h("td", { class: "optional" }, h("span", { class: "mono" }, c.templateSlug), h("span", { class: "muted block" }, c.channels.map(channelLabel).join(", "))),
+    );
+  }
+
+  more.addEventListener("click", () => withProgress(more, "Loading…", () => load({ append: true })));
+  refreshButton.addEventListener("click", () => withProgress(refreshButton, "Refreshing…", () => load()));
+  load();
+  return () => {
+    disposed = true;
+    seq++;
+    searchLater.cancel();
+  };
 }
