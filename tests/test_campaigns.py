@@ -5,6 +5,7 @@ Runs and fan-out with real beat and worker processes are in tests/pipeline/test_
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -157,23 +158,22 @@ async def test_only_managers_and_admins_run_campaigns(gql, settings, manager):
 
 
 async def test_list_filters_by_status_and_name_and_pages(gql, manager):
+    # Other tests' committed campaigns share the database: this test's names are its own.
+    tag = uuid.uuid4().hex[:8]
     for i in range(3):
-        await create(gql, manager, name=f"Weekly {i}")
-    await create(gql, manager, name="Draft one", draft=True)
+        await create(gql, manager, name=f"Weekly {tag} {i}")
+    await create(gql, manager, name=f"Draft {tag}", draft=True)
     query = """query($f: CampaignFilter, $after: String) {
       campaigns(filter: $f, first: 2, after: $after) {
         edges { node { name status } } pageInfo { hasNextPage endCursor } } }"""
-    first = (await gql(query, {"f": {"statuses": ["SCHEDULED"]}}, token=manager))["data"]
+    scheduled = {"statuses": ["SCHEDULED"], "search": tag}
+    first = (await gql(query, {"f": scheduled}, token=manager))["data"]
     page = first["campaigns"]
-    assert [e["node"]["name"] for e in page["edges"]] == ["Weekly 2", "Weekly 1"]
+    assert [e["node"]["name"] for e in page["edges"]] == [f"Weekly {tag} 2", f"Weekly {tag} 1"]
     assert page["pageInfo"]["hasNextPage"] is True
-    rest = await gql(
-        query,
-        {"f": {"statuses": ["SCHEDULED"]}, "after": page["pageInfo"]["endCursor"]},
-        token=manager,
-    )
-    assert [e["node"]["name"] for e in rest["data"]["campaigns"]["edges"]] == ["Weekly 0"]
-    drafts = await gql(query, {"f": {"search": "draft"}}, token=manager)
+    rest = await gql(query, {"f": scheduled, "after": page["pageInfo"]["endCursor"]}, token=manager)
+    assert [e["node"]["name"] for e in rest["data"]["campaigns"]["edges"]] == [f"Weekly {tag} 0"]
+    drafts = await gql(query, {"f": {"search": f"draft {tag}"}}, token=manager)
     assert [e["node"]["status"] for e in drafts["data"]["campaigns"]["edges"]] == ["DRAFT"]
     bad = await gql(query, {"after": "garbage"}, token=manager)
     assert bad["errors"][0]["extensions"]["code"] == "VALIDATION"

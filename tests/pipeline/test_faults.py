@@ -311,7 +311,7 @@ def _rabbitmqctl(*args: str) -> None:
 
 
 async def test_rabbitmq_restart_while_2000_events_stream_in(
-    e2e, settings, worker, smtp, marked_template
+    e2e, settings, worker, worker_env, marked_template
 ):
     if not (shutil.which("rabbitmqctl") or os.path.exists("/usr/sbin/rabbitmqctl")):
         pytest.fail("rabbitmqctl is needed to restart RabbitMQ")
@@ -325,6 +325,12 @@ async def test_rabbitmq_restart_while_2000_events_stream_in(
         await asyncio.to_thread(_rabbitmqctl, "start_app")
         restarted.set()
 
+    # A sink of its own: 2,000 emails must not crowd the other tests' mailboxes.
+    smtp = SmtpSink()
+    controller = Controller(smtp, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    swapped = SwappableWorker(worker, {**worker_env, "HERALD_SMTP_PORT": str(controller.port)})
+    swapped.__enter__()
     fault = asyncio.create_task(restart_when_streaming())
     try:
         ids, refused = await send_emails(
@@ -348,7 +354,11 @@ async def test_rabbitmq_restart_while_2000_events_stream_in(
     )
     assert body["data"]["sendEvent"]["__typename"] == "EventAccepted", body
     ids.append(body["data"]["sendEvent"]["eventId"])
-    seen = await until_delivered(smtp, ids, timeout=240)
+    try:
+        seen = await until_delivered(smtp, ids, timeout=240)
+    finally:
+        swapped.__exit__(None, None, None)
+        controller.stop()
     line = report(
         "rabbitmq-restart",
         "2,000 sendEvent calls, 16 at a time",
