@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -16,9 +17,11 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from starlette.requests import HTTPConnection
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET
 
 from backend.auth import TokenVerifier
 from backend.broker import Broker
@@ -30,9 +33,11 @@ from backend.graphql_http import GraphQLHTTP
 from backend.observability.logs import configure_logging
 from backend.observability.metrics import metrics_endpoint
 from backend.observability.tracing import configure_tracing, instrument_app
+from backend.preference_page import router as preference_router
 from backend.realtime import LiveHub
 from backend.schema.context import Context, Services
 from backend.schema.root import build_schema
+from backend.services import rate_limits
 from backend.services.campaigns import BrokerRunPublisher
 from backend.services.deliveries import BrokerDeliveryQueue
 from backend.services.events import Ingestion
@@ -40,6 +45,7 @@ from backend.workers.celery_app import create_celery
 from backend.workers.schedules import RedBeatTrigger
 
 log = logging.getLogger(__name__)
+WS_RATE_LIMITED = 4429
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin_frontend"
 
 
@@ -49,6 +55,24 @@ class WebSocketRouter(GraphQLRouter[Context, None]):
     Browsers cannot set headers on a WebSocket, so the token comes in ``connection_init``
     (``{"authorization": "Bearer <jwt>"}``); a bad token closes the socket with 4403.
     """
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        # Per-IP connection rate, checked before the origin check or any other work: over the
+        # limit the socket is accepted only to be closed with 4429 (a close code a browser sees;
+        # refusing the handshake would show as a bare 403).
+        if isinstance(request, WebSocket) and request.client is not None:
+            services: Services = request.app.state.services
+            decision = await rate_limits.allow_ws_connect(
+                services.extras["redis"], settings=services.settings, address=request.client.host
+            )
+            if not decision.allowed:
+                wait = math.ceil(decision.retry_after_seconds)
+                await request.accept(subprotocol=await self.pick_websocket_subprotocol(request))
+                await request.close(
+                    code=WS_RATE_LIMITED, reason=f"Too many connections; retry in {wait} s"
+                )
+                return request
+        return await super().run(request, context=context, root_value=root_value)
 
     async def on_ws_connect(self, context: Context) -> dict[str, Any] | None:
         params = context.connection_params or {}
@@ -164,6 +188,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         include_in_schema=False,
     )
     app.include_router(ws_router)
+    # The hosted preference page and one-click unsubscribe, reached from email links.
+    app.include_router(preference_router)
 
     if settings.serve_admin_enabled and ADMIN_DIR.is_dir():
         app.mount("/admin", StaticFiles(directory=ADMIN_DIR, html=True), name="admin")

@@ -6,10 +6,12 @@ placeholder secrets, so a production deployment cannot start with the demo signi
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from enum import StrEnum
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"  # noqa: S105
@@ -31,6 +33,28 @@ class SmtpTls(StrEnum):
 class JwtAlgorithm(StrEnum):
     HS256 = "HS256"
     RS256 = "RS256"
+
+
+class SmtpRelay(BaseModel):
+    """A fallback SMTP relay, tried after ``smtp_host`` (and the fallbacks before it) failed."""
+
+    name: str = Field(min_length=1, max_length=50)
+    host: str
+    port: int = Field(default=25, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: SmtpTls = SmtpTls.NONE
+
+
+class SmsProvider(BaseModel):
+    """A fallback SMS webhook provider, tried after ``sms_provider_url`` failed."""
+
+    name: str = Field(min_length=1, max_length=50)
+    url: str
+    token: SecretStr | None = None
+
+
+DEV_UNSUBSCRIBE_SECRET = "dev-only-insecure-unsubscribe-secret-change-me"  # noqa: S105
 
 
 class Settings(BaseSettings):
@@ -83,6 +107,27 @@ class Settings(BaseSettings):
     sms_sender: str = "Herald"
     sms_timeout_seconds: float = Field(default=5.0, gt=0)
 
+    # Provider failover: fallbacks after the provider above, in priority order (JSON lists),
+    # and the circuit breaker that skips a failing provider for a while.
+    smtp_fallbacks: list[SmtpRelay] = Field(default_factory=list)
+    sms_fallbacks: list[SmsProvider] = Field(default_factory=list)
+    breaker_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    breaker_open_seconds: float = Field(default=30.0, gt=0)
+
+    # Unsubscribe links and the hosted preference page
+    public_url: str = "http://127.0.0.1:8000"
+    # None: a key derived from the HS256 JWT secret (required with RS256 in production).
+    unsubscribe_secret: SecretStr | None = None
+    unsubscribe_link_ttl_days: int = Field(default=60, ge=1, le=3650)
+    unsubscribe_mailto: str | None = None
+
+    # Status webhooks
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    webhook_retry_base_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_cache_seconds: float = Field(default=5.0, ge=0)
+
     # Web Push (VAPID)
     vapid_private_key: SecretStr | None = None
     vapid_public_key: str | None = None
@@ -124,6 +169,11 @@ class Settings(BaseSettings):
     ws_max_subscriptions: int = Field(default=5, ge=1)
     ws_connection_init_timeout_seconds: float = Field(default=5.0, gt=0)
     ws_max_subscriptions_per_user: int = Field(default=10, ge=1)
+    # Rate limits (token buckets in Redis; a rate of 0 turns a limit off)
+    event_rate_per_second: float = Field(default=2000.0, ge=0)
+    event_rate_burst: int = Field(default=10_000, ge=1)
+    ws_connect_rate_per_second: float = Field(default=20.0, ge=0)
+    ws_connect_burst: int = Field(default=200, ge=1)
     live_queue_size: int = Field(default=256, ge=8)
     allowed_origins: list[str] = Field(
         default_factory=lambda: ["http://localhost:8000", "http://127.0.0.1:8000"]
@@ -142,10 +192,33 @@ class Settings(BaseSettings):
         return self.is_development if self.serve_admin is None else self.serve_admin
 
     @property
+    def unsubscribe_key(self) -> bytes:
+        """The HMAC key of unsubscribe links: the setting, else derived from the JWT secret
+        (a separate key for a separate purpose), else the development one."""
+        if self.unsubscribe_secret is not None:
+            return self.unsubscribe_secret.get_secret_value().encode()
+        if self.jwt_algorithm is JwtAlgorithm.HS256 and self.jwt_secret is not None:
+            secret = self.jwt_secret.get_secret_value().encode()
+            return hmac.new(secret, b"herald/unsubscribe-links", hashlib.sha256).digest()
+        return DEV_UNSUBSCRIBE_SECRET.encode()
+
+    @property
     def history_backend(self) -> str:
         if self.history_url and self.history_url.startswith(("mongodb://", "mongodb+srv://")):
             return "mongodb"
         return "postgresql"
+
+    @model_validator(mode="after")
+    def _check_fallbacks(self) -> Settings:
+        for label, primary, names in (
+            ("HERALD_SMTP_FALLBACKS", "smtp", [r.name for r in self.smtp_fallbacks]),
+            ("HERALD_SMS_FALLBACKS", "sms-webhook", [p.name for p in self.sms_fallbacks]),
+        ):
+            if len(set(names)) != len(names) or primary in names:
+                raise ValueError(
+                    f"{label}: provider names must be unique and differ from '{primary}'"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_keys(self) -> Settings:
@@ -157,7 +230,7 @@ class Settings(BaseSettings):
         elif self.jwt_secret is None or not self.jwt_secret.get_secret_value():
             raise ValueError("HERALD_JWT_SECRET is required when HERALD_JWT_ALGORITHM=HS256")
         if self.environment is Environment.PRODUCTION:
-            for name in ("jwt_secret", "smtp_password", "jwt_private_key"):
+            for name in ("jwt_secret", "smtp_password", "jwt_private_key", "unsubscribe_secret"):
                 value = getattr(self, name)
                 if value is None:
                     continue
@@ -173,6 +246,8 @@ class Settings(BaseSettings):
                 and len(self.jwt_secret.get_secret_value()) < 32
             ):
                 raise ValueError("HERALD_JWT_SECRET must be at least 32 characters in production")
+            if self.jwt_algorithm is JwtAlgorithm.RS256 and self.unsubscribe_secret is None:
+                raise ValueError("HERALD_UNSUBSCRIBE_SECRET is required with RS256 in production")
         return self
 
 

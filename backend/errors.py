@@ -11,6 +11,7 @@
     ├── TemplateRenderError           code: TEMPLATE_RENDER  (missing variable, sandbox refusal)
     ├── NotFoundError                 code: NOT_FOUND
     ├── ConflictError                 code: CONFLICT         (duplicate slug, template in use)
+    ├── RateLimitedError              code: RATE_LIMITED     (``retry_after_seconds`` says when)
     └── UnavailableError              code: UNAVAILABLE      (a store or the broker is down)
         └── UserDirectoryUnavailable  code: UNAVAILABLE      (the auth service failed or refused)
 
@@ -67,6 +68,18 @@ class NotFoundError(HeraldError):
 
 class ConflictError(HeraldError):
     code = "CONFLICT"
+
+
+class RateLimitedError(HeraldError):
+    """The caller went over a rate limit; ``retry_after_seconds`` says when to try again."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: float, field: str | None = None
+    ) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class UnavailableError(HeraldError):

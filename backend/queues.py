@@ -13,6 +13,7 @@ from backend.channels import Channel
 DISPATCH = "herald.dispatch"
 MAINTENANCE = "herald.maintenance"
 CAMPAIGNS = "herald.campaigns"
+WEBHOOKS = "herald.webhooks"
 CHANNEL_QUEUES: dict[Channel, str] = {
     Channel.EMAIL: "herald.deliver.email",
     Channel.SMS: "herald.deliver.sms",
@@ -26,7 +27,7 @@ DEAD_LETTER_QUEUE = "herald.dead_letters"
 # of vanishing; deliveries that fail for good are recorded in PostgreSQL for replay.
 WORK_QUEUE_ARGUMENTS: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
 
-WORK_QUEUES = (DISPATCH, MAINTENANCE, CAMPAIGNS, *CHANNEL_QUEUES.values())
+WORK_QUEUES = (DISPATCH, MAINTENANCE, CAMPAIGNS, *CHANNEL_QUEUES.values(), WEBHOOKS)
 
 # Celery task names: "<domain>.<verb>".
 TASK_DISPATCH = "events.dispatch"
@@ -34,3 +35,4 @@ TASK_RELEASE_DUE = "events.release_due"
 TASK_SEND = "deliveries.send"
 TASK_CAMPAIGN_FIRE = "campaigns.fire"
 TASK_CAMPAIGN_FAN_OUT = "campaigns.fan_out"
+TASK_WEBHOOK_DELIVER = "webhooks.deliver"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from backend.channels import Channel
@@ -34,6 +35,17 @@ class OutgoingMessage:
     html: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     push_subscriptions: tuple[PushSubscription, ...] = ()
+    # Critical messages (password resets) carry no unsubscribe link: nobody may opt out.
+    critical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTry:
+    """One provider that failed a message before another provider was tried (failover)."""
+
+    provider: str
+    error: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +54,20 @@ class SendResult:
     provider_message_id: str | None = None
     # Push subscriptions the push service reported gone (404/410): the caller removes them.
     expired_endpoints: tuple[str, ...] = ()
+    # Providers that failed this message before ``provider`` took it, in order.
+    failed_tries: tuple[ProviderTry, ...] = ()
 
 
 class ChannelError(HeraldError):
-    """A send failed. ``provider`` names who refused."""
+    """A send failed. ``provider`` names who refused; ``tries`` are the providers that failed
+    the message before that one (failover), in order."""
 
     code = "CHANNEL"
 
-    def __init__(self, message: str, *, provider: str) -> None:
+    def __init__(self, message: str, *, provider: str, tries: tuple[ProviderTry, ...] = ()) -> None:
         super().__init__(message)
         self.provider = provider
+        self.tries = tries
 
 
 class TransientChannelError(ChannelError):

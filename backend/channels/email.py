@@ -16,6 +16,8 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
+from html import escape
+from typing import Any
 
 import aiosmtplib
 
@@ -28,6 +30,7 @@ from backend.channels.base import (
     TransientChannelError,
 )
 from backend.config import Settings, SmtpTls
+from backend.services.unsubscribe import ONE_CLICK_BODY, UnsubscribeLinks, links_for
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class SmtpEmailSender:
         self._tls = settings.smtp_tls
         self._timeout = settings.smtp_timeout_seconds
         self._tls_context = tls_context
+        self._settings = settings
         self._from = settings.email_from
         self._envelope_from = parseaddr(settings.email_from)[1]
         domain = self._envelope_from.rpartition("@")[2]
@@ -121,9 +125,18 @@ class SmtpEmailSender:
             raise PermanentChannelError(
                 f"cannot build the email: {exc}", provider=PROVIDER
             ) from exc
-        email.set_content(message.body or "")
-        if message.html:
-            email.add_alternative(message.html, subtype="html")
+        body, html = message.body or "", message.html
+        if not message.critical:
+            # RFC 8058 one-click unsubscribe, and the preference page in the footer.
+            links = links_for(self._settings, user_id=user.id, event_type=message.event_type)
+            email.set_raw(
+                "List-Unsubscribe", _Verbatim("List-Unsubscribe", links.list_unsubscribe())
+            )
+            email["List-Unsubscribe-Post"] = ONE_CLICK_BODY
+            body, html = _with_footer(body, html, links)
+        email.set_content(body)
+        if html:
+            email.add_alternative(html, subtype="html")
         return email
 
     def message_id(self, delivery_id: str) -> str:
@@ -198,6 +211,36 @@ class SmtpEmailSender:
             await smtp.quit(timeout=self._timeout)
         except (aiosmtplib.SMTPException, OSError):
             smtp.close()
+
+
+class _Verbatim(str):
+    """A header value written as is. The email package folds a long header without spaces
+    into RFC 2047 encoded words, and a URI inside those is one no mail client finds."""
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> _Verbatim:
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Any) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+def _with_footer(body: str, html: str | None, links: UnsubscribeLinks) -> tuple[str, str | None]:
+    text = f"{body.rstrip()}\n\n--\nChoose which notifications you get: {links.page_url}\n"
+    if html is None:
+        return text, None
+    footer = (
+        '<p style="margin-top:2em;font-size:12px;color:#666">'
+        f'<a href="{escape(links.page_url)}">Choose which notifications you get</a> · '
+        f'<a href="{escape(links.one_click_url)}">Unsubscribe</a></p>'
+    )
+    closing = html.lower().rfind("</body>")
+    if closing == -1:
+        return text, html + footer
+    return text, html[:closing] + footer + html[closing:]
 
 
 def _reply_code(exc: BaseException) -> int | None:

@@ -7,19 +7,92 @@ subscriptions require.
 
 from __future__ import annotations
 
+from redis.asyncio import Redis
+
 from backend.channels import Channel
 from backend.channels.base import ChannelSender
+from backend.channels.email import PROVIDER as SMTP_PROVIDER
 from backend.channels.email import SmtpEmailSender
+from backend.channels.failover import (
+    CircuitBreakers,
+    FailoverSender,
+    MemoryCircuitBreakers,
+    Provider,
+    RedisCircuitBreakers,
+)
 from backend.channels.push import WebPushSender
+from backend.channels.sms import PROVIDER as SMS_PROVIDER
 from backend.channels.sms import HttpSmsSender
 from backend.config import Settings
 
 
-def build_senders(settings: Settings) -> dict[Channel, ChannelSender]:
-    """One sender per provider channel, not yet started: the caller awaits ``start()``."""
+def build_senders(
+    settings: Settings, *, redis: Redis | None = None
+) -> dict[Channel, ChannelSender]:
+    """One sender per provider channel, not yet started: the caller awaits ``start()``.
+
+    A channel with fallback providers (``HERALD_SMTP_FALLBACKS``, ``HERALD_SMS_FALLBACKS``)
+    gets a :class:`FailoverSender` over all of them, its breakers in ``redis`` when given."""
     senders: list[ChannelSender] = [
-        SmtpEmailSender(settings),
-        HttpSmsSender(settings),
+        _email(settings, redis),
+        _sms(settings, redis),
         WebPushSender(settings),
     ]
     return {sender.channel: sender for sender in senders}
+
+
+def failover_chains(settings: Settings) -> dict[Channel, list[str]]:
+    """The provider names of each channel with failover, in priority order."""
+    chains: dict[Channel, list[str]] = {}
+    if settings.smtp_fallbacks:
+        chains[Channel.EMAIL] = [SMTP_PROVIDER, *(r.name for r in settings.smtp_fallbacks)]
+    if settings.sms_fallbacks:
+        chains[Channel.SMS] = [SMS_PROVIDER, *(p.name for p in settings.sms_fallbacks)]
+    return chains
+
+
+def circuit_breakers(settings: Settings, redis: Redis | None) -> CircuitBreakers:
+    """Breakers shared through Redis, or this process's own without it."""
+    if redis is not None:
+        return RedisCircuitBreakers(
+            redis,
+            threshold=settings.breaker_failure_threshold,
+            open_seconds=settings.breaker_open_seconds,
+        )
+    return MemoryCircuitBreakers(
+        threshold=settings.breaker_failure_threshold, open_seconds=settings.breaker_open_seconds
+    )
+
+
+def _email(settings: Settings, redis: Redis | None) -> ChannelSender:
+    primary = SmtpEmailSender(settings)
+    if not settings.smtp_fallbacks:
+        # One provider has nowhere to fail over to: it is used as before, failures retried
+        # with the delivery's own backoff.
+        return primary
+    providers = [Provider(SMTP_PROVIDER, primary)]
+    for relay in settings.smtp_fallbacks:
+        relay_settings = settings.model_copy(
+            update={
+                "smtp_host": relay.host,
+                "smtp_port": relay.port,
+                "smtp_username": relay.username,
+                "smtp_password": relay.password,
+                "smtp_tls": relay.tls,
+            }
+        )
+        providers.append(Provider(relay.name, SmtpEmailSender(relay_settings)))
+    return FailoverSender(Channel.EMAIL, providers, circuit_breakers(settings, redis))
+
+
+def _sms(settings: Settings, redis: Redis | None) -> ChannelSender:
+    primary = HttpSmsSender(settings)
+    if not settings.sms_fallbacks:
+        return primary
+    providers = [Provider(SMS_PROVIDER, primary)]
+    for fallback in settings.sms_fallbacks:
+        fallback_settings = settings.model_copy(
+            update={"sms_provider_url": fallback.url, "sms_provider_token": fallback.token}
+        )
+        providers.append(Provider(fallback.name, HttpSmsSender(fallback_settings)))
+    return FailoverSender(Channel.SMS, providers, circuit_breakers(settings, redis))

@@ -11,6 +11,8 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Identity,
+    Index,
     Integer,
     MetaData,
     String,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     Time,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -98,6 +101,44 @@ class EventType(TimestampMixin, Base):
     channels: Mapped[list[str]] = mapped_column(ARRAY(String(20)), nullable=False, default=list)
     critical: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     builtin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # At most throttle_limit messages of this type per user per window; the rest are skipped.
+    throttle_limit: Mapped[int | None] = mapped_column(Integer)
+    throttle_window_seconds: Mapped[int | None] = mapped_column(Integer)
+    # {"every_seconds": N} or {"cron": "0 9 * * *"} (in each user's time zone), with an
+    # optional "key" (a payload path that splits digests) and "template_slug".
+    digest: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class DigestItem(Base):
+    """An event collected for a user's next digest of its type (and key)."""
+
+    __tablename__ = "digest_items"
+    __table_args__ = (UniqueConstraint("event_id", "user_id", name="uq_digest_items_event_user"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    user_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    digest_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    event_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class DeliveryBudget(Base):
+    """At most ``max_deliveries`` non-critical deliveries per user on a channel per window,
+    whatever the event type or campaign: the user's budget across all traffic."""
+
+    __tablename__ = "delivery_budgets"
+
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    max_deliveries: Mapped[int] = mapped_column(Integer, nullable=False)
+    window_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_by: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
 
 
 class UserPreferences(Base):
@@ -116,6 +157,10 @@ class UserPreferences(Base):
     quiet_start: Mapped[time | None] = mapped_column(Time)
     quiet_end: Mapped[time | None] = mapped_column(Time)
     timezone: Mapped[str | None] = mapped_column(String(64))
+    # Event type -> instant | hourly | daily | weekly: the user's own digest cadence.
+    digest_cadence: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, default=dict, server_default=text("'{}'::jsonb")
+    )
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
@@ -267,3 +312,75 @@ class InboxItem(Base):
     )
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookEndpoint(Base):
+    """An admin-registered URL that receives delivery status changes, signed with ``secret``.
+    Empty ``event_types`` / ``statuses`` mean every one."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    secret: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False, default=list)
+    statuses: Mapped[list[str]] = mapped_column(ARRAY(String(20)), nullable=False, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class WebhookDelivery(Base):
+    """One POST of one batch of status changes to one endpoint: every attempt is a row."""
+
+    __tablename__ = "webhook_deliveries"
+    # The log is read per endpoint, newest first.
+    __table_args__ = (Index("ix_webhook_deliveries_endpoint_recent", "endpoint_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    message_id: Mapped[str] = mapped_column(String(64), nullable=False)  # same for each retry
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    succeeded: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    update_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    next_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class AuditEntry(Base):
+    """One admin or manager mutation: who, which operation, a summary of its arguments (no
+    secrets, no message bodies), how it ended, and when. Written in the mutation's own
+    transaction when it succeeds, in a transaction of its own when it fails."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_actor_id", "actor", "id"),
+        Index("ix_audit_log_operation_id", "operation", "id"),
+        Index("ix_audit_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    actor_roles: Mapped[list[str]] = mapped_column(ARRAY(String(50)), nullable=False)
+    operation: Mapped[str] = mapped_column(String(100), nullable=False)
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    outcome: Mapped[str] = mapped_column(String(30), nullable=False)  # "ok" or an error code
+    error: Mapped[str | None] = mapped_column(Text)

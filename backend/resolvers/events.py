@@ -25,9 +25,14 @@ from backend.schema.events import (
     DeadLetterEdge,
     DeadLettersRetried,
     Delivery,
+    DeliveryBudget,
+    DeliveryBudgetInput,
+    DeliveryBudgetRemoved,
+    DeliveryBudgetResult,
     DeliveryConnection,
     DeliveryEdge,
     DeliveryFilter,
+    DigestCadence,
     Event,
     EventAccepted,
     EventBatch,
@@ -43,6 +48,7 @@ from backend.schema.events import (
     QuietHours,
     QuietHoursInput,
     RegisterEventTypeInput,
+    RemoveDeliveryBudgetResult,
     RetryDeadLettersResult,
     SendEventResult,
     SendEventsResult,
@@ -50,6 +56,7 @@ from backend.schema.events import (
 from backend.services import dead_letters as dead_letter_service
 from backend.services import event_types as event_type_service
 from backend.services import events as event_service
+from backend.services import limits as limit_service
 from backend.services import preferences as preference_service
 from backend.services.deliveries import DeliveryQueue
 from backend.services.pagination import check_page_size
@@ -137,6 +144,15 @@ async def register_event_type(info: Info, input: RegisterEventTypeInput) -> Even
         template_slug=input.template_slug,
         channels=input.channels,
         critical=input.critical,
+        throttle=(input.throttle.limit, input.throttle.window_seconds) if input.throttle else None,
+        digest={
+            "every_seconds": input.digest.every_seconds,
+            "cron": input.digest.cron,
+            "key": input.digest.key,
+            "template_slug": input.digest.template_slug,
+        }
+        if input.digest
+        else None,
     )
 
     async def work(session: AsyncSession, actor: Principal) -> EventType:
@@ -241,6 +257,9 @@ def _preferences(p: preference_service.Preferences) -> Preferences:
         if quiet
         else None,
         timezone=p.timezone,
+        digest_cadence=[
+            DigestCadence(event_type=t, cadence=c) for t, c in sorted(p.digest_cadence.items())
+        ],
     )
 
 
@@ -285,6 +304,9 @@ async def set_preferences(info: Info, input: PreferencesInput) -> PreferencesRes
             timezone=preference_service.KEEP
             if input.timezone is strawberry.UNSET
             else input.timezone,
+            digest_cadence=preference_service.KEEP
+            if input.digest_cadence is strawberry.UNSET
+            else {d.event_type: d.cadence for d in input.digest_cadence or []},
         )
         return _preferences(result)
 
@@ -308,3 +330,42 @@ async def register_push_subscription(
         return PushSubscriptionSaved(endpoint=input.endpoint)
 
     return await mutate(info, None, work)  # type: ignore[return-value]
+
+
+def _budget(row: Any) -> DeliveryBudget:
+    return DeliveryBudget(
+        channel=Channel(row.channel),
+        max_deliveries=row.max_deliveries,
+        window_seconds=row.window_seconds,
+        updated_by=row.updated_by,
+        updated_at=row.updated_at,
+    )
+
+
+async def delivery_budgets(info: Info) -> list[DeliveryBudget]:
+    async def work(session: AsyncSession, _: Principal) -> list[DeliveryBudget]:
+        return [_budget(r) for r in await limit_service.list_budgets(session)]
+
+    return await read(info, MANAGE_TEMPLATES, work)
+
+
+async def set_delivery_budget(info: Info, input: DeliveryBudgetInput) -> DeliveryBudgetResult:
+    async def work(session: AsyncSession, actor: Principal) -> DeliveryBudget:
+        row = await limit_service.set_budget(
+            session,
+            actor=actor,
+            channel=input.channel,
+            max_deliveries=input.max_deliveries,
+            window_seconds=input.window_seconds,
+        )
+        return _budget(row)
+
+    return await mutate(info, ADMINS, work)  # type: ignore[return-value]
+
+
+async def remove_delivery_budget(info: Info, channel: Channel) -> RemoveDeliveryBudgetResult:
+    async def work(session: AsyncSession, _: Principal) -> DeliveryBudgetRemoved:
+        removed = await limit_service.remove_budget(session, channel=channel)
+        return DeliveryBudgetRemoved(channel=channel, removed=removed)
+
+    return await mutate(info, ADMINS, work)  # type: ignore[return-value]

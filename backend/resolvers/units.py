@@ -14,11 +14,13 @@ from typing import Any, TypeVar, cast
 import strawberry
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from strawberry.types.nodes import SelectedField
 
 from backend.auth import Principal, Role
-from backend.errors import ConflictError, HeraldError, UnavailableError
+from backend.errors import ConflictError, HeraldError, UnavailableError, ValidationError
 from backend.schema.context import Context
 from backend.schema.errors import Error, error_type_for
+from backend.services import audit as audit_service
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -29,6 +31,24 @@ _DOWN = (OSError, TimeoutError, sa_exc.OperationalError, sa_exc.InterfaceError)
 def _unavailable(exc: BaseException) -> UnavailableError:
     log.warning("database unavailable: %s", exc)
     return UnavailableError("The database is unavailable; try again shortly")
+
+
+def _rejected_input(exc: sa_exc.DBAPIError) -> ValidationError | None:
+    """A ValidationError when PostgreSQL refused a value (SQLSTATE class 22, "data exception":
+    a NUL character, text too long, a malformed number or date), else ``None``.
+
+    Such values come from clients (found by fuzzing: a NUL in any string argument), so they
+    are bad input, not a failure of Herald; the message names no internals.
+    """
+    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str) and state.startswith("22"):
+            log.info("input refused by PostgreSQL (SQLSTATE %s)", state)
+            return ValidationError(
+                "An input value cannot be used: it holds a NUL character, is too long, "
+                "or is out of range"
+            )
+    return None
 
 
 class _LazySession:
@@ -52,14 +72,31 @@ async def mutate(
     work: Callable[[AsyncSession, Principal], Awaitable[T]],
 ) -> T | Error:
     """Run ``work`` in its own transaction for a caller holding one of ``roles`` (any
-    authenticated caller when ``None``)."""
+    authenticated caller when ``None``).
+
+    Admin and manager mutations are recorded in the audit log here, the one place every
+    mutation passes through (``backend/services/audit.py`` says which and what): in the same
+    transaction when the work succeeds, on its own after the rollback when it fails.
+    """
     ctx = info.context
+    audited: Principal | None = None
     try:
-        principal = ctx.principal() if roles is None else ctx.require(roles)
+        principal = ctx.principal()
+        if audit_service.is_audited(principal, roles):
+            audited = principal
+        if roles is not None:
+            ctx.require(roles)
         lazy = _LazySession(ctx.services.sessionmaker)
         try:
             try:
                 result = await work(cast(AsyncSession, lazy), principal)
+                if audited is not None:
+                    await audit_service.record(
+                        cast(AsyncSession, lazy),
+                        actor=audited,
+                        operation=info.field_name,
+                        arguments=_arguments(info),
+                    )
                 if lazy.session is not None and lazy.session.in_transaction():
                     await lazy.session.commit()
             except BaseException:
@@ -76,10 +113,45 @@ async def mutate(
         except sa_exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 raise _unavailable(exc) from exc
+            rejected = _rejected_input(exc)
+            if rejected is not None:
+                raise rejected from exc
             raise
         return result
     except HeraldError as exc:
+        if audited is not None:
+            await _record_failure(info, audited, exc.code, exc.message)
         return error_type_for(exc)
+    except Exception:
+        if audited is not None:
+            await _record_failure(info, audited, "INTERNAL", None)
+        raise
+
+
+def _arguments(info: strawberry.Info[Context, Any]) -> dict[str, Any]:
+    for field in info.selected_fields:
+        if isinstance(field, SelectedField):
+            return dict(field.arguments)
+    return {}
+
+
+async def _record_failure(
+    info: strawberry.Info[Context, Any], actor: Principal, outcome: str, error: str | None
+) -> None:
+    """Record a failed mutation in a transaction of its own; never hides the failure itself."""
+    try:
+        async with info.context.services.sessionmaker() as session:
+            await audit_service.record(
+                session,
+                actor=actor,
+                operation=info.field_name,
+                arguments=_arguments(info),
+                outcome=outcome,
+                error=error,
+            )
+            await session.commit()
+    except Exception:
+        log.exception("could not record %s by %s in the audit log", info.field_name, actor.user_id)
 
 
 async def read(
@@ -99,3 +171,13 @@ async def read(
             return await work(session, principal)
         except _DOWN as exc:
             raise _unavailable(exc) from exc
+        except sa_exc.DBAPIError as exc:
+            # The session is shared by the operation's other query fields: roll the failed
+            # statement back so that they still run.
+            await session.rollback()
+            if exc.connection_invalidated:
+                raise _unavailable(exc) from exc
+            rejected = _rejected_input(exc)
+            if rejected is not None:
+                raise rejected from exc
+            raise

@@ -21,6 +21,7 @@ class ErrorCode(Enum):
     TEMPLATE_RENDER = "TEMPLATE_RENDER"
     NOT_FOUND = "NOT_FOUND"
     CONFLICT = "CONFLICT"
+    RATE_LIMITED = "RATE_LIMITED"
     UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
 
@@ -69,6 +70,13 @@ class ConflictError(Error):
     pass
 
 
+@strawberry.type(description="Too many requests from this caller; retry after `retryAfterSeconds`.")
+class RateLimitedError(Error):
+    retry_after_seconds: float = strawberry.field(
+        default=0.0, description="Seconds to wait before the same request can succeed."
+    )
+
+
 @strawberry.type(description="A store or the broker is unavailable; retry later.")
 class UnavailableError(Error):
     pass
@@ -82,6 +90,7 @@ _TYPES: dict[type[errors.HeraldError], type[Error]] = {
     errors.TemplateRenderError: TemplateRenderError,
     errors.NotFoundError: NotFoundError,
     errors.ConflictError: ConflictError,
+    errors.RateLimitedError: RateLimitedError,
     errors.UnavailableError: UnavailableError,
 }
 
@@ -97,6 +106,8 @@ def error_type_for(exc: errors.HeraldError) -> Error:
             }
             if isinstance(exc, errors.TemplateSyntaxError | errors.TemplateRenderError):
                 kwargs["line"] = exc.line
+            if isinstance(exc, errors.RateLimitedError):
+                kwargs["retry_after_seconds"] = exc.retry_after_seconds
             return _TYPES[cls](**kwargs)
     raise TypeError(f"No GraphQL error type for {type(exc).__name__}")  # pragma: no cover
 
@@ -121,6 +132,8 @@ class HeraldMaskErrors(MaskErrors):
                 extensions["code"] = original.code
                 if original.field:
                     extensions["field"] = original.field
+                if isinstance(original, errors.RateLimitedError):
+                    extensions["retryAfterSeconds"] = original.retry_after_seconds
                 error.extensions = extensions
             elif original is None and error.message == self.error_message:
                 error.extensions = {"code": "INTERNAL"}

@@ -17,6 +17,7 @@ from backend.schema.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    RateLimitedError,
     UnauthenticatedError,
     UnavailableError,
     ValidationError,
@@ -65,7 +66,8 @@ SendEventResult = Annotated[
     | NotFoundError
     | UnavailableError
     | UnauthenticatedError
-    | ForbiddenError,
+    | ForbiddenError
+    | RateLimitedError,
     strawberry.union("SendEventResult"),
 ]
 
@@ -77,9 +79,49 @@ class EventBatch:
 
 
 SendEventsResult = Annotated[
-    EventBatch | ValidationError | UnauthenticatedError | ForbiddenError | UnavailableError,
+    EventBatch
+    | ValidationError
+    | UnauthenticatedError
+    | ForbiddenError
+    | UnavailableError
+    | RateLimitedError,
     strawberry.union("SendEventsResult"),
 ]
+
+
+@strawberry.type(description="At most `limit` messages per user every `windowSeconds`.")
+class Throttle:
+    limit: int
+    window_seconds: int
+
+
+@strawberry.input(description="At most `limit` messages per user every `windowSeconds`.")
+class ThrottleInput:
+    limit: int
+    window_seconds: int
+
+
+@strawberry.type(description="Events of the type are collected and sent as one message.")
+class Digest:
+    every_seconds: int | None = strawberry.field(description="Fixed windows of N seconds.")
+    cron: str | None = strawberry.field(description="A schedule, in each user's time zone.")
+    key: str | None = strawberry.field(description="A payload path: one digest per value.")
+    template_slug: str | None = strawberry.field(
+        description="What the digest renders with (it sees `payload.events`, `payload.count`)."
+    )
+
+
+@strawberry.input(
+    description=(
+        "Collect events per user (and key) and send one message per window: `everySeconds` "
+        "(at least 60) or `cron` (e.g. `0 9 * * *`: 09:00 in each user's time zone)."
+    )
+)
+class DigestInput:
+    every_seconds: int | None = None
+    cron: str | None = None
+    key: str | None = None
+    template_slug: str | None = None
 
 
 @strawberry.type(description="An event type and its rule.")
@@ -89,8 +131,16 @@ class EventType:
     payload_schema: JSON | None
     template_slug: str | None
     channels: list[Channel]
-    critical: bool = strawberry.field(description="Critical types ignore opt-outs and quiet hours.")
+    critical: bool = strawberry.field(
+        description="Critical types ignore opt-outs, quiet hours, throttles and budgets."
+    )
     builtin: bool
+    throttle: Throttle | None = strawberry.field(
+        description="Extra messages of this type to a user within the window are skipped."
+    )
+    digest: Digest | None = strawberry.field(
+        description="Non-critical events of this type are collected into digests."
+    )
 
     @classmethod
     def from_model(cls, row: EventTypeModel) -> EventType:
@@ -102,6 +152,17 @@ class EventType:
             channels=[Channel(c) for c in row.channels],
             critical=row.critical,
             builtin=row.builtin,
+            throttle=Throttle(limit=row.throttle_limit, window_seconds=row.throttle_window_seconds)
+            if row.throttle_limit and row.throttle_window_seconds
+            else None,
+            digest=Digest(
+                every_seconds=row.digest.get("every_seconds"),
+                cron=row.digest.get("cron"),
+                key=row.digest.get("key"),
+                template_slug=row.digest.get("template_slug"),
+            )
+            if row.digest
+            else None,
         )
 
 
@@ -115,6 +176,8 @@ class RegisterEventTypeInput:
     template_slug: str
     channels: list[Channel]
     critical: bool = False
+    throttle: ThrottleInput | None = None
+    digest: DigestInput | None = None
 
 
 EventTypeResult = Annotated[
@@ -271,6 +334,18 @@ RetryDeadLettersResult = Annotated[
 ]
 
 
+@strawberry.type(description="How often a digested event type reaches you.")
+class DigestCadence:
+    event_type: str
+    cadence: str = strawberry.field(description="instant, hourly, daily (09:00) or weekly.")
+
+
+@strawberry.input
+class DigestCadenceInput:
+    event_type: str
+    cadence: str = strawberry.field(description="instant, hourly, daily (09:00) or weekly.")
+
+
 @strawberry.type(description="A daily window when non-critical messages wait until it ends.")
 class QuietHours:
     start: str = strawberry.field(description="HH:MM in the user's time zone.")
@@ -290,6 +365,9 @@ class Preferences:
     disabled_event_types: list[str]
     quiet_hours: QuietHours | None
     timezone: str | None = strawberry.field(description="IANA zone for quiet hours; UTC if null.")
+    digest_cadence: list[DigestCadence] = strawberry.field(
+        description="Your own digest cadence per digested event type."
+    )
 
 
 @strawberry.input
@@ -304,6 +382,10 @@ class PreferencesInput:
     )
     timezone: str | None = strawberry.field(
         default=strawberry.UNSET, description="Left out: unchanged; null: UTC."
+    )
+    digest_cadence: list[DigestCadenceInput] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Left out: unchanged; given: replaces the list (an empty list clears it).",
     )
 
 
@@ -337,4 +419,43 @@ PushSubscriptionResult = Annotated[
     | ForbiddenError
     | UnavailableError,
     strawberry.union("PushSubscriptionResult"),
+]
+
+
+@strawberry.type(
+    description=(
+        "At most `maxDeliveries` non-critical deliveries per user on `channel` every "
+        "`windowSeconds`, all event types and campaigns together; the rest are skipped."
+    )
+)
+class DeliveryBudget:
+    channel: Channel
+    max_deliveries: int
+    window_seconds: int
+    updated_by: str | None
+    updated_at: datetime
+
+
+@strawberry.input
+class DeliveryBudgetInput:
+    channel: Channel
+    max_deliveries: int
+    window_seconds: int
+
+
+DeliveryBudgetResult = Annotated[
+    DeliveryBudget | ValidationError | UnauthenticatedError | ForbiddenError | UnavailableError,
+    strawberry.union("DeliveryBudgetResult"),
+]
+
+
+@strawberry.type
+class DeliveryBudgetRemoved:
+    channel: Channel
+    removed: bool = strawberry.field(description="False when the channel had no budget.")
+
+
+RemoveDeliveryBudgetResult = Annotated[
+    DeliveryBudgetRemoved | UnauthenticatedError | ForbiddenError | UnavailableError,
+    strawberry.union("RemoveDeliveryBudgetResult"),
 ]

@@ -20,10 +20,13 @@ from strawberry.types import ExecutionContext
 from backend.config import Settings
 from backend.errors import HeraldError
 from backend.observability import metrics
+from backend.resolvers import audit as audit_resolvers
 from backend.resolvers import campaigns as campaign_resolvers
 from backend.resolvers import events as event_resolvers
 from backend.resolvers import inbox as inbox_resolvers
 from backend.resolvers import templates as template_resolvers
+from backend.resolvers import webhooks as webhook_resolvers
+from backend.schema.audit import AuditEntryConnection
 from backend.schema.campaigns import (
     Campaign,
     CampaignConnection,
@@ -37,6 +40,7 @@ from backend.schema.errors import (
     ForbiddenError,
     HeraldMaskErrors,
     NotFoundError,
+    RateLimitedError,
     TemplateRenderError,
     TemplateSyntaxError,
     UnauthenticatedError,
@@ -45,6 +49,8 @@ from backend.schema.errors import (
 )
 from backend.schema.events import (
     DeadLetterConnection,
+    DeliveryBudget,
+    DeliveryBudgetResult,
     DeliveryConnection,
     Event,
     EventType,
@@ -52,6 +58,7 @@ from backend.schema.events import (
     Preferences,
     PreferencesResult,
     PushSubscriptionResult,
+    RemoveDeliveryBudgetResult,
     RetryDeadLettersResult,
     SendEventResult,
     SendEventsResult,
@@ -68,6 +75,13 @@ from backend.schema.templates import (
     Template,
     TemplateConnection,
     TemplateResult,
+)
+from backend.schema.webhooks import (
+    DeleteWebhookEndpointResult,
+    ProviderHealth,
+    WebhookDeliveryConnection,
+    WebhookEndpoint,
+    WebhookEndpointResult,
 )
 
 
@@ -118,12 +132,23 @@ class Query:
         resolver=event_resolvers.dead_letters,
         description="Deliveries that failed for good, newest first. Admins only.",
     )
+    audit_log: AuditEntryConnection = strawberry.field(
+        resolver=audit_resolvers.audit_log,
+        description=(
+            "Admin and manager mutations (and refused attempts at them), newest first: who, "
+            "what, with which arguments (no secrets or message content), how it ended. Admins."
+        ),
+    )
     inbox: NotificationConnection = strawberry.field(
         resolver=inbox_resolvers.inbox,
         description="Your in-app notifications, newest first (archived ones left out).",
     )
     unread_count: int = strawberry.field(
         resolver=inbox_resolvers.unread_count, description="Your unread, unarchived notifications."
+    )
+    delivery_budgets: list[DeliveryBudget] = strawberry.field(
+        resolver=event_resolvers.delivery_budgets,
+        description="Per-user delivery budgets by channel. Managers.",
     )
     campaigns: CampaignConnection = strawberry.field(
         resolver=campaign_resolvers.campaigns,
@@ -136,6 +161,21 @@ class Query:
     preferences: Preferences = strawberry.field(
         resolver=event_resolvers.preferences,
         description="Your notification preferences (admins: anyone's, with `userId`).",
+    )
+    webhook_endpoints: list[WebhookEndpoint] = strawberry.field(
+        resolver=webhook_resolvers.webhook_endpoints,
+        description="Registered status webhook endpoints, oldest first. Admins.",
+    )
+    webhook_deliveries: WebhookDeliveryConnection = strawberry.field(
+        resolver=webhook_resolvers.webhook_deliveries,
+        description="An endpoint's delivery attempts (one per POST), newest first. Admins.",
+    )
+    provider_health: list[ProviderHealth] = strawberry.field(
+        resolver=webhook_resolvers.provider_health,
+        description=(
+            "Each provider of the channels with failover, in priority order, with its circuit "
+            "breaker as every worker shares it. Admins."
+        ),
     )
 
 
@@ -194,6 +234,17 @@ class Mutation:
         resolver=template_resolvers.delete_template,
         description="Delete a template and its versions; refused while something uses it.",
     )
+    set_delivery_budget: DeliveryBudgetResult = strawberry.field(
+        resolver=event_resolvers.set_delivery_budget,
+        description=(
+            "Cap non-critical deliveries per user on a channel per window, across every event "
+            "type and campaign. Admins."
+        ),
+    )
+    remove_delivery_budget: RemoveDeliveryBudgetResult = strawberry.field(
+        resolver=event_resolvers.remove_delivery_budget,
+        description="Lift a channel's budget. Admins.",
+    )
     create_campaign: CampaignResult = strawberry.field(
         resolver=campaign_resolvers.create_campaign,
         description=(
@@ -226,6 +277,21 @@ class Mutation:
             "An extra run now, outside the schedule; with `testUserId`, a test send to that "
             "user only (their opt-outs ignored). Managers."
         ),
+    )
+    create_webhook_endpoint: WebhookEndpointResult = strawberry.field(
+        resolver=webhook_resolvers.create_webhook_endpoint,
+        description=(
+            "Register an endpoint for delivery status changes (signed POSTs, retried with "
+            "backoff). Admins."
+        ),
+    )
+    update_webhook_endpoint: WebhookEndpointResult = strawberry.field(
+        resolver=webhook_resolvers.update_webhook_endpoint,
+        description="Change an endpoint; fields left out stay as they are. Admins.",
+    )
+    delete_webhook_endpoint: DeleteWebhookEndpointResult = strawberry.field(
+        resolver=webhook_resolvers.delete_webhook_endpoint,
+        description="Delete an endpoint and its delivery log. Admins.",
     )
     preview_template: PreviewTemplateResult = strawberry.field(
         resolver=template_resolvers.preview_template,
@@ -288,6 +354,7 @@ EXTRA_TYPES = [
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    RateLimitedError,
     TemplateRenderError,
     TemplateSyntaxError,
     UnauthenticatedError,

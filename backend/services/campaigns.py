@@ -42,7 +42,12 @@ from backend.queues import CAMPAIGNS, TASK_CAMPAIGN_FAN_OUT
 from backend.services import templates as template_service
 from backend.services.deliveries import DeliveryContext, DispatchSummary, dispatch_event
 from backend.services.events import MAX_PAYLOAD_BYTES, TYPE_RE
-from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
+from backend.services.pagination import (
+    Page,
+    check_page_size,
+    decode_time_cursor,
+    encode_time_cursor,
+)
 from backend.services.templates import LOCALE_RE
 
 log = logging.getLogger(__name__)
@@ -393,23 +398,14 @@ async def list_campaigns(
     after: str | None,
 ) -> Page[Campaign]:
     limit = check_page_size(first)
-    raw = decode_cursor("campaign", after)
-    position = None
-    if raw is not None:
-        try:
-            stamp, _, ident = raw.partition("|")
-            position = (datetime.fromisoformat(stamp), uuid.UUID(ident))
-        except ValueError as exc:
-            raise ValidationError("The cursor is not valid", field="after") from exc
+    position = decode_time_cursor("campaign", after)
     rows = await CampaignRepository(session).page(
         statuses=[s.value for s in statuses] if statuses else None,
         search=search.strip() if search else None,
         after=position,
         limit=limit + 1,
     )
-    items = [
-        (encode_cursor("campaign", f"{c.created_at.isoformat()}|{c.id}"), c) for c in rows[:limit]
-    ]
+    items = [(encode_time_cursor("campaign", c.created_at, c.id), c) for c in rows[:limit]]
     return Page(items=items, has_next_page=len(rows) > limit)
 
 
@@ -449,22 +445,33 @@ async def pause_campaign(
     campaign = await _get(session, campaign_id)
     if campaign.status not in ACTIVE:
         raise ConflictError(f"A {campaign.status} campaign cannot be paused", field="id")
+    await _stop(
+        session, campaign, actor, CampaignStatus.PAUSED, RunStatus.PAUSED, [RunStatus.RUNNING]
+    )
+    effects.schedule(campaign)
+    await session.flush()
+    return campaign
+
+
+async def _stop(
+    session: AsyncSession,
+    campaign: Campaign,
+    actor: Principal,
+    status: CampaignStatus,
+    run_status: RunStatus,
+    expected: Sequence[RunStatus],
+) -> None:
+    """Pause or cancel: nothing is due any more (resuming works the next time out again),
+    and unfinished runs stop before their next page."""
     now = datetime.now(UTC)
-    campaign.status = CampaignStatus.PAUSED
-    # Nothing runs while paused; resuming works out the next time again.
+    campaign.status = status
     campaign.next_run_at = None
     campaign.updated_by = actor.user_id
     campaign.updated_at = now
     runs = CampaignRunRepository(session)
     await runs.set_status(
-        [r.id for r in await runs.unfinished(campaign.id)],
-        RunStatus.PAUSED,
-        now=now,
-        expected=[RunStatus.RUNNING],
+        [r.id for r in await runs.unfinished(campaign.id)], run_status, now=now, expected=expected
     )
-    effects.schedule(campaign)
-    await session.flush()
-    return campaign
 
 
 async def resume_campaign(
@@ -517,17 +524,13 @@ async def cancel_campaign(
     campaign = await _get(session, campaign_id)
     if campaign.status in (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED):
         raise ConflictError(f"A {campaign.status} campaign cannot be cancelled", field="id")
-    now = datetime.now(UTC)
-    campaign.status = CampaignStatus.CANCELLED
-    campaign.next_run_at = None
-    campaign.updated_by = actor.user_id
-    campaign.updated_at = now
-    runs = CampaignRunRepository(session)
-    await runs.set_status(
-        [r.id for r in await runs.unfinished(campaign.id)],
+    await _stop(
+        session,
+        campaign,
+        actor,
+        CampaignStatus.CANCELLED,
         RunStatus.CANCELLED,
-        now=now,
-        expected=[RunStatus.RUNNING, RunStatus.PAUSED],
+        [RunStatus.RUNNING, RunStatus.PAUSED],
     )
     effects.schedule(campaign)
     await session.flush()

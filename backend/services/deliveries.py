@@ -29,6 +29,7 @@ from backend.channels.base import (
     ChannelSender,
     OutgoingMessage,
     PermanentChannelError,
+    ProviderTry,
     PushSubscription,
     TransientChannelError,
 )
@@ -51,12 +52,15 @@ from backend.db.repositories.events import (
 from backend.db.repositories.inbox import NewInboxItem
 from backend.db.repositories.templates import TemplateRepository
 from backend.errors import HeraldError, UnavailableError
-from backend.observability import metrics
+from backend.observability import metrics, tracing
 from backend.observability.logs import log_context
 from backend.queues import CHANNEL_QUEUES, TASK_SEND
+from backend.services import digests as digest_service
 from backend.services import inbox as inbox_service
 from backend.services import templates as template_service
+from backend.services.digests import due_at as digest_due_at
 from backend.services.inbox import RedisLivePublisher
+from backend.services.limits import Limits
 from backend.services.preferences import held_until
 from backend.services.users import UserProfile
 
@@ -135,6 +139,11 @@ class UserLookup(Protocol):
     async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]: ...
 
 
+class StatusWebhooks(Protocol):
+    async def notify(self, updates: list[dict[str, Any]]) -> None:
+        """Hand status changes to the registered webhook endpoints (backend.services.webhooks)."""
+
+
 @dataclass
 class DeliveryContext:
     """What dispatch and sending need; one per worker process."""
@@ -147,6 +156,8 @@ class DeliveryContext:
     senders: dict[Channel, ChannelSender] = field(default_factory=dict)
     live: RedisLivePublisher | None = None
     templates: TemplateCache = field(default_factory=lambda: TemplateCache())
+    limits: Limits | None = None
+    webhooks: StatusWebhooks | None = None
 
 
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
@@ -245,6 +256,23 @@ async def dispatch_event(
     if not critical:
         async with ctx.sessionmaker() as session:
             preferences = await PreferenceRepository(session).get_many(user_ids)
+    if envelope.get("digest") and not critical:
+        # A digested type: each user's part waits for their digest (unless they chose instant).
+        collected = {
+            u: when
+            for u in user_ids
+            if (
+                when := digest_due_at(envelope["digest"], envelope["type"], preferences.get(u), now)
+            )
+            is not None
+        }
+        if collected:
+            async with ctx.sessionmaker() as session:
+                await digest_service.collect(session, envelope=envelope, users=collected)
+                await session.commit()
+            user_ids = [u for u in user_ids if u not in collected]
+            if not user_ids:
+                return DispatchSummary(queued=0, skipped=0)
 
     records: list[DeliveryRecord] = []
     queued: dict[Channel, list[str]] = defaultdict(list)
@@ -253,6 +281,30 @@ async def dispatch_event(
     # released hold comes back here marked, and is not held again.
     held: dict[datetime, list[str]] = defaultdict(list)
     check_quiet = not critical and not envelope.get("quiet_released")
+
+    def opted_out(prefs: Any, channel: Channel) -> str | None:
+        if prefs is not None and envelope["type"] in prefs.disabled_event_types:
+            return f"the user opted out of '{envelope['type']}' notifications"
+        if prefs is not None and channel.value in prefs.disabled_channels:
+            return f"the user opted out of the {channel.value} channel"
+        return None
+
+    # Throttles and budgets count what the user would otherwise receive (a released quiet-hours
+    # hold was counted when it was held).
+    limited: dict[str, str] = {}
+    if ctx.limits is not None and not critical and not envelope.get("quiet_released"):
+        throttle = envelope.get("throttle")
+        limited = await ctx.limits.over_limit(
+            event_id=event_id,
+            event_type=envelope["type"],
+            throttle=(int(throttle[0]), int(throttle[1])) if throttle else None,
+            deliveries=[
+                (delivery_id(event_id, u, c), u, c)
+                for u in user_ids
+                for c in channels
+                if opted_out(preferences.get(u), c) is None
+            ],
+        )
     for user_id in user_ids:
         prefs = preferences.get(user_id)
         type_opt_out = prefs is not None and envelope["type"] in prefs.disabled_event_types
@@ -260,16 +312,12 @@ async def dispatch_event(
         if hold is not None and not type_opt_out:
             held[hold].append(user_id)
         for channel in channels:
-            reason = None
-            if type_opt_out:
-                reason = f"the user opted out of '{envelope['type']}' notifications"
-            elif prefs is not None and channel.value in prefs.disabled_channels:
-                reason = f"the user opted out of the {channel.value} channel"
+            did = delivery_id(event_id, user_id, channel)
+            reason = opted_out(prefs, channel) or limited.get(did)
             status = DeliveryStatus.SKIPPED if reason else DeliveryStatus.QUEUED
             note = reason
             if hold is not None and not reason:
                 note = f"held for the user's quiet hours until {hold.isoformat()}"
-            did = delivery_id(event_id, user_id, channel)
             records.append(
                 DeliveryRecord(
                     id=did,
@@ -569,6 +617,7 @@ async def send_batch(
                 html=rendered.html,
                 data=envelope.get("payload") or {},
                 push_subscriptions=tuple(subscriptions.get(record.user_id, ())),
+                critical=bool(envelope.get("critical")),
             )
             stored = Rendered(
                 subject=rendered.subject,
@@ -582,14 +631,21 @@ async def send_batch(
                 return
             started = time.perf_counter()
             try:
-                with log_context(delivery_id=record.id, event_id=envelope["id"]):
+                with (
+                    log_context(delivery_id=record.id, event_id=envelope["id"]),
+                    tracing.span(
+                        f"send {channel.value}", delivery_id=record.id, event_id=envelope["id"]
+                    ),
+                ):
                     result = await ctx.senders[channel].send(message)
             except (TransientChannelError, PermanentChannelError) as exc:
                 # Push errors still name the subscriptions the push service reported gone.
                 expired.extend(getattr(exc, "expired_endpoints", ()))
+                await _record_provider_tries(ctx, record.id, attempt, exc.tries)
                 await fail(record, exc, permanent=isinstance(exc, PermanentChannelError))
                 return
             metrics.observe_send_latency(channel.value, time.perf_counter() - started)
+            await _record_provider_tries(ctx, record.id, attempt, result.failed_tries)
             expired.extend(result.expired_endpoints)
             await history.transition(
                 record.id,
@@ -614,6 +670,25 @@ async def send_batch(
         ctx, envelope, channel, history, retry_ids, dead_letters, attempt, retry_delay
     )
     return outcome
+
+
+async def _record_provider_tries(
+    ctx: DeliveryContext, delivery_id: str, attempt: int, tries: Sequence[ProviderTry]
+) -> None:
+    """Providers that failed this attempt before the next one was tried (failover): one
+    attempt entry each, the delivery staying in ``sending``. Not announced: still sending."""
+    for number, tried in enumerate(tries):
+        following = tries[number + 1].provider if number + 1 < len(tries) else "the next"
+        await ctx.history.transition(
+            delivery_id,
+            DeliveryStatus.SENDING,
+            at=tried.at,
+            expected=frozenset({DeliveryStatus.SENDING}),
+            reason=f"{tried.provider} failed ({tried.error}); trying {following} provider",
+            attempt=Attempt(
+                number=attempt, at=tried.at, provider=tried.provider, error=tried.error
+            ),
+        )
 
 
 async def _deliver_in_app(
@@ -694,3 +769,5 @@ async def announce(ctx: DeliveryContext, updates: list[dict[str, Any]]) -> None:
         return
     if ctx.live is not None:
         await ctx.live.publish_delivery_updates(updates)
+    if ctx.webhooks is not None:
+        await ctx.webhooks.notify(updates)

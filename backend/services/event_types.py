@@ -18,6 +18,8 @@ from backend.db.models import EventType
 from backend.db.repositories.events import EventTypeRepository
 from backend.db.repositories.templates import TemplateRepository
 from backend.errors import ConflictError, NotFoundError, ValidationError
+from backend.services.digests import check_rule as check_digest
+from backend.services.limits import check_window
 from backend.services.templates import template_content
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
@@ -30,6 +32,8 @@ class EventRule:
     channels: tuple[Channel, ...]
     critical: bool
     validator: Draft202012Validator | None
+    throttle: tuple[int, int] | None = None  # (messages, window seconds) per user
+    digest: dict[str, Any] | None = None  # see backend/services/digests.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,8 @@ class EventTypeData:
     template_slug: str | None = None
     channels: Sequence[Channel] = ()
     critical: bool = False
+    throttle: tuple[int, int] | None = None  # at most (messages, per window seconds) per user
+    digest: dict[str, Any] | None = None  # every_seconds | cron, key, template_slug
 
 
 def _validator(schema: dict[str, Any] | None) -> Draft202012Validator | None:
@@ -81,6 +87,10 @@ class RuleCache:
                 channels=tuple(Channel(c) for c in row.channels),
                 critical=row.critical,
                 validator=_validator(row.payload_schema),
+                throttle=(row.throttle_limit, row.throttle_window_seconds)
+                if row.throttle_limit and row.throttle_window_seconds
+                else None,
+                digest=row.digest,
             )
         self._rules[name] = (now + self.ttl, rule)
         return rule
@@ -126,6 +136,16 @@ async def register_event_type(
             ) from exc
     if not data.channels:
         raise ValidationError("Give at least one default channel", field="channels")
+    digest = None
+    if data.digest is not None:
+        digest = check_digest(data.digest)
+        slug = digest.get("template_slug")
+        if slug and await TemplateRepository(session).get_by_slug(slug) is None:
+            raise NotFoundError(f"No template with slug '{slug}'", field="digest.templateSlug")
+    if data.throttle is not None:
+        check_window(
+            *data.throttle, limit_field="throttle.limit", window_field="throttle.windowSeconds"
+        )
     if data.template_slug is None:
         raise ValidationError("Give the default template", field="templateSlug")
     template = await TemplateRepository(session).get_by_slug(data.template_slug)
@@ -148,6 +168,8 @@ async def register_event_type(
     row.template_slug = data.template_slug
     row.channels = list(dict.fromkeys(c.value for c in data.channels))
     row.critical = data.critical
+    row.throttle_limit, row.throttle_window_seconds = data.throttle or (None, None)
+    row.digest = digest
     if existing is None:
         await repo.add(row)
     else:

@@ -30,6 +30,7 @@ from backend.db.models import ScheduledEvent
 from backend.db.repositories.events import ScheduledEventRepository
 from backend.errors import HeraldError, NotFoundError, UnavailableError, ValidationError
 from backend.queues import DISPATCH, TASK_DISPATCH
+from backend.services import rate_limits
 from backend.services.event_types import RuleCache
 from backend.services.templates import LOCALE_RE
 
@@ -111,6 +112,8 @@ async def _prepare(
 
     rule = await rules.rule(session, data.type)
     critical = False
+    throttle = None
+    digest = None
     if rule is not None:
         if rule.validator is not None:
             error = next(
@@ -122,6 +125,8 @@ async def _prepare(
         template_slug = data.template_slug or rule.template_slug
         channels = tuple(data.channels) if data.channels else rule.channels
         critical = rule.critical
+        throttle = rule.throttle
+        digest = rule.digest if not data.template_slug else None
     else:
         if not data.template_slug or not data.channels:
             raise ValidationError(
@@ -165,6 +170,8 @@ async def _prepare(
         "channels": list(dict.fromkeys(c.value for c in channels)),
         "locale": data.locale,
         "critical": critical,
+        "throttle": list(throttle) if throttle else None,
+        "digest": digest if not critical else None,
         "created_at": now.isoformat(),
         "send_at": due_at.isoformat() if due_at else None,
         "actor": actor.user_id,
@@ -229,6 +236,9 @@ async def accept_event(
     session: AsyncSession, *, actor: Principal, data: EventData, ingestion: Ingestion
 ) -> Accepted:
     """Validate one event and hand it over; see the module docstring for when it is accepted."""
+    await rate_limits.check_event_rate(
+        ingestion.redis, settings=ingestion.settings, caller=actor.user_id, events=1
+    )
     prepared = await _prepare(session, actor=actor, data=data, rules=ingestion.rules)
     duplicate = await _claim(ingestion, actor, prepared)
     if duplicate is not None:
@@ -250,6 +260,9 @@ async def accept_events(
     """
     if len(items) > MAX_EVENTS_PER_CALL:
         raise ValidationError(f"At most {MAX_EVENTS_PER_CALL} events per call", field="inputs")
+    await rate_limits.check_event_rate(
+        ingestion.redis, settings=ingestion.settings, caller=actor.user_id, events=len(items)
+    )
     results: list[Accepted | HeraldError | None] = [None] * len(items)
     prepared: dict[int, _Prepared] = {}
     for i, data in enumerate(items):

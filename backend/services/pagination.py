@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from backend.errors import ValidationError
@@ -39,6 +41,23 @@ def decode_cursor(kind: str, cursor: str | None) -> str | None:
     if prefix != kind or not sep:
         raise ValidationError("The cursor is not valid", field="after")
     return value
+
+
+def encode_time_cursor(kind: str, at: datetime, ident: uuid.UUID) -> str:
+    """A cursor for rows ordered by (a time, an id), newest first."""
+    return encode_cursor(kind, f"{at.isoformat()}|{ident}")
+
+
+def decode_time_cursor(kind: str, cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """The (time, id) a cursor from :func:`encode_time_cursor` stands for."""
+    raw = decode_cursor(kind, cursor)
+    if raw is None:
+        return None
+    try:
+        stamp, _, ident = raw.partition("|")
+        return datetime.fromisoformat(stamp), uuid.UUID(ident)
+    except ValueError as exc:
+        raise ValidationError("The cursor is not valid", field="after") from exc
 
 
 def check_page_size(first: int) -> int:

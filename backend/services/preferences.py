@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +16,7 @@ from backend.channels import Channel
 from backend.db.models import UserPreferences
 from backend.db.repositories.events import PreferenceRepository, PushSubscriptionRepository
 from backend.errors import ForbiddenError, ValidationError
+from backend.services.digests import CADENCES
 
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
@@ -59,6 +60,7 @@ class Preferences:
     disabled_event_types: list[str]
     quiet_hours: QuietHours | None = None
     timezone: str | None = None
+    digest_cadence: dict[str, str] = field(default_factory=dict)
 
 
 def quiet_hours_of(row: UserPreferences | None) -> QuietHours | None:
@@ -91,6 +93,7 @@ def _preferences(subject: str, row: UserPreferences | None) -> Preferences:
         list(row.disabled_event_types),
         quiet_hours_of(row),
         row.timezone,
+        dict(row.digest_cadence or {}),
     )
 
 
@@ -119,6 +122,7 @@ async def set_preferences(
     disabled_event_types: Sequence[str],
     quiet_hours: QuietHours | Keep | None = KEEP,
     timezone: str | Keep | None = KEEP,
+    digest_cadence: dict[str, str] | Keep = KEEP,
 ) -> Preferences:
     """Replace a user's opt-outs; change quiet hours and time zone when given (None clears
     them). Critical event types (password resets) ignore all of these."""
@@ -140,6 +144,13 @@ async def set_preferences(
         extra["quiet_end"] = quiet_hours.end if quiet_hours else None
     if not isinstance(timezone, Keep):
         extra["timezone"] = timezone
+    if not isinstance(digest_cadence, Keep):
+        bad = [c for c in digest_cadence.values() if c not in CADENCES]
+        if bad or len(digest_cadence) > 200:
+            raise ValidationError(
+                f"A digest cadence is one of {', '.join(CADENCES)}", field="digestCadence"
+            )
+        extra["digest_cadence"] = dict(digest_cadence)
     row = await PreferenceRepository(session).upsert(
         subject, disabled_channels=channels, disabled_event_types=types, **extra
     )

@@ -4,30 +4,228 @@ The rendering context is the same everywhere: ``user`` (the profile from the aut
 ``payload`` (the event's or campaign's variables) and ``event`` (``id``, ``type``, ``created_at``).
 Undefined variables are errors (never an empty string in a customer's inbox), HTML bodies are
 autoescaped, and attribute access that could escape the sandbox is refused at render time.
+
+Templates are written by managers, so a template is treated as hostile input. Each render has
+a budget, and going over it is a :class:`TemplateRenderError`, never a stuck or bloated worker:
+
+* **steps**: loop iterations, calls (macros included) and filter applications, at most
+  ``MAX_STEPS`` per render: nested loops and branching recursion stop there;
+* **time**: ``MAX_RENDER_SECONDS`` of wall time, checked as steps are taken;
+* **size**: the output at most ``MAX_OUTPUT_CHARS``; everything produced on the way (macro
+  bodies, ``{% set %}`` blocks, loop bodies) at most ``MAX_PRODUCED_CHARS``; every value a
+  call, filter, ``+``, ``*`` or ``~`` makes at most ``MAX_OUTPUT_CHARS``, checked *before* the
+  big ones are built (repetition, padding widths, ``replace``, ``join``, format widths);
+* **depth**: nesting too deep for the parser or recursion too deep for Python is refused
+  (at save for syntax, at render for recursion).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import StrictUndefined, TemplateError, meta, nodes
 from jinja2 import TemplateSyntaxError as JinjaSyntaxError
 from jinja2 import UndefinedError as JinjaUndefinedError
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import Macro, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from backend.errors import TemplateRenderError, TemplateSyntaxError
 
 MAX_OUTPUT_CHARS = 512_000
+MAX_PRODUCED_CHARS = 4 * MAX_OUTPUT_CHARS
+MAX_STEPS = 200_000
+MAX_RENDER_SECONDS = 2.0
+MAX_RANGE = 10_000
+RESERVED_PREFIX = "_herald"
+
+# A width or precision of six digits or more in a format string: "%1000000s", "{:>999999}".
+_WIDE_PRINTF = re.compile(r"%(\([^)]*\))?[-#0 +]*(\*|\d{6,}|\.\d{6,}|\.\*)")
+_WIDE_FORMAT = re.compile(r"\{[^{}]*:[^{}]*(\d{6,}|\{)")
+
+
+@dataclass(slots=True)
+class _Budget:
+    deadline: float
+    steps: int = 0
+    produced: int = 0
+
+    def step(self, count: int = 1) -> None:
+        self.steps += count
+        if self.steps > MAX_STEPS:
+            raise SecurityError(
+                f"the template takes more than {MAX_STEPS} steps (loop iterations, calls, filters)"
+            )
+        if self.steps & 255 == 0 and time.monotonic() > self.deadline:
+            raise SecurityError(f"rendering took longer than {MAX_RENDER_SECONDS:g} s")
+
+    def produce(self, chars: int) -> None:
+        self.produced += chars
+        if self.produced > MAX_PRODUCED_CHARS:
+            raise SecurityError(
+                f"the template produces more than {MAX_PRODUCED_CHARS} characters on the way"
+            )
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("herald_template_budget", default=None)
+
+
+def _step(count: int = 1) -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.step(count)
+
+
+def _check_size(value: Any) -> Any:
+    if isinstance(value, str | list | tuple | dict) and len(value) > MAX_OUTPUT_CHARS:
+        raise SecurityError(f"a value larger than {MAX_OUTPUT_CHARS} items or characters")
+    return value
+
+
+def _check_arguments(args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
+    # Widths, counts and sizes given to str methods and filters ("x".center(10**9),
+    # "x"|indent(10**9), items|batch(10**9, "")): refused before anything is allocated.
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_OUTPUT_CHARS:
+            raise SecurityError(f"an argument larger than {MAX_OUTPUT_CHARS}")
+
+
+def _check_replace(text: Any, old: Any, new: Any) -> None:
+    text, old, new = str(text), str(old), str(new)
+    count = text.count(old) if old else len(text) + 1
+    if len(text) + count * max(0, len(new) - len(old)) > MAX_OUTPUT_CHARS:
+        raise SecurityError(f"replace() would make more than {MAX_OUTPUT_CHARS} characters")
+
+
+def _materialise(items: Any, separator: Any) -> list[Any]:
+    values = list(items)
+    _step(len(values))
+    size = sum(len(str(v)) for v in values) + len(str(separator)) * max(0, len(values) - 1)
+    if size > MAX_OUTPUT_CHARS:
+        raise SecurityError(f"join() would make more than {MAX_OUTPUT_CHARS} characters")
+    return values
+
+
+def _check_format_string(text: Any, *, printf: bool) -> None:
+    if isinstance(text, str) and (_WIDE_PRINTF if printf else _WIDE_FORMAT).search(text):
+        raise SecurityError("format widths of 100000 and more are not allowed in templates")
+
+
+def _guard_loop(iterable: Any) -> Iterator[Any]:
+    """Wraps every ``{% for %}``: each iteration is a step."""
+    for item in iterable:
+        _step()
+        yield item
+
+
+def _guard_body(literal_chars: int) -> str:
+    """Opens every loop and macro body: counts the literal text it is about to produce."""
+    budget = _budget.get()
+    if budget is not None:
+        budget.produce(literal_chars)
+    return ""
+
+
+def _guard_emit(value: Any) -> Any:
+    """Wraps every ``{{ expression }}``: counts what it produces, wherever it goes."""
+    budget = _budget.get()
+    if budget is not None:
+        budget.produce(len(value) if isinstance(value, str) else 16)
+    return value
+
+
+def _guarded_concat(join: Callable[[Iterable[Any]], str]) -> Callable[..., str]:
+    def concat(*parts: Any) -> str:
+        strings = [p if isinstance(p, str) else str(p) for p in parts]
+        if sum(len(p) for p in strings) > MAX_OUTPUT_CHARS:
+            raise SecurityError(f"'~' would make more than {MAX_OUTPUT_CHARS} characters")
+        return join(parts)
+
+    return concat
+
+
+def _literal_chars(body: list[nodes.Node]) -> int:
+    """Literal text in a body, not counting nested loops and macros (they count their own)."""
+    total = 0
+    stack: list[nodes.Node] = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, nodes.TemplateData):
+            total += len(node.data)
+        elif not isinstance(node, nodes.For | nodes.Macro | nodes.CallBlock):
+            stack.extend(node.iter_child_nodes())
+    return total
+
+
+def _guard(name: str, *args: nodes.Expr, lineno: int) -> nodes.Call:
+    return nodes.Call(
+        nodes.Name(name, "load", lineno=lineno), list(args), [], None, None, lineno=lineno
+    )
+
+
+class _Instrument(NodeTransformer):
+    """Rewrites a parsed template so that rendering keeps to the budget (see the module doc)."""
+
+    def visit_Name(self, node: nodes.Name) -> nodes.Node:
+        if node.name.startswith(RESERVED_PREFIX):
+            raise JinjaSyntaxError(
+                f"names starting with '{RESERVED_PREFIX}' are reserved", node.lineno
+            )
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return _guard("_herald_concat", *node.nodes, lineno=node.lineno)
+
+    def visit_Output(self, node: nodes.Output) -> nodes.Node:
+        self.generic_visit(node)
+        node.nodes = [
+            n
+            if isinstance(n, nodes.TemplateData)
+            else _guard("_herald_emit", cast(nodes.Expr, n), lineno=n.lineno)
+            for n in node.nodes
+        ]
+        return node
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        chars = _literal_chars(node.body)
+        self.generic_visit(node)
+        node.iter = _guard("_herald_loop", cast(nodes.Expr, node.iter), lineno=node.lineno)
+        node.body.insert(0, self._body_guard(chars, node.lineno))
+        return node
+
+    def visit_Macro(self, node: nodes.Macro) -> nodes.Node:
+        chars = _literal_chars(node.body)
+        self.generic_visit(node)
+        node.body.insert(0, self._body_guard(chars, node.lineno))
+        return node
+
+    @staticmethod
+    def _body_guard(chars: int, lineno: int) -> nodes.Output:
+        return nodes.Output(
+            [_guard("_herald_body", nodes.Const(chars, lineno=lineno), lineno=lineno)],
+            lineno=lineno,
+        )
 
 
 class _HeraldSandbox(ImmutableSandboxedEnvironment):
-    # A template can still build huge ranges; keep loops bounded.
-    intercepted_binops = frozenset(["**", "*"])
+    intercepted_binops = frozenset(["**", "*", "+", "%"])
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = _Instrument().visit(super()._parse(source, name, filename))
+        assert isinstance(tree, nodes.Template)
+        return tree
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _step()
         if operator == "**" and isinstance(right, int) and right > 64:
             raise SecurityError("exponent too large")
         if operator == "*":
@@ -38,7 +236,60 @@ class _HeraldSandbox(ImmutableSandboxedEnvironment):
                     and len(seq) * times > MAX_OUTPUT_CHARS
                 ):
                     raise SecurityError("the result of a repetition is too large")
-        return super().call_binop(context, operator, left, right)
+        if (
+            operator == "+"
+            and isinstance(left, str | list | tuple)
+            and isinstance(right, str | list | tuple)
+            and len(left) + len(right) > MAX_OUTPUT_CHARS
+        ):
+            raise SecurityError("the result of '+' is too large")
+        if operator == "%" and isinstance(left, str):
+            _check_format_string(left, printf=True)
+            _check_arguments(right if isinstance(right, tuple) else (right,), {})
+        return _check_size(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _step()
+        if not isinstance(__obj, Macro) and not any(__obj is f for f in _OWN_FUNCTIONS):
+            _check_arguments(args, kwargs)
+            target = getattr(__obj, "__wrapped__", __obj)
+            owner = getattr(target, "__self__", None)
+            method = getattr(target, "__name__", "")
+            if isinstance(owner, str):
+                if method == "replace" and len(args) >= 2:
+                    _check_replace(owner, args[0], args[1])
+                elif method == "join" and args:
+                    args = (_materialise(args[0], owner), *args[1:])
+                elif method in ("format", "format_map"):
+                    _check_format_string(owner, printf=False)
+        return _check_size(super().call(__context, __obj, *args, **kwargs))
+
+
+def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    # Filters are called directly by compiled templates, not through ``call``.
+    takes_context = hasattr(func, "jinja_pass_arg")
+
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _step()
+        value_at = 1 if takes_context else 0
+        value, extra = args[value_at], args[value_at + 1 :]
+        _check_arguments(extra, kwargs)
+        if name == "replace" and len(extra) >= 2:
+            _check_replace(value, extra[0], extra[1])
+        elif name == "join":
+            separator = extra[0] if extra else kwargs.get("d", "")
+            args = (*args[:value_at], _materialise(value, separator), *extra)
+        elif name == "format":
+            _check_format_string(value, printf=True)
+        elif name == "indent" and isinstance(value, str):
+            width = extra[0] if extra else kwargs.get("width", 4)
+            per_line = len(width) if isinstance(width, str) else int(width)
+            if len(value) + (value.count("\n") + 1) * per_line > MAX_OUTPUT_CHARS:
+                raise SecurityError(f"indent() would make more than {MAX_OUTPUT_CHARS} characters")
+        return _check_size(func(*args, **kwargs))
+
+    return guarded
 
 
 _text_env = _HeraldSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -49,13 +300,28 @@ _html_env.globals.clear()
 
 def _bounded_range(*args: int) -> range:
     r = range(*args)
-    if len(r) > 10_000:
-        raise SecurityError("range() is limited to 10000 items in templates")
+    if len(r) > MAX_RANGE:
+        raise SecurityError(f"range() is limited to {MAX_RANGE} items in templates")
     return r
 
 
-_text_env.globals["range"] = _bounded_range
-_html_env.globals["range"] = _bounded_range
+_OWN_FUNCTIONS: tuple[Callable[..., Any], ...] = (
+    _bounded_range,
+    _guard_loop,
+    _guard_body,
+    _guard_emit,
+)
+_CONCAT = {_text_env: _guarded_concat(str_join), _html_env: _guarded_concat(markup_join)}
+for _environment in (_text_env, _html_env):
+    _environment.globals.update(
+        range=_bounded_range,
+        _herald_loop=_guard_loop,
+        _herald_body=_guard_body,
+        _herald_emit=_guard_emit,
+        _herald_concat=_CONCAT[_environment],
+    )
+    _environment.filters = {k: _guard_filter(k, f) for k, f in _environment.filters.items()}
+_OWN_FUNCTIONS += tuple(_CONCAT.values())
 
 
 def _env(html: bool) -> ImmutableSandboxedEnvironment:
@@ -81,6 +347,11 @@ def check_syntax(source: str, *, field: str, html: bool = False) -> None:
             f"Syntax error in {field} at line {exc.lineno}: {exc.message}",
             field=field,
             line=exc.lineno,
+        ) from exc
+    except (RecursionError, MemoryError) as exc:
+        # Thousands of nested brackets or blocks exhaust the parser's recursion.
+        raise TemplateSyntaxError(
+            f"{field} is nested too deeply to be compiled", field=field
         ) from exc
 
 
@@ -169,12 +440,16 @@ def _line_of(exc: BaseException) -> int | None:
 def _render_bounded(template: Any, context: Mapping[str, Any]) -> str:
     out: list[str] = []
     size = 0
-    chunks: Iterator[str] = template.generate(context)
-    for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_OUTPUT_CHARS:
-            raise SecurityError(f"output is larger than {MAX_OUTPUT_CHARS} characters")
-        out.append(chunk)
+    token = _budget.set(_Budget(deadline=time.monotonic() + MAX_RENDER_SECONDS))
+    try:
+        chunks: Iterator[str] = template.generate(context)
+        for chunk in chunks:
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise SecurityError(f"output is larger than {MAX_OUTPUT_CHARS} characters")
+            out.append(chunk)
+    finally:
+        _budget.reset(token)
     return "".join(out)
 
 
@@ -202,7 +477,13 @@ def render(source: str, context: Mapping[str, Any], *, field: str, html: bool = 
         raise TemplateRenderError(
             f"{field} could not be rendered: {exc.message}", field=field, line=_line_of(exc)
         ) from exc
-    except (TypeError, ValueError, ArithmeticError, OverflowError, RecursionError) as exc:
+    except RecursionError as exc:
+        raise TemplateRenderError(
+            f"{field} recurses too deeply (a macro calling itself without end?)", field=field
+        ) from exc
+    except MemoryError as exc:
+        raise TemplateRenderError(f"{field} needs too much memory to render", field=field) from exc
+    except (TypeError, ValueError, ArithmeticError, OverflowError) as exc:
         raise TemplateRenderError(
             f"{field} could not be rendered: {exc}", field=field, line=_line_of(exc)
         ) from exc

@@ -14,6 +14,8 @@ from backend.queues import (
     TASK_CAMPAIGN_FIRE,
     TASK_DISPATCH,
     TASK_RELEASE_DUE,
+    TASK_WEBHOOK_DELIVER,
+    WEBHOOKS,
     WORK_QUEUE_ARGUMENTS,
     WORK_QUEUES,
 )
@@ -21,7 +23,11 @@ from backend.queues import (
 
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("herald", broker=settings.rabbitmq_url, include=["backend.workers.tasks"])
+    app = Celery(
+        "herald",
+        broker=settings.rabbitmq_url,
+        include=["backend.workers.tasks", "backend.workers.webhook_tasks"],
+    )
     app.conf.update(
         task_queues=[
             Queue(
@@ -40,6 +46,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
             TASK_RELEASE_DUE: {"queue": MAINTENANCE, "routing_key": MAINTENANCE},
             TASK_CAMPAIGN_FIRE: {"queue": CAMPAIGNS, "routing_key": CAMPAIGNS},
             TASK_CAMPAIGN_FAN_OUT: {"queue": CAMPAIGNS, "routing_key": CAMPAIGNS},
+            TASK_WEBHOOK_DELIVER: {"queue": WEBHOOKS, "routing_key": WEBHOOKS},
         },
         # A message is acknowledged only after its task ran; a worker that dies mid-task
         # leaves it to be redelivered.

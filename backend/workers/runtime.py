@@ -24,7 +24,9 @@ from backend.db.history.factory import create_history_store
 from backend.db.session import create_engine, create_sessionmaker
 from backend.services.deliveries import BrokerDeliveryQueue, DeliveryContext
 from backend.services.inbox import RedisLivePublisher
+from backend.services.limits import Limits
 from backend.services.users import UserDirectory
+from backend.services.webhooks import BrokerWebhookQueue, WebhookNotifier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,7 +66,7 @@ class WorkerRuntime:
         self.history = create_history_store(s, self.engine)
         await self.history.start()
         self.users = UserDirectory(s, self.http, self.redis)
-        senders = build_senders(s)
+        senders = build_senders(s, redis=self.redis)
         for sender in senders.values():
             await sender.start()
         self.context = DeliveryContext(
@@ -75,6 +77,12 @@ class WorkerRuntime:
             users=self.users,
             senders=senders,
             live=RedisLivePublisher(self.redis),
+            limits=Limits(self.redis, sessionmaker),
+            webhooks=WebhookNotifier(
+                sessionmaker=sessionmaker,
+                queue=BrokerWebhookQueue(self.broker),
+                cache_seconds=s.webhook_cache_seconds,
+            ),
         )
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from backend.queues import (
     TASK_RELEASE_DUE,
     TASK_SEND,
 )
-from backend.services import campaigns, deliveries, events
+from backend.services import campaigns, deliveries, digests, events
 from backend.workers.celery_app import celery_app
 from backend.workers.runtime import get_runtime, shutdown_runtime
 
@@ -119,6 +119,7 @@ def release_due(self: Task) -> int:
         settings = runtime.context.settings
         async with runtime.context.sessionmaker() as session:
             count = await events.release_due_events(session, broker=broker)
+            count += await digests.release_due_digests(session, broker=broker)
             stalled = await campaigns.stalled_runs(
                 session, stall=timedelta(seconds=settings.campaign_stall_seconds)
             )

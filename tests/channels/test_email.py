@@ -40,8 +40,11 @@ async def test_email_arrives_with_subject_text_html_and_headers(smtp_server: Smt
     text = mail.get_body(preferencelist=("plain",))
     html = mail.get_body(preferencelist=("html",))
     assert text is not None and html is not None
-    assert text.get_content().strip() == "Hello Ada, thanks for joining."
-    assert html.get_content().strip() == "<p>Hello <b>Ada</b></p>"
+    # The content, then the unsubscribe footer every non-critical email carries.
+    plain = text.get_content().replace("\r\n", "\n")
+    assert plain.startswith("Hello Ada, thanks for joining.\n\n--\n")
+    assert html.get_content().startswith("<p>Hello <b>Ada</b></p><p ")
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
 async def test_message_without_html_is_plain_text_and_survives_a_multiline_subject(
@@ -54,7 +57,11 @@ async def test_message_without_html_is_plain_text_and_survives_a_multiline_subje
     [mail] = smtp_server.recorder.messages
     assert mail.get_content_type() == "text/plain"
     assert mail["Subject"] == "Two lines"
-    assert mail.get_content().strip() == "Hello Ada, thanks for joining."
+    assert (
+        mail.get_content()
+        .replace("\r\n", "\n")
+        .startswith("Hello Ada, thanks for joining.\n\n--\n")
+    )
 
 
 async def test_user_without_email_is_permanent(smtp_server: SmtpServer) -> None:

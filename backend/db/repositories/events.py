@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import (
     DeadLetter,
+    DeliveryBudget,
+    DigestItem,
     EventType,
     PushSubscriptionRow,
     ScheduledEvent,
@@ -39,8 +41,8 @@ class PreferenceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, user_id: str) -> UserPreferences | None:
-        return await self.session.get(UserPreferences, user_id)
+    async def get(self, user_id: str, *, for_update: bool = False) -> UserPreferences | None:
+        return await self.session.get(UserPreferences, user_id, with_for_update=for_update)
 
     async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserPreferences]:
         if not user_ids:
@@ -200,3 +202,88 @@ class DeadLetterRepository:
             await self.session.execute(
                 delete(DeadLetter).where(DeadLetter.delivery_id.in_(delivery_ids))
             )
+
+
+class BudgetRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def all(self) -> list[DeliveryBudget]:
+        stmt = select(DeliveryBudget).order_by(DeliveryBudget.channel)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def upsert(
+        self,
+        *,
+        channel: str,
+        max_deliveries: int,
+        window_seconds: int,
+        updated_by: str,
+        at: datetime,
+    ) -> DeliveryBudget:
+        values = {
+            "max_deliveries": max_deliveries,
+            "window_seconds": window_seconds,
+            "updated_by": updated_by,
+            "updated_at": at,
+        }
+        stmt = (
+            insert(DeliveryBudget)
+            .values(channel=channel, **values)
+            .on_conflict_do_update(index_elements=[DeliveryBudget.channel], set_=values)
+            .returning(DeliveryBudget)
+        )
+        row = (await self.session.execute(stmt)).scalar_one()
+        await self.session.refresh(row)
+        return row
+
+    async def delete(self, channel: str) -> bool:
+        result = await self.session.execute(
+            delete(DeliveryBudget).where(DeliveryBudget.channel == channel)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class DigestRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, items: Sequence[DigestItem]) -> None:
+        """Store items; an (event, user) already collected is left as it is."""
+        if not items:
+            return
+        stmt = (
+            insert(DigestItem)
+            .values(
+                [
+                    {
+                        "event_type": i.event_type,
+                        "user_id": i.user_id,
+                        "digest_key": i.digest_key,
+                        "due_at": i.due_at,
+                        "event_id": i.event_id,
+                        "envelope": i.envelope,
+                        "payload": i.payload,
+                        "created_at": i.created_at,
+                    }
+                    for i in items
+                ]
+            )
+            .on_conflict_do_nothing(constraint="uq_digest_items_event_user")
+        )
+        await self.session.execute(stmt)
+
+    async def take_due(self, now: datetime, limit: int) -> list[DigestItem]:
+        """Lock due items; concurrent releasers skip each other's rows."""
+        stmt = (
+            select(DigestItem)
+            .where(DigestItem.due_at <= now)
+            .order_by(DigestItem.due_at, DigestItem.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def delete(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self.session.execute(delete(DigestItem).where(DigestItem.id.in_(ids)))

@@ -1,0 +1,68 @@
+"""Queries on webhook endpoints and their delivery log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.db.models import WebhookDelivery, WebhookEndpoint
+
+
+class WebhookEndpointRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+        self.session.add(endpoint)
+        await self.session.flush()
+        await self.session.refresh(endpoint)
+        return endpoint
+
+    async def get(self, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
+        return await self.session.get(WebhookEndpoint, endpoint_id)
+
+    async def all(self) -> list[WebhookEndpoint]:
+        stmt = select(WebhookEndpoint).order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def active(self) -> list[WebhookEndpoint]:
+        stmt = select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True))
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def delete(self, endpoint_id: uuid.UUID) -> bool:
+        stmt = delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+        result = await self.session.execute(stmt)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class WebhookDeliveryRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, row: WebhookDelivery) -> None:
+        self.session.add(row)
+        await self.session.flush()
+
+    async def page(
+        self,
+        *,
+        endpoint_id: uuid.UUID,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[WebhookDelivery]:
+        """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
+        stmt = (
+            select(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint_id)
+            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+        )
+        if after is not None:
+            created_at, last_id = after
+            stmt = stmt.where(
+                (WebhookDelivery.created_at < created_at)
+                | ((WebhookDelivery.created_at == created_at) & (WebhookDelivery.id < last_id))
+            )
+        return list((await self.session.execute(stmt.limit(limit))).scalars())

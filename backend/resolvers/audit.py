@@ -1,0 +1,38 @@
+"""Resolvers for the audit log (admins only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth import Principal, Role
+from backend.resolvers.units import read
+from backend.schema.audit import AuditEntry, AuditEntryConnection, AuditEntryEdge, AuditFilter
+from backend.schema.common import PageInfo
+from backend.schema.context import Context
+from backend.services import audit as audit_service
+
+Info = strawberry.Info[Context, Any]
+ADMINS = frozenset({Role.ADMIN})
+
+
+async def audit_log(
+    info: Info, filter: AuditFilter | None = None, first: int = 20, after: str | None = None
+) -> AuditEntryConnection:
+    criteria = audit_service.AuditFilter(
+        actor=filter.actor if filter else None,
+        operation=filter.operation if filter else None,
+        since=filter.since if filter else None,
+        until=filter.until if filter else None,
+    )
+
+    async def work(session: AsyncSession, _: Principal) -> AuditEntryConnection:
+        page = await audit_service.list_entries(session, filter=criteria, first=first, after=after)
+        return AuditEntryConnection(
+            edges=[AuditEntryEdge(cursor=c, node=AuditEntry.from_model(r)) for c, r in page.items],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
+
+    return await read(info, ADMINS, work)

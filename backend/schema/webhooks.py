@@ -1,0 +1,210 @@
+"""GraphQL types for status webhooks and provider health (admins)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+
+from backend.channels import Channel
+from backend.channels.failover import BreakerState
+from backend.channels.failover import ProviderHealth as ProviderHealthData
+from backend.db.models import WebhookDelivery as WebhookDeliveryModel
+from backend.db.models import WebhookEndpoint as WebhookEndpointModel
+from backend.schema.common import PageInfo
+from backend.schema.errors import (
+    ForbiddenError,
+    NotFoundError,
+    UnauthenticatedError,
+    UnavailableError,
+    ValidationError,
+)
+from backend.schema.events import DeliveryStatus
+
+strawberry.enum(
+    BreakerState,
+    name="ProviderBreakerState",
+    description=(
+        "A provider's circuit breaker: CLOSED (in use), OPEN (skipped after failures in a "
+        "row, until `openUntil`), HALF_OPEN (the next send probes it)."
+    ),
+)
+
+
+@strawberry.type(description="An endpoint that receives delivery status changes, signed.")
+class WebhookEndpoint:
+    id: strawberry.ID
+    url: str
+    secret: str = strawberry.field(
+        description=(
+            "The HMAC-SHA256 key of the `Herald-Signature` header (see the README). Admins only."
+        )
+    )
+    description: str
+    event_types: list[str] = strawberry.field(
+        description="Only changes of these event types; empty means all."
+    )
+    statuses: list[DeliveryStatus] = strawberry.field(
+        description="Only changes to these statuses; empty means all."
+    )
+    active: bool
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_model(cls, row: WebhookEndpointModel) -> WebhookEndpoint:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            url=row.url,
+            secret=row.secret,
+            description=row.description,
+            event_types=list(row.event_types),
+            statuses=[DeliveryStatus(s) for s in row.statuses],
+            active=row.active,
+            created_by=row.created_by,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+@strawberry.input(description="A new webhook endpoint.")
+class WebhookEndpointInput:
+    url: str = strawberry.field(description="Where to POST (https; http outside production).")
+    secret: str | None = strawberry.field(
+        default=None, description="The signing key (16-200 characters); made for you if left out."
+    )
+    description: str = ""
+    event_types: list[str] = strawberry.field(
+        default_factory=list, description="Only changes of these event types; empty means all."
+    )
+    statuses: list[DeliveryStatus] = strawberry.field(
+        default_factory=list, description="Only changes to these statuses; empty means all."
+    )
+    active: bool = True
+
+
+@strawberry.input(description="Changes to a webhook endpoint: fields left out stay as they are.")
+class WebhookEndpointPatch:
+    url: str | None = None
+    secret: str | None = None
+    description: str | None = None
+    event_types: list[str] | None = None
+    statuses: list[DeliveryStatus] | None = None
+    active: bool | None = None
+
+
+@strawberry.type(description="One attempt to POST a batch of status changes to an endpoint.")
+class WebhookDelivery:
+    id: strawberry.ID
+    endpoint_id: strawberry.ID
+    message_id: str = strawberry.field(
+        description="The `Herald-Webhook-Id` header: the same on every retry of a message."
+    )
+    attempt: int
+    succeeded: bool
+    response_status: int | None = strawberry.field(
+        description="The endpoint's HTTP status, if it answered."
+    )
+    error: str | None
+    duration_ms: int
+    update_count: int = strawberry.field(description="Status changes in the message.")
+    next_retry_at: datetime | None = strawberry.field(
+        description="When the next attempt is due; null after a success or the last attempt."
+    )
+    attempted_at: datetime
+
+    @classmethod
+    def from_model(cls, row: WebhookDeliveryModel) -> WebhookDelivery:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            endpoint_id=strawberry.ID(str(row.endpoint_id)),
+            message_id=row.message_id,
+            attempt=row.attempt,
+            succeeded=row.succeeded,
+            response_status=row.response_status,
+            error=row.error,
+            duration_ms=row.duration_ms,
+            update_count=row.update_count,
+            next_retry_at=row.next_retry_at,
+            attempted_at=row.created_at,
+        )
+
+
+@strawberry.type
+class WebhookDeliveryEdge:
+    cursor: str
+    node: WebhookDelivery
+
+
+@strawberry.type(description="An endpoint's delivery attempts, newest first.")
+class WebhookDeliveryConnection:
+    edges: list[WebhookDeliveryEdge]
+    page_info: PageInfo
+
+
+@strawberry.type(description="The endpoint was deleted, with its delivery log.")
+class WebhookEndpointDeleted:
+    id: strawberry.ID
+
+
+@strawberry.type(description="A provider failure, as its circuit breaker recorded it.")
+class ProviderFailure:
+    at: datetime
+    error: str
+
+
+@strawberry.type(description="One provider of a channel with failover, and its circuit breaker.")
+class ProviderHealth:
+    channel: Channel
+    provider: str
+    priority: int = strawberry.field(description="1 is tried first.")
+    state: BreakerState
+    consecutive_failures: int
+    open_until: datetime | None = strawberry.field(
+        description="While open, skipped until then; after it one send probes the provider."
+    )
+    last_failure_at: datetime | None
+    last_error: str | None
+    last_success_at: datetime | None = strawberry.field(
+        description="The last success after a failure (successes in a row are not written)."
+    )
+    recent_failures: list[ProviderFailure] = strawberry.field(
+        description="The latest failures, newest first (up to 10)."
+    )
+
+    @classmethod
+    def from_data(cls, data: ProviderHealthData) -> ProviderHealth:
+        return cls(
+            channel=data.channel,
+            provider=data.provider,
+            priority=data.priority,
+            state=data.state,
+            consecutive_failures=data.consecutive_failures,
+            open_until=data.open_until,
+            last_failure_at=data.last_failure_at,
+            last_error=data.last_error,
+            last_success_at=data.last_success_at,
+            recent_failures=[ProviderFailure(at=f.at, error=f.error) for f in data.recent_failures],
+        )
+
+
+WebhookEndpointResult = Annotated[
+    WebhookEndpoint
+    | ValidationError
+    | NotFoundError
+    | UnauthenticatedError
+    | ForbiddenError
+    | UnavailableError,
+    strawberry.union("WebhookEndpointResult"),
+]
+
+DeleteWebhookEndpointResult = Annotated[
+    WebhookEndpointDeleted
+    | NotFoundError
+    | UnauthenticatedError
+    | ForbiddenError
+    | UnavailableError,
+    strawberry.union("DeleteWebhookEndpointResult"),
+]

@@ -1,0 +1,166 @@
+"""Digests: events of a digested type are collected per user (and key) and sent as one message.
+
+An event type's digest rule is a window: ``every_seconds`` (fixed windows aligned to the epoch)
+or ``cron`` (read in each user's time zone: "0 9 * * *" is 09:00 wherever the user is), with an
+optional ``key`` (a payload path, e.g. ``series.id``: one digest per key) and ``template_slug``
+(what the digest renders with; the type's template otherwise). Each user may choose their own
+cadence per event type in their preferences: ``instant`` (no digest), ``hourly``, ``daily``
+(09:00) or ``weekly`` (Monday 09:00), in their time zone. Critical events are never collected.
+
+Collecting writes one row per (event, user) to PostgreSQL; ``release_due_digests`` (run every
+second by beat) turns each due (type, user, key, time) group into one event whose payload is
+``{"events": [payload, ...], "count": n, "key": key}``, with an id derived from the group, so a
+release done twice dispatches nothing twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.broker import Broker
+from backend.db.models import DigestItem, UserPreferences
+from backend.db.repositories.events import DigestRepository
+from backend.errors import ValidationError
+from backend.queues import DISPATCH, TASK_DISPATCH
+
+_NAMESPACE = uuid.UUID("3c0e9a57-1b4f-4e6a-8d2c-7f5b9e1a2d34")
+CADENCES = ("instant", "hourly", "daily", "weekly")
+_CADENCE_CRON = {"hourly": "0 * * * *", "daily": "0 9 * * *", "weekly": "0 9 * * 1"}
+MAX_EVENTS_PER_DIGEST = 100
+
+
+def check_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A digest rule as stored, or a ValidationError naming the field."""
+    every = rule.get("every_seconds")
+    cron = rule.get("cron")
+    if (every is None) == (cron is None):
+        raise ValidationError("A digest has everySeconds or cron (one of them)", field="digest")
+    if every is not None and not 60 <= int(every) <= 31 * 86_400:
+        raise ValidationError("A digest window is 60 s to 31 days", field="digest.everySeconds")
+    if cron is not None and (len(str(cron).split()) != 5 or not croniter.is_valid(cron)):
+        raise ValidationError(f"'{cron}' is not a 5-field cron expression", field="digest.cron")
+    key = rule.get("key")
+    if key is not None and not (0 < len(key) <= 100):
+        raise ValidationError("A digest key is a payload path", field="digest.key")
+    return {
+        "every_seconds": int(every) if every is not None else None,
+        "cron": cron,
+        "key": key,
+        "template_slug": rule.get("template_slug"),
+    }
+
+
+def _zone(prefs: UserPreferences | None) -> ZoneInfo:
+    try:
+        return ZoneInfo((prefs.timezone if prefs else None) or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def due_at(
+    rule: Mapping[str, Any], event_type: str, prefs: UserPreferences | None, now: datetime
+) -> datetime | None:
+    """When the digest this event joins for this user goes out; None sends it at once."""
+    cadence = (prefs.digest_cadence or {}).get(event_type) if prefs is not None else None
+    cron = _CADENCE_CRON.get(cadence) if cadence else None
+    if cadence == "instant":
+        return None
+    if cron is None and rule.get("every_seconds"):
+        step = int(rule["every_seconds"])
+        start = int(now.timestamp()) // step * step
+        return datetime.fromtimestamp(start + step, UTC)
+    cron = cron or rule.get("cron")
+    if cron is None:
+        return None
+    local = now.astimezone(_zone(prefs))
+    nxt: datetime = croniter(cron, local).get_next(datetime)
+    return nxt.astimezone(UTC)
+
+
+def _key(payload: Any, path: str | None) -> str:
+    if not path:
+        return ""
+    value: Any = payload
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)[:200]
+
+
+async def collect(
+    session: AsyncSession,
+    *,
+    envelope: dict[str, Any],
+    users: Mapping[str, datetime],
+) -> None:
+    """Keep the event for each user's digest due at the given time (the caller commits)."""
+    rule = envelope["digest"]
+    payload = envelope.get("payload") or {}
+    key = _key(payload, rule.get("key"))
+    # Accepted at: a digest lists its events in the order they were accepted.
+    accepted = datetime.fromisoformat(envelope["created_at"])
+    await DigestRepository(session).add(
+        [
+            DigestItem(
+                event_type=envelope["type"],
+                user_id=user_id,
+                digest_key=key,
+                due_at=when,
+                event_id=envelope["id"],
+                envelope={k: v for k, v in envelope.items() if k not in ("user_ids", "payload")},
+                payload=payload,
+                created_at=accepted,
+            )
+            for user_id, when in users.items()
+        ]
+    )
+
+
+def digest_envelope(items: Sequence[DigestItem]) -> dict[str, Any]:
+    """One event for a due group of collected items (same type, user, key and time)."""
+    first = items[0]
+    rule = first.envelope.get("digest") or {}
+    group = f"{first.event_type}/{first.user_id}/{first.digest_key}/{first.due_at.isoformat()}"
+    events = [i.payload for i in items[:MAX_EVENTS_PER_DIGEST]]
+    return {
+        **first.envelope,
+        "id": str(uuid.uuid5(_NAMESPACE, group)),
+        "user_ids": [first.user_id],
+        "payload": {"events": events, "count": len(items), "key": first.digest_key or None},
+        "template_slug": rule.get("template_slug") or first.envelope.get("template_slug"),
+        "digest": None,
+        "digest_of": [i.event_id for i in items],
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+async def release_due_digests(session: AsyncSession, *, broker: Broker, limit: int = 1000) -> int:
+    """Dispatch the digests that are due and forget their items (in the caller's unit of
+    work: a crash before the commit releases them again, under the same event ids)."""
+    repo = DigestRepository(session)
+    due = await repo.take_due(datetime.now(UTC), limit)
+    groups: dict[tuple[str, str, str, datetime], list[DigestItem]] = defaultdict(list)
+    for item in due:
+        groups[(item.event_type, item.user_id, item.digest_key, item.due_at)].append(item)
+    for items in groups.values():
+        envelope = digest_envelope(sorted(items, key=lambda i: i.created_at))
+        await broker.publish_task(
+            DISPATCH, TASK_DISPATCH, kwargs={"event": envelope}, task_id=envelope["id"]
+        )
+    await repo.delete([i.id for i in due])
+    return len(groups)
+
+
+def window_description(rule: Mapping[str, Any] | None) -> str | None:
+    if not rule:
+        return None
+    if rule.get("every_seconds"):
+        return f"every {timedelta(seconds=int(rule['every_seconds']))}"
+    return f"cron '{rule.get('cron')}' in each user's time zone"

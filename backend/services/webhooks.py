@@ -1,0 +1,417 @@
+"""Status webhooks: admins register endpoints; delivery status changes are POSTed to them,
+signed, retried with backoff, and every attempt is logged.
+
+Flow: every status change passes through ``deliveries.announce``, which hands the batch to
+:class:`WebhookNotifier` (in each worker process). It keeps the active endpoints in memory for
+``webhook_cache_seconds`` and, for each endpoint whose filter matches some of the changes,
+enqueues one ``webhooks.deliver`` task carrying those changes. The task POSTs them
+(:func:`deliver`), logs the attempt, and is retried by Celery with exponential backoff
+(:func:`retry_delay`) until it succeeds or ``webhook_max_attempts`` is reached.
+
+The request (documented in the README):
+
+    POST <endpoint url>
+    Content-Type: application/json
+    Herald-Webhook-Id: <message id: the same on every retry, for de-duplication>
+    Herald-Webhook-Attempt: <1, 2, ...>
+    Herald-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
+
+    {"id": "<message id>", "type": "delivery.status_changed", "created_at": "<ISO 8601>",
+     "data": [{"id", "event_id", "event_type", "campaign_id", "user_id", "channel", "status",
+               "at", "reason"}, ...]}
+
+Any 2xx answer is success; anything else (3xx included: redirects are not followed), a
+timeout or a connection error is retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.auth import Principal
+from backend.broker import Broker
+from backend.config import Environment, Settings
+from backend.db.history.base import DeliveryStatus
+from backend.db.models import WebhookDelivery, WebhookEndpoint
+from backend.db.repositories.webhooks import WebhookDeliveryRepository, WebhookEndpointRepository
+from backend.errors import NotFoundError, ValidationError
+from backend.queues import TASK_WEBHOOK_DELIVER, WEBHOOKS
+from backend.services.pagination import (
+    Page,
+    check_page_size,
+    decode_time_cursor,
+    encode_time_cursor,
+)
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPE = "delivery.status_changed"
+SIGNATURE_HEADER = "Herald-Signature"
+ID_HEADER = "Herald-Webhook-Id"
+ATTEMPT_HEADER = "Herald-Webhook-Attempt"
+SIGNATURE_TOLERANCE_SECONDS = 300
+MAX_ENDPOINTS = 100
+
+
+# --- signatures ----------------------------------------------------------------------------
+
+
+def sign(secret: str, body: bytes, *, timestamp: int) -> str:
+    """The ``Herald-Signature`` value for ``body`` sent at ``timestamp``."""
+    signed = f"{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify_signature(
+    secret: str,
+    header: str,
+    body: bytes,
+    *,
+    tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> bool:
+    """What a receiver does: the header's ``v1`` matches and ``t`` is recent (replays of an
+    old request are refused)."""
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        parts.setdefault(key, []).append(value)
+    try:
+        timestamp = int(parts["t"][0])
+    except (KeyError, ValueError):
+        return False
+    if abs((now or time.time()) - timestamp) > tolerance:
+        return False
+    expected = sign(secret, body, timestamp=timestamp).rpartition("v1=")[2]
+    return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
+
+
+# --- endpoints (admins) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointData:
+    """An endpoint as an admin gives it; ``None`` fields of an update are left as they are."""
+
+    url: str | None = None
+    secret: str | None = None
+    description: str | None = None
+    event_types: Sequence[str] | None = None
+    statuses: Sequence[DeliveryStatus] | None = None
+    active: bool | None = None
+
+
+def _check_url(settings: Settings, url: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    allowed = ("https",) if settings.environment is Environment.PRODUCTION else ("https", "http")
+    if parts.scheme not in allowed or not parts.hostname or len(url) > 2000:
+        schemes = " or ".join(allowed)
+        raise ValidationError(f"The URL must be an absolute {schemes} URL", field="url")
+    return url
+
+
+def _check(settings: Settings, data: EndpointData) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if data.url is not None:
+        values["url"] = _check_url(settings, data.url)
+    if data.secret is not None:
+        if not 16 <= len(data.secret) <= 200:
+            raise ValidationError("The secret must be 16 to 200 characters", field="secret")
+        values["secret"] = data.secret
+    if data.description is not None:
+        values["description"] = data.description.strip()[:500]
+    if data.event_types is not None:
+        types = list(dict.fromkeys(t.strip() for t in data.event_types if t.strip()))
+        if len(types) > 200 or any(len(t) > 100 for t in types):
+            raise ValidationError("Too many or too long event types", field="eventTypes")
+        values["event_types"] = types
+    if data.statuses is not None:
+        values["statuses"] = list(dict.fromkeys(s.value for s in data.statuses))
+    if data.active is not None:
+        values["active"] = data.active
+    return values
+
+
+def new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+async def create_endpoint(
+    session: AsyncSession, *, actor: Principal, settings: Settings, data: EndpointData
+) -> WebhookEndpoint:
+    """Register an endpoint; without a ``secret`` one is made (read it from the result)."""
+    if data.url is None:
+        raise ValidationError("The URL is required", field="url")
+    values = _check(settings, data)
+    repository = WebhookEndpointRepository(session)
+    if len(await repository.all()) >= MAX_ENDPOINTS:
+        raise ValidationError(f"At most {MAX_ENDPOINTS} endpoints", field="url")
+    endpoint = WebhookEndpoint(
+        id=uuid.uuid4(),
+        secret=values.pop("secret", None) or new_secret(),
+        description=values.pop("description", ""),
+        event_types=values.pop("event_types", []),
+        statuses=values.pop("statuses", []),
+        active=values.pop("active", True),
+        created_by=actor.user_id,
+        **values,
+    )
+    return await repository.add(endpoint)
+
+
+async def _get(session: AsyncSession, endpoint_id: str) -> WebhookEndpoint:
+    try:
+        ident = uuid.UUID(endpoint_id)
+    except ValueError as exc:
+        raise NotFoundError("No such webhook endpoint", field="id") from exc
+    endpoint = await WebhookEndpointRepository(session).get(ident)
+    if endpoint is None:
+        raise NotFoundError("No such webhook endpoint", field="id")
+    return endpoint
+
+
+async def update_endpoint(
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    settings: Settings,
+    endpoint_id: str,
+    data: EndpointData,
+) -> WebhookEndpoint:
+    """Change the given fields of an endpoint (workers see it within the cache time)."""
+    endpoint = await _get(session, endpoint_id)
+    for name, value in _check(settings, data).items():
+        setattr(endpoint, name, value)
+    endpoint.updated_at = datetime.now(UTC)
+    await session.flush()
+    return endpoint
+
+
+async def delete_endpoint(session: AsyncSession, *, actor: Principal, endpoint_id: str) -> str:
+    """Remove an endpoint and its delivery log; retries still queued for it are dropped."""
+    endpoint = await _get(session, endpoint_id)
+    await WebhookEndpointRepository(session).delete(endpoint.id)
+    return str(endpoint.id)
+
+
+async def list_endpoints(session: AsyncSession) -> list[WebhookEndpoint]:
+    return await WebhookEndpointRepository(session).all()
+
+
+async def list_deliveries(
+    session: AsyncSession, *, endpoint_id: str, first: int, after: str | None
+) -> Page[WebhookDelivery]:
+    """An endpoint's delivery attempts, newest first."""
+    limit = check_page_size(first)
+    endpoint = await _get(session, endpoint_id)
+    position = decode_time_cursor("webhook-delivery", after)
+    rows = await WebhookDeliveryRepository(session).page(
+        endpoint_id=endpoint.id, after=position, limit=limit + 1
+    )
+    items = [(encode_time_cursor("webhook-delivery", r.created_at, r.id), r) for r in rows[:limit]]
+    return Page(items=items, has_next_page=len(rows) > limit)
+
+
+# --- from status changes to tasks (worker side) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    id: str
+    event_types: frozenset[str]
+    statuses: frozenset[str]
+
+    def wants(self, update: dict[str, Any]) -> bool:
+        return (not self.event_types or update.get("event_type") in self.event_types) and (
+            not self.statuses or update.get("status") in self.statuses
+        )
+
+
+class WebhookQueue(Protocol):
+    async def enqueue_webhook(
+        self, *, endpoint_id: str, message_id: str, created_at: str, updates: list[dict[str, Any]]
+    ) -> None: ...
+
+
+class BrokerWebhookQueue:
+    """Enqueues ``webhooks.deliver`` tasks through the confirming publisher."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    async def enqueue_webhook(
+        self, *, endpoint_id: str, message_id: str, created_at: str, updates: list[dict[str, Any]]
+    ) -> None:
+        await self.broker.publish_task(
+            WEBHOOKS,
+            TASK_WEBHOOK_DELIVER,
+            kwargs={
+                "endpoint_id": endpoint_id,
+                "message_id": message_id,
+                "created_at": created_at,
+                "updates": updates,
+            },
+        )
+
+
+@dataclass
+class WebhookNotifier:
+    """Turns announced status changes into webhook tasks (``deliveries.StatusWebhooks``).
+
+    The active endpoints are read at most every ``cache_seconds``; with none registered
+    a batch costs a dictionary look-up."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    queue: WebhookQueue
+    cache_seconds: float = 5.0
+    _targets: list[_Target] = field(default_factory=list)
+    _fresh_until: float = 0.0
+
+    async def notify(self, updates: list[dict[str, Any]]) -> None:
+        """Enqueue one task per endpoint whose filter matches some of ``updates``. Never
+        raises: a webhook problem must not fail a delivery."""
+        try:
+            targets = await self._active()
+            created_at = datetime.now(UTC).isoformat()
+            for target in targets:
+                wanted = [u for u in updates if target.wants(u)]
+                if wanted:
+                    await self.queue.enqueue_webhook(
+                        endpoint_id=target.id,
+                        message_id=str(uuid.uuid4()),
+                        created_at=created_at,
+                        updates=wanted,
+                    )
+        except Exception:
+            log.exception("status webhooks for %d changes could not be enqueued", len(updates))
+
+    async def _active(self) -> list[_Target]:
+        now = time.monotonic()
+        if now < self._fresh_until:
+            return self._targets
+        async with self.sessionmaker() as session:
+            rows = await WebhookEndpointRepository(session).active()
+        self._targets = [
+            _Target(str(r.id), frozenset(r.event_types), frozenset(r.statuses)) for r in rows
+        ]
+        self._fresh_until = now + self.cache_seconds
+        return self._targets
+
+
+# --- one POST (the task) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What became of one attempt: ``retry_in`` seconds when it should be tried again."""
+
+    delivered: bool
+    retry_in: float | None = None
+    dropped: bool = False  # the endpoint is gone or inactive
+
+
+def retry_delay(settings: Settings, attempt: int) -> float:
+    """Backoff after failed attempt ``attempt``: base·2^(attempt-1), capped, times 0.5-1.0
+    (10 s, 20 s, 40 s... up to an hour with the defaults)."""
+    delay = min(
+        settings.webhook_retry_max_seconds,
+        settings.webhook_retry_base_seconds * 2 ** (attempt - 1),
+    )
+    return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+
+
+def request_body(message_id: str, created_at: str, updates: list[dict[str, Any]]) -> bytes:
+    """The JSON body: the same bytes on every retry of a message."""
+    document = {"id": message_id, "type": EVENT_TYPE, "created_at": created_at, "data": updates}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+async def deliver(
+    session: AsyncSession,
+    http: httpx.AsyncClient,
+    settings: Settings,
+    *,
+    endpoint_id: str,
+    message_id: str,
+    created_at: str,
+    updates: list[dict[str, Any]],
+    attempt: int,
+) -> AttemptResult:
+    """POST one message to its endpoint and log the attempt (the caller commits)."""
+    try:
+        endpoint = await _get(session, endpoint_id)
+    except NotFoundError:
+        log.info("webhook endpoint %s is gone; message %s dropped", endpoint_id, message_id)
+        return AttemptResult(delivered=False, dropped=True)
+    if not endpoint.active:
+        log.info("webhook endpoint %s is inactive; message %s dropped", endpoint_id, message_id)
+        return AttemptResult(delivered=False, dropped=True)
+    body = request_body(message_id, created_at, updates)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Herald-Webhooks/1",
+        ID_HEADER: message_id,
+        ATTEMPT_HEADER: str(attempt),
+        SIGNATURE_HEADER: sign(endpoint.secret, body, timestamp=int(time.time())),
+    }
+    started = time.perf_counter()
+    status: int | None = None
+    error: str | None = None
+    try:
+        response = await http.post(
+            endpoint.url,
+            content=body,
+            headers=headers,
+            timeout=settings.webhook_timeout_seconds,
+            follow_redirects=False,
+        )
+        status = response.status_code
+        if not response.is_success:
+            error = f"the endpoint answered {status}"
+    except httpx.TimeoutException:
+        error = f"no answer within {settings.webhook_timeout_seconds} s"
+    except httpx.HTTPError as exc:
+        error = f"cannot reach the endpoint: {exc!r}"[:500]
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    delivered = error is None
+    retry_in = None
+    if not delivered and attempt < settings.webhook_max_attempts:
+        retry_in = retry_delay(settings, attempt)
+    now = datetime.now(UTC)
+    await WebhookDeliveryRepository(session).add(
+        WebhookDelivery(
+            id=uuid.uuid4(),
+            endpoint_id=endpoint.id,
+            message_id=message_id,
+            attempt=attempt,
+            succeeded=delivered,
+            response_status=status,
+            error=error,
+            duration_ms=duration_ms,
+            update_count=len(updates),
+            next_retry_at=now + timedelta(seconds=retry_in) if retry_in is not None else None,
+            created_at=now,
+        )
+    )
+    if not delivered:
+        log.warning(
+            "webhook %s to endpoint %s, attempt %d: %s", message_id, endpoint_id, attempt, error
+        )
+    return AttemptResult(delivered=delivered, retry_in=retry_in)

@@ -1,0 +1,64 @@
+"""The status-webhook task: one signed POST of a batch of status changes to one endpoint,
+retried with exponential backoff (backend.services.webhooks)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from backend.queues import TASK_WEBHOOK_DELIVER
+from backend.services import webhooks
+from backend.workers.celery_app import celery_app
+from backend.workers.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+@celery_app.task(name=TASK_WEBHOOK_DELIVER, bind=True, max_retries=None)
+def deliver(
+    self: Task,
+    endpoint_id: str,
+    message_id: str,
+    created_at: str,
+    updates: list[dict[str, Any]],
+    attempt: int = 1,
+) -> dict[str, Any]:
+    """POST the updates and log the attempt; a failure comes back after its backoff as the
+    next attempt, until ``webhook_max_attempts``."""
+    runtime = get_runtime()
+    assert runtime.context is not None and runtime.http is not None
+    ctx, http = runtime.context, runtime.http
+
+    async def attempt_once() -> webhooks.AttemptResult:
+        async with ctx.sessionmaker() as session:
+            result = await webhooks.deliver(
+                session,
+                http,
+                ctx.settings,
+                endpoint_id=endpoint_id,
+                message_id=message_id,
+                created_at=created_at,
+                updates=updates,
+                attempt=attempt,
+            )
+            await session.commit()
+        return result
+
+    kwargs = {
+        "endpoint_id": endpoint_id,
+        "message_id": message_id,
+        "created_at": created_at,
+        "updates": updates,
+    }
+    try:
+        result = runtime.run(attempt_once())
+    except Exception as exc:
+        # The database is down (the attempt could not be logged): the same attempt again soon.
+        log.warning("webhook %s attempt %d could not run: %s", message_id, attempt, exc)
+        delay = min(60, 2 ** min(self.request.retries, 6))
+        raise self.retry(exc=exc, countdown=delay, kwargs={**kwargs, "attempt": attempt}) from exc
+    if result.retry_in is not None:
+        raise self.retry(countdown=result.retry_in, kwargs={**kwargs, "attempt": attempt + 1})
+    return {"delivered": result.delivered, "dropped": result.dropped, "attempt": attempt}

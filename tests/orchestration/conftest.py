@@ -1,0 +1,281 @@
+"""Failover, unsubscribe and status webhooks end to end: a real Celery worker configured with
+two SMTP relays and two SMS providers (real servers), a real webhook receiver, the auth-service
+stand-in, and the API in-process on committed sessions.
+
+The suite has its own RabbitMQ virtual host and Redis database: the pipeline suite's worker
+(other settings, no fallbacks) must never take this suite's tasks, nor share its breakers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.app import create_app
+from backend.auth import TokenVerifier
+from backend.broker import purge_work_queues
+from backend.config import Settings
+from backend.db.session import create_sessionmaker
+from backend.schema.context import Services
+from tests.conftest import TEST_DATABASE_URL, TEST_RABBITMQ_URL, GraphQL, free_port, make_settings
+from tests.pipeline.conftest import JWT_SECRET, auth_standin  # noqa: F401 - a fixture
+from tests.pipeline.servers import SmtpSink, start_smtp
+from tests.processes import Process
+
+RABBITMQ_URL = f"{TEST_RABBITMQ_URL}_orchestration"
+REDIS_URL = os.environ.get("HERALD_TEST_ORCHESTRATION_REDIS_URL", "redis://127.0.0.1:6379/12")
+UNSUBSCRIBE_SECRET = "test-unsubscribe-secret-0123456789abcdef"
+PUBLIC_URL = "http://herald.test"
+
+
+def _ensure_vhost(url: str) -> None:
+    vhost = url.rsplit("/", 1)[1]
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    if not Path(ctl).exists():
+        pytest.fail(f"rabbitmqctl is missing: create the vhost {vhost} by hand")
+    listed = subprocess.run(
+        [ctl, "-q", "list_vhosts"], capture_output=True, text=True, timeout=30, check=True
+    )
+    if vhost not in listed.stdout.split():
+        subprocess.run([ctl, "-q", "add_vhost", vhost], capture_output=True, timeout=30, check=True)
+        subprocess.run(
+            [ctl, "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+
+
+@dataclass
+class Smtp:
+    sink: SmtpSink
+    port: int
+
+
+@pytest.fixture(scope="session")
+def relay_a() -> Iterator[Smtp]:
+    """The primary SMTP relay."""
+    controller, sink = start_smtp()
+    yield Smtp(sink, controller.port)
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def relay_b() -> Iterator[Smtp]:
+    """The fallback SMTP relay."""
+    controller, sink = start_smtp()
+    yield Smtp(sink, controller.port)
+    controller.stop()
+
+
+@dataclass
+class HttpEndpoint:
+    """An HTTP server standing in for an SMS provider or a webhook receiver: records every
+    request, answers ``status`` (``fail_next[path]`` requests to a path get ``fail_with``
+    first) with a provider-style JSON body."""
+
+    url: str = ""
+    status: int = 200
+    fail_next: dict[str, int] = field(default_factory=dict)
+    fail_with: int = 500
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def received(self, path: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.requests if path is None or r["path"] == path]
+
+
+def _serve(state: HttpEndpoint) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            with state.lock:
+                status = state.status
+                if state.fail_next.get(self.path, 0) > 0:
+                    state.fail_next[self.path] -= 1
+                    status = state.fail_with
+                state.requests.append(
+                    {
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": body,
+                        "answered": status,
+                    }
+                )
+                answer = json.dumps({"id": f"msg-{len(state.requests)}"}).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    return server
+
+
+@pytest.fixture(scope="session")
+def sms_a() -> Iterator[HttpEndpoint]:
+    """The primary SMS provider."""
+    state = HttpEndpoint()
+    server = _serve(state)
+    yield state
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sms_b() -> Iterator[HttpEndpoint]:
+    """The fallback SMS provider."""
+    state = HttpEndpoint()
+    server = _serve(state)
+    yield state
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[HttpEndpoint]:
+    """Webhook endpoints (one path each)."""
+    state = HttpEndpoint(status=204)
+    server = _serve(state)
+    yield state
+    server.shutdown()
+
+
+def _suite_values(relay_b: Smtp, sms_b: HttpEndpoint) -> dict[str, str]:
+    """Settings the worker and the in-process API share (as one .env would give them)."""
+    return {
+        "HERALD_RABBITMQ_URL": RABBITMQ_URL,
+        "HERALD_REDIS_URL": REDIS_URL,
+        "HERALD_SMTP_FALLBACKS": json.dumps(
+            [{"name": "relay-b", "host": "127.0.0.1", "port": relay_b.port}]
+        ),
+        "HERALD_SMS_FALLBACKS": json.dumps([{"name": "sms-b", "url": f"{sms_b.url}/sms"}]),
+        "HERALD_BREAKER_FAILURE_THRESHOLD": "2",
+        "HERALD_BREAKER_OPEN_SECONDS": "3",
+        "HERALD_PUBLIC_URL": PUBLIC_URL,
+        "HERALD_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET,
+        "HERALD_UNSUBSCRIBE_MAILTO": "unsubscribe@herald.test",
+        "HERALD_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
+        "HERALD_WEBHOOK_RETRY_MAX_SECONDS": "1",
+        "HERALD_WEBHOOK_MAX_ATTEMPTS": "4",
+        "HERALD_WEBHOOK_TIMEOUT_SECONDS": "1",
+        "HERALD_WEBHOOK_CACHE_SECONDS": "0.2",
+    }
+
+
+@pytest.fixture(scope="session")
+def suite_settings(
+    relay_a: Smtp, relay_b: Smtp, sms_a: HttpEndpoint, sms_b: HttpEndpoint
+) -> Settings:
+    values = _suite_values(relay_b, sms_b)
+    return make_settings(
+        rabbitmq_url=RABBITMQ_URL,
+        redis_url=REDIS_URL,
+        smtp_port=relay_a.port,
+        sms_provider_url=f"{sms_a.url}/sms",
+        smtp_fallbacks=json.loads(values["HERALD_SMTP_FALLBACKS"]),
+        sms_fallbacks=json.loads(values["HERALD_SMS_FALLBACKS"]),
+        breaker_failure_threshold=2,
+        breaker_open_seconds=3,
+        public_url=PUBLIC_URL,
+        unsubscribe_secret=UNSUBSCRIBE_SECRET,
+        unsubscribe_mailto="unsubscribe@herald.test",
+    )
+
+
+@pytest.fixture(scope="session")
+def worker(
+    engine: AsyncEngine,
+    relay_a: Smtp,
+    relay_b: Smtp,
+    sms_a: HttpEndpoint,
+    sms_b: HttpEndpoint,
+    auth_standin: str,  # noqa: F811 - the imported fixture
+) -> Iterator[Process]:
+    _ensure_vhost(RABBITMQ_URL)
+    asyncio.run(purge_work_queues(RABBITMQ_URL))
+    env = {
+        **os.environ,
+        "HERALD_ENVIRONMENT": "test",
+        "HERALD_DATABASE_URL": TEST_DATABASE_URL,
+        "HERALD_JWT_SECRET": JWT_SECRET,
+        "HERALD_AUTH_URL": auth_standin,
+        "HERALD_SMTP_HOST": "127.0.0.1",
+        "HERALD_SMTP_PORT": str(relay_a.port),
+        "HERALD_SMTP_TIMEOUT_SECONDS": "2",
+        "HERALD_SMS_PROVIDER_URL": f"{sms_a.url}/sms",
+        "HERALD_SMS_TIMEOUT_SECONDS": "2",
+        "HERALD_RETRY_BASE_SECONDS": "0.3",
+        "HERALD_RETRY_MAX_SECONDS": "1",
+        "HERALD_DELIVERY_MAX_ATTEMPTS": "4",
+        "HERALD_DELIVERY_LEASE_SECONDS": "2",
+        "HERALD_WORKER_METRICS_PORT": "0",
+        "HERALD_LOG_LEVEL": "INFO",
+        **_suite_values(relay_b, sms_b),
+    }
+    process = Process(["worker", "--concurrency", "2"], env, ready="ready.")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_breakers(redis: Redis) -> None:
+    """Every test starts with closed breakers: the suite's Redis database is its own."""
+    keys = [k async for k in redis.scan_iter("herald:providers:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+async def suite_app(suite_settings: Settings, engine: AsyncEngine) -> AsyncIterator[Any]:
+    # The vhost first: an app whose broker cannot connect at start answers UNAVAILABLE until
+    # its background reconnect succeeds.
+    _ensure_vhost(RABBITMQ_URL)
+    services = Services(
+        settings=suite_settings,
+        verifier=TokenVerifier(suite_settings),
+        sessionmaker=create_sessionmaker(engine),
+        extras={"engine": engine},
+    )
+    application = create_app(suite_settings, services=services)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def http(suite_app: Any, worker: Process) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP on the in-process API (committed writes: the worker sees them)."""
+    transport = httpx.ASGITransport(app=suite_app)
+    async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
+        yield client
+
+
+@pytest.fixture
+def api(http: httpx.AsyncClient, suite_settings: Settings) -> GraphQL:
+    return GraphQL(http, suite_settings)

@@ -1,0 +1,79 @@
+"""What the orchestration tests share: sending events and reading deliveries over GraphQL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from backend.config import Settings
+from tests.conftest import GraphQL
+from tests.factories import token_for
+from tests.pipeline.servers import eventually
+
+SEND = """mutation($input: EventInput!) { sendEvent(input: $input) { __typename
+  ... on EventAccepted { eventId }
+  ... on Error { code message field } } }"""
+
+EVENT = """query($id: ID!) { event(id: $id) { id deliveries { id userId channel status
+  attempts { number provider error } timeline { status reason } } } }"""
+
+SET_PREFERENCES = """mutation($input: PreferencesInput!) { setPreferences(input: $input) {
+  __typename ... on Preferences { disabledChannels disabledEventTypes } } }"""
+
+PREFERENCES = """query($userId: ID) { preferences(userId: $userId) {
+  disabledChannels disabledEventTypes } }"""
+
+FINAL = ("SENT", "SKIPPED", "FAILED", "DEAD")
+
+
+def admin(settings: Settings) -> str:
+    return token_for(settings, "admin", sub="admin-1")
+
+
+async def send(api: GraphQL, **event: Any) -> str:
+    body = await api(SEND, {"input": event}, token=token_for(api.settings, "service", sub="svc"))
+    result = body["data"]["sendEvent"]
+    assert result["__typename"] == "EventAccepted", result
+    return str(result["eventId"])
+
+
+async def final_deliveries(api: GraphQL, event_id: str, count: int) -> list[dict[str, Any]]:
+    async def check() -> list[dict[str, Any]] | None:
+        body = await api(EVENT, {"id": event_id}, token=admin(api.settings))
+        event = body["data"]["event"]
+        items = event["deliveries"] if event else []
+        done = [d for d in items if d["status"] in FINAL]
+        return items if len(items) == count and len(done) == count else None
+
+    return await eventually(check, timeout=30)
+
+
+async def reset_preferences(api: GraphQL, user_id: str) -> None:
+    body = await api(
+        SET_PREFERENCES,
+        {"input": {"userId": user_id, "disabledChannels": [], "disabledEventTypes": []}},
+        token=admin(api.settings),
+    )
+    assert body["data"]["setPreferences"]["__typename"] == "Preferences", body
+
+
+async def preferences(api: GraphQL, user_id: str) -> dict[str, Any]:
+    body = await api(PREFERENCES, {"userId": user_id}, token=admin(api.settings))
+    return dict(body["data"]["preferences"])
+
+
+async def sms_template(api: GraphQL) -> str:
+    slug = f"sms-{uuid.uuid4().hex[:8]}"
+    body = await api(
+        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
+        {
+            "i": {
+                "slug": slug,
+                "name": "SMS",
+                "content": [{"channel": "SMS", "body": "Code {{ payload.code }}"}],
+            }
+        },
+        token=token_for(api.settings, "manager"),
+    )
+    assert body["data"]["createTemplate"]["__typename"] == "Template", body
+    return slug
