@@ -123,6 +123,8 @@ def run_campaign(
             }
         },
     )
+    if not body.get("data"):
+        raise RuntimeError(f"createCampaign failed: {body}")
     created = body["data"]["createCampaign"]
     if created["__typename"] != "Campaign":
         raise RuntimeError(f"createCampaign failed: {created}")
