@@ -19,12 +19,14 @@ import orjson
 from backend.auth import mint_token
 from backend.broker import Broker, purge_work_queues
 from backend.config import Settings
+from backend.db.migrate import migrate
 from backend.queues import DISPATCH, TASK_DISPATCH
 from bench.common import free_port, median, start, stop, table, write_results, wrk
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/herald_bench"
+DB_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/herald_bench"
 SETTINGS = Settings(  # type: ignore[call-arg]
-    _env_file=None, environment="development", rabbitmq_url=AMQP_URL
+    _env_file=None, environment="development", rabbitmq_url=AMQP_URL, database_url=DB_URL
 )
 SINGLE = {
     "query": "mutation($i: EventInput!) { sendEvent(input: $i) { __typename "
@@ -87,11 +89,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
+    migrate(SETTINGS)  # the built-in event types the events name come with the migrations
 
     api_port, bare_port = free_port(), free_port()
     env = {
         "HERALD_ENVIRONMENT": "development",
         "HERALD_LOG_LEVEL": "WARNING",
+        "HERALD_DATABASE_URL": DB_URL,
         "HERALD_RABBITMQ_URL": AMQP_URL,
     }
     api = start(
