@@ -217,3 +217,23 @@ def test_health_proxied_and_metrics_private(proxied):
     # Prometheus scrapes the api directly; through the public proxy /metrics does not exist.
     assert httpx.get(f"{proxy.url}/metrics").status_code == 404
     assert httpx.get(f"{api.url}/metrics").status_code == 200
+
+
+def test_unsubscribe_links_and_the_preference_page_reach_the_api(proxied, settings):
+    from backend.services.unsubscribe import sign_token
+
+    proxy, _ = proxied
+    token = sign_token(settings, user_id=f"u-nginx-{uuid.uuid4().hex[:6]}", event_type="news")
+    page = httpx.get(f"{proxy.url}/preferences/{token}", timeout=10)
+    assert page.status_code == 200, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert httpx.get(f"{proxy.url}/unsubscribe/{token}", timeout=10).status_code == 200
+    one_click = httpx.post(
+        f"{proxy.url}/unsubscribe/{token}",
+        content="List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
+    assert one_click.status_code == 200, one_click.text
+    bad = httpx.get(f"{proxy.url}/unsubscribe/not-a-token", timeout=10)
+    assert bad.status_code == 400 and "Link not valid" in bad.text
