@@ -10,6 +10,7 @@ over deliveries left in ``sending``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -21,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.broker import Broker
 from backend.channels import Channel
@@ -45,9 +46,9 @@ from backend.db.history.base import (
 from backend.db.models import DeadLetter, ScheduledEvent, Template
 from backend.db.repositories.events import (
     DeadLetterRepository,
-    PreferenceRepository,
     PushSubscriptionRepository,
     ScheduledEventRepository,
+    preferences_of,
 )
 from backend.db.repositories.inbox import NewInboxItem
 from backend.db.repositories.templates import TemplateRepository
@@ -159,6 +160,12 @@ class DeliveryContext:
     limits: Limits | None = None
     webhooks: StatusWebhooks | None = None
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The sessionmaker's engine: hot-path statements use its driver connections."""
+        engine: AsyncEngine = self.sessionmaker.kw["bind"]
+        return engine
+
 
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
@@ -202,6 +209,15 @@ class _RecordingHistory:
         if changed:
             self._record(delivery_id, status, at, kwargs.get("reason"))
         return changed
+
+
+def _claimed(record: DeliveryRecord, at: datetime) -> DeliveryRecord:
+    """The new record as stored already claimed for sending: queued, then sending."""
+    return dataclasses.replace(
+        record,
+        status=DeliveryStatus.SENDING,
+        timeline=[*record.timeline, StatusChange(DeliveryStatus.SENDING, at)],
+    )
 
 
 def delivery_update(
@@ -254,8 +270,7 @@ async def dispatch_event(
     critical = bool(envelope.get("critical"))
     preferences = {}
     if not critical:
-        async with ctx.sessionmaker() as session:
-            preferences = await PreferenceRepository(session).get_many(user_ids)
+        preferences = await preferences_of(ctx.engine, user_ids)
     if envelope.get("digest") and not critical:
         # A digested type: each user's part waits for their digest (unless they chose instant).
         collected = {
@@ -338,6 +353,16 @@ async def dispatch_event(
                 skipped[channel] += 1
             elif hold is None:
                 queued[channel].append(did)
+    size = ctx.settings.delivery_batch_size
+    small = all(len(ids) <= size for ids in queued.values())
+    here = {c: ids for c, ids in queued.items() if small or c in inline}
+    # Deliveries sent right here are stored already claimed (``sending``, with their queued
+    # entry before it): one UPDATE less on the path most events take. Not on a re-run, whose
+    # records may be another worker's.
+    preclaimed = not redelivered and bool(here)
+    if preclaimed:
+        mine = {i for ids in here.values() for i in ids}
+        records = [_claimed(r, now) if r.id in mine else r for r in records]
     inserted = 0
     for chunk_start in range(0, len(records), 1000):
         inserted += await ctx.history.add(records[chunk_start : chunk_start + 1000])
@@ -349,13 +374,21 @@ async def dispatch_event(
     for channel in channels:
         metrics.record_delivery(channel.value, "queued", len(queued.get(channel, ())))
         metrics.record_delivery(channel.value, "skipped", skipped[channel])
-    await announce(ctx, [delivery_update(r, r.status, now, r.timeline[0].reason) for r in records])
+    updates = []
+    for r in records:
+        first = r.timeline[0]
+        updates.append(delivery_update(r, first.status, now, first.reason))
+        if r.status is DeliveryStatus.SENDING:
+            updates.append(delivery_update(r, DeliveryStatus.SENDING, now, None))
+            metrics.record_delivery(r.channel.value, DeliveryStatus.SENDING.value)
+    await announce(ctx, updates)
     # A re-run (redelivered dispatch) re-enqueues only what is still queued; the compare-and-set
-    # in send_batch makes a duplicate harmless anyway.
+    # in send_batch makes a duplicate harmless anyway. Pre-claimed records that met existing
+    # ones (a duplicate dispatch message) are not known to be this call's: they are left to
+    # the lease, as a dead worker's would be.
+    claimed = preclaimed and known is not None
+    resume = redelivered or (preclaimed and known is None)
     send_envelope = _send_envelope(envelope)
-    size = ctx.settings.delivery_batch_size
-    small = all(len(ids) <= size for ids in queued.values())
-    here = {c: ids for c, ids in queued.items() if small or c in inline}
     await asyncio.gather(
         *(
             send_batch(
@@ -364,8 +397,9 @@ async def dispatch_event(
                 channel=channel,
                 delivery_ids=chunk,
                 attempt=1,
-                resume=redelivered,
+                resume=resume,
                 known=known,
+                claimed=claimed,
                 profiles=profiles,
             )
             for channel, ids in here.items()
@@ -439,12 +473,14 @@ async def send_batch(
     attempt: int,
     resume: bool = False,
     known: dict[str, DeliveryRecord] | None = None,
+    claimed: bool = False,
     profiles: Mapping[str, UserProfile] | None = None,
 ) -> BatchOutcome:
     """Render and send a batch of one channel's deliveries concurrently.
 
     ``known`` are records the caller has just inserted (so they are what the store holds),
-    and ``profiles`` users it already has: each spares a look-up.
+    and ``profiles`` users it already has: each spares a look-up. ``claimed``: the caller
+    inserted them already in ``sending``, so they are this batch's without a claim.
 
     ``resume`` (a redelivered or resumed task) allows taking over deliveries left in
     ``sending`` by a worker that died mid-batch, once their lease has run out: a claim younger
@@ -467,29 +503,32 @@ async def send_batch(
         return record.status is DeliveryStatus.SENDING and record.updated_at > now - lease
 
     present = [records[i] for i in delivery_ids if i in records]
-    if resume:
-        still_leased = [r for r in present if leased(r)]
-        if still_leased:
-            wait = max((r.updated_at + lease - now).total_seconds() for r in still_leased)
-            await ctx.queue.enqueue_send(
-                envelope,
-                channel,
-                [r.id for r in still_leased],
-                attempt=attempt,
-                countdown=wait + 1,
-                resume=True,
-            )
-    candidates = [r for r in present if r.status in takeable and not leased(r)]
-    # The record's updated_at as read makes each claim exclusive, takeovers of `sending` too:
-    # of two tasks racing for a delivery, only one sees it unchanged.
-    claimed = await history.transition_many(
-        [r.id for r in candidates],
-        DeliveryStatus.SENDING,
-        at=now,
-        expected=frozenset(takeable),
-        unchanged_since={r.id: r.updated_at for r in candidates},
-    )
-    mine = [r for r in candidates if r.id in claimed]
+    if claimed:
+        mine = present
+    else:
+        if resume:
+            still_leased = [r for r in present if leased(r)]
+            if still_leased:
+                wait = max((r.updated_at + lease - now).total_seconds() for r in still_leased)
+                await ctx.queue.enqueue_send(
+                    envelope,
+                    channel,
+                    [r.id for r in still_leased],
+                    attempt=attempt,
+                    countdown=wait + 1,
+                    resume=True,
+                )
+        candidates = [r for r in present if r.status in takeable and not leased(r)]
+        # The record's updated_at as read makes each claim exclusive, takeovers of `sending` too:
+        # of two tasks racing for a delivery, only one sees it unchanged.
+        won = await history.transition_many(
+            [r.id for r in candidates],
+            DeliveryStatus.SENDING,
+            at=now,
+            expected=frozenset(takeable),
+            unchanged_since={r.id: r.updated_at for r in candidates},
+        )
+        mine = [r for r in candidates if r.id in won]
     outcome.ignored = len(delivery_ids) - len(mine)
     if not mine:
         return outcome
@@ -715,9 +754,7 @@ async def _deliver_in_app(
         for record, message, _ in items
     ]
     try:
-        async with ctx.sessionmaker() as session:
-            entries = await inbox_service.store_items(session, new_items)
-            await session.commit()
+        entries = await inbox_service.store_items(ctx.engine, new_items)
     except (OSError, SQLAlchemyError) as exc:
         error = UnavailableError(f"the inbox could not be written: {exc}")
         await asyncio.gather(*(fail(record, error, permanent=False) for record, _, _ in items))

@@ -4,7 +4,7 @@ tell a user's open subscriptions about new items and read-state changes."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,11 +12,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backend.channels.in_app import user_channel
 from backend.db.models import InboxItem
-from backend.db.repositories.inbox import InboxRepository, NewInboxItem
+from backend.db.raw import driver_connection
+from backend.db.repositories.inbox import InboxRepository, NewInboxItem, append_items
 from backend.errors import ValidationError
 from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
 
@@ -57,6 +58,22 @@ class InboxEntry:
             data=row.data or {},
             created_at=row.created_at,
             read_at=row.read_at,
+        )
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> InboxEntry:
+        """From a driver record (columns by name)."""
+        return cls(
+            delivery_id=row["delivery_id"],
+            user_id=row["user_id"],
+            seq=row["seq"],
+            event_id=row["event_id"],
+            event_type=row["event_type"],
+            title=row["title"],
+            body=row["body"],
+            data=row["data"] or {},
+            created_at=row["created_at"],
+            read_at=row["read_at"],
         )
 
     def to_message(self) -> dict[str, Any]:
@@ -132,9 +149,11 @@ class RedisLivePublisher:
             log.warning("live publish failed (%s); subscribers will resync", exc)
 
 
-async def store_items(session: AsyncSession, items: Sequence[NewInboxItem]) -> list[InboxEntry]:
-    """Add items to their users' inboxes (the caller commits, then publishes)."""
-    return [InboxEntry.from_row(r) for r in await InboxRepository(session).append(items)]
+async def store_items(engine: AsyncEngine, items: Sequence[NewInboxItem]) -> list[InboxEntry]:
+    """Add items to their users' inboxes, in one statement of its own (publish after)."""
+    async with driver_connection(engine) as conn:
+        rows = await append_items(conn, items)
+    return [InboxEntry.from_record(r) for r in rows]
 
 
 async def list_inbox(

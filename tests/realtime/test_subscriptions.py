@@ -92,9 +92,7 @@ async def store(
         )
         for i in range(count)
     ]
-    async with sessionmaker() as session:
-        entries = await inbox_service.store_items(session, items)
-        await session.commit()
+    entries = await inbox_service.store_items(sessionmaker.kw["bind"], items)
     if publish:
         await RedisLivePublisher(redis).publish_many([(e.user_id, e.to_message()) for e in entries])
     return entries

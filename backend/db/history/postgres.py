@@ -54,6 +54,7 @@ from backend.db.history.records import (
     unique_by_id,
 )
 from backend.db.models import Base
+from backend.db.raw import Statement, driver_connection
 
 
 class DeliveryRow(Base):
@@ -118,24 +119,25 @@ _COLUMNS = [column.name for column in deliveries.columns]
 _JSONB_COLUMNS = frozenset(c.name for c in deliveries.columns if isinstance(c.type, JSONB))
 
 
-def _unnest_argument(column: Column[Any]) -> str:
+def _raw_unnest_argument(column: Column[Any]) -> str:
+    # The driver binds parameters with no declared type: each array says what it holds.
     if column.name in _JSONB_COLUMNS:
-        return f"CAST(:{column.name} AS JSONB[])"
-    return f":{column.name}"
-
-
-def _array_type(column: Column[Any]) -> ARRAY[Any]:
-    # Element types without the columns' collations: a collation cannot be cast to.
+        return f"CAST(CAST(:{column.name} AS text[]) AS jsonb[])"
     if isinstance(column.type, DateTime):
-        return ARRAY(DateTime(timezone=True))
-    return ARRAY(Text)
+        return f"CAST(:{column.name} AS timestamptz[])"
+    return f"CAST(:{column.name} AS text[])"
 
 
-_INSERT = text(
+# The same insert for the driver connection (the delivery hot path, see backend.db.raw).
+_RAW_INSERT = Statement(
     f"INSERT INTO deliveries ({', '.join(_COLUMNS)}) "  # noqa: S608 (column names, not input)
-    f"SELECT * FROM unnest({', '.join(_unnest_argument(c) for c in deliveries.columns)}) "
+    f"SELECT * FROM unnest({', '.join(_raw_unnest_argument(c) for c in deliveries.columns)}) "
     "ON CONFLICT (id) DO NOTHING"
-).bindparams(*(bindparam(c.name, type_=_array_type(c)) for c in deliveries.columns))
+)
+_RAW_GET_MANY = Statement(
+    f"SELECT {', '.join(_COLUMNS)} FROM deliveries "  # noqa: S608 (column names, not input)
+    "WHERE id = ANY(CAST(:ids AS text[]))"
+)
 
 _NEWEST_FIRST = (deliveries.c.created_at.desc(), deliveries.c.id.desc())
 
@@ -264,6 +266,7 @@ _TRANSITION_MANY = text(
     RETURNING d.id
     """
 )
+_RAW_TRANSITION_MANY = Statement(_TRANSITION_MANY.text)
 
 
 class PostgresHistoryStore:
@@ -271,6 +274,8 @@ class PostgresHistoryStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # Every method is one statement: autocommit spares a BEGIN and a COMMIT round trip.
+        self.auto = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def start(self) -> None:
         """Nothing to do: the migrations own the table and its indexes."""
@@ -288,13 +293,12 @@ class PostgresHistoryStore:
             name: list(values)
             for name, values in zip(_COLUMNS, zip(*rows, strict=True), strict=True)
         }
-        async with self.engine.begin() as conn:
-            result = await conn.execute(_INSERT, params)
-        return result.rowcount
+        async with driver_connection(self.engine) as conn:
+            return await _RAW_INSERT.execute(conn, params)
 
     async def get(self, delivery_id: str) -> DeliveryRecord | None:
         """The record with this id, or None."""
-        async with self.engine.begin() as conn:
+        async with self.auto.connect() as conn:
             result = await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id))
             row = result.mappings().first()
         return None if row is None else _row_to_record(row)
@@ -303,11 +307,8 @@ class PostgresHistoryStore:
         """Records for the ids that exist, in no particular order."""
         if not delivery_ids:
             return []
-        stmt = select(deliveries).where(
-            deliveries.c.id == any_(bindparam("ids", list(delivery_ids), type_=ARRAY(Text)))
-        )
-        async with self.engine.begin() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
+        async with driver_connection(self.engine) as conn:
+            rows = await _RAW_GET_MANY.fetch(conn, {"ids": list(delivery_ids)})
         return [_row_to_record(row) for row in rows]
 
     async def transition(
@@ -344,7 +345,7 @@ class PostgresHistoryStore:
         if expected is not None:
             allowed = [s.value for s in sorted(expected)]
             stmt = stmt.where(c.status == any_(bindparam("expected", allowed, type_=ARRAY(Text))))
-        async with self.engine.begin() as conn:
+        async with self.auto.connect() as conn:
             changed = (await conn.execute(stmt)).first()
         return changed is not None
 
@@ -384,9 +385,9 @@ class PostgresHistoryStore:
             "attempt": _json([attempt]) if attempt is not None else None,
             "expected": [s.value for s in sorted(expected)] if expected is not None else None,
         }
-        async with self.engine.begin() as conn:
-            rows = await conn.execute(_TRANSITION_MANY, params)
-            return {row[0] for row in rows}
+        async with driver_connection(self.engine) as conn:
+            rows = await _RAW_TRANSITION_MANY.fetch(conn, params)
+        return {row[0] for row in rows}
 
     async def find(
         self, filter: DeliveryFilter, *, first: int, after: str | None = None
@@ -402,7 +403,7 @@ class PostgresHistoryStore:
                 < tuple_(literal(created_at, DateTime(timezone=True)), literal(delivery_id))
             )
         stmt = select(deliveries).where(*conditions).order_by(*_NEWEST_FIRST).limit(first + 1)
-        async with self.engine.begin() as conn:
+        async with self.auto.connect() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return page_of([_row_to_record(row) for row in rows], first)
 
@@ -416,7 +417,7 @@ class PostgresHistoryStore:
             .where(*_conditions(filter))
             .group_by(c.channel, c.status)
         )
-        async with self.engine.begin() as conn:
+        async with self.auto.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         return {
             (Channel(channel), DeliveryStatus(status)): count for channel, status, count in rows

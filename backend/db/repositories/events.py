@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backend.db.models import (
     DeadLetter,
@@ -19,6 +19,7 @@ from backend.db.models import (
     ScheduledEvent,
     UserPreferences,
 )
+from backend.db.raw import Statement, driver_connection
 
 
 class EventTypeRepository:
@@ -37,18 +38,30 @@ class EventTypeRepository:
         await self.session.flush()
 
 
+_PREFERENCES_OF = Statement(
+    "SELECT user_id, disabled_channels, disabled_event_types, quiet_start, quiet_end, timezone, "
+    "digest_cadence, updated_at FROM user_preferences WHERE user_id = ANY(CAST(:ids AS text[]))"
+)
+
+
+async def preferences_of(
+    engine: AsyncEngine, user_ids: Sequence[str]
+) -> dict[str, UserPreferences]:
+    """The preferences of those users who have any (most have none), read for every event on
+    the driver connection (see backend.db.raw); detached rows, for reading only."""
+    if not user_ids:
+        return {}
+    async with driver_connection(engine) as conn:
+        rows = await _PREFERENCES_OF.fetch(conn, {"ids": list(user_ids)})
+    return {row["user_id"]: UserPreferences(**dict(row)) for row in rows}
+
+
 class PreferenceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
     async def get(self, user_id: str, *, for_update: bool = False) -> UserPreferences | None:
         return await self.session.get(UserPreferences, user_id, with_for_update=for_update)
-
-    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserPreferences]:
-        if not user_ids:
-            return {}
-        stmt = select(UserPreferences).where(UserPreferences.user_id.in_(user_ids))
-        return {p.user_id: p for p in (await self.session.execute(stmt)).scalars()}
 
     async def upsert(
         self,

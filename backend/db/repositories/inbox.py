@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
-from sqlalchemy import and_, func, select, text, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import InboxCounter, InboxItem
+from backend.db.raw import Statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,83 +28,74 @@ class NewInboxItem:
     created_at: datetime
 
 
-# Batches are written with one parameter per column (arrays, unnested by PostgreSQL): the SQL
-# text is the same for every batch size, so it is compiled once, and a batch of 200 items costs
-# two statements. (A multi-row VALUES list is compiled anew for every batch: at campaign
-# volumes that compilation was a quarter of a worker's CPU.)
-_TAKE_SEQUENCES = text(
-    "INSERT INTO inbox_counters (user_id, seq) "
-    "SELECT * FROM unnest(CAST(:users AS varchar[]), CAST(:counts AS bigint[])) "
-    "ON CONFLICT (user_id) DO UPDATE SET seq = inbox_counters.seq + excluded.seq "
-    "RETURNING user_id, seq"
-)
-_INSERT_ITEMS = text(
+# A batch of items is one statement on the driver connection (the delivery hot path, see
+# backend.db.raw), with one array parameter per column: the SQL text is the same for every
+# batch size, so it is prepared once per connection. (A multi-row VALUES list is compiled anew
+# for every batch: at campaign volumes that compilation was a quarter of a worker's CPU.) The
+# counters are taken in user-id order, so two batches for overlapping users lock them in the
+# same order and cannot deadlock; each item is numbered within its user's block, all in the
+# statement's own transaction. An item that was already there (a retried delivery) keeps its
+# first number and leaves an unused one behind: a hole that readers skip, never a reordering.
+_APPEND = Statement(
+    "WITH n AS ("
+    " SELECT * FROM unnest("
+    "  CAST(:ids AS text[]), CAST(:users AS text[]), CAST(:events AS text[]),"
+    "  CAST(:types AS text[]), CAST(:titles AS text[]), CAST(:bodies AS text[]),"
+    "  CAST(:data AS text[]), CAST(:created AS timestamptz[])"
+    " ) WITH ORDINALITY AS n(i, u, e, t, ti, b, d, c, o)"
+    "), counts AS ("
+    " INSERT INTO inbox_counters (user_id, seq)"
+    " SELECT u, count(*) FROM n GROUP BY u ORDER BY u"
+    " ON CONFLICT (user_id) DO UPDATE SET seq = inbox_counters.seq + excluded.seq"
+    " RETURNING user_id, seq"
+    "), numbered AS ("
+    " SELECT n.*, counts.seq - count(*) OVER (PARTITION BY n.u)"
+    "  + row_number() OVER (PARTITION BY n.u ORDER BY n.o) AS s"
+    " FROM n JOIN counts ON counts.user_id = n.u"
+    ") "
     "INSERT INTO inbox_items "
     "(delivery_id, user_id, seq, event_id, event_type, title, body, data, created_at) "
-    "SELECT i, u, s, e, t, ti, b, CAST(d AS jsonb), c FROM unnest("
-    "CAST(:ids AS varchar[]), CAST(:users AS varchar[]), CAST(:seqs AS bigint[]), "
-    "CAST(:events AS varchar[]), CAST(:types AS varchar[]), CAST(:titles AS text[]), "
-    "CAST(:bodies AS text[]), CAST(:data AS text[]), CAST(:created AS timestamptz[])"
-    ") AS n(i, u, s, e, t, ti, b, d, c) "
+    "SELECT i, u, s, e, t, ti, b, CAST(d AS jsonb), c FROM numbered ORDER BY o "
     "ON CONFLICT (delivery_id) DO NOTHING "
     "RETURNING delivery_id, user_id, seq, event_id, event_type, title, body, data, "
     "created_at, read_at, archived_at"
-).columns(*InboxItem.__table__.c)
+)
+_EXISTING = Statement(
+    "SELECT delivery_id, user_id, seq, event_id, event_type, title, body, data, created_at, "
+    "read_at, archived_at FROM inbox_items WHERE delivery_id = ANY(CAST(:ids AS text[]))"
+)
+
+
+async def append_items(conn: asyncpg.Connection, items: Sequence[NewInboxItem]) -> list[Any]:
+    """Insert new items with the next sequence numbers of their users; items already in the
+    inbox are returned as they are, with their first number."""
+    unique = list({i.delivery_id: i for i in items}.values())
+    if not unique:
+        return []
+    rows = await _APPEND.fetch(
+        conn,
+        {
+            "ids": [i.delivery_id for i in unique],
+            "users": [i.user_id for i in unique],
+            "events": [i.event_id for i in unique],
+            "types": [i.event_type for i in unique],
+            "titles": [i.title for i in unique],
+            "bodies": [i.body for i in unique],
+            "data": [orjson.dumps(i.data).decode() for i in unique],
+            "created": [i.created_at for i in unique],
+        },
+    )
+    found = {r["delivery_id"] for r in rows}
+    missing = [i.delivery_id for i in unique if i.delivery_id not in found]
+    if missing:
+        rows += await _EXISTING.fetch(conn, {"ids": missing})
+    by_id = {r["delivery_id"]: r for r in rows}
+    return [by_id[i.delivery_id] for i in unique if i.delivery_id in by_id]
 
 
 class InboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def append(self, items: Sequence[NewInboxItem]) -> list[Any]:
-        """Insert new items with the next sequence numbers of their users; items already in
-        the inbox (a retried delivery) are returned as they are, with their first number.
-
-        The counters are taken in user-id order, so two batches for overlapping users lock
-        them in the same order and cannot deadlock. An item that was already there leaves an
-        unused number behind: a hole that readers skip, never a reordering."""
-        if not items:
-            return []
-        unique = list({i.delivery_id: i for i in items}.values())
-        counts = Counter(i.user_id for i in unique)
-        users = sorted(counts)
-        top = {
-            u: seq
-            for u, seq in (
-                await self.session.execute(
-                    _TAKE_SEQUENCES, {"users": users, "counts": [counts[u] for u in users]}
-                )
-            ).all()
-        }
-        next_seq = {u: top[u] - counts[u] + 1 for u in users}
-        seqs = []
-        for item in unique:
-            seqs.append(next_seq[item.user_id])
-            next_seq[item.user_id] += 1
-        inserted = await self.session.execute(
-            _INSERT_ITEMS,
-            {
-                "ids": [i.delivery_id for i in unique],
-                "users": [i.user_id for i in unique],
-                "seqs": seqs,
-                "events": [i.event_id for i in unique],
-                "types": [i.event_type for i in unique],
-                "titles": [i.title for i in unique],
-                "bodies": [i.body for i in unique],
-                "data": [orjson.dumps(i.data).decode() for i in unique],
-                "created": [i.created_at for i in unique],
-            },
-        )
-        # Plain rows, not ORM objects: building 200 mapped instances per batch costs more than
-        # the INSERT.
-        rows: list[Any] = list(inserted.all())
-        found = {r.delivery_id for r in rows}
-        missing = [i.delivery_id for i in unique if i.delivery_id not in found]
-        if missing:
-            stmt = select(InboxItem).where(InboxItem.delivery_id.in_(missing))
-            rows += list((await self.session.execute(stmt)).scalars())
-        by_id = {r.delivery_id: r for r in rows}
-        return [by_id[i.delivery_id] for i in unique if i.delivery_id in by_id]
 
     async def page(
         self, user_id: str, *, before_seq: int | None, limit: int, unread_only: bool
