@@ -20,8 +20,10 @@ import subprocess
 import sys
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import redis.asyncio as redis_async
 import websockets
 
@@ -29,7 +31,7 @@ from backend.auth import mint_token
 from backend.broker import purge_work_queues
 from backend.config import Settings
 from backend.db.migrate import migrate
-from bench.common import ROOT, free_port, start, stop, table, write_results
+from bench.common import ROOT, LeanPoster, free_port, start, stop, table, write_results
 from bench.deliveries import AMQP_URL, DB_URL, users_file
 
 SUBSCRIBE = {
@@ -91,18 +93,16 @@ async def latency(
     readers = [asyncio.create_task(reader(ws)) for ws in sockets.values()]
     service = mint_token(settings, sub="bench-service", roles=["service"])
     query = "mutation($i: EventInput!) { sendEvent(input: $i) { __typename } }"
-    async with httpx.AsyncClient(
-        base_url=api,
-        headers={"Authorization": f"Bearer {service}"},
-        limits=httpx.Limits(max_connections=64),
+    address = urlsplit(api)
+    assert address.hostname is not None and address.port is not None
+    async with LeanPoster(
+        address.hostname, address.port, "/graphql", {"Authorization": f"Bearer {service}"}
     ) as http:
 
         async def send(n: int) -> None:
             marker = uuid.uuid4().hex
-            sent_at[marker] = time.perf_counter()
-            await http.post(
-                "/graphql",
-                json={
+            body = orjson.dumps(
+                {
                     "query": query,
                     "variables": {
                         "i": {
@@ -112,8 +112,10 @@ async def latency(
                             "payload": {"marker": marker},
                         }
                     },
-                },
+                }
             )
+            sent_at[marker] = time.perf_counter()
+            await http.post(body)
 
         tasks = []
         started = time.perf_counter()
@@ -123,6 +125,8 @@ async def latency(
             n += 1
             await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
         await asyncio.gather(*tasks)
+    if set(http.statuses) != {200}:
+        print(f"warning: HTTP statuses {http.statuses}")
     deadline = time.perf_counter() + 30
     while sent_at and time.perf_counter() < deadline:
         await asyncio.sleep(0.1)
