@@ -15,11 +15,11 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy import text
-from starlette.requests import HTTPConnection
+from starlette.routing import WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
@@ -49,8 +49,10 @@ WS_RATE_LIMITED = 4429
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin_frontend"
 
 
-class WebSocketRouter(GraphQLRouter[Context, None]):
-    """Strawberry's router, used for ``graphql-transport-ws`` only.
+class GraphQLWebSocket(GraphQL[Context, None]):
+    """Strawberry's ASGI view, used for ``graphql-transport-ws`` only, as a plain WebSocket
+    route: thousands of idle subscriptions sit on one process, and FastAPI's router kept its
+    dependency-solving frames alive for each of them.
 
     Browsers cannot set headers on a WebSocket, so the token comes in ``connection_init``
     (``{"authorization": "Bearer <jwt>"}``); a bad token closes the socket with 4403.
@@ -83,9 +85,11 @@ class WebSocketRouter(GraphQLRouter[Context, None]):
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
         return {"userId": principal.user_id}
 
-
-async def _ws_context(connection: HTTPConnection) -> Context:
-    return Context(services=connection.app.state.services)
+    async def get_context(self, request: Any, response: Any) -> Context:
+        context = Context(services=request.app.state.services)
+        context.request = request
+        context.response = response
+        return context
 
 
 async def _check(name: str, probe: Any) -> tuple[str, str | None]:
@@ -175,19 +179,16 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         include_in_schema=False,
     )
-    ws_router = WebSocketRouter(
+    ws_view = GraphQLWebSocket(
         schema,
-        path="/graphql",
         graphql_ide=None,
         allow_queries_via_get=False,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         connection_init_wait_timeout=timedelta(seconds=settings.ws_connection_init_timeout_seconds),
         max_subscriptions_per_connection=settings.ws_max_subscriptions,
         allowed_origins=settings.allowed_origins,
-        context_getter=_ws_context,
-        include_in_schema=False,
     )
-    app.include_router(ws_router)
+    app.router.routes.append(WebSocketRoute("/graphql", ws_view))
     # The hosted preference page and one-click unsubscribe, reached from email links.
     app.include_router(preference_router)
 

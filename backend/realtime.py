@@ -35,24 +35,57 @@ class TooManySubscriptions(HeraldError):
     code = "FORBIDDEN"
 
 
-@dataclass(eq=False)
+OVERFLOW: dict[str, Any] = {"type": "overflow"}
+
+
+@dataclass(eq=False, slots=True)
 class Subscriber:
+    """One live subscription's mailbox. Thousands sit idle on one process, so it is lean: a
+    list made on the first message and one future while its reader waits (an asyncio.Queue
+    with its deques and event, and a wait_for task around it, cost several KB each)."""
+
     channel: str
     user_id: str | None
-    queue: asyncio.Queue[dict[str, Any]]
+    limit: int = 256
+    pending: list[dict[str, Any]] | None = None
+    waiter: asyncio.Future[None] | None = None
     overflowed: bool = False
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.overflowed:
             return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
+        if self.pending is None:
+            self.pending = [message]
+        elif len(self.pending) < self.limit:
+            self.pending.append(message)
+        else:
+            # Too far behind: what it holds is dropped and the reader told to drop the client
+            # (it resumes from its cursor).
             self.overflowed = True
-            # Wake the consumer so it notices and drops the client.
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.queue.get_nowait()
-            self.queue.put_nowait({"type": "overflow"})
+            self.pending = [OVERFLOW]
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def next(self, seconds: float) -> dict[str, Any] | None:
+        """The next message, or None when ``seconds`` pass without one."""
+        if not self.pending:
+            loop = asyncio.get_running_loop()
+            self.waiter = loop.create_future()
+            timer = loop.call_later(seconds, self._wake)
+            try:
+                await self.waiter
+            finally:
+                timer.cancel()
+                self.waiter = None
+            if not self.pending:
+                return None
+        message = self.pending.pop(0)
+        if not self.pending:
+            self.pending = None
+        return message
 
 
 @dataclass
@@ -105,7 +138,7 @@ class LiveHub:
         return await self._subscribe(DELIVERY_UPDATES_CHANNEL, None)
 
     async def _subscribe(self, channel: str, user_id: str | None) -> Subscriber:
-        subscriber = Subscriber(channel, user_id, asyncio.Queue(self.queue_size))
+        subscriber = Subscriber(channel, user_id, self.queue_size)
         async with self._lock:
             first = not self._subscribers[channel]
             self._subscribers[channel].add(subscriber)

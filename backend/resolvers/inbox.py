@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
@@ -130,9 +129,8 @@ async def _next_message(
         if left <= 0:
             await _close(info, CLOSE_TOKEN_EXPIRED, "token expired")
             return None
-        try:
-            message = await asyncio.wait_for(subscriber.queue.get(), left)
-        except TimeoutError:
+        message = await subscriber.next(left)
+        if message is None:
             continue
         if message.get("type") == "overflow":
             await _close(info, CLOSE_SLOW_CONSUMER, "too slow: resume from your last cursor")
