@@ -16,7 +16,7 @@ import random
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -178,11 +178,21 @@ def _send_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
 
 class _RecordingHistory:
     """Passes calls to the history store and remembers every successful status change, so a
-    batch can announce them on the live delivery feed in one message."""
+    batch can announce them on the live delivery feed in one message.
 
-    def __init__(self, history: HistoryStore, records: dict[str, DeliveryRecord]) -> None:
+    ``unstored`` records (in-app, sent inline) are not in the store yet: a batch change to
+    them is applied here and the records inserted with it, once; any other change stores them
+    first, as they are."""
+
+    def __init__(
+        self,
+        history: HistoryStore,
+        records: dict[str, DeliveryRecord],
+        unstored: Collection[str] = (),
+    ) -> None:
         self._history = history
         self._records = records
+        self._unstored = set(unstored)
         self.updates: list[dict[str, Any]] = []
 
     def _record(
@@ -193,10 +203,38 @@ class _RecordingHistory:
             self.updates.append(delivery_update(record, status, at, reason))
             metrics.record_delivery(record.channel.value, status.value)
 
+    async def _store(self, delivery_ids: Collection[str]) -> None:
+        waiting = [self._records[i] for i in delivery_ids if i in self._unstored]
+        if waiting:
+            await self._history.add(waiting)
+            self._unstored.difference_update(r.id for r in waiting)
+
     async def transition_many(
         self, delivery_ids: Sequence[str], status: DeliveryStatus, *, at: datetime, **kwargs: Any
     ) -> set[str]:
-        changed = await self._history.transition_many(delivery_ids, status, at=at, **kwargs)
+        fresh = [i for i in delivery_ids if i in self._unstored]
+        changed: set[str] = set()
+        if fresh:
+            reason = kwargs.get("reason")
+            attempt: Attempt | None = kwargs.get("attempt")
+            rendered: dict[str, Rendered] = kwargs.get("rendered") or {}
+            done = [
+                _applied(self._records[i], status, at, reason, attempt, rendered.get(i))
+                for i in fresh
+            ]
+            # Inserted as they end up. One that exists already was stored by another run of
+            # the same event: moved on as the store's own if it is still pending there.
+            inserted = await self._history.add(done)
+            self._unstored.difference_update(fresh)
+            if inserted < len(done):
+                pending = frozenset({DeliveryStatus.QUEUED, DeliveryStatus.SENDING})
+                await self._history.transition_many(
+                    fresh, status, at=at, **{**kwargs, "expected": pending}
+                )
+            changed.update(fresh)
+        rest = [i for i in delivery_ids if i not in changed]
+        if rest:
+            changed |= await self._history.transition_many(rest, status, at=at, **kwargs)
         for delivery_id in delivery_ids:
             if delivery_id in changed:
                 self._record(delivery_id, status, at, kwargs.get("reason"))
@@ -205,10 +243,41 @@ class _RecordingHistory:
     async def transition(
         self, delivery_id: str, status: DeliveryStatus, *, at: datetime, **kwargs: Any
     ) -> bool:
+        await self._store([delivery_id])
         changed = await self._history.transition(delivery_id, status, at=at, **kwargs)
         if changed:
             self._record(delivery_id, status, at, kwargs.get("reason"))
         return changed
+
+
+def _applied(
+    record: DeliveryRecord,
+    status: DeliveryStatus,
+    at: datetime,
+    reason: str | None,
+    attempt: Attempt | None,
+    rendered: Rendered | None,
+) -> DeliveryRecord:
+    """The record after a status change, as the store's transition would leave it."""
+    shown = rendered or Rendered()
+    return dataclasses.replace(
+        record,
+        status=status,
+        updated_at=at,
+        timeline=[*record.timeline, StatusChange(status, at, reason)],
+        attempts=[*record.attempts, attempt] if attempt is not None else record.attempts,
+        subject=shown.subject if shown.subject is not None else record.subject,
+        title=shown.title if shown.title is not None else record.title,
+        body=shown.body if shown.body is not None else record.body,
+        locale=shown.locale if shown.locale is not None else record.locale,
+    )
+
+
+async def _add(ctx: DeliveryContext, records: Sequence[DeliveryRecord]) -> int:
+    inserted = 0
+    for start in range(0, len(records), 1000):
+        inserted += await ctx.history.add(records[start : start + 1000])
+    return inserted
 
 
 def _claimed(record: DeliveryRecord, at: datetime) -> DeliveryRecord:
@@ -363,12 +432,25 @@ async def dispatch_event(
     if preclaimed:
         mine = {i for ids in here.values() for i in ids}
         records = [_claimed(r, now) if r.id in mine else r for r in records]
-    inserted = 0
-    for chunk_start in range(0, len(records), 1000):
-        inserted += await ctx.history.add(records[chunk_start : chunk_start + 1000])
+    # In-app deliveries sent right here reach the history once, when their inbox item is
+    # stored: already sent (or, if something goes wrong first, stored then as they are and
+    # moved on from there). An insert and an UPDATE of every row become one insert. The inbox
+    # append is idempotent, so a duplicate run stores and sends nothing twice.
+    unstored = (
+        set(here.get(Channel.IN_APP, ()))
+        if preclaimed and not envelope.get("quiet_released")  # a release: records exist
+        else set()
+    )
+    stored_now = [r for r in records if r.id not in unstored]
+    inserted = await _add(ctx, stored_now)
     # Records this call inserted are what the store holds: sending here needs not read them
     # back. After a re-run (some already existed), the store's own are read.
-    known = {r.id: r for r in records} if inserted == len(records) and not redelivered else None
+    first_run = inserted == len(stored_now) and not redelivered
+    if unstored and not first_run:
+        # Another run got here first: no shortcut, the in-app records are stored as claimed.
+        await _add(ctx, [r for r in records if r.id in unstored])
+        unstored = set()
+    known = {r.id: r for r in records} if first_run else None
     if held:
         await _hold_for_quiet_hours(ctx, envelope, held)
     for channel in channels:
@@ -400,6 +482,7 @@ async def dispatch_event(
                 resume=resume,
                 known=known,
                 claimed=claimed,
+                unstored=unstored,
                 profiles=profiles,
             )
             for channel, ids in here.items()
@@ -474,13 +557,15 @@ async def send_batch(
     resume: bool = False,
     known: dict[str, DeliveryRecord] | None = None,
     claimed: bool = False,
+    unstored: Collection[str] = (),
     profiles: Mapping[str, UserProfile] | None = None,
 ) -> BatchOutcome:
     """Render and send a batch of one channel's deliveries concurrently.
 
     ``known`` are records the caller has just inserted (so they are what the store holds),
     and ``profiles`` users it already has: each spares a look-up. ``claimed``: the caller
-    inserted them already in ``sending``, so they are this batch's without a claim.
+    inserted them already in ``sending``, so they are this batch's without a claim;
+    ``unstored``: of those, the ones it left to be stored with their outcome.
 
     ``resume`` (a redelivered or resumed task) allows taking over deliveries left in
     ``sending`` by a worker that died mid-batch, once their lease has run out: a claim younger
@@ -492,7 +577,7 @@ async def send_batch(
         records = {i: known[i] for i in delivery_ids}
     else:
         records = {r.id: r for r in await ctx.history.get_many(delivery_ids)}
-    history = _RecordingHistory(ctx.history, records)
+    history = _RecordingHistory(ctx.history, records, unstored=unstored if claimed else ())
     takeable = (
         {DeliveryStatus.QUEUED, DeliveryStatus.SENDING} if resume else {DeliveryStatus.QUEUED}
     )

@@ -1,0 +1,160 @@
+"""In-app deliveries sent inline by dispatch reach the history once, already sent, and a second
+run of the same event (a duplicate message, or a record another run stored first) neither
+stores nor sends anything twice. Real PostgreSQL and Redis; the user profiles are handed to
+dispatch as a campaign page does, so no auth service is asked."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis.asyncio as redis_async
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.channels import Channel
+from backend.channels.in_app import user_channel
+from backend.config import Settings
+from backend.db.history.base import DeliveryRecord, DeliveryStatus, StatusChange
+from backend.db.history.postgres import PostgresHistoryStore
+from backend.db.session import create_sessionmaker
+from backend.services.deliveries import DeliveryContext, delivery_id, dispatch_event
+from backend.services.inbox import RedisLivePublisher
+from backend.services.users import UserProfile
+
+
+class UnusedQueue:
+    """Nothing here is enqueued: every delivery of these events is sent inline."""
+
+    async def enqueue_send(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"unexpected enqueue: {args} {kwargs}")
+
+
+class NoDirectory:
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]:
+        raise AssertionError(f"profiles were handed over; asked for {user_ids}")
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[redis_async.Redis]:
+    client = redis_async.Redis.from_url("redis://127.0.0.1:6379/9")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def ctx(settings: Settings, engine: AsyncEngine, redis: redis_async.Redis) -> DeliveryContext:
+    return DeliveryContext(
+        settings=settings,
+        sessionmaker=create_sessionmaker(engine),
+        history=PostgresHistoryStore(engine),
+        queue=UnusedQueue(),
+        users=NoDirectory(),
+        live=RedisLivePublisher(redis),
+    )
+
+
+def envelope(user_id: str) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "type": "user_registered",
+        "user_ids": [user_id],
+        "channels": ["in_app"],
+        "payload": {},
+        "template_slug": "welcome",
+        "locale": None,
+        "critical": False,
+    }
+
+
+def profile(user_id: str) -> dict[str, UserProfile]:
+    return {user_id: UserProfile(id=user_id, email=None, first_name="Ada", locale="en")}
+
+
+async def inbox_rows(engine: AsyncEngine, user_id: str) -> list[Any]:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text("SELECT delivery_id, seq FROM inbox_items WHERE user_id = :u ORDER BY seq"),
+            {"u": user_id},
+        )
+        return list(result.all())
+
+
+async def test_an_inline_in_app_delivery_is_stored_once_already_sent(
+    ctx: DeliveryContext, engine: AsyncEngine, redis: redis_async.Redis
+) -> None:
+    user = f"u-{uuid.uuid4()}"
+    event = envelope(user)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(user_channel(user))
+    try:
+        await dispatch_event(ctx, event, profiles=profile(user))
+        live = None
+        for _ in range(20):
+            live = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if live is not None:
+                break
+    finally:
+        await pubsub.aclose()
+
+    record = await ctx.history.get(delivery_id(event["id"], user, Channel.IN_APP))
+    assert record is not None
+    assert record.status is DeliveryStatus.SENT
+    assert [c.status for c in record.timeline] == [
+        DeliveryStatus.QUEUED,
+        DeliveryStatus.SENDING,
+        DeliveryStatus.SENT,
+    ]
+    assert record.title and "Ada" in record.title
+    assert [a.provider for a in record.attempts] == ["inbox"]
+    assert [r.delivery_id for r in await inbox_rows(engine, user)] == [record.id]
+    assert live is not None, "the item was not published live"
+
+
+async def test_a_duplicate_run_stores_and_sends_nothing_twice(
+    ctx: DeliveryContext, engine: AsyncEngine
+) -> None:
+    user = f"u-{uuid.uuid4()}"
+    event = envelope(user)
+    await dispatch_event(ctx, event, profiles=profile(user))
+    first = await ctx.history.get(delivery_id(event["id"], user, Channel.IN_APP))
+    # The same dispatch message again (not marked redelivered): a publisher's retry.
+    await dispatch_event(ctx, dict(event), profiles=profile(user))
+
+    again = await ctx.history.get(delivery_id(event["id"], user, Channel.IN_APP))
+    assert again == first
+    assert len(await inbox_rows(engine, user)) == 1
+
+
+async def test_a_record_another_run_stored_first_is_moved_on_not_left_behind(
+    ctx: DeliveryContext, engine: AsyncEngine
+) -> None:
+    """Another run stored the delivery (queued) and stopped before sending: this run sends
+    it, and the stored record ends sent, with one inbox item."""
+    user = f"u-{uuid.uuid4()}"
+    event = envelope(user)
+    did = delivery_id(event["id"], user, Channel.IN_APP)
+    now = datetime.now(UTC)
+    await ctx.history.add(
+        [
+            DeliveryRecord(
+                id=did,
+                event_id=event["id"],
+                event_type=event["type"],
+                user_id=user,
+                channel=Channel.IN_APP,
+                created_at=now,
+                updated_at=now,
+                template_slug="welcome",
+                timeline=[StatusChange(DeliveryStatus.QUEUED, now)],
+            )
+        ]
+    )
+    await dispatch_event(ctx, event, profiles=profile(user))
+
+    record = await ctx.history.get(did)
+    assert record is not None and record.status is DeliveryStatus.SENT
+    assert len(await inbox_rows(engine, user)) == 1
