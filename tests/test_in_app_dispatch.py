@@ -158,3 +158,14 @@ async def test_a_record_another_run_stored_first_is_moved_on_not_left_behind(
     record = await ctx.history.get(did)
     assert record is not None and record.status is DeliveryStatus.SENT
     assert len(await inbox_rows(engine, user)) == 1
+
+
+def test_delivery_ids_stay_the_uuid5_of_event_user_and_channel() -> None:
+    """Stored records are found again by these ids: they must never change."""
+    namespace = uuid.UUID("6f1d3c2a-8f5e-4b7a-9c1d-2e3f4a5b6c7d")
+    for n in range(300):
+        event_id, user_id = str(uuid.uuid4()), f"user-{n}-ñ"
+        for channel in Channel:
+            expected = str(uuid.uuid5(namespace, f"{event_id}/{user_id}/{channel.value}"))
+            assert delivery_id(event_id, user_id, channel) == expected
+            assert delivery_id(event_id, user_id, channel.value) == expected

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import random
 import time
@@ -70,9 +71,21 @@ _NAMESPACE = uuid.UUID("6f1d3c2a-8f5e-4b7a-9c1d-2e3f4a5b6c7d")
 SEND_CONCURRENCY = 64
 
 
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+
+
 def delivery_id(event_id: str, user_id: str, channel: Channel | str) -> str:
-    """The one id of (event, user, channel): a re-run dispatch produces the same ids."""
-    return str(uuid.uuid5(_NAMESPACE, f"{event_id}/{user_id}/{Channel(channel).value}"))
+    """The one id of (event, user, channel): a re-run dispatch produces the same ids.
+
+    ``uuid.uuid5`` of the name, computed without building a UUID object: campaign pages make a
+    thousand at a time, and ``uuid5()`` and ``str()`` were 7% of a worker's CPU there."""
+    kind = channel.value if isinstance(channel, Channel) else Channel(channel).value
+    name = f"{event_id}/{user_id}/{kind}"
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])  # noqa: S324
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class DeliveryQueue(Protocol):
