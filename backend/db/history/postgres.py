@@ -19,18 +19,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    any_,
-    bindparam,
-    cast,
     delete,
     func,
     literal,
     select,
     text,
     tuple_,
-    update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
@@ -239,11 +235,6 @@ def _conditions(filter: DeliveryFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _appended(column: Column[Any], item: StatusChange | Attempt) -> Any:
-    """``column || '[item]'``: the JSONB array with ``item`` at its end."""
-    return column.op("||")(cast(literal(_json([item]), Text), JSONB))
-
-
 _TRANSITION_MANY = text(
     """
     UPDATE deliveries AS d SET
@@ -267,6 +258,24 @@ _TRANSITION_MANY = text(
     """
 )
 _RAW_TRANSITION_MANY = Statement(_TRANSITION_MANY.text)
+_RAW_TRANSITION = Statement(
+    """
+    UPDATE deliveries SET
+        status = :status,
+        updated_at = :at,
+        timeline = timeline || CAST(:entry AS jsonb),
+        attempts = CASE WHEN CAST(:attempt AS jsonb) IS NULL THEN attempts
+                        ELSE attempts || CAST(:attempt AS jsonb) END,
+        subject = COALESCE(CAST(:subject AS text), subject),
+        title = COALESCE(CAST(:title AS text), title),
+        body = COALESCE(CAST(:body AS text), body),
+        locale = COALESCE(CAST(:locale AS text), locale),
+        provider_message_id = COALESCE(CAST(:provider_message_id AS text), provider_message_id)
+    WHERE id = CAST(:id AS text)
+      AND (CAST(:expected AS text[]) IS NULL OR status = ANY(CAST(:expected AS text[])))
+    RETURNING id
+    """
+)
 
 
 class PostgresHistoryStore:
@@ -326,28 +335,24 @@ class PostgresHistoryStore:
         """Move a delivery to ``status`` if its status is in ``expected`` (any when None), in
         one UPDATE so that two workers racing on a delivery cannot both win. Rendered fields
         that are None are left as they are. Returns whether the delivery changed."""
-        c = deliveries.c
-        values: dict[str, Any] = {
+        shown = rendered or Rendered()
+        params: dict[str, Any] = {
+            "id": delivery_id,
             "status": status.value,
-            "updated_at": as_utc(at),
-            "timeline": _appended(c.timeline, StatusChange(status, at, reason)),
+            "at": as_utc(at),
+            "entry": _json([StatusChange(status, at, reason)]),
+            "attempt": _json([attempt]) if attempt is not None else None,
+            "subject": shown.subject,
+            "title": shown.title,
+            "body": shown.body,
+            "locale": shown.locale,
+            "provider_message_id": provider_message_id,
+            "expected": [s.value for s in sorted(expected)] if expected is not None else None,
         }
-        if attempt is not None:
-            values["attempts"] = _appended(c.attempts, attempt)
-        if rendered is not None:
-            for name in ("subject", "title", "body", "locale"):
-                value = getattr(rendered, name)
-                if value is not None:
-                    values[name] = value
-        if provider_message_id is not None:
-            values["provider_message_id"] = provider_message_id
-        stmt = update(deliveries).where(c.id == delivery_id).values(values).returning(c.id)
-        if expected is not None:
-            allowed = [s.value for s in sorted(expected)]
-            stmt = stmt.where(c.status == any_(bindparam("expected", allowed, type_=ARRAY(Text))))
-        async with self.auto.connect() as conn:
-            changed = (await conn.execute(stmt)).first()
-        return changed is not None
+        # One per email sent: on the driver connection (see backend.db.raw).
+        async with driver_connection(self.engine) as conn:
+            changed = await _RAW_TRANSITION.fetch(conn, params)
+        return bool(changed)
 
     async def transition_many(
         self,
