@@ -3,9 +3,10 @@ tell a user's open subscriptions about new items and read-state changes."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,6 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backend.channels.in_app import user_channel
-from backend.db.models import InboxItem
 from backend.db.raw import driver_connection
 from backend.db.repositories.inbox import InboxRepository, NewInboxItem, append_items
 from backend.errors import ValidationError
@@ -45,36 +45,12 @@ class InboxEntry:
         return inbox_cursor(self.seq)
 
     @classmethod
-    def from_row(cls, row: InboxItem | Any) -> InboxEntry:
-        """From an ORM item or a result row with the same columns."""
-        return cls(
-            delivery_id=row.delivery_id,
-            user_id=row.user_id,
-            seq=row.seq,
-            event_id=row.event_id,
-            event_type=row.event_type,
-            title=row.title,
-            body=row.body,
-            data=row.data or {},
-            created_at=row.created_at,
-            read_at=row.read_at,
-        )
-
-    @classmethod
-    def from_record(cls, row: Mapping[str, Any]) -> InboxEntry:
-        """From a driver record (columns by name)."""
-        return cls(
-            delivery_id=row["delivery_id"],
-            user_id=row["user_id"],
-            seq=row["seq"],
-            event_id=row["event_id"],
-            event_type=row["event_type"],
-            title=row["title"],
-            body=row["body"],
-            data=row["data"] or {},
-            created_at=row["created_at"],
-            read_at=row["read_at"],
-        )
+    def from_row(cls, row: Any) -> InboxEntry:
+        """From an ORM item, or a driver record (its columns by name)."""
+        column = row.__getitem__ if hasattr(row, "keys") else functools.partial(getattr, row)
+        values = {name: column(name) for name in _ENTRY_COLUMNS}
+        values["data"] = values["data"] or {}
+        return cls(**values)
 
     def to_message(self) -> dict[str, Any]:
         return {
@@ -104,6 +80,9 @@ class InboxEntry:
             created_at=datetime.fromisoformat(message["created_at"]),
             read_at=datetime.fromisoformat(message["read_at"]) if message.get("read_at") else None,
         )
+
+
+_ENTRY_COLUMNS = tuple(f.name for f in fields(InboxEntry))
 
 
 def inbox_cursor(seq: int) -> str:
@@ -153,7 +132,7 @@ async def store_items(engine: AsyncEngine, items: Sequence[NewInboxItem]) -> lis
     """Add items to their users' inboxes, in one statement of its own (publish after)."""
     async with driver_connection(engine) as conn:
         rows = await append_items(conn, items)
-    return [InboxEntry.from_record(r) for r in rows]
+    return [InboxEntry.from_row(r) for r in rows]
 
 
 async def list_inbox(
