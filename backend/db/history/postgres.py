@@ -23,7 +23,6 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    text,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -235,7 +234,9 @@ def _conditions(filter: DeliveryFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
-_TRANSITION_MANY = text(
+# One UPDATE joined to the ids (and their rendered fields) as arrays, for one delivery or a
+# batch; on the driver connection (the delivery hot path, see backend.db.raw).
+_TRANSITION = Statement(
     """
     UPDATE deliveries AS d SET
         status = :status,
@@ -246,7 +247,8 @@ _TRANSITION_MANY = text(
         subject = COALESCE(v.subject, d.subject),
         title = COALESCE(v.title, d.title),
         body = COALESCE(v.body, d.body),
-        locale = COALESCE(v.locale, d.locale)
+        locale = COALESCE(v.locale, d.locale),
+        provider_message_id = COALESCE(CAST(:provider_message_id AS text), d.provider_message_id)
     FROM unnest(CAST(:ids AS text[]), CAST(:subjects AS text[]), CAST(:titles AS text[]),
                 CAST(:bodies AS text[]), CAST(:locales AS text[]),
                 CAST(:versions AS timestamptz[]))
@@ -255,25 +257,6 @@ _TRANSITION_MANY = text(
       AND (v.version IS NULL OR d.updated_at = v.version)
       AND (CAST(:expected AS text[]) IS NULL OR d.status = ANY(CAST(:expected AS text[])))
     RETURNING d.id
-    """
-)
-_RAW_TRANSITION_MANY = Statement(_TRANSITION_MANY.text)
-_RAW_TRANSITION = Statement(
-    """
-    UPDATE deliveries SET
-        status = :status,
-        updated_at = :at,
-        timeline = timeline || CAST(:entry AS jsonb),
-        attempts = CASE WHEN CAST(:attempt AS jsonb) IS NULL THEN attempts
-                        ELSE attempts || CAST(:attempt AS jsonb) END,
-        subject = COALESCE(CAST(:subject AS text), subject),
-        title = COALESCE(CAST(:title AS text), title),
-        body = COALESCE(CAST(:body AS text), body),
-        locale = COALESCE(CAST(:locale AS text), locale),
-        provider_message_id = COALESCE(CAST(:provider_message_id AS text), provider_message_id)
-    WHERE id = CAST(:id AS text)
-      AND (CAST(:expected AS text[]) IS NULL OR status = ANY(CAST(:expected AS text[])))
-    RETURNING id
     """
 )
 
@@ -335,24 +318,17 @@ class PostgresHistoryStore:
         """Move a delivery to ``status`` if its status is in ``expected`` (any when None), in
         one UPDATE so that two workers racing on a delivery cannot both win. Rendered fields
         that are None are left as they are. Returns whether the delivery changed."""
-        shown = rendered or Rendered()
-        params: dict[str, Any] = {
-            "id": delivery_id,
-            "status": status.value,
-            "at": as_utc(at),
-            "entry": _json([StatusChange(status, at, reason)]),
-            "attempt": _json([attempt]) if attempt is not None else None,
-            "subject": shown.subject,
-            "title": shown.title,
-            "body": shown.body,
-            "locale": shown.locale,
-            "provider_message_id": provider_message_id,
-            "expected": [s.value for s in sorted(expected)] if expected is not None else None,
-        }
-        # One per email sent: on the driver connection (see backend.db.raw).
-        async with driver_connection(self.engine) as conn:
-            changed = await _RAW_TRANSITION.fetch(conn, params)
-        return bool(changed)
+        changed = await self._transition(
+            [delivery_id],
+            status,
+            at=at,
+            expected=expected,
+            reason=reason,
+            attempt=attempt,
+            rendered={delivery_id: rendered} if rendered is not None else None,
+            provider_message_id=provider_message_id,
+        )
+        return delivery_id in changed
 
     async def transition_many(
         self,
@@ -368,6 +344,30 @@ class PostgresHistoryStore:
     ) -> set[str]:
         """One UPDATE joined to the ids (and their rendered fields) as arrays: a batch of
         deliveries costs one statement and one commit instead of one each."""
+        return await self._transition(
+            delivery_ids,
+            status,
+            at=at,
+            expected=expected,
+            reason=reason,
+            attempt=attempt,
+            rendered=rendered,
+            unchanged_since=unchanged_since,
+        )
+
+    async def _transition(
+        self,
+        delivery_ids: Sequence[str],
+        status: DeliveryStatus,
+        *,
+        at: datetime,
+        expected: frozenset[DeliveryStatus] | None,
+        reason: str | None,
+        attempt: Attempt | None,
+        rendered: dict[str, Rendered] | None,
+        unchanged_since: dict[str, datetime] | None = None,
+        provider_message_id: str | None = None,
+    ) -> set[str]:
         ids = list(dict.fromkeys(delivery_ids))
         if not ids:
             return set()
@@ -389,9 +389,10 @@ class PostgresHistoryStore:
             "entry": _json([StatusChange(status, at, reason)]),
             "attempt": _json([attempt]) if attempt is not None else None,
             "expected": [s.value for s in sorted(expected)] if expected is not None else None,
+            "provider_message_id": provider_message_id,
         }
         async with driver_connection(self.engine) as conn:
-            rows = await _RAW_TRANSITION_MANY.fetch(conn, params)
+            rows = await _TRANSITION.fetch(conn, params)
         return {row[0] for row in rows}
 
     async def find(
