@@ -30,13 +30,14 @@ from backend.db.history.factory import create_history_store
 from backend.db.session import create_engine, create_sessionmaker
 from backend.errors import HeraldError
 from backend.graphql_http import GraphQLHTTP
+from backend.live_socket import LiveSocketHandler, NotificationPlans, encode_json
 from backend.observability.logs import configure_logging
 from backend.observability.metrics import metrics_endpoint
 from backend.observability.tracing import configure_tracing, instrument_app
 from backend.preference_page import router as preference_router
 from backend.realtime import LiveHub
 from backend.schema.context import Context, Services
-from backend.schema.root import build_schema
+from backend.schema.root import HeraldSchema, build_schema
 from backend.services import rate_limits
 from backend.services.campaigns import BrokerRunPublisher
 from backend.services.deliveries import BrokerDeliveryQueue
@@ -56,7 +57,17 @@ class GraphQLWebSocket(GraphQL[Context, None]):
 
     Browsers cannot set headers on a WebSocket, so the token comes in ``connection_init``
     (``{"authorization": "Bearer <jwt>"}``); a bad token closes the socket with 4403.
+    ``notifications`` subscriptions take the fast path of backend/live_socket.py.
     """
+
+    graphql_transport_ws_handler_class = LiveSocketHandler
+
+    def __init__(self, schema: HeraldSchema, **options: Any) -> None:
+        super().__init__(schema, **options)
+        self.plans = NotificationPlans(schema._schema, schema.documents)
+
+    def encode_json(self, data: object) -> str:
+        return encode_json(data)
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         # Per-IP connection rate, checked before the origin check or any other work: over the

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,8 +108,12 @@ async def archive(info: Info, ids: list[strawberry.ID]) -> InboxChangeResult:
     return await _change(info, "archive", ids)
 
 
-async def _close(info: Info, code: int, reason: str) -> None:
-    socket = info.context.request
+Closer = Callable[[int, str], Awaitable[None]]
+
+
+async def close_socket(context: Context, code: int, reason: str) -> None:
+    """Close the subscription's WebSocket with an application close code, if still open."""
+    socket = context.request
     if isinstance(socket, WebSocket) and socket.client_state is WebSocketState.CONNECTED:
         with contextlib.suppress(RuntimeError):  # already closing
             await socket.close(code=code, reason=reason)
@@ -120,83 +126,135 @@ def _seconds_left(principal: Principal) -> float:
 
 
 async def _next_message(
-    info: Info, principal: Principal, subscriber: Subscriber
+    close: Closer, principal: Principal, subscriber: Subscriber
 ) -> dict[str, Any] | None:
     """The subscriber's next live message, or None once the socket is closed: when the token
     expires (4403) or when the subscriber fell too far behind (4008, resume with a cursor)."""
     while True:
         left = _seconds_left(principal)
         if left <= 0:
-            await _close(info, CLOSE_TOKEN_EXPIRED, "token expired")
+            await close(CLOSE_TOKEN_EXPIRED, "token expired")
             return None
         message = await subscriber.next(left)
         if message is None:
             continue
         if message.get("type") == "overflow":
-            await _close(info, CLOSE_SLOW_CONSUMER, "too slow: resume from your last cursor")
+            await close(CLOSE_SLOW_CONSUMER, "too slow: resume from your last cursor")
             return None
         return message
+
+
+@dataclass(eq=False, slots=True)
+class ReadChange:
+    """Items read or archived on one of the user's devices."""
+
+    ids: list[str]
+    read: bool
+    archived: bool
+
+
+@dataclass(eq=False, slots=True)
+class InboxStream:
+    """One user's live notifications, opened: the caller is checked, the starting point known
+    and the user's channel subscribed, so that everything that can be refused has been.
+
+    ``updates()`` yields the stored items missed since the starting point, in order, then the
+    live ones, with nothing lost or doubled at the seam. Both the GraphQL resolver and the
+    WebSocket fast path (backend/live_socket.py) read it.
+    """
+
+    hub: LiveHub
+    sessionmaker: Any
+    principal: Principal
+    subscriber: Subscriber
+    last: int
+    closed: bool = False
+
+    @classmethod
+    async def open(cls, context: Context, since: str | None) -> InboxStream:
+        principal = context.principal()
+        hub: LiveHub = context.services.extras["live_hub"]
+        sessionmaker = context.services.sessionmaker
+        after = inbox_service.decode_inbox_cursor(since, field="since")
+        if after is None:
+            # Without `since` the stream starts after the newest item stored now. Read before
+            # subscribing: an item stored in between is then both replayed and seen live, and
+            # the sequence check drops the double; read after, it could be skipped as seen.
+            async with hub.replay_slots, sessionmaker() as session:
+                after = await InboxRepository(session).last_seq(principal.user_id)
+        # Subscribe before reading what was missed, so an item stored in between is seen live.
+        subscriber = await hub.subscribe_user(principal.user_id)
+        metrics.subscription_opened()
+        return cls(hub, sessionmaker, principal, subscriber, after)
+
+    async def _missed(self, until: int | None = None) -> list[InboxEntry]:
+        # A reconnect storm (an API restart, a Redis drop) must queue for the database, not
+        # exhaust its pool and fail subscriptions: replays take turns.
+        async with self.hub.replay_slots, self.sessionmaker() as session:
+            return await inbox_service.missed_items(
+                session,
+                user_id=self.principal.user_id,
+                after_seq=self.last,
+                limit=REPLAY_PAGE,
+                until_seq=until,
+            )
+
+    async def updates(self, close: Closer) -> AsyncGenerator[InboxEntry | ReadChange, None]:
+        try:
+            while True:  # the replay, page by page
+                entries = await self._missed()
+                for entry in entries:
+                    yield entry
+                    self.last = entry.seq
+                if len(entries) < REPLAY_PAGE:
+                    break
+            principal, subscriber = self.principal, self.subscriber
+            while (message := await _next_message(close, principal, subscriber)) is not None:
+                kind = message.get("type")
+                if kind == "resync" or (
+                    kind == "notification" and int(message["seq"]) > self.last + 1
+                ):
+                    # After a Redis drop, or a hole before this item: read what is stored.
+                    until = int(message["seq"]) if kind == "notification" else None
+                    for entry in await self._missed(until):
+                        yield entry
+                        self.last = entry.seq
+                if kind == "notification":
+                    if int(message["seq"]) <= self.last:
+                        continue  # already sent by the replay
+                    entry = InboxEntry.from_message(principal.user_id, message)
+                    yield entry
+                    self.last = entry.seq
+                elif kind in ("read", "archived"):
+                    yield ReadChange(
+                        [str(i) for i in message["ids"]], kind == "read", kind == "archived"
+                    )
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            metrics.subscription_closed()
+            await self.hub.unsubscribe(self.subscriber)
 
 
 async def notifications(info: Info, since: str | None = None) -> AsyncGenerator[InboxUpdate, None]:
     """The caller's in-app notifications, live. With ``since``, what was missed after that
     cursor comes first, in order, then the live ones, with nothing lost or doubled."""
-    context = info.context
-    principal = context.principal()
-    user_id = principal.user_id
-    hub: LiveHub = context.services.extras["live_hub"]
-    sessionmaker = context.services.sessionmaker
-    after = inbox_service.decode_inbox_cursor(since, field="since")
-    if after is None:
-        # Without `since` the stream starts after the newest item stored now. Read before
-        # subscribing: an item stored in between is then both replayed and seen live, and the
-        # sequence check drops the double; read after, it could be skipped as already seen.
-        async with hub.replay_slots, sessionmaker() as session:
-            after = await InboxRepository(session).last_seq(user_id)
-    # Subscribe before reading what was missed, so an item stored in between is seen live.
-    subscriber = await hub.subscribe_user(user_id)
-    metrics.subscription_opened()
-
-    async def missed(last: int, until: int | None = None) -> list[InboxEntry]:
-        # A reconnect storm (an API restart, a Redis drop) must queue for the database, not
-        # exhaust its pool and fail subscriptions: replays take turns.
-        async with hub.replay_slots, sessionmaker() as session:
-            return await inbox_service.missed_items(
-                session, user_id=user_id, after_seq=last, limit=REPLAY_PAGE, until_seq=until
-            )
-
+    stream = await InboxStream.open(info.context, since)
     try:
-        last = after
-        while True:  # the replay, page by page
-            entries = await missed(last)
-            for entry in entries:
-                yield Notification.from_entry(entry)
-                last = entry.seq
-            if len(entries) < REPLAY_PAGE:
-                break
-        while (message := await _next_message(info, principal, subscriber)) is not None:
-            kind = message.get("type")
-            if kind == "resync" or (kind == "notification" and int(message["seq"]) > last + 1):
-                # After a Redis drop, or a hole before this item: read what is stored.
-                until = int(message["seq"]) if kind == "notification" else None
-                for entry in await missed(last, until):
-                    yield Notification.from_entry(entry)
-                    last = entry.seq
-            if kind == "notification":
-                entry = InboxEntry.from_message(user_id, message)
-                if entry.seq <= last:
-                    continue  # already sent by the replay
-                yield Notification.from_entry(entry)
-                last = entry.seq
-            elif kind in ("read", "archived"):
+        async for update in stream.updates(functools.partial(close_socket, info.context)):
+            if isinstance(update, InboxEntry):
+                yield Notification.from_entry(update)
+            else:
                 yield ReadStateChange(
-                    ids=[strawberry.ID(i) for i in message["ids"]],
-                    read=kind == "read",
-                    archived=kind == "archived",
+                    ids=[strawberry.ID(i) for i in update.ids],
+                    read=update.read,
+                    archived=update.archived,
                 )
     finally:
-        metrics.subscription_closed()
-        await hub.unsubscribe(subscriber)
+        await stream.aclose()
 
 
 def _matches(item: dict[str, Any], f: DeliveryUpdateFilter | None) -> bool:
@@ -221,7 +279,8 @@ async def delivery_updates(
     subscriber: Subscriber = await hub.subscribe_deliveries()
     metrics.subscription_opened()
     try:
-        while (message := await _next_message(info, principal, subscriber)) is not None:
+        close = functools.partial(close_socket, info.context)
+        while (message := await _next_message(close, principal, subscriber)) is not None:
             for item in message.get("items", ()):
                 if _matches(item, filter):
                     yield DeliveryUpdate(

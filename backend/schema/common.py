@@ -6,9 +6,12 @@ import strawberry
 from strawberry.scalars import JSON
 
 from backend.channels import Channel
+from backend.db.history.base import DeliveryStatus
 
-# Registers the domain enum itself as the GraphQL enum (strawberry.enum returns the class).
+# Registers the domain enums themselves as the GraphQL enums (strawberry.enum returns the
+# class), here where every schema module that uses them imports from.
 strawberry.enum(Channel, name="Channel", description="A delivery channel.")
+strawberry.enum(DeliveryStatus, name="DeliveryStatus", description="Where a delivery stands.")
 
 __all__ = ["JSON", "Channel", "PageInfo"]
 

@@ -23,8 +23,6 @@ from backend.schema.errors import (
     ValidationError,
 )
 
-strawberry.enum(DeliveryStatus, name="DeliveryStatus", description="Where a delivery stands.")
-
 
 @strawberry.input(description="An event from a service: who, what, and optional overrides.")
 class EventInput:

@@ -336,6 +336,9 @@ class Subscription:
 class HeraldSchema(strawberry.Schema):
     """Logs unexpected errors with their trace; expected ones (auth, validation) are data."""
 
+    # The parsed and validated documents, shared with the WebSocket fast path.
+    documents: DocumentCache
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -363,7 +366,7 @@ EXTRA_TYPES = [
 ]
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+def build_schema(settings: Settings | None = None) -> HeraldSchema:
     """The schema with Herald's limits. ``settings`` None gives the committed, documented schema."""
     # Factories, so that every operation gets fresh extension instances. Documents are parsed
     # and validated once per distinct text (backend/schema/documents.py), with the limits'
@@ -379,11 +382,14 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         ]
         if not settings.introspection:
             rules += DisableIntrospection().validation_rules
-    extensions.append(cached_documents(DocumentCache(max_tokens=max_tokens, rules=rules)))
-    return HeraldSchema(
+    documents = DocumentCache(max_tokens=max_tokens, rules=rules)
+    extensions.append(cached_documents(documents))
+    schema = HeraldSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=EXTRA_TYPES,
         extensions=extensions,
     )
+    schema.documents = documents
+    return schema

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import redis.asyncio as redis_async
 import websockets
 from websockets.exceptions import ConnectionClosed
 
@@ -55,8 +54,12 @@ class Client:
             )
         )
 
+    async def raw(self, timeout: float = 5) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        return result
+
     async def next(self, timeout: float = 5) -> dict[str, Any]:
-        message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        message = await self.raw(timeout)
         assert message["type"] == "next", message
         return message["payload"]["data"]
 
@@ -96,19 +99,6 @@ async def store(
     if publish:
         await RedisLivePublisher(redis).publish_many([(e.user_id, e.to_message()) for e in entries])
     return entries
-
-
-@pytest.fixture
-async def redis() -> Any:
-    client = redis_async.Redis.from_url("redis://127.0.0.1:6379/0")
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def committed(app_services: Any) -> Any:
-    """Sessions that commit for real: the API process must see what the test stores."""
-    return app_services.sessionmaker
 
 
 def user() -> str:
