@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=2.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
     delivery_batch_size: int = Field(default=200, ge=1, le=5000)
+    # An event for more users than this is dispatched in parts of this size, one message
+    # each, so that every worker process takes a share of a broadcast.
+    dispatch_part_size: int = Field(default=2000, ge=100, le=100_000)
     delivery_lease_seconds: float = Field(default=60.0, gt=0)
     history_retention_days: int = Field(default=180, ge=1)
 

@@ -99,6 +99,9 @@ class LiveHub:
     _pubsub: PubSub | None = None
     _task: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Channels whose last local subscriber left, to unsubscribe from Redis in one command.
+    _leaving: set[str] = field(default_factory=set)
+    _flusher: asyncio.Task[None] | None = None
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
     # Subscriptions catching up from the inbox at once (bounded below the database pool).
     replay_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(6))
@@ -110,6 +113,8 @@ class LiveHub:
         self._task = asyncio.create_task(self._supervise())
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
         if self._task is not None:
             self._task.cancel()
             # redis-py's get_message can sit out its read timeout despite the cancellation;
@@ -142,6 +147,10 @@ class LiveHub:
         async with self._lock:
             first = not self._subscribers[channel]
             self._subscribers[channel].add(subscriber)
+            if channel in self._leaving:
+                # Its last subscriber left a moment ago; Redis still has it subscribed.
+                self._leaving.discard(channel)
+                first = False
             if first and self._pubsub is not None:
                 try:
                     await self._pubsub.subscribe(channel)
@@ -151,20 +160,33 @@ class LiveHub:
         return subscriber
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
-        async with self._lock:
-            subscribers = self._subscribers.get(subscriber.channel)
-            if subscribers is None or subscriber not in subscribers:
-                return
-            subscribers.discard(subscriber)
-            if subscriber.user_id is not None:
-                self._per_user[subscriber.user_id] -= 1
-                if self._per_user[subscriber.user_id] <= 0:
-                    del self._per_user[subscriber.user_id]
-            if not subscribers:
-                del self._subscribers[subscriber.channel]
-                if self._pubsub is not None:
+        """Forget the subscriber at once; a channel left without any is unsubscribed from
+        Redis in a batch. Thousands of sockets closing together (a network drop, clients
+        restarting) must not queue one by one on the lock: an asyncio.Lock's acquire looks
+        at every waiter, so that queue costs the square of its length."""
+        subscribers = self._subscribers.get(subscriber.channel)
+        if subscribers is None or subscriber not in subscribers:
+            return
+        subscribers.discard(subscriber)
+        if subscriber.user_id is not None:
+            self._per_user[subscriber.user_id] -= 1
+            if self._per_user[subscriber.user_id] <= 0:
+                del self._per_user[subscriber.user_id]
+        if not subscribers:
+            del self._subscribers[subscriber.channel]
+            self._leaving.add(subscriber.channel)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._unsubscribe_leaving())
+
+    async def _unsubscribe_leaving(self) -> None:
+        await asyncio.sleep(0)  # let the other sockets closing now join this batch
+        while self._leaving:  # and those that close while a batch is sent
+            async with self._lock:
+                channels = [c for c in self._leaving if not self._subscribers.get(c)]
+                self._leaving.clear()
+                if channels and self._pubsub is not None:
                     with contextlib.suppress(RedisError, OSError):
-                        await self._pubsub.unsubscribe(subscriber.channel)
+                        await self._pubsub.unsubscribe(*channels)
 
     async def _supervise(self) -> None:
         delay = 0.2
@@ -175,6 +197,7 @@ class LiveHub:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 async with self._lock:
                     channels = list(self._subscribers)
+                    self._leaving.clear()  # a new connection holds only these
                     # A channel the pub/sub connection must always hold, so that it exists
                     # (and is checked) even with no subscriber.
                     await pubsub.subscribe("herald:live:ping", *channels)

@@ -32,6 +32,9 @@ class UnusedQueue:
     async def enqueue_send(self, *args: Any, **kwargs: Any) -> None:
         raise AssertionError(f"unexpected enqueue: {args} {kwargs}")
 
+    async def enqueue_dispatch(self, envelope: dict[str, Any]) -> None:
+        raise AssertionError(f"unexpected dispatch: {envelope}")
+
 
 class NoDirectory:
     async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]:
@@ -169,3 +172,43 @@ def test_delivery_ids_stay_the_uuid5_of_event_user_and_channel() -> None:
             expected = str(uuid.uuid5(namespace, f"{event_id}/{user_id}/{channel.value}"))
             assert delivery_id(event_id, user_id, channel) == expected
             assert delivery_id(event_id, user_id, channel.value) == expected
+
+
+class PartsQueue(UnusedQueue):
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
+
+    async def enqueue_dispatch(self, envelope: dict[str, Any]) -> None:
+        self.parts.append(envelope)
+
+
+async def test_a_broadcast_is_handed_on_in_parts_that_each_deliver_their_users(
+    ctx: DeliveryContext, engine: AsyncEngine, settings: Settings
+) -> None:
+    queue = PartsQueue()
+    small = DeliveryContext(
+        settings=settings.model_copy(update={"dispatch_part_size": 100}),
+        sessionmaker=ctx.sessionmaker,
+        history=ctx.history,
+        queue=queue,
+        users=ctx.users,
+        live=ctx.live,
+    )
+    users = [f"u-{uuid.uuid4()}" for _ in range(250)]
+    event = {**envelope(users[0]), "user_ids": users}
+    summary = await dispatch_event(small, event)
+    assert summary.parts == 3
+    assert [len(p["user_ids"]) for p in queue.parts] == [100, 100, 50]
+    assert [p["part"] for p in queue.parts] == [0, 1, 2]
+    assert sum((p["user_ids"] for p in queue.parts), []) == users
+    assert all(p["id"] == event["id"] for p in queue.parts)
+    # Handing on stores nothing; each part, run as an event of its own, delivers its users.
+    assert await ctx.history.get(delivery_id(event["id"], users[0], Channel.IN_APP)) is None
+    profiles = {u: profile(u)[u] for u in users}
+    for part in queue.parts:
+        assert (await dispatch_event(small, part, profiles=profiles)).parts == 0
+    assert queue.parts and len(queue.parts) == 3  # parts do not split again
+    for user in (users[0], users[150], users[-1]):
+        record = await ctx.history.get(delivery_id(event["id"], user, Channel.IN_APP))
+        assert record is not None and record.status is DeliveryStatus.SENT
+        assert len(await inbox_rows(engine, user)) == 1

@@ -804,7 +804,6 @@ async def fan_out_page(
             ctx,
             envelope,
             redelivered=redelivered or not fresh,
-            inline=frozenset({Channel.IN_APP}),
             profiles=chunk.profiles,
         )
     return PageOutcome(

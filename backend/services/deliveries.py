@@ -56,7 +56,7 @@ from backend.db.repositories.templates import TemplateRepository
 from backend.errors import HeraldError, UnavailableError
 from backend.observability import metrics, tracing
 from backend.observability.logs import log_context
-from backend.queues import CHANNEL_QUEUES, TASK_SEND
+from backend.queues import CHANNEL_QUEUES, DISPATCH, TASK_DISPATCH, TASK_SEND
 from backend.services import digests as digest_service
 from backend.services import inbox as inbox_service
 from backend.services import templates as template_service
@@ -100,6 +100,8 @@ class DeliveryQueue(Protocol):
         resume: bool = False,
     ) -> None: ...
 
+    async def enqueue_dispatch(self, envelope: dict[str, Any]) -> None: ...
+
 
 class BrokerDeliveryQueue:
     """Enqueues channel batches as Celery task messages through the confirming publisher."""
@@ -129,6 +131,15 @@ class BrokerDeliveryQueue:
             },
             countdown=countdown,
         )
+
+    async def enqueue_dispatch(self, envelope: dict[str, Any]) -> None:
+        await self.broker.publish_task(
+            DISPATCH, TASK_DISPATCH, kwargs={"event": envelope}, task_id=_part_task_id(envelope)
+        )
+
+
+def _part_task_id(envelope: dict[str, Any]) -> str:
+    return f"{envelope['id']}:part-{envelope['part']}"
 
 
 class TemplateCache:
@@ -323,6 +334,7 @@ def delivery_update(
 class DispatchSummary:
     queued: int
     skipped: int
+    parts: int = 0  # a broadcast handed on in this many parts
 
 
 async def dispatch_event(
@@ -330,24 +342,36 @@ async def dispatch_event(
     envelope: dict[str, Any],
     *,
     redelivered: bool = False,
-    inline: frozenset[Channel] = frozenset(),
     profiles: Mapping[str, UserProfile] | None = None,
 ) -> DispatchSummary:
     """Expand an event into one delivery per recipient and channel, record them, and enqueue the
     queued ones in channel batches. Safe to run twice for the same event.
 
     An event small enough for one batch per channel is sent right here instead: one broker hop
-    less on the path most events take (one user, a channel or two); so are the ``inline``
-    channels whatever their size (campaign pages write in-app items here: no provider to wait
-    for, so a queue hop would only add work). ``redelivered`` (the
-    dispatch message came back after a worker died) lets that send take over deliveries the
-    dead worker left in ``sending``."""
+    less on the path most events take (one user, a channel or two); so are in-app deliveries
+    whatever their number (no provider to wait for, so a queue hop would only add work; a
+    broadcast is spread over the worker processes by its dispatch parts instead).
+    ``redelivered`` (the dispatch message came back after a worker died) lets that send take
+    over deliveries the dead worker left in ``sending``."""
     now = datetime.now(UTC)
     # Millisecond precision, as MongoDB keeps it: a record sent from memory (``known`` below)
     # must carry the very updated_at the store holds for its compare-and-set.
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     event_id = envelope["id"]
     user_ids: list[str] = envelope["user_ids"]
+    part_size = ctx.settings.dispatch_part_size
+    if len(user_ids) > part_size and "part" not in envelope:
+        # A broadcast: its parts go back on the dispatch queue, one message each, for every
+        # worker process to take a share. Each part is an event dispatch of its own for some
+        # of the users (delivery ids do not depend on the part), so a part run twice, or all
+        # of them published again after this worker died, stores and sends nothing twice.
+        await asyncio.gather(
+            *(
+                ctx.queue.enqueue_dispatch({**envelope, "user_ids": list(users), "part": n})
+                for n, users in enumerate(_chunks(user_ids, part_size))
+            )
+        )
+        return DispatchSummary(queued=0, skipped=0, parts=-(-len(user_ids) // part_size))
     channels = [Channel(c) for c in envelope["channels"]]
     critical = bool(envelope.get("critical"))
     preferences = {}
@@ -437,7 +461,7 @@ async def dispatch_event(
                 queued[channel].append(did)
     size = ctx.settings.delivery_batch_size
     small = all(len(ids) <= size for ids in queued.values())
-    here = {c: ids for c, ids in queued.items() if small or c in inline}
+    here = {c: ids for c, ids in queued.items() if small or c is Channel.IN_APP}
     # Deliveries sent right here are stored already claimed (``sending``, with their queued
     # entry before it): one UPDATE less on the path most events take. Not on a re-run, whose
     # records may be another worker's.

@@ -55,7 +55,7 @@ def dispatch(self: Task, event: dict[str, Any]) -> dict[str, int]:
     except Exception as exc:
         log.warning("dispatch of event %s failed, will retry: %s", event.get("id"), exc)
         raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
-    return {"queued": summary.queued, "skipped": summary.skipped}
+    return {"queued": summary.queued, "skipped": summary.skipped, "parts": summary.parts}
 
 
 @celery_app.task(name=TASK_SEND, bind=True, max_retries=None)

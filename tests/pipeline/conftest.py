@@ -114,6 +114,7 @@ def worker_env(engine, smtp, sms_provider, auth_standin, vapid_keys) -> dict[str
         "HERALD_RABBITMQ_URL": TEST_RABBITMQ_URL,
         "HERALD_REDIS_URL": TEST_REDIS_URL,
         "HERALD_CAMPAIGN_PAGE_SIZE": "2",
+        "HERALD_DISPATCH_PART_SIZE": "100",
         "HERALD_JWT_SECRET": JWT_SECRET,
         "HERALD_SMTP_HOST": "127.0.0.1",
         "HERALD_SMTP_PORT": str(smtp.port),

@@ -7,11 +7,13 @@ import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import http_ece
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import text
 
 from tests.factories import token_for
 from tests.pipeline.servers import eventually
@@ -91,6 +93,31 @@ async def test_unknown_user_is_skipped_with_reason(e2e, settings):
     items = await deliveries_when_final(e2e, settings, accepted["eventId"], 1)
     assert items[0]["status"] == "SKIPPED"
     assert "unknown user" in items[0]["timeline"][-1]["reason"]
+
+
+async def test_an_event_for_many_users_is_dispatched_in_parts_each_delivery_once(
+    e2e, settings, engine
+):
+    # Part size 100 (worker_env): 250 users make three dispatch messages.
+    known = [u["id"] for u in json.loads((Path(__file__).parent / "users.json").read_text())]
+    users = known + [f"u-nobody-{i}" for i in range(250 - len(known))]
+    accepted = await send(e2e, settings, type="user_registered", userIds=users, channels=["IN_APP"])
+    event_id = accepted["eventId"]
+
+    async def rows(sql: str) -> list[Any]:
+        async with engine.connect() as conn:
+            return list((await conn.execute(text(sql), {"e": event_id})).all())
+
+    async def final() -> list[Any] | None:
+        found = await rows("SELECT user_id, status FROM deliveries WHERE event_id = :e")
+        done = [r for r in found if r.status in ("sent", "skipped", "failed", "dead")]
+        return found if len(found) == len(users) and len(done) == len(users) else None
+
+    statuses = dict(await eventually(final, timeout=30))
+    assert {u for u, s in statuses.items() if s == "sent"} == set(known)
+    assert {s for u, s in statuses.items() if u not in known} == {"skipped"}
+    inbox = await rows("SELECT user_id FROM inbox_items WHERE event_id = :e")
+    assert sorted(r.user_id for r in inbox) == sorted(known)
 
 
 async def test_idempotency_key_delivers_once(e2e, settings, smtp):
