@@ -200,7 +200,7 @@ async def test_a_broadcast_is_handed_on_in_parts_that_each_deliver_their_users(
     assert summary.parts == 3
     assert [len(p["user_ids"]) for p in queue.parts] == [100, 100, 50]
     assert [p["part"] for p in queue.parts] == [0, 1, 2]
-    assert sum((p["user_ids"] for p in queue.parts), []) == users
+    assert [u for p in queue.parts for u in p["user_ids"]] == users
     assert all(p["id"] == event["id"] for p in queue.parts)
     # Handing on stores nothing; each part, run as an event of its own, delivers its users.
     assert await ctx.history.get(delivery_id(event["id"], users[0], Channel.IN_APP)) is None
