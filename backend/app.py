@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -15,7 +16,6 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy import text
-from starlette.routing import WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -50,10 +50,48 @@ WS_RATE_LIMITED = 4429
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin_frontend"
 
 
+def _release_handshake(socket: Any) -> None:
+    """Let go of the handshake's request and response (their headers are a few KB per socket)
+    once the connection is accepted and its caller known: uvicorn keeps both for the life of
+    the connection, and nothing reads them after the accept."""
+    if not isinstance(socket, WebSocket):
+        return
+    protocol = getattr(socket._send, "__self__", None)
+    if getattr(protocol, "handshake_complete", False):
+        for name in ("request", "response"):
+            message = getattr(protocol, name, None)
+            if message is not None:
+                # The request is also held by the protocol parser's frame: empty its headers.
+                with contextlib.suppress(AttributeError):
+                    message.headers.clear()
+                setattr(protocol, name, None)
+    headers = socket.scope.get("headers")
+    if isinstance(headers, list):
+        headers.clear()
+
+
+class HeraldAPI(FastAPI):
+    """FastAPI, with the GraphQL WebSocket served straight from the ASGI entry point: each
+    idle subscription would otherwise keep the middleware stack's and the router's frames
+    (and an AsyncExitStack) alive for as long as the socket is open."""
+
+    websocket_endpoint: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "websocket"
+            and scope["path"] == "/graphql"
+            and self.websocket_endpoint is not None
+        ):
+            scope["app"] = self
+            await self.websocket_endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 class GraphQLWebSocket(GraphQL[Context, None]):
-    """Strawberry's ASGI view, used for ``graphql-transport-ws`` only, as a plain WebSocket
-    route: thousands of idle subscriptions sit on one process, and FastAPI's router kept its
-    dependency-solving frames alive for each of them.
+    """Strawberry's ASGI view, used for ``graphql-transport-ws`` only, reached straight from
+    ``HeraldAPI``: thousands of idle subscriptions sit on one process.
 
     Browsers cannot set headers on a WebSocket, so the token comes in ``connection_init``
     (``{"authorization": "Bearer <jwt>"}``); a bad token closes the socket with 4403.
@@ -94,6 +132,10 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             principal = context.principal()
         except HeraldError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
+        # The principal is kept; the token and the parameters are not needed again, and an
+        # idle socket should not hold them, nor the handshake.
+        context.authorization = context.connection_params = None
+        _release_handshake(context.request)
         return {"userId": principal.user_id}
 
     async def get_context(self, request: Any, response: Any) -> Context:
@@ -170,7 +212,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             if own_engine:
                 await engine.dispose()
 
-    app = FastAPI(
+    app = HeraldAPI(
         title="Herald",
         lifespan=lifespan,
         docs_url="/docs" if settings.is_development else None,
@@ -199,7 +241,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         max_subscriptions_per_connection=settings.ws_max_subscriptions,
         allowed_origins=settings.allowed_origins,
     )
-    app.router.routes.append(WebSocketRoute("/graphql", ws_view))
+    app.websocket_endpoint = ws_view
     # The hosted preference page and one-click unsubscribe, reached from email links.
     app.include_router(preference_router)
 
