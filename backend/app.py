@@ -29,6 +29,7 @@ from backend.config import Settings, get_settings
 from backend.db.history.factory import create_history_store
 from backend.db.session import create_engine, create_sessionmaker
 from backend.errors import HeraldError
+from backend.gc_policy import FrozenHeap
 from backend.graphql_http import GraphQLHTTP
 from backend.live_socket import LiveSocketHandler, NotificationPlans, encode_json
 from backend.observability.logs import configure_logging
@@ -202,9 +203,15 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             campaign_trigger=RedBeatTrigger(create_celery(settings)),
             run_publisher=BrokerRunPublisher(broker),
         )
+        heap = None
+        if own_engine and settings.gc_full_collection_seconds > 0:
+            heap = FrozenHeap(settings.gc_full_collection_seconds)
+            heap.start()
         try:
             yield
         finally:
+            if heap is not None:
+                await heap.close()
             await live_hub.close()
             await broker.close()
             await history.close()

@@ -153,7 +153,7 @@ class Settings(BaseSettings):
     delivery_batch_size: int = Field(default=200, ge=1, le=5000)
     # An event for more users than this is dispatched in parts of this size, one message
     # each, so that every worker process takes a share of a broadcast.
-    dispatch_part_size: int = Field(default=2000, ge=100, le=100_000)
+    dispatch_part_size: int = Field(default=1000, ge=100, le=100_000)
     delivery_lease_seconds: float = Field(default=60.0, gt=0)
     history_retention_days: int = Field(default=180, ge=1)
 
@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     ws_connect_rate_per_second: float = Field(default=20.0, ge=0)
     ws_connect_burst: int = Field(default=200, ge=1)
     live_queue_size: int = Field(default=256, ge=8)
+    # The API freezes what survives each full garbage collection (backend/gc_policy.py) and
+    # reclaims cycles among frozen objects this often; 0 leaves the collector as it is.
+    gc_full_collection_seconds: float = Field(default=900.0, ge=0)
     allowed_origins: list[str] = Field(
         default_factory=lambda: ["http://localhost:8000", "http://127.0.0.1:8000"]
     )
