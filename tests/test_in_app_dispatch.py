@@ -212,3 +212,22 @@ async def test_a_broadcast_is_handed_on_in_parts_that_each_deliver_their_users(
         record = await ctx.history.get(delivery_id(event["id"], user, Channel.IN_APP))
         assert record is not None and record.status is DeliveryStatus.SENT
         assert len(await inbox_rows(engine, user)) == 1
+
+
+async def test_a_campaign_page_is_not_split(ctx: DeliveryContext, settings: Settings) -> None:
+    queue = PartsQueue()
+    small = DeliveryContext(
+        settings=settings.model_copy(update={"dispatch_part_size": 100}),
+        sessionmaker=ctx.sessionmaker,
+        history=ctx.history,
+        queue=queue,
+        users=ctx.users,
+        live=ctx.live,
+    )
+    users = [f"u-{uuid.uuid4()}" for _ in range(150)]
+    event = {**envelope(users[0]), "user_ids": users}
+    profiles = {u: profile(u)[u] for u in users}
+    summary = await dispatch_event(small, event, profiles=profiles, split=False)
+    assert summary.parts == 0 and queue.parts == []
+    record = await ctx.history.get(delivery_id(event["id"], users[-1], Channel.IN_APP))
+    assert record is not None and record.status is DeliveryStatus.SENT

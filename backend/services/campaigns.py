@@ -805,6 +805,7 @@ async def fan_out_page(
             envelope,
             redelivered=redelivered or not fresh,
             profiles=chunk.profiles,
+            split=False,
         )
     return PageOutcome(
         len(chunk.user_ids), summary.queued, summary.skipped, chunk.more and advanced

@@ -343,6 +343,7 @@ async def dispatch_event(
     *,
     redelivered: bool = False,
     profiles: Mapping[str, UserProfile] | None = None,
+    split: bool = True,
 ) -> DispatchSummary:
     """Expand an event into one delivery per recipient and channel, record them, and enqueue the
     queued ones in channel batches. Safe to run twice for the same event.
@@ -352,7 +353,8 @@ async def dispatch_event(
     whatever their number (no provider to wait for, so a queue hop would only add work; a
     broadcast is spread over the worker processes by its dispatch parts instead).
     ``redelivered`` (the dispatch message came back after a worker died) lets that send take
-    over deliveries the dead worker left in ``sending``."""
+    over deliveries the dead worker left in ``sending``. ``split=False`` keeps a large event in
+    one piece (a campaign page: its own fan-out already shares the work out)."""
     now = datetime.now(UTC)
     # Millisecond precision, as MongoDB keeps it: a record sent from memory (``known`` below)
     # must carry the very updated_at the store holds for its compare-and-set.
@@ -360,7 +362,7 @@ async def dispatch_event(
     event_id = envelope["id"]
     user_ids: list[str] = envelope["user_ids"]
     part_size = ctx.settings.dispatch_part_size
-    if len(user_ids) > part_size and "part" not in envelope:
+    if split and len(user_ids) > part_size and "part" not in envelope:
         # A broadcast: its parts go back on the dispatch queue, one message each, for every
         # worker process to take a share. Each part is an event dispatch of its own for some
         # of the users (delivery ids do not depend on the part), so a part run twice, or all
