@@ -99,9 +99,11 @@ class LiveHub:
     _pubsub: PubSub | None = None
     _task: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Channels whose last local subscriber left, to unsubscribe from Redis in one command.
+    # Channel changes waiting for the task that sends them to Redis in batches: channels
+    # whose first local subscriber waits for SUBSCRIBE, and those whose last one left.
+    _joining: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     _leaving: set[str] = field(default_factory=set)
-    _flusher: asyncio.Task[None] | None = None
+    _pump: asyncio.Task[None] | None = None
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
     # Subscriptions catching up from the inbox at once (bounded below the database pool).
     replay_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(6))
@@ -113,8 +115,11 @@ class LiveHub:
         self._task = asyncio.create_task(self._supervise())
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
+        if self._pump is not None:
+            self._pump.cancel()
+        for future in self._joining.values():
+            if not future.done():
+                future.set_result(None)
         if self._task is not None:
             self._task.cancel()
             # redis-py's get_message can sit out its read timeout despite the cancellation;
@@ -136,57 +141,86 @@ class LiveHub:
         try:
             return await self._subscribe(user_channel(user_id), user_id)
         except BaseException:
-            self._per_user[user_id] -= 1
+            self._release_user(user_id)
             raise
 
     async def subscribe_deliveries(self) -> Subscriber:
         return await self._subscribe(DELIVERY_UPDATES_CHANNEL, None)
 
     async def _subscribe(self, channel: str, user_id: str | None) -> Subscriber:
+        """Add a subscriber; the first one of a channel returns once Redis has been asked to
+        subscribe it (before the caller reads what it missed, so nothing falls in between)."""
         subscriber = Subscriber(channel, user_id, self.queue_size)
-        async with self._lock:
-            first = not self._subscribers[channel]
-            self._subscribers[channel].add(subscriber)
+        subscribers = self._subscribers[channel]
+        first = not subscribers
+        subscribers.add(subscriber)
+        if first:
             if channel in self._leaving:
                 # Its last subscriber left a moment ago; Redis still has it subscribed.
                 self._leaving.discard(channel)
-                first = False
-            if first and self._pubsub is not None:
-                try:
-                    await self._pubsub.subscribe(channel)
-                except (RedisError, OSError) as exc:
-                    # The supervisor resubscribes every channel when it reconnects.
-                    log.warning("subscribe to %s failed: %s", channel, exc)
+            elif channel not in self._joining:
+                self._joining[channel] = asyncio.get_running_loop().create_future()
+                self._kick()
+        joined = self._joining.get(channel)
+        if joined is not None:
+            try:
+                await asyncio.shield(joined)
+            except BaseException:  # the socket went away meanwhile
+                self._forget(subscriber)
+                raise
         return subscriber
 
     async def unsubscribe(self, subscriber: Subscriber) -> None:
         """Forget the subscriber at once; a channel left without any is unsubscribed from
-        Redis in a batch. Thousands of sockets closing together (a network drop, clients
-        restarting) must not queue one by one on the lock: an asyncio.Lock's acquire looks
-        at every waiter, so that queue costs the square of its length."""
+        Redis in a batch."""
+        if self._forget(subscriber) and subscriber.user_id is not None:
+            self._release_user(subscriber.user_id)
+
+    def _release_user(self, user_id: str) -> None:
+        self._per_user[user_id] -= 1
+        if self._per_user[user_id] <= 0:
+            del self._per_user[user_id]
+
+    def _forget(self, subscriber: Subscriber) -> bool:
         subscribers = self._subscribers.get(subscriber.channel)
         if subscribers is None or subscriber not in subscribers:
-            return
+            return False
         subscribers.discard(subscriber)
-        if subscriber.user_id is not None:
-            self._per_user[subscriber.user_id] -= 1
-            if self._per_user[subscriber.user_id] <= 0:
-                del self._per_user[subscriber.user_id]
         if not subscribers:
             del self._subscribers[subscriber.channel]
             self._leaving.add(subscriber.channel)
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.create_task(self._unsubscribe_leaving())
+            self._kick()
+        return True
 
-    async def _unsubscribe_leaving(self) -> None:
-        await asyncio.sleep(0)  # let the other sockets closing now join this batch
-        while self._leaving:  # and those that close while a batch is sent
-            async with self._lock:
-                channels = [c for c in self._leaving if not self._subscribers.get(c)]
+    def _kick(self) -> None:
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._send_changes())
+
+    async def _send_changes(self) -> None:
+        """Channel changes go to Redis in batches, one task sending them in order. Thousands
+        of sockets opening or closing together (clients reconnecting after a network drop)
+        must not queue one by one on the lock: an asyncio.Lock's acquire looks at every
+        waiter, so such a queue costs the square of its length."""
+        await asyncio.sleep(0)  # let the other sockets of this moment join the batch
+        while self._joining or self._leaving:  # and those that come while a batch is sent
+            async with self._lock:  # against the supervisor's resubscribe
+                leaving = [c for c in self._leaving if not self._subscribers.get(c)]
                 self._leaving.clear()
-                if channels and self._pubsub is not None:
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._pubsub.unsubscribe(*channels)
+                joining, self._joining = self._joining, {}
+                joined = [c for c in joining if self._subscribers.get(c)]
+                try:
+                    if self._pubsub is not None:
+                        if leaving:
+                            await self._pubsub.unsubscribe(*leaving)
+                        if joined:
+                            await self._pubsub.subscribe(*joined)
+                except (RedisError, OSError) as exc:
+                    # The supervisor subscribes every channel again when it reconnects.
+                    log.warning("changing %d live channels failed: %s", len(joined), exc)
+                finally:
+                    for future in joining.values():
+                        if not future.done():
+                            future.set_result(None)
 
     async def _supervise(self) -> None:
         delay = 0.2
