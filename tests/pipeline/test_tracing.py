@@ -76,8 +76,12 @@ async def test_a_mutations_trace_reaches_the_worker_and_the_sms_provider(
                         by_trace.setdefault(span.trace_id, set()).add((service, name))
                     for names in by_trace.values():
                         services = {s for s, _ in names}
-                        if {"herald-api", "herald-worker"} <= services and any(
-                            n == "send sms" for _, n in names
+                        # The task's span ends (and is exported) after the send's inside it:
+                        # wait for the whole trace, not just its first spans.
+                        if (
+                            {"herald-api", "herald-worker"} <= services
+                            and any(n == "send sms" for _, n in names)
+                            and any("events.dispatch" in n for _, n in names)
                         ):
                             return {"names": names}
                     return None
