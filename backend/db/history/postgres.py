@@ -318,7 +318,7 @@ class PostgresHistoryStore:
         """Move a delivery to ``status`` if its status is in ``expected`` (any when None), in
         one UPDATE so that two workers racing on a delivery cannot both win. Rendered fields
         that are None are left as they are. Returns whether the delivery changed."""
-        changed = await self._transition(
+        changed = await self.transition_many(
             [delivery_id],
             status,
             at=at,
@@ -341,33 +341,11 @@ class PostgresHistoryStore:
         attempt: Attempt | None = None,
         rendered: dict[str, Rendered] | None = None,
         unchanged_since: dict[str, datetime] | None = None,
-    ) -> set[str]:
-        """One UPDATE joined to the ids (and their rendered fields) as arrays: a batch of
-        deliveries costs one statement and one commit instead of one each."""
-        return await self._transition(
-            delivery_ids,
-            status,
-            at=at,
-            expected=expected,
-            reason=reason,
-            attempt=attempt,
-            rendered=rendered,
-            unchanged_since=unchanged_since,
-        )
-
-    async def _transition(
-        self,
-        delivery_ids: Sequence[str],
-        status: DeliveryStatus,
-        *,
-        at: datetime,
-        expected: frozenset[DeliveryStatus] | None,
-        reason: str | None,
-        attempt: Attempt | None,
-        rendered: dict[str, Rendered] | None,
-        unchanged_since: dict[str, datetime] | None = None,
         provider_message_id: str | None = None,
     ) -> set[str]:
+        """One UPDATE joined to the ids (and their rendered fields) as arrays: a batch of
+        deliveries costs one statement and one commit instead of one each.
+        ``provider_message_id`` (beyond the store's contract) serves :meth:`transition`."""
         ids = list(dict.fromkeys(delivery_ids))
         if not ids:
             return set()
