@@ -24,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -241,26 +241,16 @@ def compile_notifications(
 
 
 class NotificationPlans:
-    """Plans by (document, operation name), bounded; None is remembered too."""
+    """Plans by (document, operation name), bounded; None is remembered too (the same
+    ``lru_cache`` as the documents' own cache, backend/schema/documents.py)."""
 
     def __init__(self, schema: GraphQLSchema, documents: DocumentCache, maxsize: int = 256):
         self.schema = schema
         self.documents = documents
-        self.maxsize = maxsize
-        self._plans: OrderedDict[tuple[str, str | None], NotificationsPlan | None] = OrderedDict()
+        self.get = lru_cache(maxsize=maxsize)(self._compile)
 
-    def get(self, query: str, operation_name: str | None) -> NotificationsPlan | None:
-        key = (query, operation_name)
-        try:
-            self._plans.move_to_end(key)
-            return self._plans[key]
-        except KeyError:
-            pass
-        plan = compile_notifications(self.schema, self.documents, query, operation_name)
-        self._plans[key] = plan
-        if len(self._plans) > self.maxsize:
-            self._plans.popitem(last=False)
-        return plan
+    def _compile(self, query: str, operation_name: str | None) -> NotificationsPlan | None:
+        return compile_notifications(self.schema, self.documents, query, operation_name)
 
 
 def _error_payload(exc: Exception) -> list[Any]:

@@ -200,37 +200,33 @@ class InboxStream:
             )
 
     async def updates(self, close: Closer) -> AsyncGenerator[InboxEntry | ReadChange, None]:
-        try:
-            while True:  # the replay, page by page
-                entries = await self._missed()
-                for entry in entries:
+        """Its owner closes the stream (``aclose``) when done with it."""
+        while True:  # the replay, page by page
+            entries = await self._missed()
+            for entry in entries:
+                yield entry
+                self.last = entry.seq
+            if len(entries) < REPLAY_PAGE:
+                break
+        principal, subscriber = self.principal, self.subscriber
+        while (message := await _next_message(close, principal, subscriber)) is not None:
+            kind = message.get("type")
+            if kind == "resync" or (kind == "notification" and int(message["seq"]) > self.last + 1):
+                # After a Redis drop, or a hole before this item: read what is stored.
+                until = int(message["seq"]) if kind == "notification" else None
+                for entry in await self._missed(until):
                     yield entry
                     self.last = entry.seq
-                if len(entries) < REPLAY_PAGE:
-                    break
-            principal, subscriber = self.principal, self.subscriber
-            while (message := await _next_message(close, principal, subscriber)) is not None:
-                kind = message.get("type")
-                if kind == "resync" or (
-                    kind == "notification" and int(message["seq"]) > self.last + 1
-                ):
-                    # After a Redis drop, or a hole before this item: read what is stored.
-                    until = int(message["seq"]) if kind == "notification" else None
-                    for entry in await self._missed(until):
-                        yield entry
-                        self.last = entry.seq
-                if kind == "notification":
-                    if int(message["seq"]) <= self.last:
-                        continue  # already sent by the replay
-                    entry = InboxEntry.from_message(principal.user_id, message)
-                    yield entry
-                    self.last = entry.seq
-                elif kind in ("read", "archived"):
-                    yield ReadChange(
-                        [str(i) for i in message["ids"]], kind == "read", kind == "archived"
-                    )
-        finally:
-            await self.aclose()
+            if kind == "notification":
+                if int(message["seq"]) <= self.last:
+                    continue  # already sent by the replay
+                entry = InboxEntry.from_message(principal.user_id, message)
+                yield entry
+                self.last = entry.seq
+            elif kind in ("read", "archived"):
+                yield ReadChange(
+                    [str(i) for i in message["ids"]], kind == "read", kind == "archived"
+                )
 
     async def aclose(self) -> None:
         if not self.closed:
