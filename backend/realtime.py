@@ -216,7 +216,9 @@ class LiveHub:
                             await self._pubsub.subscribe(*joined)
                 except (RedisError, OSError) as exc:
                     # The supervisor subscribes every channel again when it reconnects.
-                    log.warning("changing %d live channels failed: %s", len(joined), exc)
+                    log.warning(
+                        "changing %d live channels failed: %s", len(joined) + len(leaving), exc
+                    )
                 finally:
                     for future in joining.values():
                         if not future.done():

@@ -367,13 +367,14 @@ async def dispatch_event(
         # worker process to take a share. Each part is an event dispatch of its own for some
         # of the users (delivery ids do not depend on the part), so a part run twice, or all
         # of them published again after this worker died, stores and sends nothing twice.
+        parts = _chunks(user_ids, part_size)
         await asyncio.gather(
             *(
                 ctx.queue.enqueue_dispatch({**envelope, "user_ids": list(users), "part": n})
-                for n, users in enumerate(_chunks(user_ids, part_size))
+                for n, users in enumerate(parts)
             )
         )
-        return DispatchSummary(queued=0, skipped=0, parts=-(-len(user_ids) // part_size))
+        return DispatchSummary(queued=0, skipped=0, parts=len(parts))
     channels = [Channel(c) for c in envelope["channels"]]
     critical = bool(envelope.get("critical"))
     preferences = {}
