@@ -182,11 +182,9 @@ class PartsQueue(UnusedQueue):
         self.parts.append(envelope)
 
 
-async def test_a_broadcast_is_handed_on_in_parts_that_each_deliver_their_users(
-    ctx: DeliveryContext, engine: AsyncEngine, settings: Settings
-) -> None:
-    queue = PartsQueue()
-    small = DeliveryContext(
+def parts_of_100(ctx: DeliveryContext, settings: Settings, queue: PartsQueue) -> DeliveryContext:
+    """``ctx`` with dispatch parts of 100 users, handed on to ``queue``."""
+    return DeliveryContext(
         settings=settings.model_copy(update={"dispatch_part_size": 100}),
         sessionmaker=ctx.sessionmaker,
         history=ctx.history,
@@ -194,6 +192,13 @@ async def test_a_broadcast_is_handed_on_in_parts_that_each_deliver_their_users(
         users=ctx.users,
         live=ctx.live,
     )
+
+
+async def test_a_broadcast_is_handed_on_in_parts_that_each_deliver_their_users(
+    ctx: DeliveryContext, engine: AsyncEngine, settings: Settings
+) -> None:
+    queue = PartsQueue()
+    small = parts_of_100(ctx, settings, queue)
     users = [f"u-{uuid.uuid4()}" for _ in range(250)]
     event = {**envelope(users[0]), "user_ids": users}
     summary = await dispatch_event(small, event)
@@ -216,14 +221,7 @@ async def test_a_broadcast_is_handed_on_in_parts_that_each_deliver_their_users(
 
 async def test_a_campaign_page_is_not_split(ctx: DeliveryContext, settings: Settings) -> None:
     queue = PartsQueue()
-    small = DeliveryContext(
-        settings=settings.model_copy(update={"dispatch_part_size": 100}),
-        sessionmaker=ctx.sessionmaker,
-        history=ctx.history,
-        queue=queue,
-        users=ctx.users,
-        live=ctx.live,
-    )
+    small = parts_of_100(ctx, settings, queue)
     users = [f"u-{uuid.uuid4()}" for _ in range(150)]
     event = {**envelope(users[0]), "user_ids": users}
     profiles = {u: profile(u)[u] for u in users}
