@@ -39,7 +39,7 @@ from backend.preference_page import router as preference_router
 from backend.realtime import LiveHub
 from backend.schema.context import Context, Services
 from backend.schema.root import HeraldSchema, build_schema
-from backend.services import rate_limits
+from backend.services import rate_limits, rendering
 from backend.services.campaigns import BrokerRunPublisher
 from backend.services.deliveries import BrokerDeliveryQueue
 from backend.services.events import Ingestion
@@ -216,6 +216,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             await broker.close()
             await history.close()
             await redis.aclose()
+            rendering.close_render_pool()
             if own_engine:
                 await engine.dispose()
 

@@ -10,7 +10,10 @@ a budget, and going over it is a :class:`TemplateRenderError`, never a stuck or 
 
 * **steps**: loop iterations, calls (macros included) and filter applications, at most
   ``MAX_STEPS`` per render: nested loops and branching recursion stop there;
-* **time**: ``MAX_RENDER_SECONDS`` of wall time, checked as steps are taken;
+* **time**: ``MAX_RENDER_SECONDS`` of wall time for one message, checked at every step; where
+  the caller must not wait longer whatever a template does (the API's previews), the render
+  runs in a separate process that is stopped when it overruns (:func:`render_fields_isolated`),
+  so no render ever holds the API's event loop;
 * **size**: the output at most ``MAX_OUTPUT_CHARS``; everything produced on the way (macro
   bodies, ``{% set %}`` blocks, loop bodies) at most ``MAX_PRODUCED_CHARS``; every value a
   call, filter, ``+``, ``*`` or ``~`` makes at most ``MAX_OUTPUT_CHARS``, checked *before* the
@@ -21,10 +24,16 @@ a budget, and going over it is a :class:`TemplateRenderError`, never a stuck or 
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
+import multiprocessing
 import re
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,6 +48,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from backend.errors import TemplateRenderError, TemplateSyntaxError
+
+log = logging.getLogger(__name__)
 
 MAX_OUTPUT_CHARS = 512_000
 MAX_PRODUCED_CHARS = 4 * MAX_OUTPUT_CHARS
@@ -64,7 +75,8 @@ class _Budget:
             raise SecurityError(
                 f"the template takes more than {MAX_STEPS} steps (loop iterations, calls, filters)"
             )
-        if self.steps & 255 == 0 and time.monotonic() > self.deadline:
+        # Every step: one slow filter between two checks is all a render can overrun by.
+        if time.monotonic() > self.deadline:
             raise SecurityError(f"rendering took longer than {MAX_RENDER_SECONDS:g} s")
 
     def produce(self, chars: int) -> None:
@@ -437,10 +449,14 @@ def _line_of(exc: BaseException) -> int | None:
     return line
 
 
-def _render_bounded(template: Any, context: Mapping[str, Any]) -> str:
+def _new_budget() -> _Budget:
+    return _Budget(deadline=time.monotonic() + MAX_RENDER_SECONDS)
+
+
+def _render_bounded(template: Any, context: Mapping[str, Any], budget: _Budget) -> str:
     out: list[str] = []
     size = 0
-    token = _budget.set(_Budget(deadline=time.monotonic() + MAX_RENDER_SECONDS))
+    token = _budget.set(budget)
     try:
         chunks: Iterator[str] = template.generate(context)
         for chunk in chunks:
@@ -453,12 +469,22 @@ def _render_bounded(template: Any, context: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
-def render(source: str, context: Mapping[str, Any], *, field: str, html: bool = False) -> str:
-    """Render one template field; errors name the field, and the variable when one is missing."""
+def render(
+    source: str,
+    context: Mapping[str, Any],
+    *,
+    field: str,
+    html: bool = False,
+    budget: _Budget | None = None,
+) -> str:
+    """Render one template field; errors name the field, and the variable when one is missing.
+
+    ``budget`` shares one budget between the fields of a message (:func:`render_fields`).
+    """
     check_syntax(source, field=field, html=html)
     template = _compile(source, html)
     try:
-        return _render_bounded(template, context)
+        return _render_bounded(template, context, budget or _new_budget())
     except SecurityError as exc:
         raise TemplateRenderError(
             f"{field} uses something the template sandbox does not allow: {exc}",
@@ -487,3 +513,112 @@ def render(source: str, context: Mapping[str, Any], *, field: str, html: bool = 
         raise TemplateRenderError(
             f"{field} could not be rendered: {exc}", field=field, line=_line_of(exc)
         ) from exc
+
+
+# A message's fields to render: (field name, template source, autoescaped as HTML).
+Fields = Sequence[tuple[str, str, bool]]
+
+
+def render_fields(fields: Fields, context: Mapping[str, Any]) -> list[str]:
+    """Render the fields of one message under one budget (steps, time, size)."""
+    budget = _new_budget()
+    return [
+        render(source, context, field=name, html=html, budget=budget)
+        for name, source, html in fields
+    ]
+
+
+# How long past the budget a separate render process may run before it is stopped: the budget
+# is checked at every step, so only one slow operation can overrun it.
+ISOLATED_GRACE_SECONDS = 1.0
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+_ChildError = tuple[bool, str, str | None, int | None]
+
+
+def _render_in_child(
+    fields: Fields, context: Mapping[str, Any]
+) -> tuple[list[str] | None, _ChildError | None]:
+    # The project's errors take keyword arguments, which exceptions do not pickle: an error
+    # crosses the process boundary as (is a syntax error, message, field, line).
+    try:
+        return render_fields(fields, context), None
+    except TemplateSyntaxError as exc:
+        return None, (True, exc.message, exc.field, exc.line)
+    except TemplateRenderError as exc:
+        return None, (False, exc.message, exc.field, exc.line)
+
+
+def _ready() -> bool:
+    return True
+
+
+async def _render_pool() -> ProcessPoolExecutor:
+    """The render process, started (and waited for) outside any render's time budget."""
+    global _pool
+    with _pool_lock:
+        pool = _pool
+        if pool is None:
+            # spawn: a fork of a process running an event loop and threads is unsafe.
+            pool = _pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+    await asyncio.get_running_loop().run_in_executor(pool, _ready)
+    return pool
+
+
+def _discard_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool whose render overran: its process is killed, the next render starts anew."""
+    global _pool
+    with _pool_lock:
+        if _pool is pool:
+            _pool = None
+    # No public way to stop a running worker before Python 3.14 (terminate_workers).
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def close_render_pool() -> None:
+    """Stop the render process, if one was started (at the API's shutdown)."""
+    pool = _pool
+    if pool is not None:
+        _discard_pool(pool)
+
+
+async def render_fields_isolated(fields: Fields, context: Mapping[str, Any]) -> list[str]:
+    """:func:`render_fields` in a separate process, answered within the budget and its grace
+    whatever the template does; the caller's event loop only waits.
+
+    Renders queue for the one process: a burst of previews costs one core at most.
+    """
+    if not fields:
+        return []
+    pool = await _render_pool()
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(pool, _render_in_child, fields, context)
+    try:
+        rendered, error = await asyncio.wait_for(
+            future, MAX_RENDER_SECONDS + ISOLATED_GRACE_SECONDS
+        )
+    except TimeoutError:
+        _discard_pool(pool)
+        raise TemplateRenderError(
+            f"{fields[0][0]} uses something the template sandbox does not allow: "
+            f"rendering took longer than {MAX_RENDER_SECONDS:g} s",
+            field=fields[0][0],
+        ) from None
+    except BrokenProcessPool:
+        _discard_pool(pool)
+        log.warning("the template render process died; starting a new one")
+        raise TemplateRenderError(
+            f"{fields[0][0]} needs too much memory to render", field=fields[0][0]
+        ) from None
+    if error is not None:
+        syntax, message, field, line = error
+        kind = TemplateSyntaxError if syntax else TemplateRenderError
+        raise kind(message, field=field, line=line)
+    assert rendered is not None
+    return rendered

@@ -290,21 +290,40 @@ def select_content(
     )
 
 
-def render_content(item: ContentData, context: Mapping[str, Any]) -> RenderedMessage:
-    def field_(name: str, html: bool = False) -> str | None:
-        value = getattr(item, name)
-        if value is None:
-            return None
-        return rendering.render(value, context, field=name, html=html)
+_FIELDS = (("subject", False), ("title", False), ("body", False), ("html", True))
 
+
+def _fields(item: ContentData) -> list[tuple[str, str, bool]]:
+    return [
+        (name, value, html) for name, html in _FIELDS if (value := getattr(item, name)) is not None
+    ]
+
+
+def _message(
+    item: ContentData, fields: list[tuple[str, str, bool]], texts: list[str]
+) -> RenderedMessage:
+    rendered = {name: text for (name, _, _), text in zip(fields, texts, strict=True)}
     return RenderedMessage(
         channel=item.channel,
         locale=item.locale,
-        subject=field_("subject"),
-        title=field_("title"),
-        body=field_("body"),
-        html=field_("html", html=True),
+        subject=rendered.get("subject"),
+        title=rendered.get("title"),
+        body=rendered.get("body"),
+        html=rendered.get("html"),
     )
+
+
+def render_content(item: ContentData, context: Mapping[str, Any]) -> RenderedMessage:
+    """Render one content item, its fields under one budget (backend/services/rendering.py)."""
+    fields = _fields(item)
+    return _message(item, fields, rendering.render_fields(fields, context))
+
+
+async def render_content_isolated(item: ContentData, context: Mapping[str, Any]) -> RenderedMessage:
+    """:func:`render_content` in the render process: what the API uses, so that no template
+    holds its event loop and the budget holds whatever the template does."""
+    fields = _fields(item)
+    return _message(item, fields, await rendering.render_fields_isolated(fields, context))
 
 
 def preview_context(variables: Any) -> dict[str, Any]:
@@ -356,7 +375,7 @@ async def preview_template(
     item = select_content(content, channel=channel, locale=locale)
     context = preview_context(variables)
     try:
-        return render_content(item, context)
+        return await render_content_isolated(item, context)
     except TemplateRenderError as exc:
         index = list(content).index(item)
         exc.field = f"content[{index}].{exc.field}"
