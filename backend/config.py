@@ -168,6 +168,7 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=12, ge=1)
     max_aliases: int = Field(default=30, ge=1)
     max_tokens: int = Field(default=2000, ge=10)
+    max_expanded_fields: int = Field(default=2000, ge=10)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     ws_max_subscriptions: int = Field(default=5, ge=1)
     ws_connection_init_timeout_seconds: float = Field(default=5.0, gt=0)

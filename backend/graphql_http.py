@@ -7,9 +7,10 @@ A lean Starlette endpoint around ``schema.execute``: Strawberry keeps the GraphQ
   (a mutation over ``GET`` is refused with 405);
 * responses in ``application/graphql-response+json`` when the client accepts it, else
   ``application/json``; 406 when it accepts neither;
-* with ``application/graphql-response+json``, a request error (parse, validation, variable
-  coercion) is a 400 without a ``data`` entry; with ``application/json`` it is a 200, as the
-  spec asks of legacy clients.
+* a request error (parse, validation, variable coercion, an operation that cannot be picked)
+  has no ``data`` entry: nothing was executed. With ``application/graphql-response+json`` it
+  is a 400; with ``application/json`` a 200, as the spec asks of legacy clients;
+* a document with several operations and no ``operationName`` runs nothing (GetOperation).
 
 It replaces Strawberry's router for HTTP because that router spends more time in its request
 handling than GraphQL execution takes (measured: see the README), and does not implement the
@@ -27,11 +28,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.http.ides import get_graphql_ide_html
-from strawberry.schema import Schema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
 from backend.schema.context import Context, Services
+from backend.schema.root import HeraldSchema
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def _is_request_error(data: Any, errors: list[GraphQLError] | None) -> bool:
 class GraphQLHTTP:
     """The ``/graphql`` HTTP endpoint."""
 
-    def __init__(self, schema: Schema, *, graphiql: bool, max_body_bytes: int) -> None:
+    def __init__(self, schema: HeraldSchema, *, graphiql: bool, max_body_bytes: int) -> None:
         self.schema = schema
         self.graphiql = graphiql
         self.max_body_bytes = max_body_bytes
@@ -139,6 +140,9 @@ class GraphQLHTTP:
         if isinstance(params, Response):
             return params
         query, operation_name, variables, extensions = params
+        problem = self.schema.documents.operation_problem(query, operation_name)
+        if problem is not None:
+            return _request_error(problem, 400, media)
         services: Services = request.app.state.services
         context = Context(services=services, authorization=request.headers.get("authorization"))
         try:
@@ -171,7 +175,7 @@ class GraphQLHTTP:
         request_error = _is_request_error(result.data, result.errors)
         if result.errors:
             body["errors"] = [e.formatted for e in result.errors]
-        if not (request_error and media == GRAPHQL_RESPONSE):
+        if not request_error:  # nothing ran: no data entry, whichever the media type
             body["data"] = result.data
         if result.extensions:
             body["extensions"] = result.extensions

@@ -259,10 +259,52 @@ def _error_payload(exc: Exception) -> list[Any]:
     return [e.formatted for e in HeraldMaskErrors()._process_errors([error])]
 
 
+def subscribe_problem(message: dict[str, Any]) -> str | None:
+    """What makes a ``subscribe`` message malformed (the protocol closes with 4400), or None."""
+    message_id = message.get("id")
+    if not isinstance(message_id, str) or not message_id:
+        return "A subscribe message needs an 'id' string"
+    payload = message.get("payload")
+    if not isinstance(payload, dict):
+        return "A subscribe message's 'payload' must be an object"
+    if not isinstance(payload.get("query"), str):
+        return "'query' must be a string"
+    for name, kind in (("variables", dict), ("extensions", dict), ("operationName", str)):
+        if payload.get(name) is not None and not isinstance(payload[name], kind):
+            what = "an object" if kind is dict else "a string"
+            return f"'{name}' must be {what}"
+    return None
+
+
 class LiveSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """Strawberry's protocol handler; ``notifications`` takes the fast path."""
+    """Strawberry's protocol handler; ``notifications`` takes the fast path.
+
+    Messages are checked before Strawberry reads them: a frame that is not a message object, or a
+    ``subscribe`` whose payload has the wrong shape, closes the socket with 4400 as the protocol
+    says (unchecked, Strawberry's handler raised and dropped the connection, or never answered).
+    A document that does not parse, or whose operation cannot be picked, gets an ``error``
+    message for its id, like any other document that cannot run, and the socket stays open.
+    """
+
+    async def handle_message(self, message: Any) -> None:
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.handle_invalid_message("A message must be an object with a 'type'")
+            return
+        if message["type"] == "subscribe" and (problem := subscribe_problem(message)):
+            await self.handle_invalid_message(problem)
+            return
+        await super().handle_message(message)  # type: ignore[arg-type]
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
+        documents: DocumentCache = self.view.schema.documents  # type: ignore[attr-defined]
+        try:
+            problem = documents.operation_problem(operation.query, operation.operation_name)
+            if problem is not None:
+                raise GraphQLError(problem)
+            documents.parse(operation.query)
+        except GraphQLError as refused:
+            await operation.send_initial_errors([refused])
+            return
         plans: NotificationPlans | None = getattr(self.view, "plans", None)
         plan = plans.get(operation.query, operation.operation_name) if plans else None
         if plan is None:

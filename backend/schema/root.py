@@ -373,16 +373,19 @@ def build_schema(settings: Settings | None = None) -> HeraldSchema:
     # rules built once here: a rule class made per request would never hit the cache.
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [HeraldMaskErrors]
     rules: list[Any] = []
-    max_tokens = 100_000
+    max_tokens = max_expanded_fields = 100_000
     if settings is not None:
         max_tokens = settings.max_tokens
+        max_expanded_fields = settings.max_expanded_fields
         rules += [
             *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
             *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
         ]
         if not settings.introspection:
             rules += DisableIntrospection().validation_rules
-    documents = DocumentCache(max_tokens=max_tokens, rules=rules)
+    documents = DocumentCache(
+        max_tokens=max_tokens, max_expanded_fields=max_expanded_fields, rules=rules
+    )
     extensions.append(cached_documents(documents))
     schema = HeraldSchema(
         query=Query,
