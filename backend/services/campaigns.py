@@ -25,7 +25,6 @@ from enum import StrEnum
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
 from croniter import croniter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,13 +40,14 @@ from backend.observability import metrics
 from backend.queues import CAMPAIGNS, TASK_CAMPAIGN_FAN_OUT
 from backend.services import templates as template_service
 from backend.services.deliveries import DeliveryContext, DispatchSummary, dispatch_event
-from backend.services.events import MAX_PAYLOAD_BYTES, TYPE_RE
+from backend.services.events import TYPE_RE
 from backend.services.pagination import (
     Page,
     check_page_size,
     decode_time_cursor,
     encode_time_cursor,
 )
+from backend.services.payloads import check_payload
 from backend.services.templates import LOCALE_RE
 
 log = logging.getLogger(__name__)
@@ -212,13 +212,7 @@ def _validate(data: CampaignData, now: datetime) -> None:
         raise ValidationError("Pick at least one channel", field="channels")
     if data.locale is not None and not LOCALE_RE.match(data.locale):
         raise ValidationError(f"'{data.locale}' is not a locale", field="locale")
-    payload = {} if data.payload is None else data.payload
-    if not isinstance(payload, dict):
-        raise ValidationError("The payload must be a JSON object", field="payload")
-    if len(orjson.dumps(payload)) > MAX_PAYLOAD_BYTES:
-        raise ValidationError(
-            f"The payload is larger than {MAX_PAYLOAD_BYTES} bytes", field="payload"
-        )
+    check_payload(data.payload, field="payload")
     audience = data.audience
     if audience.all_users == (audience.user_ids is not None and len(audience.user_ids) > 0):
         raise ValidationError(
