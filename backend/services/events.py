@@ -163,6 +163,14 @@ async def _prepare(
     return _Prepared(envelope, data.idempotency_key, due_at)
 
 
+def is_event_id(value: str) -> bool:
+    """Whether ``value`` could name an event: every event id Herald gives out is a UUID."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
 def _idempotency_redis_key(actor: Principal, key: str) -> str:
     # Scoped per caller: two services using the same key never collide.
     digest = hashlib.sha256(f"{actor.user_id}\x00{key}".encode()).hexdigest()
