@@ -30,6 +30,8 @@ class Role(StrEnum):
 
 MANAGE_TEMPLATES = frozenset({Role.ADMIN, Role.MANAGER})
 SEND_EVENTS = frozenset({Role.ADMIN, Role.SERVICE})
+# 9999-12-31T23:59:59Z: the last second a datetime holds.
+MAX_EXP = 253_402_300_799
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +120,7 @@ class TokenVerifier:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise UnauthenticatedError("The token's 'roles' claim must be a list of strings")
-        return Principal(
-            user_id=sub,
-            roles=frozenset(roles),
-            expires_at=datetime.fromtimestamp(claims["exp"], tz=UTC),
-        )
+        return Principal(user_id=sub, roles=frozenset(roles), expires_at=_expiry(claims["exp"]))
 
     def verify_header(self, authorization: str | None) -> Principal:
         """Verify an ``Authorization: Bearer <jwt>`` value."""
@@ -134,6 +132,15 @@ class TokenVerifier:
         if scheme.lower() != "bearer" or not token.strip():
             raise UnauthenticatedError("The Authorization header must be 'Bearer <jwt>'")
         return self.verify(token.strip())
+
+
+def _expiry(exp: Any) -> datetime:
+    """The ``exp`` claim as a time. PyJWT compares ``int(exp)`` with the clock, so a string
+    ("9999999999") or a number no calendar holds (10^30) passes it: such a token is malformed,
+    not an internal error."""
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp <= MAX_EXP:
+        raise UnauthenticatedError("The token's 'exp' claim must be a NumericDate")
+    return datetime.fromtimestamp(exp, tz=UTC)
 
 
 def require_roles(principal: Principal | None, roles: frozenset[Role]) -> Principal:

@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     webhook_retry_base_seconds: float = Field(default=10.0, gt=0)
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
     webhook_cache_seconds: float = Field(default=5.0, ge=0)
+    # None: private, loopback and link-local targets allowed outside production only.
+    webhook_allow_private_targets: bool | None = None
 
     # Web Push (VAPID)
     vapid_private_key: SecretStr | None = None
@@ -193,6 +195,12 @@ class Settings(BaseSettings):
     @property
     def graphiql_enabled(self) -> bool:
         return self.is_development if self.graphiql is None else self.graphiql
+
+    @property
+    def webhook_private_targets_allowed(self) -> bool:
+        if self.webhook_allow_private_targets is None:
+            return self.environment is not Environment.PRODUCTION
+        return self.webhook_allow_private_targets
 
     @property
     def serve_admin_enabled(self) -> bool:

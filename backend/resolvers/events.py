@@ -207,6 +207,8 @@ async def event(info: Info, id: strawberry.ID) -> Event | None:
     history = _history(info)
 
     async def work(_: AsyncSession, __: Principal) -> Event | None:
+        if not event_service.is_event_id(str(id)):
+            return None
         page = await history.find(HistoryFilter(event_id=str(id)), first=100)
         records = page.items
         return Event(

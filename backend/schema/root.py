@@ -19,6 +19,7 @@ from strawberry.types import ExecutionContext
 
 from backend.config import Settings
 from backend.errors import HeraldError
+from backend.errors import ValidationError as HeraldValidationError
 from backend.observability import metrics
 from backend.resolvers import audit as audit_resolvers
 from backend.resolvers import campaigns as campaign_resolvers
@@ -126,7 +127,10 @@ class Query:
     )
     event: Event | None = strawberry.field(
         resolver=event_resolvers.event,
-        description="An event and its deliveries (the first 100). Managers only.",
+        description=(
+            "An event and its deliveries (the first 100); null when `id` is not an event id "
+            "(a UUID). Managers only."
+        ),
     )
     dead_letters: DeadLetterConnection = strawberry.field(
         resolver=event_resolvers.dead_letters,
@@ -318,12 +322,16 @@ class Subscription:
         description="Delivery status changes as they happen (managers).",
     )
 
-    @strawberry.subscription(description="A tick every `intervalSeconds`, to keep a socket alive.")
+    @strawberry.subscription(
+        description="A tick every `intervalSeconds` (1 to 300), to keep a socket alive."
+    )
     async def heartbeat(
         self, info: strawberry.Info[Context, None], interval_seconds: int = 30
     ) -> AsyncGenerator[Heartbeat, None]:
         info.context.principal()
-        interval = min(max(interval_seconds, 1), 300)
+        if not 1 <= interval_seconds <= 300:
+            raise HeraldValidationError("intervalSeconds is 1 to 300", field="intervalSeconds")
+        interval = interval_seconds
         metrics.subscription_opened()
         try:
             while True:

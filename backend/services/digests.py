@@ -15,6 +15,7 @@ release done twice dispatches nothing twice.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.broker import Broker
@@ -30,6 +30,9 @@ from backend.db.models import DigestItem, UserPreferences
 from backend.db.repositories.events import DigestRepository
 from backend.errors import ValidationError
 from backend.queues import DISPATCH, TASK_DISPATCH
+from backend.services.calendars import check_cron, next_cron_time
+
+log = logging.getLogger(__name__)
 
 _NAMESPACE = uuid.UUID("3c0e9a57-1b4f-4e6a-8d2c-7f5b9e1a2d34")
 CADENCES = ("instant", "hourly", "daily", "weekly")
@@ -45,8 +48,8 @@ def check_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
         raise ValidationError("A digest has everySeconds or cron (one of them)", field="digest")
     if every is not None and not 60 <= int(every) <= 31 * 86_400:
         raise ValidationError("A digest window is 60 s to 31 days", field="digest.everySeconds")
-    if cron is not None and (len(str(cron).split()) != 5 or not croniter.is_valid(cron)):
-        raise ValidationError(f"'{cron}' is not a 5-field cron expression", field="digest.cron")
+    if cron is not None:
+        cron = check_cron(str(cron), field="digest.cron")
     key = rule.get("key")
     if key is not None and not (0 < len(key) <= 100):
         raise ValidationError("A digest key is a payload path", field="digest.key")
@@ -80,8 +83,12 @@ def due_at(
     cron = cron or rule.get("cron")
     if cron is None:
         return None
-    local = now.astimezone(_zone(prefs))
-    nxt: datetime = croniter(cron, local).get_next(datetime)
+    nxt = next_cron_time(cron, now.astimezone(_zone(prefs)))
+    if nxt is None:
+        # Saved before such crons were refused: sent at once rather than failing the
+        # dispatch (which would be retried for ever, delivering nothing).
+        log.warning("digest of '%s': cron '%s' never occurs; sent at once", event_type, cron)
+        return None
     return nxt.astimezone(UTC)
 
 

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import Principal
@@ -20,6 +19,7 @@ from backend.db.repositories.templates import TemplateRepository
 from backend.errors import ConflictError, NotFoundError, ValidationError
 from backend.services.digests import check_rule as check_digest
 from backend.services.limits import check_window
+from backend.services.payloads import PayloadValidator, check_payload_schema, payload_validator
 from backend.services.templates import template_content
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
@@ -31,7 +31,7 @@ class EventRule:
     template_slug: str | None
     channels: tuple[Channel, ...]
     critical: bool
-    validator: Draft202012Validator | None
+    validator: PayloadValidator | None
     throttle: tuple[int, int] | None = None  # (messages, window seconds) per user
     digest: dict[str, Any] | None = None  # see backend/services/digests.py
 
@@ -54,8 +54,8 @@ class EventTypeData:
     digest: dict[str, Any] | None = None  # every_seconds | cron, key, template_slug
 
 
-def _validator(schema: dict[str, Any] | None) -> Draft202012Validator | None:
-    return Draft202012Validator(schema) if schema is not None else None
+def _validator(schema: dict[str, Any] | None) -> PayloadValidator | None:
+    return payload_validator(schema) if schema is not None else None
 
 
 class RuleCache:
@@ -124,16 +124,7 @@ async def register_event_type(
             field="name",
         )
     if data.payload_schema is not None:
-        if not isinstance(data.payload_schema, dict):
-            raise ValidationError(
-                "payloadSchema must be a JSON Schema object", field="payloadSchema"
-            )
-        try:
-            Draft202012Validator.check_schema(data.payload_schema)
-        except SchemaError as exc:
-            raise ValidationError(
-                f"payloadSchema is not a valid JSON Schema: {exc.message}", field="payloadSchema"
-            ) from exc
+        check_payload_schema(data.payload_schema, field="payloadSchema")
     if not data.channels:
         raise ValidationError("Give at least one default channel", field="channels")
     digest = None

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +31,7 @@ from backend.errors import HeraldError, NotFoundError, UnavailableError, Validat
 from backend.queues import DISPATCH, TASK_DISPATCH
 from backend.services import rate_limits
 from backend.services.event_types import RuleCache
+from backend.services.payloads import check_payload
 from backend.services.templates import LOCALE_RE
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
 MAX_EVENTS_PER_CALL = 500
 MAX_RECIPIENTS = 10_000
-MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_SEND_AHEAD = timedelta(days=366)
 
 
@@ -79,11 +78,6 @@ class _Prepared:
     due_at: datetime | None
 
 
-def _path(error_path: Sequence[Any]) -> str:
-    parts = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error_path)
-    return "payload" + parts
-
-
 async def _prepare(
     session: AsyncSession, *, actor: Principal, data: EventData, rules: RuleCache, index: str = ""
 ) -> _Prepared:
@@ -100,13 +94,7 @@ async def _prepare(
             f"At most {MAX_RECIPIENTS} recipients per event; use a campaign for more",
             field=f"{prefix}userIds",
         )
-    payload = {} if data.payload is None else data.payload
-    if not isinstance(payload, dict):
-        raise ValidationError("The payload must be a JSON object", field=f"{prefix}payload")
-    if len(orjson.dumps(payload)) > MAX_PAYLOAD_BYTES:
-        raise ValidationError(
-            f"The payload is larger than {MAX_PAYLOAD_BYTES} bytes", field=f"{prefix}payload"
-        )
+    payload = check_payload(data.payload, field=f"{prefix}payload")
     if data.locale is not None and not LOCALE_RE.match(data.locale):
         raise ValidationError(f"'{data.locale}' is not a locale", field=f"{prefix}locale")
 
@@ -116,12 +104,7 @@ async def _prepare(
     digest = None
     if rule is not None:
         if rule.validator is not None:
-            error = next(
-                iter(sorted(rule.validator.iter_errors(payload), key=lambda e: e.path)), None
-            )
-            if error is not None:
-                path = _path(error.absolute_path)
-                raise ValidationError(f"{path}: {error.message}", field=f"{prefix}{path}")
+            rule.validator.check(payload, prefix=prefix)
         template_slug = data.template_slug or rule.template_slug
         channels = tuple(data.channels) if data.channels else rule.channels
         critical = rule.critical
@@ -178,6 +161,14 @@ async def _prepare(
         "campaign_id": None,
     }
     return _Prepared(envelope, data.idempotency_key, due_at)
+
+
+def is_event_id(value: str) -> bool:
+    """Whether ``value`` could name an event: every event id Herald gives out is a UUID."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def _idempotency_redis_key(actor: Principal, key: str) -> str:

@@ -16,6 +16,7 @@ from backend.channels import Channel
 from backend.db.models import UserPreferences
 from backend.db.repositories.events import PreferenceRepository, PushSubscriptionRepository
 from backend.errors import ForbiddenError, ValidationError
+from backend.services.calendars import check_zone
 from backend.services.digests import CADENCES
 
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
@@ -132,10 +133,7 @@ async def set_preferences(
     if isinstance(quiet_hours, QuietHours) and quiet_hours.start == quiet_hours.end:
         raise ValidationError("Quiet hours start and end at different times", field="quietHours")
     if isinstance(timezone, str):
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValidationError(f"'{timezone}' is not a time zone", field="timezone") from exc
+        check_zone(timezone, field="timezone")
     channels = list(dict.fromkeys(c.value for c in disabled_channels))
     types = list(dict.fromkeys(t.strip() for t in disabled_event_types if t.strip()))
     extra: dict[str, object] = {}

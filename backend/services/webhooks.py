@@ -22,23 +22,32 @@ The request (documented in the README):
 
 Any 2xx answer is success; anything else (3xx included: redirects are not followed), a
 timeout or a connection error is retried.
+
+Unless ``webhook_allow_private_targets`` (the default outside production), an endpoint may not
+point at a private, loopback, link-local or otherwise non-global address (169.254.169.254,
+``[::1]:6379``): refused when saved, and checked again at send time after DNS resolution,
+the request then going to the very address that was checked (a name that resolves elsewhere
+the second time cannot redirect it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import random
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -127,6 +136,67 @@ def _check_url(settings: Settings, url: str) -> str:
     return url
 
 
+class TargetRefused(Exception):
+    """The endpoint's address is one webhooks may not reach."""
+
+
+def _forbidden(address: str) -> bool:
+    ip = ipaddress.ip_address(address.partition("%")[0])  # an IPv6 zone ("%eth0") aside
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    return not ip.is_global or ip.is_multicast
+
+
+async def _addresses(parts: SplitResult) -> list[str]:
+    assert parts.hostname is not None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        parts.hostname, port, type=socket.SOCK_STREAM
+    )
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def _checked_address(parts: SplitResult) -> str:
+    """The address to connect to for ``parts``: every address its host resolves to must be
+    global (a name with one private address among public ones is refused as well)."""
+    addresses = await _addresses(parts)
+    refused = [a for a in addresses if _forbidden(a)]
+    if refused or not addresses:
+        raise TargetRefused(
+            f"{parts.hostname} resolves to {', '.join(refused) or 'nothing'}: private, loopback "
+            "and link-local addresses are refused (HERALD_WEBHOOK_ALLOW_PRIVATE_TARGETS)"
+        )
+    return addresses[0]
+
+
+async def check_target(settings: Settings, url: str) -> None:
+    """Refuse, as a ValidationError on ``url``, an endpoint URL whose host is or resolves to a
+    non-global address (unless the settings allow them). A name that does not resolve yet
+    passes: it is checked again at every send."""
+    if settings.webhook_private_targets_allowed:
+        return
+    try:
+        await _checked_address(urlsplit(url))
+    except TargetRefused as exc:
+        raise ValidationError(f"The URL is refused: {exc}", field="url") from exc
+    except (OSError, UnicodeError):
+        return
+
+
+async def _pinned_request(url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``url`` rewritten to the checked address, with the Host header and TLS server name of
+    the original host: (url, headers, httpx extensions)."""
+    parts = urlsplit(url)
+    address = await _checked_address(parts)
+    host = f"[{address}]" if ":" in address else address
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}{at}{host}" + (f":{parts.port}" if parts.port else "")
+    extensions: dict[str, Any] = {}
+    if parts.scheme == "https":
+        extensions["sni_hostname"] = parts.hostname
+    return parts._replace(netloc=netloc).geturl(), {"Host": hostport}, extensions
+
+
 def _check(settings: Settings, data: EndpointData) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if data.url is not None:
@@ -160,6 +230,7 @@ async def create_endpoint(
     if data.url is None:
         raise ValidationError("The URL is required", field="url")
     values = _check(settings, data)
+    await check_target(settings, values["url"])
     repository = WebhookEndpointRepository(session)
     if len(await repository.all()) >= MAX_ENDPOINTS:
         raise ValidationError(f"At most {MAX_ENDPOINTS} endpoints", field="url")
@@ -197,7 +268,10 @@ async def update_endpoint(
 ) -> WebhookEndpoint:
     """Change the given fields of an endpoint (workers see it within the cache time)."""
     endpoint = await _get(session, endpoint_id)
-    for name, value in _check(settings, data).items():
+    values = _check(settings, data)
+    if "url" in values:
+        await check_target(settings, values["url"])
+    for name, value in values.items():
         setattr(endpoint, name, value)
     endpoint.updated_at = datetime.now(UTC)
     await session.flush()
@@ -375,16 +449,26 @@ async def deliver(
     status: int | None = None
     error: str | None = None
     try:
+        url: str = endpoint.url
+        extensions: dict[str, Any] = {}
+        if not settings.webhook_private_targets_allowed:
+            url, host, extensions = await _pinned_request(endpoint.url)
+            headers.update(host)
         response = await http.post(
-            endpoint.url,
+            url,
             content=body,
             headers=headers,
             timeout=settings.webhook_timeout_seconds,
             follow_redirects=False,
+            extensions=extensions,
         )
         status = response.status_code
         if not response.is_success:
             error = f"the endpoint answered {status}"
+    except TargetRefused as exc:
+        error = f"refused: {exc}"[:500]
+    except (OSError, UnicodeError) as exc:  # the name did not resolve
+        error = f"cannot resolve the endpoint's host: {exc!r}"[:500]
     except httpx.TimeoutException:
         error = f"no answer within {settings.webhook_timeout_seconds} s"
     except httpx.HTTPError as exc:
