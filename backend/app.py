@@ -38,6 +38,7 @@ from backend.observability.metrics import metrics_endpoint
 from backend.observability.tracing import configure_tracing, instrument_app
 from backend.preference_page import router as preference_router
 from backend.realtime import LiveHub, fault_channel
+from backend.resolvers.inbox import SequenceReader
 from backend.schema.context import Context, Services
 from backend.schema.root import HeraldSchema, build_schema
 from backend.services import rate_limits
@@ -197,6 +198,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         await live_hub.start()
         state.extras.update(
             live_hub=live_hub,
+            inbox_sequences=SequenceReader(),
             redis=redis,
             broker=broker,
             history=history,
