@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -36,7 +37,8 @@ from backend.observability.logs import configure_logging
 from backend.observability.metrics import metrics_endpoint
 from backend.observability.tracing import configure_tracing, instrument_app
 from backend.preference_page import router as preference_router
-from backend.realtime import LiveHub
+from backend.realtime import LiveHub, fault_channel
+from backend.resolvers.inbox import SequenceReader
 from backend.schema.context import Context, Services
 from backend.schema.root import HeraldSchema, build_schema
 from backend.services import rate_limits, rendering
@@ -191,10 +193,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             settings.redis_url,
             queue_size=settings.live_queue_size,
             max_per_user=settings.ws_max_subscriptions_per_user,
+            fault_channel=fault_channel(os.getpid()) if settings.live_hub_fault_injection else None,
         )
         await live_hub.start()
         state.extras.update(
             live_hub=live_hub,
+            inbox_sequences=SequenceReader(),
             redis=redis,
             broker=broker,
             history=history,
@@ -263,7 +267,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        """PostgreSQL, Redis and RabbitMQ are reachable; 503 names the ones that are not."""
+        """PostgreSQL, Redis and RabbitMQ are reachable and the live hub holds its Redis
+        subscription; 503 names the ones that are not."""
         state: Services = app.state.services
 
         async def postgres() -> None:
@@ -274,10 +279,19 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             if not state.extras["broker"].is_ready():
                 raise ConnectionError("not connected")
 
+        async def live_hub() -> None:
+            # A moment's grace: the hub connects just after start and reconnects within
+            # 0.2 s of a blip; longer than that, live messages reach nobody on this process.
+            try:
+                await state.extras["live_hub"].wait_ready(1.0)
+            except TimeoutError:
+                raise ConnectionError("no Redis subscription") from None
+
         results = await asyncio.gather(
             _check("postgresql", postgres()),
             _check("redis", state.extras["redis"].ping()),
             _check("rabbitmq", rabbitmq()),
+            _check("live_hub", live_hub()),
         )
         failing = {name: error for name, error in results if error}
         checks = {name: ("down" if error else "ok") for name, error in results}

@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     ws_connect_rate_per_second: float = Field(default=20.0, ge=0)
     ws_connect_burst: int = Field(default=200, ge=1)
     live_queue_size: int = Field(default=256, ge=8)
+    # Test environment only: the live hub listens on a per-process fault channel, and a message
+    # there makes it fail as an unexpected exception would (backend/realtime.py).
+    live_hub_fault_injection: bool = False
     # The API freezes what survives each full garbage collection (backend/gc_policy.py) and
     # reclaims cycles among frozen objects this often; 0 leaves the collector as it is.
     gc_full_collection_seconds: float = Field(default=900.0, ge=0)
@@ -233,6 +236,12 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{label}: provider names must be unique and differ from '{primary}'"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_test_only(self) -> Settings:
+        if self.live_hub_fault_injection and self.environment is not Environment.TEST:
+            raise ValueError("HERALD_LIVE_HUB_FAULT_INJECTION is for the test environment only")
         return self
 
     @model_validator(mode="after")

@@ -5,6 +5,11 @@ subscriber needs it and unsubscribed when the last one leaves. Each subscriber h
 queue: a client too slow to keep up is dropped (it resumes from its cursor) instead of growing
 memory. When the Redis connection drops, a supervisor reconnects, subscribes every channel again
 and tells each subscriber to resync from its cursor, so nothing published meanwhile is lost.
+
+The supervisor outlives whatever its read loop meets. A lost connection is logged as a warning,
+anything else at error level with its trace; either is counted in
+``herald_live_hub_failures`` and the loop starts again with backoff. While the hub holds no
+Redis subscription it reports itself not ready (``/readyz``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +30,25 @@ from redis.exceptions import RedisError
 
 from backend.channels.in_app import user_channel
 from backend.errors import HeraldError
+from backend.observability import metrics
 from backend.services.inbox import DELIVERY_UPDATES_CHANNEL
 
 log = logging.getLogger(__name__)
 
 RESYNC: dict[str, Any] = {"type": "resync"}
+# A channel the pub/sub connection always holds, so that it exists (and is checked) even with
+# no subscriber.
+PING_CHANNEL = "herald:live:ping"
+
+
+def fault_channel(pid: int) -> str:
+    """The channel on which the test environment makes one API process's hub fail
+    (``HERALD_LIVE_HUB_FAULT_INJECTION``); per process, as pub/sub channels are global."""
+    return f"herald:live:fault:{pid}"
+
+
+class InjectedFault(RuntimeError):
+    """A failure asked for on the fault channel: it stands for any unexpected exception."""
 
 
 class TooManySubscriptions(HeraldError):
@@ -105,32 +125,51 @@ class LiveHub:
     _leaving: set[str] = field(default_factory=set)
     _pump: asyncio.Task[None] | None = None
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
+    _closing: bool = False
+    # A failure met outside the read loop (by the task sending channel changes), for the
+    # supervisor to report when it restarts the connection.
+    _failure: BaseException | None = None
+    # The test environment's fault injection (see fault_channel); None in production.
+    fault_channel: str | None = None
+    _fault_until: float = 0.0
     # Subscriptions catching up from the inbox at once (bounded below the database pool).
     replay_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(6))
 
     async def start(self) -> None:
+        self._closing = False
         self._redis = Redis.from_url(
             self.redis_url, socket_connect_timeout=2, client_name=f"herald-live-{os.getpid()}"
         )
         self._task = asyncio.create_task(self._supervise())
 
+    async def wait_ready(self, seconds: float) -> None:
+        """Return once the hub holds its Redis subscription; ``TimeoutError`` after ``seconds``."""
+        await asyncio.wait_for(self._connected.wait(), seconds)
+
     async def close(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
+        """Stop the hub, whatever its loop is doing (reading, reconnecting, backing off)."""
+        self._closing = True
+        self._connected.clear()
         for future in self._joining.values():
             if not future.done():
                 future.set_result(None)
-        if self._task is not None:
-            self._task.cancel()
-            # redis-py's get_message can sit out its read timeout despite the cancellation;
-            # closing the connection underneath ends the read at once.
-            if self._pubsub is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.aclose()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, 5)
+        tasks = [t for t in (self._pump, self._task) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        # redis-py's get_message can sit out its read timeout despite the cancellation;
+        # closing the connection underneath ends the read at once (the loop, seeing the hub
+        # closing, then ends whatever the read raises).
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.warning("live hub ended with %r", task.exception())
         if self._redis is not None:
-            await self._redis.aclose()
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
 
     async def subscribe_user(self, user_id: str) -> Subscriber:
         if self._per_user[user_id] >= self.max_per_user:
@@ -208,59 +247,100 @@ class LiveHub:
                 self._leaving.clear()
                 joining, self._joining = self._joining, {}
                 joined = [c for c in joining if self._subscribers.get(c)]
+                pubsub = self._pubsub
                 try:
-                    if self._pubsub is not None:
+                    if pubsub is not None:
                         if leaving:
-                            await self._pubsub.unsubscribe(*leaving)
+                            await pubsub.unsubscribe(*leaving)
                         if joined:
-                            await self._pubsub.subscribe(*joined)
-                except (RedisError, OSError) as exc:
-                    # The supervisor subscribes every channel again when it reconnects.
-                    log.warning(
-                        "changing %d live channels failed: %s", len(joined) + len(leaving), exc
-                    )
+                            await pubsub.subscribe(*joined)
+                except Exception as exc:
+                    # These channels may not be subscribed: the connection starts again,
+                    # subscribing every channel, and every subscriber resyncs.
+                    await self._restart(pubsub, exc)
                 finally:
                     for future in joining.values():
                         if not future.done():
                             future.set_result(None)
 
+    async def _restart(self, pubsub: PubSub | None, exc: BaseException) -> None:
+        """Make the supervisor start the connection again (it reports ``exc``)."""
+        if pubsub is None or pubsub is not self._pubsub or self._closing:
+            return  # already being replaced
+        self._failure = exc
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()  # the read loop fails at once
+
+    async def _connect(self) -> PubSub:
+        assert self._redis is not None
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            if time.monotonic() < self._fault_until:
+                raise InjectedFault("live hub fault injected by the test environment")
+            async with self._lock:
+                channels = list(self._subscribers)
+                self._leaving.clear()  # a new connection holds only these
+                fault = [self.fault_channel] if self.fault_channel else []
+                await pubsub.subscribe(PING_CHANNEL, *fault, *channels)
+                self._pubsub = pubsub
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            raise
+        return pubsub
+
     async def _supervise(self) -> None:
+        """Hold the Redis subscription: connect, read, and on any failure report it, wait
+        (backoff) and start again, until the hub is closed."""
         delay = 0.2
         first = True
-        while True:
+        while not self._closing:
+            pubsub: PubSub | None = None
+            connected_at = 0.0
             try:
-                assert self._redis is not None
-                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                async with self._lock:
-                    channels = list(self._subscribers)
-                    self._leaving.clear()  # a new connection holds only these
-                    # A channel the pub/sub connection must always hold, so that it exists
-                    # (and is checked) even with no subscriber.
-                    await pubsub.subscribe("herald:live:ping", *channels)
-                    self._pubsub = pubsub
+                pubsub = await self._connect()
                 self._connected.set()
+                connected_at = time.monotonic()
                 if not first:
-                    log.info("live hub reconnected to Redis; %d channels", len(channels))
-                    self._broadcast(RESYNC)
+                    log.info("live hub subscribed to Redis again; subscribers resync")
                 first = False
-                delay = 0.2
+                # Every subscriber resyncs once the subscription is in place (even the first
+                # time: some may have joined while Redis could not be reached): what it reads
+                # from its cursor now covers everything published while there was none.
+                self._broadcast(RESYNC)
                 await self._read(pubsub)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, ConnectionError) as exc:
-                if self._connected.is_set():
-                    log.warning("live hub lost Redis: %s", exc)
+            except Exception as exc:
+                if self._closing:
+                    break
+                self._report(self._failure or exc)
+            finally:
                 self._connected.clear()
-                old, self._pubsub = self._pubsub, None
-                if old is not None:
+                self._failure = None
+                if pubsub is not None:
+                    if self._pubsub is pubsub:
+                        self._pubsub = None
                     with contextlib.suppress(Exception):
-                        await old.aclose()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                        await pubsub.aclose()
+            if self._closing:
+                break
+            if connected_at and time.monotonic() - connected_at > 30:
+                delay = 0.2  # it held for a while: this is a new failure, not the same one
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _report(self, exc: BaseException) -> None:
+        if isinstance(exc, RedisError | OSError):
+            log.warning("live hub lost its Redis subscription: %s", exc)
+            metrics.live_hub_failed("connection")
+        else:
+            log.error("live hub failed; it starts again", exc_info=exc)
+            metrics.live_hub_failed("error")
 
     async def _read(self, pubsub: PubSub) -> None:
         quiet = 0
-        while True:
+        while not self._closing:
             message = await pubsub.get_message(timeout=5.0)
             if message is None:
                 # Quiet for a while: check the connection is still alive.
@@ -280,8 +360,17 @@ class LiveHub:
             except orjson.JSONDecodeError:
                 log.warning("dropping a malformed live message on %s", channel)
                 continue
+            if channel == self.fault_channel:
+                self._inject_fault(data)
             for subscriber in list(self._subscribers.get(channel, ())):
                 subscriber.offer(data)
+
+    def _inject_fault(self, data: Any) -> None:
+        """Fail as an unexpected exception would, and keep failing to connect for the
+        ``seconds`` the message asks (so that the hub is seen not ready meanwhile)."""
+        seconds = float(data.get("seconds", 0)) if isinstance(data, dict) else 0.0
+        self._fault_until = time.monotonic() + seconds
+        raise InjectedFault("live hub fault injected by the test environment")
 
     def _broadcast(self, message: dict[str, Any]) -> None:
         for subscribers in self._subscribers.values():

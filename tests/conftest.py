@@ -194,7 +194,12 @@ class LiveServer:
         return self.url.replace("http://", "ws://") + "/graphql"
 
 
-def start_live_server(env_overrides: dict[str, str] | None = None) -> LiveServer:
+def start_live_server(
+    env_overrides: dict[str, str] | None = None, *, log: Any = subprocess.PIPE
+) -> LiveServer:
+    """A ``herald api`` process. Its stderr goes to a pipe read after it stops, unless ``log``
+    (an open file) takes it: uvicorn logs each WebSocket connection, and a test opening
+    thousands would fill the pipe and block the server."""
     port = free_port()
     env = {
         **os.environ,
@@ -212,13 +217,14 @@ def start_live_server(env_overrides: dict[str, str] | None = None) -> LiveServer
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the API exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            output = process.stderr.read().decode() if process.stderr else "see its log"
+            raise RuntimeError(f"the API exited: {output[-2000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return LiveServer(url, process, env)

@@ -9,7 +9,12 @@ async def test_healthz_and_readyz_ok(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     r = await client.get("/readyz")
     assert r.status_code == 200
-    assert r.json()["checks"] == {"postgresql": "ok", "redis": "ok", "rabbitmq": "ok"}
+    assert r.json()["checks"] == {
+        "postgresql": "ok",
+        "redis": "ok",
+        "rabbitmq": "ok",
+        "live_hub": "ok",
+    }
 
 
 async def test_readyz_names_each_failing_dependency(engine):
@@ -23,7 +28,7 @@ async def test_readyz_names_each_failing_dependency(engine):
         r = await c.get("/readyz")
         assert (await c.get("/healthz")).status_code == 200
     assert r.status_code == 503
-    assert r.json()["failing"] == ["postgresql", "rabbitmq", "redis"]
+    assert r.json()["failing"] == ["live_hub", "postgresql", "rabbitmq", "redis"]
 
 
 async def test_mutation_with_database_down_is_a_typed_unavailable_error(engine):

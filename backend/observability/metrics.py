@@ -89,6 +89,13 @@ OPEN_SUBSCRIPTIONS = Gauge(
     "GraphQL subscriptions open on this API process.",
     multiprocess_mode="livesum",
 )
+LIVE_HUB_FAILURES = Counter(
+    "herald_live_hub_failures",
+    "Failures of this API process's live hub (its Redis subscription), each followed by a "
+    "restart with backoff, by reason: connection (Redis went away or refused) or error "
+    "(anything unexpected, logged with its trace). Subscribers resync from their cursor.",
+    ["reason"],
+)
 
 # Event types come from clients. Past this many distinct values the rest share one label
 # value, so a client sending made-up types cannot blow up the number of series.
@@ -165,6 +172,12 @@ def subscription_opened() -> None:
 def subscription_closed() -> None:
     """A GraphQL subscription on this process ended."""
     OPEN_SUBSCRIPTIONS.dec()
+
+
+def live_hub_failed(reason: str) -> None:
+    """The live hub's read loop (or its connecting) failed and will start again: ``reason``
+    is ``connection`` (Redis went away or refused) or ``error`` (an unexpected exception)."""
+    LIVE_HUB_FAILURES.labels(reason=reason).inc()
 
 
 class QueueDepthCollector(Collector):

@@ -55,7 +55,9 @@ log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("0b8f5c1e-3a5d-4c2b-9e7f-5d1a2b3c4d5e")
 MAX_AUDIENCE_IDS = 100_000
 MIN_INTERVAL_SECONDS = 1
-# A trigger may fire a little early or late; a run is due when next_run_at is this close.
+# A trigger may come this much early: RedBeat fires at whole seconds, so a one-off ``at`` with
+# a fraction is fired at the second before it, and clocks differ a little between hosts. A
+# run never starts before its time: the worker waits out what is left (``seconds_early``).
 FIRE_TOLERANCE = timedelta(seconds=1)
 PAST_AT_TOLERANCE = timedelta(minutes=1)
 
@@ -149,7 +151,8 @@ def _aware(value: datetime) -> datetime:
 
 
 def _whole_second(value: datetime) -> datetime:
-    # Slots are whole seconds: RedBeat's rrule drops microseconds, and the run key must match.
+    # Recurring slots are whole seconds (a one-off ``at`` keeps its fraction: it must not run
+    # before it, and its trigger is armed for the second before, see FIRE_TOLERANCE).
     return value.astimezone(UTC).replace(microsecond=0)
 
 
@@ -274,7 +277,7 @@ def _apply(campaign: Campaign, data: CampaignData, now: datetime) -> None:
         campaign.audience = {"user_ids": ids}
     campaign.payload = {} if data.payload is None else data.payload
     campaign.locale = data.locale
-    campaign.run_at = _whole_second(_aware(s.at)) if s.at is not None else None
+    campaign.run_at = _aware(s.at).astimezone(UTC) if s.at is not None else None
     campaign.cron = s.cron
     campaign.timezone = s.timezone
     campaign.every_seconds = s.every_seconds
@@ -358,7 +361,7 @@ async def _activate(
         campaign.status = CampaignStatus.COMPLETED
     else:
         campaign.status = CampaignStatus.SCHEDULED
-        if campaign.next_run_at <= now + FIRE_TOLERANCE:
+        if campaign.next_run_at <= now:
             # Due now: start the run in this transaction rather than wait for a trigger.
             await _start_due_run(session, campaign, now, effects)
     effects.schedule(campaign)
@@ -596,22 +599,39 @@ async def _start_due_run(
     return run
 
 
+async def seconds_early(session: AsyncSession, *, campaign_id: str) -> float:
+    """How long before the campaign's ``next_run_at`` a trigger came, when it came early by
+    at most FIRE_TOLERANCE (0 otherwise): the caller waits that long, outside any transaction,
+    before it calls :func:`fire_campaign`."""
+    try:
+        key = uuid.UUID(campaign_id)
+    except ValueError:
+        return 0.0
+    due_at = await CampaignRepository(session).next_run_at(key)
+    if due_at is None:
+        return 0.0
+    early = (due_at - datetime.now(UTC)).total_seconds()
+    return early if 0 < early <= FIRE_TOLERANCE.total_seconds() else 0.0
+
+
 async def fire_campaign(
     session: AsyncSession, *, campaign_id: str, effects: CampaignEffects
 ) -> CampaignRun | None:
     """What a trigger calls: start the due run, if the campaign is active and its
-    ``next_run_at`` has come. Anything else (paused, cancelled, a stale or duplicate trigger)
-    starts nothing, but re-arms the trigger to match the row."""
+    ``next_run_at`` has come. Anything else (paused, cancelled, a stale, early or duplicate
+    trigger) starts nothing, but re-arms the trigger to match the row."""
+    # Read the clock before the transaction starts: the run's start time is the
+    # transaction's, and it must not be before next_run_at.
+    now = datetime.now(UTC)
     try:
         campaign = await _get(session, campaign_id)
     except NotFoundError:
         effects.disarm.add(campaign_id)
         return None
-    now = datetime.now(UTC)
     due = (
         campaign.status in ACTIVE
         and campaign.next_run_at is not None
-        and campaign.next_run_at <= now + FIRE_TOLERANCE
+        and campaign.next_run_at <= now
     )
     if not due:
         effects.schedule(campaign)

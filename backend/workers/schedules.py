@@ -3,7 +3,9 @@
 Each scheduled campaign has one RedBeat entry, ``campaign:<id>``, that fires ``campaigns.fire``
 once at the campaign's ``next_run_at`` (an rrule with a single occurrence). Firing starts the
 run and moves ``next_run_at`` on; the worker then re-arms the entry for the new time. The entry
-is only a trigger: what runs, and whether, is decided by the row.
+is only a trigger: what runs, and whether, is decided by the row. RedBeat's rrule has whole
+seconds, so a time with a fraction is armed for the whole second before it (``trigger_time``)
+and the worker waits out the fraction: a run never starts before its time.
 
 ``HeraldScheduler`` is RedBeat's scheduler plus three things: it rebuilds every campaign entry
 from PostgreSQL at start; it notices when Redis lost its data (restart, flush) and rebuilds the
@@ -39,12 +41,18 @@ RESTORED_MARKER = "herald:redbeat:restored"
 RESTORE_RETRY_SECONDS = 5.0
 
 
+def trigger_time(due_at: datetime) -> datetime:
+    """When the entry for ``due_at`` fires: the whole second at or before it (the rrule drops
+    the fraction; firing after it would make a run up to a second late)."""
+    return due_at.astimezone(UTC).replace(microsecond=0)
+
+
 def _entry(app: Celery, campaign_id: str, due_at: datetime) -> RedBeatSchedulerEntry:
     ensure_conf(app)
     return RedBeatSchedulerEntry(
         name=ENTRY_PREFIX + campaign_id,
         task=TASK_CAMPAIGN_FIRE,
-        schedule=rrule("SECONDLY", dtstart=due_at.astimezone(UTC), count=1, app=app),
+        schedule=rrule("SECONDLY", dtstart=trigger_time(due_at), count=1, app=app),
         args=[campaign_id],
         options={"queue": CAMPAIGNS, "routing_key": CAMPAIGNS},
         app=app,
@@ -114,7 +122,7 @@ def reconcile_campaigns(app: Celery, settings: Settings) -> tuple[int, int]:
     armed = removed = 0
     for campaign_id, due_at in wanted.items():
         current = armed_at(app, campaign_id) if campaign_id in present else None
-        if current is None or current != due_at.astimezone(UTC).replace(microsecond=0):
+        if current is None or current != trigger_time(due_at):
             arm_entry(app, campaign_id, due_at)
             armed += 1
     for campaign_id in present - wanted.keys():

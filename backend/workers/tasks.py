@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from datetime import timedelta
@@ -150,6 +151,10 @@ def fire_campaign(self: Task, campaign_id: str) -> str | None:
     ctx, broker = runtime.context, runtime.broker
 
     async def fire() -> str | None:
+        async with ctx.sessionmaker() as session:
+            early = await campaigns.seconds_early(session, campaign_id=campaign_id)
+        if early:
+            await asyncio.sleep(early)  # a trigger at the whole second before a fraction
         effects = campaigns.CampaignEffects()
         async with ctx.sessionmaker() as session:
             run = await campaigns.fire_campaign(session, campaign_id=campaign_id, effects=effects)

@@ -141,6 +141,22 @@ async def test_delayed_campaign_fires_within_two_seconds_of_its_time(
     assert armed(settings, created["id"]) is None
 
 
+async def test_a_campaign_at_a_time_with_a_fraction_never_runs_before_it(
+    e2e, admin, template, settings, beat
+):
+    # RedBeat fires at whole seconds: this trigger comes 0.9 s before the time asked.
+    at = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=900_123)
+    created = await create(e2e, admin, template, schedule={"at": at.isoformat()})
+    assert datetime.fromisoformat(created["nextRunAt"]) == at
+    assert armed(settings, created["id"]) == at.replace(microsecond=0)
+    campaign = await until_status(e2e, admin, created["id"], "COMPLETED", timeout=20)
+    [run] = campaign["runs"]
+    assert datetime.fromisoformat(run["scheduledFor"]) == at
+    late = datetime.fromisoformat(run["startedAt"]) - at
+    assert timedelta(0) <= late <= timedelta(seconds=1), late
+    assert sent(run) == 2
+
+
 async def test_interval_campaign_repeats_and_stops_at_max_runs(
     e2e, admin, template, settings, beat
 ):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
+from redis.asyncio.client import PubSub
 
 from backend.channels.in_app import user_channel
-from backend.realtime import LiveHub
+from backend.realtime import PING_CHANNEL, LiveHub
+from tests.conftest import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -19,7 +23,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 async def hub() -> Any:
     hub = LiveHub(REDIS_URL)
     await hub.start()
-    await asyncio.wait_for(hub._connected.wait(), 5)
+    await hub.wait_ready(5)
     yield hub
     await hub.close()
 
@@ -71,3 +75,62 @@ async def test_a_subscription_cancelled_while_joining_is_forgotten(hub):
         await task
     assert user_channel(user) not in hub._subscribers
     assert user not in hub._per_user
+
+
+async def test_close_ends_cleanly_whatever_the_loop_is_doing(redis):
+    # Reading (with subscribers and a message in flight), backing off from a dead Redis,
+    # not yet connected, and closed twice.
+    reading = LiveHub(REDIS_URL)
+    await reading.start()
+    await reading.wait_ready(5)
+    user = f"close-{uuid.uuid4().hex[:8]}"
+    await reading.subscribe_user(user)
+    await redis.publish(user_channel(user), orjson.dumps({"type": "ping"}))
+    dead = LiveHub(f"redis://127.0.0.1:{free_port()}/0")
+    await dead.start()
+    await asyncio.sleep(0.5)  # it has failed to connect and waits to try again
+    fresh = LiveHub(REDIS_URL)
+    await fresh.start()
+    for hub in (reading, dead, fresh, reading):
+        await asyncio.wait_for(hub.close(), 6)
+        assert hub._task is not None and hub._task.done()
+
+
+async def test_an_unexpected_error_in_the_read_loop_is_survived(monkeypatch, redis, caplog):
+    hub = LiveHub(REDIS_URL)
+    await hub.start()
+    try:
+        await hub.wait_ready(5)
+        user = f"survive-{uuid.uuid4().hex[:8]}"
+        subscriber = await hub.subscribe_user(user)
+        failures = failures_counted("error")
+        original = PubSub.get_message
+        raised = []
+
+        async def failing_once(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+            if not raised:
+                raised.append(True)
+                raise RuntimeError("pubsub connection not set")
+            return await original(self, *args, **kwargs)
+
+        monkeypatch.setattr(PubSub, "get_message", failing_once)
+        await redis.publish(PING_CHANNEL, b"{}")  # wakes the read loop, which then fails
+        # The subscriber is told to resync (its stream reads what it missed from its cursor)...
+        assert await subscriber.next(5) == {"type": "resync"}
+        # ...and live messages flow again.
+        await hub.wait_ready(5)
+        await redis.publish(user_channel(user), orjson.dumps({"type": "ping"}))
+        assert await subscriber.next(5) == {"type": "ping"}
+        assert failures_counted("error") == failures + 1
+        [record] = [r for r in caplog.records if r.getMessage().startswith("live hub failed")]
+        assert record.levelno == logging.ERROR
+        assert record.exc_info is not None and "pubsub connection not set" in str(
+            record.exc_info[1]
+        )
+    finally:
+        await hub.close()
+
+
+def failures_counted(reason: str) -> float:
+    value = REGISTRY.get_sample_value("herald_live_hub_failures_total", {"reason": reason})
+    return value or 0.0

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
@@ -384,3 +385,56 @@ async def test_alg_none_token_is_refused_on_the_socket(live_server):
         json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
     )
     assert await Client(ws).close_code() == 4403
+
+
+async def test_the_live_hub_survives_an_unexpected_error(engine, settings, committed, redis):
+    import httpx
+
+    from backend.realtime import fault_channel
+
+    server = start_live_server({"HERALD_LIVE_HUB_FAULT_INJECTION": "true"})
+    try:
+        uid = user()
+        client = await Client.open(server, token_for(settings, "user", sub=uid))
+        await client.subscribe(NOTIFICATIONS)
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+
+            async def ready() -> tuple[int, list[str]]:
+                r = await http.get("/readyz")
+                return r.status_code, r.json().get("failing", [])
+
+            assert await ready() == (200, [])
+            # The hub's read loop raises, and its reconnecting fails for 3 s more.
+            fault = orjson.dumps({"seconds": 3})
+            assert await redis.publish(fault_channel(server.process.pid), fault) == 1
+            assert await poll(ready, (503, ["live_hub"]), seconds=5)
+            lost = await store(committed, uid, 1, redis=redis)  # published while it is down
+            assert await poll(ready, (200, []), seconds=15)
+            # Told to resync, the subscription reads what it missed, then live ones again.
+            assert (await client.next(timeout=10))["notifications"]["id"] == lost[0].delivery_id
+            [live] = await store(committed, uid, 1, redis=redis)
+            assert (await client.next())["notifications"]["id"] == live.delivery_id
+            metrics = (await http.get("/metrics")).text
+        failures = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith('herald_live_hub_failures_total{reason="error"}')
+        ]
+        assert failures and float(failures[0].split()[-1]) >= 1
+        await client.close()
+    finally:
+        stop_live_server(server)
+    assert server.process.stderr is not None
+    log = server.process.stderr.read().decode()
+    assert "live hub failed; it starts again" in log
+    assert "Traceback" in log and "InjectedFault" in log
+
+
+async def poll(probe: Any, expected: Any, *, seconds: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if await probe() == expected:
+            return True
+        await asyncio.sleep(0.1)
+    return False

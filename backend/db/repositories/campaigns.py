@@ -28,6 +28,11 @@ class CampaignRepository:
             return (await self.session.execute(stmt)).scalar_one_or_none()
         return await self.session.get(Campaign, campaign_id)
 
+    async def next_run_at(self, campaign_id: uuid.UUID) -> datetime | None:
+        """The campaign's next run time, read without loading (or locking) the row."""
+        stmt = select(Campaign.next_run_at).where(Campaign.id == campaign_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
     async def page(
         self,
         *,

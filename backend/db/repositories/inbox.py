@@ -122,9 +122,13 @@ class InboxRepository:
         stmt = select(InboxItem).where(and_(*conditions)).order_by(InboxItem.seq).limit(limit)
         return list((await self.session.execute(stmt)).scalars())
 
-    async def last_seq(self, user_id: str) -> int:
-        stmt = select(InboxCounter.seq).where(InboxCounter.user_id == user_id)
-        return int((await self.session.execute(stmt)).scalar_one_or_none() or 0)
+    async def last_seqs(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """Each user's newest sequence number (0 for a user without items), in one query."""
+        stmt = select(InboxCounter.user_id, InboxCounter.seq).where(
+            InboxCounter.user_id.in_(user_ids)
+        )
+        found = {user_id: int(seq) for user_id, seq in await self.session.execute(stmt)}
+        return {user_id: found.get(user_id, 0) for user_id in user_ids}
 
     async def unread_count(self, user_id: str) -> int:
         stmt = (
