@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
 
     auth_users_list_path: str = "/api/v1/auth/users"
+    # Many profiles in one request (POST {"ids": [...]} -> {"items": [...]}), where the auth
+    # service offers it; empty: one request per profile.
+    auth_bulk_profiles_path: str = ""
+    auth_bulk_batch_size: int = Field(default=100, ge=1, le=1000)
+    # Requests to the auth service in flight at once, per process.
+    auth_concurrency: int = Field(default=20, ge=1, le=200)
     auth_api_token: SecretStr | None = None
     auth_timeout_seconds: float = Field(default=3.0, gt=0)
     auth_retries: int = Field(default=2, ge=0, le=10)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prepares this checkout: the virtual environment in .venv (locked dependencies, the machine's
-# Python 3.11), and the local PostgreSQL, Redis and RabbitMQ, started or installed when missing.
+# Prepares this checkout: the virtual environment in .venv (locked dependencies, the newest of
+# Python 3.13, 3.12 and 3.11 that runs here, or HERALD_PYTHON), and the local PostgreSQL, Redis
+# and RabbitMQ, started or installed when missing.
 #   scripts/setup.sh        what `make dev` needs
 #   scripts/setup.sh test  plus what the test suite needs (Node.js for the HTTP audit suite)
 set -euo pipefail
@@ -8,20 +9,46 @@ cd "$(dirname "$0")/.."
 
 PURPOSE="${1:-dev}"
 UV_VERSION="0.13.9"
-PYTHON="${HERALD_PYTHON:-python3.11}"
+# Newest first: the versions pyproject.toml's requires-python allows.
+PYTHON_CANDIDATES=(python3.13 python3.12 python3.11)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf '\033[31merror: %s\033[0m\n' "$*" >&2; exit 1; }
 
-command -v "$PYTHON" >/dev/null 2>&1 || die "Python 3.11 ($PYTHON) is not on PATH; install python3.11"
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
-  || die "$PYTHON is not Python 3.11"
+# The interpreter's own path if it runs and is a supported version. Being on PATH is not
+# enough: a pyenv shim for a version the current pyenv selection leaves out is on PATH and fails.
+supported_python() {
+  "$1" -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13); print(sys.executable)' \
+    2>/dev/null
+}
+
+if [ -n "${HERALD_PYTHON:-}" ]; then
+  PYTHON="$(supported_python "$HERALD_PYTHON")" \
+    || die "HERALD_PYTHON=$HERALD_PYTHON does not run as Python 3.11, 3.12 or 3.13"
+  CHOSEN_BY="HERALD_PYTHON"
+else
+  PYTHON=""
+  for candidate in "${PYTHON_CANDIDATES[@]}"; do
+    if PYTHON="$(supported_python "$candidate")"; then
+      CHOSEN_BY="$candidate, the newest that runs here"
+      break
+    fi
+  done
+  [ -n "$PYTHON" ] || die "none of ${PYTHON_CANDIDATES[*]} runs here; install Python 3.13, 3.12 or 3.11 (or set HERALD_PYTHON)"
+fi
+say "using Python $("$PYTHON" -c 'import platform; print(platform.python_version())') at $PYTHON ($CHOSEN_BY)"
 
 # --- Python environment -----------------------------------------------------------------------
 if [ ! -x .tools/bin/uv ] || [ "$(.tools/bin/uv --version | awk '{print $2}')" != "$UV_VERSION" ]; then
   say "installing uv $UV_VERSION into .tools/"
   "$PYTHON" -m venv .tools
   .tools/bin/pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+if [ -x .venv/bin/python ] \
+  && [ "$(.venv/bin/python -c 'import platform; print(platform.python_version())' 2>/dev/null)" \
+    != "$("$PYTHON" -c 'import platform; print(platform.python_version())')" ]; then
+  # uv sync replaces an environment built on another interpreter; say so, it takes a while.
+  say ".venv was built with another Python; uv rebuilds it"
 fi
 say "syncing .venv from uv.lock"
 UV_PROJECT_ENVIRONMENT=.venv UV_PYTHON_DOWNLOADS=never \

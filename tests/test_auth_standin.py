@@ -23,6 +23,7 @@ TEST_JWT_SECRET = make_settings().jwt_secret.get_secret_value()  # type: ignore[
 E164 = re.compile(r"^\+[1-9]\d{7,14}$")
 USERS = "/api/v1/auth/users"
 DETAILS = "/api/v1/auth/users/user-details/"
+BULK = "/api/v1/auth/users/bulk"
 
 
 def standin_env(**overrides: str) -> dict[str, str]:
@@ -99,6 +100,18 @@ def test_unknown_user_is_404(client):
     response = client.get(DETAILS + "nobody")
     assert response.status_code == 404
     assert response.json() == {"detail": "user not found"}
+
+
+def test_bulk_profiles_answer_the_known_ids_in_the_profile_shape(client):
+    asked = ["demo-manager", "nobody", "demo-manager", "demo-admin"]
+    response = client.post(BULK, json={"ids": asked})
+    assert response.status_code == 200
+    items = response.json()["items"]
+    # Each known id once, as the one-profile endpoint answers it; unknown ids left out.
+    assert [item["id"] for item in items] == ["demo-manager", "demo-admin"]
+    assert items[0] == client.get(DETAILS + "demo-manager").json()
+    assert client.post(BULK, json={"ids": []}).json() == {"items": []}
+    assert client.post(BULK, json={"ids": [f"u-{n}" for n in range(1001)]}).status_code == 422
 
 
 def test_user_list_is_paged(client):

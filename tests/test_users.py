@@ -31,12 +31,13 @@ from starlette.routing import Route
 from backend.config import Settings
 from backend.errors import UnavailableError, UserDirectoryUnavailable
 from backend.services.users import UserDirectory, UserProfile
-from backend.standins.auth_service import create_auth_standin
+from backend.standins.auth_service import BULK_PROFILES_PATH, create_auth_standin
 from tests.conftest import free_port, make_settings
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 USER_PATH = "/api/v1/auth/users/user-details/"
 LIST_PATH = "/api/v1/auth/users"
+BULK_PATH = "/api/v1/auth/users/bulk"
 # Short backoff keeps the failure tests fast; the bounds below are computed from it.
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 0.2
@@ -93,15 +94,19 @@ class CountingApp:
 @dataclass
 class Script:
     """What the scripted server does: ``failures`` answers of ``status`` (-1: forever), each
-    after ``delay`` seconds, then profiles."""
+    after ``delay`` seconds, then profiles. A request naming one of ``failing_ids`` answers 500
+    whatever the rest says; ids starting with ``nobody`` are unknown users."""
 
     failures: int = 0
     status: int = 500
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    failing_ids: set[str] = field(default_factory=set)
     hits: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    # The ids each request asked for, in order of arrival (one each for the profile endpoint).
+    asked: list[list[str]] = field(default_factory=list)
 
 
 class ScriptedServer:
@@ -115,9 +120,10 @@ class ScriptedServer:
         self.script = Script()
 
     def app(self) -> Starlette:
-        async def profile(request: Request) -> JSONResponse:
+        async def answer(user_ids: list[str], bulk: bool) -> JSONResponse:
             script = self.script
             script.hits += 1
+            script.asked.append(user_ids)
             script.in_flight += 1
             script.max_in_flight = max(script.max_in_flight, script.in_flight)
             try:
@@ -130,13 +136,33 @@ class ScriptedServer:
                         status_code=script.status,
                         headers=script.headers,
                     )
-                user_id = request.path_params["user_id"]
-                body = {"id": user_id, "email": f"{user_id}@example.com", "login": user_id}
-                return JSONResponse(body)
+                if script.failing_ids.intersection(user_ids):
+                    return JSONResponse({"detail": "scripted failure"}, status_code=500)
+                found = [
+                    {"id": user_id, "email": f"{user_id}@example.com", "login": user_id}
+                    for user_id in user_ids
+                    if not user_id.startswith("nobody")
+                ]
+                if bulk:
+                    return JSONResponse({"items": found})
+                if not found:
+                    return JSONResponse({"detail": "user not found"}, status_code=404)
+                return JSONResponse(found[0])
             finally:
                 script.in_flight -= 1
 
-        return Starlette(routes=[Route(USER_PATH + "{user_id}", profile)])
+        async def profile(request: Request) -> JSONResponse:
+            return await answer([request.path_params["user_id"]], bulk=False)
+
+        async def bulk(request: Request) -> JSONResponse:
+            return await answer((await request.json())["ids"], bulk=True)
+
+        return Starlette(
+            routes=[
+                Route(USER_PATH + "{user_id}", profile),
+                Route(BULK_PATH, bulk, methods=["POST"]),
+            ]
+        )
 
 
 def user_record(user_id: str, n: int) -> dict[str, Any]:
@@ -214,7 +240,7 @@ def make_directory(
     redis: Redis,
     prefix: str,
     *,
-    max_concurrency: int = 20,
+    max_concurrency: int | None = None,
     **overrides: Any,
 ) -> UserDirectory:
     return UserDirectory(
@@ -334,6 +360,156 @@ async def test_get_many_fetches_concurrently_within_the_bound(scripted, http, re
     assert all(profile is not None for profile in found.values())
     assert script.hits == 30
     assert script.max_in_flight == 4
+
+
+async def test_the_concurrency_bound_is_a_setting_shared_by_concurrent_lookups(
+    scripted, http, redis, prefix
+):
+    url, script = scripted
+    script.delay = 0.05
+    directory = make_directory(url, http, redis, prefix, auth_concurrency=3)
+
+    first, second = await asyncio.gather(
+        directory.get_many([f"one-{n}" for n in range(12)]),
+        directory.get_many([f"two-{n}" for n in range(12)]),
+    )
+
+    assert len(first) == len(second) == 12
+    assert script.hits == 24
+    # Two look-ups at once still keep to one bound: the auth service is promised 3, not 6.
+    assert script.max_in_flight == 3
+
+
+async def test_get_many_in_bulk_batches_within_the_bound(scripted, http, redis, prefix):
+    url, script = scripted
+    script.delay = 0.05
+    directory = make_directory(
+        url,
+        http,
+        redis,
+        prefix,
+        auth_bulk_profiles_path=BULK_PATH,
+        auth_bulk_batch_size=40,
+        auth_concurrency=3,
+    )
+    ids = [f"bulk-{n}" for n in range(240)] + [f"nobody-{n}" for n in range(10)]
+
+    found = await directory.get_many(ids)
+
+    assert list(found) == ids
+    assert all(found[i] is not None and found[i].login == i for i in ids[:240])
+    assert all(found[i] is None for i in ids[240:])
+    # 250 ids in 7 requests (six of 40, one of 10), never more than 3 at once, each id once.
+    assert script.hits == 7
+    assert sorted(len(asked) for asked in script.asked) == [10, 40, 40, 40, 40, 40, 40]
+    assert sorted(i for asked in script.asked for i in asked) == sorted(ids)
+    assert script.max_in_flight == 3
+    # Profiles and unknown users are cached as the one-profile path caches them.
+    cached = await redis.mget([prefix + i for i in ids])
+    assert json.loads(cached[0])["login"] == "bulk-0"
+    assert cached[-1] == b"null"
+    assert 0 < await redis.ttl(prefix + "nobody-0") <= 60
+    again = await directory.get_many(ids)
+    assert again == found
+    assert script.hits == 7
+
+
+async def test_bulk_profiles_from_the_standin(standin, http, redis, prefix):
+    url, counting = standin
+    one_each = make_directory(url, http, redis, prefix + "one:")
+    bulk = make_directory(
+        url,
+        http,
+        redis,
+        prefix + "bulk:",
+        auth_bulk_profiles_path=BULK_PROFILES_PATH,
+        auth_bulk_batch_size=10,
+    )
+    ids = [user["id"] for user in USERS] + ["nobody-1", "nobody-2"]
+    before_bulk = counting.paths[BULK_PROFILES_PATH]
+    before_one = counting.profile_requests()
+
+    found = await bulk.get_many(ids)
+
+    # 27 ids in three requests, none of them to the one-profile endpoint.
+    assert counting.paths[BULK_PROFILES_PATH] - before_bulk == 3
+    assert counting.profile_requests() == before_one
+    # The same profiles, and the same unknown users, as one request each finds.
+    assert found == await one_each.get_many(ids)
+    assert found[ODD_ID] is not None
+    assert found["nobody-1"] is None
+
+
+async def test_bulk_ids_the_service_sends_back_unasked_are_not_kept(http, redis, prefix):
+    async def bulk(request: Request) -> JSONResponse:
+        asked = (await request.json())["ids"]
+        extra = {"id": "someone-else", "email": "x@example.com"}
+        return JSONResponse({"items": [{"id": i, "login": i} for i in asked] + [extra]})
+
+    with ThreadedServer(Starlette(routes=[Route(BULK_PATH, bulk, methods=["POST"])])) as server:
+        directory = make_directory(
+            server.url, http, redis, prefix, auth_bulk_profiles_path=BULK_PATH
+        )
+        found = await directory.get_many(["a-1", "a-2"])
+
+    assert list(found) == ["a-1", "a-2"]
+    assert await redis.get(prefix + "someone-else") is None
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["one-each", "bulk"])
+async def test_a_failure_in_one_batch_keeps_what_arrived_and_raises(
+    scripted, http, redis, prefix, bulk
+):
+    url, script = scripted
+    settings: dict[str, Any] = {"auth_retries": 1, "auth_concurrency": 4}
+    if bulk:
+        settings.update(auth_bulk_profiles_path=BULK_PATH, auth_bulk_batch_size=10)
+    directory = make_directory(url, http, redis, prefix, **settings)
+    ids = [f"part-{n:02d}" for n in range(40)]
+    # The last batch (or, one request each, the last id) fails until the service recovers.
+    failing = ids[30:] if bulk else ids[39:]
+    script.failing_ids = {failing[0]}
+
+    with pytest.raises(UserDirectoryUnavailable, match=r"after 2 tries: HTTP 500"):
+        await directory.get_many(ids)
+
+    cached = dict(zip(ids, await redis.mget([prefix + i for i in ids]), strict=True))
+    assert all(cached[i] is None for i in failing)
+    # What arrived before the failure is kept (with a bound of 4, at least the first 3 batches
+    # or ids were answered while the failing one was still retrying)...
+    kept = [i for i in ids if cached[i] is not None]
+    assert len(kept) >= (30 if bulk else 3)
+    # ...so once the service recovers, the retry asks for the rest alone.
+    script.failing_ids = set()
+    script.asked.clear()
+    found = await directory.get_many(ids)
+    assert all(found[i] is not None for i in ids)
+    asked_again = sorted(i for asked in script.asked for i in asked)
+    assert asked_again == sorted(set(ids) - set(kept))
+    assert set(failing) <= set(asked_again)
+
+
+async def test_a_bulk_answer_without_items_is_unavailable(scripted, http, redis, prefix):
+    url, _ = scripted
+    # The one-profile path given as the bulk path: a 404 (no POST route) is a misconfiguration.
+    wrong = make_directory(
+        url, http, redis, prefix, auth_bulk_profiles_path=USER_PATH + "x", auth_retries=0
+    )
+    with pytest.raises(UserDirectoryUnavailable, match="HTTP 405 for POST"):
+        await wrong.get_many(["u-1", "u-2"])
+
+    async def not_a_list(request: Request) -> JSONResponse:
+        return JSONResponse({"users": []})
+
+    with ThreadedServer(
+        Starlette(routes=[Route(BULK_PATH, not_a_list, methods=["POST"])])
+    ) as server:
+        directory = make_directory(
+            server.url, http, redis, prefix, auth_bulk_profiles_path=BULK_PATH
+        )
+        with pytest.raises(UserDirectoryUnavailable, match="HERALD_AUTH_BULK_PROFILES_PATH"):
+            await directory.get_many(["u-1"])
+    assert await redis.get(prefix + "u-1") is None
 
 
 @pytest.mark.parametrize(("status", "headers"), [(500, {}), (503, {}), (429, {"Retry-After": "0"})])

@@ -3,6 +3,13 @@
 The profile shape is the auth service's: ``id``, ``email``, ``first_name``, ``last_name``,
 ``login``, plus optional ``phone``, ``locale``, ``timezone``. :class:`UserDirectory` fetches
 them over HTTP and keeps them in Redis for ``HERALD_USER_CACHE_TTL_SECONDS``.
+
+Profiles missing from the cache are fetched in parallel, at most ``HERALD_AUTH_CONCURRENCY``
+requests at a time per process: one request per profile, or, where the auth service offers a
+bulk endpoint (``HERALD_AUTH_BULK_PROFILES_PATH``), one request per batch of
+``HERALD_AUTH_BULK_BATCH_SIZE`` ids. The bulk endpoint takes ``POST {"ids": [...]}`` and answers
+``{"items": [profile, ...]}``; an asked id missing from the items is an unknown user, as a 404
+is for the one-profile endpoint.
 """
 
 from __future__ import annotations
@@ -84,7 +91,8 @@ class UserDirectory:
     One instance per process, built where the process creates its clients (the API lifespan, a
     worker's event loop); it uses the caller's ``httpx.AsyncClient`` and Redis pool and closes
     neither. A profile is cached for ``user_cache_ttl_seconds`` (0 turns the cache off); an
-    unknown user for at most :data:`UNKNOWN_USER_TTL_SECONDS`.
+    unknown user for at most :data:`UNKNOWN_USER_TTL_SECONDS`. At most ``max_concurrency``
+    (default ``auth_concurrency``) requests are in flight at once, across all look-ups.
 
     Each request is bounded by ``auth_timeout_seconds``; connection errors, timeouts, 5xx and 429
     are retried ``auth_retries`` times with exponential backoff and jitter. What still fails, and
@@ -98,11 +106,13 @@ class UserDirectory:
         http: httpx.AsyncClient,
         redis: Redis,
         *,
-        max_concurrency: int = 20,
+        max_concurrency: int | None = None,
         key_prefix: str = CACHE_KEY_PREFIX,
         backoff_base_seconds: float = 0.2,
         backoff_cap_seconds: float = 2.0,
     ) -> None:
+        if max_concurrency is None:
+            max_concurrency = settings.auth_concurrency
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self._http = http
@@ -110,6 +120,8 @@ class UserDirectory:
         self._base_url = settings.auth_url.rstrip("/")
         self._user_path = settings.auth_user_path
         self._list_path = settings.auth_users_list_path
+        self._bulk_path = settings.auth_bulk_profiles_path
+        self._bulk_size = settings.auth_bulk_batch_size
         self._timeout = settings.auth_timeout_seconds
         self._retries = settings.auth_retries
         self._ttl = settings.user_cache_ttl_seconds
@@ -134,9 +146,12 @@ class UserDirectory:
 
     async def get_many(self, user_ids: Iterable[str]) -> dict[str, UserProfile | None]:
         """Profiles for many users: one ``MGET`` for the cached ones, concurrent fetches (at most
-        ``max_concurrency`` at a time) for the rest, written back in one pipeline.
+        ``max_concurrency`` requests at a time, in bulk batches where the auth service offers a
+        bulk endpoint) for the rest, written back in one pipeline.
 
-        Every asked id is a key of the result; unknown users map to ``None``.
+        Every asked id is a key of the result; unknown users map to ``None``. When a fetch gives
+        up, :class:`~backend.errors.UserDirectoryUnavailable` is raised and the profiles that
+        did arrive are cached, so the retry that follows asks only for the rest.
         """
         ids = list(dict.fromkeys(str(user_id) for user_id in user_ids))
         found = await self._cache_read(ids)
@@ -195,20 +210,28 @@ class UserDirectory:
         return profiles, more
 
     async def _fetch_many(self, user_ids: list[str], into: dict[str, UserProfile | None]) -> None:
-        pending = iter(user_ids)
+        wanted = []
+        for user_id in user_ids:
+            if user_id:
+                wanted.append(user_id)
+            else:
+                into[user_id] = None  # an empty id names no one: nothing to ask
+        size = self._bulk_size if self._bulk_path else 1
+        batches = [wanted[n : n + size] for n in range(0, len(wanted), size)]
+        pending = iter(batches)
 
         async def drain() -> None:
-            for user_id in pending:
-                into[user_id] = await self._fetch(user_id)
+            for batch in pending:
+                into.update(await self._fetch_batch(batch))
 
-        if len(user_ids) == 1:
+        if len(batches) <= 1:
             await drain()
             return
-        # A fixed set of workers rather than a task per id keeps a batch of thousands cheap; the
+        # A fixed set of workers rather than a task per batch keeps thousands of ids cheap; the
         # task group cancels the rest as soon as one fetch gives up.
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self._max_concurrency, len(user_ids))):
+                for _ in range(min(self._max_concurrency, len(batches))):
                     group.create_task(drain())
         except BaseExceptionGroup as errors:
             unavailable, other = errors.split(UserDirectoryUnavailable)
@@ -216,9 +239,27 @@ class UserDirectory:
                 raise unavailable.exceptions[0]  # noqa: B904 - its own cause is the useful one
             raise
 
+    async def _fetch_batch(self, user_ids: list[str]) -> dict[str, UserProfile | None]:
+        if not self._bulk_path:
+            return {user_id: await self._fetch(user_id) for user_id in user_ids}
+        url = self._base_url + self._bulk_path
+        async with self._slots:
+            response = await self._request(url, method="POST", body={"ids": user_ids})
+        body = _json_body(response)
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise UserDirectoryUnavailable(
+                f"The auth service's bulk profiles at {url} answered without an 'items' list; "
+                "check HERALD_AUTH_BULK_PROFILES_PATH"
+            )
+        found: dict[str, UserProfile | None] = dict.fromkeys(user_ids)
+        for item in items:
+            profile = _profile(item, url)
+            if profile.id in found:  # a profile not asked for is not this batch's to keep
+                found[profile.id] = profile
+        return found
+
     async def _fetch(self, user_id: str) -> UserProfile | None:
-        if not user_id:
-            return None
         url = self._base_url + self._user_path.format(user_id=quote(user_id, safe=""))
         async with self._slots:
             response = await self._request(url, unknown_is_none=True)
@@ -227,9 +268,20 @@ class UserDirectory:
         return _profile(_json_body(response), url)
 
     async def _request(
-        self, url: str, *, params: dict[str, Any] | None = None, unknown_is_none: bool = False
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        unknown_is_none: bool = False,
     ) -> httpx.Response:
         tries = self._retries + 1
+        headers = self._headers
+        content = None
+        if body is not None:
+            headers = {**headers, "Content-Type": "application/json"}
+            content = orjson.dumps(body)
         problem = ""
         cause: BaseException | None = None
         retry_after: float | None = None
@@ -241,8 +293,13 @@ class UserDirectory:
                 # httpx's timeout applies to each phase (connect, every read) separately; the
                 # outer one bounds the whole request, however slowly a server dribbles bytes.
                 async with asyncio.timeout(self._timeout):
-                    response = await self._http.get(
-                        url, params=params, headers=self._headers, timeout=self._timeout
+                    response = await self._http.request(
+                        method,
+                        url,
+                        params=params,
+                        content=content,
+                        headers=headers,
+                        timeout=self._timeout,
                     )
             except httpx.UnsupportedProtocol as exc:
                 raise UserDirectoryUnavailable(
@@ -262,15 +319,15 @@ class UserDirectory:
                 continue
             if status in (401, 403):
                 raise UserDirectoryUnavailable(
-                    f"The auth service refused Herald's credentials (HTTP {status}) for GET "
+                    f"The auth service refused Herald's credentials (HTTP {status}) for {method} "
                     f"{url}; check HERALD_AUTH_API_TOKEN"
                 )
             raise UserDirectoryUnavailable(
-                f"The auth service answered HTTP {status} for GET {url}; this is a "
+                f"The auth service answered HTTP {status} for {method} {url}; this is a "
                 "misconfiguration, not an unknown user: check HERALD_AUTH_URL and the auth paths"
             )
         raise UserDirectoryUnavailable(
-            f"The auth service did not answer GET {url} after {tries} tries: {problem}"
+            f"The auth service did not answer {method} {url} after {tries} tries: {problem}"
         ) from cause
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -339,7 +396,8 @@ def _json_body(response: httpx.Response) -> Any:
         return response.json()
     except ValueError as exc:
         raise UserDirectoryUnavailable(
-            f"The auth service answered GET {response.request.url} with something other than JSON"
+            f"The auth service answered {response.request.method} {response.request.url} with "
+            "something other than JSON"
         ) from exc
 
 
@@ -348,7 +406,7 @@ def _profile(data: Any, url: str) -> UserProfile:
         return UserProfile.from_json(data)
     except (KeyError, TypeError) as exc:
         raise UserDirectoryUnavailable(
-            f"The auth service sent a profile without an 'id' from GET {url}"
+            f"The auth service sent a profile without an 'id' from {url}"
         ) from exc
 
 

@@ -1,8 +1,10 @@
 """A development stand-in for the auth service: user profiles and tokens for demo users.
 
-It serves the two endpoints Herald's :class:`~backend.services.users.UserDirectory` reads (one
-profile, the paged list) with the auth service's shapes, and two ``/dev`` endpoints the admin
-page uses to sign in as a demo user: the list of users with their roles, and a token for one.
+It serves the endpoints Herald's :class:`~backend.services.users.UserDirectory` reads (one
+profile, the paged list) with the auth service's shapes, a bulk profile endpoint
+(:data:`BULK_PROFILES_PATH`, for ``HERALD_AUTH_BULK_PROFILES_PATH``), and two ``/dev``
+endpoints the admin page uses to sign in as a demo user: the list of users with their roles,
+and a token for one.
 Tokens are signed with Herald's own JWT settings, so Herald accepts them.
 """
 
@@ -14,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.middleware.cors import CORSMiddleware
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from backend.auth import Role, mint_token
 from backend.config import JwtAlgorithm, Settings
@@ -22,6 +24,9 @@ from backend.config import JwtAlgorithm, Settings
 DEMO_USERS_FILE = Path(__file__).with_name("demo_users.json")
 PREFIX = "/api/v1/auth"
 MAX_PAGE_SIZE = 1000
+# Many profiles in one request: POST {"ids": [...]} answered with {"items": [...]}, unknown ids
+# left out. Set HERALD_AUTH_BULK_PROFILES_PATH to this path to have Herald use it.
+BULK_PROFILES_PATH = PREFIX + "/users/bulk"
 
 
 class StandinUser(BaseModel):
@@ -42,6 +47,10 @@ class StandinUser(BaseModel):
     def profile(self) -> dict[str, Any]:
         """The profile as the auth service returns it: no roles."""
         return self.model_dump(mode="json", exclude={"roles"})
+
+
+class BulkProfilesRequest(BaseModel):
+    ids: list[str] = Field(max_length=MAX_PAGE_SIZE)
 
 
 class TokenRequest(BaseModel):
@@ -101,6 +110,14 @@ def create_auth_standin(users_file: Path, settings: Settings) -> FastAPI:
         if user is None:
             raise HTTPException(status_code=404, detail="user not found")
         return user.profile()
+
+    @app.post(BULK_PROFILES_PATH)
+    async def bulk_profiles(
+        request: BulkProfilesRequest, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any]:
+        check_caller(authorization)
+        found = (by_id.get(user_id) for user_id in dict.fromkeys(request.ids))
+        return {"items": [user.profile() for user in found if user is not None]}
 
     @app.get(PREFIX + "/users")
     async def list_users(

@@ -53,9 +53,14 @@ class WorkerRuntime:
         self.engine = create_engine(s, pool_size=5)
         sessionmaker = create_sessionmaker(self.engine)
         self.redis = Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        # The auth service's client: a connection for each request the user directory may have
+        # in flight, so none waits in the pool (that wait would count against its timeout).
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(s.auth_timeout_seconds),
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            limits=httpx.Limits(
+                max_connections=max(50, s.auth_concurrency),
+                max_keepalive_connections=s.auth_concurrency,
+            ),
         )
         self.broker = Broker(
             s.rabbitmq_url,
