@@ -2,7 +2,7 @@
 
 Herald's API (and its workers, for fan-out) publish Celery task messages directly, in Celery's
 documented message protocol v2, so nothing is "accepted" before RabbitMQ confirms it and no
-synchronous Celery client sits on the request path. tests/test_pipeline_contract.py proves a
+synchronous Celery client sits on the request path. tests/pipeline/test_broker.py proves a
 real Celery worker runs what this module publishes.
 """
 

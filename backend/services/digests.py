@@ -19,7 +19,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -163,11 +163,3 @@ async def release_due_digests(session: AsyncSession, *, broker: Broker, limit: i
         )
     await repo.delete([i.id for i in due])
     return len(groups)
-
-
-def window_description(rule: Mapping[str, Any] | None) -> str | None:
-    if not rule:
-        return None
-    if rule.get("every_seconds"):
-        return f"every {timedelta(seconds=int(rule['every_seconds']))}"
-    return f"cron '{rule.get('cron')}' in each user's time zone"

@@ -178,12 +178,3 @@ async def register_push_subscription(
     await PushSubscriptionRepository(session).upsert(
         user_id=actor.user_id, endpoint=endpoint, p256dh=p256dh, auth=auth
     )
-
-
-async def unregister_push_subscription(
-    session: AsyncSession, *, actor: Principal, endpoint: str
-) -> bool:
-    removed = await PushSubscriptionRepository(session).delete(
-        endpoints=[endpoint], user_id=actor.user_id
-    )
-    return removed > 0

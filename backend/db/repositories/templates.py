@@ -20,10 +20,6 @@ class TemplateRepository:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def get_many_by_slug(self, slugs: Sequence[str]) -> list[Template]:
-        stmt = select(Template).where(Template.slug.in_(slugs))
-        return list((await self.session.execute(stmt)).scalars())
-
     async def slug_exists(self, slug: str) -> bool:
         stmt = select(func.count()).select_from(Template).where(Template.slug == slug)
         return bool((await self.session.execute(stmt)).scalar_one())
