@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from redis.exceptions import RedisError
 
 from backend.config import Settings
 from backend.errors import UserDirectoryUnavailable
+from backend.services.retries import backoff_seconds
 
 log = logging.getLogger(__name__)
 
@@ -331,10 +331,7 @@ class UserDirectory:
         ) from cause
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
-        # Jitter spreads the retries of many workers that failed together; half the ceiling is
-        # kept as a floor so a retry never comes back immediately. Not security-relevant.
-        delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311
+        delay = backoff_seconds(attempt, base=self._backoff_base, cap=self._backoff_cap)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self._backoff_cap))
         return delay

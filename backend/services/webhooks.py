@@ -38,7 +38,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import random
 import secrets
 import socket
 import time
@@ -66,6 +65,7 @@ from backend.services.pagination import (
     decode_time_cursor,
     encode_time_cursor,
 )
+from backend.services.retries import backoff_seconds
 
 log = logging.getLogger(__name__)
 
@@ -404,11 +404,9 @@ class AttemptResult:
 def retry_delay(settings: Settings, attempt: int) -> float:
     """Backoff after failed attempt ``attempt``: base·2^(attempt-1), capped, times 0.5-1.0
     (10 s, 20 s, 40 s... up to an hour with the defaults)."""
-    delay = min(
-        settings.webhook_retry_max_seconds,
-        settings.webhook_retry_base_seconds * 2 ** (attempt - 1),
+    return backoff_seconds(
+        attempt, base=settings.webhook_retry_base_seconds, cap=settings.webhook_retry_max_seconds
     )
-    return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
 
 
 def request_body(message_id: str, created_at: str, updates: list[dict[str, Any]]) -> bytes:
