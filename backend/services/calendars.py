@@ -29,7 +29,10 @@ def check_zone(name: str, *, field: str) -> ZoneInfo:
 
     ``localtime`` and paths are refused: they name whatever the server's clock is set to."""
     if name not in _zone_names():
-        raise ValidationError(f"'{name[:100]}' is not an IANA time zone name", field=field)
+        raise ValidationError(
+            f"'{name[:100]}' is not a time zone (IANA names only, such as Europe/Berlin)",
+            field=field,
+        )
     return ZoneInfo(name)
 
 
