@@ -28,6 +28,7 @@ class Role(StrEnum):
     USER = "user"
 
 
+ADMINS = frozenset({Role.ADMIN})
 MANAGE_TEMPLATES = frozenset({Role.ADMIN, Role.MANAGER})
 SEND_EVENTS = frozenset({Role.ADMIN, Role.SERVICE})
 # 9999-12-31T23:59:59Z: the last second a datetime holds.

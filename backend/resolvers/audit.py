@@ -7,7 +7,7 @@ from typing import Any
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.auth import Principal, Role
+from backend.auth import ADMINS, Principal
 from backend.resolvers.units import read
 from backend.schema.audit import AuditEntry, AuditEntryConnection, AuditEntryEdge, AuditFilter
 from backend.schema.common import PageInfo
@@ -15,7 +15,6 @@ from backend.schema.context import Context
 from backend.services import audit as audit_service
 
 Info = strawberry.Info[Context, Any]
-ADMINS = frozenset({Role.ADMIN})
 
 
 async def audit_log(
@@ -36,3 +35,14 @@ async def audit_log(
         )
 
     return await read(info, ADMINS, work)
+
+
+@strawberry.type
+class Query:
+    audit_log: AuditEntryConnection = strawberry.field(
+        resolver=audit_log,
+        description=(
+            "Admin and manager mutations (and refused attempts at them), newest first: who, "
+            "what, with which arguments (no secrets or message content), how it ended. Admins."
+        ),
+    )

@@ -203,3 +203,52 @@ async def campaign(info: Info, id: strawberry.ID) -> Campaign | None:
         return Campaign.from_model(row, [await _run(history, r) for r in runs])
 
     return await read(info, MANAGE_TEMPLATES, work)
+
+
+@strawberry.type
+class Query:
+    campaigns: CampaignConnection = strawberry.field(
+        resolver=campaigns,
+        description="Campaigns, newest first, by status and name. Managers.",
+    )
+    campaign: Campaign | None = strawberry.field(
+        resolver=campaign,
+        description="One campaign with its latest runs and their counts, or null. Managers.",
+    )
+
+
+@strawberry.type
+class Mutation:
+    create_campaign: CampaignResult = strawberry.field(
+        resolver=create_campaign,
+        description=(
+            "Create a campaign: sent now, at a time, or on a recurring schedule (cron in a time "
+            "zone, or every N seconds). `draft: true` saves it unscheduled. Managers."
+        ),
+    )
+    update_campaign: CampaignResult = strawberry.field(
+        resolver=update_campaign,
+        description="Change a draft, scheduled or paused campaign. Managers.",
+    )
+    pause_campaign: CampaignResult = strawberry.field(
+        resolver=pause_campaign,
+        description="Stop firing; a run in progress stops before its next batch. Managers.",
+    )
+    resume_campaign: CampaignResult = strawberry.field(
+        resolver=resume_campaign,
+        description=(
+            "Start a draft, or continue a paused campaign from where it stopped; missed "
+            "recurring times are not made up. Managers."
+        ),
+    )
+    cancel_campaign: CampaignResult = strawberry.field(
+        resolver=cancel_campaign,
+        description="Stop for good and remove the schedule. Managers.",
+    )
+    send_campaign_now: CampaignRunResult = strawberry.field(
+        resolver=send_campaign_now,
+        description=(
+            "An extra run now, outside the schedule; with `testUserId`, a test send to that "
+            "user only (their opt-outs ignored). Managers."
+        ),
+    )

@@ -359,3 +359,44 @@ async def delivery_updates(
     finally:
         metrics.subscription_closed()
         await hub.unsubscribe(subscriber)
+
+
+@strawberry.type
+class Query:
+    inbox: NotificationConnection = strawberry.field(
+        resolver=inbox,
+        description="Your in-app notifications, newest first (archived ones left out).",
+    )
+    unread_count: int = strawberry.field(
+        resolver=unread_count, description="Your unread, unarchived notifications."
+    )
+
+
+@strawberry.type
+class Mutation:
+    mark_read: InboxChangeResult = strawberry.field(
+        resolver=mark_read,
+        description="Mark your notifications read; your other open subscriptions are told.",
+    )
+    mark_all_read: InboxChangeResult = strawberry.field(
+        resolver=mark_all_read, description="Mark all your notifications read."
+    )
+    archive: InboxChangeResult = strawberry.field(
+        resolver=archive, description="Archive your notifications."
+    )
+
+
+@strawberry.type
+class Subscription:
+    notifications: AsyncGenerator[InboxUpdate, None] = strawberry.subscription(
+        resolver=notifications,
+        description=(
+            "Your in-app notifications, live. With `since` (the cursor of the last item you "
+            "saw), missed items come first, in order; then live ones. Read-state changes from "
+            "your other devices arrive as ReadStateChange."
+        ),
+    )
+    delivery_updates: AsyncGenerator[DeliveryUpdate, None] = strawberry.subscription(
+        resolver=delivery_updates,
+        description="Delivery status changes as they happen (managers).",
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import strawberry
@@ -25,20 +24,11 @@ from backend.schema.templates import (
     TemplateContentInput,
     TemplateEdge,
     TemplateResult,
-    TemplateVersion,
     UpdateTemplateInput,
 )
 from backend.services import templates as service
 
 Info = strawberry.Info[Context, Any]
-
-
-async def resolve_versions(info: Info, template: Template) -> list[TemplateVersion]:
-    async def work(session: AsyncSession, _: Principal) -> list[TemplateVersion]:
-        rows = await TemplateRepository(session).versions([uuid.UUID(str(template.id))])
-        return [TemplateVersion.from_model(v) for v in rows]
-
-    return await read(info, MANAGE_TEMPLATES, work)
 
 
 async def templates(
@@ -135,3 +125,49 @@ async def preview_template(
         )
 
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
+
+
+@strawberry.type
+class Query:
+    templates: TemplateConnection = strawberry.field(
+        resolver=templates,
+        description="Templates ordered by slug; `search` matches slug or name. Managers only.",
+    )
+    template: Template | None = strawberry.field(
+        resolver=template,
+        description="One template by slug, or null. Managers only.",
+    )
+
+
+@strawberry.type
+class Mutation:
+    create_template: TemplateResult = strawberry.field(
+        resolver=create_template,
+        description="Create a template (version 1). Template syntax is checked on save.",
+    )
+    update_template: TemplateResult = strawberry.field(
+        resolver=update_template,
+        description="Change a template; the previous version stays in `versions`.",
+    )
+    restore_template_version: TemplateResult = strawberry.field(
+        resolver=restore_template_version,
+        description="Make an old version current again, as a new version.",
+    )
+    delete_template: DeleteTemplateResult = strawberry.field(
+        resolver=delete_template,
+        description="Delete a template and its versions; refused while something uses it.",
+    )
+
+
+# Merged last in the root Mutation, where previewTemplate has always been, so that the
+# published schema keeps its field order.
+@strawberry.type
+class PreviewMutation:
+    preview_template: PreviewTemplateResult = strawberry.field(
+        resolver=preview_template,
+        description=(
+            "Render a saved template (`slug`) or unsaved `content` for one channel and locale. "
+            "`variables` holds `payload`, and optionally `user` and `event`; sample values fill "
+            "what is left out."
+        ),
+    )

@@ -5,18 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.auth import Principal, Role
-from backend.channels.registry import circuit_breakers, failover_chains
-from backend.errors import UnavailableError
+from backend.auth import ADMINS, Principal
 from backend.resolvers.units import mutate, read
 from backend.schema.common import PageInfo
 from backend.schema.context import Context
 from backend.schema.webhooks import (
     DeleteWebhookEndpointResult,
-    ProviderHealth,
     WebhookDelivery,
     WebhookDeliveryConnection,
     WebhookDeliveryEdge,
@@ -29,7 +25,6 @@ from backend.schema.webhooks import (
 from backend.services import webhooks as webhook_service
 
 Info = strawberry.Info[Context, Any]
-ADMINS = frozenset({Role.ADMIN})
 
 
 async def create_webhook_endpoint(info: Info, input: WebhookEndpointInput) -> WebhookEndpointResult:
@@ -108,16 +103,32 @@ async def webhook_deliveries(
     return await read(info, ADMINS, work)
 
 
-async def provider_health(info: Info) -> list[ProviderHealth]:
-    info.context.require(ADMINS)
-    settings = info.context.settings
-    breakers = circuit_breakers(settings, info.context.services.extras.get("redis"))
-    health = []
-    try:
-        for channel, names in failover_chains(settings).items():
-            for priority, name in enumerate(names, start=1):
-                data = await breakers.health(channel, name, priority=priority)
-                health.append(ProviderHealth.from_data(data))
-    except (RedisError, OSError) as exc:
-        raise UnavailableError("Redis is unavailable; try again shortly") from exc
-    return health
+@strawberry.type
+class Query:
+    webhook_endpoints: list[WebhookEndpoint] = strawberry.field(
+        resolver=webhook_endpoints,
+        description="Registered status webhook endpoints, oldest first. Admins.",
+    )
+    webhook_deliveries: WebhookDeliveryConnection = strawberry.field(
+        resolver=webhook_deliveries,
+        description="An endpoint's delivery attempts (one per POST), newest first. Admins.",
+    )
+
+
+@strawberry.type
+class Mutation:
+    create_webhook_endpoint: WebhookEndpointResult = strawberry.field(
+        resolver=create_webhook_endpoint,
+        description=(
+            "Register an endpoint for delivery status changes (signed POSTs, retried with "
+            "backoff). Admins."
+        ),
+    )
+    update_webhook_endpoint: WebhookEndpointResult = strawberry.field(
+        resolver=update_webhook_endpoint,
+        description="Change an endpoint; fields left out stay as they are. Admins.",
+    )
+    delete_webhook_endpoint: DeleteWebhookEndpointResult = strawberry.field(
+        resolver=delete_webhook_endpoint,
+        description="Delete an endpoint and its delivery log. Admins.",
+    )

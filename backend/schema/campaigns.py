@@ -9,6 +9,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from backend.channels import Channel
+from backend.db.history.base import DeliveryStatus
 from backend.db.models import Campaign as CampaignModel
 from backend.db.models import CampaignRun as CampaignRunModel
 from backend.schema.common import PageInfo
@@ -20,7 +21,6 @@ from backend.schema.errors import (
     UnavailableError,
     ValidationError,
 )
-from backend.schema.events import DeliveryStatus
 from backend.services.campaigns import CampaignStatus, RunKind, RunStatus, describe_schedule
 
 strawberry.enum(CampaignStatus, name="CampaignStatus", description="Where a campaign stands.")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.db.models import Template as TemplateModel
 from backend.db.models import TemplateVersion as TemplateVersionModel
+from backend.resolvers.units import read
 from backend.schema.common import Channel, PageInfo
+from backend.schema.context import Context
 from backend.schema.errors import (
     ConflictError,
     ForbiddenError,
@@ -82,10 +87,16 @@ class Template:
     updated_by: str | None
 
     @strawberry.field(description="Every version, newest first (the current one included).")
-    async def versions(self, info: strawberry.Info) -> list[TemplateVersion]:
-        from backend.resolvers.templates import resolve_versions
+    async def versions(self, info: strawberry.Info[Context, Any]) -> list[TemplateVersion]:
+        # Resolved here rather than in resolvers/templates.py, which imports this module: the
+        # unit of work (resolvers/units.py) imports no domain's schema, so no cycle forms.
+        template_id = uuid.UUID(str(self.id))
 
-        return await resolve_versions(info, self)
+        async def work(session: AsyncSession, _: Principal) -> list[TemplateVersion]:
+            rows = await service.list_versions(session, template_id=template_id)
+            return [TemplateVersion.from_model(v) for v in rows]
+
+        return await read(info, MANAGE_TEMPLATES, work)
 
     @classmethod
     def from_model(cls, model: TemplateModel) -> Template:

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.broker import Broker
 from backend.db.models import DigestItem, UserPreferences
-from backend.db.repositories.events import DigestRepository
+from backend.db.repositories.digests import DigestRepository
 from backend.errors import ValidationError
 from backend.queues import DISPATCH, TASK_DISPATCH
 from backend.services.calendars import check_cron, next_cron_time

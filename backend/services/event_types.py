@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.auth import Principal
 from backend.channels import Channel
 from backend.db.models import EventType
-from backend.db.repositories.events import EventTypeRepository
+from backend.db.repositories.event_types import EventTypeRepository
 from backend.db.repositories.templates import TemplateRepository
 from backend.errors import ConflictError, NotFoundError, ValidationError
 from backend.services.digests import check_rule as check_digest

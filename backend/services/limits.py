@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.auth import Principal
 from backend.channels import Channel
 from backend.db.models import DeliveryBudget
-from backend.db.repositories.events import BudgetRepository
+from backend.db.repositories.limits import BudgetRepository
 from backend.errors import ValidationError
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -171,6 +172,11 @@ async def get_template(session: AsyncSession, *, slug: str) -> Template:
     if template is None:
         raise NotFoundError(f"No template with slug '{slug}'", field="slug")
     return template
+
+
+async def list_versions(session: AsyncSession, *, template_id: uuid.UUID) -> list[TemplateVersion]:
+    """Every version of a template, newest first (the current one included)."""
+    return await TemplateRepository(session).versions([template_id])
 
 
 async def list_templates(

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.auth import Principal
 from backend.channels import Channel
 from backend.config import Settings
-from backend.db.repositories.events import PreferenceRepository
+from backend.db.repositories.preferences import PreferenceRepository
 from backend.errors import ValidationError
 from backend.services import event_types as event_type_service
 from backend.services import preferences as preference_service

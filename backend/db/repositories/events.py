@@ -1,10 +1,11 @@
-"""Queries on event types, preferences, push subscriptions, scheduled events, dead letters."""
+"""Queries on scheduled events. Dead letters, push subscriptions and the bulk preference read
+stay here while the delivery path imports them from this module; they belong in
+dead_letters.py and preferences.py."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
@@ -12,31 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backend.db.models import (
     DeadLetter,
-    DeliveryBudget,
-    DigestItem,
-    EventType,
     PushSubscriptionRow,
     ScheduledEvent,
     UserPreferences,
 )
 from backend.db.raw import Statement, driver_connection
-
-
-class EventTypeRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, name: str) -> EventType | None:
-        return await self.session.get(EventType, name)
-
-    async def all(self) -> list[EventType]:
-        stmt = select(EventType).order_by(EventType.name)
-        return list((await self.session.execute(stmt)).scalars())
-
-    async def add(self, event_type: EventType) -> None:
-        self.session.add(event_type)
-        await self.session.flush()
-
 
 _PREFERENCES_OF = Statement(
     "SELECT user_id, disabled_channels, disabled_event_types, quiet_start, quiet_end, timezone, "
@@ -54,41 +35,6 @@ async def preferences_of(
     async with driver_connection(engine) as conn:
         rows = await _PREFERENCES_OF.fetch(conn, {"ids": list(user_ids)})
     return {row["user_id"]: UserPreferences(**dict(row)) for row in rows}
-
-
-class PreferenceRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def get(self, user_id: str, *, for_update: bool = False) -> UserPreferences | None:
-        return await self.session.get(UserPreferences, user_id, with_for_update=for_update)
-
-    async def upsert(
-        self,
-        user_id: str,
-        *,
-        disabled_channels: list[str],
-        disabled_event_types: list[str],
-        **extra: Any,
-    ) -> UserPreferences:
-        """Replace the opt-outs; ``extra`` sets other columns (quiet hours, time zone)."""
-        values = {
-            "disabled_channels": disabled_channels,
-            "disabled_event_types": disabled_event_types,
-            **extra,
-        }
-        stmt = (
-            insert(UserPreferences)
-            .values(user_id=user_id, **values)
-            .on_conflict_do_update(
-                index_elements=[UserPreferences.user_id],
-                set_={**values, "updated_at": datetime.now().astimezone()},
-            )
-            .returning(UserPreferences)
-        )
-        row = (await self.session.execute(stmt)).scalar_one()
-        await self.session.refresh(row)
-        return row
 
 
 class PushSubscriptionRepository:
@@ -215,88 +161,3 @@ class DeadLetterRepository:
             await self.session.execute(
                 delete(DeadLetter).where(DeadLetter.delivery_id.in_(delivery_ids))
             )
-
-
-class BudgetRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def all(self) -> list[DeliveryBudget]:
-        stmt = select(DeliveryBudget).order_by(DeliveryBudget.channel)
-        return list((await self.session.execute(stmt)).scalars())
-
-    async def upsert(
-        self,
-        *,
-        channel: str,
-        max_deliveries: int,
-        window_seconds: int,
-        updated_by: str,
-        at: datetime,
-    ) -> DeliveryBudget:
-        values = {
-            "max_deliveries": max_deliveries,
-            "window_seconds": window_seconds,
-            "updated_by": updated_by,
-            "updated_at": at,
-        }
-        stmt = (
-            insert(DeliveryBudget)
-            .values(channel=channel, **values)
-            .on_conflict_do_update(index_elements=[DeliveryBudget.channel], set_=values)
-            .returning(DeliveryBudget)
-        )
-        row = (await self.session.execute(stmt)).scalar_one()
-        await self.session.refresh(row)
-        return row
-
-    async def delete(self, channel: str) -> bool:
-        result = await self.session.execute(
-            delete(DeliveryBudget).where(DeliveryBudget.channel == channel)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-class DigestRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, items: Sequence[DigestItem]) -> None:
-        """Store items; an (event, user) already collected is left as it is."""
-        if not items:
-            return
-        stmt = (
-            insert(DigestItem)
-            .values(
-                [
-                    {
-                        "event_type": i.event_type,
-                        "user_id": i.user_id,
-                        "digest_key": i.digest_key,
-                        "due_at": i.due_at,
-                        "event_id": i.event_id,
-                        "envelope": i.envelope,
-                        "payload": i.payload,
-                        "created_at": i.created_at,
-                    }
-                    for i in items
-                ]
-            )
-            .on_conflict_do_nothing(constraint="uq_digest_items_event_user")
-        )
-        await self.session.execute(stmt)
-
-    async def take_due(self, now: datetime, limit: int) -> list[DigestItem]:
-        """Lock due items; concurrent releasers skip each other's rows."""
-        stmt = (
-            select(DigestItem)
-            .where(DigestItem.due_at <= now)
-            .order_by(DigestItem.due_at, DigestItem.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        return list((await self.session.execute(stmt)).scalars())
-
-    async def delete(self, ids: Sequence[int]) -> None:
-        if ids:
-            await self.session.execute(delete(DigestItem).where(DigestItem.id.in_(ids)))

@@ -1,0 +1,70 @@
+"""Dead letter resolvers (admins)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth import ADMINS, Principal
+from backend.resolvers.deliveries import history_store
+from backend.resolvers.units import mutate, read
+from backend.schema.common import PageInfo
+from backend.schema.context import Context
+from backend.schema.dead_letters import (
+    DeadLetter,
+    DeadLetterConnection,
+    DeadLetterEdge,
+    DeadLettersRetried,
+    RetryDeadLettersResult,
+)
+from backend.services import dead_letters as dead_letter_service
+from backend.services.deliveries import DeliveryQueue
+
+Info = strawberry.Info[Context, Any]
+
+
+async def dead_letters(
+    info: Info, first: int = 20, after: str | None = None
+) -> DeadLetterConnection:
+    async def work(session: AsyncSession, _: Principal) -> DeadLetterConnection:
+        page = await dead_letter_service.list_dead_letters(session, first=first, after=after)
+        return DeadLetterConnection(
+            edges=[DeadLetterEdge(cursor=c, node=DeadLetter.from_model(r)) for c, r in page.items],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
+
+    return await read(info, ADMINS, work)
+
+
+async def retry_dead_letters(info: Info, ids: list[strawberry.ID]) -> RetryDeadLettersResult:
+    history = history_store(info)
+    queue: DeliveryQueue = info.context.services.extras["queue"]
+
+    async def work(session: AsyncSession, actor: Principal) -> DeadLettersRetried:
+        retried, missing = await dead_letter_service.retry_dead_letters(
+            session, actor=actor, history=history, queue=queue, delivery_ids=[str(i) for i in ids]
+        )
+        return DeadLettersRetried(
+            retried=[strawberry.ID(i) for i in retried],
+            not_found=[strawberry.ID(i) for i in missing],
+        )
+
+    return await mutate(info, ADMINS, work)  # type: ignore[return-value]
+
+
+@strawberry.type
+class Query:
+    dead_letters: DeadLetterConnection = strawberry.field(
+        resolver=dead_letters,
+        description="Deliveries that failed for good, newest first. Admins only.",
+    )
+
+
+@strawberry.type
+class Mutation:
+    retry_dead_letters: RetryDeadLettersResult = strawberry.field(
+        resolver=retry_dead_letters,
+        description="Replay dead letters as fresh deliveries. Admins.",
+    )

@@ -1,0 +1,70 @@
+"""Event type resolvers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth import MANAGE_TEMPLATES, Principal, Role
+from backend.resolvers.units import mutate, read
+from backend.schema.context import Context
+from backend.schema.event_types import (
+    EventType,
+    EventTypeResult,
+    RegisterEventTypeInput,
+)
+from backend.services import event_types as event_type_service
+
+Info = strawberry.Info[Context, Any]
+
+
+async def register_event_type(info: Info, input: RegisterEventTypeInput) -> EventTypeResult:
+    data = event_type_service.EventTypeData(
+        name=input.name,
+        description=input.description,
+        payload_schema=input.payload_schema,  # type: ignore[arg-type]
+        template_slug=input.template_slug,
+        channels=input.channels,
+        critical=input.critical,
+        throttle=(input.throttle.limit, input.throttle.window_seconds) if input.throttle else None,
+        digest={
+            "every_seconds": input.digest.every_seconds,
+            "cron": input.digest.cron,
+            "key": input.digest.key,
+            "template_slug": input.digest.template_slug,
+        }
+        if input.digest
+        else None,
+    )
+
+    async def work(session: AsyncSession, actor: Principal) -> EventType:
+        row = await event_type_service.register_event_type(session, actor=actor, data=data)
+        info.context.services.extras["ingestion"].rules.invalidate()
+        return EventType.from_model(row)
+
+    return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
+
+
+async def event_types(info: Info) -> list[EventType]:
+    async def work(session: AsyncSession, _: Principal) -> list[EventType]:
+        return [EventType.from_model(r) for r in await event_type_service.list_event_types(session)]
+
+    return await read(info, MANAGE_TEMPLATES | {Role.SERVICE}, work)
+
+
+@strawberry.type
+class Query:
+    event_types: list[EventType] = strawberry.field(
+        resolver=event_types,
+        description="Built-in and registered event types. Managers and services.",
+    )
+
+
+@strawberry.type
+class Mutation:
+    register_event_type: EventTypeResult = strawberry.field(
+        resolver=register_event_type,
+        description="Create or change a custom event type and its rule. Managers.",
+    )

@@ -1,0 +1,95 @@
+"""GraphQL types for deliveries and their history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from backend.channels import Channel
+from backend.db.history.base import DeliveryRecord, DeliveryStatus
+from backend.schema.common import PageInfo
+
+
+@strawberry.type
+class StatusChange:
+    status: DeliveryStatus
+    at: datetime
+    reason: str | None
+
+
+@strawberry.type
+class DeliveryAttempt:
+    number: int
+    at: datetime
+    provider: str | None
+    error: str | None = strawberry.field(description="Null when the attempt succeeded.")
+
+
+@strawberry.type(description="One message to one user on one channel, with its history.")
+class Delivery:
+    id: strawberry.ID
+    event_id: strawberry.ID
+    event_type: str
+    campaign_id: strawberry.ID | None
+    user_id: strawberry.ID
+    channel: Channel
+    status: DeliveryStatus
+    template_slug: str | None
+    locale: str | None
+    subject: str | None
+    title: str | None
+    timeline: list[StatusChange]
+    attempts: list[DeliveryAttempt]
+    provider_message_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, r: DeliveryRecord) -> Delivery:
+        return cls(
+            id=strawberry.ID(r.id),
+            event_id=strawberry.ID(r.event_id),
+            event_type=r.event_type,
+            campaign_id=strawberry.ID(r.campaign_id) if r.campaign_id else None,
+            user_id=strawberry.ID(r.user_id),
+            channel=r.channel,
+            status=r.status,
+            template_slug=r.template_slug,
+            locale=r.locale,
+            subject=r.subject,
+            title=r.title,
+            timeline=[StatusChange(status=t.status, at=t.at, reason=t.reason) for t in r.timeline],
+            attempts=[
+                DeliveryAttempt(number=a.number, at=a.at, provider=a.provider, error=a.error)
+                for a in r.attempts
+            ],
+            provider_message_id=r.provider_message_id,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+        )
+
+
+@strawberry.type
+class DeliveryEdge:
+    cursor: str
+    node: Delivery
+
+
+@strawberry.type(description="Deliveries, newest first.")
+class DeliveryConnection:
+    edges: list[DeliveryEdge]
+    page_info: PageInfo
+
+
+@strawberry.input(description="Every field given must match.")
+class DeliveryFilter:
+    user_id: strawberry.ID | None = None
+    event_id: strawberry.ID | None = None
+    campaign_id: strawberry.ID | None = None
+    channel: Channel | None = None
+    status: DeliveryStatus | None = None
+    from_: datetime | None = strawberry.field(
+        default=None, name="from", description="Created at or after."
+    )
+    to: datetime | None = strawberry.field(default=None, description="Created before.")
