@@ -21,7 +21,7 @@ from backend.config import Settings
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, StatusChange
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.session import create_sessionmaker
-from backend.services.deliveries import DeliveryContext, delivery_id, dispatch_event
+from backend.services.deliveries import DeliveryContext, Envelope, delivery_id, dispatch_event
 from backend.services.inbox import RedisLivePublisher
 from backend.services.users import UserProfile
 
@@ -32,7 +32,7 @@ class UnusedQueue:
     async def enqueue_send(self, *args: Any, **kwargs: Any) -> None:
         raise AssertionError(f"unexpected enqueue: {args} {kwargs}")
 
-    async def enqueue_dispatch(self, envelope: dict[str, Any]) -> None:
+    async def enqueue_dispatch(self, envelope: Envelope) -> None:
         raise AssertionError(f"unexpected dispatch: {envelope}")
 
 
@@ -60,17 +60,19 @@ def ctx(settings: Settings, engine: AsyncEngine, redis: redis_async.Redis) -> De
     )
 
 
-def envelope(user_id: str) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "type": "user_registered",
-        "user_ids": [user_id],
-        "channels": ["in_app"],
-        "payload": {},
-        "template_slug": "welcome",
-        "locale": None,
-        "critical": False,
-    }
+def envelope(user_id: str) -> Envelope:
+    return Envelope.from_wire(
+        {
+            "id": str(uuid.uuid4()),
+            "type": "user_registered",
+            "user_ids": [user_id],
+            "channels": ["in_app"],
+            "payload": {},
+            "template_slug": "welcome",
+            "locale": None,
+            "critical": False,
+        }
+    )
 
 
 def profile(user_id: str) -> dict[str, UserProfile]:
@@ -103,7 +105,7 @@ async def test_an_inline_in_app_delivery_is_stored_once_already_sent(
     finally:
         await pubsub.aclose()
 
-    record = await ctx.history.get(delivery_id(event["id"], user, Channel.IN_APP))
+    record = await ctx.history.get(delivery_id(event.id, user, Channel.IN_APP))
     assert record is not None
     assert record.status is DeliveryStatus.SENT
     assert [c.status for c in record.timeline] == [
@@ -123,11 +125,11 @@ async def test_a_duplicate_run_stores_and_sends_nothing_twice(
     user = f"u-{uuid.uuid4()}"
     event = envelope(user)
     await dispatch_event(ctx, event, profiles=profile(user))
-    first = await ctx.history.get(delivery_id(event["id"], user, Channel.IN_APP))
+    first = await ctx.history.get(delivery_id(event.id, user, Channel.IN_APP))
     # The same dispatch message again (not marked redelivered): a publisher's retry.
-    await dispatch_event(ctx, dict(event), profiles=profile(user))
+    await dispatch_event(ctx, event, profiles=profile(user))
 
-    again = await ctx.history.get(delivery_id(event["id"], user, Channel.IN_APP))
+    again = await ctx.history.get(delivery_id(event.id, user, Channel.IN_APP))
     assert again == first
     assert len(await inbox_rows(engine, user)) == 1
 
@@ -139,14 +141,14 @@ async def test_a_record_another_run_stored_first_is_moved_on_not_left_behind(
     it, and the stored record ends sent, with one inbox item."""
     user = f"u-{uuid.uuid4()}"
     event = envelope(user)
-    did = delivery_id(event["id"], user, Channel.IN_APP)
+    did = delivery_id(event.id, user, Channel.IN_APP)
     now = datetime.now(UTC)
     await ctx.history.add(
         [
             DeliveryRecord(
                 id=did,
-                event_id=event["id"],
-                event_type=event["type"],
+                event_id=event.id,
+                event_type=event.type,
                 user_id=user,
                 channel=Channel.IN_APP,
                 created_at=now,
@@ -176,9 +178,9 @@ def test_delivery_ids_stay_the_uuid5_of_event_user_and_channel() -> None:
 
 class PartsQueue(UnusedQueue):
     def __init__(self) -> None:
-        self.parts: list[dict[str, Any]] = []
+        self.parts: list[Envelope] = []
 
-    async def enqueue_dispatch(self, envelope: dict[str, Any]) -> None:
+    async def enqueue_dispatch(self, envelope: Envelope) -> None:
         self.parts.append(envelope)
 
 
@@ -200,21 +202,21 @@ async def test_a_broadcast_is_handed_on_in_parts_that_each_deliver_their_users(
     queue = PartsQueue()
     small = parts_of_100(ctx, settings, queue)
     users = [f"u-{uuid.uuid4()}" for _ in range(250)]
-    event = {**envelope(users[0]), "user_ids": users}
+    event = envelope(users[0]).for_users(users)
     summary = await dispatch_event(small, event)
     assert summary.parts == 3
-    assert [len(p["user_ids"]) for p in queue.parts] == [100, 100, 50]
-    assert [p["part"] for p in queue.parts] == [0, 1, 2]
-    assert [u for p in queue.parts for u in p["user_ids"]] == users
-    assert all(p["id"] == event["id"] for p in queue.parts)
+    assert [len(p.recipients) for p in queue.parts] == [100, 100, 50]
+    assert [p.part for p in queue.parts] == [0, 1, 2]
+    assert [u for p in queue.parts for u in p.recipients] == users
+    assert all(p.id == event.id for p in queue.parts)
     # Handing on stores nothing; each part, run as an event of its own, delivers its users.
-    assert await ctx.history.get(delivery_id(event["id"], users[0], Channel.IN_APP)) is None
+    assert await ctx.history.get(delivery_id(event.id, users[0], Channel.IN_APP)) is None
     profiles = {u: profile(u)[u] for u in users}
     for part in queue.parts:
         assert (await dispatch_event(small, part, profiles=profiles)).parts == 0
     assert queue.parts and len(queue.parts) == 3  # parts do not split again
     for user in (users[0], users[150], users[-1]):
-        record = await ctx.history.get(delivery_id(event["id"], user, Channel.IN_APP))
+        record = await ctx.history.get(delivery_id(event.id, user, Channel.IN_APP))
         assert record is not None and record.status is DeliveryStatus.SENT
         assert len(await inbox_rows(engine, user)) == 1
 
@@ -223,9 +225,9 @@ async def test_a_campaign_page_is_not_split(ctx: DeliveryContext, settings: Sett
     queue = PartsQueue()
     small = parts_of_100(ctx, settings, queue)
     users = [f"u-{uuid.uuid4()}" for _ in range(150)]
-    event = {**envelope(users[0]), "user_ids": users}
+    event = envelope(users[0]).for_users(users)
     profiles = {u: profile(u)[u] for u in users}
     summary = await dispatch_event(small, event, profiles=profiles, split=False)
     assert summary.parts == 0 and queue.parts == []
-    record = await ctx.history.get(delivery_id(event["id"], users[-1], Channel.IN_APP))
+    record = await ctx.history.get(delivery_id(event.id, users[-1], Channel.IN_APP))
     assert record is not None and record.status is DeliveryStatus.SENT

@@ -39,7 +39,7 @@ from backend.observability import metrics
 from backend.queues import CAMPAIGNS, TASK_CAMPAIGN_FAN_OUT
 from backend.services import templates as template_service
 from backend.services.calendars import check_cron, check_zone, next_cron_time
-from backend.services.deliveries import DeliveryContext, DispatchSummary, dispatch_event
+from backend.services.deliveries import DeliveryContext, DispatchSummary, Envelope, dispatch_event
 from backend.services.events import TYPE_RE
 from backend.services.pagination import (
     Page,
@@ -670,23 +670,23 @@ async def audience_page(
     return AudiencePage(chunk, (page + 1) * size < len(ids))
 
 
-def run_envelope(campaign: Campaign, run: CampaignRun, user_ids: list[str]) -> dict[str, Any]:
+def run_envelope(campaign: Campaign, run: CampaignRun, user_ids: list[str]) -> Envelope:
     """The event a run's page is dispatched as: every page of a run shares its event id."""
-    return {
-        "id": run.event_id,
-        "type": campaign.category,
-        "user_ids": user_ids,
-        "payload": campaign.payload,
-        "template_slug": campaign.template_slug,
-        "channels": list(campaign.channels),
-        "locale": campaign.locale,
+    return Envelope(
+        id=run.event_id,
+        type=campaign.category,
+        user_ids=tuple(user_ids),
+        payload=campaign.payload,
+        template_slug=campaign.template_slug,
+        channels=tuple(Channel(c) for c in campaign.channels),
+        locale=campaign.locale,
         # A test send reaches the tester whatever their preferences say.
-        "critical": run.kind == RunKind.TEST,
-        "created_at": run.started_at.isoformat(),
-        "send_at": None,
-        "actor": campaign.created_by,
-        "campaign_id": str(campaign.id),
-    }
+        critical=run.kind == RunKind.TEST,
+        created_at=run.started_at.isoformat(),
+        send_at=None,
+        actor=campaign.created_by,
+        campaign_id=str(campaign.id),
+    )
 
 
 async def finish_run(session: AsyncSession, *, campaign: Campaign, run_id: uuid.UUID) -> None:

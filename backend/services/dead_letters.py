@@ -14,7 +14,7 @@ from backend.db.history.base import DeliveryStatus, HistoryStore
 from backend.db.models import DeadLetter
 from backend.db.repositories.events import DeadLetterRepository
 from backend.errors import ValidationError
-from backend.services.deliveries import DeliveryQueue
+from backend.services.deliveries import DeliveryQueue, Envelope
 from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
 
 MAX_REPLAY = 500
@@ -75,7 +75,7 @@ async def retry_dead_letters(
         )
         if moved:
             batches[(letter.event_id, letter.channel)].append(letter.delivery_id)
-            envelopes[letter.event_id] = letter.envelope
+            envelopes[letter.event_id] = Envelope.from_wire(letter.envelope)
             replayed.append(letter.delivery_id)
     for (event_id, channel), batch in batches.items():
         await queue.enqueue_send(envelopes[event_id], Channel(channel), batch, attempt=1)

@@ -15,6 +15,7 @@ release done twice dispatches nothing twice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections import defaultdict
@@ -31,6 +32,7 @@ from backend.db.repositories.digests import DigestRepository
 from backend.errors import ValidationError
 from backend.queues import DISPATCH, TASK_DISPATCH
 from backend.services.calendars import check_cron, next_cron_time
+from backend.services.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +106,28 @@ def _key(payload: Any, path: str | None) -> str:
 async def collect(
     session: AsyncSession,
     *,
-    envelope: dict[str, Any],
+    envelope: Envelope,
     users: Mapping[str, datetime],
 ) -> None:
     """Keep the event for each user's digest due at the given time (the caller commits)."""
-    rule = envelope["digest"]
-    payload = envelope.get("payload") or {}
+    assert envelope.digest is not None and envelope.created_at is not None
+    rule = envelope.digest
+    payload = envelope.payload or {}
     key = _key(payload, rule.get("key"))
     # Accepted at: a digest lists its events in the order they were accepted.
-    accepted = datetime.fromisoformat(envelope["created_at"])
+    accepted = datetime.fromisoformat(envelope.created_at)
+    # Kept without the recipients and the payload, which the item holds apart.
+    kept = envelope.without_recipients().to_wire()
+    del kept["payload"]
     await DigestRepository(session).add(
         [
             DigestItem(
-                event_type=envelope["type"],
+                event_type=envelope.type,
                 user_id=user_id,
                 digest_key=key,
                 due_at=when,
-                event_id=envelope["id"],
-                envelope={k: v for k, v in envelope.items() if k not in ("user_ids", "payload")},
+                event_id=envelope.id,
+                envelope=kept,
                 payload=payload,
                 created_at=accepted,
             )
@@ -130,22 +136,23 @@ async def collect(
     )
 
 
-def digest_envelope(items: Sequence[DigestItem]) -> dict[str, Any]:
+def digest_envelope(items: Sequence[DigestItem]) -> Envelope:
     """One event for a due group of collected items (same type, user, key and time)."""
     first = items[0]
-    rule = first.envelope.get("digest") or {}
+    kept = Envelope.from_wire(first.envelope)
+    rule = kept.digest or {}
     group = f"{first.event_type}/{first.user_id}/{first.digest_key}/{first.due_at.isoformat()}"
     events = [i.payload for i in items[:MAX_EVENTS_PER_DIGEST]]
-    return {
-        **first.envelope,
-        "id": str(uuid.uuid5(_NAMESPACE, group)),
-        "user_ids": [first.user_id],
-        "payload": {"events": events, "count": len(items), "key": first.digest_key or None},
-        "template_slug": rule.get("template_slug") or first.envelope.get("template_slug"),
-        "digest": None,
-        "digest_of": [i.event_id for i in items],
-        "created_at": datetime.now(UTC).isoformat(),
-    }
+    return dataclasses.replace(
+        kept,
+        id=str(uuid.uuid5(_NAMESPACE, group)),
+        user_ids=(first.user_id,),
+        payload={"events": events, "count": len(items), "key": first.digest_key or None},
+        template_slug=rule.get("template_slug") or kept.template_slug,
+        digest=None,
+        digest_of=tuple(i.event_id for i in items),
+        created_at=datetime.now(UTC).isoformat(),
+    )
 
 
 async def release_due_digests(session: AsyncSession, *, broker: Broker, limit: int = 1000) -> int:
@@ -159,7 +166,7 @@ async def release_due_digests(session: AsyncSession, *, broker: Broker, limit: i
     for items in groups.values():
         envelope = digest_envelope(sorted(items, key=lambda i: i.created_at))
         await broker.publish_task(
-            DISPATCH, TASK_DISPATCH, kwargs={"event": envelope}, task_id=envelope["id"]
+            DISPATCH, TASK_DISPATCH, kwargs={"event": envelope.to_wire()}, task_id=envelope.id
         )
     await repo.delete([i.id for i in due])
     return len(groups)

@@ -30,6 +30,7 @@ from backend.db.repositories.events import ScheduledEventRepository
 from backend.errors import HeraldError, NotFoundError, UnavailableError, ValidationError
 from backend.queues import DISPATCH, TASK_DISPATCH
 from backend.services import rate_limits
+from backend.services.envelope import Envelope
 from backend.services.event_types import RuleCache
 from backend.services.payloads import check_payload
 from backend.services.templates import LOCALE_RE
@@ -73,7 +74,7 @@ class Ingestion:
 
 @dataclass(slots=True)
 class _Prepared:
-    envelope: dict[str, Any]
+    envelope: Envelope
     idempotency_key: str | None
     due_at: datetime | None
 
@@ -144,22 +145,22 @@ async def _prepare(
         raise ValidationError(
             "An idempotency key is 1-200 characters", field=f"{prefix}idempotencyKey"
         )
-    envelope = {
-        "id": str(uuid.uuid4()),
-        "type": data.type,
-        "user_ids": user_ids,
-        "payload": payload,
-        "template_slug": template_slug,
-        "channels": list(dict.fromkeys(c.value for c in channels)),
-        "locale": data.locale,
-        "critical": critical,
-        "throttle": list(throttle) if throttle else None,
-        "digest": digest if not critical else None,
-        "created_at": now.isoformat(),
-        "send_at": due_at.isoformat() if due_at else None,
-        "actor": actor.user_id,
-        "campaign_id": None,
-    }
+    envelope = Envelope(
+        id=str(uuid.uuid4()),
+        type=data.type,
+        user_ids=tuple(user_ids),
+        payload=payload,
+        template_slug=template_slug,
+        channels=tuple(dict.fromkeys(channels)),
+        locale=data.locale,
+        critical=critical,
+        throttle=(throttle[0], throttle[1]) if throttle else None,
+        digest=digest if not critical else None,
+        created_at=now.isoformat(),
+        send_at=due_at.isoformat() if due_at else None,
+        actor=actor.user_id,
+        campaign_id=None,
+    )
     return _Prepared(envelope, data.idempotency_key, due_at)
 
 
@@ -182,7 +183,7 @@ async def _claim(ingestion: Ingestion, actor: Principal, prepared: _Prepared) ->
     if prepared.idempotency_key is None:
         return None
     redis_key = _idempotency_redis_key(actor, prepared.idempotency_key)
-    event_id = prepared.envelope["id"]
+    event_id = prepared.envelope.id
     try:
         claimed = await ingestion.redis.set(
             redis_key, event_id, nx=True, ex=ingestion.settings.idempotency_ttl_seconds
@@ -207,20 +208,22 @@ async def _release(ingestion: Ingestion, actor: Principal, prepared: _Prepared) 
     try:
         await ingestion.redis.delete(_idempotency_redis_key(actor, prepared.idempotency_key))
     except (RedisError, OSError):
-        log.warning("could not release idempotency key for event %s", prepared.envelope["id"])
+        log.warning("could not release idempotency key for event %s", prepared.envelope.id)
 
 
 async def _hand_over(session: AsyncSession, ingestion: Ingestion, prepared: _Prepared) -> Accepted:
     envelope = prepared.envelope
     if prepared.due_at is not None:
         await ScheduledEventRepository(session).add(
-            ScheduledEvent(id=uuid.UUID(envelope["id"]), due_at=prepared.due_at, envelope=envelope)
+            ScheduledEvent(
+                id=uuid.UUID(envelope.id), due_at=prepared.due_at, envelope=envelope.to_wire()
+            )
         )
-        return Accepted(envelope["id"], duplicate=False, scheduled_for=prepared.due_at)
+        return Accepted(envelope.id, duplicate=False, scheduled_for=prepared.due_at)
     await ingestion.broker.publish_task(
-        DISPATCH, TASK_DISPATCH, kwargs={"event": envelope}, task_id=envelope["id"]
+        DISPATCH, TASK_DISPATCH, kwargs={"event": envelope.to_wire()}, task_id=envelope.id
     )
-    return Accepted(envelope["id"], duplicate=False)
+    return Accepted(envelope.id, duplicate=False)
 
 
 async def accept_event(

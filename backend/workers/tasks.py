@@ -54,7 +54,9 @@ def dispatch(self: Task, event: dict[str, Any]) -> dict[str, int]:
         redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
         summary = runtime.run(
             deliveries.dispatch_event(
-                runtime.context, event, redelivered=redelivered or self.request.retries > 0
+                runtime.context,
+                deliveries.Envelope.from_wire(event),
+                redelivered=redelivered or self.request.retries > 0,
             )
         )
     except Exception as exc:
@@ -81,7 +83,7 @@ def send(
         outcome = runtime.run(
             deliveries.send_batch(
                 runtime.context,
-                envelope=event,
+                envelope=deliveries.Envelope.from_wire(event),
                 channel=Channel(channel),
                 delivery_ids=delivery_ids,
                 attempt=attempt,

@@ -1,0 +1,131 @@
+"""What dispatch and sending run with: one ``DeliveryContext`` per worker process, and the
+queue that hands batches and dispatch parts on to other tasks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from backend.broker import Broker
+from backend.channels import Channel
+from backend.channels.base import ChannelSender
+from backend.config import Settings
+from backend.db.history.base import HistoryStore
+from backend.db.models import Template
+from backend.db.repositories.templates import TemplateRepository
+from backend.queues import CHANNEL_QUEUES, DISPATCH, TASK_DISPATCH, TASK_SEND
+from backend.services.envelope import Envelope
+from backend.services.inbox import RedisLivePublisher
+from backend.services.limits import Limits
+from backend.services.users import UserProfile
+
+
+class DeliveryQueue(Protocol):
+    async def enqueue_send(
+        self,
+        envelope: Envelope,
+        channel: Channel,
+        delivery_ids: Sequence[str],
+        *,
+        attempt: int,
+        countdown: float | None = None,
+        resume: bool = False,
+    ) -> None: ...
+
+    async def enqueue_dispatch(self, envelope: Envelope) -> None: ...
+
+
+class BrokerDeliveryQueue:
+    """Enqueues channel batches as Celery task messages through the confirming publisher."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    async def enqueue_send(
+        self,
+        envelope: Envelope,
+        channel: Channel,
+        delivery_ids: Sequence[str],
+        *,
+        attempt: int,
+        countdown: float | None = None,
+        resume: bool = False,
+    ) -> None:
+        await self.broker.publish_task(
+            CHANNEL_QUEUES[channel],
+            TASK_SEND,
+            kwargs={
+                "event": envelope.to_wire(),
+                "channel": channel.value,
+                "delivery_ids": list(delivery_ids),
+                "attempt": attempt,
+                "resume": resume,
+            },
+            countdown=countdown,
+        )
+
+    async def enqueue_dispatch(self, envelope: Envelope) -> None:
+        await self.broker.publish_task(
+            DISPATCH,
+            TASK_DISPATCH,
+            kwargs={"event": envelope.to_wire()},
+            task_id=f"{envelope.id}:part-{envelope.part}",
+        )
+
+
+class TemplateCache:
+    """Templates by slug for a few seconds: a worker sends the same template in batch after
+    batch, and an edit reaches deliveries within ``ttl`` seconds."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Template | None]] = {}
+
+    async def get(self, session: AsyncSession, slug: str) -> Template | None:
+        now = time.monotonic()
+        hit = self._entries.get(slug)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        template = await TemplateRepository(session).get_by_slug(slug)
+        self._entries[slug] = (now + self.ttl, template)
+        return template
+
+
+class UserLookup(Protocol):
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]: ...
+
+
+class StatusWebhooks(Protocol):
+    async def notify(self, updates: list[dict[str, Any]]) -> None:
+        """Hand status changes to the registered webhook endpoints (backend.services.webhooks)."""
+
+
+@dataclass
+class DeliveryContext:
+    """What dispatch and sending need; one per worker process."""
+
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    history: HistoryStore
+    queue: DeliveryQueue
+    users: UserLookup
+    senders: dict[Channel, ChannelSender] = field(default_factory=dict)
+    live: RedisLivePublisher | None = None
+    templates: TemplateCache = field(default_factory=lambda: TemplateCache())
+    limits: Limits | None = None
+    webhooks: StatusWebhooks | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The sessionmaker's engine: hot-path statements use its driver connections."""
+        engine: AsyncEngine = self.sessionmaker.kw["bind"]
+        return engine
+
+
+def chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
