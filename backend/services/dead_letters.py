@@ -12,7 +12,7 @@ from backend.auth import Principal
 from backend.channels import Channel
 from backend.db.history.base import DeliveryStatus, HistoryStore
 from backend.db.models import DeadLetter
-from backend.db.repositories.events import DeadLetterRepository
+from backend.db.repositories.dead_letters import DeadLetterRepository
 from backend.errors import ValidationError
 from backend.services.deliveries import DeliveryQueue, Envelope
 from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor

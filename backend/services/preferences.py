@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.auth import Principal, Role
 from backend.channels import Channel
 from backend.db.models import UserPreferences
-from backend.db.repositories.events import PushSubscriptionRepository
-from backend.db.repositories.preferences import PreferenceRepository
+from backend.db.repositories.preferences import PreferenceRepository, PushSubscriptionRepository
 from backend.errors import ForbiddenError, ValidationError
 from backend.services.calendars import check_zone
 from backend.services.digests import CADENCES

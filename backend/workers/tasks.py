@@ -21,6 +21,7 @@ from backend.queues import (
     TASK_SEND,
 )
 from backend.services import campaigns, deliveries, digests, events
+from backend.services.retries import backoff_seconds
 from backend.workers.celery_app import celery_app
 from backend.workers.runtime import get_runtime, shutdown_runtime
 
@@ -41,7 +42,8 @@ def _stop_runtime(**_: Any) -> None:
 
 
 def _retry_delay(retries: int) -> float:
-    return float(min(60, 2 ** min(retries, 6)))
+    # Infrastructure retries (a store or the broker down): 1 s doubling to a minute.
+    return backoff_seconds(retries + 1, base=1.0, cap=60.0)
 
 
 @celery_app.task(name=TASK_DISPATCH, bind=True, max_retries=None)

@@ -10,6 +10,7 @@ from celery import Task
 
 from backend.queues import TASK_WEBHOOK_DELIVER
 from backend.services import webhooks
+from backend.services.retries import backoff_seconds
 from backend.workers.celery_app import celery_app
 from backend.workers.runtime import get_runtime
 
@@ -57,7 +58,7 @@ def deliver(
     except Exception as exc:
         # The database is down (the attempt could not be logged): the same attempt again soon.
         log.warning("webhook %s attempt %d could not run: %s", message_id, attempt, exc)
-        delay = min(60, 2 ** min(self.request.retries, 6))
+        delay = backoff_seconds(self.request.retries + 1, base=1.0, cap=60.0)
         raise self.retry(exc=exc, countdown=delay, kwargs={**kwargs, "attempt": attempt}) from exc
     if result.retry_in is not None:
         raise self.retry(countdown=result.retry_in, kwargs={**kwargs, "attempt": attempt + 1})

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from backend.channels import Channel
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, StatusChange
 from backend.db.models import ScheduledEvent, UserPreferences
-from backend.db.repositories.events import ScheduledEventRepository, preferences_of
+from backend.db.repositories.events import ScheduledEventRepository
+from backend.db.repositories.preferences import preferences_of
 from backend.observability import metrics
 from backend.services import digests as digest_service
 from backend.services.deliveries.claims import preclaimed

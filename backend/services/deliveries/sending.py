@@ -9,7 +9,6 @@ claimed (nothing to read or claim).
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
@@ -25,10 +24,10 @@ from backend.channels.base import (
     PushSubscription,
     TransientChannelError,
 )
-from backend.config import Settings
 from backend.db.history.base import Attempt, DeliveryRecord, DeliveryStatus, Rendered
 from backend.db.models import DeadLetter, Template
-from backend.db.repositories.events import DeadLetterRepository, PushSubscriptionRepository
+from backend.db.repositories.dead_letters import DeadLetterRepository
+from backend.db.repositories.preferences import PushSubscriptionRepository
 from backend.errors import HeraldError, UnavailableError
 from backend.observability import metrics, tracing
 from backend.observability.logs import log_context
@@ -38,15 +37,10 @@ from backend.services.deliveries.context import DeliveryContext
 from backend.services.deliveries.in_app import InAppItem, deliver_in_app
 from backend.services.deliveries.records import RecordingHistory, announce
 from backend.services.envelope import Envelope
+from backend.services.retries import backoff_seconds
 from backend.services.users import UserProfile
 
 SEND_CONCURRENCY = 64
-
-
-def backoff_seconds(settings: Settings, attempt: int) -> float:
-    """Exponential backoff with jitter: base·2^(attempt-1), capped, times 0.5-1.0."""
-    delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempt - 1))
-    return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
 
 
 @dataclass
@@ -143,7 +137,10 @@ class _Batch:
     async def send(
         self, mine: list[DeliveryRecord], profiles: Mapping[str, UserProfile] | None
     ) -> None:
-        self.retry_delay = backoff_seconds(self.ctx.settings, self.attempt)
+        settings = self.ctx.settings
+        self.retry_delay = backoff_seconds(
+            self.attempt, base=settings.retry_base_seconds, cap=settings.retry_max_seconds
+        )
         try:
             resources = await self._fetch(mine, profiles)
         except UnavailableError as exc:
