@@ -556,17 +556,35 @@ def _ready() -> bool:
 
 
 async def _render_pool() -> ProcessPoolExecutor:
-    """The render process, started (and waited for) outside any render's time budget."""
+    """The render process; a new one is started (and waited for) outside any render's budget."""
     global _pool
     with _pool_lock:
-        pool = _pool
+        pool, started = _pool, False
         if pool is None:
             # spawn: a fork of a process running an event loop and threads is unsafe.
             pool = _pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn")
             )
-    await asyncio.get_running_loop().run_in_executor(pool, _ready)
+            started = True
+    if started:
+        await asyncio.get_running_loop().run_in_executor(pool, _ready)
     return pool
+
+
+_turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+
+def _turn() -> asyncio.Lock:
+    """One render at a time per event loop: the process renders one message at a time, and a
+    render's time limit must start when its render does, not behind another one in the queue
+    (where it would expire, and kill the process under the render ahead of it)."""
+    loop = asyncio.get_running_loop()
+    lock = _turns.get(loop)
+    if lock is None:
+        for old in [other for other in _turns if other.is_closed()]:
+            del _turns[old]
+        lock = _turns[loop] = asyncio.Lock()
+    return lock
 
 
 def _discard_pool(pool: ProcessPoolExecutor) -> None:
@@ -592,13 +610,17 @@ async def render_fields_isolated(fields: Fields, context: Mapping[str, Any]) -> 
     """:func:`render_fields` in a separate process, answered within the budget and its grace
     whatever the template does; the caller's event loop only waits.
 
-    Renders queue for the one process: a burst of previews costs one core at most.
+    Renders take turns in the one process: a burst of previews costs one core at most.
     """
     if not fields:
         return []
+    async with _turn():
+        return await _render_isolated(fields, context)
+
+
+async def _render_isolated(fields: Fields, context: Mapping[str, Any]) -> list[str]:
     pool = await _render_pool()
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(pool, _render_in_child, fields, context)
+    future = asyncio.get_running_loop().run_in_executor(pool, _render_in_child, fields, context)
     try:
         rendered, error = await asyncio.wait_for(
             future, MAX_RENDER_SECONDS + ISOLATED_GRACE_SECONDS

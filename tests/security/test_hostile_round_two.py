@@ -198,6 +198,20 @@ async def test_a_slow_template_preview_keeps_to_its_budget_and_the_api_answers(
     assert worst < HEALTHZ_BOUND, worst
 
 
+async def test_slow_previews_at_once_each_get_their_own_budget(live_server, settings):
+    content = [{"channel": "EMAIL", "subject": "s", "body": SLOW_TEMPLATES["wordwrap"]}]
+    body = {"query": PREVIEW, "variables": {"content": content}}
+    token = token_for(settings, "manager")
+    responses = await asyncio.gather(*(post(live_server.url, body, token=token) for _ in range(2)))
+    for response, elapsed in responses:
+        result = response.json()["data"]["previewTemplate"]
+        # Each ran out of its own time inside the sandbox; none was killed under another's.
+        assert result["__typename"] == "TemplateRenderError", result
+        assert "longer than 2 s" in result["message"], result
+        assert result["field"] == "content[0].body", result
+        assert elapsed < 7.0, elapsed
+
+
 # --- 5. GetOperation ----------------------------------------------------------------------------
 
 
