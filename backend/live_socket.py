@@ -59,7 +59,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from backend.errors import HeraldError
 from backend.resolvers.inbox import InboxStream, ReadChange, close_socket
 from backend.schema.context import Context
-from backend.schema.documents import DocumentCache
+from backend.schema.documents import DocumentCache, operation_problem
 from backend.schema.errors import HeraldMaskErrors
 from backend.schema.inbox import Notification
 from backend.services.inbox import InboxEntry
@@ -298,10 +298,10 @@ class LiveSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         documents: DocumentCache = self.view.schema.documents  # type: ignore[attr-defined]
         try:
-            problem = documents.operation_problem(operation.query, operation.operation_name)
+            document = documents.parse(operation.query)
+            problem = operation_problem(document, operation.operation_name)
             if problem is not None:
                 raise GraphQLError(problem)
-            documents.parse(operation.query)
         except GraphQLError as refused:
             await operation.send_initial_errors([refused])
             return
