@@ -39,7 +39,7 @@ from backend.observability.tracing import configure_tracing, instrument_app
 from backend.preference_page import router as preference_router
 from backend.realtime import LiveHub, fault_channel
 from backend.resolvers.inbox import SequenceReader
-from backend.schema.context import Context, Services
+from backend.schema.context import Clients, Context, Services
 from backend.schema.root import HeraldSchema, build_schema
 from backend.services import rate_limits, rendering
 from backend.services.campaigns import BrokerRunPublisher
@@ -117,7 +117,7 @@ class GraphQLWebSocket(GraphQL[Context, None]):
         if isinstance(request, WebSocket) and request.client is not None:
             services: Services = request.app.state.services
             decision = await rate_limits.allow_ws_connect(
-                services.extras["redis"], settings=services.settings, address=request.client.host
+                services.clients.redis, settings=services.settings, address=request.client.host
             )
             if not decision.allowed:
                 wait = math.ceil(decision.retry_after_seconds)
@@ -171,11 +171,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 settings=settings,
                 verifier=TokenVerifier(settings),
                 sessionmaker=create_sessionmaker(engine),
-                extras={"engine": engine},
+                engine=engine,
             )
         else:
             app.state.services = services
-            engine = services.extras["engine"]
+            engine = services.engine
         state: Services = app.state.services
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         broker = Broker(
@@ -196,7 +196,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             fault_channel=fault_channel(os.getpid()) if settings.live_hub_fault_injection else None,
         )
         await live_hub.start()
-        state.extras.update(
+        state.opened = Clients(
             live_hub=live_hub,
             inbox_sequences=SequenceReader(),
             redis=redis,
@@ -220,6 +220,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             await broker.close()
             await history.close()
             await redis.aclose()
+            state.opened = None
             rendering.close_render_pool()
             if own_engine:
                 await engine.dispose()
@@ -276,20 +277,20 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 await session.execute(text("SELECT 1"))
 
         async def rabbitmq() -> None:
-            if not state.extras["broker"].is_ready():
+            if not state.clients.broker.is_ready():
                 raise ConnectionError("not connected")
 
         async def live_hub() -> None:
             # A moment's grace: the hub connects just after start and reconnects within
             # 0.2 s of a blip; longer than that, live messages reach nobody on this process.
             try:
-                await state.extras["live_hub"].wait_ready(1.0)
+                await state.clients.live_hub.wait_ready(1.0)
             except TimeoutError:
                 raise ConnectionError("no Redis subscription") from None
 
         results = await asyncio.gather(
             _check("postgresql", postgres()),
-            _check("redis", state.extras["redis"].ping()),
+            _check("redis", state.clients.redis.ping()),
             _check("rabbitmq", rabbitmq()),
             _check("live_hub", live_hub()),
         )

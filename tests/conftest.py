@@ -119,7 +119,7 @@ async def app_services(settings: Settings, engine: AsyncEngine) -> Services:
         settings=settings,
         verifier=TokenVerifier(settings),
         sessionmaker=create_sessionmaker(engine),
-        extras={"engine": engine},
+        engine=engine,
     )
 
 

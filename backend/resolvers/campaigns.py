@@ -65,7 +65,7 @@ def _data(input: CampaignInput) -> campaign_service.CampaignData:
 
 
 def _history(info: Info) -> HistoryStore:
-    history: HistoryStore = info.context.services.extras["history"]
+    history: HistoryStore = info.context.services.clients.history
     return history
 
 
@@ -91,9 +91,9 @@ async def _change(
 
     result = await mutate(info, MANAGE_TEMPLATES, unit)
     if isinstance(result, CampaignModel | CampaignRunModel):
-        extras = info.context.services.extras
+        clients = info.context.services.clients
         try:
-            await effects.apply(extras["campaign_trigger"], extras["run_publisher"])
+            await effects.apply(clients.campaign_trigger, clients.run_publisher)
         except HeraldError as exc:
             # Committed: the run's first page is published again by the stalled-run sweep.
             log.warning("a campaign change is saved but its run could not be queued: %s", exc)

@@ -40,7 +40,7 @@ async def dead_letters(
 
 async def retry_dead_letters(info: Info, ids: list[strawberry.ID]) -> RetryDeadLettersResult:
     history = history_store(info)
-    queue: DeliveryQueue = info.context.services.extras["queue"]
+    queue: DeliveryQueue = info.context.services.clients.queue
 
     async def work(session: AsyncSession, actor: Principal) -> DeadLettersRetried:
         retried, missing = await dead_letter_service.retry_dead_letters(

@@ -25,7 +25,7 @@ Info = strawberry.Info[Context, Any]
 
 
 def history_store(info: Info) -> HistoryStore:
-    history: HistoryStore = info.context.services.extras["history"]
+    history: HistoryStore = info.context.services.clients.history
     return history
 
 

@@ -41,7 +41,7 @@ async def register_event_type(info: Info, input: RegisterEventTypeInput) -> Even
 
     async def work(session: AsyncSession, actor: Principal) -> EventType:
         row = await event_type_service.register_event_type(session, actor=actor, data=data)
-        info.context.services.extras["ingestion"].rules.invalidate()
+        info.context.services.clients.ingestion.rules.invalidate()
         return EventType.from_model(row)
 
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]

@@ -59,7 +59,7 @@ def _accepted(result: event_service.Accepted) -> EventAccepted:
 
 
 async def send_event(info: Info, input: EventInput) -> SendEventResult:
-    ingestion = info.context.services.extras["ingestion"]
+    ingestion = info.context.services.clients.ingestion
     data = _event_data(input)
 
     async def work(session: AsyncSession, actor: Principal) -> EventAccepted:
@@ -77,7 +77,7 @@ async def send_event(info: Info, input: EventInput) -> SendEventResult:
 
 
 async def send_events(info: Info, inputs: list[EventInput]) -> SendEventsResult:
-    ingestion = info.context.services.extras["ingestion"]
+    ingestion = info.context.services.clients.ingestion
     items = [_event_data(i) for i in inputs]
 
     async def work(session: AsyncSession, actor: Principal) -> EventBatch:

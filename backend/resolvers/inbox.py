@@ -93,7 +93,7 @@ async def _change(info: Info, action: str, ids: list[strawberry.ID] | None) -> I
 
     result = await mutate(info, None, work)
     if published:  # only after the commit: other devices must see what is stored
-        live = RedisLivePublisher(info.context.services.extras["redis"])
+        live = RedisLivePublisher(info.context.services.clients.redis)
         await live.publish_many(published)
     return result  # type: ignore[return-value]
 
@@ -227,10 +227,10 @@ class InboxStream:
     @classmethod
     async def open(cls, context: Context, since: str | None) -> InboxStream:
         principal = context.principal()
-        hub: LiveHub = context.services.extras["live_hub"]
+        hub: LiveHub = context.services.clients.live_hub
         sessionmaker = context.services.sessionmaker
         after = inbox_service.decode_inbox_cursor(since, field="since")
-        sequences: SequenceReader = context.services.extras["inbox_sequences"]
+        sequences: SequenceReader = context.services.clients.inbox_sequences
         if after is None:
             # Without `since` the stream starts after the newest item stored now. Read before
             # subscribing: an item stored in between is then both replayed and seen live, and
@@ -335,7 +335,7 @@ async def delivery_updates(
 ) -> AsyncGenerator[DeliveryUpdate, None]:
     """Delivery status changes as they happen, for managers."""
     principal = info.context.require(MANAGE_TEMPLATES)
-    hub: LiveHub = info.context.services.extras["live_hub"]
+    hub: LiveHub = info.context.services.clients.live_hub
     subscriber: Subscriber = await hub.subscribe_deliveries()
     metrics.subscription_opened()
     try:

@@ -19,7 +19,7 @@ Info = strawberry.Info[Context, Any]
 async def provider_health(info: Info) -> list[ProviderHealth]:
     info.context.require(ADMINS)
     settings = info.context.settings
-    breakers = circuit_breakers(settings, info.context.services.extras.get("redis"))
+    breakers = circuit_breakers(settings, info.context.services.clients.redis)
     health = []
     try:
         for channel, names in failover_chains(settings).items():

@@ -4,24 +4,58 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from strawberry.fastapi import BaseContext
 
 from backend.auth import Principal, Role, TokenVerifier, require_roles
 from backend.config import Settings
 from backend.errors import HeraldError
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
-@dataclass
+    from backend.broker import Broker
+    from backend.db.history.base import HistoryStore
+    from backend.realtime import LiveHub
+    from backend.resolvers.inbox import SequenceReader
+    from backend.services.campaigns import CampaignTrigger, RunPublisher
+    from backend.services.deliveries import DeliveryQueue
+    from backend.services.events import Ingestion
+
+
+@dataclass(eq=False)
+class Clients:
+    """The clients the app's lifespan opens once per process and closes at shutdown."""
+
+    redis: Redis
+    broker: Broker
+    history: HistoryStore
+    live_hub: LiveHub
+    inbox_sequences: SequenceReader
+    queue: DeliveryQueue
+    ingestion: Ingestion
+    campaign_trigger: CampaignTrigger
+    run_publisher: RunPublisher
+
+
+@dataclass(eq=False)
 class Services:
-    """Long-lived clients created once per process by the app's lifespan."""
+    """What every operation reaches: settings, the token verifier, the database, and (once the
+    lifespan has opened them) the process's clients."""
 
     settings: Settings
     verifier: TokenVerifier
     sessionmaker: async_sessionmaker[AsyncSession]
-    extras: dict[str, Any] = field(default_factory=dict)
+    engine: AsyncEngine
+    opened: Clients | None = None
+
+    @property
+    def clients(self) -> Clients:
+        if self.opened is None:
+            raise RuntimeError("the app's clients are not open: is the lifespan running?")
+        return self.opened
 
 
 @dataclass

@@ -261,7 +261,7 @@ async def suite_app(suite_settings: Settings, engine: AsyncEngine) -> AsyncItera
         settings=suite_settings,
         verifier=TokenVerifier(suite_settings),
         sessionmaker=create_sessionmaker(engine),
-        extras={"engine": engine},
+        engine=engine,
     )
     application = create_app(suite_settings, services=services)
     async with application.router.lifespan_context(application):

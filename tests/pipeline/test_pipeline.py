@@ -357,7 +357,7 @@ async def test_a_dead_workers_deliveries_are_taken_over_once(e2e, settings, smtp
     event_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     did = delivery_id(event_id, "u-dana", Channel.EMAIL)
-    store = PostgresHistoryStore(e2e.client._transport.app.state.services.extras["engine"])
+    store = PostgresHistoryStore(e2e.client._transport.app.state.services.engine)
     await store.add(
         [
             DeliveryRecord(

@@ -155,7 +155,7 @@ async def test_subscriptions_opening_together_share_their_database_reads(app, ap
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement)
 
-    sync_engine = app_services.extras["engine"].sync_engine
+    sync_engine = app_services.engine.sync_engine
     run = uuid.uuid4().hex[:8]
     contexts = [
         Context(

@@ -39,7 +39,7 @@ async def sec_services(sec_settings: Settings, engine: AsyncEngine) -> Services:
         settings=sec_settings,
         verifier=TokenVerifier(sec_settings),
         sessionmaker=create_sessionmaker(engine),
-        extras={"engine": engine},
+        engine=engine,
     )
 
 
