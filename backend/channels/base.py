@@ -8,7 +8,69 @@ from typing import Any, Protocol
 
 from backend.channels import Channel
 from backend.errors import HeraldError
-from backend.services.users import UserProfile
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who a message goes to: the auth service's profile of a user (the users service
+    fetches it; templates see it as ``user``)."""
+
+    id: str
+    email: str | None = None
+    first_name: str = ""
+    last_name: str = ""
+    login: str = ""
+    phone: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Recipient:
+        return cls(
+            id=str(data["id"]),
+            email=data.get("email"),
+            first_name=data.get("first_name") or "",
+            last_name=data.get("last_name") or "",
+            login=data.get("login") or "",
+            phone=data.get("phone"),
+            locale=data.get("locale"),
+            timezone=data.get("timezone"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "login": self.login,
+            "phone": self.phone,
+            "locale": self.locale,
+            "timezone": self.timezone,
+        }
+
+    def to_context(self) -> dict[str, Any]:
+        """The ``user`` variable templates see."""
+        return self.to_json()
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeLinks:
+    """What an email carries so its recipient can opt out (the unsubscribe service
+    signs them): the page link (footer), the one-click URL and optional mailto
+    (``List-Unsubscribe``), and the body a one-click POST sends (``List-Unsubscribe-Post``)."""
+
+    page_url: str
+    one_click_url: str
+    mailto: str | None
+    one_click_body: str
+
+    def list_unsubscribe(self) -> str:
+        """The ``List-Unsubscribe`` header value (RFC 2369): https first, then mailto."""
+        targets = [f"<{self.one_click_url}>"]
+        if self.mailto:
+            targets.append(f"<{self.mailto}>")
+        return ", ".join(targets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,15 +90,15 @@ class OutgoingMessage:
     event_id: str
     event_type: str
     channel: Channel
-    user: UserProfile
+    user: Recipient
     subject: str | None = None
     title: str | None = None
     body: str | None = None
     html: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     push_subscriptions: tuple[PushSubscription, ...] = ()
-    # Critical messages (password resets) carry no unsubscribe link: nobody may opt out.
-    critical: bool = False
+    # Email only, and never on critical messages (password resets): nobody may opt out.
+    unsubscribe: UnsubscribeLinks | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,9 @@ from backend.channels.base import (
     PermanentChannelError,
     SendResult,
     TransientChannelError,
+    UnsubscribeLinks,
 )
 from backend.config import Settings, SmtpTls
-from backend.services.unsubscribe import ONE_CLICK_BODY, UnsubscribeLinks, links_for
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ class SmtpEmailSender:
         self._tls = settings.smtp_tls
         self._timeout = settings.smtp_timeout_seconds
         self._tls_context = tls_context
-        self._settings = settings
         self._from = settings.email_from
         self._envelope_from = parseaddr(settings.email_from)[1]
         domain = self._envelope_from.rpartition("@")[2]
@@ -126,13 +125,13 @@ class SmtpEmailSender:
                 f"cannot build the email: {exc}", provider=PROVIDER
             ) from exc
         body, html = message.body or "", message.html
-        if not message.critical:
+        links = message.unsubscribe
+        if links is not None:
             # RFC 8058 one-click unsubscribe, and the preference page in the footer.
-            links = links_for(self._settings, user_id=user.id, event_type=message.event_type)
             email.set_raw(
                 "List-Unsubscribe", _Verbatim("List-Unsubscribe", links.list_unsubscribe())
             )
-            email["List-Unsubscribe-Post"] = ONE_CLICK_BODY
+            email["List-Unsubscribe-Post"] = links.one_click_body
             body, html = _with_footer(body, html, links)
         email.set_content(body)
         if html:

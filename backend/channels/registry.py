@@ -1,7 +1,7 @@
 """The senders a worker process uses, one per channel with an outside provider.
 
 In-app has none: its deliveries go to the inbox and out through the live publisher
-(backend.services.inbox), which puts each item's sequence number in the message, as the
+(the inbox service), which puts each item's sequence number in the message, as the
 subscriptions require.
 """
 

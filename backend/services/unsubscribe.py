@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import Principal
 from backend.channels import Channel
+from backend.channels.base import UnsubscribeLinks
 from backend.config import Settings
 from backend.db.repositories.preferences import PreferenceRepository
 from backend.errors import ValidationError
@@ -42,23 +43,6 @@ class UnsubscribeToken:
     user_id: str
     event_type: str
     expires_at: int  # unix seconds
-
-
-@dataclass(frozen=True, slots=True)
-class UnsubscribeLinks:
-    """What an email carries: the page link (footer), the one-click URL and optional mailto
-    (``List-Unsubscribe``)."""
-
-    page_url: str
-    one_click_url: str
-    mailto: str | None
-
-    def list_unsubscribe(self) -> str:
-        """The ``List-Unsubscribe`` header value (RFC 2369): https first, then mailto."""
-        targets = [f"<{self.one_click_url}>"]
-        if self.mailto:
-            targets.append(f"<{self.mailto}>")
-        return ", ".join(targets)
 
 
 def _b64(data: bytes) -> str:
@@ -112,6 +96,7 @@ def links_for(settings: Settings, *, user_id: str, event_type: str) -> Unsubscri
         page_url=f"{base}/preferences/{token}",
         one_click_url=f"{base}/unsubscribe/{token}",
         mailto=mailto,
+        one_click_body=ONE_CLICK_BODY,
     )
 
 

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +26,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from backend.channels.base import Recipient
 from backend.config import Settings
 from backend.errors import UserDirectoryUnavailable
 from backend.services.retries import backoff_seconds
@@ -44,45 +44,9 @@ UNKNOWN_USER_MARKER = b"null"
 CACHE_RETRY_AFTER_SECONDS = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class UserProfile:
-    id: str
-    email: str | None = None
-    first_name: str = ""
-    last_name: str = ""
-    login: str = ""
-    phone: str | None = None
-    locale: str | None = None
-    timezone: str | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UserProfile:
-        return cls(
-            id=str(data["id"]),
-            email=data.get("email"),
-            first_name=data.get("first_name") or "",
-            last_name=data.get("last_name") or "",
-            login=data.get("login") or "",
-            phone=data.get("phone"),
-            locale=data.get("locale"),
-            timezone=data.get("timezone"),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "email": self.email,
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "login": self.login,
-            "phone": self.phone,
-            "locale": self.locale,
-            "timezone": self.timezone,
-        }
-
-    def to_context(self) -> dict[str, Any]:
-        """The ``user`` variable templates see."""
-        return self.to_json()
+# A profile is what a channel addresses a message to: one type, defined with the channels so
+# they need nothing from the services.
+UserProfile = Recipient
 
 
 class UserDirectory:

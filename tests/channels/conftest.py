@@ -29,9 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from backend.channels import Channel
-from backend.channels.base import ChannelSender, OutgoingMessage
+from backend.channels.base import ChannelSender, OutgoingMessage, Recipient, UnsubscribeLinks
 from backend.config import Settings
-from backend.services.users import UserProfile
 
 SMTP_USER = "herald"
 SMTP_PASSWORD = "s3cret-relay-password"
@@ -57,7 +56,7 @@ def outgoing(channel: Channel, **overrides: Any) -> OutgoingMessage:
         "event_id": "e-0001",
         "event_type": "user_registered",
         "channel": channel,
-        "user": UserProfile(
+        "user": Recipient(
             id="user-42",
             email="ada@example.org",
             first_name="Ada",
@@ -69,6 +68,12 @@ def outgoing(channel: Channel, **overrides: Any) -> OutgoingMessage:
         "body": "Hello Ada, thanks for joining.",
         "html": "<p>Hello <b>Ada</b></p>",
         "data": {"url": "/welcome", "n": 1},
+        "unsubscribe": UnsubscribeLinks(
+            page_url="https://herald.example/preferences/t0k",
+            one_click_url="https://herald.example/unsubscribe/t0k",
+            mailto=None,
+            one_click_body="List-Unsubscribe=One-Click",
+        ),
     }
     values.update(overrides)
     return OutgoingMessage(**values)

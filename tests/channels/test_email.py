@@ -7,9 +7,8 @@ import asyncio
 import pytest
 
 from backend.channels import Channel
-from backend.channels.base import PermanentChannelError, TransientChannelError
+from backend.channels.base import PermanentChannelError, Recipient, TransientChannelError
 from backend.channels.email import SmtpEmailSender
-from backend.services.users import UserProfile
 from tests.channels.conftest import (
     SMTP_PASSWORD,
     SMTP_USER,
@@ -45,6 +44,24 @@ async def test_email_arrives_with_subject_text_html_and_headers(smtp_server: Smt
     assert plain.startswith("Hello Ada, thanks for joining.\n\n--\n")
     assert html.get_content().startswith("<p>Hello <b>Ada</b></p><p ")
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # The links are the caller's: the channel writes what the message carries.
+    assert mail["List-Unsubscribe"] == "<https://herald.example/unsubscribe/t0k>"
+    assert "https://herald.example/preferences/t0k" in plain
+
+
+async def test_message_without_unsubscribe_links_has_no_unsubscribe_header_or_footer(
+    smtp_server: SmtpServer,
+) -> None:
+    sender = SmtpEmailSender(smtp_server.settings())
+    async with running(sender):
+        await sender.send(outgoing(Channel.EMAIL, unsubscribe=None))
+
+    [mail] = smtp_server.recorder.messages
+    assert mail["List-Unsubscribe"] is None
+    assert mail["List-Unsubscribe-Post"] is None
+    text = mail.get_body(preferencelist=("plain",))
+    assert text is not None
+    assert text.get_content().replace("\r\n", "\n") == "Hello Ada, thanks for joining.\n"
 
 
 async def test_message_without_html_is_plain_text_and_survives_a_multiline_subject(
@@ -68,7 +85,7 @@ async def test_user_without_email_is_permanent(smtp_server: SmtpServer) -> None:
     sender = SmtpEmailSender(smtp_server.settings())
     async with running(sender):
         with pytest.raises(PermanentChannelError) as raised:
-            await sender.send(outgoing(Channel.EMAIL, user=UserProfile(id="u-1", email=None)))
+            await sender.send(outgoing(Channel.EMAIL, user=Recipient(id="u-1", email=None)))
     assert raised.value.provider == "smtp"
     assert smtp_server.recorder.messages == []
 
@@ -78,7 +95,7 @@ async def test_malformed_address_is_permanent(smtp_server: SmtpServer, address: 
     sender = SmtpEmailSender(smtp_server.settings())
     async with running(sender):
         with pytest.raises(PermanentChannelError):
-            await sender.send(outgoing(Channel.EMAIL, user=UserProfile(id="u-1", email=address)))
+            await sender.send(outgoing(Channel.EMAIL, user=Recipient(id="u-1", email=address)))
     assert smtp_server.recorder.peers == set()
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backend.channels import Channel
-from backend.channels.base import PermanentChannelError, TransientChannelError
+from backend.channels.base import PermanentChannelError, Recipient, TransientChannelError
 from backend.channels.sms import HttpSmsSender
-from backend.services.users import UserProfile
 from tests.channels.conftest import (
     HttpService,
     Reply,
@@ -98,5 +97,5 @@ async def test_user_without_phone_is_permanent(http_service: HttpService) -> Non
     sender = sms_sender(http_service.url)
     async with running(sender):
         with pytest.raises(PermanentChannelError, match="phone"):
-            await sender.send(outgoing(Channel.SMS, user=UserProfile(id="u-1", phone=None)))
+            await sender.send(outgoing(Channel.SMS, user=Recipient(id="u-1", phone=None)))
     assert http_service.requests == []

@@ -32,6 +32,7 @@ from backend.errors import HeraldError, UnavailableError
 from backend.observability import metrics, tracing
 from backend.observability.logs import log_context
 from backend.services import templates as template_service
+from backend.services import unsubscribe
 from backend.services.deliveries.claims import claim
 from backend.services.deliveries.context import DeliveryContext
 from backend.services.deliveries.in_app import InAppItem, deliver_in_app
@@ -242,7 +243,11 @@ class _Batch:
             html=rendered.html,
             data=envelope.payload or {},
             push_subscriptions=tuple(resources.subscriptions.get(record.user_id, ())),
-            critical=envelope.critical,
+            unsubscribe=(
+                unsubscribe.links_for(self.ctx.settings, user_id=user.id, event_type=envelope.type)
+                if channel is Channel.EMAIL and not envelope.critical
+                else None
+            ),
         )
         stored = Rendered(
             subject=rendered.subject,
