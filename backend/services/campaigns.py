@@ -36,7 +36,7 @@ from backend.db.repositories.campaigns import CampaignRepository, CampaignRunRep
 from backend.db.repositories.templates import TemplateRepository
 from backend.errors import ConflictError, NotFoundError, ValidationError
 from backend.observability import metrics
-from backend.queues import CAMPAIGNS, TASK_CAMPAIGN_FAN_OUT
+from backend.services import task_messages
 from backend.services import templates as template_service
 from backend.services.calendars import check_cron, check_zone, next_cron_time
 from backend.services.deliveries import DeliveryContext, DispatchSummary, Envelope, dispatch_event
@@ -138,12 +138,7 @@ class BrokerRunPublisher:
         self.broker = broker
 
     async def publish_page(self, run_id: str, page: int) -> None:
-        await self.broker.publish_task(
-            CAMPAIGNS,
-            TASK_CAMPAIGN_FAN_OUT,
-            kwargs={"run_id": run_id, "page": page},
-            task_id=f"{run_id}/{page}",
-        )
+        await task_messages.campaign_fan_out(run_id, page).publish(self.broker)
 
 
 def _aware(value: datetime) -> datetime:

@@ -30,7 +30,7 @@ from backend.broker import Broker
 from backend.db.models import DigestItem, UserPreferences
 from backend.db.repositories.digests import DigestRepository
 from backend.errors import ValidationError
-from backend.queues import DISPATCH, TASK_DISPATCH
+from backend.services import task_messages
 from backend.services.calendars import check_cron, next_cron_time
 from backend.services.envelope import Envelope
 
@@ -165,8 +165,6 @@ async def release_due_digests(session: AsyncSession, *, broker: Broker, limit: i
         groups[(item.event_type, item.user_id, item.digest_key, item.due_at)].append(item)
     for items in groups.values():
         envelope = digest_envelope(sorted(items, key=lambda i: i.created_at))
-        await broker.publish_task(
-            DISPATCH, TASK_DISPATCH, kwargs={"event": envelope.to_wire()}, task_id=envelope.id
-        )
+        await task_messages.dispatch(envelope).publish(broker)
     await repo.delete([i.id for i in due])
     return len(groups)

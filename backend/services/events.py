@@ -28,8 +28,7 @@ from backend.config import Settings
 from backend.db.models import ScheduledEvent
 from backend.db.repositories.events import ScheduledEventRepository
 from backend.errors import HeraldError, NotFoundError, UnavailableError, ValidationError
-from backend.queues import DISPATCH, TASK_DISPATCH
-from backend.services import rate_limits
+from backend.services import rate_limits, task_messages
 from backend.services.envelope import Envelope
 from backend.services.event_types import RuleCache
 from backend.services.payloads import check_payload
@@ -220,9 +219,7 @@ async def _hand_over(session: AsyncSession, ingestion: Ingestion, prepared: _Pre
             )
         )
         return Accepted(envelope.id, duplicate=False, scheduled_for=prepared.due_at)
-    await ingestion.broker.publish_task(
-        DISPATCH, TASK_DISPATCH, kwargs={"event": envelope.to_wire()}, task_id=envelope.id
-    )
+    await task_messages.dispatch(envelope).publish(ingestion.broker)
     return Accepted(envelope.id, duplicate=False)
 
 
@@ -306,13 +303,6 @@ async def release_due_events(session: AsyncSession, *, broker: Broker, limit: in
     tolerates: delivery ids are derived from the event."""
     repo = ScheduledEventRepository(session)
     due = await repo.take_due(datetime.now(UTC), limit)
-    await asyncio.gather(
-        *(
-            broker.publish_task(
-                DISPATCH, TASK_DISPATCH, kwargs={"event": e.envelope}, task_id=e.envelope["id"]
-            )
-            for e in due
-        )
-    )
+    await asyncio.gather(*(task_messages.dispatch(e.envelope).publish(broker) for e in due))
     await repo.delete(due)
     return len(due)

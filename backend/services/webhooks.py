@@ -58,7 +58,7 @@ from backend.db.history.base import DeliveryStatus
 from backend.db.models import WebhookDelivery, WebhookEndpoint
 from backend.db.repositories.webhooks import WebhookDeliveryRepository, WebhookEndpointRepository
 from backend.errors import NotFoundError, ValidationError
-from backend.queues import TASK_WEBHOOK_DELIVER, WEBHOOKS
+from backend.services import task_messages
 from backend.services.pagination import (
     Page,
     check_page_size,
@@ -333,16 +333,10 @@ class BrokerWebhookQueue:
     async def enqueue_webhook(
         self, *, endpoint_id: str, message_id: str, created_at: str, updates: list[dict[str, Any]]
     ) -> None:
-        await self.broker.publish_task(
-            WEBHOOKS,
-            TASK_WEBHOOK_DELIVER,
-            kwargs={
-                "endpoint_id": endpoint_id,
-                "message_id": message_id,
-                "created_at": created_at,
-                "updates": updates,
-            },
+        message = task_messages.webhook_deliver(
+            endpoint_id=endpoint_id, message_id=message_id, created_at=created_at, updates=updates
         )
+        await message.publish(self.broker)
 
 
 @dataclass

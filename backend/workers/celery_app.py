@@ -19,10 +19,12 @@ from backend.queues import (
     WORK_QUEUE_ARGUMENTS,
     WORK_QUEUES,
 )
+from backend.services import task_messages
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
+    release_due = task_messages.release_due()
     app = Celery(
         "herald",
         broker=settings.rabbitmq_url,
@@ -70,9 +72,9 @@ def create_celery(settings: Settings | None = None) -> Celery:
         beat_max_loop_interval=1,
         beat_schedule={
             "release-due-events": {
-                "task": TASK_RELEASE_DUE,
+                "task": release_due.task,
                 "schedule": 1.0,
-                "options": {"queue": MAINTENANCE, "expires": 5},
+                "options": {"queue": release_due.queue, "expires": 5},
             }
         },
         timezone="UTC",

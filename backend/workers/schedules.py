@@ -32,7 +32,7 @@ from redis.exceptions import LockError, RedisError
 from backend.config import Settings, get_settings
 from backend.db.repositories.campaigns import CampaignRepository
 from backend.db.session import create_engine, create_sessionmaker
-from backend.queues import CAMPAIGNS, TASK_CAMPAIGN_FIRE
+from backend.services import task_messages
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,13 @@ def trigger_time(due_at: datetime) -> datetime:
 
 def _entry(app: Celery, campaign_id: str, due_at: datetime) -> RedBeatSchedulerEntry:
     ensure_conf(app)
+    message = task_messages.campaign_fire(campaign_id)
     return RedBeatSchedulerEntry(
         name=ENTRY_PREFIX + campaign_id,
-        task=TASK_CAMPAIGN_FIRE,
+        task=message.task,
         schedule=rrule("SECONDLY", dtstart=trigger_time(due_at), count=1, app=app),
-        args=[campaign_id],
-        options={"queue": CAMPAIGNS, "routing_key": CAMPAIGNS},
+        args=list(message.args),
+        options={"queue": message.queue, "routing_key": message.queue},
         app=app,
     )
 

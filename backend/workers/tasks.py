@@ -20,7 +20,7 @@ from backend.queues import (
     TASK_RELEASE_DUE,
     TASK_SEND,
 )
-from backend.services import campaigns, deliveries, digests, events
+from backend.services import campaigns, deliveries, digests, events, task_messages
 from backend.services.retries import backoff_seconds
 from backend.workers.celery_app import celery_app
 from backend.workers.runtime import get_runtime, shutdown_runtime
@@ -97,13 +97,13 @@ def send(
         raise self.retry(
             exc=exc,
             countdown=_retry_delay(self.request.retries),
-            kwargs={
-                "event": event,
-                "channel": channel,
-                "delivery_ids": delivery_ids,
-                "attempt": attempt,
-                "resume": True,
-            },
+            kwargs=task_messages.send(
+                deliveries.Envelope.from_wire(event),
+                Channel(channel),
+                delivery_ids,
+                attempt=attempt,
+                resume=True,
+            ).kwargs,
         ) from exc
     return {
         "sent": outcome.sent,

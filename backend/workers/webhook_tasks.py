@@ -9,7 +9,7 @@ from typing import Any
 from celery import Task
 
 from backend.queues import TASK_WEBHOOK_DELIVER
-from backend.services import webhooks
+from backend.services import task_messages, webhooks
 from backend.services.retries import backoff_seconds
 from backend.workers.celery_app import celery_app
 from backend.workers.runtime import get_runtime
@@ -47,19 +47,22 @@ def deliver(
             await session.commit()
         return result
 
-    kwargs = {
-        "endpoint_id": endpoint_id,
-        "message_id": message_id,
-        "created_at": created_at,
-        "updates": updates,
-    }
+    def again(attempt: int) -> dict[str, Any]:
+        return task_messages.webhook_deliver(
+            endpoint_id=endpoint_id,
+            message_id=message_id,
+            created_at=created_at,
+            updates=updates,
+            attempt=attempt,
+        ).kwargs
+
     try:
         result = runtime.run(attempt_once())
     except Exception as exc:
         # The database is down (the attempt could not be logged): the same attempt again soon.
         log.warning("webhook %s attempt %d could not run: %s", message_id, attempt, exc)
         delay = backoff_seconds(self.request.retries + 1, base=1.0, cap=60.0)
-        raise self.retry(exc=exc, countdown=delay, kwargs={**kwargs, "attempt": attempt}) from exc
+        raise self.retry(exc=exc, countdown=delay, kwargs=again(attempt)) from exc
     if result.retry_in is not None:
-        raise self.retry(countdown=result.retry_in, kwargs={**kwargs, "attempt": attempt + 1})
+        raise self.retry(countdown=result.retry_in, kwargs=again(attempt + 1))
     return {"delivered": result.delivered, "dropped": result.dropped, "attempt": attempt}

@@ -17,7 +17,7 @@ from backend.config import Settings
 from backend.db.history.base import HistoryStore
 from backend.db.models import Template
 from backend.db.repositories.templates import TemplateRepository
-from backend.queues import CHANNEL_QUEUES, DISPATCH, TASK_DISPATCH, TASK_SEND
+from backend.services import task_messages
 from backend.services.envelope import Envelope
 from backend.services.inbox import RedisLivePublisher
 from backend.services.limits import Limits
@@ -55,26 +55,13 @@ class BrokerDeliveryQueue:
         countdown: float | None = None,
         resume: bool = False,
     ) -> None:
-        await self.broker.publish_task(
-            CHANNEL_QUEUES[channel],
-            TASK_SEND,
-            kwargs={
-                "event": envelope.to_wire(),
-                "channel": channel.value,
-                "delivery_ids": list(delivery_ids),
-                "attempt": attempt,
-                "resume": resume,
-            },
-            countdown=countdown,
+        message = task_messages.send(
+            envelope, channel, delivery_ids, attempt=attempt, countdown=countdown, resume=resume
         )
+        await message.publish(self.broker)
 
     async def enqueue_dispatch(self, envelope: Envelope) -> None:
-        await self.broker.publish_task(
-            DISPATCH,
-            TASK_DISPATCH,
-            kwargs={"event": envelope.to_wire()},
-            task_id=f"{envelope.id}:part-{envelope.part}",
-        )
+        await task_messages.dispatch(envelope).publish(self.broker)
 
 
 class TemplateCache:
