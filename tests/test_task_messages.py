@@ -3,6 +3,7 @@ through RabbitMQ as Celery's protocol v2 and is accepted by the task that consum
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import backend.workers.tasks
 
 # Registers webhooks.deliver with the Celery app.
 import backend.workers.webhook_tasks
-from backend.broker import Broker, purge_work_queues
+from backend.broker import Broker
 from backend.channels import Channel
 from backend.queues import CHANNEL_QUEUES, WORK_QUEUES
 from backend.services import task_messages
@@ -43,7 +44,6 @@ def _envelope(**changes: Any) -> Envelope:
 
 @pytest.fixture
 async def broker() -> AsyncIterator[Broker]:
-    await purge_work_queues(TEST_RABBITMQ_URL)
     broker = Broker(TEST_RABBITMQ_URL)
     await broker.start()
     try:
@@ -53,12 +53,15 @@ async def broker() -> AsyncIterator[Broker]:
 
 
 async def _published(broker: Broker, message: TaskMessage) -> tuple[dict[str, Any], list[Any]]:
-    """Publish ``message`` and take it off its queue: its headers and ``[args, kwargs]``."""
-    task_id = await message.publish(broker)
+    """Publish ``message`` and take it off RabbitMQ: its headers and ``[args, kwargs]``.
+
+    It goes to a queue of this test's own rather than ``message.queue``, where a worker of
+    another test may be waiting for it; the message itself is the builder's, byte for byte."""
     connection = await aio_pika.connect(TEST_RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(message.queue, passive=True)
+        queue = await channel.declare_queue(exclusive=True)
+        task_id = await dataclasses.replace(message, queue=queue.name).publish(broker)
         got = await queue.get(timeout=5, fail=True)
         assert got is not None
         await got.ack()
