@@ -24,6 +24,7 @@ from backend.db.session import create_sessionmaker
 from backend.services.deliveries import DeliveryContext, Envelope, delivery_id, dispatch_event
 from backend.services.inbox import RedisLivePublisher
 from backend.services.users import UserProfile
+from tests.conftest import TEST_REDIS_URL
 
 
 class UnusedQueue:
@@ -43,7 +44,7 @@ class NoDirectory:
 
 @pytest.fixture
 async def redis() -> AsyncIterator[redis_async.Redis]:
-    client = redis_async.Redis.from_url("redis://127.0.0.1:6379/9")
+    client = redis_async.Redis.from_url(TEST_REDIS_URL)
     yield client
     await client.aclose()
 

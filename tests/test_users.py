@@ -32,9 +32,9 @@ from backend.config import Settings
 from backend.errors import UnavailableError, UserDirectoryUnavailable
 from backend.services.users import UserDirectory, UserProfile
 from backend.standins.auth_service import BULK_PROFILES_PATH, create_auth_standin
-from tests.conftest import free_port, make_settings
+from tests.conftest import TEST_REDIS_URL, free_port, make_settings
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = TEST_REDIS_URL
 USER_PATH = "/api/v1/auth/users/user-details/"
 LIST_PATH = "/api/v1/auth/users"
 BULK_PATH = "/api/v1/auth/users/bulk"

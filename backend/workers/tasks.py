@@ -1,4 +1,5 @@
-"""Celery tasks: thin adapters that run one service call on the process's event loop."""
+"""Celery tasks: thin adapters that run service calls on the process's event loop, and the
+boundary of their units of work: a task opens the sessions, services never commit."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ def _stop_runtime(**_: Any) -> None:
     shutdown_runtime()
 
 
+async def _settle(ctx: deliveries.DeliveryContext, outcome: deliveries.BatchOutcome) -> None:
+    """The sent batches' writes in one transaction; their retries and status changes are
+    handed on only once it committed."""
+    async with ctx.sessionmaker() as session:
+        await deliveries.save_outcome(session, outcome)
+        await session.commit()
+    await deliveries.hand_on(ctx, outcome)
+
+
 def _retry_delay(retries: int) -> float:
     # Infrastructure retries (a store or the broker down): 1 s doubling to a minute.
     return backoff_seconds(retries + 1, base=1.0, cap=60.0)
@@ -51,16 +61,26 @@ def dispatch(self: Task, event: dict[str, Any]) -> dict[str, int]:
     """Expand an accepted event into deliveries. Retried until it succeeds: an accepted
     event is never dropped."""
     runtime = get_runtime()
-    assert runtime.context is not None
-    try:
-        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-        summary = runtime.run(
-            deliveries.dispatch_event(
-                runtime.context,
+    ctx = runtime.context
+    assert ctx is not None
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+
+    async def run() -> deliveries.DispatchSummary:
+        async with ctx.sessionmaker() as session:
+            dispatched = await deliveries.record_dispatch(
+                ctx,
+                session,
                 deliveries.Envelope.from_wire(event),
                 redelivered=redelivered or self.request.retries > 0,
             )
-        )
+            # Committed before anything is announced or sent: held and digested users are
+            # released only by the rows it wrote.
+            await session.commit()
+        await _settle(ctx, await deliveries.send_dispatched(ctx, dispatched))
+        return dispatched.summary
+
+    try:
+        summary = runtime.run(run())
     except Exception as exc:
         log.warning("dispatch of event %s failed, will retry: %s", event.get("id"), exc)
         raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
@@ -79,19 +99,28 @@ def send(
     """Send one channel batch. A redelivered message (its worker died) may take over
     deliveries left in ``sending``; so may this task's own retry after an unexpected error."""
     runtime = get_runtime()
-    assert runtime.context is not None
+    ctx = runtime.context
+    assert ctx is not None
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    try:
-        outcome = runtime.run(
-            deliveries.send_batch(
-                runtime.context,
-                envelope=deliveries.Envelope.from_wire(event),
-                channel=Channel(channel),
-                delivery_ids=delivery_ids,
-                attempt=attempt,
-                resume=resume or redelivered,
-            )
+
+    async def run() -> deliveries.BatchOutcome:
+        # The claim is its own step, durable in the history store before any provider is
+        # called: of two tasks holding a delivery only one wins it, and a crash after a send
+        # leaves it in `sending`, taken over only once its lease runs out (exactly once).
+        claimed = await deliveries.claim_batch(
+            ctx,
+            envelope=deliveries.Envelope.from_wire(event),
+            channel=Channel(channel),
+            delivery_ids=delivery_ids,
+            attempt=attempt,
+            resume=resume or redelivered,
         )
+        outcome = await deliveries.send_batch(ctx, claimed)
+        await _settle(ctx, outcome)
+        return outcome
+
+    try:
+        outcome = runtime.run(run())
     except Exception as exc:
         log.warning("send batch for event %s failed, will resume: %s", event.get("id"), exc)
         raise self.retry(

@@ -6,6 +6,11 @@ re-run dispatch inserts nothing new (``dispatch``); a sender first moves the del
 (``claims``); and a message that RabbitMQ redelivers after a worker died (or a task that is
 resumed after a crash) may take over deliveries left in ``sending`` once their lease ran out.
 
+Nothing here commits but ``dispatch_event`` (for a campaign page, which has no task boundary
+of its own to run the steps at): the Celery tasks (``backend.workers.tasks``) run the steps,
+each in its own transaction where the protocol needs it durable before the next (``dispatch``,
+``sending``).
+
 The event arrives as an ``Envelope`` (``backend.services.envelope``). Modules: ``context`` (the
 per-process clients and the task queue), ``records`` (delivery ids, the history as a batch
 sees it, announcing status changes), ``dispatch``, ``claims``, ``sending``, ``in_app``.
@@ -17,21 +22,41 @@ from backend.services.deliveries.context import (
     DeliveryQueue,
     StatusWebhooks,
 )
-from backend.services.deliveries.dispatch import DispatchSummary, dispatch_event
+from backend.services.deliveries.dispatch import (
+    Dispatched,
+    DispatchSummary,
+    dispatch_event,
+    record_dispatch,
+    send_dispatched,
+)
 from backend.services.deliveries.records import announce, delivery_id
-from backend.services.deliveries.sending import BatchOutcome, send_batch
+from backend.services.deliveries.sending import (
+    BatchOutcome,
+    ClaimedBatch,
+    claim_batch,
+    hand_on,
+    save_outcome,
+    send_batch,
+)
 from backend.services.envelope import Envelope
 
 __all__ = [
     "BatchOutcome",
     "BrokerDeliveryQueue",
+    "ClaimedBatch",
     "DeliveryContext",
     "DeliveryQueue",
     "DispatchSummary",
+    "Dispatched",
     "Envelope",
     "StatusWebhooks",
     "announce",
+    "claim_batch",
     "delivery_id",
     "dispatch_event",
+    "hand_on",
+    "record_dispatch",
+    "save_outcome",
     "send_batch",
+    "send_dispatched",
 ]

@@ -1,6 +1,10 @@
 """Dispatch: expand an accepted event into one delivery per recipient and channel, record them,
 and send or enqueue the queued ones in channel batches. Safe to run twice for the same event:
-delivery ids are derived from (event, user, channel), so a re-run inserts nothing new."""
+delivery ids are derived from (event, user, channel), so a re-run inserts nothing new.
+
+Two steps, each in a transaction of the caller's: ``record_dispatch`` (the deliveries, and the
+rows that release held and digested users later) and, once that committed, ``send_dispatched``,
+whose outcome the caller saves and hands on as a channel batch's (``sending``)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.channels import Channel
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, StatusChange
@@ -21,7 +27,14 @@ from backend.services import digests as digest_service
 from backend.services.deliveries.claims import preclaimed
 from backend.services.deliveries.context import DeliveryContext, chunks
 from backend.services.deliveries.records import NAMESPACE, announce, delivery_id, delivery_update
-from backend.services.deliveries.sending import send_batch, send_claimed
+from backend.services.deliveries.sending import (
+    BatchOutcome,
+    claim_batch,
+    hand_on,
+    save_outcome,
+    send_batch,
+    send_claimed,
+)
 from backend.services.envelope import Envelope
 from backend.services.preferences import held_until
 from backend.services.users import UserProfile
@@ -34,6 +47,94 @@ class DispatchSummary:
     parts: int = 0  # a broadcast handed on in this many parts
 
 
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    """An event as ``record_dispatch`` left it: what ``send_dispatched`` sends or enqueues."""
+
+    envelope: Envelope
+    summary: DispatchSummary
+    now: datetime
+    parts: list[Envelope] = field(default_factory=list)  # a broadcast handed on in parts
+    plan: _Plan | None = None
+    here: Mapping[Channel, list[str]] = field(default_factory=dict)
+    stored: _Stored | None = None
+
+
+async def record_dispatch(
+    ctx: DeliveryContext,
+    session: AsyncSession,
+    envelope: Envelope,
+    *,
+    redelivered: bool = False,
+    split: bool = True,
+) -> Dispatched:
+    """Expand an event into one delivery per recipient and channel and record them; the
+    digest items and quiet-hours releases of users it holds back go to ``session``, which the
+    caller commits before ``send_dispatched``: a held delivery, stored as queued in the history
+    store (which shares no transaction with PostgreSQL), is released only by those rows. Safe to
+    run twice for the same event (items, releases and deliveries have ids of their own).
+
+    An event small enough for one batch per channel is stored already claimed, to be sent
+    right in ``send_dispatched``: one broker hop less on the path most events take (one user,
+    a channel or two); so are in-app deliveries whatever their number (no provider to wait for,
+    so a queue hop would only add work; a broadcast is spread over the worker processes by its
+    dispatch parts instead). ``redelivered`` (the dispatch message came back after a worker
+    died) lets that send take over deliveries the dead worker left in ``sending``.
+    ``split=False`` keeps a large event in one piece (a campaign page: its own fan-out already
+    shares the work out)."""
+    now = datetime.now(UTC)
+    # Millisecond precision, as MongoDB keeps it: a record sent from memory (``send_claimed``)
+    # must carry the very updated_at the store holds for its compare-and-set.
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    user_ids = list(envelope.recipients)
+    if split and len(user_ids) > ctx.settings.dispatch_part_size and envelope.part is None:
+        # A broadcast: its parts go back on the dispatch queue, one message each, for every
+        # worker process to take a share. Each part is an event dispatch of its own for some
+        # of the users (delivery ids do not depend on the part), so a part run twice, or all
+        # of them published again after this worker died, stores and sends nothing twice.
+        parts = [
+            envelope.for_users(users, part=n)
+            for n, users in enumerate(chunks(user_ids, ctx.settings.dispatch_part_size))
+        ]
+        return Dispatched(envelope, DispatchSummary(0, 0, parts=len(parts)), now, parts=parts)
+    preferences: dict[str, UserPreferences] = {}
+    if not envelope.critical:
+        preferences = await preferences_of(ctx.engine, user_ids)
+    if envelope.digest and not envelope.critical:
+        user_ids = await _collect_for_digests(session, envelope, user_ids, preferences, now)
+        if not user_ids:
+            return Dispatched(envelope, DispatchSummary(queued=0, skipped=0), now)
+    plan = await _plan(ctx, envelope, user_ids, preferences, now)
+    here = plan.sent_here(ctx.settings.delivery_batch_size)
+    stored = await _store(ctx, envelope, plan, here, redelivered=redelivered, now=now)
+    if plan.held:
+        await _hold_for_quiet_hours(session, envelope, plan.held)
+    summary = DispatchSummary(
+        queued=sum(len(v) for v in plan.queued.values()), skipped=sum(plan.skipped.values())
+    )
+    return Dispatched(envelope, summary, now, plan=plan, here=here, stored=stored)
+
+
+async def send_dispatched(
+    ctx: DeliveryContext,
+    dispatched: Dispatched,
+    *,
+    profiles: Mapping[str, UserProfile] | None = None,
+) -> BatchOutcome:
+    """Announce what ``record_dispatch`` stored, send its own batches and enqueue the others
+    (or the parts of a broadcast). ``profiles`` are users the caller already has. The outcome
+    of the batches sent here is left to the caller (``save_outcome``, then ``hand_on``)."""
+    outcome = BatchOutcome()
+    await asyncio.gather(*(ctx.queue.enqueue_dispatch(part) for part in dispatched.parts))
+    plan, stored = dispatched.plan, dispatched.stored
+    if plan is not None and stored is not None:
+        envelope = dispatched.envelope
+        await _announce_stored(ctx, envelope, plan, stored.records, dispatched.now)
+        for sent in await _send_and_enqueue(ctx, envelope, plan, dispatched.here, stored, profiles):
+            outcome.add(sent)
+    return outcome
+
+
 async def dispatch_event(
     ctx: DeliveryContext,
     envelope: Envelope,
@@ -42,61 +143,23 @@ async def dispatch_event(
     profiles: Mapping[str, UserProfile] | None = None,
     split: bool = True,
 ) -> DispatchSummary:
-    """Expand an event into one delivery per recipient and channel, record them, and enqueue the
-    queued ones in channel batches. Safe to run twice for the same event.
-
-    An event small enough for one batch per channel is sent right here instead: one broker hop
-    less on the path most events take (one user, a channel or two); so are in-app deliveries
-    whatever their number (no provider to wait for, so a queue hop would only add work; a
-    broadcast is spread over the worker processes by its dispatch parts instead).
-    ``redelivered`` (the dispatch message came back after a worker died) lets that send take
-    over deliveries the dead worker left in ``sending``. ``split=False`` keeps a large event in
-    one piece (a campaign page: its own fan-out already shares the work out)."""
-    now = datetime.now(UTC)
-    # Millisecond precision, as MongoDB keeps it: a record sent from memory (``send_claimed``)
-    # must carry the very updated_at the store holds for its compare-and-set.
-    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-    user_ids = list(envelope.recipients)
-    if split and len(user_ids) > ctx.settings.dispatch_part_size and envelope.part is None:
-        return await _hand_on_in_parts(ctx, envelope, user_ids)
-    preferences: dict[str, UserPreferences] = {}
-    if not envelope.critical:
-        preferences = await preferences_of(ctx.engine, user_ids)
-    if envelope.digest and not envelope.critical:
-        user_ids = await _collect_for_digests(ctx, envelope, user_ids, preferences, now)
-        if not user_ids:
-            return DispatchSummary(queued=0, skipped=0)
-    plan = await _plan(ctx, envelope, user_ids, preferences, now)
-    here = plan.sent_here(ctx.settings.delivery_batch_size)
-    stored = await _store(ctx, envelope, plan, here, redelivered=redelivered, now=now)
-    if plan.held:
-        await _hold_for_quiet_hours(ctx, envelope, plan.held)
-    await _announce_stored(ctx, envelope, plan, stored.records, now)
-    await _send_and_enqueue(ctx, envelope, plan, here, stored, profiles)
-    return DispatchSummary(
-        queued=sum(len(v) for v in plan.queued.values()), skipped=sum(plan.skipped.values())
-    )
-
-
-async def _hand_on_in_parts(
-    ctx: DeliveryContext, envelope: Envelope, user_ids: list[str]
-) -> DispatchSummary:
-    """A broadcast: its parts go back on the dispatch queue, one message each, for every
-    worker process to take a share. Each part is an event dispatch of its own for some of the
-    users (delivery ids do not depend on the part), so a part run twice, or all of them
-    published again after this worker died, stores and sends nothing twice."""
-    parts = chunks(user_ids, ctx.settings.dispatch_part_size)
-    await asyncio.gather(
-        *(
-            ctx.queue.enqueue_dispatch(envelope.for_users(users, part=n))
-            for n, users in enumerate(parts)
+    """Every step of a dispatch, each in a transaction of its own: for a caller that has no
+    task boundary to run them at (a campaign page, dispatched after its own commit)."""
+    async with ctx.sessionmaker() as session:
+        dispatched = await record_dispatch(
+            ctx, session, envelope, redelivered=redelivered, split=split
         )
-    )
-    return DispatchSummary(queued=0, skipped=0, parts=len(parts))
+        await session.commit()
+    outcome = await send_dispatched(ctx, dispatched, profiles=profiles)
+    async with ctx.sessionmaker() as session:
+        await save_outcome(session, outcome)
+        await session.commit()
+    await hand_on(ctx, outcome)
+    return dispatched.summary
 
 
 async def _collect_for_digests(
-    ctx: DeliveryContext,
+    session: AsyncSession,
     envelope: Envelope,
     user_ids: list[str],
     preferences: Mapping[str, UserPreferences],
@@ -113,12 +176,8 @@ async def _collect_for_digests(
     }
     if not collected:
         return user_ids
-    # A unit of work of its own, committed before the deliveries are stored: the deliveries go
-    # to the history store, which shares no transaction with PostgreSQL. Items are unique per
-    # (event, user), so a re-run after a crash keeps nothing twice.
-    async with ctx.sessionmaker() as session:
-        await digest_service.collect(session, envelope=envelope, users=collected)
-        await session.commit()
+    # Items are unique per (event, user), so a re-run after a crash keeps nothing twice.
+    await digest_service.collect(session, envelope=envelope, users=collected)
     return [u for u in user_ids if u not in collected]
 
 
@@ -272,7 +331,7 @@ async def _add(ctx: DeliveryContext, records: Sequence[DeliveryRecord]) -> int:
 
 
 async def _hold_for_quiet_hours(
-    ctx: DeliveryContext, envelope: Envelope, held: dict[datetime, list[str]]
+    session: AsyncSession, envelope: Envelope, held: dict[datetime, list[str]]
 ) -> None:
     """Store the held users' part of the event to be dispatched again when their quiet hours
     end (the scheduled-event release, not a broker delay: holds last hours). One row per end
@@ -285,11 +344,7 @@ async def _hold_for_quiet_hours(
         )
         for until, users in held.items()
     ]
-    # Committed before anything is announced or sent: the held deliveries, stored as queued in
-    # the history store (no shared transaction), are released only by these rows.
-    async with ctx.sessionmaker() as session:
-        await ScheduledEventRepository(session).add_many(rows)
-        await session.commit()
+    await ScheduledEventRepository(session).add_many(rows)
 
 
 async def _announce_stored(
@@ -320,12 +375,13 @@ async def _send_and_enqueue(
     here: Mapping[Channel, list[str]],
     stored: _Stored,
     profiles: Mapping[str, UserProfile] | None,
-) -> None:
-    """Send this dispatch's own batches, enqueue the others for channel tasks."""
+) -> list[BatchOutcome]:
+    """Send this dispatch's own batches, enqueue the others for channel tasks; the outcomes
+    of the batches sent."""
     size = ctx.settings.delivery_batch_size
     send_envelope = envelope.without_recipients()
 
-    async def send_here(channel: Channel, chunk: Sequence[str]) -> object:
+    async def send_here(channel: Channel, chunk: Sequence[str]) -> BatchOutcome:
         if stored.owned is not None:
             return await send_claimed(
                 ctx,
@@ -338,17 +394,12 @@ async def _send_and_enqueue(
             )
         # A re-run (redelivered, or records met from another run): only what is still queued
         # is claimed, and deliveries left in `sending` are taken over once their lease ends.
-        return await send_batch(
-            ctx,
-            envelope=send_envelope,
-            channel=channel,
-            delivery_ids=chunk,
-            attempt=1,
-            resume=True,
-            profiles=profiles,
+        claimed = await claim_batch(
+            ctx, envelope=send_envelope, channel=channel, delivery_ids=chunk, attempt=1, resume=True
         )
+        return await send_batch(ctx, claimed, profiles=profiles)
 
-    await asyncio.gather(
+    done = await asyncio.gather(
         *(
             send_here(channel, chunk)
             for channel, ids in here.items()
@@ -361,3 +412,4 @@ async def _send_and_enqueue(
             for chunk in chunks(ids, size)
         ),
     )
+    return [outcome for outcome in done if isinstance(outcome, BatchOutcome)]

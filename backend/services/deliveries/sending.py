@@ -1,20 +1,25 @@
 """Sending: render a batch of one channel's claimed deliveries and hand them to the channel's
 sender concurrently; record each outcome, retry what may succeed later, dead-letter the rest.
 
-Two ways in: ``send_batch`` for a batch of delivery ids from a channel task (the records are
-read and claimed here), and ``send_claimed`` for records dispatch has just stored already
-claimed (nothing to read or claim).
+A batch goes through explicit steps, each run by the caller (the Celery task) where its
+transaction allows: ``claim_batch`` (a channel task's delivery ids: the records are read and
+claimed, durably, before any provider is called), ``send_claimed`` (render and send; also what
+dispatch uses for records it has just stored already claimed), ``save_outcome`` (the batch's
+PostgreSQL writes, in the caller's transaction: nothing here commits) and, once that committed,
+``hand_on`` (enqueue the retries, announce the status changes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.channels import Channel
 from backend.channels.base import (
@@ -45,16 +50,60 @@ SEND_CONCURRENCY = 64
 
 
 @dataclass
+class Retry:
+    """Deliveries of one batch back in ``queued``, for the next attempt after a delay."""
+
+    envelope: Envelope
+    channel: Channel
+    delivery_ids: list[str]
+    attempt: int
+    countdown: float
+
+
+@dataclass
 class BatchOutcome:
+    """What became of one or more batches, and what they leave to their caller: PostgreSQL
+    writes for its transaction (``save_outcome``), then retries and announcements for after
+    its commit (``hand_on``)."""
+
     sent: int = 0
     skipped: int = 0
     retried: int = 0
     failed: int = 0
     dead: int = 0
     ignored: int = 0  # already handled by another task
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    expired_endpoints: list[str] = field(default_factory=list)  # push endpoints reported gone
+    retries: list[Retry] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)  # status changes to announce
+
+    def add(self, other: BatchOutcome) -> None:
+        """Count ``other`` in, and take on what it leaves to the caller."""
+        self.sent += other.sent
+        self.skipped += other.skipped
+        self.retried += other.retried
+        self.failed += other.failed
+        self.dead += other.dead
+        self.ignored += other.ignored
+        self.dead_letters.extend(other.dead_letters)
+        self.expired_endpoints.extend(other.expired_endpoints)
+        self.retries.extend(other.retries)
+        self.updates.extend(other.updates)
 
 
-async def send_batch(
+@dataclass
+class ClaimedBatch:
+    """A channel batch after its claim: the deliveries this task won, to send."""
+
+    envelope: Envelope
+    channel: Channel
+    attempt: int
+    history: RecordingHistory
+    mine: list[DeliveryRecord]
+    ignored: int  # already handled by another task
+
+
+async def claim_batch(
     ctx: DeliveryContext,
     *,
     envelope: Envelope,
@@ -62,14 +111,12 @@ async def send_batch(
     delivery_ids: Sequence[str],
     attempt: int,
     resume: bool = False,
-    profiles: Mapping[str, UserProfile] | None = None,
-) -> BatchOutcome:
-    """Claim a batch of one channel's deliveries, then render and send them concurrently.
+) -> ClaimedBatch:
+    """Read a batch of one channel's deliveries and claim them (``claims.claim``). The claim
+    is in the history store when this returns.
 
     ``resume`` (a redelivered or resumed task) allows taking over deliveries left in
-    ``sending`` by a worker that died mid-batch, once their lease has run out (see
-    ``claims.claim``). ``profiles`` are users the caller already has: each spares a look-up.
-    """
+    ``sending`` by a worker that died mid-batch, once their lease has run out."""
     records = {r.id: r for r in await ctx.history.get_many(delivery_ids)}
     history = RecordingHistory(ctx.history, records)
     mine = await claim(
@@ -82,11 +129,7 @@ async def send_batch(
         attempt=attempt,
         resume=resume,
     )
-    batch = _Batch(ctx, envelope, channel, attempt, history)
-    batch.outcome.ignored = len(delivery_ids) - len(mine)
-    if mine:
-        await batch.send(mine, profiles)
-    return batch.outcome
+    return ClaimedBatch(envelope, channel, attempt, history, mine, len(delivery_ids) - len(mine))
 
 
 async def send_claimed(
@@ -98,15 +141,65 @@ async def send_claimed(
     attempt: int,
     unstored: Collection[str] = (),
     profiles: Mapping[str, UserProfile] | None = None,
+    history: RecordingHistory | None = None,
 ) -> BatchOutcome:
-    """Render and send records the caller has just stored already claimed (``sending``): they
-    are what the store holds and this batch's without a claim. ``unstored``: of those, the ones
-    it left to be stored with their outcome (in-app, see ``RecordingHistory``)."""
-    history = RecordingHistory(ctx.history, {r.id: r for r in records}, unstored)
+    """Render and send claimed records (``sending``) concurrently: those of ``claim_batch``,
+    or records the caller has just stored already claimed, which are what the store holds
+    and this batch's without a claim. ``unstored``: of those, the ones it left to be stored
+    with their outcome (in-app, see ``RecordingHistory``). ``profiles`` are users the caller
+    already has: each spares a look-up. Nothing is committed: see ``save_outcome``."""
+    if history is None:
+        history = RecordingHistory(ctx.history, {r.id: r for r in records}, unstored)
     batch = _Batch(ctx, envelope, channel, attempt, history)
     if records:
         await batch.send(list(records), profiles)
+    batch.outcome.updates = history.updates
     return batch.outcome
+
+
+async def send_batch(
+    ctx: DeliveryContext,
+    claimed: ClaimedBatch,
+    *,
+    profiles: Mapping[str, UserProfile] | None = None,
+) -> BatchOutcome:
+    """Send what ``claim_batch`` won."""
+    outcome = await send_claimed(
+        ctx,
+        envelope=claimed.envelope,
+        channel=claimed.channel,
+        records=claimed.mine,
+        attempt=claimed.attempt,
+        profiles=profiles,
+        history=claimed.history,
+    )
+    outcome.ignored += claimed.ignored
+    return outcome
+
+
+async def save_outcome(session: AsyncSession, outcome: BatchOutcome) -> None:
+    """The outcome's PostgreSQL writes, in the caller's transaction: the dead letters, and the
+    push subscriptions the push service reported gone."""
+    if outcome.expired_endpoints:
+        await PushSubscriptionRepository(session).delete(endpoints=outcome.expired_endpoints)
+    if outcome.dead_letters:
+        await DeadLetterRepository(session).add(outcome.dead_letters)
+
+
+async def hand_on(ctx: DeliveryContext, outcome: BatchOutcome) -> None:
+    """After ``save_outcome`` committed: enqueue the retries and announce the status changes
+    (a delivery announced dead has its dead letter to replay)."""
+    for channel, count in Counter(d.channel for d in outcome.dead_letters).items():
+        metrics.record_dead_letter(channel, count)
+    await asyncio.gather(
+        *(
+            ctx.queue.enqueue_send(
+                r.envelope, r.channel, r.delivery_ids, attempt=r.attempt, countdown=r.countdown
+            )
+            for r in outcome.retries
+        )
+    )
+    await announce(ctx, outcome.updates)
 
 
 @dataclass
@@ -130,8 +223,6 @@ class _Batch:
     history: RecordingHistory
     outcome: BatchOutcome = field(default_factory=BatchOutcome)
     retry_ids: list[str] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    expired: list[str] = field(default_factory=list)  # push endpoints reported gone
     in_app: list[InAppItem] = field(default_factory=list)
     retry_delay: float = 0.0
 
@@ -147,7 +238,7 @@ class _Batch:
         except UnavailableError as exc:
             # The auth service or the database is down: the whole batch is worth retrying.
             await asyncio.gather(*(self._fail(r, exc, permanent=False) for r in mine))
-            await self._finish()
+            self._finish()
             return
         content = (
             template_service.template_content(resources.template)
@@ -169,9 +260,7 @@ class _Batch:
                 await asyncio.gather(
                     *(self._fail(item.record, exc, permanent=False) for item in self.in_app)
                 )
-        if self.expired:
-            await self._forget_subscriptions()
-        await self._finish()
+        self._finish()
 
     async def _fetch(
         self, mine: list[DeliveryRecord], profiles: Mapping[str, UserProfile] | None
@@ -270,13 +359,13 @@ class _Batch:
                 result = await self.ctx.senders[channel].send(message)
         except (TransientChannelError, PermanentChannelError) as exc:
             # Push errors still name the subscriptions the push service reported gone.
-            self.expired.extend(getattr(exc, "expired_endpoints", ()))
+            self.outcome.expired_endpoints.extend(getattr(exc, "expired_endpoints", ()))
             await self._record_provider_tries(record.id, exc.tries)
             await self._fail(record, exc, permanent=isinstance(exc, PermanentChannelError))
             return
         metrics.observe_send_latency(channel.value, time.perf_counter() - started)
         await self._record_provider_tries(record.id, result.failed_tries)
-        self.expired.extend(result.expired_endpoints)
+        self.outcome.expired_endpoints.extend(result.expired_endpoints)
         await self.history.transition(
             record.id,
             DeliveryStatus.SENT,
@@ -339,7 +428,7 @@ class _Batch:
             reason=reason,
             attempt=record_attempt,
         )
-        self.dead_letters.append(
+        self.outcome.dead_letters.append(
             DeadLetter(
                 delivery_id=record.id,
                 event_id=self.envelope.id,
@@ -356,32 +445,18 @@ class _Batch:
         else:
             self.outcome.dead += 1
 
-    async def _forget_subscriptions(self) -> None:
-        # Its own short unit of work: the batch's other writes go to the history store, which
-        # shares no transaction with PostgreSQL.
-        async with self.ctx.sessionmaker() as session:
-            await PushSubscriptionRepository(session).delete(endpoints=self.expired)
-            await session.commit()
-
-    async def _finish(self) -> None:
-        """Record the batch's dead letters, enqueue its retries, announce its status changes."""
-        ctx = self.ctx
-        if self.dead_letters:
-            # Committed before the retries are enqueued and the changes announced: a delivery
-            # announced dead has its dead letter to replay.
-            async with ctx.sessionmaker() as session:
-                await DeadLetterRepository(session).add(self.dead_letters)
-                await session.commit()
-            metrics.record_dead_letter(self.channel.value, len(self.dead_letters))
+    def _finish(self) -> None:
+        """The batch's retries, for after the caller's commit."""
         if self.retry_ids:
-            await ctx.queue.enqueue_send(
-                self.envelope,
-                self.channel,
-                self.retry_ids,
-                attempt=self.attempt + 1,
-                countdown=self.retry_delay,
+            self.outcome.retries.append(
+                Retry(
+                    self.envelope,
+                    self.channel,
+                    self.retry_ids,
+                    attempt=self.attempt + 1,
+                    countdown=self.retry_delay,
+                )
             )
-        await announce(ctx, self.history.updates)
 
 
 def _render_context(envelope: Envelope, user: UserProfile) -> dict[str, Any]:
