@@ -18,17 +18,14 @@ from typing import Any
 from backend.broker import Broker
 from backend.channels import Channel
 from backend.queues import (
-    CAMPAIGNS,
     CHANNEL_QUEUES,
-    DISPATCH,
-    MAINTENANCE,
     TASK_CAMPAIGN_FAN_OUT,
     TASK_CAMPAIGN_FIRE,
     TASK_DISPATCH,
+    TASK_QUEUES,
     TASK_RELEASE_DUE,
     TASK_SEND,
     TASK_WEBHOOK_DELIVER,
-    WEBHOOKS,
 )
 from backend.services.envelope import Envelope
 
@@ -56,6 +53,11 @@ class TaskMessage:
         )
 
 
+def _message(task: str, **fields: Any) -> TaskMessage:
+    """A message for ``task`` on the queue its worker route names (``TASK_QUEUES``)."""
+    return TaskMessage(TASK_QUEUES[task], task, **fields)
+
+
 def dispatch(event: Envelope | dict[str, Any]) -> TaskMessage:
     """``events.dispatch``: expand an event into deliveries. ``event`` is an envelope, or its
     wire form as stored with a scheduled event (passed on unchanged). A dispatch part has a task
@@ -65,7 +67,7 @@ def dispatch(event: Envelope | dict[str, Any]) -> TaskMessage:
         task_id = event.id if event.part is None else f"{event.id}:part-{event.part}"
     else:
         wire, task_id = event, str(event["id"])
-    return TaskMessage(DISPATCH, TASK_DISPATCH, kwargs={"event": wire}, task_id=task_id)
+    return _message(TASK_DISPATCH, kwargs={"event": wire}, task_id=task_id)
 
 
 def send(
@@ -95,16 +97,13 @@ def send(
 
 def campaign_fire(campaign_id: str) -> TaskMessage:
     """``campaigns.fire``: start a campaign's due run (sent by its RedBeat entry)."""
-    return TaskMessage(CAMPAIGNS, TASK_CAMPAIGN_FIRE, args=(campaign_id,))
+    return _message(TASK_CAMPAIGN_FIRE, args=(campaign_id,))
 
 
 def campaign_fan_out(run_id: str, page: int) -> TaskMessage:
     """``campaigns.fan_out``: dispatch one page of a run's audience. One task id per page."""
-    return TaskMessage(
-        CAMPAIGNS,
-        TASK_CAMPAIGN_FAN_OUT,
-        kwargs={"run_id": run_id, "page": page},
-        task_id=f"{run_id}/{page}",
+    return _message(
+        TASK_CAMPAIGN_FAN_OUT, kwargs={"run_id": run_id, "page": page}, task_id=f"{run_id}/{page}"
     )
 
 
@@ -119,8 +118,7 @@ def webhook_deliver(
 ) -> TaskMessage:
     """``webhooks.deliver``: one signed POST of status changes to one endpoint (``attempt``
     counts from 1; the task sends itself the next one after a backoff)."""
-    return TaskMessage(
-        WEBHOOKS,
+    return _message(
         TASK_WEBHOOK_DELIVER,
         kwargs={
             "endpoint_id": endpoint_id,
@@ -136,4 +134,4 @@ def webhook_deliver(
 def release_due() -> TaskMessage:
     """``events.release_due``: publish due scheduled events, digests and stalled campaign
     pages (sent every second by beat)."""
-    return TaskMessage(MAINTENANCE, TASK_RELEASE_DUE)
+    return _message(TASK_RELEASE_DUE)

@@ -6,19 +6,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from backend.config import Settings, get_settings
-from backend.queues import (
-    CAMPAIGNS,
-    DISPATCH,
-    MAINTENANCE,
-    TASK_CAMPAIGN_FAN_OUT,
-    TASK_CAMPAIGN_FIRE,
-    TASK_DISPATCH,
-    TASK_RELEASE_DUE,
-    TASK_WEBHOOK_DELIVER,
-    WEBHOOKS,
-    WORK_QUEUE_ARGUMENTS,
-    WORK_QUEUES,
-)
+from backend.queues import MAINTENANCE, TASK_QUEUES, WORK_QUEUE_ARGUMENTS, WORK_QUEUES
 from backend.services import task_messages
 
 
@@ -44,11 +32,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_default_queue=MAINTENANCE,
         task_create_missing_queues=False,
         task_routes={
-            TASK_DISPATCH: {"queue": DISPATCH, "routing_key": DISPATCH},
-            TASK_RELEASE_DUE: {"queue": MAINTENANCE, "routing_key": MAINTENANCE},
-            TASK_CAMPAIGN_FIRE: {"queue": CAMPAIGNS, "routing_key": CAMPAIGNS},
-            TASK_CAMPAIGN_FAN_OUT: {"queue": CAMPAIGNS, "routing_key": CAMPAIGNS},
-            TASK_WEBHOOK_DELIVER: {"queue": WEBHOOKS, "routing_key": WEBHOOKS},
+            task: {"queue": queue, "routing_key": queue} for task, queue in TASK_QUEUES.items()
         },
         # A message is acknowledged only after its task ran; a worker that dies mid-task
         # leaves it to be redelivered.
