@@ -163,5 +163,9 @@ if [ "$PURPOSE" = "test" ]; then
     say "installing the GraphQL-over-HTTP audit suite (npm ci)"
     (cd tests/http_audit && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
+  if [ ! -d tests/standard_webhooks/node_modules/standardwebhooks ]; then
+    say "installing the Standard Webhooks verifier for the webhook tests (npm ci)"
+    (cd tests/standard_webhooks && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
 fi
 say "ready"

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -315,14 +316,18 @@ class InboxItem(Base):
 
 
 class WebhookEndpoint(Base):
-    """An admin-registered URL that receives delivery status changes, signed with ``secret``.
-    Empty ``event_types`` / ``statuses`` mean every one."""
+    """An admin-registered URL that receives delivery status changes, signed with ``secret``
+    (``whsec_<base64 key>``, Standard Webhooks). Empty ``event_types`` / ``statuses`` mean every
+    one. ``legacy_signature`` adds the deprecated ``Herald-Signature`` header."""
 
     __tablename__ = "webhook_endpoints"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     url: Mapped[str] = mapped_column(Text, nullable=False)
-    secret: Mapped[str] = mapped_column(String(200), nullable=False)
+    secret: Mapped[str] = mapped_column(Text, nullable=False)
+    legacy_signature: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     description: Mapped[str] = mapped_column(Text, nullable=False, default="")
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False, default=list)
     statuses: Mapped[list[str]] = mapped_column(ARRAY(String(20)), nullable=False, default=list)

@@ -35,6 +35,7 @@ async def create_webhook_endpoint(info: Info, input: WebhookEndpointInput) -> We
         event_types=input.event_types,
         statuses=input.statuses,
         active=input.active,
+        legacy_signature=input.legacy_signature,
     )
     settings = info.context.settings
 
@@ -57,6 +58,7 @@ async def update_webhook_endpoint(
         event_types=input.event_types,
         statuses=input.statuses,
         active=input.active,
+        legacy_signature=input.legacy_signature,
     )
     settings = info.context.settings
 

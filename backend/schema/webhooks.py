@@ -26,7 +26,8 @@ class WebhookEndpoint:
     url: str
     secret: str = strawberry.field(
         description=(
-            "The HMAC-SHA256 key of the `Herald-Signature` header (see the README). Admins only."
+            "The signing secret, `whsec_<base64 key>` as the Standard Webhooks libraries take "
+            "it (see the README). Admins only."
         )
     )
     description: str
@@ -37,6 +38,12 @@ class WebhookEndpoint:
         description="Only changes to these statuses; empty means all."
     )
     active: bool
+    legacy_signature: bool = strawberry.field(
+        description=(
+            "Also send the deprecated `Herald-Signature` and `Herald-Webhook-Id` headers "
+            "(same key; see the README for until when)."
+        )
+    )
     created_by: str | None
     created_at: datetime
     updated_at: datetime
@@ -51,6 +58,7 @@ class WebhookEndpoint:
             event_types=list(row.event_types),
             statuses=[DeliveryStatus(s) for s in row.statuses],
             active=row.active,
+            legacy_signature=row.legacy_signature,
             created_by=row.created_by,
             created_at=row.created_at,
             updated_at=row.updated_at,
@@ -61,7 +69,11 @@ class WebhookEndpoint:
 class WebhookEndpointInput:
     url: str = strawberry.field(description="Where to POST (https; http outside production).")
     secret: str | None = strawberry.field(
-        default=None, description="The signing key (16-200 characters); made for you if left out."
+        default=None,
+        description=(
+            "`whsec_<base64 of a 24-64 byte key>`, or any 16-200 characters (keyed with their "
+            "UTF-8 bytes and shown as `whsec_<base64>`); made for you if left out."
+        ),
     )
     description: str = ""
     event_types: list[str] = strawberry.field(
@@ -71,6 +83,13 @@ class WebhookEndpointInput:
         default_factory=list, description="Only changes to these statuses; empty means all."
     )
     active: bool = True
+    legacy_signature: bool = strawberry.field(
+        default=False,
+        description=(
+            "Also send the deprecated `Herald-Signature` and `Herald-Webhook-Id` headers "
+            "(same key; see the README for until when)."
+        ),
+    )
 
 
 @strawberry.input(description="Changes to a webhook endpoint: fields left out stay as they are.")
@@ -81,6 +100,7 @@ class WebhookEndpointPatch:
     event_types: list[str] | None = None
     statuses: list[DeliveryStatus] | None = None
     active: bool | None = None
+    legacy_signature: bool | None = None
 
 
 @strawberry.type(description="One attempt to POST a batch of status changes to an endpoint.")
@@ -88,7 +108,7 @@ class WebhookDelivery:
     id: strawberry.ID
     endpoint_id: strawberry.ID
     message_id: str = strawberry.field(
-        description="The `Herald-Webhook-Id` header: the same on every retry of a message."
+        description="The `webhook-id` header: the same on every retry of a message."
     )
     attempt: int
     succeeded: bool

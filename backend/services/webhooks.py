@@ -8,17 +8,24 @@ enqueues one ``webhooks.deliver`` task carrying those changes. The task POSTs th
 (:func:`deliver`), logs the attempt, and is retried by Celery with exponential backoff
 (:func:`retry_delay`) until it succeeds or ``webhook_max_attempts`` is reached.
 
-The request (documented in the README):
+The request follows Standard Webhooks (https://www.standardwebhooks.com/), so receivers can
+verify it with that project's libraries (documented in the README):
 
     POST <endpoint url>
     Content-Type: application/json
-    Herald-Webhook-Id: <message id: the same on every retry, for de-duplication>
+    webhook-id: <message id: the same on every retry, for de-duplication>
+    webhook-timestamp: <unix seconds of this attempt>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<raw body>")>
     Herald-Webhook-Attempt: <1, 2, ...>
-    Herald-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
 
     {"id": "<message id>", "type": "delivery.status_changed", "created_at": "<ISO 8601>",
      "data": [{"id", "event_id", "event_type", "campaign_id", "user_id", "channel", "status",
                "at", "reason"}, ...]}
+
+The key is the base64-decoded part of the endpoint's ``whsec_<base64>`` secret. Endpoints
+with ``legacy_signature`` (every endpoint registered before Standard Webhooks, until the
+deprecation ends) also get the former headers, ``Herald-Webhook-Id`` and ``Herald-Signature:
+t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<raw body>")>``, made with the same key.
 
 Any 2xx answer is success; anything else (3xx included: redirects are not followed), a
 timeout or a connection error is retried.
@@ -33,6 +40,8 @@ the second time cannot redirect it).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -70,9 +79,13 @@ from backend.services.retries import backoff_seconds
 log = logging.getLogger(__name__)
 
 EVENT_TYPE = "delivery.status_changed"
-SIGNATURE_HEADER = "Herald-Signature"
-ID_HEADER = "Herald-Webhook-Id"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
 ATTEMPT_HEADER = "Herald-Webhook-Attempt"
+LEGACY_SIGNATURE_HEADER = "Herald-Signature"
+LEGACY_ID_HEADER = "Herald-Webhook-Id"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a format marker, not a secret)
 SIGNATURE_TOLERANCE_SECONDS = 300
 MAX_ENDPOINTS = 100
 
@@ -80,14 +93,44 @@ MAX_ENDPOINTS = 100
 # --- signatures ----------------------------------------------------------------------------
 
 
-def sign(secret: str, body: bytes, *, timestamp: int) -> str:
-    """The ``Herald-Signature`` value for ``body`` sent at ``timestamp``."""
-    signed = f"{timestamp}.".encode() + body
-    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+def _whsec_key(secret: str) -> bytes | None:
+    """The key of a ``whsec_<base64>`` secret; None for any other string."""
+    if not secret.startswith(SECRET_PREFIX):
+        return None
+    try:
+        return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a secret: the base64-decoded part of ``whsec_<base64>``; any other
+    string (a secret from before Standard Webhooks, such as ``whsec_`` followed by URL-safe
+    characters, or a passphrase) is its UTF-8 bytes, the key the former scheme used."""
+    key = _whsec_key(secret)
+    return key if key is not None else secret.encode()
+
+
+def standard_secret(secret: str) -> str:
+    """``secret`` in the Standard Webhooks form, ``whsec_<base64 of the key>``: the same key, so
+    a secret from before (``S``, keyed with its UTF-8 bytes) becomes ``whsec_`` +
+    base64(UTF-8 of ``S``) and signatures made with it do not change."""
+    return SECRET_PREFIX + base64.b64encode(signing_key(secret)).decode()
+
+
+def sign(key: bytes, body: bytes, *, message_id: str, timestamp: int) -> str:
+    """The ``webhook-signature`` value (Standard Webhooks ``v1``) for ``body``."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def sign_legacy(key: bytes, body: bytes, *, timestamp: int) -> str:
+    """The deprecated ``Herald-Signature`` value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
 
 
-def verify_signature(
+def verify_legacy_signature(
     secret: str,
     header: str,
     body: bytes,
@@ -95,8 +138,9 @@ def verify_signature(
     tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
     now: float | None = None,
 ) -> bool:
-    """What a receiver does: the header's ``v1`` matches and ``t`` is recent (replays of an
-    old request are refused)."""
+    """What a receiver of the deprecated header does: its ``v1`` matches and ``t`` is recent
+    (replays of an old request are refused). ``secret``: the endpoint's secret, in either
+    its former or its ``whsec_`` form."""
     parts: dict[str, list[str]] = {}
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
@@ -107,8 +151,28 @@ def verify_signature(
         return False
     if abs((now or time.time()) - timestamp) > tolerance:
         return False
-    expected = sign(secret, body, timestamp=timestamp).rpartition("v1=")[2]
+    expected = sign_legacy(signing_key(secret), body, timestamp=timestamp).rpartition("v1=")[2]
     return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
+
+
+def request_headers(
+    endpoint: WebhookEndpoint, body: bytes, *, message_id: str, attempt: int, timestamp: int
+) -> dict[str, str]:
+    """The headers of one attempt: Standard Webhooks', plus the deprecated ones if the endpoint
+    still wants them."""
+    key = signing_key(endpoint.secret)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Herald-Webhooks/1",
+        ID_HEADER: message_id,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: sign(key, body, message_id=message_id, timestamp=timestamp),
+        ATTEMPT_HEADER: str(attempt),
+    }
+    if endpoint.legacy_signature:
+        headers[LEGACY_ID_HEADER] = message_id
+        headers[LEGACY_SIGNATURE_HEADER] = sign_legacy(key, body, timestamp=timestamp)
+    return headers
 
 
 # --- endpoints (admins) ----------------------------------------------------------------------
@@ -124,6 +188,7 @@ class EndpointData:
     event_types: Sequence[str] | None = None
     statuses: Sequence[DeliveryStatus] | None = None
     active: bool | None = None
+    legacy_signature: bool | None = None
 
 
 def _check_url(settings: Settings, url: str) -> str:
@@ -202,9 +267,7 @@ def _check(settings: Settings, data: EndpointData) -> dict[str, Any]:
     if data.url is not None:
         values["url"] = _check_url(settings, data.url)
     if data.secret is not None:
-        if not 16 <= len(data.secret) <= 200:
-            raise ValidationError("The secret must be 16 to 200 characters", field="secret")
-        values["secret"] = data.secret
+        values["secret"] = _checked_secret(data.secret)
     if data.description is not None:
         values["description"] = data.description.strip()[:500]
     if data.event_types is not None:
@@ -216,11 +279,25 @@ def _check(settings: Settings, data: EndpointData) -> dict[str, Any]:
         values["statuses"] = list(dict.fromkeys(s.value for s in data.statuses))
     if data.active is not None:
         values["active"] = data.active
+    if data.legacy_signature is not None:
+        values["legacy_signature"] = data.legacy_signature
     return values
 
 
+def _checked_secret(secret: str) -> str:
+    """A secret as given, stored in the ``whsec_`` form: ``whsec_<base64>`` of a 24 to 64 byte
+    key, or any other string of 16 to 200 characters, keyed with its UTF-8 bytes."""
+    key = _whsec_key(secret)
+    if key is not None:
+        if not 24 <= len(key) <= 64:
+            raise ValidationError("A whsec_ secret's key must be 24 to 64 bytes", field="secret")
+    elif not 16 <= len(secret) <= 200:
+        raise ValidationError("The secret must be 16 to 200 characters", field="secret")
+    return standard_secret(secret)
+
+
 def new_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 async def create_endpoint(
@@ -241,6 +318,7 @@ async def create_endpoint(
         event_types=values.pop("event_types", []),
         statuses=values.pop("statuses", []),
         active=values.pop("active", True),
+        legacy_signature=values.pop("legacy_signature", False),
         created_by=actor.user_id,
         **values,
     )
@@ -430,13 +508,9 @@ async def deliver(
         log.info("webhook endpoint %s is inactive; message %s dropped", endpoint_id, message_id)
         return AttemptResult(delivered=False, dropped=True)
     body = request_body(message_id, created_at, updates)
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "Herald-Webhooks/1",
-        ID_HEADER: message_id,
-        ATTEMPT_HEADER: str(attempt),
-        SIGNATURE_HEADER: sign(endpoint.secret, body, timestamp=int(time.time())),
-    }
+    headers = request_headers(
+        endpoint, body, message_id=message_id, attempt=attempt, timestamp=int(time.time())
+    )
     started = time.perf_counter()
     status: int | None = None
     error: str | None = None

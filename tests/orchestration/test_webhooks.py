@@ -1,31 +1,40 @@
 """Status webhooks with a real worker and a real receiving HTTP server: registration over
-GraphQL, signed POSTs, filters, retries with backoff, and the queryable delivery log."""
+GraphQL, Standard Webhooks signatures checked with the standardwebhooks libraries (PyPI and
+npm), the deprecated signature header, filters, retries with backoff, and the queryable
+delivery log."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
+import importlib
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from standardwebhooks import Webhook, WebhookVerificationError
 
-from backend.services.webhooks import verify_signature
+from backend.services.webhooks import sign, signing_key, verify_legacy_signature
 from tests.conftest import GraphQL
 from tests.factories import token_for
 from tests.orchestration.conftest import HttpEndpoint
 from tests.orchestration.helpers import admin, final_deliveries, reset_preferences, send
 from tests.pipeline.servers import eventually
 
+NODE_VERIFIER = Path(__file__).parents[1] / "standard_webhooks" / "verify.mjs"
 ENDPOINT_FIELDS = """__typename
-  ... on WebhookEndpoint { id url secret description eventTypes statuses active createdBy }
+  ... on WebhookEndpoint { id url secret description eventTypes statuses active legacySignature
+    createdBy }
   ... on Error { code message field }"""
 CREATE = (
     "mutation($input: WebhookEndpointInput!) { createWebhookEndpoint(input: $input) { "
@@ -78,15 +87,24 @@ async def test_status_changes_are_posted_signed_and_filtered(
     api: GraphQL, receiver: HttpEndpoint, register: Register
 ) -> None:
     await reset_preferences(api, "u-alice")
-    secret = "whsec_test_" + "s" * 20
+    # A passphrase, as endpoints had before Standard Webhooks: shown in the whsec_ form of the
+    # same key, and still checked by the deprecated header for an endpoint that keeps it.
+    passphrase = "whsec_test_" + "s" * 20
     sent_only = await register(
-        secret=secret, statuses=["SENT"], eventTypes=["user_registered"], description="CRM"
+        secret=passphrase,
+        statuses=["SENT"],
+        eventTypes=["user_registered"],
+        description="CRM",
+        legacySignature=True,
     )
     everything = await register()
     other_type = await register(eventTypes=["movie_added"])
     inactive = await register(active=False)
-    assert sent_only["secret"] == secret and sent_only["statuses"] == ["SENT"]
-    assert everything["secret"].startswith("whsec_") and len(everything["secret"]) > 30
+    assert sent_only["secret"] == "whsec_" + base64.b64encode(passphrase.encode()).decode()
+    assert sent_only["statuses"] == ["SENT"] and sent_only["legacySignature"] is True
+    assert everything["legacySignature"] is False  # new endpoints: Standard Webhooks only
+    assert everything["secret"].startswith("whsec_")
+    assert len(base64.b64decode(everything["secret"].removeprefix("whsec_"))) == 32
 
     event_id = await send(api, type="user_registered", userIds=["u-alice"])
     await final_deliveries(api, event_id, 2)
@@ -112,21 +130,112 @@ async def test_status_changes_are_posted_signed_and_filtered(
     body, headers = request["body"], request["headers"]
     document = json.loads(body)
     assert document["type"] == "delivery.status_changed"
-    assert headers["herald-webhook-id"] == document["id"]
+    assert headers["webhook-id"] == headers["herald-webhook-id"] == document["id"]
     assert headers["herald-webhook-attempt"] == "1"
     assert headers["content-type"] == "application/json"
-    # Herald-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">, checked by hand...
-    signature = dict(part.split("=", 1) for part in headers["herald-signature"].split(","))
-    assert abs(int(signature["t"]) - time.time()) < 60
-    expected = hmac.new(secret.encode(), f"{signature['t']}.".encode() + body, hashlib.sha256)
-    assert hmac.compare_digest(signature["v1"], expected.hexdigest())
-    # ...and with the helper a receiver can copy, which refuses a wrong secret or a change.
-    assert verify_signature(secret, headers["herald-signature"], body)
-    assert not verify_signature("whsec_wrong_secret_000000", headers["herald-signature"], body)
-    assert not verify_signature(secret, headers["herald-signature"], body + b" ")
+    # webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">, by hand...
+    timestamp = headers["webhook-timestamp"]
+    assert abs(int(timestamp) - time.time()) < 60
+    signed = f"{document['id']}.{timestamp}.".encode() + body
+    expected = hmac.new(passphrase.encode(), signed, hashlib.sha256).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(expected).decode()
+    # ...and with the library, keyed with the whsec_ form.
+    assert Webhook(sent_only["secret"]).verify(body, headers) == document
+    # The deprecated header: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">, the same key.
+    legacy = dict(part.split("=", 1) for part in headers["herald-signature"].split(","))
+    assert legacy["t"] == timestamp
+    digest = hmac.new(passphrase.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    assert hmac.compare_digest(legacy["v1"], digest.hexdigest())
+    # The helper a receiver of that header can copy takes either form of the secret and
+    # refuses a wrong secret or a change.
+    assert verify_legacy_signature(passphrase, headers["herald-signature"], body)
+    assert verify_legacy_signature(sent_only["secret"], headers["herald-signature"], body)
+    assert not verify_legacy_signature("whsec_wrong_secret_0000", headers["herald-signature"], body)
+    assert not verify_legacy_signature(passphrase, headers["herald-signature"], body + b" ")
 
+    plain = receiver.received(everything["path"])[0]["headers"]
+    assert "herald-signature" not in plain and "herald-webhook-id" not in plain
     assert receiver.received(other_type["path"]) == []
     assert receiver.received(inactive["path"]) == []
+
+
+def _replayed(request: dict[str, Any], secret: str, age: int) -> dict[str, Any]:
+    """``request`` as a replay ``age`` seconds after it was sent would carry it: the same body,
+    id and signature scheme, validly signed for a timestamp that is ``age`` seconds old."""
+    headers = dict(request["headers"])
+    timestamp = int(time.time()) - age
+    headers["webhook-timestamp"] = str(timestamp)
+    headers["webhook-signature"] = sign(
+        signing_key(secret), request["body"], message_id=headers["webhook-id"], timestamp=timestamp
+    )
+    return {**request, "headers": headers}
+
+
+async def _node_verify(secret: str, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each request checked by the standardwebhooks npm package (tests/standard_webhooks)."""
+    document = {
+        "secret": secret,
+        "requests": [
+            {"headers": r["headers"], "body": base64.b64encode(r["body"]).decode()}
+            for r in requests
+        ],
+    }
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(NODE_VERIFIER),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(json.dumps(document).encode()), 30)
+    assert process.returncode == 0, err.decode()
+    results: list[dict[str, Any]] = json.loads(out)
+    return results
+
+
+async def test_requests_verify_with_the_standard_webhooks_libraries(
+    api: GraphQL, receiver: HttpEndpoint, register: Register
+) -> None:
+    await reset_preferences(api, "u-dana")
+    endpoint = await register(statuses=["SENT"], eventTypes=["user_registered"])
+    other = await register(statuses=["SENT"], eventTypes=["user_registered"])
+    event_id = await send(api, type="user_registered", userIds=["u-dana"], channels=["EMAIL"])
+
+    async def posted() -> list[dict[str, Any]]:
+        return [r for r in receiver.received(endpoint["path"]) if changes(r, event_id)]
+
+    request = (await eventually(posted))[0]
+    document = json.loads(request["body"])
+    tampered = {**request, "body": request["body"].replace(b'"sent"', b'"dead"')}
+    assert tampered["body"] != request["body"]
+    fresh = _replayed(request, endpoint["secret"], age=0)
+    old = _replayed(request, endpoint["secret"], age=600)
+
+    # Python (PyPI standardwebhooks).
+    webhook = Webhook(endpoint["secret"])
+    assert webhook.verify(request["body"], request["headers"]) == document
+    assert webhook.verify(fresh["body"], fresh["headers"]) == document
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        webhook.verify(tampered["body"], tampered["headers"])
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        webhook.verify(old["body"], old["headers"])
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(other["secret"]).verify(request["body"], request["headers"])
+
+    # Node (npm standardwebhooks): the same answers.
+    results = await _node_verify(endpoint["secret"], [request, fresh, tampered, old])
+    assert results[0] == {"verified": True, "payload": document}
+    assert results[1] == {"verified": True, "payload": document}
+    assert results[2] == {
+        "verified": False,
+        "error": "WebhookVerificationError: No matching signature found",
+    }
+    assert results[3] == {
+        "verified": False,
+        "error": "WebhookVerificationError: Message timestamp too old",
+    }
+    wrong = await _node_verify(other["secret"], [request])
+    assert wrong[0]["verified"] is False
 
 
 async def test_failed_posts_are_retried_with_backoff_and_every_attempt_is_logged(
@@ -146,8 +255,11 @@ async def test_failed_posts_are_retried_with_backoff_and_every_attempt_is_logged
     requests = await eventually(delivered)
     assert [r["answered"] for r in requests] == [500, 500, 204]
     assert [r["headers"]["herald-webhook-attempt"] for r in requests] == ["1", "2", "3"]
-    assert len({r["headers"]["herald-webhook-id"] for r in requests}) == 1
+    assert len({r["headers"]["webhook-id"] for r in requests}) == 1
     assert len({r["body"] for r in requests}) == 1  # the same bytes every time
+    # Each attempt is signed anew, at its own time, and verifies.
+    webhook = Webhook(endpoint["secret"])
+    assert all(webhook.verify(r["body"], r["headers"]) for r in requests)
 
     async def logged() -> list[dict[str, Any]]:
         body = await api(LOG, {"id": endpoint["id"], "first": 10}, token=admin(api.settings))
@@ -242,6 +354,29 @@ async def test_endpoint_management_is_validated_and_for_admins_only(
     )
     assert off["data"]["updateWebhookEndpoint"]["active"] is False
     assert off["data"]["updateWebhookEndpoint"]["description"] == "to delete"
+    legacy = await api(
+        UPDATE,
+        {"id": endpoint["id"], "input": {"legacySignature": True}},
+        token=admin(api.settings),
+    )
+    assert legacy["data"]["updateWebhookEndpoint"]["legacySignature"] is True
+    assert legacy["data"]["updateWebhookEndpoint"]["active"] is False  # kept
+    for secret, message in (
+        ("whsec_" + base64.b64encode(b"k" * 16).decode(), "24 to 64 bytes"),
+        ("whsec_" + base64.b64encode(b"k" * 65).decode(), "24 to 64 bytes"),
+        ("s" * 201, "16 to 200 characters"),
+    ):
+        refused = await api(
+            UPDATE, {"id": endpoint["id"], "input": {"secret": secret}}, token=admin(api.settings)
+        )
+        assert message in refused["data"]["updateWebhookEndpoint"]["message"]
+    key = base64.b64encode(bytes(range(40))).decode()
+    kept = await api(
+        UPDATE,
+        {"id": endpoint["id"], "input": {"secret": f"whsec_{key}"}},
+        token=admin(api.settings),
+    )
+    assert kept["data"]["updateWebhookEndpoint"]["secret"] == f"whsec_{key}"
 
     deleted = await api(DELETE, {"id": endpoint["id"]}, token=admin(api.settings))
     assert deleted["data"]["deleteWebhookEndpoint"] == {
@@ -277,3 +412,24 @@ async def test_the_migration_creates_the_tables_of_the_models(engine: AsyncEngin
         differences = await conn.run_sync(compare)
 
     assert differences == []
+
+
+async def test_the_migration_gives_existing_secrets_the_whsec_form_of_the_same_key(
+    engine: AsyncEngine,
+) -> None:
+    migration = importlib.import_module("backend.db.migrations.versions.0009_standard_webhooks")
+    former = [
+        "whsec_" + "Ab-_" * 10 + "xyz",  # as Herald generated them: URL-safe, not base64
+        "a passphrase of 16+",
+        "é€" * 100,  # 200 characters, 500 UTF-8 bytes: the base64 spans several lines
+    ]
+    query = text(
+        f"SELECT {migration.WHSEC_OF_SECRET} FROM (VALUES (:secret)) AS webhook_endpoints(secret)"
+    )
+    async with engine.connect() as conn:
+        for secret in former:
+            converted = (await conn.execute(query, {"secret": secret})).scalar_one()
+            assert converted == "whsec_" + base64.b64encode(secret.encode()).decode()
+            # The key the former header was made with, and what the libraries decode.
+            assert signing_key(converted) == secret.encode()
+            assert base64.b64decode(converted.removeprefix("whsec_")) == secret.encode()
