@@ -20,12 +20,16 @@ verify it with that project's libraries (documented in the README):
 
     {"id": "<message id>", "type": "delivery.status_changed", "created_at": "<ISO 8601>",
      "data": [{"id", "event_id", "event_type", "campaign_id", "user_id", "channel", "status",
-               "at", "reason"}, ...]}
+               "sequence", "at", "reason"}, ...]}
 
 The key is the base64-decoded part of the endpoint's ``whsec_<base64>`` secret. Endpoints
 with ``legacy_signature`` (every endpoint registered before Standard Webhooks, until the
 deprecation ends) also get the former headers, ``Herald-Webhook-Id`` and ``Herald-Signature:
 t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<raw body>")>``, made with the same key.
+
+``sequence`` numbers a delivery's status changes (its position in the delivery's timeline in
+the history store): changes posted by different tasks can arrive out of order, and a receiver
+keeps the highest. Within one message the changes are sorted by delivery, then sequence.
 
 Any 2xx answer is success; anything else (3xx included: redirects are not followed), a
 timeout or a connection error is retried.
@@ -396,6 +400,12 @@ class _Target:
         )
 
 
+def in_order(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``updates`` grouped by delivery, each delivery's changes in sequence order: the order a
+    receiver applying them one by one must see."""
+    return sorted(updates, key=lambda u: (u["id"], u["sequence"]))
+
+
 class WebhookQueue(Protocol):
     async def enqueue_webhook(
         self, *, endpoint_id: str, message_id: str, created_at: str, updates: list[dict[str, Any]]
@@ -437,7 +447,7 @@ class WebhookNotifier:
             targets = await self._active()
             created_at = datetime.now(UTC).isoformat()
             for target in targets:
-                wanted = [u for u in updates if target.wants(u)]
+                wanted = in_order([u for u in updates if target.wants(u)])
                 if wanted:
                     await self.queue.enqueue_webhook(
                         endpoint_id=target.id,

@@ -1,7 +1,7 @@
 """Status webhooks with a real worker and a real receiving HTTP server: registration over
 GraphQL, Standard Webhooks signatures checked with the standardwebhooks libraries (PyPI and
-npm), the deprecated signature header, filters, retries with backoff, and the queryable
-delivery log."""
+npm), the deprecated signature header, per-delivery sequence numbers, filters, retries with
+backoff, and the queryable delivery log."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from backend.services.webhooks import sign, signing_key, verify_legacy_signature
 from tests.conftest import GraphQL
 from tests.factories import token_for
-from tests.orchestration.conftest import HttpEndpoint
+from tests.orchestration.conftest import HttpEndpoint, Smtp
 from tests.orchestration.helpers import admin, final_deliveries, reset_preferences, send
 from tests.pipeline.servers import eventually
 
@@ -236,6 +236,74 @@ async def test_requests_verify_with_the_standard_webhooks_libraries(
     }
     wrong = await _node_verify(other["secret"], [request])
     assert wrong[0]["verified"] is False
+
+
+async def test_a_delivery_s_changes_are_numbered_and_the_highest_is_the_final_status(
+    api: GraphQL, receiver: HttpEndpoint, register: Register
+) -> None:
+    for user in ("u-emil", "u-bruno"):
+        await reset_preferences(api, user)
+    endpoint = await register(eventTypes=["user_registered"])
+    # The first POST fails and comes again after the backoff, most likely after a later one.
+    receiver.fail_next[endpoint["path"]] = 1
+
+    event_id = await send(
+        api, type="user_registered", userIds=["u-emil", "u-bruno"], channels=["EMAIL", "IN_APP"]
+    )
+    deliveries = await final_deliveries(api, event_id, 4)
+
+    async def every_change() -> list[dict[str, Any]]:
+        delivered = [r for r in receiver.received(endpoint["path"]) if r["answered"] == 204]
+        got = [u for r in delivered for u in changes(r, event_id)]
+        expected = sum(len(d["timeline"]) for d in deliveries)
+        return delivered if len(got) == expected else []
+
+    delivered = await eventually(every_change)
+    arrived: list[dict[str, Any]] = []
+    for request in delivered:
+        data = changes(request, event_id)
+        # In one message: by delivery, each delivery's changes in sequence order.
+        assert data == sorted(data, key=lambda u: (u["id"], u["sequence"])), data
+        arrived.extend(data)
+
+    latest: dict[str, dict[str, Any]] = {}  # what a receiver keeping the highest holds
+    for update in arrived:
+        if update["sequence"] > latest.get(update["id"], {"sequence": 0})["sequence"]:
+            latest[update["id"]] = update
+    for delivery in deliveries:
+        mine = sorted(
+            (u for u in arrived if u["id"] == delivery["id"]), key=lambda u: u["sequence"]
+        )
+        # Numbered 1, 2, 3...: the delivery's timeline in the history store, in order.
+        assert [u["sequence"] for u in mine] == list(range(1, len(delivery["timeline"]) + 1))
+        assert [u["status"].upper() for u in mine] == [t["status"] for t in delivery["timeline"]]
+        assert latest[delivery["id"]]["status"].upper() == delivery["status"] == "SENT"
+
+
+async def test_a_retried_delivery_goes_on_counting_where_it_was(
+    api: GraphQL, receiver: HttpEndpoint, register: Register, relay_a: Smtp, relay_b: Smtp
+) -> None:
+    await reset_preferences(api, "u-chen")
+    endpoint = await register(eventTypes=["user_registered"])
+    relay_a.sink.refuse_next = relay_b.sink.refuse_next = 1  # both relays: 451, once
+
+    event_id = await send(api, type="user_registered", userIds=["u-chen"], channels=["EMAIL"])
+    [delivery] = await final_deliveries(api, event_id, 1)
+    statuses = [t["status"] for t in delivery["timeline"]]
+    # Queued again for a retry, which another task sent: 6 changes.
+    assert statuses == ["QUEUED", "SENDING", "SENDING", "QUEUED", "SENDING", "SENT"], statuses
+
+    # The relay that failed over (the second SENDING) is in the timeline but not announced;
+    # every other change is, numbered by its place in the timeline.
+    announced = [1, 2, 4, 5, 6]
+
+    async def every_change() -> list[dict[str, Any]]:
+        got = [u for r in receiver.received(endpoint["path"]) for u in changes(r, event_id)]
+        return got if len(got) == len(announced) else []
+
+    arrived = sorted(await eventually(every_change), key=lambda u: u["sequence"])
+    assert [u["sequence"] for u in arrived] == announced
+    assert [u["status"].upper() for u in arrived] == [statuses[n - 1] for n in announced]
 
 
 async def test_failed_posts_are_retried_with_backoff_and_every_attempt_is_logged(

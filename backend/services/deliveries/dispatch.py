@@ -361,9 +361,9 @@ async def _announce_stored(
     updates = []
     for r in records:
         first = r.timeline[0]
-        updates.append(delivery_update(r, first.status, now, first.reason))
+        updates.append(delivery_update(r, first.status, now, first.reason, sequence=1))
         if r.status is DeliveryStatus.SENDING:
-            updates.append(delivery_update(r, DeliveryStatus.SENDING, now, None))
+            updates.append(delivery_update(r, DeliveryStatus.SENDING, now, None, sequence=2))
             metrics.record_delivery(r.channel.value, DeliveryStatus.SENDING.value)
     await announce(ctx, updates)
 

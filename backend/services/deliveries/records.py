@@ -58,14 +58,25 @@ class RecordingHistory:
         self._records = records
         self._unstored = set(unstored)
         self.updates: list[dict[str, Any]] = []
+        self._positions: dict[str, int] = {}  # timeline length after this batch's changes
 
     def _record(
-        self, delivery_id: str, status: DeliveryStatus, at: datetime, reason: str | None
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        at: datetime,
+        reason: str | None,
+        *,
+        announced: bool = True,
     ) -> None:
         record = self._records.get(delivery_id)
         if record is not None:
-            self.updates.append(delivery_update(record, status, at, reason))
-            metrics.record_delivery(record.channel.value, status.value)
+            # The change's place in the stored timeline (``add`` stores at least one entry).
+            sequence = self._positions.get(delivery_id, max(len(record.timeline), 1)) + 1
+            self._positions[delivery_id] = sequence
+            if announced:
+                self.updates.append(delivery_update(record, status, at, reason, sequence=sequence))
+                metrics.record_delivery(record.channel.value, status.value)
 
     async def _store(self, delivery_ids: Collection[str]) -> None:
         waiting = [self._records[i] for i in delivery_ids if i in self._unstored]
@@ -105,12 +116,20 @@ class RecordingHistory:
         return changed
 
     async def transition(
-        self, delivery_id: str, status: DeliveryStatus, *, at: datetime, **kwargs: Any
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        *,
+        at: datetime,
+        announced: bool = True,
+        **kwargs: Any,
     ) -> bool:
+        """``announced=False``: a timeline entry nobody is told about (a provider that failed
+        over), which still takes its place in the sequence of the delivery's changes."""
         await self._store([delivery_id])
         changed = await self._history.transition(delivery_id, status, at=at, **kwargs)
         if changed:
-            self._record(delivery_id, status, at, kwargs.get("reason"))
+            self._record(delivery_id, status, at, kwargs.get("reason"), announced=announced)
         return changed
 
 
@@ -138,9 +157,15 @@ def _applied(
 
 
 def delivery_update(
-    record: DeliveryRecord, status: DeliveryStatus, at: datetime, reason: str | None
+    record: DeliveryRecord,
+    status: DeliveryStatus,
+    at: datetime,
+    reason: str | None,
+    *,
+    sequence: int,
 ) -> dict[str, Any]:
-    """One entry of the live delivery feed."""
+    """One entry of the live delivery feed. ``sequence``: the change's 1-based position in the
+    delivery's timeline, which orders a delivery's changes however they travel."""
     return {
         "id": record.id,
         "event_id": record.event_id,
@@ -149,6 +174,7 @@ def delivery_update(
         "user_id": record.user_id,
         "channel": record.channel.value,
         "status": status.value,
+        "sequence": sequence,
         "at": at.isoformat(),
         "reason": reason,
     }

@@ -382,10 +382,11 @@ class _Batch:
         attempt entry each, the delivery staying in ``sending``. Not announced: still sending."""
         for number, tried in enumerate(tries):
             following = tries[number + 1].provider if number + 1 < len(tries) else "the next"
-            await self.ctx.history.transition(
+            await self.history.transition(
                 delivery_id,
                 DeliveryStatus.SENDING,
                 at=tried.at,
+                announced=False,
                 expected=frozenset({DeliveryStatus.SENDING}),
                 reason=f"{tried.provider} failed ({tried.error}); trying {following} provider",
                 attempt=Attempt(
