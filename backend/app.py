@@ -27,11 +27,12 @@ from strawberry.types.unset import UNSET
 from backend.auth import TokenVerifier
 from backend.broker import Broker
 from backend.config import Settings, get_settings
+from backend.content_security import GRAPHIQL_POLICY, WithHeaders, admin_policy, page_headers
 from backend.db.history.factory import create_history_store
 from backend.db.session import create_engine, create_sessionmaker
 from backend.errors import HeraldError
 from backend.gc_policy import FrozenHeap
-from backend.graphql_http import GraphQLHTTP
+from backend.graphql_http import GRAPHIQL_BUILD, GraphiQLPage, GraphQLHTTP
 from backend.live_socket import LiveSocketHandler, NotificationPlans, encode_json
 from backend.observability.logs import configure_logging
 from backend.observability.metrics import metrics_endpoint
@@ -236,9 +237,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         instrument_app(app)
     app.add_route("/metrics", metrics_endpoint(settings), include_in_schema=False)
 
-    graphql_http = GraphQLHTTP(
-        schema, graphiql=settings.graphiql_enabled, max_body_bytes=settings.max_body_bytes
-    )
+    graphiql = GraphiQLPage(settings) if settings.graphiql_enabled else None
+    graphql_http = GraphQLHTTP(schema, graphiql=graphiql, max_body_bytes=settings.max_body_bytes)
     app.add_route(
         "/graphql",
         graphql_http.handle,
@@ -258,8 +258,16 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     # The hosted preference page and one-click unsubscribe, reached from email links.
     app.include_router(preference_router)
 
+    if graphiql is not None and (GRAPHIQL_BUILD / "assets").is_dir():
+        assets = StaticFiles(directory=GRAPHIQL_BUILD / "assets")
+        app.mount("/graphiql/assets", WithHeaders(assets, page_headers(GRAPHIQL_POLICY)))
     if settings.serve_admin_enabled and ADMIN_DIR.is_dir():
-        app.mount("/admin", StaticFiles(directory=ADMIN_DIR, html=True), name="admin")
+        admin = StaticFiles(directory=ADMIN_DIR, html=True)
+        app.mount(
+            "/admin",
+            WithHeaders(admin, page_headers(admin_policy(settings.auth_url))),
+            name="admin",
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

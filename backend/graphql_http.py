@@ -15,11 +15,18 @@ A lean Starlette endpoint around ``schema.execute``: Strawberry keeps the GraphQ
 It replaces Strawberry's router for HTTP because that router spends more time in its request
 handling than GraphQL execution takes (measured: see the README), and does not implement the
 ``application/graphql-response+json`` media type.
+
+A browser's ``GET`` (HTML first in ``Accept``, no ``query``) gets GraphiQL: the build of
+``graphiql/`` (scripts/setup.sh, the Dockerfile) in ``backend/graphiql_assets/``, its assets
+served from this origin under ``/graphiql/assets/``. Outside production its headers tab starts
+with a demo manager token.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,10 +34,12 @@ from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from strawberry.exceptions import MissingQueryError
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
+from backend.auth import mint_token
+from backend.config import Environment, Settings
+from backend.content_security import GRAPHIQL_POLICY, page_headers
 from backend.schema.context import Context, Services
 from backend.schema.root import HeraldSchema
 
@@ -40,6 +49,8 @@ GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 _QUERY_ONLY: tuple[OperationType, ...] = (OperationType.QUERY,)
 _ALL: tuple[OperationType, ...] = (OperationType.QUERY, OperationType.MUTATION)
+GRAPHIQL_BUILD = Path(__file__).resolve().parent / "graphiql_assets"
+_CONFIG_MARKER = "__HERALD_GRAPHIQL_CONFIG__"
 
 
 def _accepted(accept: str | None) -> list[tuple[str, float]]:
@@ -105,14 +116,60 @@ def _is_request_error(data: Any, errors: list[GraphQLError] | None) -> bool:
     return data is None and bool(errors) and all(e.path is None for e in errors or [])
 
 
+class GraphiQLPage:
+    """GraphiQL's ``index.html`` from the build, with its settings filled in per request."""
+
+    def __init__(self, settings: Settings, *, build: Path = GRAPHIQL_BUILD) -> None:
+        self.settings = settings
+        self.headers = page_headers(GRAPHIQL_POLICY)
+        index = build / "index.html"
+        self._template = index.read_text() if index.is_file() else None
+        if self._template is None:
+            log.warning("GraphiQL is not built (%s is missing): run scripts/setup.sh", index)
+        elif _CONFIG_MARKER not in self._template:
+            raise RuntimeError(f"{index} has no {_CONFIG_MARKER} placeholder")
+
+    def _demo_headers(self) -> str | None:
+        """A demo manager's token for the headers tab, as `herald dev` prints it; minted per
+        page so a long-running development server never offers an expired one."""
+        if self.settings.environment is Environment.PRODUCTION:
+            return None
+        try:
+            bearer = mint_token(
+                self.settings, sub="demo-manager", roles=["manager"], ttl=timedelta(days=1)
+            )
+        except ValueError:  # RS256 without a private key: nothing to sign with
+            return None
+        return orjson.dumps(
+            {"Authorization": f"Bearer {bearer}"}, option=orjson.OPT_INDENT_2
+        ).decode()
+
+    def render(self) -> Response:
+        if self._template is None:
+            return HTMLResponse(
+                "<!doctype html><title>GraphiQL is not built</title>"
+                "<p>GraphiQL is not built: run <code>scripts/setup.sh</code>.</p>",
+                status_code=503,
+                headers=self.headers,
+            )
+        config = orjson.dumps({"endpoint": "/graphql", "headers": self._demo_headers()})
+        # A JSON data block is not run as script; "<" is escaped so nothing can close it.
+        text = config.decode().replace("<", "\\u003c")
+        return HTMLResponse(
+            self._template.replace(_CONFIG_MARKER, text, 1),
+            headers={**self.headers, "Cache-Control": "no-store"},
+        )
+
+
 class GraphQLHTTP:
     """The ``/graphql`` HTTP endpoint."""
 
-    def __init__(self, schema: HeraldSchema, *, graphiql: bool, max_body_bytes: int) -> None:
+    def __init__(
+        self, schema: HeraldSchema, *, graphiql: GraphiQLPage | None, max_body_bytes: int
+    ) -> None:
         self.schema = schema
         self.graphiql = graphiql
         self.max_body_bytes = max_body_bytes
-        self._ide_html = get_graphql_ide_html(graphql_ide="graphiql") if graphiql else ""
 
     async def handle(self, request: Request) -> Response:
         method = request.method
@@ -121,11 +178,11 @@ class GraphQLHTTP:
         accept = request.headers.get("accept")
         if (
             method == "GET"
-            and self.graphiql
+            and self.graphiql is not None
             and wants_html(accept)
             and "query" not in request.query_params
         ):
-            return HTMLResponse(self._ide_html)
+            return self.graphiql.render()
         media = negotiate(accept)
         if media is None:
             return _request_error(

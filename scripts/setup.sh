@@ -2,7 +2,7 @@
 # Prepares this checkout: the virtual environment in .venv (locked dependencies, the newest of
 # Python 3.13, 3.12 and 3.11 that runs here, or HERALD_PYTHON), and the local PostgreSQL, Redis
 # and RabbitMQ, started or installed when missing.
-#   scripts/setup.sh        what `make dev` needs
+#   scripts/setup.sh        what `make dev` needs (GraphiQL's build included: Node.js and npm)
 #   scripts/setup.sh test  plus what the test suite needs (Node.js for the HTTP audit suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -136,6 +136,35 @@ if [ "$PURPOSE" = "bench" ]; then
   fi
   ensure_vhost herald_bench
 fi
+
+# --- GraphiQL ---------------------------------------------------------------------------------
+# The API serves GraphiQL from its own origin, built from graphiql/ into backend/graphiql_assets/
+# (not committed). npm ci when the lock is newer than the installed modules; the build when a
+# source is newer than the output. Nothing to do, nothing run: a check of a few file dates.
+graphiql_stale() {
+  local output=backend/graphiql_assets/index.html
+  [ ! -f "$output" ] || [ -n "$(find graphiql/package.json graphiql/package-lock.json \
+    graphiql/index.html graphiql/vite.config.js graphiql/src -newer "$output" -print -quit)" ]
+}
+if graphiql_stale || [ ! -f graphiql/node_modules/.package-lock.json ]; then
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    say "installing Node.js (to build GraphiQL)"
+    apt_install nodejs npm || die "Node.js 20.19+ and npm are needed to build GraphiQL; install them"
+  fi
+  node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+    process.exit(a > 22 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)' \
+    || die "GraphiQL's build (vite) needs Node.js 20.19+ or 22.12+; this is $(node --version)"
+  if [ ! -f graphiql/node_modules/.package-lock.json ] \
+    || [ graphiql/package-lock.json -nt graphiql/node_modules/.package-lock.json ]; then
+    say "installing GraphiQL's build dependencies (npm ci in graphiql/)"
+    (cd graphiql && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  if graphiql_stale; then
+    say "building GraphiQL (graphiql/ -> backend/graphiql_assets/)"
+    (cd graphiql && npm run --silent build -- --logLevel=warn >/dev/null)
+  fi
+fi
+# --- end GraphiQL -----------------------------------------------------------------------------
 
 # --- Test tooling -----------------------------------------------------------------------------
 if [ "$PURPOSE" = "test" ]; then

@@ -129,7 +129,8 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(engine: AsyncEngine) -> Iterator[Stack]:
-    """The auth stand-in (its bundled demo users) and ``herald api`` serving the admin page."""
+    """The auth stand-in (its bundled demo users) and ``herald api`` serving the admin page
+    and GraphiQL."""
     rabbitmq_url = _rabbitmq_url()
     port = free_port()
     auth_url = f"http://127.0.0.1:{port}"
@@ -145,6 +146,7 @@ def stack(engine: AsyncEngine) -> Iterator[Stack]:
         api = start_live_server(
             {
                 "HERALD_SERVE_ADMIN": "true",
+                "HERALD_GRAPHIQL": "true",
                 "HERALD_AUTH_URL": auth_url,
                 "HERALD_RABBITMQ_URL": rabbitmq_url,
                 "HERALD_REDIS_URL": REDIS_URL,

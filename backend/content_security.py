@@ -1,0 +1,78 @@
+"""Content-Security-Policy for the browser pages the API serves: GraphiQL at ``/graphql`` and
+the admin page under ``/admin/``. (The hosted preference page sets its own, stricter policy:
+backend/preference_page.py.)
+
+Every script, style, font and worker comes from the API's own origin, so a page that holds an
+admin's token runs no third party's code. Two allowances, both needed by the pages themselves:
+
+- ``style-src 'unsafe-inline'`` for GraphiQL: its Monaco editor positions every line and
+  widget with ``style`` attributes and injects ``<style>`` elements at run time. Scripts stay
+  ``'self'`` only: no inline script, no ``eval``.
+- the admin page's ``connect-src`` adds the auth service's origin (``HERALD_AUTH_URL``): its
+  sign-in screen lists the demo users of the development auth-service stand-in.
+
+``connect-src 'self'`` covers the same host's ``ws:``/``wss:`` in CSP Level 3 (Chromium,
+Firefox, Safari 15.4+), which the GraphiQL browser test checks with a live subscription.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+_COMMON = (
+    "default-src 'self'",
+    "script-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+)
+
+GRAPHIQL_POLICY = "; ".join(
+    (
+        *_COMMON,
+        "style-src 'self' 'unsafe-inline'",
+        "font-src 'self' data:",
+        "img-src 'self' data:",
+        "worker-src 'self'",
+        "connect-src 'self'",
+    )
+)
+
+
+def admin_policy(auth_url: str) -> str:
+    """The admin page's policy: its own origin, plus the auth service it lists demo users from."""
+    parts = urlsplit(auth_url)
+    auth_origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+    return "; ".join((*_COMMON, f"connect-src 'self' {auth_origin}".rstrip()))
+
+
+def page_headers(policy: str) -> dict[str, str]:
+    """The headers every served page and asset carries with ``policy``."""
+    return {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
+
+
+class WithHeaders:
+    """Wraps an ASGI app (a ``StaticFiles`` mount) to add fixed headers to its responses."""
+
+    def __init__(self, app: Any, headers: Mapping[str, str]) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.headers]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
