@@ -6,6 +6,18 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# --- GraphiQL ---------------------------------------------------------------------------------
+# GraphiQL is built from graphiql/ (its package-lock.json) with Node, as scripts/setup.sh does,
+# into backend/graphiql_assets/; the build stage puts it in the package the API serves it from.
+FROM node:20-bookworm-slim AS graphiql
+WORKDIR /src/graphiql
+COPY graphiql/package.json graphiql/package-lock.json ./
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
+COPY graphiql/index.html graphiql/vite.config.js ./
+COPY graphiql/src ./src
+RUN npm run build
+# --- end GraphiQL -----------------------------------------------------------------------------
+
 FROM ${PYTHON_IMAGE} AS build
 ARG UV_VERSION=0.13.9
 ENV UV_COMPILE_BYTECODE=1 \
@@ -22,6 +34,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
 COPY backend ./backend
+COPY --from=graphiql /src/backend/graphiql_assets ./backend/graphiql_assets
 # The project itself as a wheel (not editable): the runtime stage needs no source tree.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable

@@ -49,7 +49,7 @@ def test_image_shape():
     text = DOCKERFILE.read_text()
     assert re.search(r"(?m)^ARG PYTHON_IMAGE=python:3\.11-slim", text)
     named = stages(text)
-    assert set(named) == {"build", "runtime"}
+    assert set(named) == {"graphiql", "build", "runtime"}
     runtime = named["runtime"]
     users = [rest for keyword, rest in runtime if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
@@ -68,7 +68,21 @@ def test_image_shape():
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignore
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "backend"}
+    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "backend", "graphiql"}
+    assert {"graphiql/node_modules", "backend/graphiql_assets"} <= set(ignore)
+
+
+def test_graphiql_stage_builds_from_the_lock():
+    """GraphiQL is built with `npm ci` from the committed lock and lands in the package."""
+    named = stages(DOCKERFILE.read_text())
+    graphiql = named["graphiql"]
+    runs = [rest for keyword, rest in graphiql if keyword == "RUN"]
+    assert any("npm ci" in run for run in runs) and runs[-1] == "npm run build"
+    copies = [rest for keyword, rest in graphiql if keyword == "COPY"]
+    assert copies[0] == "graphiql/package.json graphiql/package-lock.json ./"
+    assert (ROOT / "graphiql" / "package-lock.json").is_file()
+    build_copies = [rest for keyword, rest in named["build"] if keyword == "COPY"]
+    assert "--from=graphiql /src/backend/graphiql_assets ./backend/graphiql_assets" in build_copies
 
 
 def test_build_stage_installs_a_working_herald(tmp_path):
@@ -95,13 +109,20 @@ def test_build_stage_installs_a_working_herald(tmp_path):
             env["UV_COMPILE_BYTECODE"] = "0"
         elif keyword == "WORKDIR":
             workdir.mkdir(parents=True, exist_ok=True)
+        elif keyword == "COPY" and rest.startswith("--from=graphiql "):
+            # The graphiql stage's output: this checkout's build (scripts/setup.sh made it).
+            shutil.copytree(
+                ROOT / "backend" / "graphiql_assets", workdir / "backend" / "graphiql_assets"
+            )
         elif keyword == "COPY":
             *sources, _ = shlex.split(rest)
             for source in sources:
                 path = ROOT / source
                 target = workdir / source
                 if path.is_dir():
-                    shutil.copytree(path, target, ignore=shutil.ignore_patterns("__pycache__"))
+                    # As .dockerignore: GraphiQL's build comes from the graphiql stage.
+                    ignore = shutil.ignore_patterns("__pycache__", "graphiql_assets")
+                    shutil.copytree(path, target, ignore=ignore)
                 else:
                     shutil.copy(path, target)
         elif keyword == "RUN":
@@ -142,6 +163,7 @@ def test_build_stage_installs_a_working_herald(tmp_path):
         "db/migrations/script.py.mako",
         "standins/demo_users.json",
         "observability/probe.py",
+        "graphiql_assets/index.html",
     ):
         assert (package / needed).is_file(), needed
     assert any((package / "db/migrations/versions").glob("0001_*.py"))
