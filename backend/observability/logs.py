@@ -11,6 +11,11 @@ Two rules keep secrets and message bodies out of the logs:
 - :class:`RedactingFilter` rewrites bearer tokens, JWTs, passwords in URLs and
   ``password=``/``secret=``/``token=``-style values in the message and the traceback before any
   formatter sees them.
+
+Periodic housekeeping (beat sends ``events.release_due`` every second) would fill an INFO log
+with three lines a second: :func:`quiet_periodic_tasks` logs Celery's "Sending due task",
+"received" and "succeeded" lines for those tasks at DEBUG, so an INFO log shows requests,
+deliveries and errors. Their failures and retries keep their own levels.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
@@ -123,6 +128,43 @@ class RedactingFilter(logging.Filter):
             record.stack_info = redact(record.stack_info)
         record.herald_redacted = True
         return True
+
+
+# Celery's loggers for beat's "Sending due task", the worker's "received" and "succeeded" lines.
+CELERY_ROUTINE_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+
+
+class PeriodicTaskFilter(logging.Filter):
+    """Demotes Celery's INFO lines about the named tasks to DEBUG: shown only when the logger
+    is enabled for DEBUG, and then labelled DEBUG."""
+
+    def __init__(self, task_names: Iterable[str]) -> None:
+        super().__init__()
+        self.task_names = frozenset(task_names)
+
+    def _names(self, record: logging.LogRecord) -> Iterable[object]:
+        args = record.args
+        if isinstance(args, Mapping):
+            return (args.get("name"),)
+        return args or ()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        if not any(name in self.task_names for name in self._names(record)):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_periodic_tasks(task_names: Iterable[str]) -> None:
+    """Log Celery's routine lines about ``task_names`` (beat's send, the worker's receipt and
+    success) at DEBUG. Replaces the filter a previous call installed."""
+    for name in CELERY_ROUTINE_LOGGERS:
+        logger = logging.getLogger(name)
+        for existing in [f for f in logger.filters if isinstance(f, PeriodicTaskFilter)]:
+            logger.removeFilter(existing)
+        logger.addFilter(PeriodicTaskFilter(task_names))
 
 
 def _context_of(record: logging.LogRecord) -> Mapping[str, Any]:

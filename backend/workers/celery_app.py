@@ -6,12 +6,23 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from backend.config import Settings, get_settings
-from backend.queues import MAINTENANCE, TASK_QUEUES, WORK_QUEUE_ARGUMENTS, WORK_QUEUES
+from backend.observability.logs import quiet_periodic_tasks
+from backend.queues import (
+    MAINTENANCE,
+    TASK_QUEUES,
+    TASK_RELEASE_DUE,
+    WORK_QUEUE_ARGUMENTS,
+    WORK_QUEUES,
+)
 from backend.services import task_messages
+
+# Periodic housekeeping run by beat every second: their routine lines are logged at DEBUG.
+HOUSEKEEPING_TASKS = frozenset({TASK_RELEASE_DUE})
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
+    quiet_periodic_tasks(HOUSEKEEPING_TASKS)
     release_due = task_messages.release_due()
     app = Celery(
         "herald",
