@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from celery import Celery
 
 from backend.observability.logs import (
     bind_log_context,
@@ -17,6 +18,8 @@ from backend.observability.logs import (
     log_context,
     reset_log_context,
 )
+from backend.queues import TASK_DISPATCH, TASK_RELEASE_DUE
+from backend.workers.celery_app import HOUSEKEEPING_TASKS, create_celery
 from tests.conftest import make_settings
 
 
@@ -186,3 +189,30 @@ def test_celery_task_lines_carry_the_task_and_event(restore_logging):
     assert first["event_id"] == "ev-7" and first["task"] == "events.log_test"
     assert second["event_id"] == "ev-8" and second["task_id"] != first["task_id"]
     assert current_log_context() == {}  # unbound after each task
+
+
+def run_tasks(level: str) -> str:
+    """Run a housekeeping task and a dispatch task through Celery's tracer; the log text."""
+    stream = io.StringIO()
+    configure_logging(make_settings(log_level=level), stream=stream)
+    create_celery(make_settings())  # installs the housekeeping filter, as worker and beat do
+    app = Celery("herald-quiet-log-test", set_as_current=False)
+
+    def nothing() -> int:
+        return 0
+
+    app.task(name=TASK_RELEASE_DUE)(nothing).apply()
+    app.task(name=TASK_DISPATCH)(nothing).apply()
+    return stream.getvalue()
+
+
+def test_housekeeping_task_lines_are_debug_and_others_info(restore_logging):
+    """Beat's every-second housekeeping stays out of an INFO log (tests/deploy/test_quiet_logs.py
+    runs the real processes); other tasks keep their INFO lines."""
+    assert TASK_RELEASE_DUE in HOUSEKEEPING_TASKS
+    at_info = run_tasks("INFO")
+    assert f"INFO celery.app.trace Task {TASK_DISPATCH}[" in at_info
+    assert TASK_RELEASE_DUE not in at_info
+    at_debug = run_tasks("DEBUG")
+    assert f"DEBUG celery.app.trace Task {TASK_RELEASE_DUE}[" in at_debug
+    assert f"INFO celery.app.trace Task {TASK_DISPATCH}[" in at_debug
