@@ -5,9 +5,11 @@ backend/preference_page.py.)
 Every script, style, font and worker comes from the API's own origin, so a page that holds an
 admin's token runs no third party's code. Two allowances, both needed by the pages themselves:
 
-- ``style-src 'unsafe-inline'`` for GraphiQL: its Monaco editor positions every line and
-  widget with ``style`` attributes and injects ``<style>`` elements at run time. Scripts stay
-  ``'self'`` only: no inline script, no ``eval``.
+- ``style-src 'unsafe-inline'``: GraphiQL's Monaco editor positions every line and widget with
+  ``style`` attributes and injects ``<style>`` elements at run time, and the admin page's
+  campaign screen colours its status swatches with ``style`` attributes (nginx's policy for
+  the admin page allows the same). Scripts stay ``'self'`` only: no inline script, no
+  ``eval``.
 - the admin page's ``connect-src`` adds the auth service's origin (``HERALD_AUTH_URL``): its
   sign-in screen lists the demo users of the development auth-service stand-in.
 
@@ -30,10 +32,12 @@ _COMMON = (
     "frame-ancestors 'none'",
 )
 
+_INLINE_STYLES = "style-src 'self' 'unsafe-inline'"
+
 GRAPHIQL_POLICY = "; ".join(
     (
         *_COMMON,
-        "style-src 'self' 'unsafe-inline'",
+        _INLINE_STYLES,
         "font-src 'self' data:",
         "img-src 'self' data:",
         "worker-src 'self'",
@@ -46,7 +50,7 @@ def admin_policy(auth_url: str) -> str:
     """The admin page's policy: its own origin, plus the auth service it lists demo users from."""
     parts = urlsplit(auth_url)
     auth_origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
-    return "; ".join((*_COMMON, f"connect-src 'self' {auth_origin}".rstrip()))
+    return "; ".join((*_COMMON, _INLINE_STYLES, f"connect-src 'self' {auth_origin}".rstrip()))
 
 
 def page_headers(policy: str) -> dict[str, str]:
