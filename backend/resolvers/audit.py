@@ -9,8 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import ADMINS, Principal
 from backend.resolvers.units import read
-from backend.schema.audit import AuditEntry, AuditEntryConnection, AuditEntryEdge, AuditFilter
-from backend.schema.common import PageInfo
+from backend.schema.audit import AuditEntry, AuditEntryConnection, AuditFilter
 from backend.schema.context import Context
 from backend.services import audit as audit_service
 
@@ -29,10 +28,7 @@ async def audit_log(
 
     async def work(session: AsyncSession, _: Principal) -> AuditEntryConnection:
         page = await audit_service.list_entries(session, filter=criteria, first=first, after=after)
-        return AuditEntryConnection(
-            edges=[AuditEntryEdge(cursor=c, node=AuditEntry.from_model(r)) for c, r in page.items],
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
-        )
+        return AuditEntryConnection.from_page(page, AuditEntry.from_model)
 
     return await read(info, ADMINS, work)
 

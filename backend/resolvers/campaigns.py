@@ -18,7 +18,6 @@ from backend.resolvers.units import mutate, read
 from backend.schema.campaigns import (
     Campaign,
     CampaignConnection,
-    CampaignEdge,
     CampaignFilter,
     CampaignInput,
     CampaignResult,
@@ -26,7 +25,6 @@ from backend.schema.campaigns import (
     CampaignRunResult,
     RunCount,
 )
-from backend.schema.common import PageInfo
 from backend.schema.context import Context
 from backend.services import campaigns as campaign_service
 
@@ -183,10 +181,7 @@ async def campaigns(
             first=first,
             after=after,
         )
-        return CampaignConnection(
-            edges=[CampaignEdge(cursor=c, node=Campaign.from_model(row)) for c, row in page.items],
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
-        )
+        return CampaignConnection.from_page(page, Campaign.from_model)
 
     return await read(info, MANAGE_TEMPLATES, work)
 

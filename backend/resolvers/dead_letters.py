@@ -10,12 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.auth import ADMINS, Principal
 from backend.resolvers.deliveries import history_store
 from backend.resolvers.units import mutate, read
-from backend.schema.common import PageInfo
 from backend.schema.context import Context
 from backend.schema.dead_letters import (
     DeadLetter,
     DeadLetterConnection,
-    DeadLetterEdge,
     DeadLettersRetried,
     RetryDeadLettersResult,
 )
@@ -30,10 +28,7 @@ async def dead_letters(
 ) -> DeadLetterConnection:
     async def work(session: AsyncSession, _: Principal) -> DeadLetterConnection:
         page = await dead_letter_service.list_dead_letters(session, first=first, after=after)
-        return DeadLetterConnection(
-            edges=[DeadLetterEdge(cursor=c, node=DeadLetter.from_model(r)) for c, r in page.items],
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
-        )
+        return DeadLetterConnection.from_page(page, DeadLetter.from_model)
 
     return await read(info, ADMINS, work)
 

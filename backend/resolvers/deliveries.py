@@ -11,12 +11,11 @@ from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.db.history.base import DeliveryFilter as HistoryFilter
 from backend.db.history.base import HistoryStore, history_cursor
 from backend.resolvers.units import read
-from backend.schema.common import PageInfo
+from backend.schema.common import Edge, PageInfo
 from backend.schema.context import Context
 from backend.schema.deliveries import (
     Delivery,
     DeliveryConnection,
-    DeliveryEdge,
     DeliveryFilter,
 )
 from backend.services.pagination import check_page_size
@@ -51,7 +50,7 @@ async def deliveries(
     async def work(_: AsyncSession, __: Principal) -> DeliveryConnection:
         page = await history.find(_filter(filter), first=check_page_size(first), after=after)
         edges = [
-            DeliveryEdge(cursor=history_cursor(record), node=Delivery.from_record(record))
+            Edge(cursor=history_cursor(record), node=Delivery.from_record(record))
             for record in page.items
         ]
         return DeliveryConnection(

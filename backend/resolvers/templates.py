@@ -11,7 +11,6 @@ from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.channels import Channel
 from backend.db.repositories.templates import TemplateRepository
 from backend.resolvers.units import mutate, read
-from backend.schema.common import PageInfo
 from backend.schema.context import Context
 from backend.schema.templates import (
     CreateTemplateInput,
@@ -22,7 +21,6 @@ from backend.schema.templates import (
     Template,
     TemplateConnection,
     TemplateContentInput,
-    TemplateEdge,
     TemplateResult,
     UpdateTemplateInput,
 )
@@ -36,10 +34,7 @@ async def templates(
 ) -> TemplateConnection:
     async def work(session: AsyncSession, _: Principal) -> TemplateConnection:
         page = await service.list_templates(session, first=first, after=after, search=search)
-        return TemplateConnection(
-            edges=[TemplateEdge(cursor=c, node=Template.from_model(t)) for c, t in page.items],
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
-        )
+        return TemplateConnection.from_page(page, Template.from_model)
 
     return await read(info, MANAGE_TEMPLATES, work)
 

@@ -9,13 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import ADMINS, Principal
 from backend.resolvers.units import mutate, read
-from backend.schema.common import PageInfo
 from backend.schema.context import Context
 from backend.schema.webhooks import (
     DeleteWebhookEndpointResult,
     WebhookDelivery,
     WebhookDeliveryConnection,
-    WebhookDeliveryEdge,
     WebhookEndpoint,
     WebhookEndpointDeleted,
     WebhookEndpointInput,
@@ -94,13 +92,7 @@ async def webhook_deliveries(
         page = await webhook_service.list_deliveries(
             session, endpoint_id=str(endpoint_id), first=first, after=after
         )
-        return WebhookDeliveryConnection(
-            edges=[
-                WebhookDeliveryEdge(cursor=c, node=WebhookDelivery.from_model(row))
-                for c, row in page.items
-            ],
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
-        )
+        return WebhookDeliveryConnection.from_page(page, WebhookDelivery.from_model)
 
     return await read(info, ADMINS, work)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 import strawberry
 
 from backend.db.models import AuditEntry as AuditEntryModel
-from backend.schema.common import JSON, PageInfo
+from backend.schema.common import JSON, Connection
 
 
 @strawberry.type(description="One admin or manager mutation, or an attempt at one.")
@@ -37,16 +37,9 @@ class AuditEntry:
         )
 
 
-@strawberry.type
-class AuditEntryEdge:
-    cursor: str
-    node: AuditEntry
-
-
 @strawberry.type(description="Audit entries, newest first.")
-class AuditEntryConnection:
-    edges: list[AuditEntryEdge]
-    page_info: PageInfo
+class AuditEntryConnection(Connection[AuditEntry]):
+    pass
 
 
 @strawberry.input(description="Narrow the audit log; every given field must match.")

@@ -12,7 +12,7 @@ from backend.channels import Channel
 from backend.db.history.base import DeliveryStatus
 from backend.db.models import Campaign as CampaignModel
 from backend.db.models import CampaignRun as CampaignRunModel
-from backend.schema.common import PageInfo
+from backend.schema.common import Connection
 from backend.schema.errors import (
     ConflictError,
     ForbiddenError,
@@ -198,16 +198,9 @@ class Campaign:
         )
 
 
-@strawberry.type
-class CampaignEdge:
-    cursor: str
-    node: Campaign
-
-
 @strawberry.type(description="Campaigns, newest first.")
-class CampaignConnection:
-    edges: list[CampaignEdge]
-    page_info: PageInfo
+class CampaignConnection(Connection[Campaign]):
+    pass
 
 
 @strawberry.input

@@ -9,7 +9,7 @@ import strawberry
 
 from backend.channels import Channel
 from backend.db.models import DeadLetter as DeadLetterModel
-from backend.schema.common import PageInfo
+from backend.schema.common import Connection
 from backend.schema.errors import (
     ForbiddenError,
     UnauthenticatedError,
@@ -43,16 +43,7 @@ class DeadLetter:
         )
 
 
-@strawberry.type
-class DeadLetterEdge:
-    cursor: str
-    node: DeadLetter
-
-
-@strawberry.type
-class DeadLetterConnection:
-    edges: list[DeadLetterEdge]
-    page_info: PageInfo
+DeadLetterConnection = Connection[DeadLetter]
 
 
 @strawberry.type

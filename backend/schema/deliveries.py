@@ -8,7 +8,7 @@ import strawberry
 
 from backend.channels import Channel
 from backend.db.history.base import DeliveryRecord, DeliveryStatus
-from backend.schema.common import PageInfo
+from backend.schema.common import Connection
 
 
 @strawberry.type
@@ -70,16 +70,9 @@ class Delivery:
         )
 
 
-@strawberry.type
-class DeliveryEdge:
-    cursor: str
-    node: Delivery
-
-
 @strawberry.type(description="Deliveries, newest first.")
-class DeliveryConnection:
-    edges: list[DeliveryEdge]
-    page_info: PageInfo
+class DeliveryConnection(Connection[Delivery]):
+    pass
 
 
 @strawberry.input(description="Every field given must match.")

@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 
 from backend.channels import Channel
 from backend.db.history.base import DeliveryStatus
-from backend.schema.common import PageInfo
+from backend.schema.common import Connection, Edge
 from backend.schema.errors import (
     ForbiddenError,
     UnauthenticatedError,
@@ -61,16 +61,12 @@ class ReadStateChange:
 InboxUpdate = Annotated[Notification | ReadStateChange, strawberry.union("InboxUpdate")]
 
 
-@strawberry.type
-class NotificationEdge:
-    cursor: str
-    node: Notification
-
-
 @strawberry.type(description="The inbox, newest first.")
-class NotificationConnection:
-    edges: list[NotificationEdge]
-    page_info: PageInfo
+class NotificationConnection(Connection[Notification]):
+    pass
+
+
+NotificationEdge = Edge[Notification]
 
 
 @strawberry.type

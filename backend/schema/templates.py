@@ -13,7 +13,7 @@ from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.db.models import Template as TemplateModel
 from backend.db.models import TemplateVersion as TemplateVersionModel
 from backend.resolvers.units import read
-from backend.schema.common import Channel, PageInfo
+from backend.schema.common import Channel, Connection
 from backend.schema.context import Context
 from backend.schema.errors import (
     ConflictError,
@@ -116,16 +116,9 @@ class Template:
         )
 
 
-@strawberry.type
-class TemplateEdge:
-    cursor: str
-    node: Template
-
-
 @strawberry.type(description="A page of templates, ordered by slug.")
-class TemplateConnection:
-    edges: list[TemplateEdge]
-    page_info: PageInfo
+class TemplateConnection(Connection[Template]):
+    pass
 
 
 @strawberry.input(description="Content for one channel and locale.")

@@ -10,7 +10,7 @@ import strawberry
 from backend.db.history.base import DeliveryStatus
 from backend.db.models import WebhookDelivery as WebhookDeliveryModel
 from backend.db.models import WebhookEndpoint as WebhookEndpointModel
-from backend.schema.common import PageInfo
+from backend.schema.common import Connection
 from backend.schema.errors import (
     ForbiddenError,
     NotFoundError,
@@ -140,16 +140,9 @@ class WebhookDelivery:
         )
 
 
-@strawberry.type
-class WebhookDeliveryEdge:
-    cursor: str
-    node: WebhookDelivery
-
-
 @strawberry.type(description="An endpoint's delivery attempts, newest first.")
-class WebhookDeliveryConnection:
-    edges: list[WebhookDeliveryEdge]
-    page_info: PageInfo
+class WebhookDeliveryConnection(Connection[WebhookDelivery]):
+    pass
 
 
 @strawberry.type(description="The endpoint was deleted, with its delivery log.")
