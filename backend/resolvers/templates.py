@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import strawberry
@@ -9,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.channels import Channel
-from backend.db.repositories.templates import TemplateRepository
+from backend.errors import NotFoundError
 from backend.resolvers.units import mutate, read
 from backend.schema.context import Context
 from backend.schema.templates import (
@@ -22,6 +24,7 @@ from backend.schema.templates import (
     TemplateConnection,
     TemplateContentInput,
     TemplateResult,
+    TemplateVersion,
     UpdateTemplateInput,
 )
 from backend.services import templates as service
@@ -29,20 +32,38 @@ from backend.services import templates as service
 Info = strawberry.Info[Context, Any]
 
 
+def _versions(info: Info, template_id: uuid.UUID) -> Callable[[], Awaitable[list[TemplateVersion]]]:
+    """Loads a template's versions in the operation's read session, when a query asks."""
+
+    async def load() -> list[TemplateVersion]:
+        async def work(session: AsyncSession, _: Principal) -> list[TemplateVersion]:
+            rows = await service.list_versions(session, template_id=template_id)
+            return [TemplateVersion.from_model(v) for v in rows]
+
+        return await read(info, MANAGE_TEMPLATES, work)
+
+    return load
+
+
 async def templates(
     info: Info, first: int = 20, after: str | None = None, search: str | None = None
 ) -> TemplateConnection:
     async def work(session: AsyncSession, _: Principal) -> TemplateConnection:
         page = await service.list_templates(session, first=first, after=after, search=search)
-        return TemplateConnection.from_page(page, Template.from_model)
+        return TemplateConnection.from_page(
+            page, lambda t: Template.from_model(t, _versions(info, t.id))
+        )
 
     return await read(info, MANAGE_TEMPLATES, work)
 
 
 async def template(info: Info, slug: str) -> Template | None:
     async def work(session: AsyncSession, _: Principal) -> Template | None:
-        model = await TemplateRepository(session).get_by_slug(slug)
-        return Template.from_model(model) if model else None
+        try:
+            model = await service.get_template(session, slug=slug)
+        except NotFoundError:
+            return None
+        return Template.from_model(model, _versions(info, model.id))
 
     return await read(info, MANAGE_TEMPLATES, work)
 
@@ -56,7 +77,8 @@ async def create_template(info: Info, input: CreateTemplateInput) -> TemplateRes
     )
 
     async def work(session: AsyncSession, actor: Principal) -> Template:
-        return Template.from_model(await service.create_template(session, actor=actor, data=data))
+        model = await service.create_template(session, actor=actor, data=data)
+        return Template.from_model(model, _versions(info, model.id))
 
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
 
@@ -70,7 +92,7 @@ async def update_template(info: Info, slug: str, input: UpdateTemplateInput) -> 
 
     async def work(session: AsyncSession, actor: Principal) -> Template:
         model = await service.update_template(session, actor=actor, slug=slug, changes=changes)
-        return Template.from_model(model)
+        return Template.from_model(model, _versions(info, model.id))
 
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
 
@@ -80,7 +102,7 @@ async def restore_template_version(info: Info, slug: str, version: int) -> Templ
         model = await service.restore_template_version(
             session, actor=actor, slug=slug, version=version
         )
-        return Template.from_model(model)
+        return Template.from_model(model, _versions(info, model.id))
 
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
 

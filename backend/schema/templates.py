@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import strawberry
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.db.models import Template as TemplateModel
 from backend.db.models import TemplateVersion as TemplateVersionModel
-from backend.resolvers.units import read
 from backend.schema.common import Channel, Connection
-from backend.schema.context import Context
 from backend.schema.errors import (
     ConflictError,
     ForbiddenError,
@@ -85,21 +81,20 @@ class Template:
     updated_at: datetime
     created_by: str | None
     updated_by: str | None
+    # Loads the versions when a query asks for them; the resolver that makes the template
+    # gives it, so that this module holds types only and imports no resolver.
+    load_versions: strawberry.Private[Callable[[], Awaitable[list[TemplateVersion]]]]
 
     @strawberry.field(description="Every version, newest first (the current one included).")
-    async def versions(self, info: strawberry.Info[Context, Any]) -> list[TemplateVersion]:
-        # Resolved here rather than in resolvers/templates.py, which imports this module: the
-        # unit of work (resolvers/units.py) imports no domain's schema, so no cycle forms.
-        template_id = uuid.UUID(str(self.id))
-
-        async def work(session: AsyncSession, _: Principal) -> list[TemplateVersion]:
-            rows = await service.list_versions(session, template_id=template_id)
-            return [TemplateVersion.from_model(v) for v in rows]
-
-        return await read(info, MANAGE_TEMPLATES, work)
+    async def versions(self) -> list[TemplateVersion]:
+        return await self.load_versions()
 
     @classmethod
-    def from_model(cls, model: TemplateModel) -> Template:
+    def from_model(
+        cls,
+        model: TemplateModel,
+        load_versions: Callable[[], Awaitable[list[TemplateVersion]]],
+    ) -> Template:
         content = service.template_content(model)
         return cls(
             id=strawberry.ID(str(model.id)),
@@ -113,6 +108,7 @@ class Template:
             updated_at=model.updated_at,
             created_by=model.created_by,
             updated_by=model.updated_by,
+            load_versions=load_versions,
         )
 
 
