@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import MANAGE_TEMPLATES, Principal
-from backend.db.history.base import HistoryStore
-from backend.db.models import Campaign as CampaignModel
-from backend.db.models import CampaignRun as CampaignRunModel
-from backend.errors import HeraldError, NotFoundError
+from backend.errors import HeraldError
 from backend.resolvers.units import mutate, read
 from backend.schema.campaigns import (
     Campaign,
@@ -26,9 +23,11 @@ from backend.schema.campaigns import (
     RunCount,
 )
 from backend.schema.context import Context
+from backend.schema.errors import Error
 from backend.services import campaigns as campaign_service
 
 Info = strawberry.Info[Context, Any]
+M = TypeVar("M")
 log = logging.getLogger(__name__)
 RUNS_SHOWN = 20
 
@@ -62,43 +61,44 @@ def _data(input: CampaignInput) -> campaign_service.CampaignData:
     )
 
 
-def _history(info: Info) -> HistoryStore:
-    history: HistoryStore = info.context.services.clients.history
-    return history
-
-
-async def _run(history: HistoryStore, row: CampaignRunModel) -> CampaignRun:
-    counts = await campaign_service.run_counts(history, row)
-    return CampaignRun.from_model(
-        row, [RunCount(channel=c.channel, status=c.status, count=c.count) for c in counts]
-    )
+def _run(counted: campaign_service.CountedRun) -> CampaignRun:
+    counts = [RunCount(channel=c.channel, status=c.status, count=c.count) for c in counted.counts]
+    return CampaignRun.from_model(counted.run, counts)
 
 
 async def _change(
     info: Info,
-    work: Callable[
-        [AsyncSession, Principal, campaign_service.CampaignEffects],
-        Awaitable[CampaignModel | CampaignRunModel],
-    ],
+    work: Callable[[AsyncSession, Principal, campaign_service.CampaignEffects], Awaitable[M]],
+    shape: Callable[[M], Awaitable[Any]],
 ) -> Any:
     """One campaign change: commit, then arm the trigger and publish the runs it started."""
     effects = campaign_service.CampaignEffects()
 
-    async def unit(session: AsyncSession, actor: Principal) -> CampaignModel | CampaignRunModel:
+    async def unit(session: AsyncSession, actor: Principal) -> M:
         return await work(session, actor, effects)
 
     result = await mutate(info, MANAGE_TEMPLATES, unit)
-    if isinstance(result, CampaignModel | CampaignRunModel):
-        clients = info.context.services.clients
-        try:
-            await effects.apply(clients.campaign_trigger, clients.run_publisher)
-        except HeraldError as exc:
-            # Committed: the run's first page is published again by the stalled-run sweep.
-            log.warning("a campaign change is saved but its run could not be queued: %s", exc)
-        if isinstance(result, CampaignModel):
-            return Campaign.from_model(result)
-        return await _run(_history(info), result)
-    return result
+    if isinstance(result, Error):
+        return result
+    clients = info.context.services.clients
+    try:
+        await effects.apply(clients.campaign_trigger, clients.run_publisher)
+    except HeraldError as exc:
+        # Committed: the run's first page is published again by the stalled-run sweep.
+        log.warning("a campaign change is saved but its run could not be queued: %s", exc)
+    return await shape(result)
+
+
+async def _campaign(row: campaign_service.Campaign) -> Campaign:
+    return Campaign.from_model(row)
+
+
+def _counted_run(info: Info) -> Callable[[campaign_service.CampaignRun], Awaitable[CampaignRun]]:
+    async def shape(row: campaign_service.CampaignRun) -> CampaignRun:
+        history = info.context.services.clients.history
+        return _run(await campaign_service.count_run(history, row))
+
+    return shape
 
 
 async def create_campaign(info: Info, input: CampaignInput) -> CampaignResult:
@@ -108,6 +108,7 @@ async def create_campaign(info: Info, input: CampaignInput) -> CampaignResult:
         lambda s, actor, fx: campaign_service.create_campaign(
             s, actor=actor, data=data, effects=fx
         ),
+        _campaign,
     )
 
 
@@ -118,6 +119,7 @@ async def update_campaign(info: Info, id: strawberry.ID, input: CampaignInput) -
         lambda s, actor, fx: campaign_service.update_campaign(
             s, actor=actor, campaign_id=str(id), data=data, effects=fx
         ),
+        _campaign,
     )
 
 
@@ -127,6 +129,7 @@ async def pause_campaign(info: Info, id: strawberry.ID) -> CampaignResult:
         lambda s, actor, fx: campaign_service.pause_campaign(
             s, actor=actor, campaign_id=str(id), effects=fx
         ),
+        _campaign,
     )
 
 
@@ -136,6 +139,7 @@ async def resume_campaign(info: Info, id: strawberry.ID) -> CampaignResult:
         lambda s, actor, fx: campaign_service.resume_campaign(
             s, actor=actor, campaign_id=str(id), effects=fx
         ),
+        _campaign,
     )
 
 
@@ -145,6 +149,7 @@ async def cancel_campaign(info: Info, id: strawberry.ID) -> CampaignResult:
         lambda s, actor, fx: campaign_service.cancel_campaign(
             s, actor=actor, campaign_id=str(id), effects=fx
         ),
+        _campaign,
     )
 
 
@@ -164,6 +169,7 @@ async def send_campaign_now(
             test_user_id=str(test_user_id) if test_user_id is not None else None,
             effects=fx,
         ),
+        _counted_run(info),
     )
 
 
@@ -187,15 +193,15 @@ async def campaigns(
 
 
 async def campaign(info: Info, id: strawberry.ID) -> Campaign | None:
-    history = _history(info)
+    history = info.context.services.clients.history
 
     async def work(session: AsyncSession, _: Principal) -> Campaign | None:
-        try:
-            row = await campaign_service.get_campaign(session, campaign_id=str(id))
-        except NotFoundError:
+        overview = await campaign_service.campaign_overview(
+            session, history=history, campaign_id=str(id), runs=RUNS_SHOWN
+        )
+        if overview is None:
             return None
-        runs = await campaign_service.list_runs(session, campaign_id=row.id, limit=RUNS_SHOWN)
-        return Campaign.from_model(row, [await _run(history, r) for r in runs])
+        return Campaign.from_model(overview.campaign, [_run(r) for r in overview.runs])
 
     return await read(info, MANAGE_TEMPLATES, work)
 

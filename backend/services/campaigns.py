@@ -731,6 +731,36 @@ async def list_runs(
 
 
 @dataclass(frozen=True, slots=True)
+class CountedRun:
+    """A run with its deliveries counted by channel and status, from the history store."""
+
+    run: CampaignRun
+    counts: list[RunCount]
+
+
+async def count_run(history: HistoryStore, run: CampaignRun) -> CountedRun:
+    return CountedRun(run=run, counts=await run_counts(history, run))
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignOverview:
+    campaign: Campaign
+    runs: list[CountedRun]  # newest first
+
+
+async def campaign_overview(
+    session: AsyncSession, *, history: HistoryStore, campaign_id: str, runs: int
+) -> CampaignOverview | None:
+    """A campaign with its latest ``runs`` runs and their counts; None when there is none."""
+    try:
+        campaign = await get_campaign(session, campaign_id=campaign_id)
+    except NotFoundError:
+        return None
+    rows = await list_runs(session, campaign_id=campaign.id, limit=runs)
+    return CampaignOverview(campaign=campaign, runs=[await count_run(history, r) for r in rows])
+
+
+@dataclass(frozen=True, slots=True)
 class PageOutcome:
     recipients: int
     queued: int
