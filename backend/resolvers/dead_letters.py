@@ -8,7 +8,6 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import ADMINS, Principal
-from backend.resolvers.deliveries import history_store
 from backend.resolvers.units import mutate, read
 from backend.schema.context import Context
 from backend.schema.dead_letters import (
@@ -18,7 +17,6 @@ from backend.schema.dead_letters import (
     RetryDeadLettersResult,
 )
 from backend.services import dead_letters as dead_letter_service
-from backend.services.deliveries import DeliveryQueue
 
 Info = strawberry.Info[Context, Any]
 
@@ -34,8 +32,8 @@ async def dead_letters(
 
 
 async def retry_dead_letters(info: Info, ids: list[strawberry.ID]) -> RetryDeadLettersResult:
-    history = history_store(info)
-    queue: DeliveryQueue = info.context.services.clients.queue
+    clients = info.context.services.clients
+    history, queue = clients.history, clients.queue
 
     async def work(session: AsyncSession, actor: Principal) -> DeadLettersRetried:
         retried, missing = await dead_letter_service.retry_dead_letters(

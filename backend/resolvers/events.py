@@ -8,15 +8,11 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import MANAGE_TEMPLATES, SEND_EVENTS, Principal
-from backend.db.history.base import DeliveryFilter as HistoryFilter
 from backend.errors import HeraldError
 from backend.observability import metrics
-from backend.resolvers.deliveries import history_store
 from backend.resolvers.units import mutate, read
 from backend.schema.context import Context
-from backend.schema.deliveries import (
-    Delivery,
-)
+from backend.schema.deliveries import Delivery
 from backend.schema.errors import error_type_for
 from backend.schema.events import (
     Event,
@@ -98,13 +94,12 @@ async def send_events(info: Info, inputs: list[EventInput]) -> SendEventsResult:
 
 
 async def event(info: Info, id: strawberry.ID) -> Event | None:
-    history = history_store(info)
+    history = info.context.services.clients.history
 
     async def work(_: AsyncSession, __: Principal) -> Event | None:
-        if not event_service.is_event_id(str(id)):
+        records = await event_service.event_deliveries(history, event_id=str(id))
+        if records is None:
             return None
-        page = await history.find(HistoryFilter(event_id=str(id)), first=100)
-        records = page.items
         return Event(
             id=id,
             type=records[0].event_type if records else None,

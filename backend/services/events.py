@@ -25,6 +25,7 @@ from backend.auth import Principal
 from backend.broker import Broker
 from backend.channels import Channel
 from backend.config import Settings
+from backend.db.history.base import DeliveryFilter, DeliveryRecord, HistoryStore
 from backend.db.models import ScheduledEvent
 from backend.db.repositories.events import ScheduledEventRepository
 from backend.errors import HeraldError, NotFoundError, UnavailableError, ValidationError
@@ -169,6 +170,18 @@ def is_event_id(value: str) -> bool:
         return str(uuid.UUID(value)) == value
     except ValueError:
         return False
+
+
+EVENT_DELIVERIES_SHOWN = 100
+
+
+async def event_deliveries(history: HistoryStore, *, event_id: str) -> list[DeliveryRecord] | None:
+    """An event's deliveries, newest first (the first 100); None when ``event_id`` is not an
+    event id, so that no store is asked about a value that cannot be one."""
+    if not is_event_id(event_id):
+        return None
+    page = await history.find(DeliveryFilter(event_id=event_id), first=EVENT_DELIVERIES_SHOWN)
+    return page.items
 
 
 def _idempotency_redis_key(actor: Principal, key: str) -> str:
