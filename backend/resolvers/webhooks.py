@@ -25,8 +25,10 @@ from backend.services import webhooks as webhook_service
 Info = strawberry.Info[Context, Any]
 
 
-async def create_webhook_endpoint(info: Info, input: WebhookEndpointInput) -> WebhookEndpointResult:
-    data = webhook_service.EndpointData(
+def _endpoint_data(
+    input: WebhookEndpointInput | WebhookEndpointPatch,
+) -> webhook_service.EndpointData:
+    return webhook_service.EndpointData(
         url=input.url,
         secret=input.secret,
         description=input.description,
@@ -35,6 +37,10 @@ async def create_webhook_endpoint(info: Info, input: WebhookEndpointInput) -> We
         active=input.active,
         legacy_signature=input.legacy_signature,
     )
+
+
+async def create_webhook_endpoint(info: Info, input: WebhookEndpointInput) -> WebhookEndpointResult:
+    data = _endpoint_data(input)
     settings = info.context.settings
 
     async def work(session: AsyncSession, actor: Principal) -> WebhookEndpoint:
@@ -49,15 +55,7 @@ async def create_webhook_endpoint(info: Info, input: WebhookEndpointInput) -> We
 async def update_webhook_endpoint(
     info: Info, id: strawberry.ID, input: WebhookEndpointPatch
 ) -> WebhookEndpointResult:
-    data = webhook_service.EndpointData(
-        url=input.url,
-        secret=input.secret,
-        description=input.description,
-        event_types=input.event_types,
-        statuses=input.statuses,
-        active=input.active,
-        legacy_signature=input.legacy_signature,
-    )
+    data = _endpoint_data(input)
     settings = info.context.settings
 
     async def work(session: AsyncSession, actor: Principal) -> WebhookEndpoint:
