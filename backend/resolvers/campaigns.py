@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -93,6 +93,24 @@ async def _campaign(row: campaign_service.Campaign) -> Campaign:
     return Campaign.from_model(row)
 
 
+class _Step(Protocol):
+    def __call__(
+        self,
+        session: AsyncSession,
+        *,
+        actor: Principal,
+        campaign_id: str,
+        effects: campaign_service.CampaignEffects,
+    ) -> Awaitable[campaign_service.Campaign]: ...
+
+
+async def _step(info: Info, id: strawberry.ID, step: _Step) -> Any:
+    """A change of one campaign's status (pause, resume, cancel)."""
+    return await _change(
+        info, lambda s, actor, fx: step(s, actor=actor, campaign_id=str(id), effects=fx), _campaign
+    )
+
+
 def _counted_run(info: Info) -> Callable[[campaign_service.CampaignRun], Awaitable[CampaignRun]]:
     async def shape(row: campaign_service.CampaignRun) -> CampaignRun:
         history = info.context.services.clients.history
@@ -124,33 +142,15 @@ async def update_campaign(info: Info, id: strawberry.ID, input: CampaignInput) -
 
 
 async def pause_campaign(info: Info, id: strawberry.ID) -> CampaignResult:
-    return await _change(
-        info,
-        lambda s, actor, fx: campaign_service.pause_campaign(
-            s, actor=actor, campaign_id=str(id), effects=fx
-        ),
-        _campaign,
-    )
+    return await _step(info, id, campaign_service.pause_campaign)
 
 
 async def resume_campaign(info: Info, id: strawberry.ID) -> CampaignResult:
-    return await _change(
-        info,
-        lambda s, actor, fx: campaign_service.resume_campaign(
-            s, actor=actor, campaign_id=str(id), effects=fx
-        ),
-        _campaign,
-    )
+    return await _step(info, id, campaign_service.resume_campaign)
 
 
 async def cancel_campaign(info: Info, id: strawberry.ID) -> CampaignResult:
-    return await _change(
-        info,
-        lambda s, actor, fx: campaign_service.cancel_campaign(
-            s, actor=actor, campaign_id=str(id), effects=fx
-        ),
-        _campaign,
-    )
+    return await _step(info, id, campaign_service.cancel_campaign)
 
 
 async def send_campaign_now(
