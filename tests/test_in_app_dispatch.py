@@ -21,9 +21,10 @@ from backend.config import Settings
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, StatusChange
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.session import create_sessionmaker
-from backend.services.deliveries import DeliveryContext, Envelope, delivery_id, dispatch_event
+from backend.services.deliveries import DeliveryContext, Envelope, delivery_id
 from backend.services.inbox import RedisLivePublisher
 from backend.services.users import UserProfile
+from backend.workers.units import dispatch as dispatch_event
 from tests.conftest import TEST_REDIS_URL
 
 

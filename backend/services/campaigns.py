@@ -7,7 +7,7 @@ and after Redis loses its data.
 
 A run is keyed by (campaign, scheduled time): firing inserts the run with ``ON CONFLICT DO
 NOTHING``, so a beat restart, two beats, or a retried task never start a run twice. A run's
-audience is fanned out one page per task (``fan_out_page``); each page is handed to the
+audience is fanned out one page per task (``claim_page``); each page is handed to the
 ordinary dispatch (preferences, quiet hours, one delivery per user and channel, ids derived
 from the run's event id), so a page handled twice sends nothing twice. Pausing stops a run
 before its next page; resuming continues from there.
@@ -39,7 +39,7 @@ from backend.observability import metrics
 from backend.services import task_messages
 from backend.services import templates as template_service
 from backend.services.calendars import check_cron, check_zone, next_cron_time
-from backend.services.deliveries import DeliveryContext, DispatchSummary, Envelope, dispatch_event
+from backend.services.deliveries import DeliveryContext, DispatchSummary, Envelope
 from backend.services.events import TYPE_RE
 from backend.services.pagination import (
     Page,
@@ -769,79 +769,93 @@ class PageOutcome:
     stopped: str | None = None  # why the run stopped before this page, if it did
 
 
-async def fan_out_page(
+@dataclass(frozen=True, slots=True)
+class ClaimedPage:
+    """One page of a run's audience, claimed: whom to dispatch to, and whether this task
+    moved the run past the page (only then does it hand the next page on)."""
+
+    run_id: str
+    page: int
+    envelope: Envelope | None = None
+    chunk: AudiencePage | None = None
+    fresh: bool = False
+    advanced: bool = False
+    stopped: str | None = None
+
+    def outcome(self, summary: DispatchSummary) -> PageOutcome:
+        if self.chunk is None:
+            return PageOutcome(0, 0, 0, False, stopped=self.stopped)
+        return PageOutcome(
+            len(self.chunk.user_ids),
+            summary.queued,
+            summary.skipped,
+            self.chunk.more and self.advanced,
+        )
+
+
+async def claim_page(
     ctx: DeliveryContext,
+    session: AsyncSession,
     *,
     run_id: str,
     page: int,
     users: AudienceSource,
-    publisher: RunPublisher,
-    redelivered: bool = False,
-) -> PageOutcome:
-    """Claim one page of a run's audience, hand the next page to another task, then dispatch
-    this one: pages of a run go out in parallel over the worker processes.
+) -> ClaimedPage:
+    """Claim one page of a run's audience, for the caller to commit, then hand on the next
+    page (``hand_on_page``) and dispatch this one: pages of a run go out in parallel over the
+    worker processes.
 
     The claim (``next_page`` moving past this page) is a compare-and-set, so of two tasks for
     a page only one hands on the next; a page already claimed (its task redelivered after a
     crash, or published again by the stalled-run sweep) is dispatched again without handing
     anything on, which sends nothing twice: dispatch is idempotent per event, user and
-    channel. In-app deliveries are written right here; other channels are queued in batches
-    for their senders."""
+    channel."""
     size = ctx.settings.campaign_page_size
-    advanced = False
-    async with ctx.sessionmaker() as session:
-        runs = CampaignRunRepository(session)
-        run = await runs.get(uuid.UUID(run_id))
-        if run is None or page > run.next_page:
-            why = "gone" if run is None else f"page {page} is not claimable yet"
-            return PageOutcome(0, 0, 0, False, stopped=why)
-        campaign = await CampaignRepository(session).get(run.campaign_id)
-        assert campaign is not None
-        fresh = page == run.next_page
-        if fresh and run.status != RunStatus.RUNNING:
-            return PageOutcome(0, 0, 0, False, stopped=str(run.status))
-        if fresh and campaign.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
-            status = (
-                RunStatus.PAUSED
-                if campaign.status == CampaignStatus.PAUSED
-                else RunStatus.CANCELLED
-            )
-            await runs.set_status(
-                [run.id], status, now=datetime.now(UTC), expected=[RunStatus.RUNNING]
-            )
-            await session.commit()
-            return PageOutcome(0, 0, 0, False, stopped=str(campaign.status))
-        chunk = await audience_page(campaign, run, page, size, users)
-        envelope = run_envelope(campaign, run, chunk.user_ids)
-        if fresh:
-            advanced = await runs.advance(
-                run.id,
-                page=page,
-                cursor=None,
-                recipients=len(chunk.user_ids),
-                status=RunStatus.RUNNING if chunk.more else RunStatus.COMPLETED,
-                now=datetime.now(UTC),
-            )
-            if advanced and not chunk.more:
-                locked = await CampaignRepository(session).get(run.campaign_id, lock=True)
-                if locked is not None:
-                    await finish_run(session, campaign=locked, run_id=run.id)
-            await session.commit()
-    if advanced:
-        metrics.record_campaign_recipients(len(chunk.user_ids))
-    if advanced and chunk.more:
-        await publisher.publish_page(run_id, page + 1)
-    summary = DispatchSummary(queued=0, skipped=0)
-    if chunk.user_ids:
-        # A page done again may find in-app deliveries a dead worker left in `sending`; they
-        # are taken over once their lease runs out.
-        summary = await dispatch_event(
-            ctx,
-            envelope,
-            redelivered=redelivered or not fresh,
-            profiles=chunk.profiles,
-            split=False,
+    runs = CampaignRunRepository(session)
+    run = await runs.get(uuid.UUID(run_id))
+    if run is None or page > run.next_page:
+        why = "gone" if run is None else f"page {page} is not claimable yet"
+        return ClaimedPage(run_id, page, stopped=why)
+    campaign = await CampaignRepository(session).get(run.campaign_id)
+    assert campaign is not None
+    fresh = page == run.next_page
+    if fresh and run.status != RunStatus.RUNNING:
+        return ClaimedPage(run_id, page, stopped=str(run.status))
+    if fresh and campaign.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
+        status = (
+            RunStatus.PAUSED if campaign.status == CampaignStatus.PAUSED else RunStatus.CANCELLED
         )
-    return PageOutcome(
-        len(chunk.user_ids), summary.queued, summary.skipped, chunk.more and advanced
+        await runs.set_status([run.id], status, now=datetime.now(UTC), expected=[RunStatus.RUNNING])
+        return ClaimedPage(run_id, page, stopped=str(campaign.status))
+    chunk = await audience_page(campaign, run, page, size, users)
+    advanced = False
+    if fresh:
+        advanced = await runs.advance(
+            run.id,
+            page=page,
+            cursor=None,
+            recipients=len(chunk.user_ids),
+            status=RunStatus.RUNNING if chunk.more else RunStatus.COMPLETED,
+            now=datetime.now(UTC),
+        )
+        if advanced and not chunk.more:
+            locked = await CampaignRepository(session).get(run.campaign_id, lock=True)
+            if locked is not None:
+                await finish_run(session, campaign=locked, run_id=run.id)
+    return ClaimedPage(
+        run_id,
+        page,
+        envelope=run_envelope(campaign, run, chunk.user_ids),
+        chunk=chunk,
+        fresh=fresh,
+        advanced=advanced,
     )
+
+
+async def hand_on_page(claimed: ClaimedPage, publisher: RunPublisher) -> None:
+    """Once the claim committed: count the page's recipients and publish the next page."""
+    if not claimed.advanced or claimed.chunk is None:
+        return
+    metrics.record_campaign_recipients(len(claimed.chunk.user_ids))
+    if claimed.chunk.more:
+        await publisher.publish_page(claimed.run_id, claimed.page + 1)

@@ -1,5 +1,5 @@
-"""Celery tasks: thin adapters that run service calls on the process's event loop, and the
-boundary of their units of work: a task opens the sessions, services never commit."""
+"""Celery tasks: thin adapters that run a unit of work (backend/workers/units.py: it opens the
+sessions and commits; services never commit) on the process's event loop, and retry it."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from backend.queues import (
 )
 from backend.services import campaigns, deliveries, digests, events, task_messages
 from backend.services.retries import backoff_seconds
+from backend.workers import units
 from backend.workers.celery_app import celery_app
 from backend.workers.runtime import get_runtime, shutdown_runtime
 
@@ -42,15 +43,6 @@ def _stop_runtime(**_: Any) -> None:
     shutdown_runtime()
 
 
-async def _settle(ctx: deliveries.DeliveryContext, outcome: deliveries.BatchOutcome) -> None:
-    """The sent batches' writes in one transaction; their retries and status changes are
-    handed on only once it committed."""
-    async with ctx.sessionmaker() as session:
-        await deliveries.save_outcome(session, outcome)
-        await session.commit()
-    await deliveries.hand_on(ctx, outcome)
-
-
 def _retry_delay(retries: int) -> float:
     # Infrastructure retries (a store or the broker down): 1 s doubling to a minute.
     return backoff_seconds(retries + 1, base=1.0, cap=60.0)
@@ -65,22 +57,11 @@ def dispatch(self: Task, event: dict[str, Any]) -> dict[str, int]:
     assert ctx is not None
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
 
-    async def run() -> deliveries.DispatchSummary:
-        async with ctx.sessionmaker() as session:
-            dispatched = await deliveries.record_dispatch(
-                ctx,
-                session,
-                deliveries.Envelope.from_wire(event),
-                redelivered=redelivered or self.request.retries > 0,
-            )
-            # Committed before anything is announced or sent: held and digested users are
-            # released only by the rows it wrote.
-            await session.commit()
-        await _settle(ctx, await deliveries.send_dispatched(ctx, dispatched))
-        return dispatched.summary
-
     try:
-        summary = runtime.run(run())
+        envelope = deliveries.Envelope.from_wire(event)
+        summary = runtime.run(
+            units.dispatch(ctx, envelope, redelivered=redelivered or self.request.retries > 0)
+        )
     except Exception as exc:
         log.warning("dispatch of event %s failed, will retry: %s", event.get("id"), exc)
         raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
@@ -103,24 +84,17 @@ def send(
     assert ctx is not None
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
 
-    async def run() -> deliveries.BatchOutcome:
-        # The claim is its own step, durable in the history store before any provider is
-        # called: of two tasks holding a delivery only one wins it, and a crash after a send
-        # leaves it in `sending`, taken over only once its lease runs out (exactly once).
-        claimed = await deliveries.claim_batch(
-            ctx,
-            envelope=deliveries.Envelope.from_wire(event),
-            channel=Channel(channel),
-            delivery_ids=delivery_ids,
-            attempt=attempt,
-            resume=resume or redelivered,
-        )
-        outcome = await deliveries.send_batch(ctx, claimed)
-        await _settle(ctx, outcome)
-        return outcome
-
     try:
-        outcome = runtime.run(run())
+        outcome = runtime.run(
+            units.send(
+                ctx,
+                envelope=deliveries.Envelope.from_wire(event),
+                channel=Channel(channel),
+                delivery_ids=delivery_ids,
+                attempt=attempt,
+                resume=resume or redelivered,
+            )
+        )
     except Exception as exc:
         log.warning("send batch for event %s failed, will resume: %s", event.get("id"), exc)
         raise self.retry(
@@ -210,7 +184,7 @@ def fan_out(self: Task, run_id: str, page: int) -> dict[str, Any]:
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
         outcome = runtime.run(
-            campaigns.fan_out_page(
+            units.fan_out_page(
                 runtime.context,
                 run_id=run_id,
                 page=page,

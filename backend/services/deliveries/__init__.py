@@ -6,10 +6,8 @@ re-run dispatch inserts nothing new (``dispatch``); a sender first moves the del
 (``claims``); and a message that RabbitMQ redelivers after a worker died (or a task that is
 resumed after a crash) may take over deliveries left in ``sending`` once their lease ran out.
 
-Nothing here commits but ``dispatch_event`` (for a campaign page, which has no task boundary
-of its own to run the steps at): the Celery tasks (``backend.workers.tasks``) run the steps,
-each in its own transaction where the protocol needs it durable before the next (``dispatch``,
-``sending``).
+Nothing here commits: the workers' units of work (``backend.workers.units``) run the steps,
+each in its own transaction where the protocol needs it durable before the next.
 
 The event arrives as an ``Envelope`` (``backend.services.envelope``). Modules: ``context`` (the
 per-process clients and the task queue), ``records`` (delivery ids, the history as a batch
@@ -25,7 +23,6 @@ from backend.services.deliveries.context import (
 from backend.services.deliveries.dispatch import (
     Dispatched,
     DispatchSummary,
-    dispatch_event,
     record_dispatch,
     send_dispatched,
 )
@@ -53,7 +50,6 @@ __all__ = [
     "announce",
     "claim_batch",
     "delivery_id",
-    "dispatch_event",
     "hand_on",
     "record_dispatch",
     "save_outcome",

@@ -30,8 +30,6 @@ from backend.services.deliveries.records import NAMESPACE, announce, delivery_id
 from backend.services.deliveries.sending import (
     BatchOutcome,
     claim_batch,
-    hand_on,
-    save_outcome,
     send_batch,
     send_claimed,
 )
@@ -133,29 +131,6 @@ async def send_dispatched(
         for sent in await _send_and_enqueue(ctx, envelope, plan, dispatched.here, stored, profiles):
             outcome.add(sent)
     return outcome
-
-
-async def dispatch_event(
-    ctx: DeliveryContext,
-    envelope: Envelope,
-    *,
-    redelivered: bool = False,
-    profiles: Mapping[str, UserProfile] | None = None,
-    split: bool = True,
-) -> DispatchSummary:
-    """Every step of a dispatch, each in a transaction of its own: for a caller that has no
-    task boundary to run them at (a campaign page, dispatched after its own commit)."""
-    async with ctx.sessionmaker() as session:
-        dispatched = await record_dispatch(
-            ctx, session, envelope, redelivered=redelivered, split=split
-        )
-        await session.commit()
-    outcome = await send_dispatched(ctx, dispatched, profiles=profiles)
-    async with ctx.sessionmaker() as session:
-        await save_outcome(session, outcome)
-        await session.commit()
-    await hand_on(ctx, outcome)
-    return dispatched.summary
 
 
 async def _collect_for_digests(

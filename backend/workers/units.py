@@ -1,0 +1,102 @@
+"""The units of work the Celery tasks run: each step in a transaction of its own, opened and
+committed here, so that no service commits.
+
+The order of the commits is the exactly-once protocol: what a dispatch records (deliveries,
+digest items, held users) is committed before anything is sent or announced; a send batch's
+claim is durable before any provider is called (``claim_batch`` writes it to the history
+store); a batch's outcome (dead letters, push subscriptions gone) is committed before its
+retries and status changes are handed on; a campaign page's claim is committed before the
+next page is published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from backend.channels import Channel
+from backend.services import campaigns, deliveries
+from backend.services.users import UserProfile
+
+
+async def settle(ctx: deliveries.DeliveryContext, outcome: deliveries.BatchOutcome) -> None:
+    """The sent batches' writes in one transaction; their retries and status changes are
+    handed on only once it committed."""
+    async with ctx.sessionmaker() as session:
+        await deliveries.save_outcome(session, outcome)
+        await session.commit()
+    await deliveries.hand_on(ctx, outcome)
+
+
+async def dispatch(
+    ctx: deliveries.DeliveryContext,
+    envelope: deliveries.Envelope,
+    *,
+    redelivered: bool = False,
+    profiles: Mapping[str, UserProfile] | None = None,
+    split: bool = True,
+) -> deliveries.DispatchSummary:
+    """Expand an event into deliveries and send (in-app) or queue (other channels) them."""
+    async with ctx.sessionmaker() as session:
+        dispatched = await deliveries.record_dispatch(
+            ctx, session, envelope, redelivered=redelivered, split=split
+        )
+        # Committed before anything is announced or sent: held and digested users are
+        # released only by the rows it wrote.
+        await session.commit()
+    await settle(ctx, await deliveries.send_dispatched(ctx, dispatched, profiles=profiles))
+    return dispatched.summary
+
+
+async def send(
+    ctx: deliveries.DeliveryContext,
+    *,
+    envelope: deliveries.Envelope,
+    channel: Channel,
+    delivery_ids: list[str],
+    attempt: int,
+    resume: bool,
+) -> deliveries.BatchOutcome:
+    """Send one channel batch. The claim is its own step, durable in the history store
+    before any provider is called: of two tasks holding a delivery only one wins it, and a
+    crash after a send leaves it in `sending`, taken over only once its lease runs out."""
+    claimed = await deliveries.claim_batch(
+        ctx,
+        envelope=envelope,
+        channel=channel,
+        delivery_ids=delivery_ids,
+        attempt=attempt,
+        resume=resume,
+    )
+    outcome = await deliveries.send_batch(ctx, claimed)
+    await settle(ctx, outcome)
+    return outcome
+
+
+async def fan_out_page(
+    ctx: deliveries.DeliveryContext,
+    *,
+    run_id: str,
+    page: int,
+    users: Any,
+    publisher: campaigns.RunPublisher,
+    redelivered: bool = False,
+) -> campaigns.PageOutcome:
+    """Claim one page of a campaign run's audience, hand on the next page, then dispatch this
+    one (in-app deliveries are written here; other channels are queued for their senders)."""
+    async with ctx.sessionmaker() as session:
+        claimed = await campaigns.claim_page(ctx, session, run_id=run_id, page=page, users=users)
+        await session.commit()
+    await campaigns.hand_on_page(claimed, publisher)
+    summary = deliveries.DispatchSummary(queued=0, skipped=0)
+    if claimed.envelope is not None and claimed.chunk is not None and claimed.chunk.user_ids:
+        # A page done again may find in-app deliveries a dead worker left in `sending`; they
+        # are taken over once their lease runs out.
+        summary = await dispatch(
+            ctx,
+            claimed.envelope,
+            redelivered=redelivered or not claimed.fresh,
+            profiles=claimed.chunk.profiles,
+            split=False,
+        )
+    return claimed.outcome(summary)
