@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -186,3 +186,34 @@ class HistoryStore(Protocol):
     ) -> dict[tuple[Channel, DeliveryStatus], int]:
         """Counts per (channel, status) of the records matching ``filter``."""
         ...
+
+    async def delivery_stats(self, query: StatsQuery) -> list[StatsRow]:
+        """Counts of the deliveries created in ``[query.since, query.until)``: one row per
+        non-empty group of (bucket of ``query.bucket`` aligned on ``since``, when set) x (the
+        value of each dimension of ``query.group_by``), in no particular order."""
+        ...
+
+
+class StatsDimension(StrEnum):
+    """What delivery counts can be grouped by."""
+
+    CHANNEL = "channel"
+    STATUS = "status"  # the delivery's current status
+    PROVIDER = "provider"  # the provider of its last attempt; None before any attempt
+    EVENT_TYPE = "event_type"
+    CAMPAIGN = "campaign_id"
+
+
+@dataclass(frozen=True, slots=True)
+class StatsQuery:
+    since: datetime
+    until: datetime
+    bucket: timedelta | None = None  # None: one total per group
+    group_by: tuple[StatsDimension, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    bucket_start: datetime | None  # None when the query has no bucket
+    keys: tuple[str | None, ...]  # the group's value of each ``group_by`` dimension, in order
+    count: int

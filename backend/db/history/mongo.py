@@ -26,6 +26,9 @@ from backend.db.history.base import (
     DeliveryStatus,
     HistoryPage,
     Rendered,
+    StatsDimension,
+    StatsQuery,
+    StatsRow,
     StatusChange,
     decode_history_cursor,
 )
@@ -421,3 +424,51 @@ class MongoHistoryStore:
         """Counts per (channel, status) of the records matching ``filter``."""
         cursor = await self.collection.aggregate(count_pipeline(filter))
         return counts_from_groups(await cursor.to_list())
+
+    async def delivery_stats(self, query: StatsQuery) -> list[StatsRow]:
+        """Counts per bucket and ``group_by`` value, by :func:`stats_pipeline`."""
+        cursor = await self.collection.aggregate(stats_pipeline(query))
+        return stats_rows(await cursor.to_list(), query)
+
+
+# The value each stats dimension groups by. The last attempt's provider is the one that
+# decided the delivery's outcome (an earlier one may have failed over to it).
+_STATS_VALUES: dict[StatsDimension, Any] = {
+    StatsDimension.CHANNEL: "$channel",
+    StatsDimension.STATUS: "$status",
+    StatsDimension.PROVIDER: {"$arrayElemAt": ["$attempts.provider", -1]},
+    StatsDimension.EVENT_TYPE: "$event_type",
+    StatsDimension.CAMPAIGN: "$campaign_id",
+}
+
+
+def stats_pipeline(query: StatsQuery) -> list[Document]:
+    """The aggregation behind ``delivery_stats``. A bucket starts at ``created_at`` minus its
+    distance from ``since`` modulo the bucket size: PostgreSQL's ``date_bin`` with ``since``
+    as origin, exactly (``$dateTrunc`` aligns bins on fixed epochs instead of ``since``)."""
+    since = bson_datetime(query.since)
+    group: Document = {dimension.value: _STATS_VALUES[dimension] for dimension in query.group_by}
+    if query.bucket is not None:
+        size = int(query.bucket.total_seconds() * 1000)
+        group["bucket"] = {
+            "$subtract": ["$created_at", {"$mod": [{"$subtract": ["$created_at", since]}, size]}]
+        }
+    return [
+        {"$match": {"created_at": {"$gte": since, "$lt": bson_datetime(query.until)}}},
+        {"$group": {"_id": group, "count": {"$sum": 1}}},
+    ]
+
+
+def stats_rows(groups: Sequence[Mapping[str, Any]], query: StatsQuery) -> list[StatsRow]:
+    """The result of :func:`stats_pipeline` as ``delivery_stats`` returns it. A value missing
+    from a group's ``_id`` (no attempt yet, no campaign) is None. Groups of 0 (an engine may
+    group an empty input into one) are left out."""
+    return [
+        StatsRow(
+            bucket_start=None if query.bucket is None else as_utc(group["_id"]["bucket"]),
+            keys=tuple(group["_id"].get(dimension.value) for dimension in query.group_by),
+            count=group["count"],
+        )
+        for group in groups
+        if group["count"]
+    ]

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Index,
+    Interval,
     String,
     Table,
     Text,
@@ -38,6 +39,9 @@ from backend.db.history.base import (
     DeliveryStatus,
     HistoryPage,
     Rendered,
+    StatsDimension,
+    StatsQuery,
+    StatsRow,
     StatusChange,
     decode_history_cursor,
 )
@@ -425,3 +429,47 @@ class PostgresHistoryStore:
             total += deleted
             if deleted < batch_size:
                 return total
+
+    async def delivery_stats(self, query: StatsQuery) -> list[StatsRow]:
+        """Counts per ``date_bin`` bucket (aligned on ``since``) and ``group_by`` value, in
+        one GROUP BY over the ``created_at`` index range."""
+        c = deliveries.c
+        since = as_utc(query.since)
+        values: dict[StatsDimension, ColumnElement[Any]] = {
+            StatsDimension.CHANNEL: c.channel,
+            StatsDimension.STATUS: c.status,
+            StatsDimension.PROVIDER: c.attempts[-1]["provider"].astext,
+            StatsDimension.EVENT_TYPE: c.event_type,
+            StatsDimension.CAMPAIGN: c.campaign_id,
+        }
+        columns: list[ColumnElement[Any]] = [
+            values[dimension].label(f"k{i}") for i, dimension in enumerate(query.group_by)
+        ]
+        if query.bucket is not None:
+            bucket = func.date_bin(
+                literal(query.bucket, Interval()), c.created_at, literal(since, c.created_at.type)
+            )
+            columns.append(bucket.label("bucket"))
+        # Grouped in an outer query: the same bound parameters written twice (in the select
+        # list and in GROUP BY) are two parameters to PostgreSQL, which then refuses the group.
+        inner = (
+            select(*columns, literal(1).label("one"))
+            .where(c.created_at >= since, c.created_at < as_utc(query.until))
+            .subquery()
+        )
+        keys = [inner.c[f"k{i}"] for i in range(len(query.group_by))]
+        if query.bucket is not None:
+            keys.append(inner.c.bucket)
+        stmt = select(*keys, func.count()).select_from(inner).group_by(*keys)
+        async with self.auto.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        width = len(query.group_by)
+        return [
+            StatsRow(
+                bucket_start=row[width] if query.bucket is not None else None,
+                keys=tuple(row[:width]),
+                count=row[-1],
+            )
+            for row in rows
+            if row[-1]  # without any key, an empty window still makes one group of 0
+        ]
