@@ -33,6 +33,7 @@ from backend.resolvers import (
     limits,
     preferences,
     providers,
+    stats,
     templates,
     webhooks,
 )
@@ -115,6 +116,7 @@ Query = merge_types(
         preferences.Query,
         webhooks.Query,
         providers.Query,
+        stats.Query,
         ViewerQuery,
     ),
 )

@@ -8,10 +8,15 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import aio_pika
 import mongomock
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backend.channels import Channel
+from backend.config import Settings
 from backend.db.history.base import (
     Attempt,
     DeliveryRecord,
@@ -22,6 +27,12 @@ from backend.db.history.base import (
     StatsRow,
 )
 from backend.db.history.mongo import new_document, stats_pipeline, stats_rows
+from backend.db.history.postgres import PostgresHistoryStore
+from backend.db.models import DeadLetter
+from backend.db.repositories.dead_letters import DeadLetterRepository
+from backend.queues import DEAD_LETTER_QUEUE, WEBHOOKS, WORK_QUEUES
+from tests.conftest import TEST_RABBITMQ_URL, GraphQL
+from tests.factories import token_for
 from tests.history.conftest import minutes
 
 D = StatsDimension
@@ -148,3 +159,139 @@ async def test_counts_follow_a_transition(store: HistoryStore) -> None:
     after = {r.keys[0]: r.count for r in await store.delivery_stats(query)}
     assert before == {"sent": 4, "failed": 1, "dead": 1, "skipped": 1}
     assert after == {"sent": 4, "dead": 2, "skipped": 1}
+
+
+# --- over GraphQL: deliveryStats and queueStats -------------------------------------------
+
+STATS = """query(
+  $from: DateTime!, $to: DateTime!, $bucket: StatsBucket, $groupBy: [StatsDimension!]
+) {
+  deliveryStats(from: $from, to: $to, bucket: $bucket, groupBy: $groupBy) {
+    from to bucket groupBy total
+    rows { bucketStart channel status provider eventType campaignId count }
+  }
+}"""
+QUEUES = "query { queueStats { deadLettersWaiting queues { name messages consumers deadLetter } } }"
+
+
+@pytest.fixture
+async def seeded(engine: AsyncEngine) -> None:
+    """The seeded history in the PostgreSQL store the app reads (its default)."""
+    async with engine.begin() as conn:
+        await conn.execute(text("TRUNCATE deliveries"))
+    await PostgresHistoryStore(engine).add(seeded_history())
+
+
+async def test_delivery_stats_over_graphql(gql: GraphQL, settings: Settings, seeded: None) -> None:
+    variables = {
+        "from": minutes(0).isoformat(),
+        "to": minutes(60).isoformat(),
+        "bucket": "FIFTEEN_MINUTES",
+        "groupBy": ["CHANNEL", "STATUS"],
+    }
+    result = await gql(STATS, variables, token=token_for(settings, "manager"))
+    stats = result["data"]["deliveryStats"]
+    assert (stats["total"], stats["bucket"], stats["groupBy"]) == (
+        7,
+        "FIFTEEN_MINUTES",
+        ["CHANNEL", "STATUS"],
+    )
+    got = [(r["bucketStart"], r["channel"], r["status"], r["count"]) for r in stats["rows"]]
+    # By bucket, then the largest count first, then by key.
+    assert got == [
+        ("2026-03-01T12:00:00+00:00", "EMAIL", "SENT", 2),
+        ("2026-03-01T12:00:00+00:00", "EMAIL", "FAILED", 1),
+        ("2026-03-01T12:00:00+00:00", "SMS", "DEAD", 1),
+        ("2026-03-01T12:00:00+00:00", "SMS", "SENT", 1),
+        ("2026-03-01T12:15:00+00:00", "PUSH", "SKIPPED", 1),
+        ("2026-03-01T12:45:00+00:00", "IN_APP", "SENT", 1),
+    ]
+    assert all(r["provider"] is r["eventType"] is r["campaignId"] is None for r in stats["rows"])
+
+    totals = await gql(STATS, {**variables, "bucket": None, "groupBy": ["CAMPAIGN", "PROVIDER"]},
+                       token=token_for(settings, "admin"))  # fmt: skip
+    rows = totals["data"]["deliveryStats"]["rows"]
+    assert [(r["bucketStart"], r["campaignId"], r["provider"], r["count"]) for r in rows] == [
+        (None, "c1", "smtp", 1),
+        (None, "c1", "smtp-backup", 1),
+        (None, "c1", "twilio", 1),
+        (None, "c2", "redis", 1),
+        (None, None, "smtp", 1),
+        (None, None, "twilio", 1),
+        (None, None, None, 1),
+    ]
+
+
+@pytest.mark.parametrize("role", ["service", "user"])
+async def test_only_managers_see_stats(gql: GraphQL, settings: Settings, role: str) -> None:
+    variables = {"from": minutes(0).isoformat(), "to": minutes(60).isoformat()}
+    for query, vars in ((STATS, variables), (QUEUES, None)):
+        result = await gql(query, vars, token=token_for(settings, role))
+        assert result["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert result["data"] is None
+
+
+@pytest.mark.parametrize(
+    ("window", "bucket", "field"),
+    [
+        ((60, 60), None, "to"),
+        ((60, 0), None, "to"),
+        ((0, 93 * 24 * 60), None, "from"),
+        ((0, 7 * 24 * 60 + 1), "FIVE_MINUTES", "bucket"),
+    ],
+)
+async def test_a_bad_window_is_refused(
+    gql: GraphQL, settings: Settings, window: tuple[int, int], bucket: str | None, field: str
+) -> None:
+    variables = {
+        "from": minutes(window[0]).isoformat(),
+        "to": minutes(window[1]).isoformat(),
+        "bucket": bucket,
+    }
+    result = await gql(STATS, variables, token=token_for(settings, "manager"))
+    error = result["errors"][0]
+    assert error["extensions"]["code"] == "VALIDATION"
+    assert error["extensions"]["field"] == field
+
+
+async def test_queue_stats_count_waiting_messages_and_dead_letters(
+    gql: GraphQL, settings: Settings, session: AsyncSession
+) -> None:
+    manager = token_for(settings, "manager")
+    before = (await gql(QUEUES, token=manager))["data"]["queueStats"]
+    by_name = {q["name"]: q for q in before["queues"]}
+    assert list(by_name) == [*WORK_QUEUES, DEAD_LETTER_QUEUE]
+    assert [q["deadLetter"] for q in before["queues"]] == [False] * len(WORK_QUEUES) + [True]
+
+    connection = await aio_pika.connect(TEST_RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(WEBHOOKS, passive=True)
+        try:
+            for n in range(3):
+                await channel.default_exchange.publish(
+                    aio_pika.Message(f"m{n}".encode()), routing_key=WEBHOOKS
+                )
+            await DeadLetterRepository(session).add(
+                [
+                    DeadLetter(delivery_id=f"dl-{n}", event_id="e", event_type="t", user_id="u",
+                               channel="email", envelope={}, error="refused", attempts=3)
+                    for n in range(2)
+                ]
+            )  # fmt: skip
+            await session.flush()
+            after = (await gql(QUEUES, token=manager))["data"]["queueStats"]
+        finally:
+            await queue.purge()
+
+        async def ignore(message: AbstractIncomingMessage) -> None:
+            await message.reject(requeue=False)
+
+        # A consumer on the queue is counted as well.
+        await queue.consume(ignore)
+        consumed = (await gql(QUEUES, token=manager))["data"]["queueStats"]
+    webhooks = {q["name"]: q for q in after["queues"]}[WEBHOOKS]
+    assert webhooks["messages"] == by_name[WEBHOOKS]["messages"] + 3
+    assert after["deadLettersWaiting"] == before["deadLettersWaiting"] + 2
+    watched = {q["name"]: q for q in consumed["queues"]}[WEBHOOKS]
+    assert watched["consumers"] == by_name[WEBHOOKS]["consumers"] + 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,3 +71,7 @@ class DeadLetterRepository:
             await self.session.execute(
                 delete(DeadLetter).where(DeadLetter.delivery_id.in_(delivery_ids))
             )
+
+    async def count(self) -> int:
+        """How many dead letters wait for a replay."""
+        return int(await self.session.scalar(select(func.count()).select_from(DeadLetter)) or 0)
