@@ -39,6 +39,19 @@ COPY --from=graphiql /src/backend/graphiql_assets ./backend/graphiql_assets
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 
+# --- The admin page's chart library (uPlot) ----------------------------------------------------
+# Not part of the image: nginx serves admin_frontend/. Export it next to the page with
+#   docker build --target admin-vendor --output admin_frontend/vendor .
+# (scripts/setup.sh does the same with the local npm, from the same lock file.)
+FROM node:20-bookworm-slim AS admin-vendor-build
+WORKDIR /admin_vendor
+COPY admin_vendor/package.json admin_vendor/package-lock.json ./
+RUN npm ci --no-audit --no-fund && VENDOR_DIR=/vendor npm run vendor
+
+FROM scratch AS admin-vendor
+COPY --from=admin-vendor-build /vendor /
+# --------------------------------------------------------------------------------------------------
+
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -165,6 +165,18 @@ if graphiql_stale || [ ! -f graphiql/node_modules/.package-lock.json ]; then
   fi
 fi
 # --- end GraphiQL -----------------------------------------------------------------------------
+# --- Admin page libraries ------------------------------------------------------------------------
+# The overview's charts (uPlot), at the version admin_vendor/package-lock.json pins, copied into
+# admin_frontend/vendor/ (not committed), which the page loads from its own origin.
+if [ ! -f admin_frontend/vendor/uplot/uPlot.esm.js ] \
+  || [ admin_vendor/package-lock.json -nt admin_frontend/vendor/uplot/uPlot.esm.js ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    say "installing Node.js (for the admin page's chart library)"
+    apt_install nodejs npm || die "npm is needed for the admin page's chart library; install Node.js"
+  fi
+  say "installing the admin page's chart library into admin_frontend/vendor/ (npm ci)"
+  (cd admin_vendor && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent vendor)
+fi
 
 # --- Test tooling -----------------------------------------------------------------------------
 if [ "$PURPOSE" = "test" ]; then

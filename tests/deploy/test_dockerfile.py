@@ -49,7 +49,7 @@ def test_image_shape():
     text = DOCKERFILE.read_text()
     assert re.search(r"(?m)^ARG PYTHON_IMAGE=python:3\.11-slim", text)
     named = stages(text)
-    assert set(named) == {"graphiql", "build", "runtime"}
+    assert set(named) == {"graphiql", "build", "admin-vendor-build", "admin-vendor", "runtime"}
     runtime = named["runtime"]
     users = [rest for keyword, rest in runtime if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
@@ -68,7 +68,15 @@ def test_image_shape():
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignore
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "backend", "graphiql"}
+    assert allowed == {
+        "pyproject.toml",
+        "uv.lock",
+        "README.md",
+        "backend",
+        "graphiql",
+        "admin_vendor/package.json",
+        "admin_vendor/package-lock.json",
+    }
     assert {"graphiql/node_modules", "backend/graphiql_assets"} <= set(ignore)
 
 
