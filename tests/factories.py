@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from backend.auth import mint_token
+from backend.channels import Channel
 from backend.config import Settings
+from backend.db.history.base import Attempt, DeliveryRecord, DeliveryStatus
 
 
 def token_for(settings: Settings, *roles: str, sub: str = "user-1", ttl: int = 600) -> str:
@@ -64,3 +67,30 @@ UPDATE_TEMPLATE = (
     "mutation($slug: String!, $input: UpdateTemplateInput!) { updateTemplate(slug: $slug, "
     "input: $input) { __typename " + TEMPLATE_FIELDS + " } }"
 )
+
+
+def tried_delivery(
+    id: str,
+    created_at: datetime,
+    channel: Channel,
+    status: DeliveryStatus,
+    event_type: str,
+    providers: Sequence[tuple[str, bool]] = (),
+    campaign_id: str | None = None,
+) -> DeliveryRecord:
+    """A delivery in the history, tried once per (provider, succeeded), in that order."""
+    return DeliveryRecord(
+        id=id,
+        event_id=f"e-{id}",
+        event_type=event_type,
+        user_id="demo-user-emma",
+        channel=channel,
+        created_at=created_at,
+        updated_at=created_at,
+        status=status,
+        campaign_id=campaign_id,
+        attempts=[
+            Attempt(n, created_at, provider=p, error=None if ok else "refused")
+            for n, (p, ok) in enumerate(providers, start=1)
+        ],
+    )

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.base import (
-    Attempt,
     DeliveryRecord,
     DeliveryStatus,
     HistoryStore,
@@ -32,7 +31,7 @@ from backend.db.models import DeadLetter
 from backend.db.repositories.dead_letters import DeadLetterRepository
 from backend.queues import DEAD_LETTER_QUEUE, WEBHOOKS, WORK_QUEUES
 from tests.conftest import TEST_RABBITMQ_URL, GraphQL
-from tests.factories import token_for
+from tests.factories import token_for, tried_delivery
 from tests.history.conftest import minutes
 
 D = StatsDimension
@@ -48,22 +47,8 @@ def delivery(
     providers: list[tuple[str, bool]],
     campaign_id: str | None = None,
 ) -> DeliveryRecord:
-    """A delivery created ``at`` minutes after T0, tried once per (provider, succeeded)."""
-    return DeliveryRecord(
-        id=id,
-        event_id=f"e-{id}",
-        event_type=event_type,
-        user_id="u-1",
-        channel=channel,
-        created_at=minutes(at),
-        updated_at=minutes(at + 0.5),
-        status=status,
-        campaign_id=campaign_id,
-        attempts=[
-            Attempt(n, minutes(at), provider=p, error=None if ok else "refused")
-            for n, (p, ok) in enumerate(providers, start=1)
-        ],
-    )
+    """A delivery created ``at`` minutes after T0."""
+    return tried_delivery(id, minutes(at), channel, status, event_type, providers, campaign_id)
 
 
 def seeded_history() -> list[DeliveryRecord]:
