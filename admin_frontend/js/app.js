@@ -10,6 +10,7 @@ import { describeError } from "./errors.js";
 import { Session, session } from "./session.js";
 import { GraphQLWsClient, websocketUrl } from "./ws.js";
 import * as signin from "./views/signin.js";
+import * as overview from "./views/overview.js";
 import * as templates from "./views/templates.js";
 import * as editor from "./views/editor.js";
 import * as send from "./views/send.js";
@@ -20,6 +21,7 @@ import * as campaigns from "./views/campaigns.js";
 import * as campaign from "./views/campaign.js";
 
 const ROUTES = [
+  { pattern: /^\/overview$/, view: overview, nav: "overview", title: "Overview" },
   { pattern: /^\/templates\/new$/, view: editor, nav: "templates", title: "New template" },
   { pattern: /^\/templates\/edit\/([^/]+)$/, view: editor, nav: "templates", title: "Edit template", keys: ["slug"] },
   { pattern: /^\/templates$/, view: templates, nav: "templates", title: "Templates" },
@@ -30,7 +32,7 @@ const ROUTES = [
   { pattern: /^\/campaigns$/, view: campaigns, nav: "campaigns", title: "Campaigns" },
   { pattern: /^\/campaigns\/([^/]+)$/, view: campaign, nav: "campaigns", title: "Campaign", keys: ["id"] },
 ];
-const HOME = "#/templates";
+const HOME = "#/overview";
 
 const main = document.getElementById("main");
 const appEl = document.getElementById("app");

@@ -49,11 +49,13 @@ async def test_sign_in_with_a_pasted_token(page: Page, stack: Stack, admin_token
     await page.fill("#token", f"Bearer {admin_token}")
     await page.click("#token-form button[type=submit]")
     await expect(page.locator("#app")).to_have_attribute("data-signed-in", "true")
-    await expect(page.locator("h1")).to_have_text("Templates")
+    # The overview is the first screen after signing in.
+    await expect(page.locator("h1")).to_have_text("Overview")
     await expect(page.locator("#who")).to_contain_text("admin-tester")
     # The header's indicator turns live on the first heartbeat over graphql-transport-ws.
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     # The seeded templates are listed.
+    await go(page, "#/templates")
     await expect(page.locator("#templates-table tr[data-slug='welcome']")).to_be_visible()
 
     # A reload keeps the session; signing out ends it.
