@@ -24,34 +24,25 @@ from tests.factories import tried_delivery
 S = DeliveryStatus
 
 
-def delivery(
-    now: datetime,
-    minutes_ago: float,
-    channel: Channel,
-    status: DeliveryStatus,
-    event_type: str,
-    providers: list[tuple[str, bool]],
-    campaign_id: str | None = None,
-) -> DeliveryRecord:
-    at = now - timedelta(minutes=minutes_ago)
-    id = f"ov-{uuid.uuid4().hex[:12]}"
-    return tried_delivery(id, at, channel, status, event_type, providers, campaign_id)
-
-
 def seeded_history(now: datetime) -> list[DeliveryRecord]:
     """Seven deliveries in the last hour, two more in the last day, one more in the week."""
+
+    def ago(minutes: float) -> datetime:
+        return now - timedelta(minutes=minutes)
+
+    d, C = tried_delivery, Channel
     return [
-        delivery(now, 5, Channel.EMAIL, S.SENT, "user_registered", [("smtp", True)]),
-        delivery(now, 5, Channel.EMAIL, S.SENT, "movie_added",
-                 [("smtp", False), ("smtp-backup", True)], "c-spring"),
-        delivery(now, 12, Channel.EMAIL, S.FAILED, "movie_added", [("smtp", False)], "c-spring"),
-        delivery(now, 20, Channel.SMS, S.DEAD, "user_registered", [("twilio", False)] * 3),
-        delivery(now, 20, Channel.SMS, S.SENT, "movie_added", [("twilio", True)], "c-spring"),
-        delivery(now, 30, Channel.PUSH, S.SKIPPED, "password_reset", []),
-        delivery(now, 40, Channel.IN_APP, S.SENT, "movie_added", [("redis", True)], "c-autumn"),
-        delivery(now, 180, Channel.EMAIL, S.SENT, "user_registered", [("smtp", True)]),
-        delivery(now, 181, Channel.EMAIL, S.SENT, "user_registered", [("smtp", True)]),
-        delivery(now, 3 * 24 * 60, Channel.EMAIL, S.DEAD, "user_registered", [("smtp", False)] * 3),
+        d("ov-1", ago(5), C.EMAIL, S.SENT, "user_registered", [("smtp", True)]),
+        d("ov-2", ago(5), C.EMAIL, S.SENT, "movie_added",
+          [("smtp", False), ("smtp-backup", True)], "c-spring"),
+        d("ov-3", ago(12), C.EMAIL, S.FAILED, "movie_added", [("smtp", False)], "c-spring"),
+        d("ov-4", ago(20), C.SMS, S.DEAD, "user_registered", [("twilio", False)] * 3),
+        d("ov-5", ago(20), C.SMS, S.SENT, "movie_added", [("twilio", True)], "c-spring"),
+        d("ov-6", ago(30), C.PUSH, S.SKIPPED, "password_reset", []),
+        d("ov-7", ago(40), C.IN_APP, S.SENT, "movie_added", [("redis", True)], "c-autumn"),
+        d("ov-8", ago(180), C.EMAIL, S.SENT, "user_registered", [("smtp", True)]),
+        d("ov-9", ago(181), C.EMAIL, S.SENT, "user_registered", [("smtp", True)]),
+        d("ov-10", ago(3 * 24 * 60), C.EMAIL, S.DEAD, "user_registered", [("smtp", False)] * 3),
     ]  # fmt: skip
 
 

@@ -38,32 +38,20 @@ D = StatsDimension
 S = DeliveryStatus
 
 
-def delivery(
-    id: str,
-    at: float,
-    channel: Channel,
-    status: DeliveryStatus,
-    event_type: str,
-    providers: list[tuple[str, bool]],
-    campaign_id: str | None = None,
-) -> DeliveryRecord:
-    """A delivery created ``at`` minutes after T0."""
-    return tried_delivery(id, minutes(at), channel, status, event_type, providers, campaign_id)
-
-
 def seeded_history() -> list[DeliveryRecord]:
     """Seven deliveries in the hour from T0, one just before it and one at its end."""
+    d, C = tried_delivery, Channel
     return [
-        delivery("s1", 1, Channel.EMAIL, S.SENT, "user_registered", [("smtp", True)]),
-        delivery("s2", 4, Channel.EMAIL, S.SENT, "movie_added",
-                 [("smtp", False), ("smtp-backup", True)], "c1"),
-        delivery("s3", 7, Channel.EMAIL, S.FAILED, "movie_added", [("smtp", False)], "c1"),
-        delivery("s4", 12, Channel.SMS, S.DEAD, "user_registered", [("twilio", False)] * 3),
-        delivery("s5", 13, Channel.SMS, S.SENT, "movie_added", [("twilio", True)], "c1"),
-        delivery("s6", 20, Channel.PUSH, S.SKIPPED, "user_registered", []),
-        delivery("s7", 59, Channel.IN_APP, S.SENT, "movie_added", [("redis", True)], "c2"),
-        delivery("s8", 60, Channel.EMAIL, S.SENT, "movie_added", [("smtp", True)]),
-        delivery("s9", -1, Channel.EMAIL, S.SENT, "movie_added", [("smtp", True)]),
+        d("s1", minutes(1), C.EMAIL, S.SENT, "user_registered", [("smtp", True)]),
+        d("s2", minutes(4), C.EMAIL, S.SENT, "movie_added",
+          [("smtp", False), ("smtp-backup", True)], "c1"),
+        d("s3", minutes(7), C.EMAIL, S.FAILED, "movie_added", [("smtp", False)], "c1"),
+        d("s4", minutes(12), C.SMS, S.DEAD, "user_registered", [("twilio", False)] * 3),
+        d("s5", minutes(13), C.SMS, S.SENT, "movie_added", [("twilio", True)], "c1"),
+        d("s6", minutes(20), C.PUSH, S.SKIPPED, "user_registered", []),
+        d("s7", minutes(59), C.IN_APP, S.SENT, "movie_added", [("redis", True)], "c2"),
+        d("s8", minutes(60), C.EMAIL, S.SENT, "movie_added", [("smtp", True)]),
+        d("s9", minutes(-1), C.EMAIL, S.SENT, "movie_added", [("smtp", True)]),
     ]  # fmt: skip
 
 
