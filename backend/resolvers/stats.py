@@ -9,13 +9,11 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import MANAGE_TEMPLATES, Principal
-from backend.db.history.base import StatsDimension
-from backend.resolvers.deliveries import history_store
 from backend.resolvers.units import read
 from backend.schema.context import Context
 from backend.schema.stats import DeliveryStats, QueueStat, QueueStats
 from backend.services import stats as stats_service
-from backend.services.stats import StatsBucket
+from backend.services.stats import StatsBucket, StatsDimension
 
 Info = strawberry.Info[Context, Any]
 
@@ -27,7 +25,7 @@ async def delivery_stats(
     bucket: StatsBucket | None = None,
     group_by: list[StatsDimension] | None = None,
 ) -> DeliveryStats:
-    history = history_store(info)
+    history = info.context.services.clients.history
 
     async def work(_: AsyncSession, __: Principal) -> DeliveryStats:
         counts = await stats_service.count_deliveries(

@@ -12,7 +12,8 @@ import aio_pika
 from aio_pika.abc import AbstractConnection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.db.history.base import HistoryStore, StatsDimension, StatsQuery, StatsRow
+from backend.db.history.base import HistoryStore, StatsQuery, StatsRow
+from backend.db.history.base import StatsDimension as StatsDimension  # for the resolvers
 from backend.db.history.records import as_utc
 from backend.db.repositories.dead_letters import DeadLetterRepository
 from backend.errors import UnavailableError, ValidationError
