@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import shutil
 import time
 import uuid
@@ -32,7 +33,12 @@ def proxied(engine) -> Iterator[tuple[Nginx, LiveServer]]:
     """nginx on a free port, its upstream a live API that accepts the proxy's origin (a
     browser's WebSocket origin is the address it loaded the page from: the proxy)."""
     port = free_port()
-    api = start_live_server({"HERALD_ALLOWED_ORIGINS": json.dumps([f"http://127.0.0.1:{port}"])})
+    api = start_live_server(
+        {
+            "HERALD_ALLOWED_ORIGINS": json.dumps([f"http://127.0.0.1:{port}"]),
+            "HERALD_GRAPHIQL": "true",
+        }
+    )
     try:
         proxy = start_nginx(api.url.removeprefix("http://"), ROOT / "admin_frontend", port=port)
     except BaseException:
@@ -157,9 +163,23 @@ def test_security_headers_on_answers_and_errors(proxied):
         for header, value in SECURITY_HEADERS.items():
             assert response.headers.get(header) == value, (name, header)
         assert "nginx/" not in response.headers.get("server", ""), name  # no version
-    # The admin page's scripts come only from its own origin; GraphiQL needs a CDN.
+    # The admin page's scripts come only from its own origin; a GraphQL answer is no page.
     assert "script-src 'self'" in responses["admin"].headers["content-security-policy"]
     assert "content-security-policy" not in responses["graphql"].headers
+
+
+def test_graphiql_and_its_assets_through_the_proxy(proxied):
+    """GraphiQL's page carries the API's policy and its scripts load from the same origin."""
+    proxy, _ = proxied
+    page = httpx.get(f"{proxy.url}/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    scripts = re.findall(r'<script[^>]+src="([^"]+)"', page.text)
+    assert scripts and all(src.startswith("/graphiql/assets/") for src in scripts)
+    for src in scripts:
+        asset = httpx.get(f"{proxy.url}{src}")
+        assert asset.status_code == 200, src
+        assert "javascript" in asset.headers["content-type"], src
 
 
 def test_gzip_for_graphql_answers(proxied):
