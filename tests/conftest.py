@@ -220,7 +220,9 @@ def start_live_server(
         stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    # Importing the app takes about 3 s on an idle machine of this kind and 15 s on a loaded
+    # one; a minute is room for the slowest machine, and costs nothing when it starts sooner.
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = process.stderr.read().decode() if process.stderr else "see its log"
@@ -231,7 +233,7 @@ def start_live_server(
         except httpx.TransportError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("the API did not start within 30 s")
+    raise RuntimeError("the API did not start within 60 s")
 
 
 def stop_live_server(server: LiveServer) -> None:
