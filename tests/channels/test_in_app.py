@@ -22,11 +22,12 @@ from backend.channels.registry import build_senders
 from backend.channels.sms import HttpSmsSender
 from backend.services.inbox import InboxEntry, RedisLivePublisher
 from tests.channels.conftest import channel_settings, closed_port, running
+from tests.conftest import TEST_REDIS_URL
 
 
 @pytest.fixture
 async def redis() -> AsyncIterator[redis_async.Redis]:
-    client = redis_async.Redis.from_url("redis://127.0.0.1:6379/0")
+    client = redis_async.Redis.from_url(TEST_REDIS_URL)
     yield client
     await client.aclose()
 

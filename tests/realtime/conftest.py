@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 import redis.asyncio as redis_async
 
+from tests.conftest import TEST_REDIS_URL
+
 
 @pytest.fixture
 async def redis() -> Any:
-    client = redis_async.Redis.from_url("redis://127.0.0.1:6379/0")
+    client = redis_async.Redis.from_url(TEST_REDIS_URL)
     yield client
     await client.aclose()
 

@@ -14,9 +14,8 @@ from redis.asyncio.client import PubSub
 
 from backend.channels.in_app import user_channel
 from backend.realtime import PING_CHANNEL, LiveHub
+from tests.conftest import TEST_REDIS_URL as REDIS_URL
 from tests.conftest import free_port
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
