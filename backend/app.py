@@ -39,13 +39,13 @@ from backend.observability.metrics import metrics_endpoint
 from backend.observability.tracing import configure_tracing, instrument_app
 from backend.preference_page import router as preference_router
 from backend.realtime import LiveHub, fault_channel
-from backend.resolvers.inbox import SequenceReader
 from backend.schema.context import Clients, Context, Services
 from backend.schema.root import HeraldSchema, build_schema
 from backend.services import rate_limits, rendering
 from backend.services.campaigns import BrokerRunPublisher
 from backend.services.deliveries import BrokerDeliveryQueue
 from backend.services.events import Ingestion
+from backend.services.live import SequenceReader
 from backend.workers.celery_app import create_celery
 from backend.workers.schedules import RedBeatTrigger
 

@@ -57,12 +57,13 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 
 from backend.errors import HeraldError
-from backend.resolvers.inbox import InboxStream, ReadChange, close_socket
+from backend.resolvers.inbox import close_socket, open_inbox_stream
 from backend.schema.context import Context
 from backend.schema.documents import DocumentCache, operation_problem
 from backend.schema.errors import HeraldMaskErrors
 from backend.schema.inbox import Notification
 from backend.services.inbox import InboxEntry
+from backend.services.live import InboxStream, ReadChange
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ class LiveSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return await super().run_operation(operation)
         try:
             since = plan.since(operation.variables)
-            stream = await InboxStream.open(self.context, since)
+            stream = await open_inbox_stream(self.context, since)
         except (Unsupported, HeraldError):
             # Refused before it started: Strawberry runs it again and reports the error as
             # it reports every other one.

@@ -1,4 +1,5 @@
-"""Live messages for this API process's WebSocket subscribers, from Redis pub/sub.
+"""The transport of live messages to this API process's WebSocket subscribers, from Redis
+pub/sub (the messages themselves, their encoding and channels are backend.services.live's).
 
 One pub/sub connection per process. A user's channel is subscribed when the first local
 subscriber needs it and unsubscribed when the last one leaves. Each subscriber has a bounded
@@ -21,21 +22,25 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from backend.channels.in_app import user_channel
 from backend.errors import HeraldError
 from backend.observability import metrics
-from backend.services.inbox import DELIVERY_UPDATES_CHANNEL
+from backend.services.live import (
+    OVERFLOW,
+    RESYNC,
+    LiveMessage,
+    MalformedLiveMessage,
+    decode,
+    live_channel,
+)
 
 log = logging.getLogger(__name__)
 
-RESYNC: dict[str, Any] = {"type": "resync"}
 # A channel the pub/sub connection always holds, so that it exists (and is checked) even with
 # no subscriber.
 PING_CHANNEL = "herald:live:ping"
@@ -55,9 +60,6 @@ class TooManySubscriptions(HeraldError):
     code = "FORBIDDEN"
 
 
-OVERFLOW: dict[str, Any] = {"type": "overflow"}
-
-
 @dataclass(eq=False, slots=True)
 class Subscriber:
     """One live subscription's mailbox. Thousands sit idle on one process, so it is lean: a
@@ -67,11 +69,11 @@ class Subscriber:
     channel: str
     user_id: str | None
     limit: int = 256
-    pending: list[dict[str, Any]] | None = None
+    pending: list[LiveMessage] | None = None
     waiter: asyncio.Future[None] | None = None
     overflowed: bool = False
 
-    def offer(self, message: dict[str, Any]) -> None:
+    def offer(self, message: LiveMessage) -> None:
         if self.overflowed:
             return
         if self.pending is None:
@@ -89,7 +91,7 @@ class Subscriber:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    async def next(self, seconds: float) -> dict[str, Any] | None:
+    async def next(self, seconds: float) -> LiveMessage | None:
         """The next message, or None when ``seconds`` pass without one."""
         if not self.pending:
             loop = asyncio.get_running_loop()
@@ -178,13 +180,13 @@ class LiveHub:
             )
         self._per_user[user_id] += 1
         try:
-            return await self._subscribe(user_channel(user_id), user_id)
+            return await self._subscribe(live_channel(user_id), user_id)
         except BaseException:
             self._release_user(user_id)
             raise
 
     async def subscribe_deliveries(self) -> Subscriber:
-        return await self._subscribe(DELIVERY_UPDATES_CHANNEL, None)
+        return await self._subscribe(live_channel(), None)
 
     async def _subscribe(self, channel: str, user_id: str | None) -> Subscriber:
         """Add a subscriber; the first one of a channel returns once Redis has been asked to
@@ -355,24 +357,33 @@ class LiveHub:
             channel = message["channel"]
             if isinstance(channel, bytes):
                 channel = channel.decode()
+            if channel == self.fault_channel:
+                self._inject_fault(message["data"])
+            subscribers = self._subscribers.get(channel)
+            if not subscribers:
+                continue  # the ping channel, or one whose last subscriber just left
             try:
-                data = orjson.loads(message["data"])
-            except orjson.JSONDecodeError:
+                # Once for all the channel's subscribers, who are all its user's.
+                live = decode(message["data"], user_id=next(iter(subscribers)).user_id)
+            except MalformedLiveMessage:
                 log.warning("dropping a malformed live message on %s", channel)
                 continue
-            if channel == self.fault_channel:
-                self._inject_fault(data)
-            for subscriber in list(self._subscribers.get(channel, ())):
-                subscriber.offer(data)
+            for subscriber in list(subscribers):
+                subscriber.offer(live)
 
-    def _inject_fault(self, data: Any) -> None:
+    def _inject_fault(self, raw: bytes) -> None:
         """Fail as an unexpected exception would, and keep failing to connect for the
         ``seconds`` the message asks (so that the hub is seen not ready meanwhile)."""
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            log.warning("dropping a malformed live message on %s", self.fault_channel)
+            return
         seconds = float(data.get("seconds", 0)) if isinstance(data, dict) else 0.0
         self._fault_until = time.monotonic() + seconds
         raise InjectedFault("live hub fault injected by the test environment")
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
+    def _broadcast(self, message: LiveMessage) -> None:
         for subscribers in self._subscribers.values():
             for subscriber in list(subscribers):
                 subscriber.offer(message)

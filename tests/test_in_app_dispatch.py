@@ -16,13 +16,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.channels import Channel
-from backend.channels.in_app import user_channel
 from backend.config import Settings
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, StatusChange
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.session import create_sessionmaker
 from backend.services.deliveries import DeliveryContext, Envelope, delivery_id
-from backend.services.inbox import RedisLivePublisher
+from backend.services.live import RedisLivePublisher, live_channel
 from backend.services.users import UserProfile
 from backend.workers.units import dispatch as dispatch_event
 from tests.conftest import TEST_REDIS_URL
@@ -96,7 +95,7 @@ async def test_an_inline_in_app_delivery_is_stored_once_already_sent(
     user = f"u-{uuid.uuid4()}"
     event = envelope(user)
     pubsub = redis.pubsub()
-    await pubsub.subscribe(user_channel(user))
+    await pubsub.subscribe(live_channel(user))
     try:
         await dispatch_event(ctx, event, profiles=profile(user))
         live = None

@@ -19,10 +19,10 @@ if TYPE_CHECKING:
     from backend.broker import Broker
     from backend.db.history.base import HistoryStore
     from backend.realtime import LiveHub
-    from backend.resolvers.inbox import SequenceReader
     from backend.services.campaigns import CampaignTrigger, RunPublisher
     from backend.services.deliveries import DeliveryQueue
     from backend.services.events import Ingestion
+    from backend.services.live import SequenceReader
 
 
 @dataclass(eq=False)

@@ -1,29 +1,21 @@
-"""The in-app inbox: items in a per-user sequence, read state, and the live messages that
-tell a user's open subscriptions about new items and read-state changes."""
+"""The in-app inbox: items in a per-user sequence and their read state. The live messages that
+tell a user's open subscriptions about them are backend.services.live's."""
 
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from backend.channels.in_app import user_channel
 from backend.db.raw import driver_connection
 from backend.db.repositories.inbox import InboxRepository, NewInboxItem, append_items
 from backend.errors import ValidationError
 from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
 
-log = logging.getLogger(__name__)
-# The managers' live delivery feed (read by backend.realtime in the API).
-DELIVERY_UPDATES_CHANNEL = "herald:deliveries"
 MAX_IDS = 500
 
 
@@ -52,35 +44,6 @@ class InboxEntry:
         values["data"] = values["data"] or {}
         return cls(**values)
 
-    def to_message(self) -> dict[str, Any]:
-        return {
-            "type": "notification",
-            "delivery_id": self.delivery_id,
-            "seq": self.seq,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "title": self.title,
-            "body": self.body,
-            "data": self.data,
-            "created_at": self.created_at.isoformat(),
-            "read_at": self.read_at.isoformat() if self.read_at else None,
-        }
-
-    @classmethod
-    def from_message(cls, user_id: str, message: dict[str, Any]) -> InboxEntry:
-        return cls(
-            delivery_id=message["delivery_id"],
-            user_id=user_id,
-            seq=int(message["seq"]),
-            event_id=message["event_id"],
-            event_type=message["event_type"],
-            title=message.get("title"),
-            body=message.get("body"),
-            data=message.get("data") or {},
-            created_at=datetime.fromisoformat(message["created_at"]),
-            read_at=datetime.fromisoformat(message["read_at"]) if message.get("read_at") else None,
-        )
-
 
 _ENTRY_COLUMNS = tuple(f.name for f in fields(InboxEntry))
 
@@ -96,36 +59,6 @@ def decode_inbox_cursor(cursor: str | None, *, field: str = "after") -> int | No
     if not raw.isdigit():
         raise ValidationError("The cursor is not valid", field=field)
     return int(raw)
-
-
-class RedisLivePublisher:
-    """PUBLISHes on the user's channel; a lost publish is recovered by the subscription's
-    replay from the inbox, so failures are logged, not raised."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-
-    async def publish_delivery_updates(self, updates: Sequence[dict[str, Any]]) -> None:
-        """One message for the managers' live feed, with every status change of a batch."""
-        if not updates:
-            return
-        try:
-            await self.redis.publish(
-                DELIVERY_UPDATES_CHANNEL, orjson.dumps({"type": "deliveries", "items": updates})
-            )
-        except (RedisError, OSError) as exc:
-            log.warning("live delivery feed publish failed: %s", exc)
-
-    async def publish_many(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        if not messages:
-            return
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user_id, message in messages:
-                    pipe.publish(user_channel(user_id), orjson.dumps(message))
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("live publish failed (%s); subscribers will resync", exc)
 
 
 async def store_items(engine: AsyncEngine, items: Sequence[NewInboxItem]) -> list[InboxEntry]:
@@ -163,6 +96,11 @@ async def missed_items(
     return [InboxEntry.from_row(r) for r in rows]
 
 
+async def last_seqs(session: AsyncSession, *, user_ids: Sequence[str]) -> dict[str, int]:
+    """Each user's newest sequence number (0 for a user without items)."""
+    return await InboxRepository(session).last_seqs(user_ids)
+
+
 async def unread_count(session: AsyncSession, *, user_id: str) -> int:
     return await InboxRepository(session).unread_count(user_id)
 
@@ -174,23 +112,13 @@ def _ids(ids: Sequence[str]) -> list[str]:
     return unique
 
 
-async def mark_read(
-    session: AsyncSession, *, user_id: str, ids: Sequence[str] | None
-) -> tuple[list[str], dict[str, Any] | None]:
-    """Mark items read (all when ``ids`` is None). Returns the changed ids and the live
-    message for the user's other devices (publish it after the commit)."""
-    changed = await InboxRepository(session).mark_read(
+async def mark_read(session: AsyncSession, *, user_id: str, ids: Sequence[str] | None) -> list[str]:
+    """Mark items read (all when ``ids`` is None). Returns the ids that changed."""
+    return await InboxRepository(session).mark_read(
         user_id, None if ids is None else _ids(ids), datetime.now(UTC)
     )
-    if not changed:
-        return [], None
-    return changed, {"type": "read", "ids": changed}
 
 
-async def archive(
-    session: AsyncSession, *, user_id: str, ids: Sequence[str]
-) -> tuple[list[str], dict[str, Any] | None]:
-    changed = await InboxRepository(session).archive(user_id, _ids(ids), datetime.now(UTC))
-    if not changed:
-        return [], None
-    return changed, {"type": "archived", "ids": changed}
+async def archive(session: AsyncSession, *, user_id: str, ids: Sequence[str]) -> list[str]:
+    """Archive items. Returns the ids that changed."""
+    return await InboxRepository(session).archive(user_id, _ids(ids), datetime.now(UTC))

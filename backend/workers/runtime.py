@@ -23,8 +23,8 @@ from backend.db.history.base import HistoryStore
 from backend.db.history.factory import create_history_store
 from backend.db.session import create_engine, create_sessionmaker
 from backend.services.deliveries import BrokerDeliveryQueue, DeliveryContext
-from backend.services.inbox import RedisLivePublisher
 from backend.services.limits import Limits
+from backend.services.live import RedisLivePublisher
 from backend.services.users import UserDirectory
 from backend.services.webhooks import BrokerWebhookQueue, WebhookNotifier
 

@@ -16,11 +16,11 @@ from redis.backoff import NoBackoff
 
 from backend.channels import Channel
 from backend.channels.email import SmtpEmailSender
-from backend.channels.in_app import user_channel
 from backend.channels.push import WebPushSender, generate_vapid_keys
 from backend.channels.registry import build_senders
 from backend.channels.sms import HttpSmsSender
-from backend.services.inbox import InboxEntry, RedisLivePublisher
+from backend.services.inbox import InboxEntry
+from backend.services.live import NewNotification, RedisLivePublisher, live_channel
 from tests.channels.conftest import channel_settings, closed_port, running
 from tests.conftest import TEST_REDIS_URL
 
@@ -62,13 +62,13 @@ async def test_subscriber_on_the_user_channel_receives_the_inbox_item(
 ) -> None:
     # A user id of its own: other test runs share this Redis.
     user_id = f"user-{uuid.uuid4()}"
-    channel = user_channel(user_id)
+    channel = live_channel(user_id)
     assert channel == f"herald:user:{user_id}"
     pubsub = redis.pubsub()
     await pubsub.subscribe(channel)
     item = entry(user_id)
     try:
-        await RedisLivePublisher(redis).publish_many([(user_id, item.to_message())])
+        await RedisLivePublisher(redis).publish_many([(user_id, NewNotification(item))])
         received = await next_message(pubsub)
     finally:
         await pubsub.aclose()
@@ -88,16 +88,16 @@ async def test_subscriber_on_the_user_channel_receives_the_inbox_item(
         "read_at": None,
     }
     # What a subscription reads back is the item that was stored.
-    assert InboxEntry.from_message(user_id, message) == item
+    assert NewNotification.from_wire(message, user_id).entry == item
 
 
 async def test_other_users_do_not_receive_it(redis: redis_async.Redis) -> None:
     watcher = f"user-{uuid.uuid4()}"
     other = f"user-{uuid.uuid4()}"
     pubsub = redis.pubsub()
-    await pubsub.subscribe(user_channel(watcher))
+    await pubsub.subscribe(live_channel(watcher))
     try:
-        await RedisLivePublisher(redis).publish_many([(other, entry(other).to_message())])
+        await RedisLivePublisher(redis).publish_many([(other, NewNotification(entry(other)))])
         with pytest.raises(TimeoutError):
             await next_message(pubsub, timeout=0.3)
     finally:
@@ -111,7 +111,7 @@ async def test_redis_down_does_not_fail_the_delivery() -> None:
         host="127.0.0.1", port=closed_port(), socket_timeout=1, retry=Retry(NoBackoff(), 0)
     )
     try:
-        await RedisLivePublisher(unreachable).publish_many([("u", entry("u").to_message())])
+        await RedisLivePublisher(unreachable).publish_many([("u", NewNotification(entry("u")))])
     finally:
         await unreachable.aclose()
 

@@ -23,10 +23,10 @@ from sqlalchemy import event
 
 from backend.db.repositories.inbox import NewInboxItem
 from backend.realtime import fault_channel
-from backend.resolvers.inbox import InboxStream
+from backend.resolvers.inbox import open_inbox_stream
 from backend.schema.context import Context
 from backend.services import inbox as inbox_service
-from backend.services.inbox import RedisLivePublisher
+from backend.services.live import NewNotification, RedisLivePublisher
 from tests.conftest import start_live_server, stop_live_server
 from tests.factories import token_for
 
@@ -57,7 +57,7 @@ async def broadcast(committed: Any, redis: Any, users: list[str]) -> dict[str, s
         for u in users
     ]
     entries = await inbox_service.store_items(committed.kw["bind"], items)
-    await RedisLivePublisher(redis).publish_many([(e.user_id, e.to_message()) for e in entries])
+    await RedisLivePublisher(redis).publish_many([(e.user_id, NewNotification(e)) for e in entries])
     return {e.user_id: e.delivery_id for e in entries}
 
 
@@ -166,7 +166,7 @@ async def test_subscriptions_opening_together_share_their_database_reads(app, ap
     ]
     event.listen(sync_engine, "before_cursor_execute", count)
     try:
-        streams = await asyncio.gather(*(InboxStream.open(c, None) for c in contexts))
+        streams = await asyncio.gather(*(open_inbox_stream(c, None) for c in contexts))
     finally:
         event.remove(sync_engine, "before_cursor_execute", count)
     try:

@@ -13,7 +13,7 @@ from backend.db.repositories.inbox import NewInboxItem
 from backend.live_socket import NotificationPlans
 from backend.schema.root import build_schema
 from backend.services import inbox as inbox_service
-from backend.services.inbox import RedisLivePublisher
+from backend.services.live import NewNotification, ReadChange, RedisLivePublisher
 from tests.factories import token_for
 from tests.realtime.test_subscriptions import Client, store, user
 
@@ -97,8 +97,8 @@ async def test_fast_and_ordinary_paths_send_the_same_messages(
     await asyncio.sleep(0.3)
     [live] = await inbox_service.store_items(committed.kw["bind"], [odd])
     publisher = RedisLivePublisher(redis)
-    await publisher.publish_many([(uid, live.to_message())])
-    await publisher.publish_many([(uid, {"type": "read", "ids": [live.delivery_id]})])
+    await publisher.publish_many([(uid, NewNotification(live))])
+    await publisher.publish_many([(uid, ReadChange([live.delivery_id], True, False))])
 
     got: dict[str, list[Any]] = {"fast": [], "ordinary": []}
     while len(got["fast"]) < 3 or len(got["ordinary"]) < 3:

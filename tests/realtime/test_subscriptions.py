@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from backend.db.repositories.inbox import NewInboxItem
 from backend.services import inbox as inbox_service
-from backend.services.inbox import RedisLivePublisher
+from backend.services.live import NewNotification, RedisLivePublisher
 from tests.conftest import start_live_server, stop_live_server
 from tests.factories import token_for
 
@@ -98,7 +98,9 @@ async def store(
     ]
     entries = await inbox_service.store_items(sessionmaker.kw["bind"], items)
     if publish:
-        await RedisLivePublisher(redis).publish_many([(e.user_id, e.to_message()) for e in entries])
+        await RedisLivePublisher(redis).publish_many(
+            [(e.user_id, NewNotification(e)) for e in entries]
+        )
     return entries
 
 

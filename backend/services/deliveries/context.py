@@ -19,8 +19,8 @@ from backend.db.models import Template
 from backend.db.repositories.templates import TemplateRepository
 from backend.services import task_messages
 from backend.services.envelope import Envelope
-from backend.services.inbox import RedisLivePublisher
 from backend.services.limits import Limits
+from backend.services.live import RedisLivePublisher
 from backend.services.users import UserProfile
 
 

@@ -14,6 +14,7 @@ from backend.errors import UnavailableError
 from backend.services import inbox as inbox_service
 from backend.services.deliveries.context import DeliveryContext
 from backend.services.deliveries.records import RecordingHistory
+from backend.services.live import NewNotification
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,4 +61,4 @@ async def deliver_in_app(
         attempt=Attempt(number=attempt, at=at, provider="inbox"),
     )
     if ctx.live is not None:
-        await ctx.live.publish_many([(e.user_id, e.to_message()) for e in entries])
+        await ctx.live.publish_many([(e.user_id, NewNotification(e)) for e in entries])
