@@ -1,8 +1,8 @@
 """The senders a worker process uses, one per channel with an outside provider.
 
-In-app has none: its deliveries go to the inbox and out through the live publisher
-(the inbox service), which puts each item's sequence number in the message, as the
-subscriptions require.
+In-app has no outside provider: its sender (backend.channels.in_app) writes a whole batch to
+the inbox and publishes it live through the worker's own engine and publisher, and is made
+for each batch (backend.services.deliveries.in_app).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The in-app live publish against the real Redis, and the registry that wires the senders."""
+"""The in-app sender and live publish against the real PostgreSQL and Redis, and the registry
+that wires the provider senders."""
 
 from __future__ import annotations
 
@@ -13,14 +14,19 @@ import pytest
 import redis.asyncio as redis_async
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from backend.channels import Channel
+from backend.channels.base import ChannelSender, OutgoingMessage, TransientChannelError
 from backend.channels.email import SmtpEmailSender
+from backend.channels.in_app import InAppSender
 from backend.channels.push import WebPushSender, generate_vapid_keys
 from backend.channels.registry import build_senders
 from backend.channels.sms import HttpSmsSender
+from backend.services import inbox as inbox_service
 from backend.services.inbox import InboxEntry
-from backend.services.live import NewNotification, RedisLivePublisher, live_channel
+from backend.services.live import NewNotification, RedisLivePublisher, decode, live_channel
+from backend.services.users import UserProfile
 from tests.channels.conftest import channel_settings, closed_port, running
 from tests.conftest import TEST_REDIS_URL
 
@@ -128,3 +134,60 @@ async def test_registry_gives_each_provider_channel_its_sender() -> None:
         assert sender.channel is channel
         async with running(sender):
             pass
+
+
+def outgoing(user_id: str, title: str) -> OutgoingMessage:
+    return OutgoingMessage(
+        delivery_id=str(uuid.uuid4()),
+        event_id="e-7",
+        event_type="movie_added",
+        channel=Channel.IN_APP,
+        user=UserProfile(id=user_id),
+        title=title,
+        body="Dune is out",
+        data={"movie_id": 7},
+    )
+
+
+async def test_the_in_app_sender_stores_a_batch_then_publishes_it_live(
+    engine: AsyncEngine, redis: redis_async.Redis
+) -> None:
+    user_id = f"user-{uuid.uuid4()}"
+    in_app = InAppSender(engine, RedisLivePublisher(redis))
+    sender: ChannelSender = in_app  # the protocol every channel's sender implements
+    assert sender.channel is Channel.IN_APP
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(live_channel(user_id))
+    batch = [outgoing(user_id, "first"), outgoing(user_id, "second")]
+    try:
+        async with running(sender):
+            results = await in_app.send_many(batch)
+            single = await sender.send(outgoing(user_id, "third"))
+        received = [decode((await next_message(pubsub))["data"], user_id=user_id) for _ in range(3)]
+    finally:
+        await pubsub.aclose()
+
+    assert [r.provider for r in [*results, single]] == ["inbox"] * 3
+    async with AsyncSession(engine) as session:
+        stored = await inbox_service.missed_items(session, user_id=user_id, after_seq=0)
+    assert [(e.seq, e.title) for e in stored] == [(1, "first"), (2, "second"), (3, "third")]
+    assert received == [NewNotification(e) for e in stored]
+
+
+async def test_an_unreachable_inbox_is_a_transient_failure_and_nothing_is_published(
+    redis: redis_async.Redis,
+) -> None:
+    user_id = f"user-{uuid.uuid4()}"
+    unreachable = create_async_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/x")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(live_channel(user_id))
+    try:
+        with pytest.raises(TransientChannelError) as refused:
+            await InAppSender(unreachable, RedisLivePublisher(redis)).send(outgoing(user_id, "t"))
+        with pytest.raises(TimeoutError):
+            await next_message(pubsub, timeout=0.3)
+    finally:
+        await pubsub.aclose()
+        await unreachable.dispose()
+    assert refused.value.provider == "inbox"
+    assert refused.value.message.startswith("the inbox could not be written")
