@@ -2,7 +2,7 @@
 
 In-app has no outside provider: its sender (backend.channels.in_app) writes a whole batch to
 the inbox and publishes it live through the worker's own engine and publisher, and is made
-for each batch (backend.services.deliveries.in_app).
+for each batch by the in-app delivery step.
 """
 
 from __future__ import annotations

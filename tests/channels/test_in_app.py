@@ -24,6 +24,7 @@ from backend.channels.push import WebPushSender, generate_vapid_keys
 from backend.channels.registry import build_senders
 from backend.channels.sms import HttpSmsSender
 from backend.services import inbox as inbox_service
+from backend.services.deliveries.in_app import StoredInbox
 from backend.services.inbox import InboxEntry
 from backend.services.live import NewNotification, RedisLivePublisher, decode, live_channel
 from backend.services.users import UserProfile
@@ -153,7 +154,7 @@ async def test_the_in_app_sender_stores_a_batch_then_publishes_it_live(
     engine: AsyncEngine, redis: redis_async.Redis
 ) -> None:
     user_id = f"user-{uuid.uuid4()}"
-    in_app = InAppSender(engine, RedisLivePublisher(redis))
+    in_app = InAppSender(StoredInbox(engine, RedisLivePublisher(redis)))
     sender: ChannelSender = in_app  # the protocol every channel's sender implements
     assert sender.channel is Channel.IN_APP
     pubsub = redis.pubsub()
@@ -183,7 +184,9 @@ async def test_an_unreachable_inbox_is_a_transient_failure_and_nothing_is_publis
     await pubsub.subscribe(live_channel(user_id))
     try:
         with pytest.raises(TransientChannelError) as refused:
-            await InAppSender(unreachable, RedisLivePublisher(redis)).send(outgoing(user_id, "t"))
+            await InAppSender(StoredInbox(unreachable, RedisLivePublisher(redis))).send(
+                outgoing(user_id, "t")
+            )
         with pytest.raises(TimeoutError):
             await next_message(pubsub, timeout=0.3)
     finally:
