@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -31,6 +30,8 @@ from backend.content_security import GRAPHIQL_POLICY, WithHeaders, admin_policy,
 from backend.db.history.factory import create_history_store
 from backend.db.session import create_engine, create_sessionmaker
 from backend.errors import HeraldError
+from backend.frameworks.strawberry_internals import graphql_core_schema
+from backend.frameworks.uvicorn_sockets import release_uvicorn_handshake
 from backend.gc_policy import FrozenHeap
 from backend.graphql_http import GRAPHIQL_BUILD, GraphiQLPage, GraphQLHTTP
 from backend.live_socket import LiveSocketHandler, NotificationPlans, encode_json
@@ -60,15 +61,7 @@ def _release_handshake(socket: Any) -> None:
     the connection, and nothing reads them after the accept."""
     if not isinstance(socket, WebSocket):
         return
-    protocol = getattr(socket._send, "__self__", None)
-    if getattr(protocol, "handshake_complete", False):
-        for name in ("request", "response"):
-            message = getattr(protocol, name, None)
-            if message is not None:
-                # The request is also held by the protocol parser's frame: empty its headers.
-                with contextlib.suppress(AttributeError):
-                    message.headers.clear()
-                setattr(protocol, name, None)
+    release_uvicorn_handshake(socket)
     headers = socket.scope.get("headers")
     if isinstance(headers, list):
         headers.clear()
@@ -106,7 +99,7 @@ class GraphQLWebSocket(GraphQL[Context, None]):
 
     def __init__(self, schema: HeraldSchema, **options: Any) -> None:
         super().__init__(schema, **options)
-        self.plans = NotificationPlans(schema._schema, schema.documents)
+        self.plans = NotificationPlans(graphql_core_schema(schema), schema.documents)
 
     def encode_json(self, data: object) -> str:
         return encode_json(data)

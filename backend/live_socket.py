@@ -257,7 +257,7 @@ class NotificationPlans:
 def _error_payload(exc: Exception) -> list[Any]:
     """The error as Strawberry would give it: Herald's own with its code, others masked."""
     error = GraphQLError(str(exc), original_error=exc)
-    return [e.formatted for e in HeraldMaskErrors()._process_errors([error])]
+    return [e.formatted for e in HeraldMaskErrors().mask([error])]
 
 
 def subscribe_problem(message: dict[str, Any]) -> str | None:

@@ -1,11 +1,16 @@
-"""Running ``herald`` subcommands as real processes in tests."""
+"""Real processes in tests: `herald` subcommands, and ASGI apps under uvicorn."""
 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+from typing import Any
+
+import uvicorn
 
 from tests.conftest import ROOT
 
@@ -61,3 +66,34 @@ class Process:
         """Stop (if running) and start again with the same command and environment."""
         self.stop()
         self._start()
+
+
+class ThreadedServer:
+    """An ASGI app under a real uvicorn server in a background thread, on a free port;
+    ``config`` goes to ``uvicorn.Config``."""
+
+    def __init__(self, app: Any, **config: Any) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        options = {"log_level": "warning", "access_log": False, "lifespan": "off", **config}
+        self._server = uvicorn.Server(uvicorn.Config(app, **options))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def __enter__(self) -> ThreadedServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # force_exit: requests still sleeping in the slow server must not hold up the teardown.
+        self._server.should_exit = True
+        self._server.force_exit = True
+        self._thread.join(10)
+        self._socket.close()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
-import threading
 import time
 import uuid
 from collections import Counter
@@ -21,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +30,7 @@ from backend.errors import UnavailableError, UserDirectoryUnavailable
 from backend.services.users import UserDirectory, UserProfile
 from backend.standins.auth_service import BULK_PROFILES_PATH, create_auth_standin
 from tests.conftest import TEST_REDIS_URL, free_port, make_settings
+from tests.processes import ThreadedServer
 
 REDIS_URL = TEST_REDIS_URL
 USER_PATH = "/api/v1/auth/users/user-details/"
@@ -43,36 +41,6 @@ BACKOFF_BASE = 0.05
 BACKOFF_CAP = 0.2
 # An id that must be URL-quoted to reach the right user.
 ODD_ID = "ana maria?+1"
-
-
-class ThreadedServer:
-    """An ASGI app under a real uvicorn server in a background thread, on a free port."""
-
-    def __init__(self, app: Any) -> None:
-        self._socket = socket.socket()
-        self._socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
-
-    def __enter__(self) -> ThreadedServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        # force_exit: requests still sleeping in the slow server must not hold up the teardown.
-        self._server.should_exit = True
-        self._server.force_exit = True
-        self._thread.join(10)
-        self._socket.close()
 
 
 class CountingApp:

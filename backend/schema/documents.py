@@ -35,6 +35,8 @@ from graphql import (
 from graphql.validation import specified_rules, validate
 from strawberry.extensions import SchemaExtension
 
+from backend.frameworks.strawberry_internals import graphql_core_schema
+
 
 def _own_selections(selection_set: SelectionSetNode) -> tuple[int, Counter[str]]:
     """Fields written in a selection set (inline fragments included) and its named spreads."""
@@ -177,7 +179,7 @@ class CachedDocuments(SchemaExtension):
         context = self.execution_context
         assert context.graphql_document is not None
         context.pre_execution_errors = self.cache.validate(
-            context.schema._schema, context.graphql_document
+            graphql_core_schema(context.schema), context.graphql_document
         )
         yield
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors
 
 from backend import errors
+from backend.frameworks.strawberry_internals import MaskErrorsWithHook
 
 
 @strawberry.enum(description="Machine-readable error codes.")
@@ -117,14 +117,13 @@ def _is_expected(error: GraphQLError) -> bool:
     return original is None or isinstance(original, GraphQLError | errors.HeraldError)
 
 
-class HeraldMaskErrors(MaskErrors):
+class HeraldMaskErrors(MaskErrorsWithHook):
     """Mask unexpected exceptions; give Herald's own errors an ``extensions.code``."""
 
     def __init__(self) -> None:
         super().__init__(should_mask_error=lambda error: not _is_expected(error))
 
-    def _process_errors(self, errors_: list[GraphQLError]) -> list[GraphQLError]:
-        processed = super()._process_errors(errors_)
+    def after_masking(self, processed: list[GraphQLError]) -> list[GraphQLError]:
         for error in processed:
             original = error.original_error
             if isinstance(original, errors.HeraldError):

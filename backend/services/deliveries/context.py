@@ -17,6 +17,7 @@ from backend.config import Settings
 from backend.db.history.base import HistoryStore
 from backend.db.models import Template
 from backend.db.repositories.templates import TemplateRepository
+from backend.frameworks.sqlalchemy_sessions import sessionmaker_bind
 from backend.services import task_messages
 from backend.services.envelope import Envelope
 from backend.services.limits import Limits
@@ -109,8 +110,7 @@ class DeliveryContext:
     @property
     def engine(self) -> AsyncEngine:
         """The sessionmaker's engine: hot-path statements use its driver connections."""
-        engine: AsyncEngine = self.sessionmaker.kw["bind"]
-        return engine
+        return sessionmaker_bind(self.sessionmaker)
 
 
 def chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:

@@ -1,0 +1,157 @@
+"""The adapters over frameworks' private APIs (backend/frameworks/), run against the installed
+libraries: an upgrade that moves what one of them reads fails here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import strawberry
+import websockets
+from graphql import GraphQLError, GraphQLSchema, graphql_sync
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.websockets import WebSocket
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from backend.db.session import create_sessionmaker
+from backend.frameworks.sqlalchemy_sessions import sessionmaker_bind
+from backend.frameworks.strawberry_internals import MaskErrorsWithHook, graphql_core_schema
+from backend.frameworks.uvicorn_sockets import release_uvicorn_handshake, uvicorn_protocol
+from backend.schema.root import build_schema
+from tests.processes import ThreadedServer
+
+# --- uvicorn ------------------------------------------------------------------------------
+
+
+def handshake_probe(seen: dict[str, Any]) -> Any:
+    """An ASGI app whose socket reports what the adapters see of uvicorn's protocol, then
+    echoes. Its WebSocket is built straight on uvicorn's ``send``, as Herald's GraphQL socket
+    is (backend/app.py ``HeraldAPI``): middleware would wrap ``send`` in a function of its own.
+    """
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        socket = WebSocket(scope, receive, send)
+        protocol = uvicorn_protocol(socket)
+        seen["protocol"] = protocol
+        seen["released before the accept"] = release_uvicorn_handshake(socket)
+        await socket.accept()
+        request, response = protocol.request, protocol.response
+        seen["probe header"] = request.headers.get("X-Probe")
+        seen["response status"] = response.status_code
+        seen["released"] = release_uvicorn_handshake(socket)
+        seen["after"] = (protocol.request, protocol.response)
+        seen["headers left"] = (len(request.headers), len(response.headers))
+        await socket.send_text(await socket.receive_text())
+        await socket.close()
+
+    return app
+
+
+async def test_the_handshake_is_released_from_uvicorns_protocol() -> None:
+    seen: dict[str, Any] = {}
+    # The WebSocket implementation `herald api` runs (backend/cli.py).
+    with ThreadedServer(handshake_probe(seen), ws="websockets-sansio") as server:
+        url = server.url.replace("http://", "ws://") + "/ws"
+        async with websockets.connect(url, additional_headers={"X-Probe": "yes"}) as client:
+            await client.send("still open")
+            assert await asyncio.wait_for(client.recv(), 5) == "still open"
+
+    assert isinstance(seen["protocol"], WebSocketsSansIOProtocol)
+    assert seen["released before the accept"] is False
+    assert (seen["probe header"], seen["response status"]) == ("yes", 101)
+    assert seen["released"] is True
+    assert seen["after"] == (None, None)
+    assert seen["headers left"] == (0, 0)
+
+
+# --- Strawberry ---------------------------------------------------------------------------
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def greeting(self, name: str) -> str:
+        return f"Hello {name}"
+
+    @strawberry.field
+    def broken(self) -> int:
+        raise ValueError("a secret")
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def ticks(self) -> AsyncGenerator[int, None]:
+        yield 1
+        raise ValueError("a secret")
+
+
+class MarkMasked(MaskErrorsWithHook):
+    """Masks every error, then marks what it handed on."""
+
+    def after_masking(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        for error in errors:
+            error.extensions = {"code": "MARKED"}
+        return errors
+
+
+def masked(errors: list[GraphQLError] | None) -> list[tuple[str, Any]]:
+    return [(error.message, error.extensions) for error in errors or []]
+
+
+UNEXPECTED = [("Unexpected error.", {"code": "MARKED"})]
+
+
+def test_graphql_core_schema_is_the_schema_strawberry_executes() -> None:
+    schema = strawberry.Schema(Query)
+
+    core = graphql_core_schema(schema)
+
+    assert isinstance(core, GraphQLSchema)
+    # graphql-core alone runs Strawberry's resolvers on it.
+    result = graphql_sync(core, '{ greeting(name: "Ann") }')
+    assert (result.data, result.errors) == ({"greeting": "Hello Ann"}, None)
+
+
+def test_graphql_core_schema_of_herald_schema_has_its_roots() -> None:
+    core = graphql_core_schema(build_schema())
+
+    assert core.query_type is not None and "deliveries" in core.query_type.fields
+    assert core.subscription_type is not None
+    assert "notifications" in core.subscription_type.fields
+
+
+async def test_the_hook_sees_every_result_after_masking() -> None:
+    schema = strawberry.Schema(Query, subscription=Subscription, extensions=[MarkMasked])
+
+    assert masked((await schema.execute("{ broken }")).errors) == UNEXPECTED
+    assert masked(schema.execute_sync("{ broken }").errors) == UNEXPECTED
+    stream: Any = await schema.subscribe("subscription { ticks }")
+    results = [result async for result in stream]
+    assert [(r.data, masked(r.errors)) for r in results] == [({"ticks": 1}, []), (None, UNEXPECTED)]
+
+
+def test_mask_treats_errors_raised_outside_an_operation_the_same() -> None:
+    errors = MarkMasked().mask([GraphQLError("a secret", original_error=KeyError())])
+
+    assert masked(errors) == UNEXPECTED
+
+
+# --- SQLAlchemy ---------------------------------------------------------------------------
+
+
+async def test_sessionmaker_bind_is_the_engine_its_sessions_use(engine: AsyncEngine) -> None:
+    maker = create_sessionmaker(engine)
+
+    assert sessionmaker_bind(maker) is engine
+    async with maker() as session:
+        assert session.bind is engine
+        assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_sessionmaker_bind_is_the_connection_a_test_binds(
+    sessionmaker: async_sessionmaker[AsyncSession], connection: AsyncConnection
+) -> None:
+    assert sessionmaker_bind(sessionmaker) is connection
