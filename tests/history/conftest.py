@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import mongomock
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -159,23 +160,95 @@ def paging_dataset() -> list[DeliveryRecord]:
 PAGING_ORDER = ["p-06", "p-08", "p-05", "p-04", "p-02", "p-09", "p-01", "p-10", "p-07", "p-03"]
 
 
-# Every backend this machine can reach: PostgreSQL always, MongoDB when a server is named.
-# (No MongoDB server can run here; the Mongo documents are checked in test_mongo_documents.)
-REACHABLE = ["postgresql", *(["mongodb"] if MONGODB_URL else [])]
+class MockCollection:
+    """A mongomock collection behind the async calls ``MongoHistoryStore`` makes, so the whole
+    contract runs the Mongo store's own code on mongomock's query engine (no MongoDB server
+    can run here). Only what the store calls is here: a new call fails loudly."""
+
+    def __init__(self, collection: Any) -> None:
+        self.sync = collection
+
+    async def insert_many(self, documents: list[Any], *, ordered: bool) -> Any:
+        return self.sync.insert_many(documents, ordered=ordered)
+
+    async def find_one(self, query: Any) -> Any:
+        return self.sync.find_one(query)
+
+    def find(self, query: Any) -> MockCursor:
+        return MockCursor(self.sync.find(query))
+
+    async def update_one(self, query: Any, update: Any) -> Any:
+        return self.sync.update_one(query, update)
+
+    async def aggregate(self, pipeline: list[Any]) -> MockCursor:
+        return MockCursor(self.sync.aggregate(pipeline))
+
+    async def create_indexes(self, models: list[Any]) -> list[str]:
+        return list(self.sync.create_indexes(models))
+
+    async def index_information(self) -> dict[str, Any]:
+        return dict(self.sync.index_information())
 
 
-@pytest.fixture(params=REACHABLE)
-async def store(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[HistoryStore]:
-    """An empty history store of each reachable kind."""
+class MockCursor:
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def sort(self, spec: Any) -> MockCursor:
+        self.cursor = self.cursor.sort(spec)
+        return self
+
+    def limit(self, count: int) -> MockCursor:
+        self.cursor = self.cursor.limit(count)
+        return self
+
+    async def to_list(self) -> list[Any]:
+        return list(self.cursor)
+
+
+@pytest.fixture
+def collection() -> Iterator[Any]:
+    """An empty mongomock ``deliveries`` collection; datetimes come back aware, as the
+    store's client is configured."""
+    client: Any = mongomock.MongoClient(tz_aware=True)
+    yield client.herald.deliveries
+    client.close()
+
+
+# Every store the tests can run: PostgreSQL, the Mongo store on mongomock, and the Mongo store
+# on a real server when one is named (docker compose).
+# The TTL index expires deliveries (mongomock too, as they are read): T0 must stay within it.
+RETENTION_DAYS = 36_500
+STORES = ["postgresql", "mongomock", *(["mongodb"] if MONGODB_URL else [])]
+
+
+async def empty_postgres_store(engine: AsyncEngine) -> PostgresHistoryStore:
+    """The PostgreSQL store on an empty table: it commits its own transactions, so the test's
+    rolled-back transaction cannot undo what the previous test stored."""
+    async with engine.begin() as conn:
+        await conn.execute(text("TRUNCATE deliveries"))
+    return PostgresHistoryStore(engine)
+
+
+@pytest.fixture(params=STORES)
+async def store(
+    request: pytest.FixtureRequest, engine: AsyncEngine, collection: Any
+) -> AsyncIterator[HistoryStore]:
+    """An empty history store of each kind."""
     if request.param == "postgresql":
-        # The store commits its own transactions, so each test starts from an empty table.
-        async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE deliveries"))
-        yield PostgresHistoryStore(engine)
+        yield await empty_postgres_store(engine)
+        return
+    if request.param == "mongomock":
+        # The client is never used: it connects lazily, and its collection is replaced.
+        mock = MongoHistoryStore("mongodb://127.0.0.1:1/unused", retention_days=RETENTION_DAYS)
+        mock.collection = MockCollection(collection)  # type: ignore[assignment]
+        await mock.start()
+        yield mock
+        await mock.close()
         return
     assert MONGODB_URL is not None
     name = f"herald_test_history_{uuid.uuid4().hex[:12]}"
-    mongo = MongoHistoryStore(MONGODB_URL, database=name, retention_days=30)
+    mongo = MongoHistoryStore(MONGODB_URL, database=name, retention_days=RETENTION_DAYS)
     await mongo.start()
     try:
         yield mongo

@@ -1,5 +1,6 @@
-"""The history store contract (backend/db/history/base.py), run against every reachable store:
-PostgreSQL always, MongoDB when HERALD_TEST_MONGODB_URL names a server."""
+"""The history store contract (backend/db/history/base.py), written once and run against every
+store (tests/history/conftest.py ``store``): PostgreSQL, the MongoDB store on mongomock's query
+engine, and on a real MongoDB server when HERALD_TEST_MONGODB_URL names one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from datetime import timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.channels import Channel
@@ -35,6 +35,7 @@ from tests.history.conftest import (
     MONGODB_URL,
     PAGING_ORDER,
     T0,
+    empty_postgres_store,
     filter_dataset,
     full_delivery,
     make_delivery,
@@ -342,6 +343,16 @@ async def test_a_cursor_continues_after_its_record_is_gone(store: HistoryStore) 
     assert [r.id for r in page.items] == ["d4", "d3", "d2", "d1"]
 
 
+async def test_a_cursor_keeps_the_time_window(store: HistoryStore) -> None:
+    await store.add(filter_dataset())
+    window = DeliveryFilter(since=minutes(1), until=minutes(6))
+    after_d5 = history_cursor(make_delivery("d5", created_at=minutes(3)))
+
+    page = await store.find(window, first=10, after=after_d5)
+
+    assert [r.id for r in page.items] == ["d4", "d3", "d2"]
+
+
 @pytest.mark.parametrize(
     "cursor",
     [
@@ -409,9 +420,7 @@ async def test_count_by_status_follows_transitions(store: HistoryStore) -> None:
 
 @pytest.fixture
 async def pg_store(engine: AsyncEngine) -> PostgresHistoryStore:
-    async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE deliveries"))
-    return PostgresHistoryStore(engine)
+    return await empty_postgres_store(engine)
 
 
 async def test_purge_deletes_what_is_older_than_the_cutoff(pg_store: PostgresHistoryStore) -> None:
