@@ -1,4 +1,5 @@
-"""The history store contract shared by the PostgreSQL and MongoDB stores."""
+"""The history store contract shared by the PostgreSQL and MongoDB stores, and what they do the
+same way: reading a page, reading one record, moving one delivery."""
 
 from __future__ import annotations
 
@@ -113,12 +114,31 @@ def decode_history_cursor(cursor: str) -> tuple[datetime, str]:
     return created_at, delivery_id
 
 
+def check_first(first: int) -> int:
+    """``first`` when it asks for at least one record. The upper bound is the caller's
+    (GraphQL pages are capped there); internal readers such as exports may ask for more."""
+    if first < 1:
+        raise ValidationError("'first' must be at least 1", field="first")
+    return first
+
+
+def page_of(rows: Sequence[DeliveryRecord], first: int) -> HistoryPage:
+    """The page for ``rows`` read in order with a limit of ``first + 1``: the extra row only
+    says that another page follows."""
+    items = list(rows[:first])
+    end_cursor = history_cursor(items[-1]) if items else None
+    return HistoryPage(items=items, end_cursor=end_cursor, has_next_page=len(rows) > first)
+
+
 class HistoryStore(Protocol):
     """Every store behaves the same; the contract tests in tests/history/ hold them to it.
 
     Ordering for :meth:`find` is newest first: ``created_at`` descending, then ``id`` descending.
-    Cursors are :func:`history_cursor` of the last record of a page (``end_cursor``);
-    stores decode ``after`` with :func:`decode_history_cursor`.
+    Cursors are :func:`history_cursor` of the last record of a page (``end_cursor``).
+
+    The stores subclass this protocol: :meth:`get`, :meth:`transition` and :meth:`find` are
+    written here once, on the stores' :meth:`get_many`, :meth:`transition_many` and
+    :meth:`read_newest_first`.
     """
 
     async def start(self) -> None:
@@ -131,7 +151,10 @@ class HistoryStore(Protocol):
         were inserted. The first timeline entry is the record's status at ``created_at``."""
         ...
 
-    async def get(self, delivery_id: str) -> DeliveryRecord | None: ...
+    async def get(self, delivery_id: str) -> DeliveryRecord | None:
+        """The record with this id, or None."""
+        found = await self.get_many([delivery_id])
+        return found[0] if found else None
 
     async def get_many(self, delivery_ids: Sequence[str]) -> list[DeliveryRecord]:
         """Records for the ids that exist, in no particular order."""
@@ -153,7 +176,17 @@ class HistoryStore(Protocol):
         (any status when None): append a timeline entry (and the attempt, if given), set the
         rendered fields and provider id when given, bump ``updated_at``. Returns False (and
         changes nothing) when the record is missing or its status is not expected."""
-        ...
+        changed = await self.transition_many(
+            [delivery_id],
+            status,
+            at=at,
+            expected=expected,
+            reason=reason,
+            attempt=attempt,
+            rendered=None if rendered is None else {delivery_id: rendered},
+            provider_message_id=provider_message_id,
+        )
+        return delivery_id in changed
 
     async def transition_many(
         self,
@@ -166,12 +199,14 @@ class HistoryStore(Protocol):
         attempt: Attempt | None = None,
         rendered: dict[str, Rendered] | None = None,
         unchanged_since: dict[str, datetime] | None = None,
+        provider_message_id: str | None = None,
     ) -> set[str]:
         """:meth:`transition` for many deliveries at once (one statement where the store
         allows), each checked against ``expected`` on its own; ``rendered`` maps an id to its
         rendered fields. ``unchanged_since`` maps an id to the ``updated_at`` its caller read:
         that delivery changes only if nobody changed it since, which makes taking over a
-        delivery left in ``sending`` exclusive. Returns the ids that changed."""
+        delivery left in ``sending`` exclusive. ``provider_message_id`` is set on each
+        delivery that changes. Returns the ids that changed."""
         ...
 
     async def find(
@@ -179,6 +214,15 @@ class HistoryStore(Protocol):
     ) -> HistoryPage:
         """A page of records matching every set field of ``filter``, newest first.
         Raises ``backend.errors.ValidationError`` (field ``after``) on a bad cursor."""
+        check_first(first)
+        position = None if after is None else decode_history_cursor(after)
+        return page_of(await self.read_newest_first(filter, after=position, limit=first + 1), first)
+
+    async def read_newest_first(
+        self, filter: DeliveryFilter, *, after: tuple[datetime, str] | None, limit: int
+    ) -> list[DeliveryRecord]:
+        """Up to ``limit`` records matching ``filter`` in :meth:`find`'s order, after the
+        position ``after`` = (created_at, id) when given."""
         ...
 
     async def count_by_status(

@@ -24,19 +24,16 @@ from backend.db.history.base import (
     DeliveryFilter,
     DeliveryRecord,
     DeliveryStatus,
-    HistoryPage,
+    HistoryStore,
     Rendered,
     StatsDimension,
     StatsQuery,
     StatsRow,
     StatusChange,
-    decode_history_cursor,
 )
 from backend.db.history.records import (
     as_utc,
-    check_first,
     initial_timeline,
-    page_of,
     unique_by_id,
 )
 
@@ -275,7 +272,7 @@ def inserted_despite_duplicates(details: Mapping[str, Any]) -> int | None:
     return int(details.get("nInserted", 0))
 
 
-class MongoHistoryStore:
+class MongoHistoryStore(HistoryStore):
     """The history store on MongoDB, through PyMongo's async client."""
 
     def __init__(self, url: str, *, database: str | None = None, retention_days: int) -> None:
@@ -330,44 +327,12 @@ class MongoHistoryStore:
             return inserted
         return len(result.inserted_ids)
 
-    async def get(self, delivery_id: str) -> DeliveryRecord | None:
-        """The record with this id, or None."""
-        document = await self.collection.find_one({"_id": delivery_id})
-        return None if document is None else document_to_record(document)
-
     async def get_many(self, delivery_ids: Sequence[str]) -> list[DeliveryRecord]:
         """Records for the ids that exist, in no particular order."""
         if not delivery_ids:
             return []
         cursor = self.collection.find({"_id": {"$in": list(delivery_ids)}})
         return [document_to_record(document) for document in await cursor.to_list()]
-
-    async def transition(
-        self,
-        delivery_id: str,
-        status: DeliveryStatus,
-        *,
-        at: datetime,
-        expected: frozenset[DeliveryStatus] | None = None,
-        reason: str | None = None,
-        attempt: Attempt | None = None,
-        rendered: Rendered | None = None,
-        provider_message_id: str | None = None,
-    ) -> bool:
-        """Move a delivery to ``status`` if its status is in ``expected`` (any when None), in
-        one ``update_one``: the status check and the change are atomic on the document."""
-        query, update = transition_update(
-            delivery_id,
-            status,
-            at=at,
-            expected=expected,
-            reason=reason,
-            attempt=attempt,
-            rendered=rendered,
-            provider_message_id=provider_message_id,
-        )
-        result = await self.collection.update_one(query, update)
-        return result.matched_count == 1
 
     async def transition_many(
         self,
@@ -380,9 +345,11 @@ class MongoHistoryStore:
         attempt: Attempt | None = None,
         rendered: dict[str, Rendered] | None = None,
         unchanged_since: dict[str, datetime] | None = None,
+        provider_message_id: str | None = None,
     ) -> set[str]:
         """Each delivery's own conditional update, sent concurrently: MongoDB reports matches
-        per operation only for single updates, and each must be checked on its own."""
+        per operation only for single updates, and each must be checked on its own. The status
+        check and the change are atomic on each document."""
         ids = list(dict.fromkeys(delivery_ids))
         shown = rendered or {}
         versions = unchanged_since or {}
@@ -396,6 +363,7 @@ class MongoHistoryStore:
                 reason=reason,
                 attempt=attempt,
                 rendered=shown.get(delivery_id),
+                provider_message_id=provider_message_id,
             )
             if delivery_id in versions:
                 filter_doc["updated_at"] = bson_datetime(versions[delivery_id])
@@ -405,18 +373,11 @@ class MongoHistoryStore:
         results = await asyncio.gather(*(one(i) for i in ids))
         return {i for i, changed in zip(ids, results, strict=True) if changed}
 
-    async def find(
-        self, filter: DeliveryFilter, *, first: int, after: str | None = None
-    ) -> HistoryPage:
-        """A page of records matching every set field of ``filter``, newest first.
-        Raises ``ValidationError`` (field ``after``) on a bad cursor."""
-        check_first(first)
-        position = None if after is None else decode_history_cursor(after)
-        cursor = (
-            self.collection.find(find_filter(filter, position)).sort(sort_spec()).limit(first + 1)
-        )
-        documents = await cursor.to_list()
-        return page_of([document_to_record(document) for document in documents], first)
+    async def read_newest_first(
+        self, filter: DeliveryFilter, *, after: tuple[datetime, str] | None, limit: int
+    ) -> list[DeliveryRecord]:
+        cursor = self.collection.find(find_filter(filter, after)).sort(sort_spec()).limit(limit)
+        return [document_to_record(document) for document in await cursor.to_list()]
 
     async def count_by_status(
         self, filter: DeliveryFilter

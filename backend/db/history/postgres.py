@@ -37,19 +37,16 @@ from backend.db.history.base import (
     DeliveryFilter,
     DeliveryRecord,
     DeliveryStatus,
-    HistoryPage,
+    HistoryStore,
     Rendered,
     StatsDimension,
     StatsQuery,
     StatsRow,
     StatusChange,
-    decode_history_cursor,
 )
 from backend.db.history.records import (
     as_utc,
-    check_first,
     initial_timeline,
-    page_of,
     unique_by_id,
 )
 from backend.db.models import Base
@@ -85,26 +82,17 @@ class DeliveryRow(Base):
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-# The listing indexes end with (created_at DESC, id DESC), the exact order of find(), so a page
+# The listing indexes end with (created_at DESC, id DESC), the order of find(), so a page
 # is read off the index instead of sorting every matching row: a user's inbox, and a campaign
 # with one row per recipient x channel, grow without bound.
-Index(
-    "ix_deliveries_user_id_created_at",
-    DeliveryRow.user_id,
-    DeliveryRow.created_at.desc(),
-    DeliveryRow.id.desc(),
-)
+_NEWEST_FIRST = (DeliveryRow.created_at.desc(), DeliveryRow.id.desc())
+Index("ix_deliveries_user_id_created_at", DeliveryRow.user_id, *_NEWEST_FIRST)
 Index("ix_deliveries_event_id", DeliveryRow.event_id)
-Index(
-    "ix_deliveries_campaign_id",
-    DeliveryRow.campaign_id,
-    DeliveryRow.created_at.desc(),
-    DeliveryRow.id.desc(),
-)
+Index("ix_deliveries_campaign_id", DeliveryRow.campaign_id, *_NEWEST_FIRST)
 Index("ix_deliveries_status", DeliveryRow.status)
 Index("ix_deliveries_channel_status", DeliveryRow.channel, DeliveryRow.status)
 # Unfiltered history pages, and the retention purge, which would otherwise scan the table.
-Index("ix_deliveries_created_at", DeliveryRow.created_at.desc(), DeliveryRow.id.desc())
+Index("ix_deliveries_created_at", *_NEWEST_FIRST)
 
 deliveries: Table = DeliveryRow.__table__  # type: ignore[assignment]
 
@@ -137,8 +125,6 @@ _RAW_GET_MANY = Statement(
     f"SELECT {', '.join(_COLUMNS)} FROM deliveries "  # noqa: S608 (column names, not input)
     "WHERE id = ANY(CAST(:ids AS text[]))"
 )
-
-_NEWEST_FIRST = (deliveries.c.created_at.desc(), deliveries.c.id.desc())
 
 
 def _json(value: Any) -> str:
@@ -265,7 +251,7 @@ _TRANSITION = Statement(
 )
 
 
-class PostgresHistoryStore:
+class PostgresHistoryStore(HistoryStore):
     """The history store on PostgreSQL. The engine is the caller's: ``close`` leaves it open."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -292,13 +278,6 @@ class PostgresHistoryStore:
         async with driver_connection(self.engine) as conn:
             return await _RAW_INSERT.execute(conn, params)
 
-    async def get(self, delivery_id: str) -> DeliveryRecord | None:
-        """The record with this id, or None."""
-        async with self.auto.connect() as conn:
-            result = await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id))
-            row = result.mappings().first()
-        return None if row is None else _row_to_record(row)
-
     async def get_many(self, delivery_ids: Sequence[str]) -> list[DeliveryRecord]:
         """Records for the ids that exist, in no particular order."""
         if not delivery_ids:
@@ -306,33 +285,6 @@ class PostgresHistoryStore:
         async with driver_connection(self.engine) as conn:
             rows = await _RAW_GET_MANY.fetch(conn, {"ids": list(delivery_ids)})
         return [_row_to_record(row) for row in rows]
-
-    async def transition(
-        self,
-        delivery_id: str,
-        status: DeliveryStatus,
-        *,
-        at: datetime,
-        expected: frozenset[DeliveryStatus] | None = None,
-        reason: str | None = None,
-        attempt: Attempt | None = None,
-        rendered: Rendered | None = None,
-        provider_message_id: str | None = None,
-    ) -> bool:
-        """Move a delivery to ``status`` if its status is in ``expected`` (any when None), in
-        one UPDATE so that two workers racing on a delivery cannot both win. Rendered fields
-        that are None are left as they are. Returns whether the delivery changed."""
-        changed = await self.transition_many(
-            [delivery_id],
-            status,
-            at=at,
-            expected=expected,
-            reason=reason,
-            attempt=attempt,
-            rendered={delivery_id: rendered} if rendered is not None else None,
-            provider_message_id=provider_message_id,
-        )
-        return delivery_id in changed
 
     async def transition_many(
         self,
@@ -348,8 +300,8 @@ class PostgresHistoryStore:
         provider_message_id: str | None = None,
     ) -> set[str]:
         """One UPDATE joined to the ids (and their rendered fields) as arrays: a batch of
-        deliveries costs one statement and one commit instead of one each.
-        ``provider_message_id`` (beyond the store's contract) serves :meth:`transition`."""
+        deliveries costs one statement and one commit instead of one each, and two workers
+        racing on a delivery cannot both win."""
         ids = list(dict.fromkeys(delivery_ids))
         if not ids:
             return set()
@@ -377,23 +329,20 @@ class PostgresHistoryStore:
             rows = await _TRANSITION.fetch(conn, params)
         return {row[0] for row in rows}
 
-    async def find(
-        self, filter: DeliveryFilter, *, first: int, after: str | None = None
-    ) -> HistoryPage:
-        """A page of records matching every set field of ``filter``, newest first.
-        Raises ``ValidationError`` (field ``after``) on a bad cursor."""
-        check_first(first)
+    async def read_newest_first(
+        self, filter: DeliveryFilter, *, after: tuple[datetime, str] | None, limit: int
+    ) -> list[DeliveryRecord]:
         conditions = _conditions(filter)
         if after is not None:
-            created_at, delivery_id = decode_history_cursor(after)
+            created_at, delivery_id = after
             conditions.append(
                 tuple_(deliveries.c.created_at, deliveries.c.id)
                 < tuple_(literal(created_at, DateTime(timezone=True)), literal(delivery_id))
             )
-        stmt = select(deliveries).where(*conditions).order_by(*_NEWEST_FIRST).limit(first + 1)
+        stmt = select(deliveries).where(*conditions).order_by(*_NEWEST_FIRST).limit(limit)
         async with self.auto.connect() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
-        return page_of([_row_to_record(row) for row in rows], first)
+        return [_row_to_record(row) for row in rows]
 
     async def count_by_status(
         self, filter: DeliveryFilter

@@ -1,12 +1,11 @@
-"""What both history stores do the same way: preparing new records, and cutting pages."""
+"""What both history stores do the same way to the records they store."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from backend.db.history.base import DeliveryRecord, HistoryPage, StatusChange, history_cursor
-from backend.errors import ValidationError
+from backend.db.history.base import DeliveryRecord, StatusChange
 
 
 def as_utc(value: datetime) -> datetime:
@@ -35,19 +34,3 @@ def initial_timeline(record: DeliveryRecord) -> list[StatusChange]:
     there); the caller's record is never modified.
     """
     return record.timeline or [StatusChange(record.status, record.created_at)]
-
-
-def check_first(first: int) -> int:
-    """``first`` when it asks for at least one record. The upper bound is the caller's
-    (GraphQL pages are capped there); internal readers such as exports may ask for more."""
-    if first < 1:
-        raise ValidationError("'first' must be at least 1", field="first")
-    return first
-
-
-def page_of(rows: Sequence[DeliveryRecord], first: int) -> HistoryPage:
-    """The page for ``rows`` read in order with a limit of ``first + 1``: the extra row only
-    says that another page follows."""
-    items = list(rows[:first])
-    end_cursor = history_cursor(items[-1]) if items else None
-    return HistoryPage(items=items, end_cursor=end_cursor, has_next_page=len(rows) > first)
