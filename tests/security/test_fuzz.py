@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -24,12 +25,13 @@ from hypothesis import strategies as st
 from hypothesis_graphql import Mode, mutations, queries
 
 from backend.auth import mint_token
+from backend.frameworks.strawberry_internals import graphql_core_schema
 from backend.schema.root import build_schema
 from tests.conftest import make_settings
 from tests.factories import token_for
 from tests.security.conftest import rolled_back
 
-SCHEMA = build_schema(make_settings())._schema
+SCHEMA = graphql_core_schema(build_schema(make_settings()))
 # Bounded for the suite (four tests, about 20 s in all); raise HERALD_FUZZ_EXAMPLES and set
 # HERALD_FUZZ_RANDOM=1 for a longer, differently seeded hunt.
 MAX_EXAMPLES = int(os.environ.get("HERALD_FUZZ_EXAMPLES", "150"))
@@ -160,48 +162,25 @@ FUZZ_SETTINGS = settings(
 )
 
 
-@FUZZ_SETTINGS
-@given(
-    document=queries(SCHEMA, custom_scalars=CUSTOM_SCALARS, mode=Mode.POSITIVE),
-    token=st.sampled_from(TOKENS),
-)
-async def test_fuzzed_valid_queries(
-    fuzz_client, sec_services, engine, sec_settings, document, token
-):
-    await _post(fuzz_client, sec_services, engine, document, _headers(sec_settings, token))
+def fuzz_test(documents: Callable[..., st.SearchStrategy[str]], mode: Mode) -> Any:
+    """A test posting the documents of one generator (queries or mutations) in one mode,
+    each with a token drawn from ``TOKENS``."""
+
+    @FUZZ_SETTINGS
+    @given(
+        document=documents(SCHEMA, custom_scalars=CUSTOM_SCALARS, mode=mode),
+        token=st.sampled_from(TOKENS),
+    )
+    async def test(fuzz_client, sec_services, engine, sec_settings, document, token):
+        await _post(fuzz_client, sec_services, engine, document, _headers(sec_settings, token))
+
+    return test
 
 
-@FUZZ_SETTINGS
-@given(
-    document=queries(SCHEMA, custom_scalars=CUSTOM_SCALARS, mode=Mode.NEGATIVE),
-    token=st.sampled_from(TOKENS),
-)
-async def test_fuzzed_invalid_queries(
-    fuzz_client, sec_services, engine, sec_settings, document, token
-):
-    await _post(fuzz_client, sec_services, engine, document, _headers(sec_settings, token))
-
-
-@FUZZ_SETTINGS
-@given(
-    document=mutations(SCHEMA, custom_scalars=CUSTOM_SCALARS, mode=Mode.POSITIVE),
-    token=st.sampled_from(TOKENS),
-)
-async def test_fuzzed_valid_mutations(
-    fuzz_client, sec_services, engine, sec_settings, document, token
-):
-    await _post(fuzz_client, sec_services, engine, document, _headers(sec_settings, token))
-
-
-@FUZZ_SETTINGS
-@given(
-    document=mutations(SCHEMA, custom_scalars=CUSTOM_SCALARS, mode=Mode.NEGATIVE),
-    token=st.sampled_from(TOKENS),
-)
-async def test_fuzzed_invalid_mutations(
-    fuzz_client, sec_services, engine, sec_settings, document, token
-):
-    await _post(fuzz_client, sec_services, engine, document, _headers(sec_settings, token))
+test_fuzzed_valid_queries = fuzz_test(queries, Mode.POSITIVE)
+test_fuzzed_invalid_queries = fuzz_test(queries, Mode.NEGATIVE)
+test_fuzzed_valid_mutations = fuzz_test(mutations, Mode.POSITIVE)
+test_fuzzed_invalid_mutations = fuzz_test(mutations, Mode.NEGATIVE)
 
 
 async def test_the_process_still_answers_after_fuzzing(sgql, sec_settings):
