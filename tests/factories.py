@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from backend.auth import mint_token
 from backend.channels import Channel
 from backend.config import Settings
@@ -94,3 +97,19 @@ def tried_delivery(
             for n, (p, ok) in enumerate(providers, start=1)
         ],
     )
+
+
+def rsa_key_pair() -> tuple[str, str]:
+    """A new RSA key pair as PEM text: (private, public)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public

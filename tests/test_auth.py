@@ -9,13 +9,11 @@ from datetime import timedelta
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from backend.auth import TokenVerifier, mint_token
 from backend.errors import UnauthenticatedError
 from tests.conftest import make_settings
-from tests.factories import template_input, token_for
+from tests.factories import rsa_key_pair, template_input, token_for
 
 MUTATIONS = {
     "createTemplate": (
@@ -75,21 +73,6 @@ async def test_viewer_for_any_authenticated_user(gql, settings):
 
 def _b64(data: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
-
-
-def _rsa_pair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
 
 
 def _bad_tokens(settings) -> dict[str, str]:
@@ -154,7 +137,7 @@ async def test_error_message_says_why(gql, settings):
 
 
 def test_rs256_pinned_refuses_hs256_signed_with_the_public_key():
-    private, public = _rsa_pair()
+    private, public = rsa_key_pair()
     settings = make_settings(
         jwt_algorithm="RS256", jwt_public_key=public, jwt_private_key=private, jwt_secret=None
     )

@@ -10,17 +10,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.factories import token_for
-
-PROTOCOL = "graphql-transport-ws"
-
-
-async def connect(server, origin=None):
-    return await websockets.connect(
-        server.ws_url,
-        subprotocols=[PROTOCOL],
-        origin=origin or server.url,
-        open_timeout=5,
-    )
+from tests.graphql_ws import connect, init, receive, subscribe
 
 
 async def close_code(ws) -> int:
@@ -32,23 +22,11 @@ async def close_code(ws) -> int:
 
 
 async def test_valid_token_streams_heartbeats(live_server, settings):
-    async with await connect(live_server) as ws:
-        token = token_for(settings, "user", sub="u-ws")
-        await ws.send(
-            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-        )
-        ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    async with connect(live_server.url) as ws:
+        ack = await init(ws, token_for(settings, "user", sub="u-ws"))
         assert ack == {"type": "connection_ack", "payload": {"userId": "u-ws"}}
-        await ws.send(
-            json.dumps(
-                {
-                    "id": "1",
-                    "type": "subscribe",
-                    "payload": {"query": "subscription { heartbeat { at } }"},
-                }
-            )
-        )
-        msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await subscribe(ws, "subscription { heartbeat { at } }")
+        msg = await receive(ws)
         assert msg["type"] == "next" and msg["id"] == "1"
         assert msg["payload"]["data"]["heartbeat"]["at"]
 
@@ -69,64 +47,39 @@ async def test_bad_token_closes_with_4403(live_server, settings, case):
     }
     token = tokens[case]
     payload = {"authorization": f"Bearer {token}"} if token else {}
-    async with await connect(live_server) as ws:
+    async with connect(live_server.url) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
         assert await close_code(ws) == 4403
 
 
 async def test_subscribe_before_init_is_4401(live_server):
-    async with await connect(live_server) as ws:
-        await ws.send(
-            json.dumps(
-                {
-                    "id": "1",
-                    "type": "subscribe",
-                    "payload": {"query": "subscription { heartbeat { at } }"},
-                }
-            )
-        )
+    async with connect(live_server.url) as ws:
+        await subscribe(ws, "subscription { heartbeat { at } }")
         assert await close_code(ws) == 4401
 
 
 async def test_no_connection_init_times_out_with_4408(live_server):
-    async with await connect(live_server) as ws:
+    async with connect(live_server.url) as ws:
         assert await close_code(ws) == 4408
 
 
 async def test_foreign_origin_is_refused(live_server):
     with pytest.raises(websockets.exceptions.InvalidStatus):
-        await websockets.connect(
-            live_server.ws_url,
-            subprotocols=[PROTOCOL],
-            origin="http://evil.example",
-            open_timeout=5,
-        )
+        await connect(live_server.url, origin="http://evil.example")
 
 
 async def test_subscription_cap_per_connection(live_server, settings):
-    async with await connect(live_server) as ws:
-        token = token_for(settings, "user")
-        await ws.send(
-            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-        )
-        await asyncio.wait_for(ws.recv(), 5)
+    async with connect(live_server.url) as ws:
+        await init(ws, token_for(settings, "user"))
         cap = settings.ws_max_subscriptions
         for i in range(cap + 1):
-            await ws.send(
-                json.dumps(
-                    {
-                        "id": str(i),
-                        "type": "subscribe",
-                        "payload": {
-                            "query": "subscription { heartbeat(intervalSeconds: 300) { at } }"
-                        },
-                    }
-                )
+            await subscribe(
+                ws, "subscription { heartbeat(intervalSeconds: 300) { at } }", id=str(i)
             )
         errors = []
         nexts = set()
         for _ in range(cap + 1):
-            msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            msg = await receive(ws)
             if msg["type"] == "error":
                 errors.append(msg)
             else:

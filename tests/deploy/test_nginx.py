@@ -18,6 +18,7 @@ import websockets
 from tests.conftest import ROOT, LiveServer, free_port, start_live_server, stop_live_server
 from tests.deploy.conftest import Nginx, start_nginx, stop_process
 from tests.factories import CREATE_TEMPLATE, template_input, token_for
+from tests.graphql_ws import connect, init, receive, subscribe
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -101,29 +102,13 @@ def test_mutation_and_query_through_the_proxy(proxied, settings):
 async def test_live_subscription_through_the_proxy(proxied, settings):
     proxy, _ = proxied
     token = token_for(settings, "user", sub="deploy-ws")
-    async with websockets.connect(
-        proxy.url.replace("http://", "ws://") + "/graphql",
-        subprotocols=["graphql-transport-ws"],
-        origin=proxy.url,
-        open_timeout=5,
-    ) as ws:
-        await ws.send(
-            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-        )
-        ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    async with connect(proxy.url) as ws:
+        ack = await init(ws, token)
         assert ack == {"type": "connection_ack", "payload": {"userId": "deploy-ws"}}
-        await ws.send(
-            json.dumps(
-                {
-                    "id": "hb",
-                    "type": "subscribe",
-                    "payload": {"query": "subscription { heartbeat(intervalSeconds: 1) { at } }"},
-                }
-            )
-        )
+        await subscribe(ws, "subscription { heartbeat(intervalSeconds: 1) { at } }", id="hb")
         arrivals = []
         for _ in range(3):
-            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            message = await receive(ws)
             assert message["type"] == "next" and message["id"] == "hb", message
             assert message["payload"]["data"]["heartbeat"]["at"]
             arrivals.append(time.monotonic())
@@ -143,12 +128,7 @@ async def test_live_subscription_through_the_proxy(proxied, settings):
 async def test_websocket_from_a_foreign_origin_is_still_refused(proxied):
     proxy, _ = proxied
     with pytest.raises(websockets.exceptions.InvalidStatus):
-        await websockets.connect(
-            proxy.url.replace("http://", "ws://") + "/graphql",
-            subprotocols=["graphql-transport-ws"],
-            origin="http://evil.example",
-            open_timeout=5,
-        )
+        await connect(proxy.url, origin="http://evil.example")
 
 
 def test_security_headers_on_answers_and_errors(proxied):

@@ -8,7 +8,6 @@ assert that ``/healthz``, asked all along from another connection, answered with
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
@@ -20,7 +19,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import websockets
 from websockets.exceptions import ConnectionClosed
 
 from backend.config import Settings
@@ -28,6 +26,7 @@ from backend.db.models import EventType, WebhookEndpoint
 from backend.services import digests, webhooks
 from tests.conftest import LiveServer, app_client, free_port
 from tests.factories import CREATE_TEMPLATE, template_input, token_for
+from tests.graphql_ws import connect, init, receive, subscribe
 from tests.security.conftest import security_settings
 
 HEALTHZ_BOUND = 0.1
@@ -317,20 +316,28 @@ async def test_a_payload_schema_nested_500_deep_is_refused_when_saved(live):
 # --- crons that never occur -------------------------------------------------------------------
 
 
-async def test_a_campaign_cron_that_never_occurs_is_refused(sgql):
+async def create_scheduled_campaign(sgql: Any, schedule: dict[str, str]) -> dict[str, Any]:
+    """``createCampaign``'s answer for an in-app campaign on ``schedule``, by a manager."""
     manager = token_for(sgql.settings, "manager")
-    slug = f"cron-{uuid.uuid4().hex[:8]}"
+    slug = f"schedule-{uuid.uuid4().hex[:8]}"
     await sgql(CREATE_TEMPLATE, {"input": template_input(slug)}, token=manager)
     campaign = {
-        "name": "never",
+        "name": "scheduled",
         "templateSlug": slug,
         "channels": ["IN_APP"],
         "audience": {"userIds": ["u1"]},
-        "schedule": {"cron": "0 0 30 2 *"},
+        "schedule": schedule,
     }
-    result = (await sgql(CREATE_CAMPAIGN, {"input": campaign}, token=manager))["data"]
-    assert result["createCampaign"]["__typename"] == "ValidationError", result
-    assert result["createCampaign"]["field"] == "schedule.cron"
+    result: dict[str, Any] = (await sgql(CREATE_CAMPAIGN, {"input": campaign}, token=manager))[
+        "data"
+    ]["createCampaign"]
+    return result
+
+
+async def test_a_campaign_cron_that_never_occurs_is_refused(sgql):
+    result = await create_scheduled_campaign(sgql, {"cron": "0 0 30 2 *"})
+    assert result["__typename"] == "ValidationError", result
+    assert result["field"] == "schedule.cron"
 
 
 async def test_a_digest_cron_that_never_occurs_is_refused(sgql):
@@ -377,14 +384,9 @@ async def test_a_token_with_an_impossible_exp_is_unauthenticated_over_http(sec_c
 
 @pytest.mark.parametrize("case", sorted(BAD_EXP))
 async def test_a_token_with_an_impossible_exp_closes_the_socket_with_4403(live_server, case):
-    async with websockets.connect(
-        live_server.ws_url, subprotocols=["graphql-transport-ws"], origin=live_server.url
-    ) as ws:
-        token = _token(BAD_EXP[case])
-        init = {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
-        await ws.send(json.dumps(init))
+    async with connect(live_server.url) as ws:
         with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), 5)
+            await init(ws, _token(BAD_EXP[case]))
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
 
 
@@ -420,32 +422,17 @@ async def test_localtime_is_not_a_time_zone(sgql):
 
 
 async def test_localtime_is_not_a_campaign_time_zone(sgql):
-    manager = token_for(sgql.settings, "manager")
-    slug = f"tz-{uuid.uuid4().hex[:8]}"
-    await sgql(CREATE_TEMPLATE, {"input": template_input(slug)}, token=manager)
-    campaign = {
-        "name": "tz",
-        "templateSlug": slug,
-        "channels": ["IN_APP"],
-        "audience": {"userIds": ["u1"]},
-        "schedule": {"cron": "0 9 * * *", "timezone": "localtime"},
-    }
-    result = (await sgql(CREATE_CAMPAIGN, {"input": campaign}, token=manager))["data"]
-    assert result["createCampaign"]["__typename"] == "ValidationError", result
-    assert result["createCampaign"]["field"] == "schedule.timezone"
+    result = await create_scheduled_campaign(sgql, {"cron": "0 9 * * *", "timezone": "localtime"})
+    assert result["__typename"] == "ValidationError", result
+    assert result["field"] == "schedule.timezone"
 
 
 async def test_a_zero_heartbeat_interval_is_refused(live_server, settings):
-    async with websockets.connect(
-        live_server.ws_url, subprotocols=["graphql-transport-ws"], origin=live_server.url
-    ) as ws:
-        token = token_for(settings, "user", sub="u-beat")
-        init = {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
-        await ws.send(json.dumps(init))
-        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
-        query = "subscription { heartbeat(intervalSeconds: 0) { at } }"
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
-        message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    async with connect(live_server.url) as ws:
+        ack = await init(ws, token_for(settings, "user", sub="u-beat"))
+        assert ack["type"] == "connection_ack"
+        await subscribe(ws, "subscription { heartbeat(intervalSeconds: 0) { at } }")
+        message = await receive(ws)
     errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
     assert errors[0]["extensions"]["code"] == "VALIDATION", message
     assert errors[0]["extensions"]["field"] == "intervalSeconds"

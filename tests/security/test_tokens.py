@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -13,16 +12,14 @@ from typing import Any
 
 import jwt
 import pytest
-import websockets
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.exceptions import ConnectionClosed
 
 from backend.auth import mint_token
 from backend.config import Settings
 from backend.db.models import InboxCounter, InboxItem
 from tests.conftest import LiveServer, app_client, start_live_server, stop_live_server
-from tests.factories import token_for
+from tests.factories import rsa_key_pair, token_for
+from tests.graphql_ws import connect, init, receive, subscribe
 from tests.security.conftest import SECURITY_REDIS_URL, security_settings
 
 ISSUER = "https://auth.example"
@@ -112,23 +109,8 @@ async def test_hostile_tokens_are_refused_over_http(engine, strict_settings, cas
     assert control.json()["data"]["viewer"]["id"] == "ok"
 
 
-def _rsa_pair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
 async def test_hs256_signed_with_the_rs256_public_key_is_refused_over_http(engine):
-    private, public = _rsa_pair()
+    private, public = rsa_key_pair()
     settings = security_settings(
         jwt_algorithm="RS256", jwt_public_key=public, jwt_private_key=private, jwt_secret=None
     )
@@ -170,14 +152,9 @@ def strict_server(engine: Any) -> Iterator[LiveServer]:
 
 async def _init(server: LiveServer, token: str) -> tuple[dict[str, Any] | None, int | None]:
     """connection_init with ``token``: the ack, or the close code."""
-    async with websockets.connect(
-        server.ws_url, subprotocols=["graphql-transport-ws"], origin=server.url, open_timeout=5
-    ) as ws:
-        await ws.send(
-            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-        )
+    async with connect(server.url) as ws:
         try:
-            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            message = await init(ws, token)
         except ConnectionClosed as closed:
             return None, closed.rcvd.code if closed.rcvd else None
         return message, None
@@ -196,26 +173,10 @@ async def test_a_good_token_is_acknowledged_over_websocket(strict_server, strict
 
 async def test_users_cannot_subscribe_to_delivery_updates(strict_server, strict_settings):
     token = mint_token(strict_settings, sub="nosy", roles=["user"])
-    async with websockets.connect(
-        strict_server.ws_url,
-        subprotocols=["graphql-transport-ws"],
-        origin=strict_server.url,
-        open_timeout=5,
-    ) as ws:
-        await ws.send(
-            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-        )
-        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
-        await ws.send(
-            json.dumps(
-                {
-                    "id": "1",
-                    "type": "subscribe",
-                    "payload": {"query": "subscription { deliveryUpdates { id userId } }"},
-                }
-            )
-        )
-        message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    async with connect(strict_server.url) as ws:
+        assert (await init(ws, token))["type"] == "connection_ack"
+        await subscribe(ws, "subscription { deliveryUpdates { id userId } }")
+        message = await receive(ws)
     assert message["type"] in ("next", "error"), message
     errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
     assert errors[0]["extensions"]["code"] == "FORBIDDEN"
