@@ -94,9 +94,9 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
                 await transaction.rollback()
 
 
-@pytest.fixture
-def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
-    """Sessions bound to the test's transaction: a service's commit releases a savepoint."""
+def savepoint_sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions bound to a transaction of ``connection``: a service's commit releases a
+    savepoint, and rolling the transaction back undoes everything."""
     return async_sessionmaker(
         bind=connection,
         expire_on_commit=False,
@@ -106,13 +106,18 @@ def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession
 
 
 @pytest.fixture
+def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions bound to the test's transaction."""
+    return savepoint_sessionmaker(connection)
+
+
+@pytest.fixture
 async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as s:
         yield s
 
 
-@pytest.fixture(scope="session")
-async def app_services(settings: Settings, engine: AsyncEngine) -> Services:
+def make_services(settings: Settings, engine: AsyncEngine) -> Services:
     from backend.db.session import create_sessionmaker
 
     return Services(
@@ -123,10 +128,42 @@ async def app_services(settings: Settings, engine: AsyncEngine) -> Services:
     )
 
 
+@asynccontextmanager
+async def started_app(settings: Settings, services: Services) -> AsyncIterator[Any]:
+    """The API in-process, its lifespan started."""
+    application = create_app(settings, services=services)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@asynccontextmanager
+async def in_process_client(
+    app: Any,
+    services: Services,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    peer: tuple[str, int] = ("127.0.0.1", 123),
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app in-process, calling from ``peer``, the app's database work
+    in ``sessionmaker``'s sessions (the test's transaction)."""
+    original = services.sessionmaker
+    services.sessionmaker = sessionmaker
+    transport = httpx.ASGITransport(app=app, client=peer)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as c:
+            yield c
+    finally:
+        services.sessionmaker = original
+
+
+@pytest.fixture(scope="session")
+async def app_services(settings: Settings, engine: AsyncEngine) -> Services:
+    return make_services(settings, engine)
+
+
 @pytest.fixture(scope="session")
 async def app(settings: Settings, app_services: Services) -> AsyncIterator[Any]:
-    application = create_app(settings, services=app_services)
-    async with application.router.lifespan_context(application):
+    async with started_app(settings, app_services) as application:
         yield application
 
 
@@ -135,14 +172,8 @@ async def client(
     app: Any, app_services: Services, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the app in-process, its database work inside the test's transaction."""
-    original = app_services.sessionmaker
-    app_services.sessionmaker = sessionmaker
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as c:
-            yield c
-    finally:
-        app_services.sessionmaker = original
+    async with in_process_client(app, app_services, sessionmaker) as c:
+        yield c
 
 
 class GraphQL:

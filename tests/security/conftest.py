@@ -14,12 +14,16 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from backend.app import create_app
-from backend.auth import TokenVerifier
 from backend.config import Settings
-from backend.db.session import create_sessionmaker
 from backend.schema.context import Services
-from tests.conftest import GraphQL, make_settings
+from tests.conftest import (
+    GraphQL,
+    in_process_client,
+    make_services,
+    make_settings,
+    savepoint_sessionmaker,
+    started_app,
+)
 
 SECURITY_REDIS_URL = os.environ.get("HERALD_TEST_SECURITY_REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -35,18 +39,12 @@ def sec_settings() -> Settings:
 
 @pytest.fixture(scope="session")
 async def sec_services(sec_settings: Settings, engine: AsyncEngine) -> Services:
-    return Services(
-        settings=sec_settings,
-        verifier=TokenVerifier(sec_settings),
-        sessionmaker=create_sessionmaker(engine),
-        engine=engine,
-    )
+    return make_services(sec_settings, engine)
 
 
 @pytest.fixture(scope="session")
 async def sec_app(sec_settings: Settings, sec_services: Services) -> AsyncIterator[Any]:
-    application = create_app(sec_settings, services=sec_services)
-    async with application.router.lifespan_context(application):
+    async with started_app(sec_settings, sec_services) as application:
         yield application
 
 
@@ -54,14 +52,10 @@ async def sec_app(sec_settings: Settings, sec_services: Services) -> AsyncIterat
 async def sec_client(
     sec_app: Any, sec_services: Services, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    original = sec_services.sessionmaker
-    sec_services.sessionmaker = sessionmaker
-    transport = httpx.ASGITransport(app=sec_app, client=("203.0.113.7", 4711))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as c:
-            yield c
-    finally:
-        sec_services.sessionmaker = original
+    async with in_process_client(
+        sec_app, sec_services, sessionmaker, peer=("203.0.113.7", 4711)
+    ) as c:
+        yield c
 
 
 @asynccontextmanager
@@ -71,12 +65,7 @@ async def rolled_back(services: Services, engine: AsyncEngine) -> AsyncIterator[
     async with engine.connect() as conn:
         transaction = await conn.begin()
         original = services.sessionmaker
-        services.sessionmaker = async_sessionmaker(
-            bind=conn,
-            expire_on_commit=False,
-            autoflush=False,
-            join_transaction_mode="create_savepoint",
-        )
+        services.sessionmaker = savepoint_sessionmaker(conn)
         try:
             yield
         finally:
