@@ -9,10 +9,12 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -144,12 +146,31 @@ class Recorder:
                 self.arrived.wait(left)
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that writes no access log to the test output."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on a free port, answering with ``handler`` in a thread; its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def http_recorder() -> Iterator[tuple[str, Recorder]]:
     """A real HTTP server on a free port that answers 200 to every POST and records it."""
     recorder = Recorder()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with recorder.arrived:
@@ -160,16 +181,22 @@ def http_recorder() -> Iterator[tuple[str, Recorder]]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
+    with http_server(Handler) as url:
+        yield url, recorder
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", recorder
-    finally:
-        server.shutdown()
-        server.server_close()
+
+def run_python(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python *args`` from the project's root with a herald subprocess's environment
+    (``env`` added to it); its output captured as text."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=herald_env(**env),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 def herald_env(**overrides: str) -> dict[str, str]:

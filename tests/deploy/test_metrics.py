@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend.observability import metrics
 from backend.queues import WORK_QUEUES
 from tests.conftest import ROOT, free_port
-from tests.deploy.conftest import herald_env, stop_process, wait_for_port
+from tests.deploy.conftest import herald_env, run_python, stop_process, wait_for_port
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -201,19 +201,11 @@ def test_worker_metrics_add_up_the_pool_processes():
 
 
 def test_metrics_imported_too_early_is_refused():
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import backend.observability.metrics\n"
-            "from backend.observability.workers import prepare_multiprocess_dir\n"
-            "prepare_multiprocess_dir()",
-        ],
-        cwd=ROOT,
-        env=herald_env(),
-        capture_output=True,
-        text=True,
-        check=False,
+    done = run_python(
+        "-c",
+        "import backend.observability.metrics\n"
+        "from backend.observability.workers import prepare_multiprocess_dir\n"
+        "prepare_multiprocess_dir()",
     )
     assert done.returncode != 0
     assert "imported before the multiprocess directory" in done.stderr

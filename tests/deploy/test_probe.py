@@ -3,52 +3,35 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from redis import Redis
 
 from backend.observability.probe import check_redis_key, check_url
-from tests.conftest import ROOT, free_port
-from tests.deploy.conftest import herald_env
+from tests.conftest import free_port
+from tests.deploy.conftest import QuietHandler, http_server, run_python
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def probe(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "backend.observability.probe", *args],
-        cwd=ROOT,
-        env=herald_env(**env),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    return run_python("-m", "backend.observability.probe", *args, **env, timeout=30)
 
 
 @pytest.fixture
 def web() -> Iterator[str]:
     """/ok answers 200, /sick 503."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             self.send_response(200 if self.path == "/ok" else 503)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(Handler) as url:
+        yield url
 
 
 def test_url_probe(web):

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 
 import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.conftest import ROOT, start_live_server, stop_live_server
-from tests.deploy.conftest import herald_env
+from tests.conftest import start_live_server, stop_live_server
+from tests.deploy.conftest import run_python
 
 
 def spans_of(requests) -> list[tuple[str, str, object]]:
@@ -87,14 +85,8 @@ asyncio.run(main(sys.argv[1]))
 
 def test_published_task_messages_carry_the_trace(http_recorder):
     endpoint, _ = http_recorder
-    done = subprocess.run(
-        [sys.executable, "-c", PUBLISH, f"herald.test.trace-{uuid.uuid4().hex[:8]}"],
-        cwd=ROOT,
-        env=herald_env(HERALD_OTLP_ENDPOINT=endpoint),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    done = run_python(
+        "-c", PUBLISH, f"herald.test.trace-{uuid.uuid4().hex[:8]}", HERALD_OTLP_ENDPOINT=endpoint
     )
     assert done.returncode == 0, done.stderr
     trace_id, traceparent = done.stdout.split()
@@ -104,28 +96,19 @@ def test_published_task_messages_carry_the_trace(http_recorder):
 def test_tracing_off_imports_no_sdk():
     # (redis-py imports opentelemetry.sdk.metrics for its own optional metrics; the trace
     # SDK, the exporter and the instrumentations are ours to keep out.)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys\n"
-            "from backend.app import create_app\n"
-            "from backend.observability import tracing\n"
-            "from tests.conftest import make_settings\n"
-            "create_app(make_settings())\n"
-            "with tracing.span('x'):\n"
-            "    pass\n"
-            "assert not tracing.is_enabled()\n"
-            "heavy = ('opentelemetry.sdk.trace', 'opentelemetry.exporter',\n"
-            "         'opentelemetry.instrumentation')\n"
-            "print(sorted(m for m in sys.modules if m.startswith(heavy)))",
-        ],
-        cwd=ROOT,
-        env=herald_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    done = run_python(
+        "-c",
+        "import sys\n"
+        "from backend.app import create_app\n"
+        "from backend.observability import tracing\n"
+        "from tests.conftest import make_settings\n"
+        "create_app(make_settings())\n"
+        "with tracing.span('x'):\n"
+        "    pass\n"
+        "assert not tracing.is_enabled()\n"
+        "heavy = ('opentelemetry.sdk.trace', 'opentelemetry.exporter',\n"
+        "         'opentelemetry.instrumentation')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))",
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
