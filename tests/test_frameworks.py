@@ -4,22 +4,32 @@ libraries: an upgrade that moves what one of them reads fails here."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import time
 from collections.abc import AsyncGenerator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+import pytest
 import strawberry
 import websockets
 from graphql import GraphQLError, GraphQLSchema, graphql_sync
+from jinja2 import DictLoader, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.websockets import WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from backend.db.session import create_sessionmaker
+from backend.frameworks.jinja_parsing import TransformedParse
+from backend.frameworks.process_pools import kill_pool_processes
 from backend.frameworks.sqlalchemy_sessions import sessionmaker_bind
 from backend.frameworks.strawberry_internals import MaskErrorsWithHook, graphql_core_schema
 from backend.frameworks.uvicorn_sockets import release_uvicorn_handshake, uvicorn_protocol
 from backend.schema.root import build_schema
+from backend.services.rendering import _HeraldSandbox
 from tests.processes import ThreadedServer
 
 # --- uvicorn ------------------------------------------------------------------------------
@@ -155,3 +165,61 @@ async def test_sessionmaker_bind_is_the_connection_a_test_binds(
     sessionmaker: async_sessionmaker[AsyncSession], connection: AsyncConnection
 ) -> None:
     assert sessionmaker_bind(sessionmaker) is connection
+
+
+# --- Jinja2 -------------------------------------------------------------------------------
+
+
+def test_every_way_to_a_template_goes_through_the_transformed_parse() -> None:
+    class Counting(TransformedParse):
+        def __init__(self) -> None:
+            super().__init__(loader=DictLoader({"page": "{{ 2 }}"}))
+            self.seen: list[str] = []
+
+        def transform(self, tree: nodes.Template) -> nodes.Template:
+            self.seen.append(type(tree).__name__)
+            # Rewrite every constant, to prove the rendered template is the transformed tree.
+            for const in tree.find_all(nodes.Const):
+                const.value = 7
+            return tree
+
+    env = Counting()
+    assert env.from_string("{{ 1 }}").render() == "7"
+    assert env.get_template("page").render() == "7"
+    env.parse("{{ 3 }}")
+    env.compile("{{ 4 }}")
+    assert env.seen == ["Template"] * 4
+
+
+def test_the_herald_sandbox_still_instruments_what_it_parses() -> None:
+    """The sandbox's step and size guards are put in by the transformed parse."""
+    plain = ImmutableSandboxedEnvironment().compile("{% for i in x %}{{ i }}{% endfor %}", raw=True)
+    guarded = _HeraldSandbox().compile("{% for i in x %}{{ i }}{% endfor %}", raw=True)
+    assert "_herald_" not in plain
+    assert "_herald_body" in guarded
+
+
+# --- concurrent.futures -------------------------------------------------------------------
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_killing_a_busy_pool_stops_its_worker() -> None:
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        future = pool.submit(_sleep, 60)
+        deadline = time.monotonic() + 30
+        while not future.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        processes = list(pool._processes.values())  # what the adapter reads, before it acts
+        assert len(processes) == 1 and processes[0].is_alive()
+        assert kill_pool_processes(pool) == 1
+        processes[0].join(10)
+        assert not processes[0].is_alive()
+        with pytest.raises(BrokenProcessPool):
+            future.result(10)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -48,6 +48,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from backend.errors import TemplateRenderError, TemplateSyntaxError
+from backend.frameworks.jinja_parsing import TransformedParse
+from backend.frameworks.process_pools import kill_pool_processes
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +230,13 @@ class _Instrument(NodeTransformer):
         )
 
 
-class _HeraldSandbox(ImmutableSandboxedEnvironment):
+class _HeraldSandbox(TransformedParse, ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["**", "*", "+", "%"])
 
-    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        tree = _Instrument().visit(super()._parse(source, name, filename))
-        assert isinstance(tree, nodes.Template)
-        return tree
+    def transform(self, tree: nodes.Template) -> nodes.Template:
+        instrumented = _Instrument().visit(tree)
+        assert isinstance(instrumented, nodes.Template)
+        return instrumented
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _step()
@@ -593,9 +595,7 @@ def _discard_pool(pool: ProcessPoolExecutor) -> None:
     with _pool_lock:
         if _pool is pool:
             _pool = None
-    # No public way to stop a running worker before Python 3.14 (terminate_workers).
-    for process in list(getattr(pool, "_processes", {}).values()):
-        process.kill()
+    kill_pool_processes(pool)
     pool.shutdown(wait=False, cancel_futures=True)
 
 
