@@ -29,7 +29,13 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="uvicorn processes")
-def api(host: str, port: int, workers: int) -> None:
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="log each request (herald dev turns it on; off in production, where nginx logs them)",
+)
+def api(host: str, port: int, workers: int, access_log: bool) -> None:
     """Serve the GraphQL API (HTTP and WebSocket), /healthz and /readyz."""
     import uvicorn
 
@@ -42,7 +48,7 @@ def api(host: str, port: int, workers: int) -> None:
         workers=workers,
         ws="websockets-sansio",
         ws_per_message_deflate=False,
-        access_log=False,
+        access_log=access_log,
         proxy_headers=True,
         log_level="info",
     )
@@ -129,7 +135,7 @@ def dev(host: str, port: int) -> None:
     procs = {
         "auth-standin": subprocess.Popen([*exe, "auth-standin", "--port", "8001"]),
         "smtp-sink": subprocess.Popen([*exe, "smtp-sink"]),
-        "api": subprocess.Popen([*exe, "api", "--host", host, "--port", str(port)]),
+        "api": subprocess.Popen([*exe, "api", "--host", host, "--port", str(port), "--access-log"]),
         "worker": subprocess.Popen([*exe, "worker", "--concurrency", "2"]),
         "beat": subprocess.Popen([*exe, "beat"]),
     }

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -226,7 +226,10 @@ class LiveServer:
 
 
 def start_live_server(
-    env_overrides: dict[str, str] | None = None, *, log: Any = subprocess.PIPE
+    env_overrides: dict[str, str] | None = None,
+    *,
+    log: Any = subprocess.PIPE,
+    args: Sequence[str] = (),
 ) -> LiveServer:
     """A ``herald api`` process. Its stderr goes to a pipe read after it stops, unless ``log``
     (an open file) takes it: uvicorn logs each WebSocket connection, and a test opening
@@ -244,7 +247,7 @@ def start_live_server(
     }
     env.update(env_overrides or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "api", "--port", str(port)],
+        [sys.executable, "-m", "backend.cli", "api", "--port", str(port), *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

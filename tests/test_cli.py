@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 from click.testing import CliRunner
 
 from backend.auth import TokenVerifier
 from backend.cli import main
 from backend.config import get_settings
+from tests.conftest import start_live_server, stop_live_server
 
 
 def test_commands_exist():
@@ -29,3 +31,20 @@ def test_token_prints_a_verifiable_jwt():
 def test_token_refuses_unknown_role():
     result = CliRunner().invoke(main, ["token", "--sub", "x", "--role", "root"])
     assert result.exit_code != 0
+
+
+def test_api_logs_requests_only_when_asked(tmp_path):
+    """`herald dev` runs the API with --access-log, so the development log shows requests;
+    plain `herald api` (production, benchmarks) logs none."""
+    lines = {}
+    for flag in ("--access-log", "--no-access-log"):
+        log = tmp_path / f"{flag}.log"
+        with log.open("w") as sink:
+            server = start_live_server({"HERALD_LOG_LEVEL": "INFO"}, log=sink, args=[flag])
+            try:
+                assert httpx.get(f"{server.url}/healthz?from=the-cli-test").status_code == 200
+            finally:
+                stop_live_server(server)
+        lines[flag] = [line for line in log.read_text().splitlines() if "the-cli-test" in line]
+    assert len(lines["--access-log"]) == 1 and " 200" in lines["--access-log"][0]
+    assert lines["--no-access-log"] == []
