@@ -180,6 +180,7 @@ async def delivery_updates(
                         status=change.status,
                         at=change.at,
                         reason=change.reason,
+                        sequence=change.sequence,
                     )
     finally:
         metrics.subscription_closed()

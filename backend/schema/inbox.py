@@ -92,6 +92,13 @@ class DeliveryUpdate:
     status: DeliveryStatus
     at: datetime
     reason: str | None
+    sequence: int | None = strawberry.field(
+        default=None,
+        description=(
+            "The change's place in its delivery's timeline (1, 2, ...), as in status "
+            "webhooks: changes can arrive out of order, the highest is the latest."
+        ),
+    )
 
 
 @strawberry.input(description="Every field given must match.")

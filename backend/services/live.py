@@ -126,6 +126,7 @@ class DeliveryChange:
     status: DeliveryStatus
     at: datetime
     reason: str | None
+    sequence: int | None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> DeliveryChange:
@@ -139,6 +140,7 @@ class DeliveryChange:
             status=DeliveryStatus(item["status"]),
             at=datetime.fromisoformat(item["at"]),
             reason=item.get("reason"),
+            sequence=item.get("sequence"),
         )
 
 

@@ -89,7 +89,8 @@ def test_a_notification_is_read_only_on_a_user_channel():
 
 
 def test_the_delivery_feed_reads_typed_changes():
-    [change] = DeliveryUpdates([ITEM]).changes()
+    [change, numbered] = DeliveryUpdates([ITEM, {**ITEM, "sequence": 3}]).changes()
+    assert numbered == replace(change, sequence=3)
     assert change == DeliveryChange(
         id="d-1",
         event_id="e-1",
@@ -100,6 +101,7 @@ def test_the_delivery_feed_reads_typed_changes():
         status=DeliveryStatus.SENT,
         at=datetime(2026, 11, 26, 12, 0, 0, 500000, tzinfo=UTC),
         reason=None,
+        sequence=None,
     )
 
 

@@ -262,7 +262,8 @@ async def test_the_socket_closes_when_the_token_expires(live_server, settings):
 async def test_delivery_updates_for_managers_only(live_server, settings, redis):
     manager = await Client.open(live_server, token_for(settings, "manager"))
     await manager.subscribe(
-        "subscription { deliveryUpdates(filter: {channel: EMAIL}) { id status channel reason } }"
+        "subscription { deliveryUpdates(filter: {channel: EMAIL}) "
+        "{ id status channel reason sequence } }"
     )
     await asyncio.sleep(0.3)
     item = {
@@ -274,12 +275,13 @@ async def test_delivery_updates_for_managers_only(live_server, settings, redis):
         "status": "sent",
         "at": datetime.now(UTC).isoformat(),
         "reason": None,
+        "sequence": 3,
     }
     await RedisLivePublisher(redis).publish_delivery_updates(
         [{**item, "channel": "sms"}, {**item, "channel": "email"}]
     )
     got = (await manager.next())["deliveryUpdates"]
-    assert got == {"id": "d1", "status": "SENT", "channel": "EMAIL", "reason": None}
+    assert got == {"id": "d1", "status": "SENT", "channel": "EMAIL", "reason": None, "sequence": 3}
     await manager.close()
 
     plain = await Client.open(live_server, token_for(settings, "user"))
