@@ -51,6 +51,16 @@ def _rejected_input(exc: sa_exc.DBAPIError) -> ValidationError | None:
     return None
 
 
+def _raise_as_herald_error(exc: sa_exc.DBAPIError) -> None:
+    """Raise the Herald error a driver failure stands for: unavailable when the connection
+    was lost, a validation error when PostgreSQL refused a value; return for any other."""
+    if exc.connection_invalidated:
+        raise _unavailable(exc) from exc
+    rejected = _rejected_input(exc)
+    if rejected is not None:
+        raise rejected from exc
+
+
 class _LazySession:
     """An AsyncSession made on first use: most sendEvent calls never touch PostgreSQL (rules
     and templates come from a cache), and making and closing a session is a measurable part
@@ -111,11 +121,7 @@ async def mutate(
         except _DOWN as exc:
             raise _unavailable(exc) from exc
         except sa_exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise _unavailable(exc) from exc
-            rejected = _rejected_input(exc)
-            if rejected is not None:
-                raise rejected from exc
+            _raise_as_herald_error(exc)
             raise
         return result
     except HeraldError as exc:
@@ -175,9 +181,5 @@ async def read(
             # The session is shared by the operation's other query fields: roll the failed
             # statement back so that they still run.
             await session.rollback()
-            if exc.connection_invalidated:
-                raise _unavailable(exc) from exc
-            rejected = _rejected_input(exc)
-            if rejected is not None:
-                raise rejected from exc
+            _raise_as_herald_error(exc)
             raise
