@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import httpx
+
 from backend.channels import Channel
 from backend.errors import HeraldError
 
@@ -155,3 +157,33 @@ class ChannelSender(Protocol):
         """Send one message, or raise :class:`TransientChannelError` /
         :class:`PermanentChannelError`."""
         ...
+
+
+class HttpProviderSender:
+    """The HTTP client of a sender whose provider is reached over HTTP: one client, and so
+    one connection pool, per worker process, opened by ``start()`` and closed by ``close()``.
+    A subclass sets ``_timeout`` (seconds) and may add headers every request carries."""
+
+    _timeout: float
+    _client: httpx.AsyncClient | None = None
+
+    def _headers(self) -> dict[str, str]:
+        return {}
+
+    async def start(self) -> None:
+        """Open the HTTP client shared by every send."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout), headers=self._headers()
+            )
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    def _started_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError(f"{type(self).__name__}.start() was not called")
+        return self._client

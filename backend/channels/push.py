@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from backend.channels import Channel
 from backend.channels.base import (
+    HttpProviderSender,
     OutgoingMessage,
     PermanentChannelError,
     PushSubscription,
@@ -114,7 +115,7 @@ class _Outcome:
     detail: str = ""
 
 
-class WebPushSender:
+class WebPushSender(HttpProviderSender):
     """Sends a notification to every Web Push subscription of the user."""
 
     channel: Channel = Channel.PUSH
@@ -132,7 +133,6 @@ class WebPushSender:
             raise ValueError("HERALD_VAPID_PUBLIC_KEY does not belong to the VAPID private key")
         self._subject = settings.vapid_subject
         self._timeout = settings.push_timeout_seconds
-        self._client: httpx.AsyncClient | None = None
         self._tokens: dict[str, tuple[str, float]] = {}
 
     @property
@@ -141,21 +141,9 @@ class WebPushSender:
         ``applicationServerKey``."""
         return self._public_key
 
-    async def start(self) -> None:
-        """Open the HTTP client shared by every push."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout))
-
-    async def close(self) -> None:
-        """Close the HTTP client."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Push ``message`` to each of its subscriptions, concurrently."""
-        if self._client is None:
-            raise RuntimeError("WebPushSender.start() was not called")
+        client = self._started_client()
         if self._key is None or self._public_key is None:
             raise PermanentChannelError(
                 "Web Push is not configured: set HERALD_VAPID_PRIVATE_KEY", provider=PROVIDER
@@ -180,10 +168,7 @@ class WebPushSender:
                 provider=PROVIDER,
             )
         outcomes = await asyncio.gather(
-            *(
-                self._push(self._client, self._key, sub, payload)
-                for sub in message.push_subscriptions
-            )
+            *(self._push(client, self._key, sub, payload) for sub in message.push_subscriptions)
         )
         return _summarise(outcomes)
 

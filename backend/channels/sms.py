@@ -8,6 +8,7 @@ import httpx
 
 from backend.channels import Channel
 from backend.channels.base import (
+    HttpProviderSender,
     OutgoingMessage,
     PermanentChannelError,
     SendResult,
@@ -20,7 +21,7 @@ PROVIDER = "sms-webhook"
 _RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 
 
-class HttpSmsSender:
+class HttpSmsSender(HttpProviderSender):
     """Posts ``{"to", "from", "text", "reference"}`` to the SMS provider's webhook."""
 
     channel: Channel = Channel.SMS
@@ -33,24 +34,13 @@ class HttpSmsSender:
         )
         self._sender = settings.sms_sender
         self._timeout = settings.sms_timeout_seconds
-        self._client: httpx.AsyncClient | None = None
 
-    async def start(self) -> None:
-        """Open the HTTP client (its connection pool is reused by every send)."""
-        if self._client is None:
-            headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout), headers=headers)
-
-    async def close(self) -> None:
-        """Close the HTTP client."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Send ``message.body`` to the user's phone number."""
-        if self._client is None:
-            raise RuntimeError("HttpSmsSender.start() was not called")
+        client = self._started_client()
         phone = message.user.phone
         if not phone:
             raise PermanentChannelError("the user has no phone number", provider=PROVIDER)
@@ -63,7 +53,7 @@ class HttpSmsSender:
             "reference": message.delivery_id,
         }
         try:
-            response = await self._client.post(self._url, json=payload)
+            response = await client.post(self._url, json=payload)
         except httpx.TimeoutException as exc:
             raise TransientChannelError(
                 f"the SMS provider did not answer within {self._timeout} s", provider=PROVIDER
