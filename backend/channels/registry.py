@@ -65,34 +65,49 @@ def circuit_breakers(settings: Settings, redis: Redis | None) -> CircuitBreakers
 
 
 def _email(settings: Settings, redis: Redis | None) -> ChannelSender:
-    primary = SmtpEmailSender(settings)
-    if not settings.smtp_fallbacks:
-        # One provider has nowhere to fail over to: it is used as before, failures retried
-        # with the delivery's own backoff.
-        return primary
-    providers = [Provider(SMTP_PROVIDER, primary)]
-    for relay in settings.smtp_fallbacks:
-        relay_settings = settings.model_copy(
-            update={
-                "smtp_host": relay.host,
-                "smtp_port": relay.port,
-                "smtp_username": relay.username,
-                "smtp_password": relay.password,
-                "smtp_tls": relay.tls,
-            }
+    relays = [
+        Provider(
+            relay.name,
+            SmtpEmailSender(
+                settings.model_copy(
+                    update={
+                        "smtp_host": relay.host,
+                        "smtp_port": relay.port,
+                        "smtp_username": relay.username,
+                        "smtp_password": relay.password,
+                        "smtp_tls": relay.tls,
+                    }
+                )
+            ),
         )
-        providers.append(Provider(relay.name, SmtpEmailSender(relay_settings)))
-    return FailoverSender(Channel.EMAIL, providers, circuit_breakers(settings, redis))
+        for relay in settings.smtp_fallbacks
+    ]
+    return _failover(settings, redis, Provider(SMTP_PROVIDER, SmtpEmailSender(settings)), relays)
 
 
 def _sms(settings: Settings, redis: Redis | None) -> ChannelSender:
-    primary = HttpSmsSender(settings)
-    if not settings.sms_fallbacks:
-        return primary
-    providers = [Provider(SMS_PROVIDER, primary)]
-    for fallback in settings.sms_fallbacks:
-        fallback_settings = settings.model_copy(
-            update={"sms_provider_url": fallback.url, "sms_provider_token": fallback.token}
+    fallbacks = [
+        Provider(
+            fallback.name,
+            HttpSmsSender(
+                settings.model_copy(
+                    update={"sms_provider_url": fallback.url, "sms_provider_token": fallback.token}
+                )
+            ),
         )
-        providers.append(Provider(fallback.name, HttpSmsSender(fallback_settings)))
-    return FailoverSender(Channel.SMS, providers, circuit_breakers(settings, redis))
+        for fallback in settings.sms_fallbacks
+    ]
+    return _failover(settings, redis, Provider(SMS_PROVIDER, HttpSmsSender(settings)), fallbacks)
+
+
+def _failover(
+    settings: Settings, redis: Redis | None, primary: Provider, fallbacks: list[Provider]
+) -> ChannelSender:
+    """A failover sender over ``primary`` then ``fallbacks``, or ``primary``'s own sender when
+    there are no fallbacks: one provider has nowhere to fail over to, so it is used as before,
+    failures retried with the delivery's own backoff."""
+    if not fallbacks:
+        return primary.sender
+    return FailoverSender(
+        primary.sender.channel, [primary, *fallbacks], circuit_breakers(settings, redis)
+    )
