@@ -94,6 +94,10 @@ _TYPES: dict[type[errors.HeraldError], type[Error]] = {
     errors.UnavailableError: UnavailableError,
 }
 
+# Every error type, by name: most are reached only through mutation unions, so the schema
+# lists them all to be sure each is in it.
+ERROR_TYPES: list[type[Error]] = sorted(set(_TYPES.values()), key=lambda t: t.__name__)
+
 
 def error_type_for(exc: errors.HeraldError) -> Error:
     """The GraphQL error type for a service error."""

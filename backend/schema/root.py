@@ -39,18 +39,7 @@ from backend.resolvers import (
 )
 from backend.schema.context import Context
 from backend.schema.documents import DocumentCache, cached_documents
-from backend.schema.errors import (
-    ConflictError,
-    ForbiddenError,
-    HeraldMaskErrors,
-    NotFoundError,
-    RateLimitedError,
-    TemplateRenderError,
-    TemplateSyntaxError,
-    UnauthenticatedError,
-    UnavailableError,
-    ValidationError,
-)
+from backend.schema.errors import ERROR_TYPES, HeraldMaskErrors
 
 
 @strawberry.type(description="The caller, as the access token describes them.")
@@ -157,20 +146,6 @@ class HeraldSchema(strawberry.Schema):
             super().process_errors(unexpected, execution_context)
 
 
-# Error types reached only through unions are listed so that every one is in the schema.
-EXTRA_TYPES = [
-    ConflictError,
-    ForbiddenError,
-    NotFoundError,
-    RateLimitedError,
-    TemplateRenderError,
-    TemplateSyntaxError,
-    UnauthenticatedError,
-    UnavailableError,
-    ValidationError,
-]
-
-
 def build_schema(settings: Settings | None = None) -> HeraldSchema:
     """The schema with Herald's limits. ``settings`` None gives the committed, documented schema."""
     # Factories, so that every operation gets fresh extension instances. Documents are parsed
@@ -196,7 +171,7 @@ def build_schema(settings: Settings | None = None) -> HeraldSchema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=EXTRA_TYPES,
+        types=ERROR_TYPES,
         extensions=extensions,
     )
     schema.documents = documents
