@@ -14,6 +14,7 @@ from backend.db.history.base import DeliveryStatus, HistoryStore
 from backend.db.models import DeadLetter
 from backend.db.repositories.dead_letters import DeadLetterRepository
 from backend.errors import ValidationError
+from backend.services import task_messages
 from backend.services.deliveries import DeliveryQueue, Envelope
 from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
 
@@ -78,6 +79,8 @@ async def retry_dead_letters(
             envelopes[letter.event_id] = Envelope.from_wire(letter.envelope)
             replayed.append(letter.delivery_id)
     for (event_id, channel), batch in batches.items():
-        await queue.enqueue_send(envelopes[event_id], Channel(channel), batch, attempt=1)
+        await queue.enqueue_send(
+            task_messages.send(envelopes[event_id], Channel(channel), batch, attempt=1)
+        )
     await repo.delete([letter.delivery_id for letter in letters])
     return replayed, [i for i in ids if i not in found]

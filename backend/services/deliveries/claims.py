@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from backend.channels import Channel
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, StatusChange
+from backend.services import task_messages
 from backend.services.deliveries.context import DeliveryContext
 from backend.services.deliveries.records import RecordingHistory
 from backend.services.envelope import Envelope
@@ -59,12 +60,14 @@ async def claim(
         if still_leased:
             wait = max((r.updated_at + lease - now).total_seconds() for r in still_leased)
             await ctx.queue.enqueue_send(
-                envelope,
-                channel,
-                [r.id for r in still_leased],
-                attempt=attempt,
-                countdown=wait + 1,
-                resume=True,
+                task_messages.send(
+                    envelope,
+                    channel,
+                    [r.id for r in still_leased],
+                    attempt=attempt,
+                    countdown=wait + 1,
+                    resume=True,
+                )
             )
     candidates = [r for r in present if r.status in takeable and not leased(r)]
     # The record's updated_at as read makes each claim exclusive, takeovers of `sending` too:

@@ -22,20 +22,13 @@ from backend.services import task_messages
 from backend.services.envelope import Envelope
 from backend.services.limits import Limits
 from backend.services.live import RedisLivePublisher
+from backend.services.task_messages import TaskMessage
 from backend.services.users import UserProfile
 
 
 class DeliveryQueue(Protocol):
-    async def enqueue_send(
-        self,
-        envelope: Envelope,
-        channel: Channel,
-        delivery_ids: Sequence[str],
-        *,
-        attempt: int,
-        countdown: float | None = None,
-        resume: bool = False,
-    ) -> None: ...
+    async def enqueue_send(self, message: TaskMessage) -> None:
+        """Enqueue a channel batch built by :func:`task_messages.send`."""
 
     async def enqueue_dispatch(self, envelope: Envelope) -> None: ...
 
@@ -46,19 +39,7 @@ class BrokerDeliveryQueue:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
-    async def enqueue_send(
-        self,
-        envelope: Envelope,
-        channel: Channel,
-        delivery_ids: Sequence[str],
-        *,
-        attempt: int,
-        countdown: float | None = None,
-        resume: bool = False,
-    ) -> None:
-        message = task_messages.send(
-            envelope, channel, delivery_ids, attempt=attempt, countdown=countdown, resume=resume
-        )
+    async def enqueue_send(self, message: TaskMessage) -> None:
         await message.publish(self.broker)
 
     async def enqueue_dispatch(self, envelope: Envelope) -> None:

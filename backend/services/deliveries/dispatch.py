@@ -24,6 +24,7 @@ from backend.db.repositories.events import ScheduledEventRepository
 from backend.db.repositories.preferences import preferences_of
 from backend.observability import metrics
 from backend.services import digests as digest_service
+from backend.services import task_messages
 from backend.services.deliveries.claims import preclaimed
 from backend.services.deliveries.context import DeliveryContext, chunks
 from backend.services.deliveries.records import NAMESPACE, announce, delivery_id, delivery_update
@@ -381,7 +382,7 @@ async def _send_and_enqueue(
             for chunk in chunks(ids, size)
         ),
         *(
-            ctx.queue.enqueue_send(send_envelope, channel, chunk, attempt=1)
+            ctx.queue.enqueue_send(task_messages.send(send_envelope, channel, chunk, attempt=1))
             for channel, ids in plan.queued.items()
             if channel not in here
             for chunk in chunks(ids, size)

@@ -36,8 +36,8 @@ from backend.db.repositories.preferences import PushSubscriptionRepository
 from backend.errors import HeraldError, UnavailableError
 from backend.observability import metrics, tracing
 from backend.observability.logs import log_context
+from backend.services import task_messages, unsubscribe
 from backend.services import templates as template_service
-from backend.services import unsubscribe
 from backend.services.deliveries.claims import claim
 from backend.services.deliveries.context import DeliveryContext
 from backend.services.deliveries.in_app import InAppItem, deliver_in_app
@@ -194,7 +194,9 @@ async def hand_on(ctx: DeliveryContext, outcome: BatchOutcome) -> None:
     await asyncio.gather(
         *(
             ctx.queue.enqueue_send(
-                r.envelope, r.channel, r.delivery_ids, attempt=r.attempt, countdown=r.countdown
+                task_messages.send(
+                    r.envelope, r.channel, r.delivery_ids, attempt=r.attempt, countdown=r.countdown
+                )
             )
             for r in outcome.retries
         )
