@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import ADMINS, Principal
 from backend.resolvers.units import read
@@ -16,6 +17,12 @@ from backend.services import audit as audit_service
 Info = strawberry.Info[Context, Any]
 
 
+@strawberry.field(
+    description=(
+        "Admin and manager mutations (and refused attempts at them), newest first: who, "
+        "what, with which arguments (no secrets or message content), how it ended. Admins."
+    )
+)
 async def audit_log(
     info: Info, filter: AuditFilter | None = None, first: int = 20, after: str | None = None
 ) -> AuditEntryConnection:
@@ -33,12 +40,4 @@ async def audit_log(
     return await read(info, ADMINS, work)
 
 
-@strawberry.type
-class Query:
-    audit_log: AuditEntryConnection = strawberry.field(
-        resolver=audit_log,
-        description=(
-            "Admin and manager mutations (and refused attempts at them), newest first: who, "
-            "what, with which arguments (no secrets or message content), how it ended. Admins."
-        ),
-    )
+Query = create_type("Query", [audit_log])

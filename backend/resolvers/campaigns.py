@@ -8,6 +8,7 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.errors import HeraldError
@@ -119,6 +120,12 @@ def _counted_run(info: Info) -> Callable[[campaign_service.CampaignRun], Awaitab
     return shape
 
 
+@strawberry.mutation(
+    description=(
+        "Create a campaign: sent now, at a time, or on a recurring schedule (cron in a time "
+        "zone, or every N seconds). `draft: true` saves it unscheduled. Managers."
+    )
+)
 async def create_campaign(info: Info, input: CampaignInput) -> CampaignResult:
     data = _data(input)
     return await _change(
@@ -130,6 +137,7 @@ async def create_campaign(info: Info, input: CampaignInput) -> CampaignResult:
     )
 
 
+@strawberry.mutation(description="Change a draft, scheduled or paused campaign. Managers.")
 async def update_campaign(info: Info, id: strawberry.ID, input: CampaignInput) -> CampaignResult:
     data = _data(input)
     return await _change(
@@ -141,18 +149,34 @@ async def update_campaign(info: Info, id: strawberry.ID, input: CampaignInput) -
     )
 
 
+@strawberry.mutation(
+    description="Stop firing; a run in progress stops before its next batch. Managers."
+)
 async def pause_campaign(info: Info, id: strawberry.ID) -> CampaignResult:
     return await _step(info, id, campaign_service.pause_campaign)
 
 
+@strawberry.mutation(
+    description=(
+        "Start a draft, or continue a paused campaign from where it stopped; missed "
+        "recurring times are not made up. Managers."
+    )
+)
 async def resume_campaign(info: Info, id: strawberry.ID) -> CampaignResult:
     return await _step(info, id, campaign_service.resume_campaign)
 
 
+@strawberry.mutation(description="Stop for good and remove the schedule. Managers.")
 async def cancel_campaign(info: Info, id: strawberry.ID) -> CampaignResult:
     return await _step(info, id, campaign_service.cancel_campaign)
 
 
+@strawberry.mutation(
+    description=(
+        "An extra run now, outside the schedule; with `testUserId`, a test send to that "
+        "user only (their opt-outs ignored). Managers."
+    )
+)
 async def send_campaign_now(
     info: Info,
     id: strawberry.ID,
@@ -173,6 +197,7 @@ async def send_campaign_now(
     )
 
 
+@strawberry.field(description="Campaigns, newest first, by status and name. Managers.")
 async def campaigns(
     info: Info,
     filter: CampaignFilter | None = None,
@@ -192,6 +217,9 @@ async def campaigns(
     return await read(info, MANAGE_TEMPLATES, work)
 
 
+@strawberry.field(
+    description="One campaign with its latest runs and their counts, or null. Managers."
+)
 async def campaign(info: Info, id: strawberry.ID) -> Campaign | None:
     history = info.context.services.clients.history
 
@@ -206,50 +234,15 @@ async def campaign(info: Info, id: strawberry.ID) -> Campaign | None:
     return await read(info, MANAGE_TEMPLATES, work)
 
 
-@strawberry.type
-class Query:
-    campaigns: CampaignConnection = strawberry.field(
-        resolver=campaigns,
-        description="Campaigns, newest first, by status and name. Managers.",
-    )
-    campaign: Campaign | None = strawberry.field(
-        resolver=campaign,
-        description="One campaign with its latest runs and their counts, or null. Managers.",
-    )
-
-
-@strawberry.type
-class Mutation:
-    create_campaign: CampaignResult = strawberry.field(
-        resolver=create_campaign,
-        description=(
-            "Create a campaign: sent now, at a time, or on a recurring schedule (cron in a time "
-            "zone, or every N seconds). `draft: true` saves it unscheduled. Managers."
-        ),
-    )
-    update_campaign: CampaignResult = strawberry.field(
-        resolver=update_campaign,
-        description="Change a draft, scheduled or paused campaign. Managers.",
-    )
-    pause_campaign: CampaignResult = strawberry.field(
-        resolver=pause_campaign,
-        description="Stop firing; a run in progress stops before its next batch. Managers.",
-    )
-    resume_campaign: CampaignResult = strawberry.field(
-        resolver=resume_campaign,
-        description=(
-            "Start a draft, or continue a paused campaign from where it stopped; missed "
-            "recurring times are not made up. Managers."
-        ),
-    )
-    cancel_campaign: CampaignResult = strawberry.field(
-        resolver=cancel_campaign,
-        description="Stop for good and remove the schedule. Managers.",
-    )
-    send_campaign_now: CampaignRunResult = strawberry.field(
-        resolver=send_campaign_now,
-        description=(
-            "An extra run now, outside the schedule; with `testUserId`, a test send to that "
-            "user only (their opt-outs ignored). Managers."
-        ),
-    )
+Query = create_type("Query", [campaigns, campaign])
+Mutation = create_type(
+    "Mutation",
+    [
+        create_campaign,
+        update_campaign,
+        pause_campaign,
+        resume_campaign,
+        cancel_campaign,
+        send_campaign_now,
+    ],
+)

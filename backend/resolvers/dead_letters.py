@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import ADMINS, Principal
 from backend.resolvers.units import mutate, read
@@ -21,6 +22,7 @@ from backend.services import dead_letters as dead_letter_service
 Info = strawberry.Info[Context, Any]
 
 
+@strawberry.field(description="Deliveries that failed for good, newest first. Admins only.")
 async def dead_letters(
     info: Info, first: int = 20, after: str | None = None
 ) -> DeadLetterConnection:
@@ -31,6 +33,7 @@ async def dead_letters(
     return await read(info, ADMINS, work)
 
 
+@strawberry.mutation(description="Replay dead letters as fresh deliveries. Admins.")
 async def retry_dead_letters(info: Info, ids: list[strawberry.ID]) -> RetryDeadLettersResult:
     clients = info.context.services.clients
     history, queue = clients.history, clients.queue
@@ -47,17 +50,5 @@ async def retry_dead_letters(info: Info, ids: list[strawberry.ID]) -> RetryDeadL
     return await mutate(info, ADMINS, work)  # type: ignore[return-value]
 
 
-@strawberry.type
-class Query:
-    dead_letters: DeadLetterConnection = strawberry.field(
-        resolver=dead_letters,
-        description="Deliveries that failed for good, newest first. Admins only.",
-    )
-
-
-@strawberry.type
-class Mutation:
-    retry_dead_letters: RetryDeadLettersResult = strawberry.field(
-        resolver=retry_dead_letters,
-        description="Replay dead letters as fresh deliveries. Admins.",
-    )
+Query = create_type("Query", [dead_letters])
+Mutation = create_type("Mutation", [retry_dead_letters])

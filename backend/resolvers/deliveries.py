@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.resolvers.units import read
@@ -30,6 +31,7 @@ def _filter(f: DeliveryFilter | None) -> history_service.DeliveryFilter:
     )
 
 
+@strawberry.field(description="Delivery history, newest first, filtered. Managers only.")
 async def deliveries(
     info: Info, filter: DeliveryFilter | None = None, first: int = 20, after: str | None = None
 ) -> DeliveryConnection:
@@ -44,9 +46,4 @@ async def deliveries(
     return await read(info, MANAGE_TEMPLATES, work)
 
 
-@strawberry.type
-class Query:
-    deliveries: DeliveryConnection = strawberry.field(
-        resolver=deliveries,
-        description="Delivery history, newest first, filtered. Managers only.",
-    )
+Query = create_type("Query", [deliveries])

@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import MANAGE_TEMPLATES, Principal, Role
 from backend.resolvers.units import mutate, read
@@ -20,6 +21,7 @@ from backend.services import event_types as event_type_service
 Info = strawberry.Info[Context, Any]
 
 
+@strawberry.mutation(description="Create or change a custom event type and its rule. Managers.")
 async def register_event_type(info: Info, input: RegisterEventTypeInput) -> EventTypeResult:
     data = event_type_service.EventTypeData(
         name=input.name,
@@ -47,6 +49,7 @@ async def register_event_type(info: Info, input: RegisterEventTypeInput) -> Even
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
 
 
+@strawberry.field(description="Built-in and registered event types. Managers and services.")
 async def event_types(info: Info) -> list[EventType]:
     async def work(session: AsyncSession, _: Principal) -> list[EventType]:
         return [EventType.from_model(r) for r in await event_type_service.list_event_types(session)]
@@ -54,17 +57,5 @@ async def event_types(info: Info) -> list[EventType]:
     return await read(info, MANAGE_TEMPLATES | {Role.SERVICE}, work)
 
 
-@strawberry.type
-class Query:
-    event_types: list[EventType] = strawberry.field(
-        resolver=event_types,
-        description="Built-in and registered event types. Managers and services.",
-    )
-
-
-@strawberry.type
-class Mutation:
-    register_event_type: EventTypeResult = strawberry.field(
-        resolver=register_event_type,
-        description="Create or change a custom event type and its rule. Managers.",
-    )
+Query = create_type("Query", [event_types])
+Mutation = create_type("Mutation", [register_event_type])

@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import MANAGE_TEMPLATES, SEND_EVENTS, Principal
 from backend.errors import HeraldError
@@ -54,6 +55,12 @@ def _accepted(result: event_service.Accepted) -> EventAccepted:
     )
 
 
+@strawberry.mutation(
+    description=(
+        "Accept one event for delivery. Accepted means RabbitMQ confirmed it (or, with "
+        "`sendAt`, it is stored). Services and admins."
+    )
+)
 async def send_event(info: Info, input: EventInput) -> SendEventResult:
     ingestion = info.context.services.clients.ingestion
     data = _event_data(input)
@@ -72,6 +79,7 @@ async def send_event(info: Info, input: EventInput) -> SendEventResult:
     return await mutate(info, SEND_EVENTS, work)  # type: ignore[return-value]
 
 
+@strawberry.mutation(description="Accept up to 500 events; one result per input, in order.")
 async def send_events(info: Info, inputs: list[EventInput]) -> SendEventsResult:
     ingestion = info.context.services.clients.ingestion
     items = [_event_data(i) for i in inputs]
@@ -93,6 +101,12 @@ async def send_events(info: Info, inputs: list[EventInput]) -> SendEventsResult:
     return await mutate(info, SEND_EVENTS, work)  # type: ignore[return-value]
 
 
+@strawberry.field(
+    description=(
+        "An event and its deliveries (the first 100); null when `id` is not an event id "
+        "(a UUID). Managers only."
+    )
+)
 async def event(info: Info, id: strawberry.ID) -> Event | None:
     history = info.context.services.clients.history
 
@@ -109,27 +123,5 @@ async def event(info: Info, id: strawberry.ID) -> Event | None:
     return await read(info, MANAGE_TEMPLATES, work)
 
 
-@strawberry.type
-class Query:
-    event: Event | None = strawberry.field(
-        resolver=event,
-        description=(
-            "An event and its deliveries (the first 100); null when `id` is not an event id "
-            "(a UUID). Managers only."
-        ),
-    )
-
-
-@strawberry.type
-class Mutation:
-    send_event: SendEventResult = strawberry.field(
-        resolver=send_event,
-        description=(
-            "Accept one event for delivery. Accepted means RabbitMQ confirmed it (or, with "
-            "`sendAt`, it is stored). Services and admins."
-        ),
-    )
-    send_events: SendEventsResult = strawberry.field(
-        resolver=send_events,
-        description="Accept up to 500 events; one result per input, in order.",
-    )
+Query = create_type("Query", [event])
+Mutation = create_type("Mutation", [send_event, send_events])

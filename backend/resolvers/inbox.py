@@ -10,6 +10,7 @@ from typing import Any
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.websockets import WebSocket, WebSocketState
+from strawberry.tools import create_type
 
 from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.observability import metrics
@@ -42,6 +43,7 @@ from backend.services.live import (
 Info = strawberry.Info[Context, Any]
 
 
+@strawberry.field(description="Your in-app notifications, newest first (archived ones left out).")
 async def inbox(
     info: Info, first: int = 20, after: str | None = None, unread_only: bool = False
 ) -> NotificationConnection:
@@ -59,6 +61,7 @@ async def inbox(
     return await read(info, None, work)
 
 
+@strawberry.field(description="Your unread, unarchived notifications.")
 async def unread_count(info: Info) -> int:
     async def work(session: AsyncSession, actor: Principal) -> int:
         return await inbox_service.unread_count(session, user_id=actor.user_id)
@@ -90,14 +93,19 @@ async def _change(
     return result  # type: ignore[return-value]
 
 
+@strawberry.mutation(
+    description="Mark your notifications read; your other open subscriptions are told."
+)
 async def mark_read(info: Info, ids: list[strawberry.ID]) -> InboxChangeResult:
     return await _change(info, ids)
 
 
+@strawberry.mutation(description="Mark all your notifications read.")
 async def mark_all_read(info: Info) -> InboxChangeResult:
     return await _change(info, None)
 
 
+@strawberry.mutation(description="Archive your notifications.")
 async def archive(info: Info, ids: list[strawberry.ID]) -> InboxChangeResult:
     return await _change(info, ids, archive=True)
 
@@ -122,6 +130,13 @@ async def open_inbox_stream(context: Context, since: str | None) -> InboxStream:
     )
 
 
+@strawberry.subscription(
+    description=(
+        "Your in-app notifications, live. With `since` (the cursor of the last item you "
+        "saw), missed items come first, in order; then live ones. Read-state changes from "
+        "your other devices arrive as ReadStateChange."
+    )
+)
 async def notifications(info: Info, since: str | None = None) -> AsyncGenerator[InboxUpdate, None]:
     """The caller's in-app notifications, live. With ``since``, what was missed after that
     cursor comes first, in order, then the live ones, with nothing lost or doubled."""
@@ -153,6 +168,7 @@ def _matches(change: DeliveryChange, f: DeliveryUpdateFilter | None) -> bool:
     return all(want is None or str(want) == str(got) for want, got in checks)
 
 
+@strawberry.subscription(description="Delivery status changes as they happen (managers).")
 async def delivery_updates(
     info: Info, filter: DeliveryUpdateFilter | None = None
 ) -> AsyncGenerator[DeliveryUpdate, None]:
@@ -187,42 +203,6 @@ async def delivery_updates(
         await hub.unsubscribe(subscriber)
 
 
-@strawberry.type
-class Query:
-    inbox: NotificationConnection = strawberry.field(
-        resolver=inbox,
-        description="Your in-app notifications, newest first (archived ones left out).",
-    )
-    unread_count: int = strawberry.field(
-        resolver=unread_count, description="Your unread, unarchived notifications."
-    )
-
-
-@strawberry.type
-class Mutation:
-    mark_read: InboxChangeResult = strawberry.field(
-        resolver=mark_read,
-        description="Mark your notifications read; your other open subscriptions are told.",
-    )
-    mark_all_read: InboxChangeResult = strawberry.field(
-        resolver=mark_all_read, description="Mark all your notifications read."
-    )
-    archive: InboxChangeResult = strawberry.field(
-        resolver=archive, description="Archive your notifications."
-    )
-
-
-@strawberry.type
-class Subscription:
-    notifications: AsyncGenerator[InboxUpdate, None] = strawberry.subscription(
-        resolver=notifications,
-        description=(
-            "Your in-app notifications, live. With `since` (the cursor of the last item you "
-            "saw), missed items come first, in order; then live ones. Read-state changes from "
-            "your other devices arrive as ReadStateChange."
-        ),
-    )
-    delivery_updates: AsyncGenerator[DeliveryUpdate, None] = strawberry.subscription(
-        resolver=delivery_updates,
-        description="Delivery status changes as they happen (managers).",
-    )
+Query = create_type("Query", [inbox, unread_count])
+Mutation = create_type("Mutation", [mark_read, mark_all_read, archive])
+Subscription = create_type("Subscription", [notifications, delivery_updates])

@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import ADMINS, MANAGE_TEMPLATES, Principal
 from backend.channels import Channel
@@ -33,6 +34,7 @@ def _budget(row: Any) -> DeliveryBudget:
     )
 
 
+@strawberry.field(description="Per-user delivery budgets by channel. Managers.")
 async def delivery_budgets(info: Info) -> list[DeliveryBudget]:
     async def work(session: AsyncSession, _: Principal) -> list[DeliveryBudget]:
         return [_budget(r) for r in await limit_service.list_budgets(session)]
@@ -40,6 +42,12 @@ async def delivery_budgets(info: Info) -> list[DeliveryBudget]:
     return await read(info, MANAGE_TEMPLATES, work)
 
 
+@strawberry.mutation(
+    description=(
+        "Cap non-critical deliveries per user on a channel per window, across every event "
+        "type and campaign. Admins."
+    )
+)
 async def set_delivery_budget(info: Info, input: DeliveryBudgetInput) -> DeliveryBudgetResult:
     async def work(session: AsyncSession, actor: Principal) -> DeliveryBudget:
         row = await limit_service.set_budget(
@@ -54,6 +62,7 @@ async def set_delivery_budget(info: Info, input: DeliveryBudgetInput) -> Deliver
     return await mutate(info, ADMINS, work)  # type: ignore[return-value]
 
 
+@strawberry.mutation(description="Lift a channel's budget. Admins.")
 async def remove_delivery_budget(info: Info, channel: Channel) -> RemoveDeliveryBudgetResult:
     async def work(session: AsyncSession, _: Principal) -> DeliveryBudgetRemoved:
         removed = await limit_service.remove_budget(session, channel=channel)
@@ -62,24 +71,5 @@ async def remove_delivery_budget(info: Info, channel: Channel) -> RemoveDelivery
     return await mutate(info, ADMINS, work)  # type: ignore[return-value]
 
 
-@strawberry.type
-class Query:
-    delivery_budgets: list[DeliveryBudget] = strawberry.field(
-        resolver=delivery_budgets,
-        description="Per-user delivery budgets by channel. Managers.",
-    )
-
-
-@strawberry.type
-class Mutation:
-    set_delivery_budget: DeliveryBudgetResult = strawberry.field(
-        resolver=set_delivery_budget,
-        description=(
-            "Cap non-critical deliveries per user on a channel per window, across every event "
-            "type and campaign. Admins."
-        ),
-    )
-    remove_delivery_budget: RemoveDeliveryBudgetResult = strawberry.field(
-        resolver=remove_delivery_budget,
-        description="Lift a channel's budget. Admins.",
-    )
+Query = create_type("Query", [delivery_budgets])
+Mutation = create_type("Mutation", [set_delivery_budget, remove_delivery_budget])

@@ -7,6 +7,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import Principal
 from backend.channels import Channel
@@ -65,6 +66,7 @@ def _quiet_hours(
     )
 
 
+@strawberry.field(description="Your notification preferences (admins: anyone's, with `userId`).")
 async def preferences(info: Info, user_id: strawberry.ID | None = None) -> Preferences:
     async def work(session: AsyncSession, actor: Principal) -> Preferences:
         result = await preference_service.get_preferences(
@@ -75,6 +77,7 @@ async def preferences(info: Info, user_id: strawberry.ID | None = None) -> Prefe
     return await read(info, None, work)
 
 
+@strawberry.mutation(description="Replace your opt-outs (admins: anyone's, with `userId`).")
 async def set_preferences(info: Info, input: PreferencesInput) -> PreferencesResult:
     async def work(session: AsyncSession, actor: Principal) -> Preferences:
         result = await preference_service.set_preferences(
@@ -96,6 +99,7 @@ async def set_preferences(info: Info, input: PreferencesInput) -> PreferencesRes
     return await mutate(info, None, work)  # type: ignore[return-value]
 
 
+@strawberry.mutation(description="Register this browser's Web Push subscription for the caller.")
 async def register_push_subscription(
     info: Info, input: PushSubscriptionInput
 ) -> PushSubscriptionResult:
@@ -115,21 +119,5 @@ async def register_push_subscription(
     return await mutate(info, None, work)  # type: ignore[return-value]
 
 
-@strawberry.type
-class Query:
-    preferences: Preferences = strawberry.field(
-        resolver=preferences,
-        description="Your notification preferences (admins: anyone's, with `userId`).",
-    )
-
-
-@strawberry.type
-class Mutation:
-    set_preferences: PreferencesResult = strawberry.field(
-        resolver=set_preferences,
-        description="Replace your opt-outs (admins: anyone's, with `userId`).",
-    )
-    register_push_subscription: PushSubscriptionResult = strawberry.field(
-        resolver=register_push_subscription,
-        description="Register this browser's Web Push subscription for the caller.",
-    )
+Query = create_type("Query", [preferences])
+Mutation = create_type("Mutation", [set_preferences, register_push_subscription])

@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from redis.exceptions import RedisError
+from strawberry.tools import create_type
 
 from backend.auth import ADMINS
 from backend.channels.registry import circuit_breakers, failover_chains
@@ -16,6 +17,12 @@ from backend.schema.providers import ProviderHealth
 Info = strawberry.Info[Context, Any]
 
 
+@strawberry.field(
+    description=(
+        "Each provider of the channels with failover, in priority order, with its circuit "
+        "breaker as every worker shares it. Admins."
+    )
+)
 async def provider_health(info: Info) -> list[ProviderHealth]:
     info.context.require(ADMINS)
     settings = info.context.settings
@@ -31,12 +38,4 @@ async def provider_health(info: Info) -> list[ProviderHealth]:
     return health
 
 
-@strawberry.type
-class Query:
-    provider_health: list[ProviderHealth] = strawberry.field(
-        resolver=provider_health,
-        description=(
-            "Each provider of the channels with failover, in priority order, with its circuit "
-            "breaker as every worker shares it. Admins."
-        ),
-    )
+Query = create_type("Query", [provider_health])

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.resolvers.units import read
@@ -18,6 +19,13 @@ from backend.services.stats import StatsBucket, StatsDimension
 Info = strawberry.Info[Context, Any]
 
 
+@strawberry.field(
+    description=(
+        "Deliveries created in [from, to) counted per `bucket` (aligned on `from`; none "
+        "for totals) and per value of each `groupBy` dimension. At most 92 days and 2,016 "
+        "buckets. Managers only."
+    )
+)
 async def delivery_stats(
     info: Info,
     from_: Annotated[datetime, strawberry.argument(name="from")],
@@ -36,6 +44,7 @@ async def delivery_stats(
     return await read(info, MANAGE_TEMPLATES, work)
 
 
+@strawberry.field(description="Messages and consumers of each RabbitMQ work queue. Managers only.")
 async def queue_stats(info: Info) -> QueueStats:
     broker = info.context.services.clients.broker
 
@@ -49,17 +58,4 @@ async def queue_stats(info: Info) -> QueueStats:
     return await read(info, MANAGE_TEMPLATES, work)
 
 
-@strawberry.type
-class Query:
-    delivery_stats: DeliveryStats = strawberry.field(
-        resolver=delivery_stats,
-        description=(
-            "Deliveries created in [from, to) counted per `bucket` (aligned on `from`; none "
-            "for totals) and per value of each `groupBy` dimension. At most 92 days and 2,016 "
-            "buckets. Managers only."
-        ),
-    )
-    queue_stats: QueueStats = strawberry.field(
-        resolver=queue_stats,
-        description="Messages and consumers of each RabbitMQ work queue. Managers only.",
-    )
+Query = create_type("Query", [delivery_stats, queue_stats])

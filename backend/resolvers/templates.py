@@ -8,6 +8,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.channels import Channel
@@ -45,6 +46,9 @@ def _versions(info: Info, template_id: uuid.UUID) -> Callable[[], Awaitable[list
     return load
 
 
+@strawberry.field(
+    description="Templates ordered by slug; `search` matches slug or name. Managers only."
+)
 async def templates(
     info: Info, first: int = 20, after: str | None = None, search: str | None = None
 ) -> TemplateConnection:
@@ -57,6 +61,7 @@ async def templates(
     return await read(info, MANAGE_TEMPLATES, work)
 
 
+@strawberry.field(description="One template by slug, or null. Managers only.")
 async def template(info: Info, slug: str) -> Template | None:
     async def work(session: AsyncSession, _: Principal) -> Template | None:
         try:
@@ -68,6 +73,9 @@ async def template(info: Info, slug: str) -> Template | None:
     return await read(info, MANAGE_TEMPLATES, work)
 
 
+@strawberry.mutation(
+    description="Create a template (version 1). Template syntax is checked on save."
+)
 async def create_template(info: Info, input: CreateTemplateInput) -> TemplateResult:
     data = service.TemplateData(
         slug=input.slug,
@@ -83,6 +91,7 @@ async def create_template(info: Info, input: CreateTemplateInput) -> TemplateRes
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
 
 
+@strawberry.mutation(description="Change a template; the previous version stays in `versions`.")
 async def update_template(info: Info, slug: str, input: UpdateTemplateInput) -> TemplateResult:
     changes = service.TemplateChanges(
         name=input.name,
@@ -97,6 +106,7 @@ async def update_template(info: Info, slug: str, input: UpdateTemplateInput) -> 
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
 
 
+@strawberry.mutation(description="Make an old version current again, as a new version.")
 async def restore_template_version(info: Info, slug: str, version: int) -> TemplateResult:
     async def work(session: AsyncSession, actor: Principal) -> Template:
         model = await service.restore_template_version(
@@ -107,6 +117,9 @@ async def restore_template_version(info: Info, slug: str, version: int) -> Templ
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
 
 
+@strawberry.mutation(
+    description="Delete a template and its versions; refused while something uses it."
+)
 async def delete_template(info: Info, slug: str) -> DeleteTemplateResult:
     async def work(session: AsyncSession, actor: Principal) -> DeletedTemplate:
         await service.delete_template(session, actor=actor, slug=slug)
@@ -115,6 +128,13 @@ async def delete_template(info: Info, slug: str) -> DeleteTemplateResult:
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
 
 
+@strawberry.mutation(
+    description=(
+        "Render a saved template (`slug`) or unsaved `content` for one channel and locale. "
+        "`variables` holds `payload`, and optionally `user` and `event`; sample values fill "
+        "what is left out."
+    )
+)
 async def preview_template(
     info: Info,
     channel: Channel,
@@ -144,47 +164,12 @@ async def preview_template(
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
 
 
-@strawberry.type
-class Query:
-    templates: TemplateConnection = strawberry.field(
-        resolver=templates,
-        description="Templates ordered by slug; `search` matches slug or name. Managers only.",
-    )
-    template: Template | None = strawberry.field(
-        resolver=template,
-        description="One template by slug, or null. Managers only.",
-    )
-
-
-@strawberry.type
-class Mutation:
-    create_template: TemplateResult = strawberry.field(
-        resolver=create_template,
-        description="Create a template (version 1). Template syntax is checked on save.",
-    )
-    update_template: TemplateResult = strawberry.field(
-        resolver=update_template,
-        description="Change a template; the previous version stays in `versions`.",
-    )
-    restore_template_version: TemplateResult = strawberry.field(
-        resolver=restore_template_version,
-        description="Make an old version current again, as a new version.",
-    )
-    delete_template: DeleteTemplateResult = strawberry.field(
-        resolver=delete_template,
-        description="Delete a template and its versions; refused while something uses it.",
-    )
+Query = create_type("Query", [templates, template])
+Mutation = create_type(
+    "Mutation", [create_template, update_template, restore_template_version, delete_template]
+)
 
 
 # Merged last in the root Mutation, where previewTemplate has always been, so that the
 # published schema keeps its field order.
-@strawberry.type
-class PreviewMutation:
-    preview_template: PreviewTemplateResult = strawberry.field(
-        resolver=preview_template,
-        description=(
-            "Render a saved template (`slug`) or unsaved `content` for one channel and locale. "
-            "`variables` holds `payload`, and optionally `user` and `event`; sample values fill "
-            "what is left out."
-        ),
-    )
+PreviewMutation = create_type("PreviewMutation", [preview_template])

@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.tools import create_type
 
 from backend.auth import ADMINS, Principal
 from backend.resolvers.units import mutate, read
@@ -39,6 +40,12 @@ def _endpoint_data(
     )
 
 
+@strawberry.mutation(
+    description=(
+        "Register an endpoint for delivery status changes (signed POSTs, retried with "
+        "backoff). Admins."
+    )
+)
 async def create_webhook_endpoint(info: Info, input: WebhookEndpointInput) -> WebhookEndpointResult:
     data = _endpoint_data(input)
     settings = info.context.settings
@@ -52,6 +59,7 @@ async def create_webhook_endpoint(info: Info, input: WebhookEndpointInput) -> We
     return await mutate(info, ADMINS, work)  # type: ignore[return-value]
 
 
+@strawberry.mutation(description="Change an endpoint; fields left out stay as they are. Admins.")
 async def update_webhook_endpoint(
     info: Info, id: strawberry.ID, input: WebhookEndpointPatch
 ) -> WebhookEndpointResult:
@@ -67,6 +75,7 @@ async def update_webhook_endpoint(
     return await mutate(info, ADMINS, work)  # type: ignore[return-value]
 
 
+@strawberry.mutation(description="Delete an endpoint and its delivery log. Admins.")
 async def delete_webhook_endpoint(info: Info, id: strawberry.ID) -> DeleteWebhookEndpointResult:
     async def work(session: AsyncSession, actor: Principal) -> WebhookEndpointDeleted:
         deleted = await webhook_service.delete_endpoint(session, actor=actor, endpoint_id=str(id))
@@ -75,6 +84,7 @@ async def delete_webhook_endpoint(info: Info, id: strawberry.ID) -> DeleteWebhoo
     return await mutate(info, ADMINS, work)  # type: ignore[return-value]
 
 
+@strawberry.field(description="Registered status webhook endpoints, oldest first. Admins.")
 async def webhook_endpoints(info: Info) -> list[WebhookEndpoint]:
     async def work(session: AsyncSession, _: Principal) -> list[WebhookEndpoint]:
         rows = await webhook_service.list_endpoints(session)
@@ -83,6 +93,9 @@ async def webhook_endpoints(info: Info) -> list[WebhookEndpoint]:
     return await read(info, ADMINS, work)
 
 
+@strawberry.field(
+    description="An endpoint's delivery attempts (one per POST), newest first. Admins."
+)
 async def webhook_deliveries(
     info: Info, endpoint_id: strawberry.ID, first: int = 20, after: str | None = None
 ) -> WebhookDeliveryConnection:
@@ -95,32 +108,7 @@ async def webhook_deliveries(
     return await read(info, ADMINS, work)
 
 
-@strawberry.type
-class Query:
-    webhook_endpoints: list[WebhookEndpoint] = strawberry.field(
-        resolver=webhook_endpoints,
-        description="Registered status webhook endpoints, oldest first. Admins.",
-    )
-    webhook_deliveries: WebhookDeliveryConnection = strawberry.field(
-        resolver=webhook_deliveries,
-        description="An endpoint's delivery attempts (one per POST), newest first. Admins.",
-    )
-
-
-@strawberry.type
-class Mutation:
-    create_webhook_endpoint: WebhookEndpointResult = strawberry.field(
-        resolver=create_webhook_endpoint,
-        description=(
-            "Register an endpoint for delivery status changes (signed POSTs, retried with "
-            "backoff). Admins."
-        ),
-    )
-    update_webhook_endpoint: WebhookEndpointResult = strawberry.field(
-        resolver=update_webhook_endpoint,
-        description="Change an endpoint; fields left out stay as they are. Admins.",
-    )
-    delete_webhook_endpoint: DeleteWebhookEndpointResult = strawberry.field(
-        resolver=delete_webhook_endpoint,
-        description="Delete an endpoint and its delivery log. Admins.",
-    )
+Query = create_type("Query", [webhook_endpoints, webhook_deliveries])
+Mutation = create_type(
+    "Mutation", [create_webhook_endpoint, update_webhook_endpoint, delete_webhook_endpoint]
+)
