@@ -97,22 +97,8 @@ class TokenVerifier:
                 leeway=self._leeway,
                 options=options,
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise UnauthenticatedError("The token has expired") from exc
-        except jwt.ImmatureSignatureError as exc:
-            raise UnauthenticatedError("The token is not valid yet") from exc
-        except jwt.InvalidAlgorithmError as exc:
-            raise UnauthenticatedError("The token is signed with an algorithm not allowed") from exc
-        except jwt.InvalidSignatureError as exc:
-            raise UnauthenticatedError("The token signature is invalid") from exc
-        except jwt.InvalidIssuerError as exc:
-            raise UnauthenticatedError("The token issuer is not accepted") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise UnauthenticatedError("The token audience is not accepted") from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise UnauthenticatedError(f"The token lacks the '{exc.claim}' claim") from exc
         except jwt.PyJWTError as exc:
-            raise UnauthenticatedError("The token is malformed") from exc
+            raise UnauthenticatedError(_refusal(exc)) from exc
         if claims.get("type") != "access":
             raise UnauthenticatedError("Only access tokens are accepted")
         sub = claims.get("sub")
@@ -133,6 +119,26 @@ class TokenVerifier:
         if scheme.lower() != "bearer" or not token.strip():
             raise UnauthenticatedError("The Authorization header must be 'Bearer <jwt>'")
         return self.verify(token.strip())
+
+
+# What a client is told for each way PyJWT refuses a token, the first match winning.
+_REFUSALS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "The token has expired"),
+    (jwt.ImmatureSignatureError, "The token is not valid yet"),
+    (jwt.InvalidAlgorithmError, "The token is signed with an algorithm not allowed"),
+    (jwt.InvalidSignatureError, "The token signature is invalid"),
+    (jwt.InvalidIssuerError, "The token issuer is not accepted"),
+    (jwt.InvalidAudienceError, "The token audience is not accepted"),
+)
+
+
+def _refusal(exc: jwt.PyJWTError) -> str:
+    for kind, reason in _REFUSALS:
+        if isinstance(exc, kind):
+            return reason
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"The token lacks the '{exc.claim}' claim"
+    return "The token is malformed"
 
 
 def _expiry(exp: Any) -> datetime:
