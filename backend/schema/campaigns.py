@@ -14,11 +14,9 @@ from backend.db.models import Campaign as CampaignModel
 from backend.db.models import CampaignRun as CampaignRunModel
 from backend.schema.common import Connection
 from backend.schema.errors import (
+    AccessErrors,
     ConflictError,
-    ForbiddenError,
     NotFoundError,
-    UnauthenticatedError,
-    UnavailableError,
     ValidationError,
 )
 from backend.services.campaigns import CampaignStatus, RunKind, RunStatus, describe_schedule
@@ -210,23 +208,11 @@ class CampaignFilter:
 
 
 CampaignResult = Annotated[
-    Campaign
-    | ValidationError
-    | NotFoundError
-    | ConflictError
-    | UnauthenticatedError
-    | ForbiddenError
-    | UnavailableError,
+    Campaign | ValidationError | NotFoundError | ConflictError | AccessErrors,
     strawberry.union("CampaignResult"),
 ]
 
 CampaignRunResult = Annotated[
-    CampaignRun
-    | ValidationError
-    | NotFoundError
-    | ConflictError
-    | UnauthenticatedError
-    | ForbiddenError
-    | UnavailableError,
+    CampaignRun | ValidationError | NotFoundError | ConflictError | AccessErrors,
     strawberry.union("CampaignRunResult"),
 ]

@@ -11,9 +11,7 @@ from backend.channels import Channel
 from backend.db.models import DeadLetter as DeadLetterModel
 from backend.schema.common import Connection
 from backend.schema.errors import (
-    ForbiddenError,
-    UnauthenticatedError,
-    UnavailableError,
+    AccessErrors,
     ValidationError,
 )
 
@@ -55,6 +53,6 @@ class DeadLettersRetried:
 
 
 RetryDeadLettersResult = Annotated[
-    DeadLettersRetried | ValidationError | UnauthenticatedError | ForbiddenError | UnavailableError,
+    DeadLettersRetried | ValidationError | AccessErrors,
     strawberry.union("RetryDeadLettersResult"),
 ]

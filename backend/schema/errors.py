@@ -82,6 +82,11 @@ class UnavailableError(Error):
     pass
 
 
+# What any mutation may return besides its own errors, the last members of its result union:
+# the caller has no valid token or not the role, or a store is down.
+AccessErrors = UnauthenticatedError | ForbiddenError | UnavailableError
+
+
 _TYPES: dict[type[errors.HeraldError], type[Error]] = {
     errors.UnauthenticatedError: UnauthenticatedError,
     errors.ForbiddenError: ForbiddenError,

@@ -10,11 +10,9 @@ from strawberry.scalars import JSON
 from backend.channels import Channel
 from backend.db.models import EventType as EventTypeModel
 from backend.schema.errors import (
+    AccessErrors,
     ConflictError,
-    ForbiddenError,
     NotFoundError,
-    UnauthenticatedError,
-    UnavailableError,
     ValidationError,
 )
 
@@ -111,12 +109,6 @@ class RegisterEventTypeInput:
 
 
 EventTypeResult = Annotated[
-    EventType
-    | ValidationError
-    | NotFoundError
-    | ConflictError
-    | UnauthenticatedError
-    | ForbiddenError
-    | UnavailableError,
+    EventType | ValidationError | NotFoundError | ConflictError | AccessErrors,
     strawberry.union("EventTypeResult"),
 ]

@@ -12,9 +12,7 @@ from backend.channels import Channel
 from backend.db.history.base import DeliveryStatus
 from backend.schema.common import Connection, Edge
 from backend.schema.errors import (
-    ForbiddenError,
-    UnauthenticatedError,
-    UnavailableError,
+    AccessErrors,
     ValidationError,
 )
 from backend.services.inbox import InboxEntry
@@ -76,7 +74,7 @@ class InboxChange:
 
 
 InboxChangeResult = Annotated[
-    InboxChange | ValidationError | UnauthenticatedError | ForbiddenError | UnavailableError,
+    InboxChange | ValidationError | AccessErrors,
     strawberry.union("InboxChangeResult"),
 ]
 

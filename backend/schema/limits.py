@@ -9,9 +9,7 @@ import strawberry
 
 from backend.channels import Channel
 from backend.schema.errors import (
-    ForbiddenError,
-    UnauthenticatedError,
-    UnavailableError,
+    AccessErrors,
     ValidationError,
 )
 
@@ -38,7 +36,7 @@ class DeliveryBudgetInput:
 
 
 DeliveryBudgetResult = Annotated[
-    DeliveryBudget | ValidationError | UnauthenticatedError | ForbiddenError | UnavailableError,
+    DeliveryBudget | ValidationError | AccessErrors,
     strawberry.union("DeliveryBudgetResult"),
 ]
 
@@ -50,6 +48,6 @@ class DeliveryBudgetRemoved:
 
 
 RemoveDeliveryBudgetResult = Annotated[
-    DeliveryBudgetRemoved | UnauthenticatedError | ForbiddenError | UnavailableError,
+    DeliveryBudgetRemoved | AccessErrors,
     strawberry.union("RemoveDeliveryBudgetResult"),
 ]

@@ -8,9 +8,7 @@ import strawberry
 
 from backend.channels import Channel
 from backend.schema.errors import (
-    ForbiddenError,
-    UnauthenticatedError,
-    UnavailableError,
+    AccessErrors,
     ValidationError,
 )
 
@@ -71,7 +69,7 @@ class PreferencesInput:
 
 
 PreferencesResult = Annotated[
-    Preferences | ValidationError | UnauthenticatedError | ForbiddenError | UnavailableError,
+    Preferences | ValidationError | AccessErrors,
     strawberry.union("PreferencesResult"),
 ]
 
@@ -94,10 +92,6 @@ class PushSubscriptionSaved:
 
 
 PushSubscriptionResult = Annotated[
-    PushSubscriptionSaved
-    | ValidationError
-    | UnauthenticatedError
-    | ForbiddenError
-    | UnavailableError,
+    PushSubscriptionSaved | ValidationError | AccessErrors,
     strawberry.union("PushSubscriptionResult"),
 ]

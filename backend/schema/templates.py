@@ -12,13 +12,11 @@ from backend.db.models import Template as TemplateModel
 from backend.db.models import TemplateVersion as TemplateVersionModel
 from backend.schema.common import Channel, Connection
 from backend.schema.errors import (
+    AccessErrors,
     ConflictError,
-    ForbiddenError,
     NotFoundError,
     TemplateRenderError,
     TemplateSyntaxError,
-    UnauthenticatedError,
-    UnavailableError,
     ValidationError,
 )
 from backend.services import templates as service
@@ -168,23 +166,11 @@ class DeletedTemplate:
 
 
 TemplateResult = Annotated[
-    Template
-    | ValidationError
-    | TemplateSyntaxError
-    | NotFoundError
-    | ConflictError
-    | UnauthenticatedError
-    | ForbiddenError
-    | UnavailableError,
+    Template | ValidationError | TemplateSyntaxError | NotFoundError | ConflictError | AccessErrors,
     strawberry.union("TemplateResult"),
 ]
 DeleteTemplateResult = Annotated[
-    DeletedTemplate
-    | NotFoundError
-    | ConflictError
-    | UnauthenticatedError
-    | ForbiddenError
-    | UnavailableError,
+    DeletedTemplate | NotFoundError | ConflictError | AccessErrors,
     strawberry.union("DeleteTemplateResult"),
 ]
 PreviewTemplateResult = Annotated[
@@ -193,8 +179,6 @@ PreviewTemplateResult = Annotated[
     | TemplateSyntaxError
     | TemplateRenderError
     | NotFoundError
-    | UnauthenticatedError
-    | ForbiddenError
-    | UnavailableError,
+    | AccessErrors,
     strawberry.union("PreviewTemplateResult"),
 ]

@@ -12,10 +12,8 @@ from backend.db.models import WebhookDelivery as WebhookDeliveryModel
 from backend.db.models import WebhookEndpoint as WebhookEndpointModel
 from backend.schema.common import Connection
 from backend.schema.errors import (
-    ForbiddenError,
+    AccessErrors,
     NotFoundError,
-    UnauthenticatedError,
-    UnavailableError,
     ValidationError,
 )
 
@@ -151,20 +149,11 @@ class WebhookEndpointDeleted:
 
 
 WebhookEndpointResult = Annotated[
-    WebhookEndpoint
-    | ValidationError
-    | NotFoundError
-    | UnauthenticatedError
-    | ForbiddenError
-    | UnavailableError,
+    WebhookEndpoint | ValidationError | NotFoundError | AccessErrors,
     strawberry.union("WebhookEndpointResult"),
 ]
 
 DeleteWebhookEndpointResult = Annotated[
-    WebhookEndpointDeleted
-    | NotFoundError
-    | UnauthenticatedError
-    | ForbiddenError
-    | UnavailableError,
+    WebhookEndpointDeleted | NotFoundError | AccessErrors,
     strawberry.union("DeleteWebhookEndpointResult"),
 ]
