@@ -20,16 +20,10 @@ MAX_IDS = 500
 
 
 @dataclass(frozen=True, slots=True)
-class InboxEntry:
-    delivery_id: str
-    user_id: str
+class InboxEntry(NewInboxItem):
+    """An item as stored: numbered in its user's inbox, and read or not."""
+
     seq: int
-    event_id: str
-    event_type: str
-    title: str | None
-    body: str | None
-    data: dict[str, Any]
-    created_at: datetime
     read_at: datetime | None
 
     @property
