@@ -20,6 +20,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from backend.services.rendering import ISOLATED_GRACE_SECONDS, MAX_RENDER_SECONDS
 from tests.factories import token_for
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -181,6 +182,17 @@ async def test_a_slow_template_preview_keeps_to_its_budget_and_the_api_answers(
     live_server, settings, case
 ):
     content = [{"channel": "EMAIL", "subject": "s", "body": SLOW_TEMPLATES[case]}]
+    # The API starts its render process on the first preview, outside any render's budget
+    # (about 1.5 s of imports): a quick preview first, so the clock below times the render.
+    warm, _ = await post(
+        live_server.url,
+        {
+            "query": PREVIEW,
+            "variables": {"content": [{"channel": "EMAIL", "subject": "s", "body": "hi"}]},
+        },
+        token=token_for(settings, "manager"),
+    )
+    assert warm.json()["data"]["previewTemplate"]["__typename"] == "RenderedMessage", warm.text
     (response, elapsed), worst = await while_probing_healthz(
         live_server.url,
         lambda: post(
@@ -194,7 +206,9 @@ async def test_a_slow_template_preview_keeps_to_its_budget_and_the_api_answers(
     assert result["code"] == "TEMPLATE_RENDER"
     assert result["field"].startswith("content[0].")
     assert "longer than 2 s" in result["message"] or "larger than" in result["message"], result
-    assert elapsed < 3.0, elapsed
+    # Within the budget and its grace (past which the render process is killed), plus the
+    # kill and the HTTP round trip.
+    assert elapsed < MAX_RENDER_SECONDS + ISOLATED_GRACE_SECONDS + 0.5, elapsed
     assert worst < HEALTHZ_BOUND, worst
 
 
