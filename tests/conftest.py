@@ -225,6 +225,20 @@ class LiveServer:
         return self.url.replace("http://", "ws://") + "/graphql"
 
 
+def herald_process_env(**overrides: str) -> dict[str, str]:
+    """The environment of a ``herald`` process the tests start: the tests' database, broker
+    and Redis, and the suite's signing secret."""
+    return {
+        **os.environ,
+        "HERALD_ENVIRONMENT": "test",
+        "HERALD_DATABASE_URL": TEST_DATABASE_URL,
+        "HERALD_RABBITMQ_URL": TEST_RABBITMQ_URL,
+        "HERALD_REDIS_URL": TEST_REDIS_URL,
+        "HERALD_JWT_SECRET": "test-secret-for-the-suite-0123456789abcdef",
+        **overrides,
+    }
+
+
 def start_live_server(
     env_overrides: dict[str, str] | None = None,
     *,
@@ -235,17 +249,13 @@ def start_live_server(
     (an open file) takes it: uvicorn logs each WebSocket connection, and a test opening
     thousands would fill the pipe and block the server."""
     port = free_port()
-    env = {
-        **os.environ,
-        "HERALD_ENVIRONMENT": "test",
-        "HERALD_DATABASE_URL": TEST_DATABASE_URL,
-        "HERALD_RABBITMQ_URL": TEST_RABBITMQ_URL,
-        "HERALD_REDIS_URL": TEST_REDIS_URL,
-        "HERALD_JWT_SECRET": "test-secret-for-the-suite-0123456789abcdef",
-        "HERALD_ALLOWED_ORIGINS": f'["http://127.0.0.1:{port}"]',
-        "HERALD_LOG_LEVEL": "WARNING",
-    }
-    env.update(env_overrides or {})
+    env = herald_process_env(
+        **{
+            "HERALD_ALLOWED_ORIGINS": f'["http://127.0.0.1:{port}"]',
+            "HERALD_LOG_LEVEL": "WARNING",
+            **(env_overrides or {}),
+        }
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "backend.cli", "api", "--port", str(port), *args],
         cwd=ROOT,

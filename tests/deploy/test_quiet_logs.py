@@ -5,17 +5,12 @@ INFO lines is checked in test_logs.py."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import (
-    TEST_DATABASE_URL,
-    TEST_RABBITMQ_URL,
-    TEST_REDIS_URL,
-)
+from tests.conftest import herald_process_env
 from tests.processes import Process
 
 # Log lines about the housekeeping task (the worker's start-up banner lists it too).
@@ -24,16 +19,7 @@ HOUSEKEEPING_LINE = re.compile(r"Sending due task release-due-events|Task events
 
 def run_beat_and_worker(level: str, seconds: float) -> list[str]:
     """``herald worker`` and ``herald beat`` for ``seconds`` at log ``level``; their lines."""
-    env = {
-        **os.environ,
-        "HERALD_ENVIRONMENT": "test",
-        "HERALD_DATABASE_URL": TEST_DATABASE_URL,
-        "HERALD_RABBITMQ_URL": TEST_RABBITMQ_URL,
-        "HERALD_REDIS_URL": TEST_REDIS_URL,
-        "HERALD_JWT_SECRET": "test-secret-for-the-suite-0123456789abcdef",
-        "HERALD_WORKER_METRICS_PORT": "0",
-        "HERALD_LOG_LEVEL": level,
-    }
+    env = herald_process_env(HERALD_WORKER_METRICS_PORT="0", HERALD_LOG_LEVEL=level)
     worker = Process(["worker", "--concurrency", "1"], env, ready="ready.")
     try:
         beat = Process(["beat"], env, ready="beat: Starting")
