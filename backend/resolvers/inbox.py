@@ -184,7 +184,20 @@ async def delivery_updates(
                 continue  # a resync: the feed has nothing to catch up
             for change in message.changes():
                 if _matches(change, filter):
-                    yield DeliveryUpdate.from_change(change)
+                    yield DeliveryUpdate(
+                        id=strawberry.ID(change.id),
+                        event_id=strawberry.ID(change.event_id),
+                        event_type=change.event_type,
+                        campaign_id=strawberry.ID(change.campaign_id)
+                        if change.campaign_id
+                        else None,
+                        user_id=strawberry.ID(change.user_id),
+                        channel=change.channel,
+                        status=change.status,
+                        at=change.at,
+                        reason=change.reason,
+                        sequence=change.sequence,
+                    )
     finally:
         metrics.subscription_closed()
         await hub.unsubscribe(subscriber)

@@ -16,7 +16,6 @@ from backend.schema.errors import (
     ValidationError,
 )
 from backend.services.inbox import InboxEntry
-from backend.services.live import DeliveryChange
 
 
 @strawberry.type(description="An in-app notification in the caller's inbox.")
@@ -98,21 +97,6 @@ class DeliveryUpdate:
             "webhooks: changes can arrive out of order, the highest is the latest."
         ),
     )
-
-    @classmethod
-    def from_change(cls, change: DeliveryChange) -> DeliveryUpdate:
-        return cls(
-            id=strawberry.ID(change.id),
-            event_id=strawberry.ID(change.event_id),
-            event_type=change.event_type,
-            campaign_id=strawberry.ID(change.campaign_id) if change.campaign_id else None,
-            user_id=strawberry.ID(change.user_id),
-            channel=change.channel,
-            status=change.status,
-            at=change.at,
-            reason=change.reason,
-            sequence=change.sequence,
-        )
 
 
 @strawberry.input(description="Every field given must match.")
