@@ -12,7 +12,6 @@ next page is published.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from backend.channels import Channel
 from backend.services import campaigns, deliveries
@@ -78,7 +77,7 @@ async def fan_out_page(
     *,
     run_id: str,
     page: int,
-    users: Any,
+    users: campaigns.AudienceSource,
     publisher: campaigns.RunPublisher,
     redelivered: bool = False,
 ) -> campaigns.PageOutcome:
