@@ -35,6 +35,7 @@ from backend.resolvers import (
     providers,
     stats,
     templates,
+    topics,
     webhooks,
 )
 from backend.schema.context import Context
@@ -102,6 +103,7 @@ Query = merge_types(
         inbox.Query,
         limits.Query,
         campaigns.Query,
+        topics.Query,
         preferences.Query,
         webhooks.Query,
         providers.Query,
@@ -120,6 +122,7 @@ Mutation = merge_types(
         templates.Mutation,
         limits.Mutation,
         campaigns.Mutation,
+        topics.Mutation,
         webhooks.Mutation,
         templates.PreviewMutation,
     ),

@@ -14,8 +14,9 @@ from backend.db.models import PushSubscriptionRow, UserPreferences
 from backend.db.raw import Statement, driver_connection
 
 _PREFERENCES_OF = Statement(
-    "SELECT user_id, disabled_channels, disabled_event_types, quiet_start, quiet_end, timezone, "
-    "digest_cadence, updated_at FROM user_preferences WHERE user_id = ANY(CAST(:ids AS text[]))"
+    "SELECT user_id, disabled_channels, disabled_event_types, disabled_topics, quiet_start, "
+    "quiet_end, timezone, digest_cadence, updated_at FROM user_preferences "
+    "WHERE user_id = ANY(CAST(:ids AS text[]))"
 )
 
 
