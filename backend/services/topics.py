@@ -256,3 +256,12 @@ async def topic_opt_outs(
             names = ", ".join(f"'{k}'" for k in sorted(through))
             reasons[user_id] = f"the user opted out of the topic {names}"
     return reasons
+
+
+async def topics_of_user(
+    session: AsyncSession, *, user_id: str, also: Sequence[str] = ()
+) -> list[tuple[str, str]]:
+    """(key, name) of the topics the user is in, and of those in ``also`` that exist (the
+    ones they opted out of), by key: what their preference page offers."""
+    rows = await TopicRepository(session).of_user(user_id, also=also)
+    return [(t.key, t.name) for t in rows]

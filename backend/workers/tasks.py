@@ -177,7 +177,7 @@ def fire_campaign(self: Task, campaign_id: str) -> str | None:
 
 
 @celery_app.task(name=TASK_CAMPAIGN_FAN_OUT, bind=True, max_retries=None)
-def fan_out(self: Task, run_id: str, page: int) -> dict[str, Any]:
+def fan_out(self: Task, run_id: str, page: int, after: str | None = None) -> dict[str, Any]:
     """Dispatch one page of a campaign run's audience and hand on the next page."""
     runtime = get_runtime()
     assert runtime.context is not None and runtime.broker is not None and runtime.users
@@ -188,6 +188,7 @@ def fan_out(self: Task, run_id: str, page: int) -> dict[str, Any]:
                 runtime.context,
                 run_id=run_id,
                 page=page,
+                after=after,
                 users=runtime.users,
                 publisher=campaigns.BrokerRunPublisher(runtime.broker),
                 redelivered=redelivered or self.request.retries > 0,

@@ -46,6 +46,16 @@ class TopicRepository:
         stmt = select(Topic.key).where(Topic.key.in_(list(keys)))
         return set((await self.session.execute(stmt)).scalars())
 
+    async def of_user(self, user_id: str, *, also: Sequence[str] = ()) -> list[Topic]:
+        """The topics the user is in, and those of ``also``, by key."""
+        member = select(TopicMember.topic_key).where(TopicMember.user_id == user_id)
+        stmt = (
+            select(Topic)
+            .where(Topic.key.in_(member) | Topic.key.in_(list(also)))
+            .order_by(Topic.key)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
     async def self_service(self) -> list[Topic]:
         stmt = select(Topic).where(Topic.self_service.is_(True)).order_by(Topic.key)
         return list((await self.session.execute(stmt)).scalars())
