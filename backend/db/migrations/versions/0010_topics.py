@@ -1,6 +1,6 @@
 """topics: named groups of users, their members, and users' per-topic opt-outs
 
-Revision ID: 0011
+Revision ID: 0010
 Revises: 0009
 
 ``topics`` are keyed by a slug; ``topic_members`` holds one row per (topic, user), deleted
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0011"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
