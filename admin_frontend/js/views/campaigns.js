@@ -12,7 +12,7 @@ const LIST = `query Campaigns($filter: CampaignFilter, $first: Int!, $after: Str
   campaigns(filter: $filter, first: $first, after: $after) {
     edges { node {
       id name status templateSlug channels nextRunAt runsStarted createdAt
-      audience { allUsers size }
+      audience { allUsers topics size }
       schedule { at cron timezone everySeconds endAt maxRuns }
     } }
     pageInfo { hasNextPage endCursor }
@@ -21,6 +21,7 @@ const LIST = `query Campaigns($filter: CampaignFilter, $first: Int!, $after: Str
 
 export function audienceWords(audience) {
   if (audience.allUsers) return "All users";
+  if (audience.topics?.length) return `Topic${audience.topics.length === 1 ? "" : "s"} ${audience.topics.join(", ")}`;
   const size = audience.size ?? 0;
   return `${size.toLocaleString()} user${size === 1 ? "" : "s"}`;
 }
