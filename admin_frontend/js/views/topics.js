@@ -3,7 +3,8 @@
 // that creates a topic (here) or changes one (on its own screen) is a dialog.
 
 import { ERROR_FIELDS, graphql, unwrap } from "../api.js";
-import { buildQuery, debounce, emptyState, h, pageTitle, setChildren, spinner, withProgress } from "../dom.js";
+import { buildQuery, debounce, emptyState, h, pageTitle, setChildren, withProgress } from "../dom.js";
+import { pagedTable } from "../paged.js";
 import { openDialog } from "../dialog.js";
 import { ApiError, describeError, setBanner, showFieldError } from "../errors.js";
 
@@ -95,11 +96,6 @@ export function openTopicForm({ topic = null, onSaved }) {
 }
 
 export function render(root, { query, ctx }) {
-  let disposed = false;
-  let cursor = null;
-  let shown = 0;
-  let seq = 0;
-
   const search = h("input", { id: "topic-search", type: "search", value: query.q || "", placeholder: "Search by key or name", autocomplete: "off", "aria-label": "Search topics by key or name" });
   const banner = h("div", { class: "banner-slot", hidden: true });
   const body = h("tbody");
@@ -133,39 +129,26 @@ export function render(root, { query, ctx }) {
 
   const term = () => search.value.trim();
 
-  async function load({ append = false } = {}) {
-    const mine = ++seq;
-    if (!append) {
-      cursor = null;
-      shown = 0;
-      tableWrap.hidden = false;
-      empty.hidden = true;
-      setChildren(body, h("tr", {}, h("td", { colspan: "4" }, spinner("Loading topics…"))));
-    }
-    setBanner(banner, null);
-    let page;
-    try {
-      page = (await graphql(LIST, { search: term() || null, first: PAGE, after: append ? cursor : null })).topics;
-    } catch (error) {
-      if (mine !== seq || disposed) return;
-      if (!append) setChildren(body);
-      setBanner(banner, error, { retry: () => load({ append }) });
-      return;
-    }
-    if (mine !== seq || disposed) return;
-    if (!append) setChildren(body);
-    for (const { node } of page.edges) body.append(row(node));
-    shown += page.edges.length;
-    cursor = page.pageInfo.endCursor;
-    more.hidden = !page.pageInfo.hasNextPage;
-    tableWrap.hidden = !shown;
-    empty.hidden = Boolean(shown);
-    setChildren(
-      empty,
-      shown ? null : term() ? emptyState("No topics match.", "Search for another key or name.") : emptyState("No topics yet.", "A topic is a named group of users you can send to.", h("button", { type: "button", class: "btn primary", onclick: () => create.click() }, "Create a topic")),
-    );
-    status.textContent = shown ? `Showing ${shown} topic${shown === 1 ? "" : "s"}${page.pageInfo.hasNextPage ? "; there are more" : ""}.` : "";
-  }
+  const list = pagedTable({
+    body,
+    tableWrap,
+    empty,
+    more,
+    banner,
+    columns: 4,
+    loading: "Loading topics…",
+    fetch: async (after) => (await graphql(LIST, { search: term() || null, first: PAGE, after })).topics,
+    row,
+    done({ shown, hasMore }) {
+      if (!shown) {
+        setChildren(
+          empty,
+          term() ? emptyState("No topics match.", "Search for another key or name.") : emptyState("No topics yet.", "A topic is a named group of users you can send to.", h("button", { type: "button", class: "btn primary", onclick: () => create.click() }, "Create a topic")),
+        );
+      }
+      status.textContent = shown ? `Showing ${shown} topic${shown === 1 ? "" : "s"}${hasMore ? "; there are more" : ""}.` : "";
+    },
+  });
 
   function row(t) {
     return h(
@@ -180,7 +163,7 @@ export function render(root, { query, ctx }) {
 
   const searchLater = debounce(() => {
     history.replaceState(null, "", `#/topics${buildQuery({ q: term() })}`);
-    load();
+    list.load();
   }, 300);
   search.addEventListener("input", searchLater);
   create.addEventListener("click", () =>
@@ -191,11 +174,9 @@ export function render(root, { query, ctx }) {
       },
     }),
   );
-  more.addEventListener("click", () => withProgress(more, "Loading…", () => load({ append: true })));
-  load();
+  list.load();
   return () => {
-    disposed = true;
-    seq++;
+    list.stop();
     searchLater.cancel();
   };
 }
