@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests import graphql_ws
 from tests.conftest import GraphQL, LiveServer
-from tests.factories import CREATE_TEMPLATE, token_for
+from tests.factories import token_for
+from tests.pipeline.conftest import in_app_template
 from tests.pipeline.servers import eventually
 from tests.processes import Process
 
@@ -74,24 +75,6 @@ async def overlapping_topics(api: GraphQL, admin: str) -> tuple[list[str], set[s
     return list(members), union
 
 
-async def template(api: GraphQL, admin: str) -> str:
-    slug = f"topic-news-{uuid.uuid4().hex[:8]}"
-    content = [
-        {
-            "channel": "IN_APP",
-            "title": "News for {{ user.first_name }}",
-            "body": "{{ payload.what }}",
-        }
-    ]
-    body = await api(
-        CREATE_TEMPLATE,
-        {"input": {"slug": slug, "name": "News", "description": "", "content": content}},
-        token=admin,
-    )
-    assert body["data"]["createTemplate"]["__typename"] == "Template", body
-    return slug
-
-
 async def rows(engine: AsyncEngine, sql: str, event_id: str) -> list[Any]:
     async with engine.connect() as conn:
         return list((await conn.execute(text(sql), {"e": event_id})).all())
@@ -128,7 +111,7 @@ async def test_an_event_to_overlapping_topics_reaches_each_member_once(
     api: GraphQL, admin: str, live_server: LiveServer, settings: Any, engine: AsyncEngine
 ) -> None:
     topics, union = await overlapping_topics(api, admin)
-    slug = await template(api, admin)
+    slug = await in_app_template(api, admin)
     event_type = f"topic_news_{uuid.uuid4().hex[:8]}"
     what = uuid.uuid4().hex
 
@@ -148,7 +131,7 @@ async def test_an_event_to_overlapping_topics_reaches_each_member_once(
                     "topics": topics,
                     "templateSlug": slug,
                     "channels": ["IN_APP"],
-                    "payload": {"what": what},
+                    "payload": {"offer": what},
                 }
             },
             token=token_for(settings, "service", sub="svc"),
@@ -165,7 +148,7 @@ async def test_an_event_to_overlapping_topics_reaches_each_member_once(
                     return item
 
         got = await asyncio.wait_for(mine(), 60)
-        assert (got["title"], got["body"]) == ("News for Alice", what)
+        assert (got["title"], got["body"]) == ("Hi Alice", what)
 
         deliveries = await final_deliveries(engine, event_id, len(union))
         inbox = await rows(engine, "SELECT user_id FROM inbox_items WHERE event_id = :e", event_id)
@@ -180,7 +163,7 @@ async def test_a_campaign_to_overlapping_topics_reaches_each_member_once(
     api: GraphQL, admin: str, engine: AsyncEngine
 ) -> None:
     topics, union = await overlapping_topics(api, admin)
-    slug = await template(api, admin)
+    slug = await in_app_template(api, admin)
     body = await api(
         CREATE_CAMPAIGN,
         {
@@ -189,7 +172,7 @@ async def test_a_campaign_to_overlapping_topics_reaches_each_member_once(
                 "templateSlug": slug,
                 "channels": ["IN_APP"],
                 "audience": {"topics": topics},
-                "payload": {"what": "a campaign"},
+                "payload": {"offer": "a campaign"},
                 "category": "promo",
             }
         },
