@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     auth_timeout_seconds: float = Field(default=3.0, gt=0)
     auth_retries: int = Field(default=2, ge=0, le=10)
     user_cache_ttl_seconds: int = Field(default=300, ge=0)
+    # Recipients (PostgreSQL): a stored profile older than this is fetched again from the auth
+    # service on its next use; how many profiles one page of `herald recipients sync` asks for.
+    recipient_max_age_seconds: int = Field(default=86_400, ge=0)
+    recipient_sync_page_size: int = Field(default=500, ge=1, le=5000)
 
     # Email
     smtp_host: str = "127.0.0.1"

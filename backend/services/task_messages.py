@@ -23,6 +23,7 @@ from backend.queues import (
     TASK_CAMPAIGN_FIRE,
     TASK_DISPATCH,
     TASK_QUEUES,
+    TASK_RECIPIENTS_SYNC,
     TASK_RELEASE_DUE,
     TASK_SEND,
     TASK_WEBHOOK_DELIVER,
@@ -135,3 +136,8 @@ def release_due() -> TaskMessage:
     """``events.release_due``: publish due scheduled events, digests and stalled campaign
     pages (sent every second by beat)."""
     return _message(TASK_RELEASE_DUE)
+
+
+def recipients_sync(sync_id: str) -> TaskMessage:
+    """``recipients.sync``: import the auth service's user list into recipients (one job)."""
+    return _message(TASK_RECIPIENTS_SYNC, args=(sync_id,), task_id=f"recipients-sync/{sync_id}")

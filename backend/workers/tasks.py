@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -18,10 +19,11 @@ from backend.queues import (
     TASK_CAMPAIGN_FAN_OUT,
     TASK_CAMPAIGN_FIRE,
     TASK_DISPATCH,
+    TASK_RECIPIENTS_SYNC,
     TASK_RELEASE_DUE,
     TASK_SEND,
 )
-from backend.services import campaigns, deliveries, digests, events, task_messages
+from backend.services import campaigns, deliveries, digests, events, recipients, task_messages
 from backend.services.retries import backoff_seconds
 from backend.workers import units
 from backend.workers.celery_app import celery_app
@@ -202,6 +204,22 @@ def fan_out(self: Task, run_id: str, page: int) -> dict[str, Any]:
         "skipped": outcome.skipped,
         "stopped": outcome.stopped,
     }
+
+
+@celery_app.task(name=TASK_RECIPIENTS_SYNC, bind=True, ignore_result=True)
+def sync_recipients(self: Task, sync_id: str) -> None:
+    """Import the auth service's user list into recipients; the job records its own progress
+    and failure (``recipientSync``), so the task is not retried."""
+    runtime = get_runtime()
+    assert runtime.context is not None and runtime.users is not None
+    runtime.run(
+        recipients.run_sync(
+            runtime.context.sessionmaker,
+            users=runtime.users,
+            sync_id=uuid.UUID(sync_id),
+            page_size=runtime.settings.recipient_sync_page_size,
+        )
+    )
 
 
 def trigger() -> campaigns.CampaignTrigger:
