@@ -412,16 +412,21 @@ async def run_sync(
     sync_id: uuid.UUID,
     page_size: int,
     on_page: Callable[[int, int], None] | None = None,
-) -> RecipientSync:
+) -> RecipientSync | None:
     """Walk the auth service's user list page by page into ``recipients``.
 
     This is the job's own boundary (the Celery task and the CLI run it): each page commits
     with the job's progress, so ``recipientSync`` shows it while the job runs, and a job
     stopped half way has kept the pages it did. Running it again stores the same rows again.
+    ``None``: no such job (its request was rolled back).
     """
     async with sessionmaker() as session:
-        sync = await _claim(session, sync_id)
+        claimed = await _claim(session, sync_id)
         await session.commit()
+    if claimed is None:
+        log.warning("recipient sync %s does not exist; nothing to run", sync_id)
+        return None
+    sync = claimed
     if sync.status != SyncStatus.RUNNING.value:
         return sync
     page = 1
@@ -463,9 +468,11 @@ async def fail_sync(session: AsyncSession, *, sync_id: uuid.UUID, error: str) ->
     sync.finished_at = datetime.now(UTC)
 
 
-async def _claim(session: AsyncSession, sync_id: uuid.UUID) -> RecipientSync:
+async def _claim(session: AsyncSession, sync_id: uuid.UUID) -> RecipientSync | None:
     """Start a pending job; a job already started or finished (a redelivered task) is left."""
-    sync = await _locked(session, sync_id)
+    sync = await RecipientSyncRepository(session).get(sync_id, for_update=True)
+    if sync is None:
+        return None
     if sync.status == SyncStatus.PENDING.value:
         sync.status = SyncStatus.RUNNING.value
         sync.started_at = datetime.now(UTC)
@@ -492,13 +499,15 @@ async def sync_now(
             async with sessionmaker() as session:
                 sync = await start_sync(session, actor=None)
                 await session.commit()
-            return await run_sync(
+            done = await run_sync(
                 sessionmaker,
                 users=UserDirectory(settings, http, redis),
                 sync_id=sync.id,
                 page_size=settings.recipient_sync_page_size,
                 on_page=on_page,
             )
+            assert done is not None  # committed just above
+            return done
     finally:
         await redis.aclose()
         await engine.dispose()

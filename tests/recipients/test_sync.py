@@ -75,6 +75,7 @@ async def run(
         page_size=page_size,
         on_page=lambda pages, synced: progress.append((pages, synced)),
     )
+    assert done is not None
     return done, progress
 
 
