@@ -18,6 +18,19 @@ down_revision = "0009"
 branch_labels = None
 depends_on = None
 
+# Each user with a push subscription gets a recipient (its profile fetched on first use), and
+# each subscription becomes an active WEB_PUSH address keyed by its endpoint.
+RECIPIENTS_OF_SUBSCRIPTIONS = (
+    "INSERT INTO recipients (user_id, source) "
+    "SELECT DISTINCT user_id, 'address' FROM push_subscriptions ON CONFLICT DO NOTHING"
+)
+ADDRESSES_OF_SUBSCRIPTIONS = (
+    "INSERT INTO recipient_addresses (id, user_id, kind, key, value, created_at) "
+    "SELECT id, user_id, 'WEB_PUSH', endpoint, "
+    "jsonb_build_object('endpoint', endpoint, 'p256dh', p256dh, 'auth', auth), created_at "
+    "FROM push_subscriptions"
+)
+
 
 def upgrade() -> None:
     op.create_table(
@@ -86,16 +99,8 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_recipient_syncs")),
     )
-    op.execute(
-        "INSERT INTO recipients (user_id, source) "
-        "SELECT DISTINCT user_id, 'address' FROM push_subscriptions ON CONFLICT DO NOTHING"
-    )
-    op.execute(
-        "INSERT INTO recipient_addresses (id, user_id, kind, key, value, created_at) "
-        "SELECT id, user_id, 'WEB_PUSH', endpoint, "
-        "jsonb_build_object('endpoint', endpoint, 'p256dh', p256dh, 'auth', auth), created_at "
-        "FROM push_subscriptions"
-    )
+    op.execute(RECIPIENTS_OF_SUBSCRIPTIONS)
+    op.execute(ADDRESSES_OF_SUBSCRIPTIONS)
     op.drop_table("push_subscriptions")
 
 
