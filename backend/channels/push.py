@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from backend.channels import Channel
 from backend.channels.base import (
+    ChannelError,
     HttpProviderSender,
     OutgoingMessage,
     PermanentChannelError,
@@ -79,12 +80,10 @@ def load_vapid_private_key(value: str) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
 
 
-class PushTransientError(TransientChannelError):
-    """No subscription got the message, at least one failure is worth retrying.
-
-    ``expired_endpoints`` lists subscriptions found gone on the way (``expired_reasons`` says
-    what the push service answered for each), for the caller to disable.
-    """
+class _PushError(ChannelError):
+    """A push error that names the subscriptions found gone on the way (``expired_endpoints``;
+    ``expired_reasons`` says what the push service answered for each), for the caller to
+    disable."""
 
     def __init__(
         self,
@@ -99,24 +98,12 @@ class PushTransientError(TransientChannelError):
         self.expired_reasons = expired_reasons or {}
 
 
-class PushPermanentError(PermanentChannelError):
-    """No subscription got the message and retrying will not change that.
+class PushTransientError(_PushError, TransientChannelError):
+    """No subscription got the message, at least one failure is worth retrying."""
 
-    ``expired_endpoints`` lists subscriptions found gone (``expired_reasons`` says what the
-    push service answered for each), for the caller to disable.
-    """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        expired_endpoints: tuple[str, ...],
-        expired_reasons: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, provider=provider)
-        self.expired_endpoints = expired_endpoints
-        self.expired_reasons = expired_reasons or {}
+class PushPermanentError(_PushError, PermanentChannelError):
+    """No subscription got the message and retrying will not change that."""
 
 
 class _Status(enum.Enum):

@@ -230,25 +230,31 @@ def web_push_address(
 
 
 def mobile_push_address(*, platform: str, token: str) -> AddressInput:
-    if platform not in MOBILE_PLATFORMS:
-        raise ValidationError(
-            f"platform is one of {', '.join(MOBILE_PLATFORMS)}", field="mobilePush.platform"
-        )
-    token = token.strip()
-    if not token or len(token) > 4096:
-        raise ValidationError("A device token is 1 to 4096 characters", field="mobilePush.token")
+    token = _checked_key(
+        token, platform, MOBILE_PLATFORMS, what="A device token", limit=4096, at="mobilePush"
+    )
     return AddressInput(AddressKind.MOBILE_PUSH, token, {"token": token}, provider=platform)
 
 
 def chat_address(*, provider: str, chat_id: str) -> AddressInput:
-    if provider not in CHAT_PROVIDERS:
-        raise ValidationError(
-            f"provider is one of {', '.join(CHAT_PROVIDERS)}", field="chat.provider"
-        )
-    chat_id = chat_id.strip()
-    if not chat_id or len(chat_id) > 200:
-        raise ValidationError("A chat id is 1 to 200 characters", field="chat.chatId")
+    chat_id = _checked_key(
+        chat_id, provider, CHAT_PROVIDERS, what="A chat id", limit=200, at="chat"
+    )
     return AddressInput(AddressKind.CHAT, chat_id, {"chat_id": chat_id}, provider=provider)
+
+
+def _checked_key(
+    key: str, provider: str, providers: Sequence[str], *, what: str, limit: int, at: str
+) -> str:
+    """``key`` stripped, once it and its provider (or platform) are acceptable."""
+    if provider not in providers:
+        name = "platform" if at == "mobilePush" else "provider"
+        raise ValidationError(f"{name} is one of {', '.join(providers)}", field=f"{at}.{name}")
+    key = key.strip()
+    if not key or len(key) > limit:
+        field = "token" if at == "mobilePush" else "chatId"
+        raise ValidationError(f"{what} is 1 to {limit} characters", field=f"{at}.{field}")
+    return key
 
 
 @dataclass(frozen=True, slots=True)

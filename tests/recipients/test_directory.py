@@ -4,11 +4,9 @@ stored back. The Redis cache is off here (TTL 0) so each look-up reaches Postgre
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,9 +19,8 @@ from backend.db.repositories.recipients import RecipientRepository
 from backend.errors import UserDirectoryUnavailable
 from backend.services.recipients import ProfileInput, RecipientStore, identify_recipient
 from backend.services.users import UserDirectory
-from backend.standins.auth_service import create_auth_standin
 from tests.conftest import TEST_REDIS_URL, make_settings
-from tests.processes import ThreadedServer
+from tests.recipients.conftest import auth_standin
 from tests.test_users import CountingApp, user_record
 
 USERS = [user_record(f"rcp-{n:02d}", n) for n in range(1, 13)]
@@ -31,11 +28,8 @@ USERS = [user_record(f"rcp-{n:02d}", n) for n in range(1, 13)]
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, CountingApp]]:
-    path: Path = tmp_path_factory.mktemp("recipients") / "users.json"
-    path.write_text(json.dumps(USERS))
-    counting = CountingApp(create_auth_standin(path, make_settings()))
-    with ThreadedServer(counting) as server:
-        yield server.url, counting
+    with auth_standin(tmp_path_factory.mktemp("recipients"), USERS) as served:
+        yield served
 
 
 @pytest.fixture

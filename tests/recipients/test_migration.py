@@ -5,38 +5,18 @@ from __future__ import annotations
 
 import importlib
 import uuid
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from backend.db.models import Base
 from backend.db.repositories.recipients import RecipientAddressRepository
+from tests.conftest import schema_differences
 
 TABLES = {"recipients", "recipient_addresses", "recipient_syncs"}
 
 
 async def test_the_migration_creates_the_tables_of_the_models(engine: AsyncEngine) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    def compare(connection: Any) -> list[Any]:
-        context = MigrationContext.configure(
-            connection,
-            opts={
-                "compare_type": True,
-                "include_object": lambda obj, name, type_, reflected, other: (
-                    getattr(obj if type_ == "table" else getattr(obj, "table", None), "name", None)
-                    in TABLES
-                ),
-            },
-        )
-        return list(compare_metadata(context, Base.metadata))
-
-    async with engine.connect() as conn:
-        differences = await conn.run_sync(compare)
-
-    assert differences == []
+    assert await schema_differences(engine, TABLES) == []
 
 
 async def test_push_subscriptions_become_active_web_push_addresses(

@@ -5,12 +5,10 @@ is the real stand-in under uvicorn."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,9 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from backend.db.models import RecipientRow, RecipientSync
 from backend.services import recipients
 from backend.services.users import UserDirectory
-from backend.standins.auth_service import create_auth_standin
 from tests.conftest import ROOT, TEST_REDIS_URL, herald_process_env, make_settings
-from tests.processes import ThreadedServer
+from tests.recipients.conftest import auth_standin
 from tests.test_users import CountingApp, user_record
 
 PREFIX = f"sync-{uuid.uuid4().hex[:6]}"
@@ -32,11 +29,8 @@ USERS = [user_record(f"{PREFIX}-{n:02d}", n) for n in range(1, 13)]  # 12 users
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, CountingApp]]:
-    path: Path = tmp_path_factory.mktemp("sync") / "users.json"
-    path.write_text(json.dumps(USERS))
-    counting = CountingApp(create_auth_standin(path, make_settings()))
-    with ThreadedServer(counting) as server:
-        yield server.url, counting
+    with auth_standin(tmp_path_factory.mktemp("sync"), USERS) as served:
+        yield served
 
 
 @pytest.fixture
