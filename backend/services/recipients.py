@@ -332,7 +332,6 @@ async def register_address(
 ) -> RecipientAddress:
     """Register an address for the caller (the token's user); registering one that another
     user had moves it to the caller."""
-    await RecipientRepository(session).ensure(actor.user_id)
     return await _register(RecipientAddressRepository(session), actor.user_id, address)
 
 
@@ -373,6 +372,15 @@ async def disable_web_push(
             kind=AddressKind.WEB_PUSH.value, keys=keys, reason=reason, at=at
         )
     return disabled
+
+
+async def mark_web_push_used(
+    session: AsyncSession, *, endpoints: Sequence[str], at: datetime | None = None
+) -> None:
+    """Note when the push service last took a message for these browsers."""
+    await RecipientAddressRepository(session).mark_used(
+        kind=AddressKind.WEB_PUSH.value, keys=sorted(set(endpoints)), at=at or datetime.now(UTC)
+    )
 
 
 def display_value(address: RecipientAddress) -> str:

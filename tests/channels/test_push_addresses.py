@@ -127,6 +127,7 @@ async def test_a_gone_browser_is_disabled_with_the_reason_and_skipped_later(
     async with sessionmaker() as session:
         addresses = {a.key: a for a in await RecipientAddressRepository(session).of_users([user])}
     assert addresses[ok.endpoint].state == "ACTIVE"
+    assert addresses[ok.endpoint].last_used_at is not None
     disabled = addresses[gone.endpoint]
     assert disabled.state == "DISABLED"
     assert disabled.disabled_reason and "410" in disabled.disabled_reason

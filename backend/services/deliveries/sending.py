@@ -75,6 +75,7 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # Push endpoints reported gone, with what the push service answered for each.
     expired_endpoints: dict[str, str] = field(default_factory=dict)
+    used_endpoints: list[str] = field(default_factory=list)  # push endpoints that took a message
     retries: list[Retry] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)  # status changes to announce
 
@@ -88,6 +89,7 @@ class BatchOutcome:
         self.ignored += other.ignored
         self.dead_letters.extend(other.dead_letters)
         self.expired_endpoints.update(other.expired_endpoints)
+        self.used_endpoints.extend(other.used_endpoints)
         self.retries.extend(other.retries)
         self.updates.extend(other.updates)
 
@@ -184,6 +186,8 @@ async def save_outcome(session: AsyncSession, outcome: BatchOutcome) -> None:
     sends skip them)."""
     if outcome.expired_endpoints:
         await recipients.disable_web_push(session, reasons=outcome.expired_endpoints)
+    if outcome.used_endpoints:
+        await recipients.mark_web_push_used(session, endpoints=outcome.used_endpoints)
     if outcome.dead_letters:
         await DeadLetterRepository(session).add(outcome.dead_letters)
 
@@ -374,6 +378,11 @@ class _Batch:
         metrics.observe_send_latency(channel.value, time.perf_counter() - started)
         await self._record_provider_tries(record.id, result.failed_tries)
         self._expired(result.expired_endpoints, result.expired_reasons)
+        self.outcome.used_endpoints.extend(
+            s.endpoint
+            for s in message.push_subscriptions
+            if s.endpoint not in result.expired_reasons
+        )
         await self.history.transition(
             record.id,
             DeliveryStatus.SENT,
