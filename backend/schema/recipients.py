@@ -15,12 +15,13 @@ from backend.schema.errors import AccessErrors, NotFoundError, ValidationError
 from backend.schema.preferences import PushSubscriptionInput
 from backend.services import recipients as recipient_service
 
-
-@strawberry.enum(description="What an address reaches.")
-class AddressKind(Enum):
-    WEB_PUSH = "WEB_PUSH"
-    MOBILE_PUSH = "MOBILE_PUSH"
-    CHAT = "CHAT"
+# The services' enums, published as they are (strawberry.enum marks the class itself).
+AddressKind = recipient_service.AddressKind
+RecipientSyncStatus = recipient_service.SyncStatus
+strawberry.enum(AddressKind, description="What an address reaches.")
+strawberry.enum(
+    RecipientSyncStatus, name="RecipientSyncStatus", description="Where a recipient sync job is."
+)
 
 
 @strawberry.enum(description="Whether sends use an address.")
@@ -35,14 +36,6 @@ class AddressState(Enum):
 class MobilePlatform(Enum):
     IOS = "ios"
     ANDROID = "android"
-
-
-@strawberry.enum(description="Where a recipient sync job is.")
-class RecipientSyncStatus(Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
 
 
 @strawberry.type(description="A channel address Herald keeps for a user.")
