@@ -55,6 +55,7 @@ class SmsProvider(BaseModel):
 
 
 DEV_UNSUBSCRIBE_SECRET = "dev-only-insecure-unsubscribe-secret-change-me"  # noqa: S105
+DEV_FORGET_HASH_KEY = "dev-only-insecure-forget-hash-key-change-me"
 
 
 class Settings(BaseSettings):
@@ -163,7 +164,16 @@ class Settings(BaseSettings):
     # each, so that every worker process takes a share of a broadcast.
     dispatch_part_size: int = Field(default=1000, ge=100, le=100_000)
     delivery_lease_seconds: float = Field(default=60.0, gt=0)
-    history_retention_days: int = Field(default=180, ge=1)
+
+    # Retention (0 = keep forever). History: the MongoDB TTL index, or the PostgreSQL sweep.
+    history_retention_days: int = Field(default=180, ge=0)
+    inbox_retention_days: int = Field(default=0, ge=0)
+    # The sweep deletes at most this many rows per statement, one transaction each.
+    retention_batch_size: int = Field(default=5000, ge=100, le=50_000)
+    retention_sweep_seconds: float = Field(default=3600.0, ge=60)
+    # Forgetting a user: the HMAC key that turns their id into the one-way hash kept on
+    # their history rows. Changing it splits a forgotten user's old and new hashes.
+    forget_hash_key: SecretStr = SecretStr(DEV_FORGET_HASH_KEY)
 
     # Campaigns
     campaign_page_size: int = Field(default=1000, ge=1, le=1000)
@@ -260,7 +270,13 @@ class Settings(BaseSettings):
         elif self.jwt_secret is None or not self.jwt_secret.get_secret_value():
             raise ValueError("HERALD_JWT_SECRET is required when HERALD_JWT_ALGORITHM=HS256")
         if self.environment is Environment.PRODUCTION:
-            for name in ("jwt_secret", "smtp_password", "jwt_private_key", "unsubscribe_secret"):
+            for name in (
+                "jwt_secret",
+                "smtp_password",
+                "jwt_private_key",
+                "unsubscribe_secret",
+                "forget_hash_key",
+            ):
                 value = getattr(self, name)
                 if value is None:
                     continue

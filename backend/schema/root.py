@@ -33,6 +33,7 @@ from backend.resolvers import (
     limits,
     preferences,
     providers,
+    retention,
     stats,
     templates,
     topics,
@@ -124,6 +125,7 @@ Mutation = merge_types(
         campaigns.Mutation,
         topics.Mutation,
         webhooks.Mutation,
+        retention.Mutation,
         templates.PreviewMutation,
     ),
 )

@@ -94,3 +94,15 @@ class PreferenceRepository:
         row = (await self.session.execute(stmt)).scalar_one()
         await self.session.refresh(row)
         return row
+
+
+async def forget_user(session: AsyncSession, user_id: str) -> int:
+    """Delete the user's preferences; returns 1 when they had any, else 0."""
+    stmt = delete(UserPreferences).where(UserPreferences.user_id == user_id)
+    return int((await session.execute(stmt)).rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def forget_push_subscriptions(session: AsyncSession, user_id: str) -> int:
+    """Delete the push subscriptions the user's browsers registered; returns how many."""
+    stmt = delete(PushSubscriptionRow).where(PushSubscriptionRow.user_id == user_id)
+    return int((await session.execute(stmt)).rowcount or 0)  # type: ignore[attr-defined]
