@@ -173,7 +173,8 @@ class Settings(BaseSettings):
     retention_sweep_seconds: float = Field(default=3600.0, ge=60)
     # Forgetting a user: the HMAC key that turns their id into the one-way hash kept on
     # their history rows. Changing it splits a forgotten user's old and new hashes.
-    forget_hash_key: SecretStr = SecretStr(DEV_FORGET_HASH_KEY)
+    # None: a key derived from the HS256 JWT secret (required with RS256 in production).
+    forget_hash_key: SecretStr | None = None
 
     # Campaigns
     campaign_page_size: int = Field(default=1000, ge=1, le=1000)
@@ -237,6 +238,17 @@ class Settings(BaseSettings):
         return DEV_UNSUBSCRIBE_SECRET.encode()
 
     @property
+    def forget_key(self) -> bytes:
+        """The HMAC key of forgotten users' hashes: the setting, else derived from the JWT
+        secret (a separate key for a separate purpose), else the development one."""
+        if self.forget_hash_key is not None:
+            return self.forget_hash_key.get_secret_value().encode()
+        if self.jwt_algorithm is JwtAlgorithm.HS256 and self.jwt_secret is not None:
+            secret = self.jwt_secret.get_secret_value().encode()
+            return hmac.new(secret, b"herald/forgotten-user-ids", hashlib.sha256).digest()
+        return DEV_FORGET_HASH_KEY.encode()
+
+    @property
     def history_backend(self) -> str:
         if self.history_url and self.history_url.startswith(("mongodb://", "mongodb+srv://")):
             return "mongodb"
@@ -294,6 +306,8 @@ class Settings(BaseSettings):
                 raise ValueError("HERALD_JWT_SECRET must be at least 32 characters in production")
             if self.jwt_algorithm is JwtAlgorithm.RS256 and self.unsubscribe_secret is None:
                 raise ValueError("HERALD_UNSUBSCRIBE_SECRET is required with RS256 in production")
+            if self.jwt_algorithm is JwtAlgorithm.RS256 and self.forget_hash_key is None:
+                raise ValueError("HERALD_FORGET_HASH_KEY is required with RS256 in production")
         return self
 
 

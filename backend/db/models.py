@@ -302,7 +302,11 @@ class InboxItem(Base):
     """An in-app notification in a user's inbox."""
 
     __tablename__ = "inbox_items"
-    __table_args__ = (UniqueConstraint("user_id", "seq"),)
+    # created_at: the retention sweep deletes the oldest items in batches.
+    __table_args__ = (
+        UniqueConstraint("user_id", "seq"),
+        Index("ix_inbox_items_created_at", "created_at"),
+    )
 
     delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(200), nullable=False)

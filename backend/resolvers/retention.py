@@ -26,7 +26,7 @@ Info = strawberry.Info[Context, Any]
 async def delete_recipient(info: Info, user_id: strawberry.ID) -> DeleteRecipientResult:
     services = info.context.services
     clients = services.clients
-    key = services.settings.forget_hash_key.get_secret_value().encode()
+    key = services.settings.forget_key
 
     async def work(session: AsyncSession, _: Principal) -> RecipientDeleted:
         forgotten = await retention_service.forget_user(

@@ -24,6 +24,7 @@ from backend.queues import (
     TASK_DISPATCH,
     TASK_QUEUES,
     TASK_RELEASE_DUE,
+    TASK_RETENTION_SWEEP,
     TASK_SEND,
     TASK_WEBHOOK_DELIVER,
 )
@@ -142,3 +143,9 @@ def release_due() -> TaskMessage:
     """``events.release_due``: publish due scheduled events, digests and stalled campaign
     pages (sent every second by beat)."""
     return _message(TASK_RELEASE_DUE)
+
+
+def retention_sweep() -> TaskMessage:
+    """``retention.sweep``: delete history and inbox rows older than the retention settings
+    (sent by beat every ``retention_sweep_seconds``)."""
+    return _message(TASK_RETENTION_SWEEP)
