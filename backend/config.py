@@ -226,27 +226,27 @@ class Settings(BaseSettings):
     def serve_admin_enabled(self) -> bool:
         return self.is_development if self.serve_admin is None else self.serve_admin
 
-    @property
-    def unsubscribe_key(self) -> bytes:
-        """The HMAC key of unsubscribe links: the setting, else derived from the JWT secret
-        (a separate key for a separate purpose), else the development one."""
-        if self.unsubscribe_secret is not None:
-            return self.unsubscribe_secret.get_secret_value().encode()
+    def _key(self, setting: SecretStr | None, purpose: bytes, development: str) -> bytes:
+        """An HMAC key: the setting, else derived from the JWT secret for ``purpose`` (a
+        separate key for a separate purpose), else the development one."""
+        if setting is not None:
+            return setting.get_secret_value().encode()
         if self.jwt_algorithm is JwtAlgorithm.HS256 and self.jwt_secret is not None:
             secret = self.jwt_secret.get_secret_value().encode()
-            return hmac.new(secret, b"herald/unsubscribe-links", hashlib.sha256).digest()
-        return DEV_UNSUBSCRIBE_SECRET.encode()
+            return hmac.new(secret, purpose, hashlib.sha256).digest()
+        return development.encode()
+
+    @property
+    def unsubscribe_key(self) -> bytes:
+        """The HMAC key of unsubscribe links (see :meth:`_key`)."""
+        return self._key(
+            self.unsubscribe_secret, b"herald/unsubscribe-links", DEV_UNSUBSCRIBE_SECRET
+        )
 
     @property
     def forget_key(self) -> bytes:
-        """The HMAC key of forgotten users' hashes: the setting, else derived from the JWT
-        secret (a separate key for a separate purpose), else the development one."""
-        if self.forget_hash_key is not None:
-            return self.forget_hash_key.get_secret_value().encode()
-        if self.jwt_algorithm is JwtAlgorithm.HS256 and self.jwt_secret is not None:
-            secret = self.jwt_secret.get_secret_value().encode()
-            return hmac.new(secret, b"herald/forgotten-user-ids", hashlib.sha256).digest()
-        return DEV_FORGET_HASH_KEY.encode()
+        """The HMAC key of forgotten users' hashes (see :meth:`_key`)."""
+        return self._key(self.forget_hash_key, b"herald/forgotten-user-ids", DEV_FORGET_HASH_KEY)
 
     @property
     def history_backend(self) -> str:

@@ -9,6 +9,7 @@ none is.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -72,16 +73,20 @@ def deliveries_of(
     user_id: str, name: str = NAME, email: str = EMAIL, phone: str = PHONE
 ) -> list[DeliveryRecord]:
     """An email sent after a refusal that quoted the address, and an in-app item."""
+    sent = DeliveryRecord(
+        id="",
+        event_id="e-forget",
+        event_type="user_registered",
+        user_id=user_id,
+        channel=Channel.EMAIL,
+        created_at=NOW,
+        updated_at=NOW,
+        status=DeliveryStatus.SENT,
+    )
     return [
-        DeliveryRecord(
+        dataclasses.replace(
+            sent,
             id=f"forget-{uuid.uuid4()}",
-            event_id="e-forget",
-            event_type="user_registered",
-            user_id=user_id,
-            channel=Channel.EMAIL,
-            created_at=NOW,
-            updated_at=NOW,
-            status=DeliveryStatus.SENT,
             template_slug="welcome",
             subject=f"Welcome, {name}",
             body=f"Your phone {phone} is confirmed",
@@ -90,15 +95,10 @@ def deliveries_of(
             attempts=[Attempt(1, NOW, provider="smtp", error=f"550 <{email}>"), Attempt(2, NOW)],
             provider_message_id=f"<{user_id}@mail>",
         ),
-        DeliveryRecord(
+        dataclasses.replace(
+            sent,
             id=f"forget-{uuid.uuid4()}",
-            event_id="e-forget",
-            event_type="user_registered",
-            user_id=user_id,
             channel=Channel.IN_APP,
-            created_at=NOW,
-            updated_at=NOW,
-            status=DeliveryStatus.SENT,
             title=f"Hello {name}",
             body=email,
         ),
