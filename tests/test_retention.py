@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.base import Attempt, DeliveryRecord, DeliveryStatus, StatusChange
-from backend.db.history.mongo import MongoHistoryStore
+from backend.db.history.mongo import TTL_INDEX, MongoHistoryStore
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.models import (
     AuditEntry,
@@ -412,3 +412,19 @@ async def test_the_inbox_sweep_deletes_old_items_in_batches(session: AsyncSessio
     assert await retention.purge_inbox_batch(session, now=NOW, days=0, batch_size=2) == 0
     left = await session.execute(text("SELECT delivery_id FROM inbox_items ORDER BY seq"))
     assert list(left.scalars()) == ["sweep-0", "sweep-1", "sweep-2"]
+
+
+async def test_mongo_retention_of_zero_keeps_forever_and_drops_the_ttl_index() -> None:
+    client: Any = mongomock.MongoClient(tz_aware=True)
+    with_ttl = MongoHistoryStore("mongodb://127.0.0.1:1/unused", retention_days=30)
+    with_ttl.collection = MockCollection(client.herald.deliveries)  # type: ignore[assignment]
+    await with_ttl.start()
+    assert TTL_INDEX in client.herald.deliveries.index_information()
+
+    forever = MongoHistoryStore("mongodb://127.0.0.1:1/unused", retention_days=0)
+    forever.collection = MockCollection(client.herald.deliveries)  # type: ignore[assignment]
+    await forever.start()
+
+    assert TTL_INDEX not in client.herald.deliveries.index_information()
+    assert "created_at_id" in client.herald.deliveries.index_information()
+    client.close()
