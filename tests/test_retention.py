@@ -37,6 +37,8 @@ from backend.db.models import (
     InboxItem,
     PushSubscriptionRow,
     ScheduledEvent,
+    Topic,
+    TopicMember,
     UserPreferences,
 )
 from backend.services import retention
@@ -129,7 +131,8 @@ async def give_the_user_data_everywhere(session: AsyncSession) -> None:
         status="completed",
         anchor_at=NOW,
     )
-    session.add_all([campaign, shared])
+    topic = Topic(key=f"news-{uuid.uuid4().hex[:8]}", name="News", self_service=True)
+    session.add_all([campaign, shared, topic])
     await session.flush()
     session.add_all(
         [
@@ -145,6 +148,7 @@ async def give_the_user_data_everywhere(session: AsyncSession) -> None:
                 data={"email": EMAIL},
             ),
             UserPreferences(user_id=USER, disabled_channels=["sms"], disabled_event_types=[]),
+            TopicMember(topic_key=topic.key, user_id=USER),
             PushSubscriptionRow(
                 user_id=USER, endpoint=f"https://push.example/{USER}", p256dh="p", auth="a"
             ),
@@ -304,7 +308,7 @@ async def test_nothing_readable_about_a_deleted_recipient_remains(
         "cacheKeys": 2,
         "recipients": 0,
         "addresses": 0,
-        "topicMemberships": 0,
+        "topicMemberships": 1,
     }
     assert await found_in_tables(connection) == {}
     assert not await redis.keys(f"*{USER}*")

@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.history.base import HistoryStore
-from backend.db.repositories import audit, campaigns, dead_letters, digests, events, inbox
+from backend.db.repositories import audit, campaigns, dead_letters, digests, events, inbox, topics
 from backend.db.repositories import preferences as preference_rows
 from backend.errors import ValidationError
 from backend.services.limits import KEY_PREFIX as LIMIT_KEY_PREFIX
@@ -48,6 +48,7 @@ FORGETTERS: tuple[tuple[str, Forgetter], ...] = (
     ("scheduled_events", events.forget_user),
     ("campaigns", campaigns.forget_user),
     ("dead_letters", dead_letters.forget_user),
+    ("topic_memberships", topics.forget_user),
 )
 
 

@@ -1,7 +1,7 @@
 """an index on inbox_items.created_at for the retention sweep
 
-Revision ID: 0012
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 
 The sweep deletes inbox items older than HERALD_INBOX_RETENTION_DAYS in batches; without this
 index each batch would scan the whole table. (The deliveries table already has
@@ -10,8 +10,8 @@ ix_deliveries_created_at.)
 
 from alembic import op
 
-revision = "0012"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
