@@ -154,6 +154,10 @@ class UserPreferences(Base):
     disabled_event_types: Mapped[list[str]] = mapped_column(
         ARRAY(String(100)), nullable=False, default=list
     )
+    # Topics the user opted out of: a delivery that reached them only through these is skipped.
+    disabled_topics: Mapped[list[str]] = mapped_column(
+        ARRAY(String(100)), nullable=False, default=list, server_default=text("'{}'")
+    )
     # Quiet hours, in the user's time zone: non-critical deliveries wait until they end.
     quiet_start: Mapped[time | None] = mapped_column(Time)
     quiet_end: Mapped[time | None] = mapped_column(Time)
@@ -363,7 +367,11 @@ class InboxItem(Base):
     """An in-app notification in a user's inbox."""
 
     __tablename__ = "inbox_items"
-    __table_args__ = (UniqueConstraint("user_id", "seq"),)
+    # created_at: the retention sweep deletes the oldest items in batches.
+    __table_args__ = (
+        UniqueConstraint("user_id", "seq"),
+        Index("ix_inbox_items_created_at", "created_at"),
+    )
 
     delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -454,3 +462,37 @@ class AuditEntry(Base):
     arguments: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
     outcome: Mapped[str] = mapped_column(String(30), nullable=False)  # "ok" or an error code
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Topic(Base):
+    """A named group of users that events and campaigns can target (``audience: {topics}``)."""
+
+    __tablename__ = "topics"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    # Users may join and leave it themselves (subscribeTopic / unsubscribeTopic).
+    self_service: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class TopicMember(Base):
+    """One user in one topic."""
+
+    __tablename__ = "topic_members"
+
+    topic_key: Mapped[str] = mapped_column(
+        ForeignKey("topics.key", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    added_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )

@@ -34,8 +34,10 @@ from backend.resolvers import (
     preferences,
     providers,
     recipients,
+    retention,
     stats,
     templates,
+    topics,
     webhooks,
 )
 from backend.schema.context import Context
@@ -103,6 +105,7 @@ Query = merge_types(
         inbox.Query,
         limits.Query,
         campaigns.Query,
+        topics.Query,
         preferences.Query,
         recipients.Query,
         webhooks.Query,
@@ -123,7 +126,9 @@ Mutation = merge_types(
         templates.Mutation,
         limits.Mutation,
         campaigns.Mutation,
+        topics.Mutation,
         webhooks.Mutation,
+        retention.Mutation,
         templates.PreviewMutation,
     ),
 )

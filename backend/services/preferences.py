@@ -60,6 +60,7 @@ class Preferences:
     quiet_hours: QuietHours | None = None
     timezone: str | None = None
     digest_cadence: dict[str, str] = field(default_factory=dict)
+    disabled_topics: list[str] = field(default_factory=list)
 
 
 def quiet_hours_of(row: UserPreferences | None) -> QuietHours | None:
@@ -93,6 +94,7 @@ def _preferences(subject: str, row: UserPreferences | None) -> Preferences:
         quiet_hours_of(row),
         row.timezone,
         dict(row.digest_cadence or {}),
+        list(row.disabled_topics or []),
     )
 
 
@@ -122,9 +124,11 @@ async def set_preferences(
     quiet_hours: QuietHours | Keep | None = KEEP,
     timezone: str | Keep | None = KEEP,
     digest_cadence: dict[str, str] | Keep = KEEP,
+    disabled_topics: Sequence[str] | Keep = KEEP,
 ) -> Preferences:
-    """Replace a user's opt-outs; change quiet hours and time zone when given (None clears
-    them). Critical event types (password resets) ignore all of these."""
+    """Replace a user's opt-outs; change quiet hours, time zone and topic opt-outs when given
+    (None clears them). Critical event types (password resets) ignore all of these; topic
+    opt-outs apply to deliveries that reached the user through those topics only."""
     subject = _subject(actor, user_id)
     if len(disabled_event_types) > 200:
         raise ValidationError("Too many event types", field="disabledEventTypes")
@@ -147,6 +151,12 @@ async def set_preferences(
                 f"A digest cadence is one of {', '.join(CADENCES)}", field="digestCadence"
             )
         extra["digest_cadence"] = dict(digest_cadence)
+    if not isinstance(disabled_topics, Keep):
+        if len(disabled_topics) > 200:
+            raise ValidationError("Too many topics", field="disabledTopics")
+        extra["disabled_topics"] = list(
+            dict.fromkeys(t.strip() for t in disabled_topics if t.strip())
+        )
     row = await PreferenceRepository(session).upsert(
         subject, disabled_channels=channels, disabled_event_types=types, **extra
     )

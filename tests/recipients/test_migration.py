@@ -22,9 +22,9 @@ async def test_the_migration_creates_the_tables_of_the_models(engine: AsyncEngin
 async def test_push_subscriptions_become_active_web_push_addresses(
     connection: AsyncConnection, session
 ) -> None:
-    migration = importlib.import_module("backend.db.migrations.versions.0010_recipients")
+    migration = importlib.import_module("backend.db.migrations.versions.0012_recipients")
     user = f"legacy-{uuid.uuid4().hex[:8]}"
-    # The table 0010 dropped, as it was, holding two subscriptions of one user (temporary: it
+    # The table 0012 dropped, as it was, holding two subscriptions of one user (temporary: it
     # goes with the test's transaction).
     await connection.execute(
         text(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -13,8 +14,9 @@ from backend.db.models import UserPreferences
 from backend.db.raw import Statement, driver_connection
 
 _PREFERENCES_OF = Statement(
-    "SELECT user_id, disabled_channels, disabled_event_types, quiet_start, quiet_end, timezone, "
-    "digest_cadence, updated_at FROM user_preferences WHERE user_id = ANY(CAST(:ids AS text[]))"
+    "SELECT user_id, disabled_channels, disabled_event_types, disabled_topics, quiet_start, "
+    "quiet_end, timezone, digest_cadence, updated_at FROM user_preferences "
+    "WHERE user_id = ANY(CAST(:ids AS text[]))"
 )
 
 
@@ -63,3 +65,9 @@ class PreferenceRepository:
         row = (await self.session.execute(stmt)).scalar_one()
         await self.session.refresh(row)
         return row
+
+
+async def forget_user(session: AsyncSession, user_id: str) -> int:
+    """Delete the user's preferences; returns 1 when they had any, else 0."""
+    stmt = delete(UserPreferences).where(UserPreferences.user_id == user_id)
+    return int((await session.execute(stmt)).rowcount or 0)  # type: ignore[attr-defined]

@@ -244,10 +244,16 @@ class RecipientSyncRepository:
         )
 
 
-async def forget_user(session: AsyncSession, user_id: str) -> int:
-    """Delete the user's recipient row and addresses; how many rows went."""
+async def forget_addresses(session: AsyncSession, user_id: str) -> int:
+    """Delete the user's channel addresses (web push, mobile, chat); how many went."""
     addresses = await session.execute(
         delete(RecipientAddress).where(RecipientAddress.user_id == user_id)
     )
+    return int(addresses.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def forget_user(session: AsyncSession, user_id: str) -> int:
+    """Delete the user's recipient row and addresses; how many rows went."""
+    addresses = await forget_addresses(session, user_id)
     recipient = await session.execute(delete(RecipientRow).where(RecipientRow.user_id == user_id))
-    return int(addresses.rowcount or 0) + int(recipient.rowcount or 0)  # type: ignore[attr-defined]
+    return addresses + int(recipient.rowcount or 0)  # type: ignore[attr-defined]

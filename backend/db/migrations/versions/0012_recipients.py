@@ -1,7 +1,7 @@
 """recipients: profiles Herald keeps per user id, their channel addresses, and sync jobs
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 
 The browsers' Web Push subscriptions move from ``push_subscriptions`` into
 ``recipient_addresses`` (kind ``WEB_PUSH``, keyed by the endpoint): each user who had one gets a
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0010"
-down_revision = "0009"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
