@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -14,12 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.auth import Principal, Role
 from backend.channels import Channel
 from backend.db.models import UserPreferences
-from backend.db.repositories.preferences import PreferenceRepository, PushSubscriptionRepository
+from backend.db.repositories.preferences import PreferenceRepository
 from backend.errors import ForbiddenError, ValidationError
+from backend.services import recipients
 from backend.services.calendars import check_zone
 from backend.services.digests import CADENCES
-
-_B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
 
 class Keep(Enum):
@@ -174,17 +172,12 @@ async def register_push_subscription(
     auth: str,
     allow_http: bool = False,
 ) -> None:
-    """Remember the caller's browser subscription (re-registering moves it to the caller).
+    """Remember the caller's browser subscription, a Web Push address of their recipient
+    (re-registering moves it to the caller; see ``recipients.register_address``).
 
     ``allow_http`` admits plain-http endpoints, for local push-service stand-ins outside
     production; real push services are always https."""
-    if not endpoint.startswith("https://") and not (allow_http and endpoint.startswith("http://")):
-        raise ValidationError("A push endpoint is an https URL", field="endpoint")
-    if len(endpoint) > 2000:
-        raise ValidationError("The endpoint is too long", field="endpoint")
-    for name, value in (("p256dh", p256dh), ("auth", auth)):
-        if not _B64URL.match(value) or len(value) > 200:
-            raise ValidationError(f"keys.{name} must be base64url", field=f"keys.{name}")
-    await PushSubscriptionRepository(session).upsert(
-        user_id=actor.user_id, endpoint=endpoint, p256dh=p256dh, auth=auth
+    address = recipients.web_push_address(
+        endpoint=endpoint, p256dh=p256dh, auth=auth, allow_http=allow_http
     )
+    await recipients.register_address(session, actor=actor, address=address)

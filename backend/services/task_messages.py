@@ -23,7 +23,9 @@ from backend.queues import (
     TASK_CAMPAIGN_FIRE,
     TASK_DISPATCH,
     TASK_QUEUES,
+    TASK_RECIPIENTS_SYNC,
     TASK_RELEASE_DUE,
+    TASK_RETENTION_SWEEP,
     TASK_SEND,
     TASK_WEBHOOK_DELIVER,
 )
@@ -142,3 +144,14 @@ def release_due() -> TaskMessage:
     """``events.release_due``: publish due scheduled events, digests and stalled campaign
     pages (sent every second by beat)."""
     return _message(TASK_RELEASE_DUE)
+
+
+def recipients_sync(sync_id: str) -> TaskMessage:
+    """``recipients.sync``: import the auth service's user list into recipients (one job)."""
+    return _message(TASK_RECIPIENTS_SYNC, args=(sync_id,), task_id=f"recipients-sync/{sync_id}")
+
+
+def retention_sweep() -> TaskMessage:
+    """``retention.sweep``: delete history and inbox rows older than the retention settings
+    (sent by beat every ``retention_sweep_seconds``)."""
+    return _message(TASK_RETENTION_SWEEP)
