@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # service on its next use; how many profiles one page of `herald recipients sync` asks for.
     recipient_max_age_seconds: int = Field(default=86_400, ge=0)
     recipient_sync_page_size: int = Field(default=500, ge=1, le=5000)
+    # A running sync whose runner committed no page for this long is stalled: a worker or
+    # syncRecipients may take it over and go on from its last committed page.
+    recipient_sync_stall_seconds: float = Field(default=120.0, gt=0)
 
     # Email
     smtp_host: str = "127.0.0.1"

@@ -21,6 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -177,6 +178,30 @@ class RecipientRow(Base):
     service identified, and the addresses Herald owns (``RecipientAddress``)."""
 
     __tablename__ = "recipients"
+    # recipients(search:) matches these anywhere (ILIKE '%term%'): trigram indexes (0013).
+    __table_args__ = (
+        Index(
+            "ix_recipients_user_id_trgm",
+            "user_id",
+            postgresql_using="gin",
+            postgresql_ops={"user_id": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_recipients_email_trgm",
+            "email",
+            postgresql_using="gin",
+            postgresql_ops={"email": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_recipients_name_trgm",
+            # As PostgreSQL prints it back, so the schema comparison sees one index.
+            literal_column("((first_name::text || ' '::text) || last_name::text)").label(
+                "full_name"
+            ),
+            postgresql_using="gin",
+            postgresql_ops={"full_name": "gin_trgm_ops"},
+        ),
+    )
 
     user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320))
@@ -249,6 +274,13 @@ class RecipientSync(Base):
     )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What resuming needs: the page size the job walks with (a resumed job keeps it), when its
+    # runner last committed a page or took the job, which runner holds it, and how many times
+    # it was taken over from a runner that died or stalled.
+    page_size: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    runner: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    resumes: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
 
 class ScheduledEvent(Base):

@@ -96,7 +96,11 @@ async def recipients(
 async def recipient_sync(info: Info, id: strawberry.ID) -> RecipientSync | None:
     async def work(session: AsyncSession, _: Principal) -> RecipientSync | None:
         row = await recipient_service.get_sync(session, str(id))
-        return RecipientSync.from_model(row) if row is not None else None
+        if row is None:
+            return None
+        return RecipientSync.from_model(
+            row, stall_seconds=info.context.settings.recipient_sync_stall_seconds
+        )
 
     return await read(info, recipient_service.READERS | recipient_service.WRITERS, work)
 
@@ -156,12 +160,20 @@ async def remove_address(info: Info, id: strawberry.ID) -> RemoveAddressResult:
 
 @strawberry.mutation(
     description="Start importing the auth service's user list into recipients, in the "
-    "background; poll `recipientSync(id)` for its progress. Services and admins."
+    "background; poll `recipientSync(id)` for its progress. A job that stalled (its worker "
+    "died: no page committed for `HERALD_RECIPIENT_SYNC_STALL_SECONDS`) is resumed from its "
+    "last committed page and returned instead of starting a new one. Services and admins."
 )
 async def sync_recipients(info: Info) -> SyncRecipientsResult:
     async def work(session: AsyncSession, actor: Principal) -> RecipientSync:
-        row = await recipient_service.start_sync(session, actor=actor)
-        return RecipientSync.from_model(row)
+        row = await recipient_service.request_sync(
+            session,
+            actor=actor,
+            stall_seconds=info.context.settings.recipient_sync_stall_seconds,
+        )
+        return RecipientSync.from_model(
+            row, stall_seconds=info.context.settings.recipient_sync_stall_seconds
+        )
 
     result = await mutate(info, recipient_service.WRITERS, work)
     if isinstance(result, Error):

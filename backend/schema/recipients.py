@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated
 
@@ -123,9 +123,20 @@ class RecipientSync:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    heartbeat_at: datetime | None = strawberry.field(
+        description="When the job's runner last committed a page (or took the job)."
+    )
+    resumes: int = strawberry.field(
+        description="How many times the job was taken over from a runner that died or stalled, "
+        "going on from its last committed page."
+    )
+    stalled: bool = strawberry.field(
+        description="RUNNING, but no page committed for `HERALD_RECIPIENT_SYNC_STALL_SECONDS`: "
+        "its worker died or hangs. `syncRecipients` resumes it."
+    )
 
     @classmethod
-    def from_model(cls, row: SyncRow) -> RecipientSync:
+    def from_model(cls, row: SyncRow, *, stall_seconds: float) -> RecipientSync:
         return cls(
             id=strawberry.ID(str(row.id)),
             status=RecipientSyncStatus(row.status),
@@ -135,6 +146,11 @@ class RecipientSync:
             created_at=row.created_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
+            heartbeat_at=row.heartbeat_at,
+            resumes=row.resumes,
+            stalled=recipient_service.is_stalled(
+                row, now=datetime.now(UTC), stall_seconds=stall_seconds
+            ),
         )
 
 

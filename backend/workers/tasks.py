@@ -256,15 +256,20 @@ def fan_out(self: Task, run_id: str, page: int, after: str | None = None) -> dic
 @celery_app.task(name=TASK_RECIPIENTS_SYNC, bind=True, ignore_result=True)
 def sync_recipients(self: Task, sync_id: str) -> None:
     """Import the auth service's user list into recipients; the job records its own progress
-    and failure (``recipientSync``), so the task is not retried."""
+    and failure (``recipientSync``), so the task is not retried. Acknowledged late: a worker
+    that dies mid-job leaves the message to be redelivered, and the redelivered task resumes
+    the job from its last committed page."""
     runtime = get_runtime()
     assert runtime.context is not None and runtime.users is not None
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     runtime.run(
         recipients.run_sync(
             runtime.context.sessionmaker,
             users=runtime.users,
             sync_id=uuid.UUID(sync_id),
             page_size=runtime.settings.recipient_sync_page_size,
+            stall_seconds=runtime.settings.recipient_sync_stall_seconds,
+            takeover=redelivered,
         )
     )
 

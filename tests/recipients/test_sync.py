@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -142,3 +143,84 @@ async def test_the_cli_syncs_every_user(standin, engine: AsyncEngine):
         async with engine.begin() as conn:
             await conn.execute(delete(RecipientRow).where(mine))
             await conn.execute(delete(RecipientSync).where(RecipientSync.requested_by.is_(None)))
+
+
+@pytest.fixture
+async def job_at(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[object]:
+    """Makes a RUNNING job (page size 5) whose runner committed ``pages_done`` pages and then
+    went quiet ``quiet_for`` seconds ago. Committed for real: removed after the test, so no
+    other test finds a stalled job."""
+    made: list[uuid.UUID] = []
+
+    async def make(*, pages_done: int, quiet_for: float) -> uuid.UUID:
+        now = datetime.now(UTC)
+        async with sessionmaker() as session:
+            job = await recipients.start_sync(session, actor=None)
+            job.status, job.page_size, job.runner = "RUNNING", 5, uuid.uuid4()
+            job.started_at = job.heartbeat_at = now - timedelta(seconds=quiet_for)
+            job.pages_done, job.recipients_synced = pages_done, 5 * pages_done
+            await session.commit()
+            made.append(job.id)
+            return job.id
+
+    yield make
+    async with sessionmaker() as session:
+        await session.execute(delete(RecipientSync).where(RecipientSync.id.in_(made)))
+        await session.commit()
+
+
+async def test_a_stalled_job_resumes_after_its_last_committed_page(
+    standin, directory_for, sessionmaker, job_at
+):
+    url, counting = standin
+    job_id = await job_at(pages_done=1, quiet_for=600)
+    before = counting.paths["/api/v1/auth/users"]
+
+    done = await recipients.run_sync(
+        sessionmaker, users=directory_for(url), sync_id=job_id, page_size=500, stall_seconds=60
+    )
+
+    assert done is not None
+    # Pages 2 and 3 only, at the job's own page size (not the 500 asked for now).
+    assert counting.paths["/api/v1/auth/users"] == before + 2
+    assert (done.status, done.pages_done, done.recipients_synced, done.resumes) == (
+        "SUCCEEDED",
+        3,
+        12,
+        1,
+    )
+
+
+async def test_a_live_job_is_left_to_its_runner_unless_its_task_was_redelivered(
+    standin, directory_for, sessionmaker, job_at
+):
+    url, counting = standin
+    job_id = await job_at(pages_done=1, quiet_for=1)
+    before = counting.paths["/api/v1/auth/users"]
+
+    left = await recipients.run_sync(
+        sessionmaker, users=directory_for(url), sync_id=job_id, page_size=5, stall_seconds=60
+    )
+    assert left is not None and (left.status, left.pages_done, left.resumes) == ("RUNNING", 1, 0)
+    assert counting.paths["/api/v1/auth/users"] == before
+
+    taken = await recipients.run_sync(
+        sessionmaker,
+        users=directory_for(url),
+        sync_id=job_id,
+        page_size=5,
+        stall_seconds=60,
+        takeover=True,
+    )
+    assert taken is not None
+    assert (taken.status, taken.recipients_synced, taken.resumes) == ("SUCCEEDED", 12, 1)
+    assert counting.paths["/api/v1/auth/users"] == before + 2
+
+
+async def test_sync_recipients_resumes_a_stalled_job_instead_of_starting_one(sessionmaker, job_at):
+    await job_at(pages_done=2, quiet_for=900)
+    stalled = await job_at(pages_done=2, quiet_for=600)  # the newer of two
+    async with sessionmaker() as session:
+        job = await recipients.request_sync(session, actor=None, stall_seconds=60)
+        assert job.id == stalled
+        await session.rollback()

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +28,10 @@ PROFILE_COLUMNS = (
 )
 # The fields a profile from the auth service or identifyRecipient may set.
 PROFILE_FIELDS = ("email", "first_name", "last_name", "login", "phone", "locale", "timezone")
+
+# The name as the trigram index ix_recipients_name_trgm holds it: the separator is a literal,
+# not a bound parameter, so the planner matches the index's expression.
+FULL_NAME = RecipientRow.first_name.op("||")(literal_column("' '")).op("||")(RecipientRow.last_name)
 
 ACTIVE = "ACTIVE"
 DISABLED = "DISABLED"
@@ -66,9 +70,7 @@ class RecipientRepository:
                 or_(
                     RecipientRow.user_id.ilike(pattern, escape="\\"),
                     RecipientRow.email.ilike(pattern, escape="\\"),
-                    (RecipientRow.first_name + " " + RecipientRow.last_name).ilike(
-                        pattern, escape="\\"
-                    ),
+                    FULL_NAME.ilike(pattern, escape="\\"),
                 )
             )
         return list((await self.session.execute(stmt)).scalars())
@@ -242,6 +244,20 @@ class RecipientSyncRepository:
         return await self.session.get(
             RecipientSync, sync_id, with_for_update=for_update, populate_existing=True
         )
+
+    async def newest_running(self, *, quiet_since: datetime) -> RecipientSync | None:
+        """Of the running jobs whose runner last committed a page (or took the job) before
+        ``quiet_since`` (stalled ones), the one that ran last."""
+        last = func.coalesce(
+            RecipientSync.heartbeat_at, RecipientSync.started_at, RecipientSync.created_at
+        )
+        stmt = (
+            select(RecipientSync)
+            .where(RecipientSync.status == "RUNNING", last < quiet_since)
+            .order_by(last.desc())
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalars().first()
 
 
 async def forget_addresses(session: AsyncSession, user_id: str) -> int:
