@@ -488,7 +488,7 @@ async def run_sync(
     error: str | None = None
     while True:
         try:
-            profiles, more = await users.list_page(page, size, cache=False)
+            profiles, more = await users.list_page(page, size, cache=False, store=False)
         except UnavailableError as exc:
             error = exc.message
             break

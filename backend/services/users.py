@@ -187,12 +187,14 @@ class UserDirectory:
             page += 1
 
     async def list_page(
-        self, page: int, page_size: int, *, cache: bool = True
+        self, page: int, page_size: int, *, cache: bool = True, store: bool = True
     ) -> tuple[list[UserProfile], bool]:
         """One page (1-based) of the auth service's user list, and whether more follow.
 
         With ``cache``, the profiles also fill the cache, so sending to them later needs no
-        look-ups."""
+        look-ups. With ``store`` (and a profile store), they are also written to it, one
+        statement for the page: an allUsers fan-out keeps the recipients up to date as it
+        goes. A caller that stores the page itself (a recipient sync) passes ``False``."""
         if page_size < 1 or page < 1:
             raise ValueError("page and page_size must be at least 1")
         url = self._base_url + self._list_path
@@ -209,8 +211,14 @@ class UserDirectory:
         more = len(items) >= page_size and not (
             isinstance(total, int) and (page - 1) * page_size + len(items) >= total
         )
+        listed: dict[str, UserProfile | None] = {p.id: p for p in profiles}
+        writes = []
         if profiles and cache:
-            await self._cache_write({p.id: p for p in profiles})
+            writes.append(self._cache_write(listed))
+        if profiles and store and self._store is not None:
+            writes.append(self._store.write(listed))
+        # Neither raises (each logs its own failure): side by side, the page costs the slower.
+        await asyncio.gather(*writes)
         return profiles, more
 
     async def _fetch_many(self, user_ids: list[str], into: dict[str, UserProfile | None]) -> None:

@@ -103,12 +103,27 @@ def armed(settings: Any, campaign_id: str) -> datetime | None:
     return armed_at(create_celery(settings), campaign_id)
 
 
-async def test_now_to_all_users_is_fanned_out_in_pages_and_completes(e2e, admin, template, beat):
+async def test_now_to_all_users_is_fanned_out_in_pages_and_completes(
+    e2e, admin, template, beat, engine
+):
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("DELETE FROM recipients WHERE user_id = ANY(:ids)"), {"ids": ALL_USERS}
+        )
     created = await create(e2e, admin, template, audience={"allUsers": True})
     campaign = await until_status(e2e, admin, created["id"], "COMPLETED")
     [run] = campaign["runs"]
     assert (run["kind"], run["status"], run["recipients"]) == ("SCHEDULED", "COMPLETED", 5)
     assert run["counts"] == [{"channel": "IN_APP", "status": "SENT", "count": 5}]
+    # The auth service's list pages the fan-out read were stored as recipients on the way.
+    async with engine.connect() as conn:
+        stored = await conn.execute(
+            text("SELECT user_id, source, email FROM recipients WHERE user_id = ANY(:ids)"),
+            {"ids": ALL_USERS},
+        )
+        rows = sorted(stored.all())
+    assert [(r.user_id, r.source) for r in rows] == [(u, "auth") for u in ALL_USERS]
+    assert all(r.email for r in rows)
 
 
 async def test_delayed_campaign_fires_within_two_seconds_of_its_time(
