@@ -29,6 +29,7 @@ from strawberry.utils.await_maybe import await_maybe
 from backend.config import Settings
 from backend.errors import HeraldError
 from backend.errors import ValidationError as HeraldValidationError
+from backend.frameworks.strawberry_internals import graphql_core_schema
 from backend.observability import metrics
 from backend.resolvers import (
     audit,
@@ -186,6 +187,10 @@ class HeraldSchema(strawberry.Schema):
         does), validate (cached), graphql-core's ``execute`` with Strawberry's executor class
         and arguments, ``process_errors``, then masking. tests/test_schema_execute.py compares
         it with Strawberry's own execute.
+
+        Written against strawberry-graphql 0.341's ``Schema.execute``, ``_execute_operation``
+        and ``_prepare_operation_async``, whose private helpers it calls (``_process_errors``,
+        ``_get_custom_context_kwargs``): compare them again when upgrading Strawberry.
         """
         masking = self.masking
         if masking is None:
@@ -213,7 +218,7 @@ class HeraldSchema(strawberry.Schema):
             operation_extensions=operation_extensions,
         )
         try:
-            document, errors = self.documents.checked(self._schema, query)
+            document, errors = self.documents.checked(graphql_core_schema(self), query)
         except Exception as error:  # a syntax error, or too many tokens
             return self._finish(context, None, [_as_graphql_error(error)], masking)
         context.graphql_document = document
@@ -228,7 +233,7 @@ class HeraldSchema(strawberry.Schema):
                 return self._finish(context, None, list(errors), masking)
             result = await await_maybe(
                 graphql_execute(
-                    self._schema,
+                    graphql_core_schema(self),
                     context.graphql_document,
                     root_value=root_value,
                     middleware=_NO_MIDDLEWARE,
