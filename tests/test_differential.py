@@ -20,10 +20,17 @@ must be declined (no plan, or ``Unsupported``), which makes ``run_operation`` ha
 Strawberry, that is to graphql-core. Resync and overflow markers never reach a projection: the
 inbox stream both roads share consumes them (a replay, or the socket closed).
 
-No query or mutation bypasses the executor (backend/graphql_http.py calls ``schema.execute``),
-so there is nothing else to compare. Run it alone with
-``.venv/bin/pytest tests/test_differential.py``; ``HERALD_DIFFERENTIAL_EXAMPLES`` raises the
-number of documents and ``HERALD_DIFFERENTIAL_RANDOM=1`` seeds it differently.
+No query or mutation bypasses the executor today (backend/graphql_http.py calls
+``schema.execute``). So that one which does is held to the same bar, the queries hypothesis-graphql
+generates over the whole Query type, rewritten the same way, are posted to ``/graphql`` with a
+token of each role and compared with graphql-core's ``graphql()`` given the same context and
+database state (one rolled-back transaction per example), its errors masked and coded as Herald
+gives them: the same data, key order included, and the same errors. Mutations are left out: two
+executions of one write do not give one result (new ids, times, messages queued).
+
+Run it alone with ``.venv/bin/pytest tests/test_differential.py``;
+``HERALD_DIFFERENTIAL_EXAMPLES`` and ``HERALD_DIFFERENTIAL_QUERIES`` raise the number of
+documents and ``HERALD_DIFFERENTIAL_RANDOM=1`` seeds them differently.
 """
 
 from __future__ import annotations
@@ -40,18 +47,24 @@ from typing import Any
 from unittest import mock
 
 import graphql
+import httpx
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import queries
 
 from backend.frameworks.strawberry_internals import graphql_core_schema
 from backend.live_socket import Unsupported, compile_notifications
 from backend.resolvers import inbox as inbox_resolvers
+from backend.schema.context import Context, Services
+from backend.schema.errors import HeraldMaskErrors
 from backend.schema.root import build_schema
 from backend.services.inbox import InboxEntry
 from backend.services.live import NewNotification, ReadChange, decode, encode
 from tests.conftest import make_settings
+from tests.custom_scalars import CUSTOM_SCALARS
+from tests.factories import token_for
+from tests.security.conftest import rolled_back
 
 HERALD_SCHEMA = build_schema(make_settings())
 SCHEMA = graphql_core_schema(HERALD_SCHEMA)
@@ -61,7 +74,7 @@ assert SUBSCRIPTION is not None
 # whose query root is the Subscription type, gives selections of the subscription fields.
 SUBSCRIPTION_ROOTS = graphql.GraphQLSchema(query=SUBSCRIPTION, types=list(SCHEMA.type_map.values()))
 
-MAX_EXAMPLES = int(os.environ.get("HERALD_DIFFERENTIAL_EXAMPLES", "400"))
+MAX_EXAMPLES = int(os.environ.get("HERALD_DIFFERENTIAL_EXAMPLES", "300"))
 DERANDOMIZE = os.environ.get("HERALD_DIFFERENTIAL_RANDOM", "") != "1"
 
 # Aliases that collide with field names on purpose: same-field merges, and conflicts that
@@ -183,6 +196,18 @@ class Rewrite:
             typename = graphql.FieldNode(name=graphql.NameNode(value="__typename"))
             at = self.draw(st.integers(0, len(selections)))
             selections.insert(at, self.field(typename, parent))
+        abstract = [t for t in ABSTRACT_TYPES if _contains(t, parent)]
+        if abstract and self.chance("fragment on a union", 0.2):
+            # On an object type, a fragment on a union containing it selects only __typename.
+            typename = graphql.FieldNode(name=graphql.NameNode(value="__typename"))
+            on_union = graphql.InlineFragmentNode(
+                type_condition=graphql.NamedTypeNode(
+                    name=graphql.NameNode(value=self.draw(st.sampled_from(abstract)).name)
+                ),
+                directives=self.directives(),
+                selection_set=graphql.SelectionSetNode(selections=(self.field(typename, parent),)),
+            )
+            selections.insert(self.draw(st.integers(0, len(selections))), on_union)
         if selections and self.chance("a field asked twice", 0.15):
             selections.append(self.draw(st.sampled_from(selections)))
         if len(selections) > 1 and self.chance("order", 0.3):
@@ -217,6 +242,15 @@ class Rewrite:
         )
 
 
+ABSTRACT_TYPES = sorted(
+    (t for t in SCHEMA.type_map.values() if graphql.is_abstract_type(t)), key=lambda t: t.name
+)
+
+
+def _contains(abstract: Any, parent: Any) -> bool:
+    return graphql.is_object_type(parent) and SCHEMA.is_sub_type(abstract, parent)
+
+
 def _variable_node(name: str) -> graphql.VariableNode:
     return graphql.VariableNode(name=graphql.NameNode(value=name))
 
@@ -226,8 +260,9 @@ def _identity(document: graphql.DocumentNode) -> graphql.DocumentNode:
 
 
 @dataclass(frozen=True)
-class Subscribe:
-    """A ``subscribe`` message's payload."""
+class Request:
+    """A GraphQL request (a ``subscribe`` message's payload, or an HTTP request's body), and the
+    rewrites its document went through."""
 
     query: str
     variables: dict[str, Any]
@@ -235,27 +270,24 @@ class Subscribe:
     features: frozenset[str]
 
 
-@st.composite
-def subscriptions(draw: st.DrawFn) -> Subscribe:
-    # A subscription has one root field; ``notifications`` (the fast path's) half the time.
-    name = draw(st.just("notifications") | st.sampled_from(sorted(SUBSCRIPTION.fields)))
-    base = draw(queries(SUBSCRIPTION_ROOTS, fields=[name], print_ast=_identity))
-    operation = base.definitions[0]
-    assert isinstance(operation, graphql.OperationDefinitionNode)
-    root = operation.selection_set.selections[0]
+def _rewrite(draw: st.DrawFn) -> Rewrite:
     random = Random(draw(st.integers(0, 2**32)))
-    rewrite = Rewrite(draw, random, directive_odds=draw(st.sampled_from([0.0, 0.0, 0.2])))
-    assert isinstance(root, graphql.FieldNode)
-    # No directive, nor a second field (even ``__typename``), at a subscription's root.
-    selected: graphql.SelectionNode = rewrite.field(root, SUBSCRIPTION, root=True)
-    if rewrite.chance("fragment at the root", 0.1):
-        selected = rewrite.fragment([selected], SUBSCRIPTION)
-    selection_set = graphql.SelectionSetNode(selections=(selected,))
+    return Rewrite(draw, random, directive_odds=draw(st.sampled_from([0.0, 0.0, 0.2])))
+
+
+def _request(
+    draw: st.DrawFn,
+    rewrite: Rewrite,
+    operation: graphql.OperationType,
+    selection_set: graphql.SelectionSetNode,
+) -> Request:
+    """The operation, named or not, with its variables and fragments, maybe after another one
+    (then picked by name)."""
     named = rewrite.chance("named operation", 0.4)
     definitions: list[graphql.DefinitionNode] = [
         graphql.OperationDefinitionNode(
-            operation=graphql.OperationType.SUBSCRIPTION,
-            name=graphql.NameNode(value="Feed") if named else None,
+            operation=operation,
+            name=graphql.NameNode(value="Main") if named else None,
             variable_definitions=tuple(rewrite.variable_definitions),
             selection_set=selection_set,
         ),
@@ -264,11 +296,11 @@ def subscriptions(draw: st.DrawFn) -> Subscribe:
     operation_name = None
     if named and rewrite.chance("a second operation", 0.5):
         definitions.append(graphql.parse("query Other { __typename }").definitions[0])
-        operation_name = "Feed"
+        operation_name = "Main"
     elif named and draw(st.booleans()):
-        operation_name = "Feed"
+        operation_name = "Main"
     document = graphql.DocumentNode(definitions=tuple(definitions))
-    return Subscribe(
+    return Request(
         graphql.print_ast(document),
         rewrite.variables,
         operation_name,
@@ -276,9 +308,42 @@ def subscriptions(draw: st.DrawFn) -> Subscribe:
     )
 
 
+@st.composite
+def subscriptions(draw: st.DrawFn) -> Request:
+    # A subscription has one root field; ``notifications`` (the fast path's) half the time.
+    name = draw(st.just("notifications") | st.sampled_from(sorted(SUBSCRIPTION.fields)))
+    base = draw(queries(SUBSCRIPTION_ROOTS, fields=[name], print_ast=_identity))
+    operation = base.definitions[0]
+    assert isinstance(operation, graphql.OperationDefinitionNode)
+    root = operation.selection_set.selections[0]
+    assert isinstance(root, graphql.FieldNode)
+    rewrite = _rewrite(draw)
+    # No directive, nor a second field (even ``__typename``), at a subscription's root.
+    selected: graphql.SelectionNode = rewrite.field(root, SUBSCRIPTION, root=True)
+    if rewrite.chance("fragment at the root", 0.1):
+        selected = rewrite.fragment([selected], SUBSCRIPTION)
+    selection_set = graphql.SelectionSetNode(selections=(selected,))
+    return _request(draw, rewrite, graphql.OperationType.SUBSCRIPTION, selection_set)
+
+
+@st.composite
+def query_requests(draw: st.DrawFn) -> Request:
+    base = draw(queries(SCHEMA, custom_scalars=CUSTOM_SCALARS, print_ast=_identity))
+    operation = base.definitions[0]
+    assert isinstance(operation, graphql.OperationDefinitionNode)
+    rewrite = _rewrite(draw)
+    selection_set = rewrite.selection_set(operation.selection_set, SCHEMA.query_type)
+    return _request(draw, rewrite, graphql.OperationType.QUERY, selection_set)
+
+
 _text = st.text(max_size=12)
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text,
+    # Integers within 64 bits: the live wire (orjson) carries no others.
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | _text,
     lambda children: st.lists(children, max_size=3) | st.dictionaries(_text, children, max_size=3),
     max_leaves=8,
 )
@@ -331,7 +396,7 @@ class _OneItem:
 
 
 async def executor_result(
-    subscribe: Subscribe, item: InboxEntry | ReadChange
+    request: Request, item: InboxEntry | ReadChange
 ) -> tuple[dict[str, Any], list[str | None]]:
     """graphql-core's payload for the first event, and the ``since`` the stream was opened
     from (none when the subscription failed before)."""
@@ -344,9 +409,9 @@ async def executor_result(
     with mock.patch.object(inbox_resolvers, "open_inbox_stream", open_inbox_stream):
         result: Any = graphql.subscribe(
             SCHEMA,
-            graphql.parse(subscribe.query),
-            variable_values=subscribe.variables,
-            operation_name=subscribe.operation_name,
+            graphql.parse(request.query),
+            variable_values=request.variables,
+            operation_name=request.operation_name,
             context_value=object(),
         )
         if inspect.isawaitable(result):
@@ -361,32 +426,32 @@ async def executor_result(
 
 
 def fast_path_result(
-    subscribe: Subscribe, item: InboxEntry | ReadChange
+    request: Request, item: InboxEntry | ReadChange
 ) -> tuple[dict[str, Any], str | None] | None:
     """The fast path's payload and ``since``; None when it declines (Strawberry runs it)."""
     plan = compile_notifications(
-        SCHEMA, HERALD_SCHEMA.documents, subscribe.query, subscribe.operation_name
+        SCHEMA, HERALD_SCHEMA.documents, request.query, request.operation_name
     )
     if plan is None:
         return None
     try:
-        since = plan.since(subscribe.variables)
+        since = plan.since(request.variables)
     except Unsupported:
         return None
     return plan.result(item), since
 
 
 def assert_same_as_executor(
-    runner: asyncio.Runner, subscribe: Subscribe, message: NewNotification | ReadChange
+    runner: asyncio.Runner, request: Request, message: NewNotification | ReadChange
 ) -> bool:
     """Whether the fast path took the document; if it did, it answered as graphql-core."""
     item = message.entry if isinstance(message, NewNotification) else message
-    fast = fast_path_result(subscribe, item)
+    fast = fast_path_result(request, item)
     if fast is None:
         return False
-    expected, opened = runner.run(executor_result(subscribe, item))
+    expected, opened = runner.run(executor_result(request, item))
     payload, since = fast
-    assert payload == expected, (subscribe, item)
+    assert payload == expected, (request, item)
     assert orjson.dumps(payload) == orjson.dumps(expected), "the same keys in another order"
     assert opened == [since], "the stream opened from another cursor"
     return True
@@ -403,15 +468,15 @@ def test_the_fast_path_answers_as_graphql_cores_executor() -> None:
         database=None,
         print_blob=True,
     )
-    @given(subscribe=subscriptions(), message=live_messages)
-    def compare(subscribe: Subscribe, message: NewNotification | ReadChange) -> None:
+    @given(request=subscriptions(), message=live_messages)
+    def compare(request: Request, message: NewNotification | ReadChange) -> None:
         counts["generated"] += 1
-        if graphql.validate(SCHEMA, graphql.parse(subscribe.query)):
+        if graphql.validate(SCHEMA, graphql.parse(request.query)):
             counts["invalid"] += 1
             return
-        if assert_same_as_executor(runner, subscribe, message):
+        if assert_same_as_executor(runner, request, message):
             counts["fast path"] += 1
-            counts.update(f"fast path with {f}" for f in subscribe.features)
+            counts.update(f"fast path with {f}" for f in request.features)
         else:
             counts["declined"] += 1
 
@@ -424,3 +489,85 @@ def test_the_fast_path_answers_as_graphql_cores_executor() -> None:
     for feature in ("alias", "__typename", "named fragment", "inline fragment"):
         assert counts[f"fast path with {feature}"] > 0, (feature, counts)
     assert counts["fast path with argument as a variable"] > 0, counts
+
+
+ROLES = ("admin", "manager", "service", "user")
+
+
+async def http_body(client: httpx.AsyncClient, request: Request, token: str) -> Any:
+    response = await client.post(
+        "/graphql",
+        json={
+            "query": request.query,
+            "variables": request.variables,
+            "operationName": request.operation_name,
+        },
+        headers={"Accept": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    return response.json()
+
+
+async def graphql_core_body(services: Services, request: Request, token: str) -> Any:
+    """graphql-core's ``graphql()`` with the context a request gets, its errors as Herald gives
+    any error (backend/schema/errors.py), in the GraphQL-over-HTTP body: no ``data`` when
+    nothing was executed."""
+    context = Context(services=services, authorization=f"Bearer {token}")
+    try:
+        result = await graphql.graphql(
+            SCHEMA,
+            request.query,
+            variable_values=request.variables,
+            operation_name=request.operation_name,
+            context_value=context,
+        )
+    finally:
+        await context.close()
+    body: dict[str, Any] = {}
+    if result.errors:
+        body["errors"] = [e.formatted for e in HeraldMaskErrors().mask(list(result.errors))]
+    if result.data is not None or any(e.path is not None for e in result.errors or ()):
+        body["data"] = result.data
+    return orjson.loads(orjson.dumps(body))
+
+
+def _comparable(body: Any) -> Any:
+    """The body, its errors in a fixed order: sibling fields resolve concurrently, and their
+    errors are listed as they happen. When a non-null root field failed (``data`` null), the
+    executor stops at the first error while its siblings run, so only the data is compared
+    (and that there are errors)."""
+    errors = sorted(body.get("errors", ()), key=lambda e: orjson.dumps(e))
+    if "data" in body and body["data"] is None:
+        return {"data": None, "errors": bool(errors)}
+    return {**body, "errors": errors} if errors else body
+
+
+@settings(
+    max_examples=int(os.environ.get("HERALD_DIFFERENTIAL_QUERIES", "60")),
+    deadline=None,
+    derandomize=DERANDOMIZE,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+    database=None,
+    print_blob=True,
+)
+@given(request=query_requests(), role=st.sampled_from(ROLES))
+async def test_the_http_endpoint_answers_queries_as_graphql_core(
+    app: Any, app_services: Services, engine: Any, settings: Any, request: Request, role: str
+) -> None:
+    # Only what Herald's own validation accepts (its depth and alias limits included) runs.
+    document = graphql.parse(request.query)
+    assume(not HERALD_SCHEMA.documents.validate(SCHEMA, document))
+    token = token_for(settings, role, sub=f"differential-{role}")
+    transport = httpx.ASGITransport(app=app)
+    # Both read the same database state, in one transaction rolled back afterwards.
+    async with (
+        rolled_back(app_services, engine),
+        httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client,
+    ):
+        expected = await graphql_core_body(app_services, request, token)
+        body = await http_body(client, request, token)
+    assert _comparable(body) == _comparable(expected), request
+    assert orjson.dumps(body.get("data")) == orjson.dumps(expected.get("data")), "key order"
