@@ -1,5 +1,5 @@
 # The task runner. `make dev` and `make test` each do their own set-up first.
-.PHONY: setup dev test check lint format typecheck schema migrate bench bench-ingest bench-deliveries bench-realtime bench-campaigns
+.PHONY: setup dev test check lint format typecheck schema migrate bench bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention
 
 VENV := .venv/bin
 
@@ -34,7 +34,7 @@ migrate:
 	$(VENV)/herald migrate
 
 # Benchmarks (not tests): each prints a table and writes JSON to bench/results/.
-bench: bench-ingest bench-deliveries bench-realtime bench-campaigns
+bench: bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention
 
 bench-ingest:
 	scripts/setup.sh bench
@@ -52,3 +52,11 @@ bench-realtime:
 bench-campaigns:
 	scripts/setup.sh bench
 	$(VENV)/python -m bench.campaigns
+
+bench-pipeline:
+	scripts/setup.sh bench
+	$(VENV)/python -m bench.pipeline
+
+bench-retention:
+	scripts/setup.sh bench
+	$(VENV)/python -m bench.retention

@@ -31,6 +31,8 @@ class Role(StrEnum):
 ADMINS = frozenset({Role.ADMIN})
 MANAGE_TEMPLATES = frozenset({Role.ADMIN, Role.MANAGER})
 SEND_EVENTS = frozenset({Role.ADMIN, Role.SERVICE})
+# deleteRecipient: admins, and the auth service when it deletes an account.
+FORGET_USERS = frozenset({Role.ADMIN, Role.SERVICE})
 # 9999-12-31T23:59:59Z: the last second a datetime holds.
 MAX_EXP = 253_402_300_799
 

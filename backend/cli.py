@@ -173,6 +173,31 @@ def dev(host: str, port: int) -> None:
                 proc.kill()
 
 
+@main.group()
+def recipients() -> None:
+    """Recipients: the user profiles and addresses Herald keeps."""
+
+
+@recipients.command("sync")
+def recipients_sync() -> None:
+    """Import the auth service's user list into recipients, page by page (re-running is safe)."""
+    import asyncio
+
+    from backend.services.recipients import SyncStatus, sync_now
+
+    sync = asyncio.run(sync_now(get_settings(), on_page=_echo_progress))
+    click.echo(
+        f"recipient sync {sync.id}: {sync.status}, {sync.recipients_synced} recipients "
+        f"in {sync.pages_done} pages"
+    )
+    if sync.status != SyncStatus.SUCCEEDED.value:
+        raise click.ClickException(sync.error or "the sync did not finish")
+
+
+def _echo_progress(pages: int, synced: int) -> None:
+    click.echo(f"page {pages}: {synced} recipients so far")
+
+
 @main.command("auth-standin")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8001, show_default=True, type=int)

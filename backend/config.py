@@ -55,6 +55,7 @@ class SmsProvider(BaseModel):
 
 
 DEV_UNSUBSCRIBE_SECRET = "dev-only-insecure-unsubscribe-secret-change-me"  # noqa: S105
+DEV_FORGET_HASH_KEY = "dev-only-insecure-forget-hash-key-change-me"
 
 
 class Settings(BaseSettings):
@@ -96,6 +97,10 @@ class Settings(BaseSettings):
     auth_timeout_seconds: float = Field(default=3.0, gt=0)
     auth_retries: int = Field(default=2, ge=0, le=10)
     user_cache_ttl_seconds: int = Field(default=300, ge=0)
+    # Recipients (PostgreSQL): a stored profile older than this is fetched again from the auth
+    # service on its next use; how many profiles one page of `herald recipients sync` asks for.
+    recipient_max_age_seconds: int = Field(default=86_400, ge=0)
+    recipient_sync_page_size: int = Field(default=500, ge=1, le=5000)
 
     # Email
     smtp_host: str = "127.0.0.1"
@@ -163,7 +168,17 @@ class Settings(BaseSettings):
     # each, so that every worker process takes a share of a broadcast.
     dispatch_part_size: int = Field(default=1000, ge=100, le=100_000)
     delivery_lease_seconds: float = Field(default=60.0, gt=0)
-    history_retention_days: int = Field(default=180, ge=1)
+
+    # Retention (0 = keep forever). History: the MongoDB TTL index, or the PostgreSQL sweep.
+    history_retention_days: int = Field(default=180, ge=0)
+    inbox_retention_days: int = Field(default=0, ge=0)
+    # The sweep deletes at most this many rows per statement, one transaction each.
+    retention_batch_size: int = Field(default=5000, ge=100, le=50_000)
+    retention_sweep_seconds: float = Field(default=3600.0, ge=60)
+    # Forgetting a user: the HMAC key that turns their id into the one-way hash kept on
+    # their history rows. Changing it splits a forgotten user's old and new hashes.
+    # None: a key derived from the HS256 JWT secret (required with RS256 in production).
+    forget_hash_key: SecretStr | None = None
 
     # Campaigns
     campaign_page_size: int = Field(default=1000, ge=1, le=1000)
@@ -215,16 +230,27 @@ class Settings(BaseSettings):
     def serve_admin_enabled(self) -> bool:
         return self.is_development if self.serve_admin is None else self.serve_admin
 
-    @property
-    def unsubscribe_key(self) -> bytes:
-        """The HMAC key of unsubscribe links: the setting, else derived from the JWT secret
-        (a separate key for a separate purpose), else the development one."""
-        if self.unsubscribe_secret is not None:
-            return self.unsubscribe_secret.get_secret_value().encode()
+    def _key(self, setting: SecretStr | None, purpose: bytes, development: str) -> bytes:
+        """An HMAC key: the setting, else derived from the JWT secret for ``purpose`` (a
+        separate key for a separate purpose), else the development one."""
+        if setting is not None:
+            return setting.get_secret_value().encode()
         if self.jwt_algorithm is JwtAlgorithm.HS256 and self.jwt_secret is not None:
             secret = self.jwt_secret.get_secret_value().encode()
-            return hmac.new(secret, b"herald/unsubscribe-links", hashlib.sha256).digest()
-        return DEV_UNSUBSCRIBE_SECRET.encode()
+            return hmac.new(secret, purpose, hashlib.sha256).digest()
+        return development.encode()
+
+    @property
+    def unsubscribe_key(self) -> bytes:
+        """The HMAC key of unsubscribe links (see :meth:`_key`)."""
+        return self._key(
+            self.unsubscribe_secret, b"herald/unsubscribe-links", DEV_UNSUBSCRIBE_SECRET
+        )
+
+    @property
+    def forget_key(self) -> bytes:
+        """The HMAC key of forgotten users' hashes (see :meth:`_key`)."""
+        return self._key(self.forget_hash_key, b"herald/forgotten-user-ids", DEV_FORGET_HASH_KEY)
 
     @property
     def history_backend(self) -> str:
@@ -260,7 +286,13 @@ class Settings(BaseSettings):
         elif self.jwt_secret is None or not self.jwt_secret.get_secret_value():
             raise ValueError("HERALD_JWT_SECRET is required when HERALD_JWT_ALGORITHM=HS256")
         if self.environment is Environment.PRODUCTION:
-            for name in ("jwt_secret", "smtp_password", "jwt_private_key", "unsubscribe_secret"):
+            for name in (
+                "jwt_secret",
+                "smtp_password",
+                "jwt_private_key",
+                "unsubscribe_secret",
+                "forget_hash_key",
+            ):
                 value = getattr(self, name)
                 if value is None:
                     continue
@@ -278,6 +310,8 @@ class Settings(BaseSettings):
                 raise ValueError("HERALD_JWT_SECRET must be at least 32 characters in production")
             if self.jwt_algorithm is JwtAlgorithm.RS256 and self.unsubscribe_secret is None:
                 raise ValueError("HERALD_UNSUBSCRIBE_SECRET is required with RS256 in production")
+            if self.jwt_algorithm is JwtAlgorithm.RS256 and self.forget_hash_key is None:
+                raise ValueError("HERALD_FORGET_HASH_KEY is required with RS256 in production")
         return self
 
 

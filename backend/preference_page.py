@@ -1,7 +1,7 @@
 """The hosted preference page and the one-click unsubscribe endpoint (no login: the signed
 link in the email is the credential; backend.services.unsubscribe).
 
-- ``GET /preferences/<token>``: the user's channels and event types, as checkboxes.
+- ``GET /preferences/<token>``: the user's channels, event types and topics, as checkboxes.
 - ``POST /preferences/<token>``: save them (a plain HTML form, urlencoded).
 - ``POST /unsubscribe/<token>``: RFC 8058 one-click (``List-Unsubscribe=One-Click``): opt out
   of the email's event type. Mail providers POST here without any user interaction.
@@ -93,6 +93,17 @@ def _preference_form(page: unsubscribe.PreferencePage, saved: bool) -> str:
         f"{f' <small>{escape(text)}</small>' if text else ''}</label>"
         for name, text in page.event_types
     )
+    topics = "".join(
+        f'<input type="hidden" name="shown_topic" value="{escape(key)}">'
+        f'<label><input type="checkbox" name="topic" value="{escape(key)}"'
+        f"{'' if key in prefs.disabled_topics else ' checked'}> {escape(name)}</label>"
+        for key, name in page.topics
+    )
+    topic_set = (
+        f"<fieldset><legend>Send me notifications for these topics</legend>{topics}</fieldset>"
+        if page.topics
+        else ""
+    )
     note = '<p class="note">Saved. This applies from the next notification on.</p>' if saved else ""
     return (
         f"{note}<form method=post>"
@@ -100,6 +111,7 @@ def _preference_form(page: unsubscribe.PreferencePage, saved: bool) -> str:
         f"{channels}</fieldset>"
         "<fieldset><legend>Send me notifications about</legend>"
         f"{types}</fieldset>"
+        f"{topic_set}"
         "<p><small>Security messages, such as password resets, are always sent.</small></p>"
         "<button type=submit>Save</button></form>"
     )
@@ -132,11 +144,14 @@ async def save_preferences(request: Request, token: str) -> HTMLResponse:
             current = await unsubscribe.preference_page(session, token=claims)
             # Opt-outs the page did not show (types since removed) are kept as they are.
             kept = [t for t in current.preferences.disabled_event_types if t not in shown]
+            shown_topics = set(form.get("shown_topic", []))
+            kept_topics = [t for t in current.preferences.disabled_topics if t not in shown_topics]
             await unsubscribe.save_preferences(
                 session,
                 token=claims,
                 disabled_channels=[c for c in Channel if c.value not in wanted_channels],
                 disabled_event_types=kept + sorted(shown - wanted_types),
+                disabled_topics=kept_topics + sorted(shown_topics - set(form.get("topic", []))),
             )
             page = await unsubscribe.preference_page(session, token=claims)
             await session.commit()

@@ -36,12 +36,16 @@ TASK_SEND = "deliveries.send"
 TASK_CAMPAIGN_FIRE = "campaigns.fire"
 TASK_CAMPAIGN_FAN_OUT = "campaigns.fan_out"
 TASK_WEBHOOK_DELIVER = "webhooks.deliver"
+TASK_RECIPIENTS_SYNC = "recipients.sync"
+TASK_RETENTION_SWEEP = "retention.sweep"
 
 # The queue each task's messages go to; a channel batch (``TASK_SEND``) goes to its channel's.
 TASK_QUEUES: dict[str, str] = {
     TASK_DISPATCH: DISPATCH,
     TASK_RELEASE_DUE: MAINTENANCE,
+    TASK_RETENTION_SWEEP: MAINTENANCE,
     TASK_CAMPAIGN_FIRE: CAMPAIGNS,
     TASK_CAMPAIGN_FAN_OUT: CAMPAIGNS,
     TASK_WEBHOOK_DELIVER: WEBHOOKS,
+    TASK_RECIPIENTS_SYNC: MAINTENANCE,
 }

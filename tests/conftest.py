@@ -304,3 +304,28 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as c:
             yield c
+
+
+async def schema_differences(engine: AsyncEngine, tables: set[str]) -> list[Any]:
+    """What Alembic's autogenerate finds different between the migrated database and the
+    models, for ``tables`` only: empty when the migrations create the models' tables."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from backend.db.models import Base
+
+    def compare(connection: Any) -> list[Any]:
+        context = MigrationContext.configure(
+            connection,
+            opts={
+                "compare_type": True,
+                "include_object": lambda obj, name, type_, reflected, other: (
+                    getattr(obj if type_ == "table" else getattr(obj, "table", None), "name", None)
+                    in tables
+                ),
+            },
+        )
+        return list(compare_metadata(context, Base.metadata))
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(compare)

@@ -159,3 +159,15 @@ def test_the_beat_schedule_sends_release_due_to_its_queue() -> None:
     assert (entry["task"], entry["options"]["queue"]) == (message.task, message.queue)
     assert message.task in celery_app.tasks
     assert backend.workers.tasks.release_due.name == message.task
+
+
+async def test_retention_sweep_takes_nothing(broker: Broker) -> None:
+    assert await _accepted(broker, task_messages.retention_sweep()) == {}
+
+
+def test_the_beat_schedule_sends_the_retention_sweep_to_its_queue() -> None:
+    entry = celery_app.conf.beat_schedule["retention-sweep"]
+    message = task_messages.retention_sweep()
+    assert (entry["task"], entry["options"]["queue"]) == (message.task, message.queue)
+    assert message.task == "retention.sweep"
+    assert backend.workers.tasks.sweep_retention.name == message.task

@@ -116,8 +116,10 @@ class ProviderTry:
 class SendResult:
     provider: str
     provider_message_id: str | None = None
-    # Push subscriptions the push service reported gone (404/410): the caller removes them.
+    # Push subscriptions the push service reported gone (404/410): the caller disables them,
+    # with what the push service answered for each (``expired_reasons``, by endpoint).
     expired_endpoints: tuple[str, ...] = ()
+    expired_reasons: dict[str, str] = field(default_factory=dict)
     # Providers that failed this message before ``provider`` took it, in order.
     failed_tries: tuple[ProviderTry, ...] = ()
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from backend.channels import Channel
 from backend.channels.base import (
+    ChannelError,
     HttpProviderSender,
     OutgoingMessage,
     PermanentChannelError,
@@ -79,26 +80,30 @@ def load_vapid_private_key(value: str) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
 
 
-class PushTransientError(TransientChannelError):
-    """No subscription got the message, at least one failure is worth retrying.
+class _PushError(ChannelError):
+    """A push error that names the subscriptions found gone on the way (``expired_endpoints``;
+    ``expired_reasons`` says what the push service answered for each), for the caller to
+    disable."""
 
-    ``expired_endpoints`` lists subscriptions found gone on the way, for the caller to delete.
-    """
-
-    def __init__(self, message: str, *, provider: str, expired_endpoints: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        expired_endpoints: tuple[str, ...],
+        expired_reasons: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message, provider=provider)
         self.expired_endpoints = expired_endpoints
+        self.expired_reasons = expired_reasons or {}
 
 
-class PushPermanentError(PermanentChannelError):
-    """No subscription got the message and retrying will not change that.
+class PushTransientError(_PushError, TransientChannelError):
+    """No subscription got the message, at least one failure is worth retrying."""
 
-    ``expired_endpoints`` lists subscriptions found gone, for the caller to delete.
-    """
 
-    def __init__(self, message: str, *, provider: str, expired_endpoints: tuple[str, ...]) -> None:
-        super().__init__(message, provider=provider)
-        self.expired_endpoints = expired_endpoints
+class PushPermanentError(_PushError, PermanentChannelError):
+    """No subscription got the message and retrying will not change that."""
 
 
 class _Status(enum.Enum):
@@ -245,21 +250,26 @@ def encrypt_payload(payload: bytes, subscription: PushSubscription) -> bytes:
 
 
 def _summarise(outcomes: list[_Outcome]) -> SendResult:
-    expired = tuple(o.endpoint for o in outcomes if o.status is _Status.EXPIRED)
+    gone = {o.endpoint: o.detail for o in outcomes if o.status is _Status.EXPIRED}
+    expired = tuple(gone)
     for outcome in outcomes:
         if outcome.status in (_Status.TRANSIENT, _Status.PERMANENT):
             logger.info("push to %s failed: %s", outcome.endpoint, outcome.detail)
     if any(o.status is _Status.DELIVERED for o in outcomes):
-        return SendResult(provider=PROVIDER, expired_endpoints=expired)
+        return SendResult(provider=PROVIDER, expired_endpoints=expired, expired_reasons=gone)
     failures = "; ".join(f"{o.endpoint}: {o.detail}" for o in outcomes)
     if any(o.status is _Status.TRANSIENT for o in outcomes):
         raise PushTransientError(
             f"no subscription got the push ({failures})",
             provider=PROVIDER,
             expired_endpoints=expired,
+            expired_reasons=gone,
         )
     raise PushPermanentError(
-        f"no subscription got the push ({failures})", provider=PROVIDER, expired_endpoints=expired
+        f"no subscription got the push ({failures})",
+        provider=PROVIDER,
+        expired_endpoints=expired,
+        expired_reasons=gone,
     )
 
 

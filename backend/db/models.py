@@ -154,6 +154,10 @@ class UserPreferences(Base):
     disabled_event_types: Mapped[list[str]] = mapped_column(
         ARRAY(String(100)), nullable=False, default=list
     )
+    # Topics the user opted out of: a delivery that reached them only through these is skipped.
+    disabled_topics: Mapped[list[str]] = mapped_column(
+        ARRAY(String(100)), nullable=False, default=list, server_default=text("'{}'")
+    )
     # Quiet hours, in the user's time zone: non-critical deliveries wait until they end.
     quiet_start: Mapped[time | None] = mapped_column(Time)
     quiet_end: Mapped[time | None] = mapped_column(Time)
@@ -167,19 +171,84 @@ class UserPreferences(Base):
     )
 
 
-class PushSubscriptionRow(Base):
-    """A browser's Web Push subscription, registered by the user's client."""
+class RecipientRow(Base):
+    """What Herald knows of a user: the auth service's profile fields (filled on first use,
+    refreshed after ``HERALD_RECIPIENT_MAX_AGE_SECONDS``, or imported by a sync) or those a
+    service identified, and the addresses Herald owns (``RecipientAddress``)."""
 
-    __tablename__ = "push_subscriptions"
+    __tablename__ = "recipients"
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    user_id: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
-    endpoint: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
-    p256dh: Mapped[str] = mapped_column(String(200), nullable=False)
-    auth: Mapped[str] = mapped_column(String(100), nullable=False)
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    first_name: Mapped[str] = mapped_column(String(200), nullable=False, server_default="")
+    last_name: Mapped[str] = mapped_column(String(200), nullable=False, server_default="")
+    login: Mapped[str] = mapped_column(String(200), nullable=False, server_default="")
+    phone: Mapped[str | None] = mapped_column(String(32))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    custom: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, default=dict, server_default=text("'{}'::jsonb")
+    )
+    # auth (the auth service), identify (a service's identifyRecipient) or address (only an
+    # address is known yet: the profile is fetched on first use).
+    source: Mapped[str] = mapped_column(String(20), nullable=False)
+    # When the profile fields last came from their source; null: never (fetched on first use).
+    refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class RecipientAddress(Base):
+    """A channel address Herald owns for a user: a browser's Web Push subscription, a mobile
+    device token, a chat id. ``key`` identifies it within its kind (the push endpoint, the
+    token, the chat id); ``value`` holds what sending needs. A provider that reports it gone
+    (a 410 from a push service) disables it with the reason rather than deleting it."""
+
+    __tablename__ = "recipient_addresses"
+    __table_args__ = (
+        UniqueConstraint("user_id", "kind", "key", name="uq_recipient_addresses_user_kind_key"),
+        Index("ix_recipient_addresses_kind_key", "kind", "key"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("recipients.user_id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)  # WEB_PUSH | MOBILE_PUSH | CHAT
+    # ios / android for MOBILE_PUSH, the chat service (slack, telegram...) for CHAT.
+    provider: Mapped[str | None] = mapped_column(String(40))
+    key: Mapped[str] = mapped_column(Text, nullable=False)
+    value: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    state: Mapped[str] = mapped_column(String(10), nullable=False, server_default="ACTIVE")
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RecipientSync(Base):
+    """One import of the auth service's user list into ``recipients``, with its progress."""
+
+    __tablename__ = "recipient_syncs"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    # PENDING, RUNNING, SUCCEEDED or FAILED
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    pages_done: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    recipients_synced: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ScheduledEvent(Base):
@@ -298,7 +367,11 @@ class InboxItem(Base):
     """An in-app notification in a user's inbox."""
 
     __tablename__ = "inbox_items"
-    __table_args__ = (UniqueConstraint("user_id", "seq"),)
+    # created_at: the retention sweep deletes the oldest items in batches.
+    __table_args__ = (
+        UniqueConstraint("user_id", "seq"),
+        Index("ix_inbox_items_created_at", "created_at"),
+    )
 
     delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -389,3 +462,37 @@ class AuditEntry(Base):
     arguments: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
     outcome: Mapped[str] = mapped_column(String(30), nullable=False)  # "ok" or an error code
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Topic(Base):
+    """A named group of users that events and campaigns can target (``audience: {topics}``)."""
+
+    __tablename__ = "topics"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    # Users may join and leave it themselves (subscribeTopic / unsubscribeTopic).
+    self_service: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class TopicMember(Base):
+    """One user in one topic."""
+
+    __tablename__ = "topic_members"
+
+    topic_key: Mapped[str] = mapped_column(
+        ForeignKey("topics.key", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    added_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )

@@ -44,6 +44,7 @@ def _data(input: CampaignInput) -> campaign_service.CampaignData:
             if input.audience.user_ids is not None
             else None,
             all_users=input.audience.all_users,
+            topics=input.audience.topics,
         ),
         payload=input.payload,
         locale=input.locale,

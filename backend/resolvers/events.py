@@ -32,6 +32,7 @@ def _event_data(item: EventInput) -> event_service.EventData:
     return event_service.EventData(
         type=item.type,
         user_ids=[str(u) for u in item.user_ids],
+        topics=item.topics,
         payload=item.payload,
         idempotency_key=item.idempotency_key,
         template_slug=item.template_slug,

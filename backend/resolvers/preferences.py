@@ -44,6 +44,7 @@ def _preferences(p: preference_service.Preferences) -> Preferences:
         digest_cadence=[
             DigestCadence(event_type=t, cadence=c) for t, c in sorted(p.digest_cadence.items())
         ],
+        disabled_topics=p.disabled_topics,
     )
 
 
@@ -93,6 +94,9 @@ async def set_preferences(info: Info, input: PreferencesInput) -> PreferencesRes
             digest_cadence=preference_service.KEEP
             if input.digest_cadence is strawberry.UNSET
             else {d.event_type: d.cadence for d in input.digest_cadence or []},
+            disabled_topics=preference_service.KEEP
+            if input.disabled_topics is strawberry.UNSET
+            else input.disabled_topics or [],
         )
         return _preferences(result)
 

@@ -8,7 +8,7 @@ before it in the same document. Query fields share one read session per operatio
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import strawberry
@@ -80,9 +80,12 @@ async def mutate(
     info: strawberry.Info[Context, Any],
     roles: frozenset[Role] | None,
     work: Callable[[AsyncSession, Principal], Awaitable[T]],
+    *,
+    audit_arguments: Mapping[str, Any] | None = None,
 ) -> T | Error:
     """Run ``work`` in its own transaction for a caller holding one of ``roles`` (any
-    authenticated caller when ``None``).
+    authenticated caller when ``None``). ``audit_arguments`` replaces the field's arguments in
+    the audit log, for a mutation whose arguments must not be kept (a forgotten user's id).
 
     Admin and manager mutations are recorded in the audit log here, the one place every
     mutation passes through (``backend/services/audit.py`` says which and what): in the same
@@ -105,7 +108,7 @@ async def mutate(
                         cast(AsyncSession, lazy),
                         actor=audited,
                         operation=info.field_name,
-                        arguments=_arguments(info),
+                        arguments=_arguments(info) if audit_arguments is None else audit_arguments,
                     )
                 if lazy.session is not None and lazy.session.in_transaction():
                     await lazy.session.commit()
@@ -126,11 +129,11 @@ async def mutate(
         return result
     except HeraldError as exc:
         if audited is not None:
-            await _record_failure(info, audited, exc.code, exc.message)
+            await _record_failure(info, audited, exc.code, exc.message, audit_arguments)
         return error_type_for(exc)
     except Exception:
         if audited is not None:
-            await _record_failure(info, audited, "INTERNAL", None)
+            await _record_failure(info, audited, "INTERNAL", None, audit_arguments)
         raise
 
 
@@ -142,7 +145,11 @@ def _arguments(info: strawberry.Info[Context, Any]) -> dict[str, Any]:
 
 
 async def _record_failure(
-    info: strawberry.Info[Context, Any], actor: Principal, outcome: str, error: str | None
+    info: strawberry.Info[Context, Any],
+    actor: Principal,
+    outcome: str,
+    error: str | None,
+    arguments: Mapping[str, Any] | None = None,
 ) -> None:
     """Record a failed mutation in a transaction of its own; never hides the failure itself."""
     try:
@@ -151,7 +158,7 @@ async def _record_failure(
                 session,
                 actor=actor,
                 operation=info.field_name,
-                arguments=_arguments(info),
+                arguments=_arguments(info) if arguments is None else arguments,
                 outcome=outcome,
                 error=error,
             )

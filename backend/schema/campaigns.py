@@ -51,10 +51,14 @@ class ScheduleInput:
     max_runs: int | None = strawberry.field(default=None, description="At most this many runs.")
 
 
-@strawberry.input(description="Who receives it: `userIds`, or `allUsers: true`.")
+@strawberry.input(description="Who receives it: `userIds`, `allUsers: true`, or `topics`.")
 class AudienceInput:
     user_ids: list[strawberry.ID] | None = None
     all_users: bool = False
+    topics: list[str] | None = strawberry.field(
+        default=None,
+        description="The members of these topics (a user in several gets one delivery).",
+    )
 
 
 @strawberry.input
@@ -97,7 +101,10 @@ class Audience:
         description="The listed users (null for allUsers)."
     )
     all_users: bool
-    size: int | None = strawberry.field(description="How many listed users (null for allUsers).")
+    topics: list[str] | None = strawberry.field(description="The targeted topics, if any.")
+    size: int | None = strawberry.field(
+        description="How many listed users (null for allUsers and topics)."
+    )
 
 
 @strawberry.type(description="Deliveries of a run on one channel in one status.")
@@ -173,6 +180,7 @@ class Campaign:
             audience=Audience(
                 user_ids=[strawberry.ID(u) for u in ids] if ids is not None else None,
                 all_users=bool(row.audience.get("all_users")),
+                topics=row.audience.get("topics"),
                 size=len(ids) if ids is not None else None,
             ),
             payload=row.payload,  # type: ignore[arg-type]

@@ -26,7 +26,17 @@ from backend.schema.errors import (
 @strawberry.input(description="An event from a service: who, what, and optional overrides.")
 class EventInput:
     type: str = strawberry.field(description="Event type, e.g. `user_registered`.")
-    user_ids: list[strawberry.ID] = strawberry.field(description="Recipients (auth-service ids).")
+    user_ids: list[strawberry.ID] = strawberry.field(
+        default_factory=list,
+        description="Recipients (auth-service ids). Give these, `topics`, or both.",
+    )
+    topics: list[str] = strawberry.field(
+        default_factory=list,
+        description=(
+            "Send to the members of these topics too (one delivery per user, however many "
+            "of the topics and `userIds` they are in)."
+        ),
+    )
     payload: JSON | None = strawberry.field(
         default=None, description="Template variables; checked against the type's JSON Schema."
     )

@@ -47,6 +47,12 @@ class Preferences:
     digest_cadence: list[DigestCadence] = strawberry.field(
         description="Your own digest cadence per digested event type."
     )
+    disabled_topics: list[str] = strawberry.field(
+        description=(
+            "Topics you opted out of: what reaches you only through them is skipped "
+            "(messages sent to you by id still arrive)."
+        )
+    )
 
 
 @strawberry.input
@@ -65,6 +71,10 @@ class PreferencesInput:
     digest_cadence: list[DigestCadenceInput] | None = strawberry.field(
         default=strawberry.UNSET,
         description="Left out: unchanged; given: replaces the list (an empty list clears it).",
+    )
+    disabled_topics: list[str] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Topic keys to opt out of. Left out: unchanged; given: replaces the list.",
     )
 
 

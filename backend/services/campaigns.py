@@ -38,6 +38,7 @@ from backend.errors import ConflictError, NotFoundError, ValidationError
 from backend.observability import metrics
 from backend.services import task_messages
 from backend.services import templates as template_service
+from backend.services import topics as topic_service
 from backend.services.calendars import check_cron, check_zone, next_cron_time
 from backend.services.deliveries import DeliveryContext, DispatchSummary, Envelope
 from backend.services.events import TYPE_RE
@@ -102,8 +103,11 @@ class ScheduleData:
 
 @dataclass(frozen=True, slots=True)
 class AudienceData:
+    """One of: listed user ids, every user, or the members of some topics."""
+
     user_ids: Sequence[str] | None = None
     all_users: bool = False
+    topics: Sequence[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +132,7 @@ class CampaignTrigger(Protocol):
 
 
 class RunPublisher(Protocol):
-    async def publish_page(self, run_id: str, page: int) -> None: ...
+    async def publish_page(self, run_id: str, page: int, after: str | None = None) -> None: ...
 
 
 class BrokerRunPublisher:
@@ -137,8 +141,8 @@ class BrokerRunPublisher:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
-    async def publish_page(self, run_id: str, page: int) -> None:
-        await task_messages.campaign_fan_out(run_id, page).publish(self.broker)
+    async def publish_page(self, run_id: str, page: int, after: str | None = None) -> None:
+        await task_messages.campaign_fan_out(run_id, page, after).publish(self.broker)
 
 
 def _aware(value: datetime) -> datetime:
@@ -211,9 +215,11 @@ def _validate(data: CampaignData, now: datetime) -> None:
         raise ValidationError(f"'{data.locale}' is not a locale", field="locale")
     check_payload(data.payload, field="payload")
     audience = data.audience
-    if audience.all_users == (audience.user_ids is not None and len(audience.user_ids) > 0):
+    given = [bool(audience.user_ids), audience.all_users, bool(audience.topics)]
+    if sum(given) != 1:
         raise ValidationError(
-            "Give the audience as userIds or allUsers: true (one of them)", field="audience"
+            "Give the audience as userIds, allUsers: true or topics (one of them)",
+            field="audience",
         )
     if audience.user_ids is not None:
         if len(audience.user_ids) > MAX_AUDIENCE_IDS:
@@ -259,7 +265,13 @@ async def _check_template(session: AsyncSession, slug: str, channels: Sequence[C
         )
 
 
-def _apply(campaign: Campaign, data: CampaignData, now: datetime) -> None:
+async def _check_topics(session: AsyncSession, audience: AudienceData) -> list[str] | None:
+    if not audience.topics:
+        return None
+    return await topic_service.check_topics(session, audience.topics, field="audience.topics")
+
+
+def _apply(campaign: Campaign, data: CampaignData, now: datetime, topics: list[str] | None) -> None:
     s = data.schedule
     campaign.name = data.name.strip()
     campaign.category = data.category
@@ -267,6 +279,8 @@ def _apply(campaign: Campaign, data: CampaignData, now: datetime) -> None:
     campaign.channels = list(dict.fromkeys(c.value for c in data.channels))
     if data.audience.all_users:
         campaign.audience = {"all_users": True}
+    elif topics:
+        campaign.audience = {"topics": topics}
     else:
         ids = list(dict.fromkeys(u.strip() for u in data.audience.user_ids or ()))
         campaign.audience = {"user_ids": ids}
@@ -330,6 +344,7 @@ async def create_campaign(
     now = datetime.now(UTC)
     _validate(data, now)
     await _check_template(session, data.template_slug, data.channels)
+    topics = await _check_topics(session, data.audience)
     campaign = Campaign(
         id=uuid.uuid4(),
         runs_started=0,
@@ -338,7 +353,7 @@ async def create_campaign(
         status=CampaignStatus.DRAFT,
         created_at=now,
     )
-    _apply(campaign, data, now)
+    _apply(campaign, data, now, topics)
     await CampaignRepository(session).add(campaign)
     if not data.draft:
         await _activate(session, campaign, now, effects)
@@ -414,7 +429,7 @@ async def update_campaign(
     now = datetime.now(UTC)
     _validate(data, now)
     await _check_template(session, data.template_slug, data.channels)
-    _apply(campaign, data, now)
+    _apply(campaign, data, now, await _check_topics(session, data.audience))
     campaign.updated_by = actor.user_id
     campaign.updated_at = now
     if campaign.status == CampaignStatus.SCHEDULED or (
@@ -639,6 +654,8 @@ class AudiencePage:
     user_ids: list[str]
     more: bool
     profiles: dict[str, Any] | None = None  # the users' profiles, when the listing gave them
+    # Where the next page starts, for audiences read in keyset order (topics: the last user id).
+    after: str | None = None
 
 
 class AudienceSource(Protocol):
@@ -650,10 +667,27 @@ class AudienceSource(Protocol):
 
 
 async def audience_page(
-    campaign: Campaign, run: CampaignRun, page: int, size: int, users: AudienceSource
+    session: AsyncSession,
+    campaign: Campaign,
+    run: CampaignRun,
+    page: int,
+    size: int,
+    users: AudienceSource,
+    *,
+    after: str | None = None,
 ) -> AudiencePage:
+    """One page of a run's audience. Topics are read in keyset order over the union of their
+    members (``after`` is the last user id of the page before), so a user in two of them is
+    on one page only."""
     if run.kind == RunKind.TEST:
         return AudiencePage([run.test_user_id] if page == 0 and run.test_user_id else [], False)
+    topics: list[str] | None = campaign.audience.get("topics")
+    if topics:
+        found = await topic_service.members_page(
+            session, topic_keys=topics, after=after, size=size + 1
+        )
+        members = found[:size]
+        return AudiencePage(members, len(found) > size, after=members[-1] if members else None)
     if campaign.audience.get("all_users"):
         # In-app deliveries are written by this task with these profiles; other channels'
         # senders look users up later, so those profiles go to the cache.
@@ -681,6 +715,9 @@ def run_envelope(campaign: Campaign, run: CampaignRun, user_ids: list[str]) -> E
         send_at=None,
         actor=campaign.created_by,
         campaign_id=str(campaign.id),
+        # Reached through topics: users' topic opt-outs apply.
+        topics=tuple(campaign.audience.get("topics") or ()) or None,
+        via_topics=bool(campaign.audience.get("topics")) and run.kind != RunKind.TEST,
     )
 
 
@@ -800,6 +837,7 @@ async def claim_page(
     run_id: str,
     page: int,
     users: AudienceSource,
+    after: str | None = None,
 ) -> ClaimedPage:
     """Claim one page of a run's audience, for the caller to commit, then hand on the next
     page (``hand_on_page``) and dispatch this one: pages of a run go out in parallel over the
@@ -809,7 +847,10 @@ async def claim_page(
     a page only one hands on the next; a page already claimed (its task redelivered after a
     crash, or published again by the stalled-run sweep) is dispatched again without handing
     anything on, which sends nothing twice: dispatch is idempotent per event, user and
-    channel."""
+    channel.
+
+    A keyset audience (topics) starts a page after the run's stored cursor when the page is
+    the run's next one, else after the ``after`` its task message carries."""
     size = ctx.settings.campaign_page_size
     runs = CampaignRunRepository(session)
     run = await runs.get(uuid.UUID(run_id))
@@ -827,13 +868,14 @@ async def claim_page(
         )
         await runs.set_status([run.id], status, now=datetime.now(UTC), expected=[RunStatus.RUNNING])
         return ClaimedPage(run_id, page, stopped=str(campaign.status))
-    chunk = await audience_page(campaign, run, page, size, users)
+    start = run.cursor if fresh else after
+    chunk = await audience_page(session, campaign, run, page, size, users, after=start)
     advanced = False
     if fresh:
         advanced = await runs.advance(
             run.id,
             page=page,
-            cursor=None,
+            cursor=chunk.after,
             recipients=len(chunk.user_ids),
             status=RunStatus.RUNNING if chunk.more else RunStatus.COMPLETED,
             now=datetime.now(UTC),
@@ -858,4 +900,4 @@ async def hand_on_page(claimed: ClaimedPage, publisher: RunPublisher) -> None:
         return
     metrics.record_campaign_recipients(len(claimed.chunk.user_ids))
     if claimed.chunk.more:
-        await publisher.publish_page(claimed.run_id, claimed.page + 1)
+        await publisher.publish_page(claimed.run_id, claimed.page + 1, claimed.chunk.after)

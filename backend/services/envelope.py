@@ -54,6 +54,12 @@ class Envelope:
     - ``quiet_released``: ``true`` on a part released after the users' quiet hours (not held,
       limited or counted again).
     - ``digest_of``: the ids of the events a digest lists.
+    - ``topics``: the topics the event (or campaign) targets besides ``user_ids``.
+    - ``via_topics``: ``true`` when ``user_ids`` were reached through ``topics`` (their topic
+      opt-outs apply; a delivery to a listed user id ignores them).
+    - ``topic_page`` and ``topic_after``: on a message that expands one page of the topics'
+      members, the page's number and the last user id before it (``""`` for the first);
+      ``user_ids`` there are the event's listed users, left out of the page.
     """
 
     id: str
@@ -73,6 +79,10 @@ class Envelope:
     part: int | None = None
     quiet_released: bool = False
     digest_of: tuple[str, ...] | None = None
+    topics: tuple[str, ...] | None = None
+    via_topics: bool = False
+    topic_page: int | None = None
+    topic_after: str | None = None
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -108,6 +118,13 @@ class Envelope:
             wire["quiet_released"] = True
         if self.digest_of is not None:
             wire["digest_of"] = list(self.digest_of)
+        if self.topics is not None:
+            wire["topics"] = list(self.topics)
+        if self.via_topics:
+            wire["via_topics"] = True
+        if self.topic_page is not None:
+            wire["topic_page"] = self.topic_page
+            wire["topic_after"] = self.topic_after
         return wire
 
     @classmethod
@@ -116,6 +133,8 @@ class Envelope:
         throttle = wire.get("throttle")
         digest_of = wire.get("digest_of")
         part = wire.get("part")
+        topics = wire.get("topics")
+        topic_page = wire.get("topic_page")
         return cls(
             id=wire["id"],
             type=wire["type"],
@@ -134,4 +153,8 @@ class Envelope:
             part=int(part) if part is not None else None,
             quiet_released=bool(wire.get("quiet_released")),
             digest_of=tuple(digest_of) if digest_of is not None else None,
+            topics=tuple(topics) if topics is not None else None,
+            via_topics=bool(wire.get("via_topics")),
+            topic_page=int(topic_page) if topic_page is not None else None,
+            topic_after=wire.get("topic_after"),
         )

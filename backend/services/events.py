@@ -30,6 +30,7 @@ from backend.db.models import ScheduledEvent
 from backend.db.repositories.events import ScheduledEventRepository
 from backend.errors import HeraldError, NotFoundError, UnavailableError, ValidationError
 from backend.services import rate_limits, task_messages
+from backend.services import topics as topic_service
 from backend.services.envelope import Envelope
 from backend.services.event_types import RuleCache
 from backend.services.payloads import check_payload
@@ -46,13 +47,14 @@ MAX_SEND_AHEAD = timedelta(days=366)
 @dataclass(frozen=True, slots=True)
 class EventData:
     type: str
-    user_ids: Sequence[str]
+    user_ids: Sequence[str] = ()
     payload: Any = None
     idempotency_key: str | None = None
     template_slug: str | None = None
     channels: Sequence[Channel] | None = None
     send_at: datetime | None = None
     locale: str | None = None
+    topics: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +90,22 @@ async def _prepare(
             f"'{data.type}' is not a valid event type name", field=f"{prefix}type"
         )
     user_ids = list(dict.fromkeys(u.strip() for u in data.user_ids))
-    if not user_ids or any(not u or len(u) > 200 for u in user_ids):
+    if not user_ids and not data.topics:
+        raise ValidationError(
+            "Give 1 or more user ids, or topics to send to", field=f"{prefix}userIds"
+        )
+    if any(not u or len(u) > 200 for u in user_ids):
         raise ValidationError("Give 1 or more non-empty user ids", field=f"{prefix}userIds")
     if len(user_ids) > MAX_RECIPIENTS:
         raise ValidationError(
             f"At most {MAX_RECIPIENTS} recipients per event; use a campaign for more",
             field=f"{prefix}userIds",
         )
+    topics = (
+        await topic_service.check_topics(session, data.topics, field=f"{prefix}topics")
+        if data.topics
+        else None
+    )
     payload = check_payload(data.payload, field=f"{prefix}payload")
     if data.locale is not None and not LOCALE_RE.match(data.locale):
         raise ValidationError(f"'{data.locale}' is not a locale", field=f"{prefix}locale")
@@ -160,6 +171,10 @@ async def _prepare(
         send_at=due_at.isoformat() if due_at else None,
         actor=actor.user_id,
         campaign_id=None,
+        # The worker expands the topics' members page by page, starting here.
+        topics=tuple(topics) if topics else None,
+        topic_page=0 if topics else None,
+        topic_after="" if topics else None,
     )
     return _Prepared(envelope, data.idempotency_key, due_at)
 

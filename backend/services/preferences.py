@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -14,12 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.auth import Principal, Role
 from backend.channels import Channel
 from backend.db.models import UserPreferences
-from backend.db.repositories.preferences import PreferenceRepository, PushSubscriptionRepository
+from backend.db.repositories.preferences import PreferenceRepository
 from backend.errors import ForbiddenError, ValidationError
+from backend.services import recipients
 from backend.services.calendars import check_zone
 from backend.services.digests import CADENCES
-
-_B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
 
 class Keep(Enum):
@@ -62,6 +60,7 @@ class Preferences:
     quiet_hours: QuietHours | None = None
     timezone: str | None = None
     digest_cadence: dict[str, str] = field(default_factory=dict)
+    disabled_topics: list[str] = field(default_factory=list)
 
 
 def quiet_hours_of(row: UserPreferences | None) -> QuietHours | None:
@@ -95,6 +94,7 @@ def _preferences(subject: str, row: UserPreferences | None) -> Preferences:
         quiet_hours_of(row),
         row.timezone,
         dict(row.digest_cadence or {}),
+        list(row.disabled_topics or []),
     )
 
 
@@ -124,9 +124,11 @@ async def set_preferences(
     quiet_hours: QuietHours | Keep | None = KEEP,
     timezone: str | Keep | None = KEEP,
     digest_cadence: dict[str, str] | Keep = KEEP,
+    disabled_topics: Sequence[str] | Keep = KEEP,
 ) -> Preferences:
-    """Replace a user's opt-outs; change quiet hours and time zone when given (None clears
-    them). Critical event types (password resets) ignore all of these."""
+    """Replace a user's opt-outs; change quiet hours, time zone and topic opt-outs when given
+    (None clears them). Critical event types (password resets) ignore all of these; topic
+    opt-outs apply to deliveries that reached the user through those topics only."""
     subject = _subject(actor, user_id)
     if len(disabled_event_types) > 200:
         raise ValidationError("Too many event types", field="disabledEventTypes")
@@ -149,6 +151,12 @@ async def set_preferences(
                 f"A digest cadence is one of {', '.join(CADENCES)}", field="digestCadence"
             )
         extra["digest_cadence"] = dict(digest_cadence)
+    if not isinstance(disabled_topics, Keep):
+        if len(disabled_topics) > 200:
+            raise ValidationError("Too many topics", field="disabledTopics")
+        extra["disabled_topics"] = list(
+            dict.fromkeys(t.strip() for t in disabled_topics if t.strip())
+        )
     row = await PreferenceRepository(session).upsert(
         subject, disabled_channels=channels, disabled_event_types=types, **extra
     )
@@ -164,17 +172,12 @@ async def register_push_subscription(
     auth: str,
     allow_http: bool = False,
 ) -> None:
-    """Remember the caller's browser subscription (re-registering moves it to the caller).
+    """Remember the caller's browser subscription, a Web Push address of their recipient
+    (re-registering moves it to the caller; see ``recipients.register_address``).
 
     ``allow_http`` admits plain-http endpoints, for local push-service stand-ins outside
     production; real push services are always https."""
-    if not endpoint.startswith("https://") and not (allow_http and endpoint.startswith("http://")):
-        raise ValidationError("A push endpoint is an https URL", field="endpoint")
-    if len(endpoint) > 2000:
-        raise ValidationError("The endpoint is too long", field="endpoint")
-    for name, value in (("p256dh", p256dh), ("auth", auth)):
-        if not _B64URL.match(value) or len(value) > 200:
-            raise ValidationError(f"keys.{name} must be base64url", field=f"keys.{name}")
-    await PushSubscriptionRepository(session).upsert(
-        user_id=actor.user_id, endpoint=endpoint, p256dh=p256dh, auth=auth
+    address = recipients.web_push_address(
+        endpoint=endpoint, p256dh=p256dh, auth=auth, allow_http=allow_http
     )
+    await recipients.register_address(session, actor=actor, address=address)

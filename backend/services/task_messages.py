@@ -23,7 +23,9 @@ from backend.queues import (
     TASK_CAMPAIGN_FIRE,
     TASK_DISPATCH,
     TASK_QUEUES,
+    TASK_RECIPIENTS_SYNC,
     TASK_RELEASE_DUE,
+    TASK_RETENTION_SWEEP,
     TASK_SEND,
     TASK_WEBHOOK_DELIVER,
 )
@@ -65,6 +67,10 @@ def dispatch(event: Envelope | dict[str, Any]) -> TaskMessage:
     if isinstance(event, Envelope):
         wire = event.to_wire()
         task_id = event.id if event.part is None else f"{event.id}:part-{event.part}"
+        if event.topic_page is not None:
+            task_id = f"{event.id}:topics-{event.topic_page}"
+        elif event.via_topics and event.part is not None:
+            task_id = f"{event.id}:topic-part-{event.part}"
     else:
         wire, task_id = event, str(event["id"])
     return _message(TASK_DISPATCH, kwargs={"event": wire}, task_id=task_id)
@@ -100,11 +106,14 @@ def campaign_fire(campaign_id: str) -> TaskMessage:
     return _message(TASK_CAMPAIGN_FIRE, args=(campaign_id,))
 
 
-def campaign_fan_out(run_id: str, page: int) -> TaskMessage:
-    """``campaigns.fan_out``: dispatch one page of a run's audience. One task id per page."""
-    return _message(
-        TASK_CAMPAIGN_FAN_OUT, kwargs={"run_id": run_id, "page": page}, task_id=f"{run_id}/{page}"
-    )
+def campaign_fan_out(run_id: str, page: int, after: str | None = None) -> TaskMessage:
+    """``campaigns.fan_out``: dispatch one page of a run's audience. One task id per page.
+    ``after`` (only when set): where a keyset audience's page starts (a topic audience: the
+    last user id of the page before)."""
+    kwargs: dict[str, Any] = {"run_id": run_id, "page": page}
+    if after is not None:
+        kwargs["after"] = after
+    return _message(TASK_CAMPAIGN_FAN_OUT, kwargs=kwargs, task_id=f"{run_id}/{page}")
 
 
 def webhook_deliver(
@@ -135,3 +144,14 @@ def release_due() -> TaskMessage:
     """``events.release_due``: publish due scheduled events, digests and stalled campaign
     pages (sent every second by beat)."""
     return _message(TASK_RELEASE_DUE)
+
+
+def recipients_sync(sync_id: str) -> TaskMessage:
+    """``recipients.sync``: import the auth service's user list into recipients (one job)."""
+    return _message(TASK_RECIPIENTS_SYNC, args=(sync_id,), task_id=f"recipients-sync/{sync_id}")
+
+
+def retention_sweep() -> TaskMessage:
+    """``retention.sweep``: delete history and inbox rows older than the retention settings
+    (sent by beat every ``retention_sweep_seconds``)."""
+    return _message(TASK_RETENTION_SWEEP)

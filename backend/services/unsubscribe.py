@@ -20,7 +20,7 @@ import hmac
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +33,7 @@ from backend.db.repositories.preferences import PreferenceRepository
 from backend.errors import ValidationError
 from backend.services import event_types as event_type_service
 from backend.services import preferences as preference_service
+from backend.services import topics as topic_service
 
 SIGNATURE_BYTES = 16
 ONE_CLICK_BODY = "List-Unsubscribe=One-Click"
@@ -107,6 +108,8 @@ class PreferencePage:
     token: UnsubscribeToken
     preferences: preference_service.Preferences
     event_types: list[tuple[str, str]]  # (name, description), the token's own type first
+    # (key, name) of the topics the user is in or opted out of, by key.
+    topics: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _actor(token: UnsubscribeToken) -> Principal:
@@ -129,6 +132,9 @@ async def preference_page(session: AsyncSession, *, token: UnsubscribeToken) -> 
         token=token,
         preferences=prefs,
         event_types=[(t, "") for t in dict.fromkeys(extra)] + ordered,
+        topics=await topic_service.topics_of_user(
+            session, user_id=token.user_id, also=prefs.disabled_topics
+        ),
     )
 
 
@@ -138,14 +144,16 @@ async def save_preferences(
     token: UnsubscribeToken,
     disabled_channels: Sequence[Channel],
     disabled_event_types: Sequence[str],
+    disabled_topics: Sequence[str] | preference_service.Keep = preference_service.KEEP,
 ) -> preference_service.Preferences:
-    """Replace the user's channel and event-type opt-outs (quiet hours are kept)."""
+    """Replace the user's channel, event-type and topic opt-outs (quiet hours are kept)."""
     return await preference_service.set_preferences(
         session,
         actor=_actor(token),
         user_id=token.user_id,
         disabled_channels=disabled_channels,
         disabled_event_types=disabled_event_types,
+        disabled_topics=disabled_topics,
     )
 
 

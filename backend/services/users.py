@@ -10,6 +10,10 @@ bulk endpoint (``HERALD_AUTH_BULK_PROFILES_PATH``), one request per batch of
 ``HERALD_AUTH_BULK_BATCH_SIZE`` ids. The bulk endpoint takes ``POST {"ids": [...]}`` and answers
 ``{"items": [profile, ...]}``; an asked id missing from the items is an unknown user, as a 404
 is for the one-profile endpoint.
+
+With a :class:`ProfileStore` (the recipients in PostgreSQL, ``backend.services.recipients``),
+look-ups go Redis first, then the store (one query per batch), and only ids missing there or
+stale go to the auth service; what it sends back is written to both.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -49,6 +53,19 @@ CACHE_RETRY_AFTER_SECONDS = 5.0
 UserProfile = Recipient
 
 
+class ProfileStore(Protocol):
+    """Profiles kept between the Redis cache and the auth service."""
+
+    async def read(
+        self, user_ids: Sequence[str]
+    ) -> tuple[dict[str, UserProfile], dict[str, UserProfile]]:
+        """(fresh profiles, profiles to use when the auth service does not know the user)."""
+        ...
+
+    async def write(self, profiles: Mapping[str, UserProfile | None]) -> None:
+        """Keep what the auth service sent."""
+
+
 class UserDirectory:
     """User profiles from the auth service, cached in Redis.
 
@@ -74,6 +91,7 @@ class UserDirectory:
         key_prefix: str = CACHE_KEY_PREFIX,
         backoff_base_seconds: float = 0.2,
         backoff_cap_seconds: float = 2.0,
+        store: ProfileStore | None = None,
     ) -> None:
         if max_concurrency is None:
             max_concurrency = settings.auth_concurrency
@@ -102,6 +120,7 @@ class UserDirectory:
         self._backoff_base = backoff_base_seconds
         self._backoff_cap = backoff_cap_seconds
         self._cache_skipped_until = 0.0
+        self._store = store
 
     async def get(self, user_id: str) -> UserProfile | None:
         """The user's profile, or ``None`` when the auth service does not know the user."""
@@ -121,16 +140,37 @@ class UserDirectory:
         found = await self._cache_read(ids)
         misses = [user_id for user_id in ids if user_id not in found]
         if misses:
+            stored: dict[str, UserProfile | None] = {}
+            fallback: dict[str, UserProfile] = {}
+            if self._store is not None:
+                fresh, fallback = await self._store.read(misses)
+                stored.update(fresh)
+                misses = [user_id for user_id in misses if user_id not in fresh]
             fetched: dict[str, UserProfile | None] = {}
             try:
-                await self._fetch_many(misses, fetched)
+                if misses:
+                    await self._fetch_many(misses, fetched)
             except UserDirectoryUnavailable:
                 # Profiles that did arrive are good; keep them for the retry that follows.
-                await self._cache_write(fetched)
+                await self._keep(stored, fetched)
                 raise
-            await self._cache_write(fetched)
+            for user_id, profile in fallback.items():
+                # Unknown to the auth service, but a service identified the user.
+                if fetched.get(user_id, profile) is None:
+                    stored[user_id] = profile
+                    del fetched[user_id]
+            await self._keep(stored, fetched)
+            found.update(stored)
             found.update(fetched)
         return {user_id: found[user_id] for user_id in ids}
+
+    async def _keep(
+        self, stored: dict[str, UserProfile | None], fetched: dict[str, UserProfile | None]
+    ) -> None:
+        """Cache what the store and the auth service gave; store what the auth service sent."""
+        await self._cache_write({**stored, **fetched})
+        if self._store is not None and fetched:
+            await self._store.write(fetched)
 
     async def iter_all(self, page_size: int = 500) -> AsyncIterator[list[UserProfile]]:
         """Every user, one page (a list of at most ``page_size`` profiles) at a time.

@@ -24,6 +24,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     quiet_periodic_tasks(HOUSEKEEPING_TASKS)
     release_due = task_messages.release_due()
+    retention_sweep = task_messages.retention_sweep()
     app = Celery(
         "herald",
         broker=settings.rabbitmq_url,
@@ -70,7 +71,17 @@ def create_celery(settings: Settings | None = None) -> Celery:
                 "task": release_due.task,
                 "schedule": 1.0,
                 "options": {"queue": release_due.queue, "expires": 5},
-            }
+            },
+            # A RedBeat entry like the one above; a sweep that overlaps the next one only
+            # finds fewer rows (each batch is its own transaction).
+            "retention-sweep": {
+                "task": retention_sweep.task,
+                "schedule": settings.retention_sweep_seconds,
+                "options": {
+                    "queue": retention_sweep.queue,
+                    "expires": settings.retention_sweep_seconds,
+                },
+            },
         },
         timezone="UTC",
         enable_utc=True,

@@ -25,6 +25,7 @@ from backend.db.session import create_engine, create_sessionmaker
 from backend.services.deliveries import BrokerDeliveryQueue, DeliveryContext
 from backend.services.limits import Limits
 from backend.services.live import RedisLivePublisher
+from backend.services.recipients import RecipientStore
 from backend.services.users import UserDirectory
 from backend.services.webhooks import BrokerWebhookQueue, WebhookNotifier
 
@@ -70,7 +71,12 @@ class WorkerRuntime:
         await self.broker.start()
         self.history = create_history_store(s, self.engine)
         await self.history.start()
-        self.users = UserDirectory(s, self.http, self.redis)
+        self.users = UserDirectory(
+            s,
+            self.http,
+            self.redis,
+            store=RecipientStore(sessionmaker, max_age_seconds=s.recipient_max_age_seconds),
+        )
         senders = build_senders(s, redis=self.redis)
         for sender in senders.values():
             await sender.start()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Task
@@ -18,10 +19,20 @@ from backend.queues import (
     TASK_CAMPAIGN_FAN_OUT,
     TASK_CAMPAIGN_FIRE,
     TASK_DISPATCH,
+    TASK_RECIPIENTS_SYNC,
     TASK_RELEASE_DUE,
+    TASK_RETENTION_SWEEP,
     TASK_SEND,
 )
-from backend.services import campaigns, deliveries, digests, events, task_messages
+from backend.services import (
+    campaigns,
+    deliveries,
+    digests,
+    events,
+    recipients,
+    retention,
+    task_messages,
+)
 from backend.services.retries import backoff_seconds
 from backend.workers import units
 from backend.workers.celery_app import celery_app
@@ -149,6 +160,43 @@ def release_due(self: Task) -> int:
         return 0
 
 
+@celery_app.task(name=TASK_RETENTION_SWEEP, bind=True, ignore_result=True)
+def sweep_retention(self: Task) -> dict[str, int]:
+    """Delete history and inbox rows older than the retention settings, in batches of
+    ``retention_batch_size``, one transaction each (run by beat every
+    ``retention_sweep_seconds``)."""
+    runtime = get_runtime()
+    assert runtime.context is not None and runtime.history is not None
+    context, history = runtime.context, runtime.history
+    settings = context.settings
+    size = settings.retention_batch_size
+
+    async def sweep() -> dict[str, int]:
+        now = datetime.now(UTC)
+        deliveries_deleted = await retention.purge_history(
+            history, now=now, days=settings.history_retention_days, batch_size=size
+        )
+        inbox_deleted = 0
+        while True:
+            async with context.sessionmaker() as session:
+                deleted = await retention.purge_inbox_batch(
+                    session, now=now, days=settings.inbox_retention_days, batch_size=size
+                )
+                await session.commit()
+            inbox_deleted += deleted
+            if deleted < size:
+                break
+        if deliveries_deleted or inbox_deleted:
+            log.info(
+                "retention: %d deliveries and %d inbox items deleted",
+                deliveries_deleted,
+                inbox_deleted,
+            )
+        return {"deliveries": deliveries_deleted, "inbox_items": inbox_deleted}
+
+    return runtime.run(sweep())
+
+
 @celery_app.task(name=TASK_CAMPAIGN_FIRE, bind=True, max_retries=None)
 def fire_campaign(self: Task, campaign_id: str) -> str | None:
     """Start a campaign's due run (sent by its RedBeat entry). Retried until it gets through:
@@ -177,7 +225,7 @@ def fire_campaign(self: Task, campaign_id: str) -> str | None:
 
 
 @celery_app.task(name=TASK_CAMPAIGN_FAN_OUT, bind=True, max_retries=None)
-def fan_out(self: Task, run_id: str, page: int) -> dict[str, Any]:
+def fan_out(self: Task, run_id: str, page: int, after: str | None = None) -> dict[str, Any]:
     """Dispatch one page of a campaign run's audience and hand on the next page."""
     runtime = get_runtime()
     assert runtime.context is not None and runtime.broker is not None and runtime.users
@@ -188,6 +236,7 @@ def fan_out(self: Task, run_id: str, page: int) -> dict[str, Any]:
                 runtime.context,
                 run_id=run_id,
                 page=page,
+                after=after,
                 users=runtime.users,
                 publisher=campaigns.BrokerRunPublisher(runtime.broker),
                 redelivered=redelivered or self.request.retries > 0,
@@ -202,6 +251,22 @@ def fan_out(self: Task, run_id: str, page: int) -> dict[str, Any]:
         "skipped": outcome.skipped,
         "stopped": outcome.stopped,
     }
+
+
+@celery_app.task(name=TASK_RECIPIENTS_SYNC, bind=True, ignore_result=True)
+def sync_recipients(self: Task, sync_id: str) -> None:
+    """Import the auth service's user list into recipients; the job records its own progress
+    and failure (``recipientSync``), so the task is not retried."""
+    runtime = get_runtime()
+    assert runtime.context is not None and runtime.users is not None
+    runtime.run(
+        recipients.run_sync(
+            runtime.context.sessionmaker,
+            users=runtime.users,
+            sync_id=uuid.UUID(sync_id),
+            page_size=runtime.settings.recipient_sync_page_size,
+        )
+    )
 
 
 def trigger() -> campaigns.CampaignTrigger:

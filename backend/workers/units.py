@@ -80,11 +80,14 @@ async def fan_out_page(
     users: campaigns.AudienceSource,
     publisher: campaigns.RunPublisher,
     redelivered: bool = False,
+    after: str | None = None,
 ) -> campaigns.PageOutcome:
     """Claim one page of a campaign run's audience, hand on the next page, then dispatch this
     one (in-app deliveries are written here; other channels are queued for their senders)."""
     async with ctx.sessionmaker() as session:
-        claimed = await campaigns.claim_page(ctx, session, run_id=run_id, page=page, users=users)
+        claimed = await campaigns.claim_page(
+            ctx, session, run_id=run_id, page=page, users=users, after=after
+        )
         await session.commit()
     await campaigns.hand_on_page(claimed, publisher)
     summary = deliveries.DispatchSummary(queued=0, skipped=0)

@@ -59,8 +59,9 @@ CONFIG_FILE = ROOT / "admin_frontend" / "config.js"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 # Own Redis database and RabbitMQ vhost: other suites on this machine run workers on the
 # default vhost, and one of those could otherwise take this suite's events (or we theirs).
-REDIS_URL = "redis://127.0.0.1:6379/11"
-VHOST = "herald_test_admin"
+# Both can be moved, so two checkouts can run this suite side by side.
+REDIS_URL = os.environ.get("HERALD_TEST_ADMIN_REDIS_URL", "redis://127.0.0.1:6379/11")
+VHOST = os.environ.get("HERALD_TEST_ADMIN_VHOST", "herald_test_admin")
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 WIDE = {"width": 1280, "height": 900}
 NARROW = {"width": 800, "height": 1000}

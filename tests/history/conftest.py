@@ -189,6 +189,12 @@ class MockCollection:
     async def index_information(self) -> dict[str, Any]:
         return dict(self.sync.index_information())
 
+    async def drop_index(self, name: str) -> None:
+        self.sync.drop_index(name)
+
+    async def delete_many(self, query: Any) -> Any:
+        return self.sync.delete_many(query)
+
 
 class MockCursor:
     def __init__(self, cursor: Any) -> None:

@@ -423,14 +423,47 @@ async def pg_store(engine: AsyncEngine) -> PostgresHistoryStore:
     return await empty_postgres_store(engine)
 
 
-async def test_purge_deletes_what_is_older_than_the_cutoff(pg_store: PostgresHistoryStore) -> None:
-    await pg_store.add([make_delivery(f"d-{i}", created_at=minutes(i)) for i in range(7)])
+async def test_purge_deletes_what_is_older_than_the_cutoff(store: HistoryStore) -> None:
+    await store.add([make_delivery(f"d-{i}", created_at=minutes(i)) for i in range(7)])
 
-    assert await pg_store.purge_older_than(minutes(5), batch_size=2) == 5
-    assert await pg_store.purge_older_than(minutes(5), batch_size=2) == 0
+    assert await store.purge_older_than(minutes(5), batch_size=2) == 5
+    assert await store.purge_older_than(minutes(5), batch_size=2) == 0
 
-    page = await pg_store.find(DeliveryFilter(), first=10)
+    page = await store.find(DeliveryFilter(), first=10)
     assert [r.id for r in page.items] == ["d-6", "d-5"]
+
+
+async def test_scrub_user_keeps_counts_and_removes_what_names_the_user(
+    store: HistoryStore,
+) -> None:
+    kept = dataclasses.replace(full_delivery("d-other"), user_id="u-other")
+    await store.add([full_delivery("d-full"), kept, make_delivery("d-2", user_id="u-full")])
+
+    assert await store.scrub_user("u-full", "h-1") == 2
+    assert await store.scrub_user("u-full", "h-1") == 0
+
+    scrubbed = await store.get("d-full")
+    assert scrubbed is not None
+    original = full_delivery("d-full")
+    assert scrubbed.user_id == "h-1"
+    content = (scrubbed.subject, scrubbed.title, scrubbed.body, scrubbed.data)
+    assert content == (None, None, None, {})
+    assert scrubbed.provider_message_id is None
+    assert [c.reason for c in scrubbed.timeline] == [None, "[removed]", None]
+    assert [(a.number, a.provider, a.error) for a in scrubbed.attempts] == [
+        (1, "redis", "[removed]"),
+        (2, "redis", None),
+    ]
+    same = ("event_id", "event_type", "channel", "status", "template_slug", "locale",
+            "campaign_id", "created_at", "updated_at", "read_at", "archived_at")  # fmt: skip
+    assert {n: getattr(scrubbed, n) for n in same} == {n: getattr(original, n) for n in same}
+    assert [c.status for c in scrubbed.timeline] == [c.status for c in original.timeline]
+    assert await store.get("d-other") == kept
+    assert await store.count_by_status(DeliveryFilter(user_id="h-1")) == {
+        (Channel.IN_APP, DeliveryStatus.SENT): 1,
+        (Channel.EMAIL, DeliveryStatus.QUEUED): 1,
+    }
+    assert (await store.find(DeliveryFilter(user_id="u-full"), first=5)).items == []
 
 
 def test_the_table_has_a_column_for_every_record_field() -> None:

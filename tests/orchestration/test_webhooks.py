@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from backend.services.webhooks import sign, signing_key, verify_legacy_signature
-from tests.conftest import GraphQL
+from tests.conftest import GraphQL, schema_differences
 from tests.factories import token_for
 from tests.orchestration.conftest import HttpEndpoint, Smtp
 from tests.orchestration.helpers import admin, final_deliveries, reset_preferences, send
@@ -458,28 +458,8 @@ async def test_endpoint_management_is_validated_and_for_admins_only(
 
 
 async def test_the_migration_creates_the_tables_of_the_models(engine: AsyncEngine) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    from backend.db.models import Base
-
-    def compare(connection: Any) -> list[Any]:
-        context = MigrationContext.configure(
-            connection,
-            opts={
-                "compare_type": True,
-                "include_object": lambda obj, name, type_, reflected, other: (
-                    getattr(obj if type_ == "table" else getattr(obj, "table", None), "name", None)
-                    in {"webhook_endpoints", "webhook_deliveries"}
-                ),
-            },
-        )
-        return list(compare_metadata(context, Base.metadata))
-
-    async with engine.connect() as conn:
-        differences = await conn.run_sync(compare)
-
-    assert differences == []
+    tables = {"webhook_endpoints", "webhook_deliveries"}
+    assert await schema_differences(engine, tables) == []
 
 
 async def test_the_migration_gives_existing_secrets_the_whsec_form_of_the_same_key(

@@ -3,8 +3,8 @@
 // view can be shared; each row opens the campaign's own screen.
 
 import { graphql } from "../api.js";
-import { CAMPAIGN_STATUSES, buildQuery, campaignBadge, channelLabel, debounce, emptyState, h, pageTitle, setChildren, spinner, withProgress } from "../dom.js";
-import { setBanner } from "../errors.js";
+import { CAMPAIGN_STATUSES, buildQuery, campaignBadge, channelLabel, debounce, emptyState, h, pageTitle, setChildren, withProgress } from "../dom.js";
+import { pagedTable } from "../paged.js";
 import { describeSchedule, formatInZone, fromNow } from "../schedule.js";
 
 const PAGE = 20;
@@ -12,7 +12,7 @@ const LIST = `query Campaigns($filter: CampaignFilter, $first: Int!, $after: Str
   campaigns(filter: $filter, first: $first, after: $after) {
     edges { node {
       id name status templateSlug channels nextRunAt runsStarted createdAt
-      audience { allUsers size }
+      audience { allUsers topics size }
       schedule { at cron timezone everySeconds endAt maxRuns }
     } }
     pageInfo { hasNextPage endCursor }
@@ -21,6 +21,7 @@ const LIST = `query Campaigns($filter: CampaignFilter, $first: Int!, $after: Str
 
 export function audienceWords(audience) {
   if (audience.allUsers) return "All users";
+  if (audience.topics?.length) return `Topic${audience.topics.length === 1 ? "" : "s"} ${audience.topics.join(", ")}`;
   const size = audience.size ?? 0;
   return `${size.toLocaleString()} user${size === 1 ? "" : "s"}`;
 }
@@ -43,10 +44,6 @@ export function nextRunCell(campaign) {
 }
 
 export function render(root, { query }) {
-  let disposed = false;
-  let cursor = null;
-  let shown = 0;
-  let seq = 0;
 
   const known = new Set(CAMPAIGN_STATUSES.map((s) => s.value));
   const chosen = new Set((query.status || "").split(",").filter((s) => known.has(s)));
@@ -146,47 +143,33 @@ export function render(root, { query }) {
     search.focus();
   });
 
-  async function load({ append = false } = {}) {
-    const mine = ++seq;
-    const f = filter();
-    if (!append) {
-      cursor = null;
-      shown = 0;
-      tableWrap.hidden = false;
-      empty.hidden = true;
-      setChildren(body, h("tr", {}, h("td", { colspan: "7" }, spinner("Loading campaigns…"))));
-    }
-    setBanner(banner, null);
-    let page;
-    try {
-      page = (await graphql(LIST, { filter: f, first: PAGE, after: append ? cursor : null })).campaigns;
-    } catch (error) {
-      if (mine !== seq || disposed) return;
-      if (!append) setChildren(body);
-      setBanner(banner, error, { retry: () => load({ append }) });
-      return;
-    }
-    if (mine !== seq || disposed) return;
-    if (!append) setChildren(body);
-    for (const { node } of page.edges) body.append(row(node));
-    shown += page.edges.length;
-    cursor = page.pageInfo.endCursor;
-    more.hidden = !page.pageInfo.hasNextPage;
-    clearButton.hidden = !f;
-    if (!shown) {
-      tableWrap.hidden = true;
-      empty.hidden = false;
-      setChildren(
-        empty,
-        f
-          ? emptyState("No campaigns match these filters.", "Choose other statuses or change the name you searched for.", h("button", { type: "button", class: "btn", onclick: () => clearButton.click() }, "Clear filters"))
-          : emptyState("No campaigns yet.", "A campaign sends a template to a list of users or to everyone, now, at a time, or on a schedule.", h("a", { class: "btn primary", href: "#/send?when=recurring" }, "Plan a campaign")),
-      );
-      status.textContent = f ? "No campaigns match." : "";
-    } else {
-      status.textContent = `Showing ${shown} campaign${shown === 1 ? "" : "s"}${page.pageInfo.hasNextPage ? "; there are more" : ""}.`;
-    }
-  }
+  const list = pagedTable({
+    body,
+    tableWrap,
+    empty,
+    more,
+    banner,
+    columns: 7,
+    loading: "Loading campaigns…",
+    fetch: async (after) => (await graphql(LIST, { filter: filter(), first: PAGE, after })).campaigns,
+    row,
+    done({ shown, hasMore }) {
+      const f = filter();
+      clearButton.hidden = !f;
+      if (!shown) {
+        setChildren(
+          empty,
+          f
+            ? emptyState("No campaigns match these filters.", "Choose other statuses or change the name you searched for.", h("button", { type: "button", class: "btn", onclick: () => clearButton.click() }, "Clear filters"))
+            : emptyState("No campaigns yet.", "A campaign sends a template to a list of users or to everyone, now, at a time, or on a schedule.", h("a", { class: "btn primary", href: "#/send?when=recurring" }, "Plan a campaign")),
+        );
+        status.textContent = f ? "No campaigns match." : "";
+      } else {
+        status.textContent = `Showing ${shown} campaign${shown === 1 ? "" : "s"}${hasMore ? "; there are more" : ""}.`;
+      }
+    },
+  });
+  const load = list.load;
 
   function row(c) {
     return h(
@@ -202,12 +185,10 @@ export function render(root, { query }) {
     );
   }
 
-  more.addEventListener("click", () => withProgress(more, "Loading…", () => load({ append: true })));
   refreshButton.addEventListener("click", () => withProgress(refreshButton, "Refreshing…", () => load()));
   load();
   return () => {
-    disposed = true;
-    seq++;
+    list.stop();
     searchLater.cancel();
   };
 }

@@ -3,7 +3,8 @@
 
 import { graphql } from "../api.js";
 import { CHANNELS, STATUSES, buildQuery, channelLabel, emptyState, formatDateTime, fromLocalInput, h, pageTitle, setChildren, spinner, statusBadge, toLocalInput, withProgress } from "../dom.js";
-import { describeError, setBanner } from "../errors.js";
+import { describeError } from "../errors.js";
+import { pagedTable } from "../paged.js";
 
 const PAGE = 25;
 // Everything the table and the drawer show.
@@ -28,10 +29,6 @@ const TEXT_FILTERS = [
 ];
 
 export function render(root, { query, ctx }) {
-  let disposed = false;
-  let cursor = null;
-  let shown = 0;
-  let seq = 0;
 
   // --- filters --------------------------------------------------------------------------
   const inputs = {};
@@ -134,45 +131,31 @@ export function render(root, { query, ctx }) {
     drawerSlot,
   );
 
-  async function load({ append = false } = {}) {
-    const mine = ++seq;
-    if (!append) {
-      cursor = null;
-      shown = 0;
-      tableWrap.hidden = false;
-      empty.hidden = true;
-      setChildren(body, h("tr", {}, h("td", { colspan: "6" }, spinner("Loading deliveries…"))));
-    }
-    setBanner(banner, null);
-    let page;
-    try {
-      page = (await graphql(LIST, { filter: filtered ? filter : null, first: PAGE, after: append ? cursor : null })).deliveries;
-    } catch (error) {
-      if (mine !== seq || disposed) return;
-      if (!append) setChildren(body);
-      setBanner(banner, error, { retry: () => load({ append }) });
-      return;
-    }
-    if (mine !== seq || disposed) return;
-    if (!append) setChildren(body);
-    for (const { node } of page.edges) body.append(row(node));
-    shown += page.edges.length;
-    cursor = page.pageInfo.endCursor;
-    more.hidden = !page.pageInfo.hasNextPage;
-    if (!shown) {
-      tableWrap.hidden = true;
-      empty.hidden = false;
-      setChildren(
-        empty,
-        filtered
-          ? emptyState("No deliveries match these filters.", "Widen the time range or clear a filter. A message just sent may take a moment to appear.", h("a", { class: "btn", href: "#/history" }, "Clear filters"))
-          : emptyState("Nothing has been delivered yet.", "Every message Herald sends, to every recipient and channel, will be listed here.", h("a", { class: "btn primary", href: "#/send" }, "Send a message")),
-      );
-      status.textContent = "";
-    } else {
-      status.textContent = `Showing ${shown} deliver${shown === 1 ? "y" : "ies"}${page.pageInfo.hasNextPage ? "; there are more" : ""}.`;
-    }
-  }
+  const list = pagedTable({
+    body,
+    tableWrap,
+    empty,
+    more,
+    banner,
+    columns: 6,
+    loading: "Loading deliveries…",
+    fetch: async (after) => (await graphql(LIST, { filter: filtered ? filter : null, first: PAGE, after })).deliveries,
+    row,
+    done({ shown, hasMore }) {
+      if (!shown) {
+        setChildren(
+          empty,
+          filtered
+            ? emptyState("No deliveries match these filters.", "Widen the time range or clear a filter. A message just sent may take a moment to appear.", h("a", { class: "btn", href: "#/history" }, "Clear filters"))
+            : emptyState("Nothing has been delivered yet.", "Every message Herald sends, to every recipient and channel, will be listed here.", h("a", { class: "btn primary", href: "#/send" }, "Send a message")),
+        );
+        status.textContent = "";
+      } else {
+        status.textContent = `Showing ${shown} deliver${shown === 1 ? "y" : "ies"}${hasMore ? "; there are more" : ""}.`;
+      }
+    },
+  });
+  const load = list.load;
 
   function row(d) {
     const open = h("button", { type: "button", class: "link", "aria-label": `Open the delivery to ${d.userId} by ${channelLabel(d.channel)}, ${formatDateTime(d.createdAt)}` }, formatDateTime(d.createdAt));
@@ -308,12 +291,10 @@ export function render(root, { query, ctx }) {
       });
   }
 
-  more.addEventListener("click", () => withProgress(more, "Loading…", () => load({ append: true })));
   refresh.addEventListener("click", () => withProgress(refresh, "Refreshing…", () => load()));
   load();
   return () => {
-    disposed = true;
-    seq++;
+    list.stop();
     closeDrawer?.();
   };
 }

@@ -231,6 +231,20 @@ class HistoryStore(Protocol):
         """Counts per (channel, status) of the records matching ``filter``."""
         ...
 
+    async def scrub_user(self, user_id: str, hashed_id: str) -> int:
+        """Forget a user in the history: each of their deliveries keeps its id, event, type,
+        channel, status, template, locale, campaign and times, for counts; its user id becomes
+        ``hashed_id``, and what could name the user goes (rendered subject, title and body,
+        data, the provider's message id, the reasons and errors of its timeline and attempts,
+        which may quote an address). Returns how many deliveries were scrubbed; a second call
+        finds none (idempotent)."""
+        ...
+
+    async def purge_older_than(self, cutoff: datetime, *, batch_size: int = 5000) -> int:
+        """Delete the deliveries created before ``cutoff`` (retention), at most ``batch_size``
+        per statement. Returns how many."""
+        ...
+
     async def delivery_stats(self, query: StatsQuery) -> list[StatsRow]:
         """Counts of the deliveries created in ``[query.since, query.until)``: one row per
         non-empty group of (bucket of ``query.bucket`` aligned on ``since``, when set) x (the

@@ -32,6 +32,7 @@ from backend.db.history.base import (
     StatusChange,
 )
 from backend.db.history.records import (
+    SCRUBBED,
     as_utc,
     initial_timeline,
     unique_by_id,
@@ -246,10 +247,45 @@ def counts_from_groups(
     }
 
 
+def scrub_filter(user_id: str) -> Document:
+    """The query for a user's deliveries, as forgetting them finds them."""
+    return {"user_id": user_id}
+
+
+def _scrub_entries(entries: Sequence[Mapping[str, Any]] | None, key: str) -> list[Document]:
+    return [
+        {**entry, key: SCRUBBED} if entry.get(key) is not None else dict(entry)
+        for entry in entries or []
+    ]
+
+
+def scrub_update(document: Mapping[str, Any], hashed_id: str) -> tuple[Document, Document]:
+    """(filter, update) forgetting the user of one stored delivery (see
+    ``HistoryStore.scrub_user``). The filter still names the user, so a document scrubbed
+    meanwhile by a concurrent call is not scrubbed (nor counted) twice."""
+    changes: Document = {
+        "user_id": hashed_id,
+        "subject": None,
+        "title": None,
+        "body": None,
+        "data": {},
+        "provider_message_id": None,
+        "timeline": _scrub_entries(document.get("timeline"), "reason"),
+        "attempts": _scrub_entries(document.get("attempts"), "error"),
+    }
+    return {"_id": document["_id"], "user_id": document["user_id"]}, {"$set": changes}
+
+
+def purge_filter(cutoff: datetime) -> Document:
+    """The query for the deliveries created before ``cutoff`` (retention)."""
+    return {"created_at": {"$lt": bson_datetime(cutoff)}}
+
+
 def index_models(retention_days: int) -> list[IndexModel]:
     """The collection's indexes. Listing indexes end with (created_at, _id) descending, the
     order of :func:`sort_spec`, so a page is read off the index rather than sorted in memory;
-    the TTL index expires deliveries ``retention_days`` after they were created."""
+    the TTL index, last, expires deliveries ``retention_days`` after they were created (none
+    when ``retention_days`` is 0: kept forever)."""
     newest_first = [("created_at", -1), ("_id", -1)]
     return [
         IndexModel([("user_id", 1), *newest_first], name="user_id_created_at"),
@@ -258,7 +294,15 @@ def index_models(retention_days: int) -> list[IndexModel]:
         IndexModel([("status", 1)], name="status"),
         IndexModel([("channel", 1), ("status", 1)], name="channel_status"),
         IndexModel(newest_first, name="created_at_id"),
-        IndexModel([("created_at", 1)], name=TTL_INDEX, expireAfterSeconds=retention_days * 86_400),
+        *(
+            [
+                IndexModel(
+                    [("created_at", 1)], name=TTL_INDEX, expireAfterSeconds=retention_days * 86_400
+                )
+            ]
+            if retention_days
+            else []
+        ),
     ]
 
 
@@ -289,6 +333,11 @@ class MongoHistoryStore(HistoryStore):
     async def start(self) -> None:
         """Create the indexes; idempotent. A changed retention updates the TTL in place."""
         models = index_models(self.retention_days)
+        if not self.retention_days:
+            await self.collection.create_indexes(models)
+            if TTL_INDEX in await self.collection.index_information():
+                await self.collection.drop_index(TTL_INDEX)
+            return
         ttl = models.pop()
         await self.collection.create_indexes(models)
         try:
@@ -385,6 +434,24 @@ class MongoHistoryStore(HistoryStore):
         """Counts per (channel, status) of the records matching ``filter``."""
         cursor = await self.collection.aggregate(count_pipeline(filter))
         return counts_from_groups(await cursor.to_list())
+
+    async def scrub_user(self, user_id: str, hashed_id: str) -> int:
+        """See :meth:`HistoryStore.scrub_user`. Each document's arrays are rewritten from what
+        was read (:func:`scrub_update`), one conditional update each."""
+        documents = await self.collection.find(scrub_filter(user_id)).to_list()
+
+        async def one(document: Document) -> int:
+            result = await self.collection.update_one(*scrub_update(document, hashed_id))
+            return int(result.modified_count)
+
+        return sum(await asyncio.gather(*(one(document) for document in documents)))
+
+    async def purge_older_than(self, cutoff: datetime, *, batch_size: int = 5000) -> int:
+        """Delete the deliveries created before ``cutoff``. The TTL index does this on its own
+        when retention is set; this is for an explicit cutoff. ``batch_size`` is unused:
+        MongoDB deletes document by document, yielding between them."""
+        result = await self.collection.delete_many(purge_filter(cutoff))
+        return int(result.deleted_count)
 
     async def delivery_stats(self, query: StatsQuery) -> list[StatsRow]:
         """Counts per bucket and ``group_by`` value, by :func:`stats_pipeline`."""

@@ -45,6 +45,7 @@ from backend.db.history.base import (
     StatusChange,
 )
 from backend.db.history.records import (
+    SCRUBBED,
     as_utc,
     initial_timeline,
     unique_by_id,
@@ -251,6 +252,25 @@ _TRANSITION = Statement(
 )
 
 
+def _scrubbed(column: str, key: str) -> str:
+    """SQL for a JSONB array column whose entries' ``key`` (when set) becomes SCRUBBED."""
+    # Column and key names of this module, not input.
+    return (
+        f"(SELECT COALESCE(jsonb_agg(CASE WHEN e->>'{key}' IS NULL THEN e "  # noqa: S608
+        f"ELSE jsonb_set(e, '{{{key}}}', to_jsonb(CAST(:scrubbed AS text))) END ORDER BY n), "
+        f"'[]'::jsonb) FROM jsonb_array_elements(d.{column}) WITH ORDINALITY AS x(e, n))"
+    )
+
+
+# Forgetting a user (see HistoryStore.scrub_user): one UPDATE over the user's index range.
+_SCRUB_USER = Statement(
+    "UPDATE deliveries AS d SET user_id = :hashed_id, subject = NULL, title = NULL, "  # noqa: S608
+    "body = NULL, data = '{}'::jsonb, provider_message_id = NULL, "
+    f"timeline = {_scrubbed('timeline', 'reason')}, attempts = {_scrubbed('attempts', 'error')} "
+    "WHERE d.user_id = :user_id"
+)
+
+
 class PostgresHistoryStore(HistoryStore):
     """The history store on PostgreSQL. The engine is the caller's: ``close`` leaves it open."""
 
@@ -359,6 +379,13 @@ class PostgresHistoryStore(HistoryStore):
         return {
             (Channel(channel), DeliveryStatus(status)): count for channel, status, count in rows
         }
+
+    async def scrub_user(self, user_id: str, hashed_id: str) -> int:
+        """See :meth:`HistoryStore.scrub_user`: one statement, in its own transaction."""
+        async with driver_connection(self.engine) as conn:
+            return await _SCRUB_USER.execute(
+                conn, {"user_id": user_id, "hashed_id": hashed_id, "scrubbed": SCRUBBED}
+            )
 
     async def purge_older_than(self, cutoff: datetime, *, batch_size: int = 5000) -> int:
         """Delete the deliveries created before ``cutoff`` (retention). Returns how many.

@@ -7,6 +7,10 @@ from datetime import UTC, datetime
 
 from backend.db.history.base import DeliveryRecord, StatusChange
 
+# What a forgotten user's timeline reasons and attempt errors become: they may quote an address
+# (an SMTP refusal names its recipient), and a scrubbed failed attempt must still read as failed.
+SCRUBBED = "[removed]"
+
 
 def as_utc(value: datetime) -> datetime:
     """``value`` in UTC. A naive datetime is taken to be UTC already: that is what

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -181,3 +181,43 @@ class CampaignRunRepository:
             CampaignRun.campaign_id == campaign_id, CampaignRun.status == "running"
         )
         return int((await self.session.execute(stmt)).scalar_one())
+
+
+# Campaign and run statuses (backend.services.campaigns) as stored: a campaign in one of these
+# may still start a run, and a run in one of these may still send a page.
+_WAITING_CAMPAIGNS = ("draft", "scheduled", "running", "paused")
+_UNFINISHED_RUNS = ("running", "paused")
+
+_DROP_FROM_AUDIENCES = text(
+    "UPDATE campaigns SET updated_at = now(), audience = jsonb_set(audience, '{user_ids}', "
+    "(SELECT COALESCE(jsonb_agg(u ORDER BY n), '[]'::jsonb) "
+    " FROM jsonb_array_elements(audience->'user_ids') WITH ORDINALITY AS x(u, n) "
+    " WHERE u <> to_jsonb(CAST(:user_id AS text)))) "
+    "WHERE audience->'user_ids' @> jsonb_build_array(CAST(:user_id AS text)) "
+    "RETURNING id, status, jsonb_array_length(audience->'user_ids') AS remaining"
+)
+
+
+async def forget_user(session: AsyncSession, user_id: str) -> int:
+    """Take the user out of every campaign audience that lists them (finished ones too: the
+    list names them). A campaign that may still run and is left with nobody is cancelled, with
+    its unfinished runs; its RedBeat entry then fires into a cancelled row, which runs nothing,
+    and the beat's reconciliation removes it. Test runs sent to the user forget whom they went
+    to. Returns how many campaigns changed."""
+    rows = (await session.execute(_DROP_FROM_AUDIENCES, {"user_id": user_id})).all()
+    emptied = [row.id for row in rows if row.status in _WAITING_CAMPAIGNS and not row.remaining]
+    if emptied:
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id.in_(emptied))
+            .values(status="cancelled", next_run_at=None, updated_at=func.now())
+        )
+        await session.execute(
+            update(CampaignRun)
+            .where(CampaignRun.campaign_id.in_(emptied), CampaignRun.status.in_(_UNFINISHED_RUNS))
+            .values(status="cancelled", finished_at=func.now(), updated_at=func.now())
+        )
+    await session.execute(
+        update(CampaignRun).where(CampaignRun.test_user_id == user_id).values(test_user_id=None)
+    )
+    return len(rows)

@@ -75,3 +75,9 @@ class DeadLetterRepository:
     async def count(self) -> int:
         """How many dead letters wait for a replay."""
         return int(await self.session.scalar(select(func.count()).select_from(DeadLetter)) or 0)
+
+
+async def forget_user(session: AsyncSession, user_id: str) -> int:
+    """Delete the user's dead letters (their envelopes carry the payload); returns how many."""
+    result = await session.execute(delete(DeadLetter).where(DeadLetter.user_id == user_id))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

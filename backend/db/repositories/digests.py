@@ -57,3 +57,9 @@ class DigestRepository:
     async def delete(self, ids: Sequence[int]) -> None:
         if ids:
             await self.session.execute(delete(DigestItem).where(DigestItem.id.in_(ids)))
+
+
+async def forget_user(session: AsyncSession, user_id: str) -> int:
+    """Cancel the user's waiting digests: delete their items; returns how many."""
+    result = await session.execute(delete(DigestItem).where(DigestItem.user_id == user_id))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

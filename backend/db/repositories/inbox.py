@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import InboxCounter, InboxItem
@@ -167,3 +167,23 @@ class InboxRepository:
             .returning(InboxItem.delivery_id)
         )
         return list((await self.session.execute(stmt)).scalars())
+
+
+async def forget_user(session: AsyncSession, user_id: str) -> int:
+    """Delete the user's inbox (items and sequence counter); returns how many items went."""
+    await session.execute(delete(InboxCounter).where(InboxCounter.user_id == user_id))
+    result = await session.execute(delete(InboxItem).where(InboxItem.user_id == user_id))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def purge_older_than(session: AsyncSession, cutoff: datetime, *, batch_size: int) -> int:
+    """Delete at most ``batch_size`` inbox items created before ``cutoff`` (retention), read
+    off the ``created_at`` index; returns how many. The caller commits each batch."""
+    doomed = (
+        select(InboxItem.delivery_id)
+        .where(InboxItem.created_at < cutoff)
+        .limit(batch_size)
+        .scalar_subquery()
+    )
+    result = await session.execute(delete(InboxItem).where(InboxItem.delivery_id.in_(doomed)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Queries on user preferences and the push subscriptions users register."""
+"""Queries on user preferences."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from backend.db.models import PushSubscriptionRow, UserPreferences
+from backend.db.models import UserPreferences
 from backend.db.raw import Statement, driver_connection
 
 _PREFERENCES_OF = Statement(
-    "SELECT user_id, disabled_channels, disabled_event_types, quiet_start, quiet_end, timezone, "
-    "digest_cadence, updated_at FROM user_preferences WHERE user_id = ANY(CAST(:ids AS text[]))"
+    "SELECT user_id, disabled_channels, disabled_event_types, disabled_topics, quiet_start, "
+    "quiet_end, timezone, digest_cadence, updated_at FROM user_preferences "
+    "WHERE user_id = ANY(CAST(:ids AS text[]))"
 )
 
 
@@ -29,35 +30,6 @@ async def preferences_of(
     async with driver_connection(engine) as conn:
         rows = await _PREFERENCES_OF.fetch(conn, {"ids": list(user_ids)})
     return {row["user_id"]: UserPreferences(**dict(row)) for row in rows}
-
-
-class PushSubscriptionRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def for_users(self, user_ids: Sequence[str]) -> list[PushSubscriptionRow]:
-        if not user_ids:
-            return []
-        stmt = select(PushSubscriptionRow).where(PushSubscriptionRow.user_id.in_(user_ids))
-        return list((await self.session.execute(stmt)).scalars())
-
-    async def upsert(self, *, user_id: str, endpoint: str, p256dh: str, auth: str) -> None:
-        stmt = (
-            insert(PushSubscriptionRow)
-            .values(user_id=user_id, endpoint=endpoint, p256dh=p256dh, auth=auth)
-            .on_conflict_do_update(
-                index_elements=[PushSubscriptionRow.endpoint],
-                set_={"user_id": user_id, "p256dh": p256dh, "auth": auth},
-            )
-        )
-        await self.session.execute(stmt)
-
-    async def delete(self, *, endpoints: Sequence[str], user_id: str | None = None) -> int:
-        stmt = delete(PushSubscriptionRow).where(PushSubscriptionRow.endpoint.in_(endpoints))
-        if user_id is not None:
-            stmt = stmt.where(PushSubscriptionRow.user_id == user_id)
-        result = await self.session.execute(stmt)
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class PreferenceRepository:
@@ -93,3 +65,9 @@ class PreferenceRepository:
         row = (await self.session.execute(stmt)).scalar_one()
         await self.session.refresh(row)
         return row
+
+
+async def forget_user(session: AsyncSession, user_id: str) -> int:
+    """Delete the user's preferences; returns 1 when they had any, else 0."""
+    stmt = delete(UserPreferences).where(UserPreferences.user_id == user_id)
+    return int((await session.execute(stmt)).rowcount or 0)  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ from backend.db.repositories.preferences import preferences_of
 from backend.observability import metrics
 from backend.services import digests as digest_service
 from backend.services import task_messages
+from backend.services import topics as topic_service
 from backend.services.deliveries.claims import preclaimed
 from backend.services.deliveries.context import DeliveryContext, chunks
 from backend.services.deliveries.records import NAMESPACE, announce, delivery_id, delivery_update
@@ -85,6 +86,9 @@ async def record_dispatch(
     # Millisecond precision, as MongoDB keeps it: a record sent from memory (``send_claimed``)
     # must carry the very updated_at the store holds for its compare-and-set.
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    if envelope.topic_page is not None:
+        parts = await _topic_page_parts(ctx, session, envelope)
+        return Dispatched(envelope, DispatchSummary(0, 0, parts=len(parts)), now, parts=parts)
     user_ids = list(envelope.recipients)
     if split and len(user_ids) > ctx.settings.dispatch_part_size and envelope.part is None:
         # A broadcast: its parts go back on the dispatch queue, one message each, for every
@@ -99,11 +103,14 @@ async def record_dispatch(
     preferences: dict[str, UserPreferences] = {}
     if not envelope.critical:
         preferences = await preferences_of(ctx.engine, user_ids)
+    topic_out = await _topic_opt_outs(session, envelope, preferences)
     if envelope.digest and not envelope.critical:
-        user_ids = await _collect_for_digests(session, envelope, user_ids, preferences, now)
+        collectable = [u for u in user_ids if u not in topic_out]
+        now_ids = await _collect_for_digests(session, envelope, collectable, preferences, now)
+        user_ids = now_ids + [u for u in user_ids if u in topic_out]
         if not user_ids:
             return Dispatched(envelope, DispatchSummary(queued=0, skipped=0), now)
-    plan = await _plan(ctx, envelope, user_ids, preferences, now)
+    plan = await _plan(ctx, envelope, user_ids, preferences, now, topic_out)
     here = plan.sent_here(ctx.settings.delivery_batch_size)
     stored = await _store(ctx, envelope, plan, here, redelivered=redelivered, now=now)
     if plan.held:
@@ -132,6 +139,52 @@ async def send_dispatched(
         for sent in await _send_and_enqueue(ctx, envelope, plan, dispatched.here, stored, profiles):
             outcome.add(sent)
     return outcome
+
+
+async def _topic_page_parts(
+    ctx: DeliveryContext, session: AsyncSession, envelope: Envelope
+) -> list[Envelope]:
+    """Expand one page of the targeted topics' members (keyset over their union, so a user in
+    two topics comes once) into a dispatch part, the way a broadcast is split into parts; the
+    event's listed users go on with the first page, and a full page hands on the next. A page
+    expanded twice hands on the same parts: their deliveries have the same ids."""
+    assert envelope.topic_page is not None and envelope.topics
+    size = ctx.settings.dispatch_part_size
+    found = await topic_service.members_page(
+        session, topic_keys=envelope.topics, after=envelope.topic_after or None, size=size + 1
+    )
+    page = found[:size]
+    listed = set(envelope.recipients)
+    plain = {"topic_page": None, "topic_after": None}
+    parts: list[Envelope] = []
+    if envelope.topic_page == 0 and listed:
+        # Listed users are sent to as such: topic opt-outs do not apply to them.
+        parts.append(envelope.for_users(envelope.recipients, **plain))
+    members = [u for u in page if u not in listed]
+    if members:
+        parts.append(
+            envelope.for_users(members, via_topics=True, part=envelope.topic_page, **plain)
+        )
+    if len(found) > size:
+        parts.append(
+            envelope.for_users(
+                envelope.recipients, topic_page=envelope.topic_page + 1, topic_after=page[-1]
+            )
+        )
+    return parts
+
+
+async def _topic_opt_outs(
+    session: AsyncSession, envelope: Envelope, preferences: Mapping[str, UserPreferences]
+) -> dict[str, str]:
+    """Users reached through topics who opted out of them, with the reason."""
+    if not envelope.via_topics or not envelope.topics or envelope.critical:
+        return {}
+    return await topic_service.topic_opt_outs(
+        session,
+        topic_keys=envelope.topics,
+        disabled={u: p.disabled_topics for u, p in preferences.items() if p.disabled_topics},
+    )
 
 
 async def _collect_for_digests(
@@ -188,9 +241,10 @@ async def _plan(
     user_ids: list[str],
     preferences: Mapping[str, UserPreferences],
     now: datetime,
+    topic_out: Mapping[str, str],
 ) -> _Plan:
     """One record per user and channel: skipped (opted out, over a limit), held for quiet
-    hours, or queued."""
+    hours, or queued. ``topic_out``: users skipped for their topic opt-outs, with why."""
     event_id, channels = envelope.id, list(envelope.channels)
     # A released quiet-hours hold comes back here marked, and is not held again.
     check_quiet = not envelope.critical and not envelope.quiet_released
@@ -206,19 +260,23 @@ async def _plan(
                 (delivery_id(event_id, u, c), u, c)
                 for u in user_ids
                 for c in channels
-                if _opted_out(envelope, preferences.get(u), c) is None
+                if u not in topic_out and _opted_out(envelope, preferences.get(u), c) is None
             ],
         )
     plan = _Plan()
     for user_id in user_ids:
         prefs = preferences.get(user_id)
-        type_opt_out = prefs is not None and envelope.type in prefs.disabled_event_types
+        type_opt_out = (
+            prefs is not None and envelope.type in prefs.disabled_event_types
+        ) or user_id in topic_out
         hold = held_until(prefs, now) if check_quiet else None
         if hold is not None and not type_opt_out:
             plan.held[hold].append(user_id)
         for channel in channels:
             did = delivery_id(event_id, user_id, channel)
-            reason = _opted_out(envelope, prefs, channel) or limited.get(did)
+            reason = (
+                topic_out.get(user_id) or _opted_out(envelope, prefs, channel) or limited.get(did)
+            )
             status = DeliveryStatus.SKIPPED if reason else DeliveryStatus.QUEUED
             note = reason
             if hold is not None and not reason:

@@ -32,11 +32,11 @@ from backend.channels.base import (
 from backend.db.history.base import Attempt, DeliveryRecord, DeliveryStatus, Rendered
 from backend.db.models import DeadLetter, Template
 from backend.db.repositories.dead_letters import DeadLetterRepository
-from backend.db.repositories.preferences import PushSubscriptionRepository
+from backend.db.repositories.recipients import RecipientAddressRepository
 from backend.errors import HeraldError, UnavailableError
 from backend.observability import metrics, tracing
 from backend.observability.logs import log_context
-from backend.services import task_messages, unsubscribe
+from backend.services import recipients, task_messages, unsubscribe
 from backend.services import templates as template_service
 from backend.services.deliveries.claims import claim
 from backend.services.deliveries.context import DeliveryContext
@@ -73,7 +73,9 @@ class BatchOutcome:
     dead: int = 0
     ignored: int = 0  # already handled by another task
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    expired_endpoints: list[str] = field(default_factory=list)  # push endpoints reported gone
+    # Push endpoints reported gone, with what the push service answered for each.
+    expired_endpoints: dict[str, str] = field(default_factory=dict)
+    used_endpoints: list[str] = field(default_factory=list)  # push endpoints that took a message
     retries: list[Retry] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)  # status changes to announce
 
@@ -86,7 +88,8 @@ class BatchOutcome:
         self.dead += other.dead
         self.ignored += other.ignored
         self.dead_letters.extend(other.dead_letters)
-        self.expired_endpoints.extend(other.expired_endpoints)
+        self.expired_endpoints.update(other.expired_endpoints)
+        self.used_endpoints.extend(other.used_endpoints)
         self.retries.extend(other.retries)
         self.updates.extend(other.updates)
 
@@ -179,9 +182,12 @@ async def send_batch(
 
 async def save_outcome(session: AsyncSession, outcome: BatchOutcome) -> None:
     """The outcome's PostgreSQL writes, in the caller's transaction: the dead letters, and the
-    push subscriptions the push service reported gone."""
+    push subscriptions the push service reported gone (disabled with its answer, so later
+    sends skip them)."""
     if outcome.expired_endpoints:
-        await PushSubscriptionRepository(session).delete(endpoints=outcome.expired_endpoints)
+        await recipients.disable_web_push(session, reasons=outcome.expired_endpoints)
+    if outcome.used_endpoints:
+        await recipients.mark_web_push_used(session, endpoints=outcome.used_endpoints)
     if outcome.dead_letters:
         await DeadLetterRepository(session).add(outcome.dead_letters)
 
@@ -272,12 +278,14 @@ class _Batch:
             template = await ctx.templates.get(session, self.envelope.template_slug)
             subscriptions: dict[str, list[PushSubscription]] = defaultdict(list)
             if self.channel is Channel.PUSH:
-                rows = await PushSubscriptionRepository(session).for_users(
-                    [r.user_id for r in mine]
+                rows = await RecipientAddressRepository(session).active(
+                    [r.user_id for r in mine], kind=recipients.AddressKind.WEB_PUSH.value
                 )
                 for row in rows:
                     subscriptions[row.user_id].append(
-                        PushSubscription(endpoint=row.endpoint, p256dh=row.p256dh, auth=row.auth)
+                        PushSubscription(
+                            endpoint=row.key, p256dh=row.value["p256dh"], auth=row.value["auth"]
+                        )
                     )
         given = profiles or {}
         wanted = list({r.user_id for r in mine if r.user_id not in given})
@@ -361,13 +369,20 @@ class _Batch:
                 result = await self.ctx.senders[channel].send(message)
         except (TransientChannelError, PermanentChannelError) as exc:
             # Push errors still name the subscriptions the push service reported gone.
-            self.outcome.expired_endpoints.extend(getattr(exc, "expired_endpoints", ()))
+            self._expired(
+                getattr(exc, "expired_endpoints", ()), getattr(exc, "expired_reasons", {})
+            )
             await self._record_provider_tries(record.id, exc.tries)
             await self._fail(record, exc, permanent=isinstance(exc, PermanentChannelError))
             return
         metrics.observe_send_latency(channel.value, time.perf_counter() - started)
         await self._record_provider_tries(record.id, result.failed_tries)
-        self.outcome.expired_endpoints.extend(result.expired_endpoints)
+        self._expired(result.expired_endpoints, result.expired_reasons)
+        self.outcome.used_endpoints.extend(
+            s.endpoint
+            for s in message.push_subscriptions
+            if s.endpoint not in result.expired_reasons
+        )
         await self.history.transition(
             record.id,
             DeliveryStatus.SENT,
@@ -378,6 +393,12 @@ class _Batch:
             attempt=Attempt(number=self.attempt, at=datetime.now(UTC), provider=result.provider),
         )
         self.outcome.sent += 1
+
+    def _expired(self, endpoints: Sequence[str], reasons: Mapping[str, str]) -> None:
+        for endpoint in endpoints:
+            self.outcome.expired_endpoints[endpoint] = reasons.get(
+                endpoint, "the push service reported the subscription gone"
+            )
 
     async def _record_provider_tries(self, delivery_id: str, tries: Sequence[ProviderTry]) -> None:
         """Providers that failed this attempt before the next one was tried (failover): one
