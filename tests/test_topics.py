@@ -358,3 +358,23 @@ async def test_forgetting_a_user_removes_their_memberships(session: AsyncSession
     assert await forget_user(session, "gone") == 2
     rows = await session.execute(text("SELECT user_id FROM topic_members"))
     assert [r[0] for r in rows] == ["kept"]
+
+
+async def test_admins_and_managers_list_the_topics_a_user_is_in(gql, settings, manager) -> None:
+    for key in ("alpha", "beta", "gamma"):
+        await gql(CREATE, {"input": {"key": key, "name": key.title()}}, token=manager)
+    await gql(ADD, {"key": "gamma", "ids": ["member-1"]}, token=manager)
+    await gql(ADD, {"key": "alpha", "ids": ["member-1", "member-2"]}, token=manager)
+    query = """query($id: ID!) { topicsOf(userId: $id) { key name memberCount } }"""
+
+    admin = token_for(settings, "admin", sub="admin-1")
+    for bearer in (manager, admin):
+        found = await gql(query, {"id": "member-1"}, token=bearer)
+        assert found["data"]["topicsOf"] == [
+            {"key": "alpha", "name": "Alpha", "memberCount": 2},
+            {"key": "gamma", "name": "Gamma", "memberCount": 1},
+        ]
+    assert (await gql(query, {"id": "nobody"}, token=manager))["data"]["topicsOf"] == []
+    for role in ("user", "service"):
+        refused = await gql(query, {"id": "member-1"}, token=token_for(settings, role, sub="x"))
+        assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
