@@ -19,6 +19,7 @@ import * as deadLetters from "./views/dead_letters.js";
 import * as live from "./views/live.js";
 import * as campaigns from "./views/campaigns.js";
 import * as campaign from "./views/campaign.js";
+import * as recipients from "./views/recipients.js";
 
 const ROUTES = [
   { pattern: /^\/overview$/, view: overview, nav: "overview", title: "Overview" },
@@ -31,6 +32,8 @@ const ROUTES = [
   { pattern: /^\/live$/, view: live, nav: "live", title: "Live feed" },
   { pattern: /^\/campaigns$/, view: campaigns, nav: "campaigns", title: "Campaigns" },
   { pattern: /^\/campaigns\/([^/]+)$/, view: campaign, nav: "campaigns", title: "Campaign", keys: ["id"] },
+  { pattern: /^\/recipients$/, view: recipients, nav: "recipients", title: "Recipients" },
+  { pattern: /^\/recipients\/([^/]+)$/, view: recipients.detail, nav: "recipients", title: "Recipient", keys: ["userId"] },
 ];
 const HOME = "#/overview";
 
