@@ -3,8 +3,8 @@
 // view can be shared; each row opens the campaign's own screen.
 
 import { graphql } from "../api.js";
-import { CAMPAIGN_STATUSES, buildQuery, campaignBadge, channelLabel, debounce, emptyState, h, pageTitle, setChildren, spinner, withProgress } from "../dom.js";
-import { setBanner } from "../errors.js";
+import { CAMPAIGN_STATUSES, buildQuery, campaignBadge, channelLabel, debounce, emptyState, h, pageTitle, setChildren, withProgress } from "../dom.js";
+import { pagedList } from "../paged_list.js";
 import { describeSchedule, formatInZone, fromNow } from "../schedule.js";
 
 const PAGE = 20;
@@ -43,11 +43,6 @@ export function nextRunCell(campaign) {
 }
 
 export function render(root, { query }) {
-  let disposed = false;
-  let cursor = null;
-  let shown = 0;
-  let seq = 0;
-
   const known = new Set(CAMPAIGN_STATUSES.map((s) => s.value));
   const chosen = new Set((query.status || "").split(",").filter((s) => known.has(s)));
 
@@ -77,7 +72,6 @@ export function render(root, { query }) {
   );
 
   // --- the list -------------------------------------------------------------------------
-  const banner = h("div", { class: "banner-slot", hidden: true });
   const body = h("tbody");
   const table = h(
     "table",
@@ -100,20 +94,36 @@ export function render(root, { query }) {
     ),
     body,
   );
-  const tableWrap = h("div", { class: "table-wrap" }, table);
-  const empty = h("div", { hidden: true });
-  const status = h("p", { class: "list-status", "aria-live": "polite" });
-  const more = h("button", { type: "button", class: "btn", id: "campaigns-more", hidden: true }, "Load more");
   const refreshButton = h("button", { type: "button", class: "btn small", id: "campaigns-refresh" }, "Refresh");
+  // The filter a first page was read with; the next pages keep it.
+  let current = null;
+  const list = pagedList({
+    tableWrap: h("div", { class: "table-wrap" }, table),
+    body,
+    columns: 7,
+    loading: "Loading campaigns…",
+    moreId: "campaigns-more",
+    noun: ["campaign", "campaigns"],
+    fetchPage: async (after) => {
+      if (!after) {
+        current = filter();
+        clearButton.hidden = !current;
+      }
+      return (await graphql(LIST, { filter: current, first: PAGE, after })).campaigns;
+    },
+    row,
+    emptyContent: () =>
+      current
+        ? emptyState("No campaigns match these filters.", "Choose other statuses or change the name you searched for.", h("button", { type: "button", class: "btn", onclick: () => clearButton.click() }, "Clear filters"))
+        : emptyState("No campaigns yet.", "A campaign sends a template to a list of users or to everyone, now, at a time, or on a schedule.", h("a", { class: "btn primary", href: "#/send?when=recurring" }, "Plan a campaign")),
+  });
+  const { load } = list;
 
   setChildren(
     root,
     h("div", { class: "page-head" }, pageTitle("Campaigns"), h("div", { class: "head-actions" }, refreshButton, h("a", { class: "btn primary", href: "#/send?when=recurring", id: "new-campaign" }, "New campaign"))),
     filters,
-    banner,
-    tableWrap,
-    empty,
-    h("div", { class: "list-foot" }, status, more),
+    list.parts,
   );
 
   function filter() {
@@ -146,48 +156,6 @@ export function render(root, { query }) {
     search.focus();
   });
 
-  async function load({ append = false } = {}) {
-    const mine = ++seq;
-    const f = filter();
-    if (!append) {
-      cursor = null;
-      shown = 0;
-      tableWrap.hidden = false;
-      empty.hidden = true;
-      setChildren(body, h("tr", {}, h("td", { colspan: "7" }, spinner("Loading campaigns…"))));
-    }
-    setBanner(banner, null);
-    let page;
-    try {
-      page = (await graphql(LIST, { filter: f, first: PAGE, after: append ? cursor : null })).campaigns;
-    } catch (error) {
-      if (mine !== seq || disposed) return;
-      if (!append) setChildren(body);
-      setBanner(banner, error, { retry: () => load({ append }) });
-      return;
-    }
-    if (mine !== seq || disposed) return;
-    if (!append) setChildren(body);
-    for (const { node } of page.edges) body.append(row(node));
-    shown += page.edges.length;
-    cursor = page.pageInfo.endCursor;
-    more.hidden = !page.pageInfo.hasNextPage;
-    clearButton.hidden = !f;
-    if (!shown) {
-      tableWrap.hidden = true;
-      empty.hidden = false;
-      setChildren(
-        empty,
-        f
-          ? emptyState("No campaigns match these filters.", "Choose other statuses or change the name you searched for.", h("button", { type: "button", class: "btn", onclick: () => clearButton.click() }, "Clear filters"))
-          : emptyState("No campaigns yet.", "A campaign sends a template to a list of users or to everyone, now, at a time, or on a schedule.", h("a", { class: "btn primary", href: "#/send?when=recurring" }, "Plan a campaign")),
-      );
-      status.textContent = f ? "No campaigns match." : "";
-    } else {
-      status.textContent = `Showing ${shown} campaign${shown === 1 ? "" : "s"}${page.pageInfo.hasNextPage ? "; there are more" : ""}.`;
-    }
-  }
-
   function row(c) {
     return h(
       "tr",
@@ -202,12 +170,10 @@ export function render(root, { query }) {
     );
   }
 
-  more.addEventListener("click", () => withProgress(more, "Loading…", () => load({ append: true })));
   refreshButton.addEventListener("click", () => withProgress(refreshButton, "Refreshing…", () => load()));
   load();
   return () => {
-    disposed = true;
-    seq++;
+    list.dispose();
     searchLater.cancel();
   };
 }

@@ -3,7 +3,8 @@
 
 import { graphql } from "../api.js";
 import { CHANNELS, STATUSES, buildQuery, channelLabel, emptyState, formatDateTime, fromLocalInput, h, pageTitle, setChildren, spinner, statusBadge, toLocalInput, withProgress } from "../dom.js";
-import { describeError, setBanner } from "../errors.js";
+import { describeError } from "../errors.js";
+import { pagedList } from "../paged_list.js";
 
 const PAGE = 25;
 // Everything the table and the drawer show.
@@ -28,10 +29,6 @@ const TEXT_FILTERS = [
 ];
 
 export function render(root, { query, ctx }) {
-  let disposed = false;
-  let cursor = null;
-  let shown = 0;
-  let seq = 0;
 
   // --- filters --------------------------------------------------------------------------
   const inputs = {};
@@ -93,7 +90,6 @@ export function render(root, { query, ctx }) {
   const filtered = Object.keys(filter).length > 0;
 
   // --- the list -------------------------------------------------------------------------
-  const banner = h("div", { class: "banner-slot", hidden: true });
   const body = h("tbody");
   const table = h(
     "table",
@@ -115,10 +111,20 @@ export function render(root, { query, ctx }) {
     ),
     body,
   );
-  const tableWrap = h("div", { class: "table-wrap" }, table);
-  const empty = h("div", { hidden: true });
-  const status = h("p", { class: "list-status", "aria-live": "polite" });
-  const more = h("button", { type: "button", class: "btn", hidden: true }, "Load more");
+  const list = pagedList({
+    tableWrap: h("div", { class: "table-wrap" }, table),
+    body,
+    columns: 6,
+    loading: "Loading deliveries…",
+    noun: ["delivery", "deliveries"],
+    fetchPage: async (after) => (await graphql(LIST, { filter: filtered ? filter : null, first: PAGE, after })).deliveries,
+    row,
+    emptyContent: () =>
+      filtered
+        ? emptyState("No deliveries match these filters.", "Widen the time range or clear a filter. A message just sent may take a moment to appear.", h("a", { class: "btn", href: "#/history" }, "Clear filters"))
+        : emptyState("Nothing has been delivered yet.", "Every message Herald sends, to every recipient and channel, will be listed here.", h("a", { class: "btn primary", href: "#/send" }, "Send a message")),
+  });
+  const { load } = list;
   const refresh = h("button", { type: "button", class: "btn small" }, "Refresh");
   const drawerSlot = h("div");
 
@@ -127,52 +133,9 @@ export function render(root, { query, ctx }) {
     h("div", { class: "page-head" }, pageTitle("History"), refresh),
     filtersForm,
     ignored.length ? h("div", { class: "alert alert-warning", role: "status" }, `Ignored filters that are not valid: ${ignored.join(", ")}.`) : null,
-    banner,
-    tableWrap,
-    empty,
-    h("div", { class: "list-foot" }, status, more),
+    list.parts,
     drawerSlot,
   );
-
-  async function load({ append = false } = {}) {
-    const mine = ++seq;
-    if (!append) {
-      cursor = null;
-      shown = 0;
-      tableWrap.hidden = false;
-      empty.hidden = true;
-      setChildren(body, h("tr", {}, h("td", { colspan: "6" }, spinner("Loading deliveries…"))));
-    }
-    setBanner(banner, null);
-    let page;
-    try {
-      page = (await graphql(LIST, { filter: filtered ? filter : null, first: PAGE, after: append ? cursor : null })).deliveries;
-    } catch (error) {
-      if (mine !== seq || disposed) return;
-      if (!append) setChildren(body);
-      setBanner(banner, error, { retry: () => load({ append }) });
-      return;
-    }
-    if (mine !== seq || disposed) return;
-    if (!append) setChildren(body);
-    for (const { node } of page.edges) body.append(row(node));
-    shown += page.edges.length;
-    cursor = page.pageInfo.endCursor;
-    more.hidden = !page.pageInfo.hasNextPage;
-    if (!shown) {
-      tableWrap.hidden = true;
-      empty.hidden = false;
-      setChildren(
-        empty,
-        filtered
-          ? emptyState("No deliveries match these filters.", "Widen the time range or clear a filter. A message just sent may take a moment to appear.", h("a", { class: "btn", href: "#/history" }, "Clear filters"))
-          : emptyState("Nothing has been delivered yet.", "Every message Herald sends, to every recipient and channel, will be listed here.", h("a", { class: "btn primary", href: "#/send" }, "Send a message")),
-      );
-      status.textContent = "";
-    } else {
-      status.textContent = `Showing ${shown} deliver${shown === 1 ? "y" : "ies"}${page.pageInfo.hasNextPage ? "; there are more" : ""}.`;
-    }
-  }
 
   function row(d) {
     const open = h("button", { type: "button", class: "link", "aria-label": `Open the delivery to ${d.userId} by ${channelLabel(d.channel)}, ${formatDateTime(d.createdAt)}` }, formatDateTime(d.createdAt));
@@ -308,12 +271,10 @@ export function render(root, { query, ctx }) {
       });
   }
 
-  more.addEventListener("click", () => withProgress(more, "Loading…", () => load({ append: true })));
   refresh.addEventListener("click", () => withProgress(refresh, "Refreshing…", () => load()));
   load();
   return () => {
-    disposed = true;
-    seq++;
+    list.dispose();
     closeDrawer?.();
   };
 }

@@ -6,7 +6,8 @@
 import { ERROR_FIELDS, graphql, unwrap } from "../api.js";
 import { openDialog } from "../dialog.js";
 import { buildQuery, channelLabel, emptyState, formatDateTime, h, pageTitle, setChildren, spinner, statusBadge, withProgress } from "../dom.js";
-import { describeError, errorBanner, setBanner } from "../errors.js";
+import { errorBanner, setBanner } from "../errors.js";
+import { pagedList } from "../paged_list.js";
 import { session } from "../session.js";
 
 const PAGE = 25;
@@ -89,9 +90,6 @@ const table = (id, caption, headings, body, className = "table compact") =>
 
 export function render(root, { query, ctx }) {
   let disposed = false;
-  let cursor = null;
-  let shown = 0;
-  let seq = 0;
   let pollTimer = null;
   const search = (query.search || "").trim();
 
@@ -110,12 +108,22 @@ export function render(root, { query, ctx }) {
   // Syncing (like forgetting) is for admins; managers read.
   const syncButton = session.hasRole("admin") ? h("button", { type: "button", class: "btn", id: "sync-recipients" }, "Sync from the auth service") : null;
   const syncBox = h("div", { id: "sync-progress", "aria-live": "polite", hidden: true });
-  const banner = h("div", { class: "banner-slot", hidden: true });
   const body = h("tbody");
-  const tableWrap = table("recipients-table", "Recipients by user id. Open one to see their profile, addresses and deliveries.", ["User id", "Name", "Email", "Source", "Refreshed"], body, "table clickable");
-  const empty = h("div", { hidden: true });
-  const status = h("p", { class: "list-status", "aria-live": "polite" });
-  const more = h("button", { type: "button", class: "btn", hidden: true, id: "recipients-more" }, "Load more");
+  const list = pagedList({
+    tableWrap: table("recipients-table", "Recipients by user id. Open one to see their profile, addresses and deliveries.", ["User id", "Name", "Email", "Source", "Refreshed"], body, "table clickable"),
+    body,
+    columns: 5,
+    loading: "Loading recipients…",
+    moreId: "recipients-more",
+    noun: ["recipient", "recipients"],
+    fetchPage: async (after) => (await graphql(LIST, { search: search || null, first: PAGE, after })).recipients,
+    row,
+    emptyContent: () =>
+      search
+        ? emptyState("No recipient matches this search.", "Search matches part of a user id, an email or a first or last name.", h("a", { class: "btn", href: "#/recipients" }, "Clear the search"))
+        : emptyState("No recipients yet.", "Sync the auth service's users, or let services identify them; users are also added on their first message."),
+  });
+  const { banner, load } = list;
 
   setChildren(
     root,
@@ -123,49 +131,8 @@ export function render(root, { query, ctx }) {
     h("p", { class: "lead" }, "The users Herald keeps a profile and addresses for, from the auth service or identified by a service."),
     form,
     syncBox,
-    banner,
-    tableWrap,
-    empty,
-    h("div", { class: "list-foot" }, status, more),
+    list.parts,
   );
-
-  async function load({ append = false } = {}) {
-    const mine = ++seq;
-    if (!append) {
-      cursor = null;
-      shown = 0;
-      tableWrap.hidden = false;
-      empty.hidden = true;
-      setChildren(body, h("tr", {}, h("td", { colspan: "5" }, spinner("Loading recipients…"))));
-    }
-    setBanner(banner, null);
-    let page;
-    try {
-      page = (await graphql(LIST, { search: search || null, first: PAGE, after: append ? cursor : null })).recipients;
-    } catch (error) {
-      if (mine !== seq || disposed) return;
-      if (!append) setChildren(body);
-      setBanner(banner, error, { retry: () => load({ append }) });
-      return;
-    }
-    if (mine !== seq || disposed) return;
-    if (!append) setChildren(body);
-    for (const { node } of page.edges) body.append(row(node));
-    shown += page.edges.length;
-    cursor = page.pageInfo.endCursor;
-    more.hidden = !page.pageInfo.hasNextPage;
-    tableWrap.hidden = !shown;
-    empty.hidden = Boolean(shown);
-    setChildren(
-      empty,
-      shown
-        ? null
-        : search
-          ? emptyState("No recipient matches this search.", "Search matches part of a user id, an email or a first or last name.", h("a", { class: "btn", href: "#/recipients" }, "Clear the search"))
-          : emptyState("No recipients yet.", "Sync the auth service's users, or let services identify them; users are also added on their first message."),
-    );
-    status.textContent = shown ? `Showing ${shown} recipient${shown === 1 ? "" : "s"}${page.pageInfo.hasNextPage ? "; there are more" : ""}.` : "";
-  }
 
   function row(r) {
     const link = h("a", { href: recipientHref(r.userId), class: "mono" }, r.userId);
@@ -239,11 +206,10 @@ export function render(root, { query, ctx }) {
     }
   });
 
-  more.addEventListener("click", () => withProgress(more, "Loading…", () => load({ append: true })));
   load();
   return () => {
     disposed = true;
-    seq++;
+    list.dispose();
     clearTimeout(pollTimer);
   };
 }
@@ -400,7 +366,7 @@ function renderDetail(root, { params, ctx }) {
     try {
       data = await graphql(RECIPIENT, { userId });
     } catch (error) {
-      if (!disposed) setChildren(content, errorBanner(describeError(error), { retry: load }));
+      if (!disposed) setChildren(content, errorBanner(error, { retry: load }));
       return;
     }
     if (disposed) return;
