@@ -104,6 +104,11 @@ class NotificationsPlan:
             source, leaves = update, self.read_change
         return {key: value(source) for key, value in leaves}
 
+    def result(self, update: InboxEntry | ReadChange) -> dict[str, Any]:
+        """The ``next`` message's payload for one item: what graphql-core's executor gives for
+        the subscription with the item as its event (tests/test_differential.py checks it)."""
+        return {"data": {self.key: self.project(update)}}
+
 
 def _serializer(field_type: Any, attribute: str) -> Callable[[Any], Any]:
     """The value graphql-core's executor would give for a leaf (or list of leaves) field."""
@@ -333,13 +338,12 @@ class LiveSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def _stream(
         self, operation: Operation[Context, None], plan: NotificationsPlan, stream: InboxStream
     ) -> None:
-        key, op_id = plan.key, operation.id
+        result, op_id = plan.result, operation.id
         send: Any = operation.send_operation_message  # the protocol's messages, as plain dicts
         close = functools.partial(close_socket, self.context)
         async with contextlib.aclosing(stream.updates(close)) as updates:
             async for update in updates:
-                payload = {"data": {key: plan.project(update)}}
-                await send({"id": op_id, "type": "next", "payload": payload})
+                await send({"id": op_id, "type": "next", "payload": result(update)})
         # The stream ends only when the socket was closed under it (token expired, too slow).
         with contextlib.suppress(Exception):
             await send({"id": op_id, "type": "complete"})

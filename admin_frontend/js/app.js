@@ -19,6 +19,8 @@ import * as deadLetters from "./views/dead_letters.js";
 import * as live from "./views/live.js";
 import * as campaigns from "./views/campaigns.js";
 import * as campaign from "./views/campaign.js";
+import * as topics from "./views/topics.js";
+import * as topic from "./views/topic.js";
 import * as recipients from "./views/recipients.js";
 
 const ROUTES = [
@@ -32,6 +34,8 @@ const ROUTES = [
   { pattern: /^\/live$/, view: live, nav: "live", title: "Live feed" },
   { pattern: /^\/campaigns$/, view: campaigns, nav: "campaigns", title: "Campaigns" },
   { pattern: /^\/campaigns\/([^/]+)$/, view: campaign, nav: "campaigns", title: "Campaign", keys: ["id"] },
+  { pattern: /^\/topics$/, view: topics, nav: "topics", title: "Topics" },
+  { pattern: /^\/topics\/([^/]+)$/, view: topic, nav: "topics", title: "Topic", keys: ["key"] },
   { pattern: /^\/recipients$/, view: recipients, nav: "recipients", title: "Recipients" },
   { pattern: /^\/recipients\/([^/]+)$/, view: recipients.detail, nav: "recipients", title: "Recipient", keys: ["userId"] },
 ];

@@ -174,6 +174,11 @@ export async function withProgress(button, label, work) {
   }
 }
 
+/** User ids (or topic keys) pasted separated by commas, semicolons, spaces or new lines. */
+export function splitIds(text) {
+  return text.split(/[\s,;]+/).filter(Boolean);
+}
+
 export function parseQuery(query) {
   const params = {};
   for (const [key, value] of new URLSearchParams(query || "")) params[key] = value;

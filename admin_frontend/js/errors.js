@@ -83,7 +83,7 @@ const FIELD_WORDS = {
 
 // Campaign messages that name the API's input shape; said the way the form asks.
 const PHRASES = [
-  [/^Give the audience as userIds or allUsers: true \(one of them\)$/, "Give the recipients' user ids, or choose All users."],
+  [/^Give the audience as userIds, allUsers: true or topics \(one of them\)$/, "Give the recipients' user ids, choose All users, or name topics."],
   [/^Give at most one of at, cron and everySeconds$/, "Choose one way to schedule it: at a time, on a cron schedule, or every N seconds."],
   [/^endAt and maxRuns apply to recurring schedules \(cron or everySeconds\)$/, "An end date and a maximum number of runs apply to recurring sends only."],
   [/^The time to send is in the past$/, "That time has passed: pick one in the future, or send now."],

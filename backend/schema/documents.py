@@ -135,6 +135,7 @@ class DocumentCache:
         self.rules = (*specified_rules, *rules)
         self.parse = lru_cache(maxsize=maxsize)(self._parse)
         self.validate = lru_cache(maxsize=maxsize)(self._validate)
+        self.checked = lru_cache(maxsize=maxsize)(self._checked)
         self.max_tokens = max_tokens
         self.max_expanded_fields = max_expanded_fields
 
@@ -151,6 +152,14 @@ class DocumentCache:
         # A syntax error raises (and is not cached); the text of a failing request rarely
         # repeats, and the error is cheap to find again.
         return parse(query, max_tokens=self.max_tokens)
+
+    def _checked(
+        self, schema: GraphQLSchema, query: str
+    ) -> tuple[DocumentNode, tuple[GraphQLError, ...]]:
+        """A document and its validation errors, by its text: a look-up by ``validate`` hashes
+        the whole syntax tree (graphql-core's nodes hash their fields), on every request."""
+        document = self.parse(query)
+        return document, tuple(self.validate(schema, document))
 
     def _validate(self, schema: GraphQLSchema, document: DocumentNode) -> list[GraphQLError]:
         limit = self.max_expanded_fields

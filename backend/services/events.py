@@ -229,6 +229,50 @@ async def _claim(ingestion: Ingestion, actor: Principal, prepared: _Prepared) ->
     )
 
 
+async def _claim_many(
+    ingestion: Ingestion, actor: Principal, batch: dict[int, _Prepared]
+) -> dict[int, Accepted | HeraldError | None]:
+    """:func:`_claim` for a batch, in input order, in two Redis round trips instead of one or
+    two per event: every SET NX in one pipeline, then a GET for each key already taken. Two
+    events of the batch with one key: the first claims it, the second is its duplicate."""
+    keyed = [(i, p) for i, p in batch.items() if p.idempotency_key is not None]
+    outcomes: dict[int, Accepted | HeraldError | None] = {i: None for i in batch}
+    if not keyed:
+        return outcomes
+    keys = [_idempotency_redis_key(actor, p.idempotency_key or "") for _, p in keyed]
+    ttl = ingestion.settings.idempotency_ttl_seconds
+    try:
+        async with ingestion.redis.pipeline(transaction=False) as pipe:
+            for key, (_, p) in zip(keys, keyed, strict=True):
+                pipe.set(key, p.envelope.id, nx=True, ex=ttl)
+            claimed = await pipe.execute()
+        taken = [n for n, ok in enumerate(claimed) if not ok]
+        existing: list[Any] = []
+        if taken:
+            async with ingestion.redis.pipeline(transaction=False) as pipe:
+                for n in taken:
+                    pipe.get(keys[n])
+                existing = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        error = UnavailableError(
+            "Idempotency keys cannot be checked right now (Redis is unavailable); retry later"
+        )
+        error.__cause__ = exc
+        return {i: (error if p.idempotency_key is not None else None) for i, p in batch.items()}
+    for n, value in zip(taken, existing, strict=True):
+        i, p = keyed[n]
+        if value is None:  # expired between SET and GET: claim it on its own
+            try:
+                outcomes[i] = await _claim(ingestion, actor, p)
+            except HeraldError as exc:
+                outcomes[i] = exc
+            continue
+        outcomes[i] = Accepted(
+            event_id=value.decode() if isinstance(value, bytes) else str(value), duplicate=True
+        )
+    return outcomes
+
+
 async def _release(ingestion: Ingestion, actor: Principal, prepared: _Prepared) -> None:
     if prepared.idempotency_key is None:
         return
@@ -292,16 +336,11 @@ async def accept_events(
         except HeraldError as exc:
             results[i] = exc
     to_send: list[int] = []
-    for i, p in prepared.items():
-        try:
-            duplicate = await _claim(ingestion, actor, p)
-        except HeraldError as exc:
-            results[i] = exc
-            continue
-        if duplicate is not None:
-            results[i] = duplicate
-        else:
+    for i, claim in (await _claim_many(ingestion, actor, prepared)).items():
+        if claim is None:
             to_send.append(i)
+        else:
+            results[i] = claim
     scheduled = [i for i in to_send if prepared[i].due_at is not None]
     immediate = [i for i in to_send if prepared[i].due_at is None]
     for i in scheduled:

@@ -244,7 +244,7 @@ async def test_a_validation_error_is_shown_at_its_field(
     await page.check("#send-channel-EMAIL")
     await page.click("#send-submit")
     await expect(page.locator("#send-recipients-error")).to_contain_text(
-        "Give 1 or more non-empty user ids"
+        "Give 1 or more user ids, or topics to send to"
     )
     await expect(page.locator("#send-recipients")).to_be_focused()
     # Bad JSON is caught before it is sent.
@@ -431,11 +431,19 @@ async def test_the_page_is_keyboard_reachable(page: Page, stack: Stack, admin_to
     # The main navigation is reachable with Tab from the top of the page (the skip link).
     await page.focus(".skip-link")
     reached = set()
-    for _ in range(12):
+    for _ in range(13):
         await page.keyboard.press("Tab")
         reached.add(await page.evaluate("document.activeElement.dataset.nav || ''"))
-    assert {"templates", "send", "campaigns", "history", "dead-letters", "live"} <= reached
-    assert "recipients" in reached
+    assert {
+        "templates",
+        "send",
+        "campaigns",
+        "topics",
+        "recipients",
+        "history",
+        "dead-letters",
+        "live",
+    } <= reached
     # The skip link jumps past the header to the screen.
     await page.focus(".skip-link")
     await page.keyboard.press("Enter")

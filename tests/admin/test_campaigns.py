@@ -219,7 +219,7 @@ async def test_schedule_errors_are_shown_at_their_fields(
     await page.fill("#send-recipients", "")
     await page.click("#send-submit")
     await expect(page.locator("#send-recipients-error")).to_have_text(
-        "Give the recipients' user ids, or choose All users."
+        "Give the recipients' user ids, choose All users, or name topics."
     )
     await expect(page.locator("#send-timezone-error")).to_be_hidden()
 

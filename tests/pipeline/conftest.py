@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tests.conftest import (
     GraphQL,
     free_port,
 )
+from tests.factories import CREATE_TEMPLATE
 from tests.pipeline.servers import FAULT_REPORTS, HttpRecorder, start_http, start_smtp
 from tests.processes import Process
 
@@ -143,6 +145,26 @@ def beat(worker_env, worker) -> Iterator[Process]:
     process = Process(["beat"], worker_env, ready="beat: Starting")
     yield process
     process.stop()
+
+
+async def in_app_template(graphql: GraphQL, token: str) -> str:
+    """A new in-app template ("Hi {{ user.first_name }}", the payload's ``offer``): its slug."""
+    slug = f"promo-{uuid.uuid4().hex[:8]}"
+    content = [
+        {
+            "channel": "IN_APP",
+            "locale": "en",
+            "title": "Hi {{ user.first_name }}",
+            "body": "{{ payload.offer }}",
+        }
+    ]
+    body = await graphql(
+        CREATE_TEMPLATE,
+        {"input": {"slug": slug, "name": "Promo", "description": "", "content": content}},
+        token=token,
+    )
+    assert body["data"]["createTemplate"]["__typename"] == "Template", body
+    return slug
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from sqlalchemy import text
 from backend.workers.celery_app import create_celery
 from backend.workers.schedules import armed_at
 from tests.conftest import TEST_REDIS_URL
-from tests.factories import CREATE_TEMPLATE, token_for
+from tests.factories import token_for
+from tests.pipeline.conftest import in_app_template
 from tests.pipeline.servers import eventually
 from tests.processes import Process
 
@@ -45,22 +46,7 @@ def admin(settings: Any) -> str:
 
 @pytest.fixture
 async def template(e2e: Any, admin: str) -> str:
-    slug = f"promo-{uuid.uuid4().hex[:8]}"
-    content = [
-        {
-            "channel": "IN_APP",
-            "locale": "en",
-            "title": "Hi {{ user.first_name }}",
-            "body": "{{ payload.offer }}",
-        }
-    ]
-    body = await e2e(
-        CREATE_TEMPLATE,
-        {"input": {"slug": slug, "name": "Promo", "description": "", "content": content}},
-        token=admin,
-    )
-    assert body["data"]["createTemplate"]["__typename"] == "Template", body
-    return slug
+    return await in_app_template(e2e, admin)
 
 
 async def create(e2e: Any, admin: str, template: str, **overrides: Any) -> dict[str, Any]:

@@ -414,3 +414,37 @@ async def test_a_dead_workers_deliveries_are_taken_over_once(e2e, settings, smtp
     await eventually(sent)
     await asyncio.sleep(1)
     assert len(smtp.to("dana@example.com")) - before == 1
+
+
+async def test_bulk_send_events_with_idempotency_keys(e2e, settings):
+    """A key claimed earlier, a key repeated within the batch, and no key at all: each event
+    gets the answer it would get sent on its own, in input order."""
+    token = token_for(settings, "service")
+    query = (
+        "mutation($inputs: [EventInput!]!) { sendEvents(inputs: $inputs) { "
+        "... on EventBatch { accepted results { ... on EventAccepted { eventId duplicate } } } } }"
+    )
+    first_key, batch_key = f"bulk-key-{uuid.uuid4()}", f"bulk-key-{uuid.uuid4()}"
+
+    def event(n: int, key: str | None) -> dict[str, object]:
+        return {
+            "type": "user_registered",
+            "userIds": [f"bulk-key-user-{n}"],
+            "channels": ["IN_APP"],
+            "idempotencyKey": key,
+        }
+
+    earlier = await e2e(query, {"inputs": [event(0, first_key)]}, token=token)
+    earlier_id = earlier["data"]["sendEvents"]["results"][0]["eventId"]
+    result = await e2e(
+        query,
+        {"inputs": [event(1, batch_key), event(2, first_key), event(3, None), event(4, batch_key)]},
+        token=token,
+    )
+    batch = result["data"]["sendEvents"]
+    results = batch["results"]
+    assert batch["accepted"] == 4
+    assert [r["duplicate"] for r in results] == [False, True, False, True]
+    assert results[1]["eventId"] == earlier_id
+    assert results[3]["eventId"] == results[0]["eventId"]
+    assert results[2]["eventId"] not in (earlier_id, results[0]["eventId"])

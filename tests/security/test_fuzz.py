@@ -14,10 +14,9 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import Any
 
-import graphql
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +27,7 @@ from backend.auth import mint_token
 from backend.frameworks.strawberry_internals import graphql_core_schema
 from backend.schema.root import build_schema
 from tests.conftest import make_settings
+from tests.custom_scalars import CUSTOM_SCALARS
 from tests.factories import token_for
 from tests.security.conftest import rolled_back
 
@@ -48,48 +48,6 @@ LEAK = re.compile(
 TOKENS = ["none", "garbage", "expired", "admin", "manager", "service", "user"]
 
 COUNTS: Counter[str] = Counter()
-
-
-def _literal(value: Any) -> graphql.ValueNode:
-    """A Python value (from JSON) as a GraphQL literal."""
-    if value is None:
-        return graphql.NullValueNode()
-    if isinstance(value, bool):
-        return graphql.BooleanValueNode(value=value)
-    if isinstance(value, int):
-        return graphql.IntValueNode(value=str(value))
-    if isinstance(value, float):
-        return graphql.FloatValueNode(value=repr(value))
-    if isinstance(value, str):
-        return graphql.StringValueNode(value=value)
-    if isinstance(value, list):
-        return graphql.ListValueNode(values=tuple(_literal(v) for v in value))
-    return graphql.ObjectValueNode(
-        fields=tuple(
-            graphql.ObjectFieldNode(name=graphql.NameNode(value=k), value=_literal(v))
-            for k, v in value.items()
-        )
-    )
-
-
-_json_leaves = st.none() | st.booleans() | st.integers() | st.text(max_size=20)
-_json = st.recursive(
-    _json_leaves,
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(
-            st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True), children, max_size=4
-        )
-    ),
-    max_leaves=12,
-)
-_datetimes = st.one_of(
-    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
-    st.datetimes().map(lambda d: d.isoformat()),
-    st.text(max_size=30),
-).map(lambda s: graphql.StringValueNode(value=s))
-
-CUSTOM_SCALARS = {"JSON": _json.map(_literal), "DateTime": _datetimes}
 
 
 def _headers(settings: Any, token: str) -> dict[str, str]:

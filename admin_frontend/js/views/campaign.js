@@ -14,7 +14,7 @@ const RUN_FIELDS = "id kind status scheduledFor startedAt finishedAt recipients 
 const CAMPAIGN = `query Campaign($id: ID!) {
   campaign(id: $id) {
     id name status category templateSlug channels locale payload nextRunAt runsStarted createdBy createdAt updatedAt
-    audience { userIds allUsers size }
+    audience { userIds allUsers topics size }
     schedule { at cron timezone everySeconds endAt maxRuns description }
     runs { ${RUN_FIELDS} }
   }

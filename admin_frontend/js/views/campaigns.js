@@ -4,7 +4,7 @@
 
 import { graphql } from "../api.js";
 import { CAMPAIGN_STATUSES, buildQuery, campaignBadge, channelLabel, debounce, emptyState, h, pageTitle, setChildren, withProgress } from "../dom.js";
-import { pagedList } from "../paged_list.js";
+import { pagedTable } from "../paged.js";
 import { describeSchedule, formatInZone, fromNow } from "../schedule.js";
 
 const PAGE = 20;
@@ -12,7 +12,7 @@ const LIST = `query Campaigns($filter: CampaignFilter, $first: Int!, $after: Str
   campaigns(filter: $filter, first: $first, after: $after) {
     edges { node {
       id name status templateSlug channels nextRunAt runsStarted createdAt
-      audience { allUsers size }
+      audience { allUsers topics size }
       schedule { at cron timezone everySeconds endAt maxRuns }
     } }
     pageInfo { hasNextPage endCursor }
@@ -21,6 +21,7 @@ const LIST = `query Campaigns($filter: CampaignFilter, $first: Int!, $after: Str
 
 export function audienceWords(audience) {
   if (audience.allUsers) return "All users";
+  if (audience.topics?.length) return `Topic${audience.topics.length === 1 ? "" : "s"} ${audience.topics.join(", ")}`;
   const size = audience.size ?? 0;
   return `${size.toLocaleString()} user${size === 1 ? "" : "s"}`;
 }
@@ -43,6 +44,7 @@ export function nextRunCell(campaign) {
 }
 
 export function render(root, { query }) {
+
   const known = new Set(CAMPAIGN_STATUSES.map((s) => s.value));
   const chosen = new Set((query.status || "").split(",").filter((s) => known.has(s)));
 
@@ -72,6 +74,7 @@ export function render(root, { query }) {
   );
 
   // --- the list -------------------------------------------------------------------------
+  const banner = h("div", { class: "banner-slot", hidden: true });
   const body = h("tbody");
   const table = h(
     "table",
@@ -94,36 +97,20 @@ export function render(root, { query }) {
     ),
     body,
   );
+  const tableWrap = h("div", { class: "table-wrap" }, table);
+  const empty = h("div", { hidden: true });
+  const status = h("p", { class: "list-status", "aria-live": "polite" });
+  const more = h("button", { type: "button", class: "btn", id: "campaigns-more", hidden: true }, "Load more");
   const refreshButton = h("button", { type: "button", class: "btn small", id: "campaigns-refresh" }, "Refresh");
-  // The filter a first page was read with; the next pages keep it.
-  let current = null;
-  const list = pagedList({
-    tableWrap: h("div", { class: "table-wrap" }, table),
-    body,
-    columns: 7,
-    loading: "Loading campaigns…",
-    moreId: "campaigns-more",
-    noun: ["campaign", "campaigns"],
-    fetchPage: async (after) => {
-      if (!after) {
-        current = filter();
-        clearButton.hidden = !current;
-      }
-      return (await graphql(LIST, { filter: current, first: PAGE, after })).campaigns;
-    },
-    row,
-    emptyContent: () =>
-      current
-        ? emptyState("No campaigns match these filters.", "Choose other statuses or change the name you searched for.", h("button", { type: "button", class: "btn", onclick: () => clearButton.click() }, "Clear filters"))
-        : emptyState("No campaigns yet.", "A campaign sends a template to a list of users or to everyone, now, at a time, or on a schedule.", h("a", { class: "btn primary", href: "#/send?when=recurring" }, "Plan a campaign")),
-  });
-  const { load } = list;
 
   setChildren(
     root,
     h("div", { class: "page-head" }, pageTitle("Campaigns"), h("div", { class: "head-actions" }, refreshButton, h("a", { class: "btn primary", href: "#/send?when=recurring", id: "new-campaign" }, "New campaign"))),
     filters,
-    list.parts,
+    banner,
+    tableWrap,
+    empty,
+    h("div", { class: "list-foot" }, status, more),
   );
 
   function filter() {
@@ -156,6 +143,34 @@ export function render(root, { query }) {
     search.focus();
   });
 
+  const list = pagedTable({
+    body,
+    tableWrap,
+    empty,
+    more,
+    banner,
+    columns: 7,
+    loading: "Loading campaigns…",
+    fetch: async (after) => (await graphql(LIST, { filter: filter(), first: PAGE, after })).campaigns,
+    row,
+    done({ shown, hasMore }) {
+      const f = filter();
+      clearButton.hidden = !f;
+      if (!shown) {
+        setChildren(
+          empty,
+          f
+            ? emptyState("No campaigns match these filters.", "Choose other statuses or change the name you searched for.", h("button", { type: "button", class: "btn", onclick: () => clearButton.click() }, "Clear filters"))
+            : emptyState("No campaigns yet.", "A campaign sends a template to a list of users or to everyone, now, at a time, or on a schedule.", h("a", { class: "btn primary", href: "#/send?when=recurring" }, "Plan a campaign")),
+        );
+        status.textContent = f ? "No campaigns match." : "";
+      } else {
+        status.textContent = `Showing ${shown} campaign${shown === 1 ? "" : "s"}${hasMore ? "; there are more" : ""}.`;
+      }
+    },
+  });
+  const load = list.load;
+
   function row(c) {
     return h(
       "tr",
@@ -173,7 +188,7 @@ export function render(root, { query }) {
   refreshButton.addEventListener("click", () => withProgress(refreshButton, "Refreshing…", () => load()));
   load();
   return () => {
-    list.dispose();
+    list.stop();
     searchLater.cancel();
   };
 }

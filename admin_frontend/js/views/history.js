@@ -4,7 +4,7 @@
 import { graphql } from "../api.js";
 import { CHANNELS, STATUSES, buildQuery, channelLabel, emptyState, formatDateTime, fromLocalInput, h, pageTitle, setChildren, spinner, statusBadge, toLocalInput, withProgress } from "../dom.js";
 import { describeError } from "../errors.js";
-import { pagedList } from "../paged_list.js";
+import { pagedTable } from "../paged.js";
 
 const PAGE = 25;
 // Everything the table and the drawer show.
@@ -90,6 +90,7 @@ export function render(root, { query, ctx }) {
   const filtered = Object.keys(filter).length > 0;
 
   // --- the list -------------------------------------------------------------------------
+  const banner = h("div", { class: "banner-slot", hidden: true });
   const body = h("tbody");
   const table = h(
     "table",
@@ -111,20 +112,10 @@ export function render(root, { query, ctx }) {
     ),
     body,
   );
-  const list = pagedList({
-    tableWrap: h("div", { class: "table-wrap" }, table),
-    body,
-    columns: 6,
-    loading: "Loading deliveries…",
-    noun: ["delivery", "deliveries"],
-    fetchPage: async (after) => (await graphql(LIST, { filter: filtered ? filter : null, first: PAGE, after })).deliveries,
-    row,
-    emptyContent: () =>
-      filtered
-        ? emptyState("No deliveries match these filters.", "Widen the time range or clear a filter. A message just sent may take a moment to appear.", h("a", { class: "btn", href: "#/history" }, "Clear filters"))
-        : emptyState("Nothing has been delivered yet.", "Every message Herald sends, to every recipient and channel, will be listed here.", h("a", { class: "btn primary", href: "#/send" }, "Send a message")),
-  });
-  const { load } = list;
+  const tableWrap = h("div", { class: "table-wrap" }, table);
+  const empty = h("div", { hidden: true });
+  const status = h("p", { class: "list-status", "aria-live": "polite" });
+  const more = h("button", { type: "button", class: "btn", hidden: true }, "Load more");
   const refresh = h("button", { type: "button", class: "btn small" }, "Refresh");
   const drawerSlot = h("div");
 
@@ -133,9 +124,38 @@ export function render(root, { query, ctx }) {
     h("div", { class: "page-head" }, pageTitle("History"), refresh),
     filtersForm,
     ignored.length ? h("div", { class: "alert alert-warning", role: "status" }, `Ignored filters that are not valid: ${ignored.join(", ")}.`) : null,
-    list.parts,
+    banner,
+    tableWrap,
+    empty,
+    h("div", { class: "list-foot" }, status, more),
     drawerSlot,
   );
+
+  const list = pagedTable({
+    body,
+    tableWrap,
+    empty,
+    more,
+    banner,
+    columns: 6,
+    loading: "Loading deliveries…",
+    fetch: async (after) => (await graphql(LIST, { filter: filtered ? filter : null, first: PAGE, after })).deliveries,
+    row,
+    done({ shown, hasMore }) {
+      if (!shown) {
+        setChildren(
+          empty,
+          filtered
+            ? emptyState("No deliveries match these filters.", "Widen the time range or clear a filter. A message just sent may take a moment to appear.", h("a", { class: "btn", href: "#/history" }, "Clear filters"))
+            : emptyState("Nothing has been delivered yet.", "Every message Herald sends, to every recipient and channel, will be listed here.", h("a", { class: "btn primary", href: "#/send" }, "Send a message")),
+        );
+        status.textContent = "";
+      } else {
+        status.textContent = `Showing ${shown} deliver${shown === 1 ? "y" : "ies"}${hasMore ? "; there are more" : ""}.`;
+      }
+    },
+  });
+  const load = list.load;
 
   function row(d) {
     const open = h("button", { type: "button", class: "link", "aria-label": `Open the delivery to ${d.userId} by ${channelLabel(d.channel)}, ${formatDateTime(d.createdAt)}` }, formatDateTime(d.createdAt));
@@ -274,7 +294,7 @@ export function render(root, { query, ctx }) {
   refresh.addEventListener("click", () => withProgress(refresh, "Refreshing…", () => load()));
   load();
   return () => {
-    list.dispose();
+    list.stop();
     closeDrawer?.();
   };
 }

@@ -7,7 +7,7 @@ import { ERROR_FIELDS, graphql, unwrap } from "../api.js";
 import { openDialog } from "../dialog.js";
 import { buildQuery, channelLabel, emptyState, formatDateTime, h, pageTitle, setChildren, spinner, statusBadge, withProgress } from "../dom.js";
 import { errorBanner, setBanner } from "../errors.js";
-import { pagedList } from "../paged_list.js";
+import { pagedTable } from "../paged.js";
 import { session } from "../session.js";
 
 const PAGE = 25;
@@ -109,21 +109,33 @@ export function render(root, { query, ctx }) {
   const syncButton = session.hasRole("admin") ? h("button", { type: "button", class: "btn", id: "sync-recipients" }, "Sync from the auth service") : null;
   const syncBox = h("div", { id: "sync-progress", "aria-live": "polite", hidden: true });
   const body = h("tbody");
-  const list = pagedList({
-    tableWrap: table("recipients-table", "Recipients by user id. Open one to see their profile, addresses and deliveries.", ["User id", "Name", "Email", "Source", "Refreshed"], body, "table clickable"),
+  const banner = h("div", { class: "banner-slot", hidden: true });
+  const empty = h("div", { hidden: true });
+  const status = h("p", { class: "list-status", "aria-live": "polite" });
+  const more = h("button", { type: "button", class: "btn", hidden: true, id: "recipients-more" }, "Load more");
+  const tableWrap = table("recipients-table", "Recipients by user id. Open one to see their profile, addresses and deliveries.", ["User id", "Name", "Email", "Source", "Refreshed"], body, "table clickable");
+  const list = pagedTable({
     body,
+    tableWrap,
+    empty,
+    more,
+    banner,
     columns: 5,
     loading: "Loading recipients…",
-    moreId: "recipients-more",
-    noun: ["recipient", "recipients"],
-    fetchPage: async (after) => (await graphql(LIST, { search: search || null, first: PAGE, after })).recipients,
+    fetch: async (after) => (await graphql(LIST, { search: search || null, first: PAGE, after })).recipients,
     row,
-    emptyContent: () =>
-      search
-        ? emptyState("No recipient matches this search.", "Search matches part of a user id, an email or a first or last name.", h("a", { class: "btn", href: "#/recipients" }, "Clear the search"))
-        : emptyState("No recipients yet.", "Sync the auth service's users, or let services identify them; users are also added on their first message."),
+    done: ({ shown, hasMore }) => {
+      status.textContent = shown ? `Showing ${shown} recipient${shown === 1 ? "" : "s"}${hasMore ? "; there are more" : ""}.` : "";
+      if (shown) return;
+      setChildren(
+        empty,
+        search
+          ? emptyState("No recipient matches this search.", "Search matches part of a user id, an email or a first or last name.", h("a", { class: "btn", href: "#/recipients" }, "Clear the search"))
+          : emptyState("No recipients yet.", "Sync the auth service's users, or let services identify them; users are also added on their first message."),
+      );
+    },
   });
-  const { banner, load } = list;
+  const { load } = list;
 
   setChildren(
     root,
@@ -131,7 +143,10 @@ export function render(root, { query, ctx }) {
     h("p", { class: "lead" }, "The users Herald keeps a profile and addresses for, from the auth service or identified by a service."),
     form,
     syncBox,
-    list.parts,
+    banner,
+    tableWrap,
+    empty,
+    h("div", { class: "list-foot" }, status, more),
   );
 
   function row(r) {
@@ -209,7 +224,7 @@ export function render(root, { query, ctx }) {
   load();
   return () => {
     disposed = true;
-    list.dispose();
+    list.stop();
     clearTimeout(pollTimer);
   };
 }

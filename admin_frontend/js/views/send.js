@@ -4,7 +4,7 @@
 // (`createCampaign`), which the Campaigns screen lists with its runs.
 
 import { ERROR_FIELDS, graphql, unwrap } from "../api.js";
-import { CHANNELS, campaignBadge, channelLabel, formatDateTime, fromLocalInput, h, localTimeZone, pageTitle, setChildren, spinner, withProgress } from "../dom.js";
+import { CHANNELS, campaignBadge, channelLabel, formatDateTime, fromLocalInput, h, localTimeZone, pageTitle, setChildren, spinner, splitIds, withProgress } from "../dom.js";
 import { ApiError, describeError, setBanner, showFieldError } from "../errors.js";
 import { CronError } from "../cron.js";
 import { capitalize, cronWords, describeSchedule, formatInZone, isTimeZone, upcoming } from "../schedule.js";
@@ -12,6 +12,7 @@ import { capitalize, cronWords, describeSchedule, formatInZone, isTimeZone, upco
 const OPTIONS = `query SendOptions {
   templates(first: 100) { edges { node { slug name variables content { channel locale } } } pageInfo { hasNextPage } }
   eventTypes { name description templateSlug channels critical builtin }
+  topics(first: 100) { edges { node { key name memberCount } } }
 }`;
 const SEND = `mutation SendEvent($input: EventInput!) {
   sendEvent(input: $input) { __typename ... on EventAccepted { eventId duplicate scheduledFor } ${ERROR_FIELDS} }
@@ -56,7 +57,7 @@ function validationError(message, field) {
 
 export function render(root, { query, ctx }) {
   let disposed = false;
-  let options = { templates: [], eventTypes: [], more: false, loaded: false };
+  let options = { templates: [], eventTypes: [], topics: [], more: false, loaded: false };
 
   const banner = h("div", { class: "banner-slot", hidden: true });
   const result = h("div", { id: "send-result", "aria-live": "polite" });
@@ -90,9 +91,20 @@ export function render(root, { query, ctx }) {
     "aria-describedby": "send-recipients-help send-recipients-error",
   });
   const recipientsError = fieldError("send-recipients-error");
-  const someUsers = radio("recipients", "some", "These users", { checked: query.recipients !== "all" });
+  const someUsers = radio("recipients", "some", "These users", { checked: !["all", "topics"].includes(query.recipients) });
   const allUsers = radio("recipients", "all", "All users", { checked: query.recipients === "all" });
+  const byTopics = radio("recipients", "topics", "Topics", { checked: query.recipients === "topics" });
   const recipientsHelp = h("p", { id: "send-recipients-help", class: "help" });
+  const topicsInput = h("input", {
+    id: "send-topics",
+    class: "mono",
+    autocomplete: "off",
+    spellcheck: "false",
+    value: query.topics || "",
+    placeholder: "topic keys, separated by commas",
+    "aria-describedby": "send-recipients-help send-recipients-error",
+  });
+  const topicChoices = h("div", { class: "examples", role: "group", "aria-label": "Topics" });
 
   // Payload
   const payloadInput = h("textarea", { id: "send-payload", rows: "6", spellcheck: "false", "aria-describedby": "send-payload-help send-payload-error" });
@@ -244,9 +256,12 @@ export function render(root, { query, ctx }) {
           "fieldset",
           { class: "card" },
           h("legend", {}, "Recipients"),
-          h("div", { class: "choices" }, someUsers.el, allUsers.el),
+          h("div", { class: "choices" }, someUsers.el, allUsers.el, byTopics.el),
           h("label", { for: "send-recipients", class: "visually-hidden" }, "Recipient user ids"),
           recipientsInput,
+          h("label", { for: "send-topics", class: "visually-hidden" }, "Topic keys"),
+          topicsInput,
+          topicChoices,
           recipientsHelp,
           recipientsError,
         ),
@@ -335,11 +350,16 @@ export function render(root, { query, ctx }) {
       if (e && !nameEdited) nameInput.value = e.name;
     }
 
-    recipientsInput.disabled = allUsers.input.checked;
-    recipientsInput.hidden = allUsers.input.checked;
+    recipientsInput.disabled = !someUsers.input.checked;
+    recipientsInput.hidden = !someUsers.input.checked;
+    topicsInput.disabled = !byTopics.input.checked;
+    topicsInput.hidden = !byTopics.input.checked;
+    topicChoices.hidden = !byTopics.input.checked || !options.topics.length;
     recipientsHelp.textContent = allUsers.input.checked
       ? "Everyone your auth service lists, fetched page by page when each run starts. Users who opted out are skipped."
-      : "The ids your auth service gives users, e.g. demo-manager. Up to 1,000 for a one-off send; a campaign takes up to 100,000.";
+      : byTopics.input.checked
+        ? "The members of these topics, each once however many of the topics they are in. Users who opted out of all of them are skipped."
+        : "The ids your auth service gives users, e.g. demo-manager. Up to 1,000 for a one-off send; a campaign takes up to 100,000.";
 
     sendAtInput.disabled = !later.input.checked;
     sendAtBlock.hidden = !later.input.checked;
@@ -445,7 +465,7 @@ export function render(root, { query, ctx }) {
     for (const box of channelBoxes) box.input.checked = e.channels.includes(box.value);
   }
 
-  for (const r of [byTemplate, byEventType, now, later, recurring, someUsers, allUsers, byCron, byInterval]) {
+  for (const r of [byTemplate, byEventType, now, later, recurring, someUsers, allUsers, byTopics, byCron, byInterval]) {
     r.input.addEventListener("change", () => {
       if (r === byEventType) checkEventTypeChannels();
       refresh();
@@ -470,6 +490,7 @@ export function render(root, { query, ctx }) {
         templates: data.templates.edges.map((e) => e.node),
         more: data.templates.pageInfo.hasNextPage,
         eventTypes: data.eventTypes,
+        topics: data.topics.edges.map((e) => e.node),
         loaded: true,
       };
     } catch (error) {
@@ -487,6 +508,17 @@ export function render(root, { query, ctx }) {
       eventTypeSelect,
       h("option", { value: "" }, "Choose an event type…"),
       options.eventTypes.map((e) => h("option", { value: e.name, selected: e.name === query.eventType }, e.name)),
+    );
+    setChildren(
+      topicChoices,
+      h("span", { class: "help" }, "Add:"),
+      options.topics.map((t) =>
+        h("button", { type: "button", class: "btn chip-button", "data-topic": t.key, title: `${t.name}: ${t.memberCount} members`, onclick: () => {
+          const keys = splitIds(topicsInput.value);
+          if (!keys.includes(t.key)) topicsInput.value = [...keys, t.key].join(", ");
+          topicsInput.focus();
+        } }, t.key),
+      ),
     );
     checkEventTypeChannels();
     refresh();
@@ -534,7 +566,9 @@ export function render(root, { query, ctx }) {
     }
     if (field === "templateSlug") return mode() === "template" ? place(templateError, templateSelect) : place(eventTypeError, eventTypeSelect);
     if (field === "channels") return place(channelsError, channelBoxes.find((b) => !b.input.disabled)?.input);
-    if (field === "userIds" || field === "audience" || field.startsWith("audience.")) return place(recipientsError, allUsers.input.checked ? allUsers.input : recipientsInput);
+    if (field === "userIds" || field === "topics" || field === "audience" || field.startsWith("audience.")) {
+      return place(recipientsError, allUsers.input.checked ? allUsers.input : byTopics.input.checked ? topicsInput : recipientsInput);
+    }
     if (field === "payload" || field.startsWith("payload.") || field.startsWith("payload[")) return place(payloadError, payloadInput);
     if (field === "sendAt" || field === "schedule.at") return place(sendAtError, sendAtInput);
     if (field === "schedule.cron") return place(cronError, cronInput);
@@ -580,7 +614,13 @@ export function render(root, { query, ctx }) {
     return at;
   }
 
-  const recipientIds = () => recipientsInput.value.split(/[\s,;]+/).filter(Boolean);
+  const recipientIds = () => splitIds(recipientsInput.value);
+
+  function topicKeys() {
+    const keys = splitIds(topicsInput.value);
+    if (!keys.length) throw validationError("Name one or more topics, or pick them below.", "topics");
+    return keys;
+  }
 
   /** The EventInput from the form; throws ApiError (with `field`) for what the page can check itself. */
   function readEventInput() {
@@ -598,7 +638,8 @@ export function render(root, { query, ctx }) {
       const same = picked.length === e.channels.length && picked.every((c) => e.channels.includes(c));
       if (!same) input.channels = picked;
     }
-    input.userIds = recipientIds();
+    if (byTopics.input.checked) input.topics = topicKeys();
+    else input.userIds = recipientIds();
     const payload = readPayload();
     if (payload !== undefined) input.payload = payload;
     if (later.input.checked) input.sendAt = readSendAt("sendAt");
@@ -629,7 +670,7 @@ export function render(root, { query, ctx }) {
       input.category = e.name;
     }
     input.channels = readChannels();
-    input.audience = allUsers.input.checked ? { allUsers: true } : { userIds: recipientIds() };
+    input.audience = allUsers.input.checked ? { allUsers: true } : byTopics.input.checked ? { topics: topicKeys() } : { userIds: recipientIds() };
     const payload = readPayload();
     if (payload !== undefined) input.payload = payload;
     if (localeInput.value.trim()) input.locale = localeInput.value.trim();
@@ -688,8 +729,8 @@ export function render(root, { query, ctx }) {
   });
 
   function showAccepted(accepted, input) {
-    const count = input.userIds.length;
-    const who = `${count} recipient${count === 1 ? "" : "s"}`;
+    const count = input.userIds?.length ?? 0;
+    const who = input.topics ? `the members of ${input.topics.join(", ")}` : `${count} recipient${count === 1 ? "" : "s"}`;
     const text = accepted.scheduledFor
       ? `Scheduled for ${formatDateTime(accepted.scheduledFor)} to ${who}.`
       : accepted.duplicate
