@@ -21,6 +21,7 @@ import * as campaigns from "./views/campaigns.js";
 import * as campaign from "./views/campaign.js";
 import * as topics from "./views/topics.js";
 import * as topic from "./views/topic.js";
+import * as recipients from "./views/recipients.js";
 
 const ROUTES = [
   { pattern: /^\/overview$/, view: overview, nav: "overview", title: "Overview" },
@@ -35,6 +36,8 @@ const ROUTES = [
   { pattern: /^\/campaigns\/([^/]+)$/, view: campaign, nav: "campaigns", title: "Campaign", keys: ["id"] },
   { pattern: /^\/topics$/, view: topics, nav: "topics", title: "Topics" },
   { pattern: /^\/topics\/([^/]+)$/, view: topic, nav: "topics", title: "Topic", keys: ["key"] },
+  { pattern: /^\/recipients$/, view: recipients, nav: "recipients", title: "Recipients" },
+  { pattern: /^\/recipients\/([^/]+)$/, view: recipients.detail, nav: "recipients", title: "Recipient", keys: ["userId"] },
 ];
 const HOME = "#/overview";
 

@@ -67,7 +67,9 @@ def _quiet_hours(
     )
 
 
-@strawberry.field(description="Your notification preferences (admins: anyone's, with `userId`).")
+@strawberry.field(
+    description="Your notification preferences (admins and managers: anyone's, with `userId`)."
+)
 async def preferences(info: Info, user_id: strawberry.ID | None = None) -> Preferences:
     async def work(session: AsyncSession, actor: Principal) -> Preferences:
         result = await preference_service.get_preferences(

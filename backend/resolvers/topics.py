@@ -34,6 +34,7 @@ Info = strawberry.Info[Context, Any]
 
 MANAGE_TOPICS = MANAGE_TEMPLATES
 MANAGE_MEMBERS = frozenset({Role.ADMIN, Role.MANAGER, Role.SERVICE})
+READ_MEMBERSHIPS = frozenset({Role.ADMIN, Role.MANAGER})
 
 
 def _topic(info: Info, row: topic_service.Topic) -> Topic:
@@ -78,6 +79,15 @@ async def topic(info: Info, key: str) -> Topic | None:
         return _topic(info, row) if row is not None else None
 
     return await read(info, MANAGE_MEMBERS, work)
+
+
+@strawberry.field(description="The topics a user is in, by key. Admins, managers.")
+async def topics_of(info: Info, user_id: strawberry.ID) -> list[Topic]:
+    async def work(session: AsyncSession, _: Principal) -> list[Topic]:
+        rows = await topic_service.memberships_of(session, user_id=str(user_id))
+        return [_topic(info, row) for row in rows]
+
+    return await read(info, READ_MEMBERSHIPS, work)
 
 
 @strawberry.field(description="The topics you may join yourself, and whether you are in them.")
@@ -172,7 +182,7 @@ async def unsubscribe_topic(info: Info, key: str) -> TopicSubscriptionResult:
     return await mutate(info, None, work)  # type: ignore[return-value]
 
 
-Query = create_type("Query", [topics, topic, my_topics])
+Query = create_type("Query", [topics, topic, topics_of, my_topics])
 Mutation = create_type(
     "Mutation",
     [

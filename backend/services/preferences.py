@@ -98,19 +98,26 @@ def _preferences(subject: str, row: UserPreferences | None) -> Preferences:
     )
 
 
-def _subject(actor: Principal, user_id: str | None) -> str:
-    """Whose preferences: one's own, or anyone's for an admin."""
+# Who may see (admins and managers: the admin page's Recipients screen) and change (admins)
+# someone else's preferences.
+READ_OTHERS = frozenset({Role.ADMIN, Role.MANAGER})
+CHANGE_OTHERS = frozenset({Role.ADMIN})
+
+
+def _subject(actor: Principal, user_id: str | None, roles: frozenset[Role] = CHANGE_OTHERS) -> str:
+    """Whose preferences: one's own, or anyone's for a caller holding one of ``roles``."""
     if user_id is None or user_id == actor.user_id:
         return actor.user_id
-    if not actor.has_any({Role.ADMIN}):
-        raise ForbiddenError("Only admins manage other users' preferences", field="userId")
+    if not actor.has_any(roles):
+        who = "admins and managers see" if roles == READ_OTHERS else "admins manage"
+        raise ForbiddenError(f"Only {who} other users' preferences", field="userId")
     return user_id
 
 
 async def get_preferences(
     session: AsyncSession, *, actor: Principal, user_id: str | None
 ) -> Preferences:
-    subject = _subject(actor, user_id)
+    subject = _subject(actor, user_id, READ_OTHERS)
     return _preferences(subject, await PreferenceRepository(session).get(subject))
 
 

@@ -258,6 +258,11 @@ async def topic_opt_outs(
     return reasons
 
 
+async def memberships_of(session: AsyncSession, *, user_id: str) -> list[Topic]:
+    """The topics the user is in, by key."""
+    return await TopicRepository(session).of_user(user_id)
+
+
 async def topics_of_user(
     session: AsyncSession, *, user_id: str, also: Sequence[str] = ()
 ) -> list[tuple[str, str]]:

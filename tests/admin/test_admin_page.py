@@ -431,7 +431,7 @@ async def test_the_page_is_keyboard_reachable(page: Page, stack: Stack, admin_to
     # The main navigation is reachable with Tab from the top of the page (the skip link).
     await page.focus(".skip-link")
     reached = set()
-    for _ in range(9):
+    for _ in range(13):
         await page.keyboard.press("Tab")
         reached.add(await page.evaluate("document.activeElement.dataset.nav || ''"))
     assert {
@@ -439,6 +439,7 @@ async def test_the_page_is_keyboard_reachable(page: Page, stack: Stack, admin_to
         "send",
         "campaigns",
         "topics",
+        "recipients",
         "history",
         "dead-letters",
         "live",

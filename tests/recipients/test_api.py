@@ -262,3 +262,38 @@ async def test_sync_recipients_starts_a_job_that_can_be_polled(gql, settings, se
         token=token_for(settings, "user", sub="u"),
     )
     assert forbidden["data"]["syncRecipients"]["code"] == "FORBIDDEN"
+
+
+async def test_admins_and_managers_read_a_user_s_preferences_only_admins_change_them(gql, settings):
+    user = uid()
+    admin = token_for(settings, "admin", sub="admin-1")
+    manager = token_for(settings, "manager", sub="manager-1")
+    changed = await gql(
+        "mutation($u: ID!) { setPreferences(input: {userId: $u, disabledChannels: [SMS], "
+        'disabledTopics: [], quietHours: {start: "22:00", end: "07:00"}}) { __typename } }',
+        {"u": user},
+        token=admin,
+    )
+    assert changed["data"]["setPreferences"]["__typename"] == "Preferences"
+    query = (
+        "query($u: ID!) { preferences(userId: $u) { userId disabledChannels "
+        "quietHours { start end } } }"
+    )
+    for bearer in (admin, manager):
+        read = await gql(query, {"u": user}, token=bearer)
+        assert read["data"]["preferences"] == {
+            "userId": user,
+            "disabledChannels": ["SMS"],
+            "quietHours": {"start": "22:00", "end": "07:00"},
+        }
+    by_manager = await gql(
+        "mutation($u: ID!) { setPreferences(input: {userId: $u}) "
+        "{ __typename ... on Error { code field } } }",
+        {"u": user},
+        token=manager,
+    )
+    assert by_manager["data"]["setPreferences"] == {
+        "__typename": "ForbiddenError",
+        "code": "FORBIDDEN",
+        "field": "userId",
+    }
