@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,22 @@ def wrk(
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     latency = float(p50.group(1)) * scale[p50.group(2)] if p50 else float("nan")
     return {"rps": rps, "p50_ms": latency}
+
+
+async def send_at_rate(
+    send: Callable[[int], Awaitable[object]], rate: float, seconds: float
+) -> int:
+    """Start ``send(n)`` for n = 0, 1, ... at a steady ``rate`` per second for ``seconds``
+    (open loop: a slow answer does not delay the next send); wait for them all; how many."""
+    tasks = []
+    started = time.perf_counter()
+    n = 0
+    while time.perf_counter() - started < seconds:
+        tasks.append(asyncio.create_task(send(n)))
+        n += 1
+        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+    await asyncio.gather(*tasks)
+    return n
 
 
 def median(values: list[float]) -> float:

@@ -43,7 +43,17 @@ from backend.auth import mint_token
 from backend.broker import purge_work_queues
 from backend.config import Settings
 from backend.db.migrate import migrate
-from bench.common import ROOT, LeanPoster, free_port, start, stop, table, write_results, wrk
+from bench.common import (
+    ROOT,
+    LeanPoster,
+    free_port,
+    send_at_rate,
+    start,
+    stop,
+    table,
+    write_results,
+    wrk,
+)
 from bench.deliveries import AMQP_URL, DB_URL, users_file
 from bench.realtime import open_subscriber, percentile
 
@@ -194,14 +204,7 @@ class Rig:
                 self.sent_at[marker] = time.perf_counter()
                 await http.post(body)
 
-            tasks = []
-            started = time.perf_counter()
-            n = 0
-            while time.perf_counter() - started < seconds:
-                tasks.append(asyncio.create_task(send(n)))
-                n += 1
-                await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
-            await asyncio.gather(*tasks)
+            n = await send_at_rate(send, rate, seconds)
         deadline = time.perf_counter() + drain
         while self.sent_at and time.perf_counter() < deadline:  # noqa: ASYNC110 (bounded poll)
             await asyncio.sleep(0.05)

@@ -44,7 +44,16 @@ from backend.services.recipients import sync_now
 from backend.services.users import CACHE_KEY_PREFIX
 from backend.standins.auth_service import BULK_PROFILES_PATH
 from bench import deliveries
-from bench.common import ROOT, LeanPoster, free_port, start, stop, table, write_results
+from bench.common import (
+    ROOT,
+    LeanPoster,
+    free_port,
+    send_at_rate,
+    start,
+    stop,
+    table,
+    write_results,
+)
 from bench.deliveries import users_file
 
 SUBSCRIBE = {
@@ -133,14 +142,7 @@ async def latency(
             sent_at[marker] = time.perf_counter()
             await http.post(body)
 
-        tasks = []
-        started = time.perf_counter()
-        n = 0
-        while time.perf_counter() - started < seconds:
-            tasks.append(asyncio.create_task(send(n)))
-            n += 1
-            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
-        await asyncio.gather(*tasks)
+        n = await send_at_rate(send, rate, seconds)
     if set(http.statuses) != {200}:
         print(f"warning: HTTP statuses {http.statuses}")
     deadline = time.perf_counter() + 30
