@@ -7,6 +7,7 @@ import "@graphiql/plugin-explorer/style.css";
 import { explorerPlugin } from "@graphiql/plugin-explorer";
 import { createGraphiQLFetcher } from "@graphiql/toolkit";
 import { GraphiQL } from "graphiql";
+import { parse } from "graphql";
 import { createRoot } from "react-dom/client";
 
 import { defaultTabs } from "./tabs.js";
@@ -39,8 +40,27 @@ function fetcherFor(authorization) {
   return fetchers.get(authorization);
 }
 
+// The toolkit sends an operation over the WebSocket only when the options carry a parsed
+// document naming a subscription. GraphiQL passes the editor's last parse, which lags behind a
+// fast tab switch (a subscription would go over HTTP): parse the text being sent instead.
+function withDocument(params, options) {
+  let documentAST;
+  try {
+    documentAST = parse(params.query);
+  } catch {
+    return [params, options];
+  }
+  const operations = documentAST.definitions.filter((node) => node.kind === "OperationDefinition");
+  let operationName = params.operationName ?? undefined;
+  if (operations.length === 1 && operations[0].name?.value !== operationName) {
+    operationName = operations[0].name?.value;
+  }
+  return [{ ...params, operationName }, { ...options, documentAST }];
+}
+
 function fetcher(params, options) {
-  return fetcherFor(authorizationOf(options?.headers))(params, options);
+  const [sent, sentOptions] = withDocument(params, options);
+  return fetcherFor(authorizationOf(options?.headers))(sent, sentOptions);
 }
 
 const explorer = explorerPlugin();
