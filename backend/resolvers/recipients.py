@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import strawberry
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.tools import create_type
 
@@ -30,6 +31,7 @@ from backend.schema.recipients import (
     SyncRecipientsResult,
 )
 from backend.services import recipients as recipient_service
+from backend.services.users import evict_cached_profiles
 
 Info = strawberry.Info[Context, Any]
 log = logging.getLogger(__name__)
@@ -130,7 +132,14 @@ async def identify_recipient(info: Info, input: IdentifyRecipientInput) -> Ident
         )
         return Recipient.from_view(view)
 
-    return await mutate(info, recipient_service.WRITERS, work)  # type: ignore[return-value]
+    result = await mutate(info, recipient_service.WRITERS, work)
+    if isinstance(result, Recipient):
+        # After the commit: a profile cached before it would hide the change until its TTL.
+        try:
+            await evict_cached_profiles(info.context.services.clients.redis, [str(input.user_id)])
+        except RedisError as exc:
+            log.warning("identifyRecipient: the cached profile stays until its TTL (%s)", exc)
+    return result  # type: ignore[return-value]
 
 
 @strawberry.mutation(

@@ -35,7 +35,7 @@ from backend.db.repositories import preferences as preference_rows
 from backend.db.repositories import recipients as recipient_rows
 from backend.errors import ValidationError
 from backend.services.limits import KEY_PREFIX as LIMIT_KEY_PREFIX
-from backend.services.users import CACHE_KEY_PREFIX
+from backend.services.users import evict_cached_profiles
 
 Forgetter = Callable[[AsyncSession, str], Awaitable[int]]
 
@@ -85,10 +85,11 @@ def _glob_escaped(value: str) -> str:
 
 async def forget_cached_keys(redis: Redis, user_id: str) -> int:
     """Delete the user's cached profile and delivery-limit counters; how many keys went."""
-    keys = [CACHE_KEY_PREFIX + user_id]
-    async for key in redis.scan_iter(match=f"{LIMIT_KEY_PREFIX}*:{_glob_escaped(user_id)}"):
-        keys.append(key)
-    return int(await redis.delete(*keys))
+    keys = [
+        key async for key in redis.scan_iter(match=f"{LIMIT_KEY_PREFIX}*:{_glob_escaped(user_id)}")
+    ]
+    limits = int(await redis.delete(*keys)) if keys else 0
+    return limits + await evict_cached_profiles(redis, [user_id])
 
 
 async def forget_user(

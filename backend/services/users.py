@@ -400,6 +400,13 @@ class UserDirectory:
             self._cache_failed(exc)
 
 
+async def evict_cached_profiles(redis: Redis, user_ids: Iterable[str]) -> int:
+    """Drop cached profiles so the next look-up reads the recipient store (after a service
+    changed a recipient, or a user was forgotten); how many keys went. Raises RedisError."""
+    keys = [CACHE_KEY_PREFIX + str(user_id) for user_id in user_ids]
+    return int(await redis.delete(*keys)) if keys else 0
+
+
 def _json_body(response: httpx.Response) -> Any:
     try:
         return response.json()

@@ -297,3 +297,17 @@ async def test_admins_and_managers_read_a_user_s_preferences_only_admins_change_
         "code": "FORBIDDEN",
         "field": "userId",
     }
+
+
+async def test_identify_drops_the_cached_profile_so_the_next_look_up_sees_the_change(
+    gql, settings, app_services
+):
+    from backend.services.users import CACHE_KEY_PREFIX
+
+    user = uid()
+    redis = app_services.clients.redis
+    await redis.set(CACHE_KEY_PREFIX + user, b'{"id": "stale"}', ex=300)
+    service = token_for(settings, "service", sub="svc-crm")
+    result = await gql(IDENTIFY, {"i": {"userId": user, "email": "new@example.com"}}, token=service)
+    assert result["data"]["identifyRecipient"]["email"] == "new@example.com"
+    assert await redis.exists(CACHE_KEY_PREFIX + user) == 0
