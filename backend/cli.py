@@ -39,7 +39,7 @@ def api(host: str, port: int, workers: int, access_log: bool) -> None:
     """Serve the GraphQL API (HTTP and WebSocket), /healthz and /readyz."""
     import uvicorn
 
-    get_settings()  # fail fast on bad settings
+    settings = get_settings()  # fail fast on bad settings
     uvicorn.run(
         "backend.app:create_app",
         factory=True,
@@ -50,7 +50,8 @@ def api(host: str, port: int, workers: int, access_log: bool) -> None:
         ws_per_message_deflate=False,
         access_log=access_log,
         proxy_headers=True,
-        log_level="info",
+        # uvicorn's own lines (one per WebSocket opened and closed) follow HERALD_LOG_LEVEL too.
+        log_level=settings.log_level.lower(),
     )
 
 
@@ -221,7 +222,7 @@ def auth_standin(host: str, port: int, users_file: Path | None) -> None:
     from backend.standins.auth_service import DEMO_USERS_FILE, create_auth_standin
 
     app = create_auth_standin(users_file or DEMO_USERS_FILE, settings)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level=settings.log_level.lower())
 
 
 @main.command("smtp-sink")

@@ -48,3 +48,23 @@ def test_api_logs_requests_only_when_asked(tmp_path):
         lines[flag] = [line for line in log.read_text().splitlines() if "the-cli-test" in line]
     assert len(lines["--access-log"]) == 1 and " 200" in lines["--access-log"][0]
     assert lines["--no-access-log"] == []
+
+
+def test_uvicorn_s_connection_lines_follow_the_log_level(tmp_path):
+    """uvicorn logs each WebSocket opened and closed at INFO: at WARNING there are none."""
+    from websockets.sync.client import connect
+
+    lines = {}
+    for level in ("INFO", "WARNING"):
+        log = tmp_path / f"{level}.log"
+        with log.open("w") as sink:
+            server = start_live_server({"HERALD_LOG_LEVEL": level}, log=sink)
+            try:
+                with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as socket:
+                    socket.send('{"type": "ping"}')
+                    assert "pong" in str(socket.recv(timeout=10))
+            finally:
+                stop_live_server(server)
+        lines[level] = [line for line in log.read_text().splitlines() if "connection" in line]
+    assert any("connection open" in line for line in lines["INFO"]), lines["INFO"]
+    assert lines["WARNING"] == []
