@@ -480,7 +480,7 @@ class AttemptResult:
 
     delivered: bool
     retry_in: float | None = None
-    dropped: bool = False  # the endpoint is gone or inactive
+    dropped: bool = False  # the endpoint is gone, inactive, or its address refused
 
 
 def retry_delay(settings: Settings, attempt: int) -> float:
@@ -524,6 +524,7 @@ async def deliver(
     started = time.perf_counter()
     status: int | None = None
     error: str | None = None
+    refused = False
     try:
         url: str = endpoint.url
         extensions: dict[str, Any] = {}
@@ -542,7 +543,10 @@ async def deliver(
         if not response.is_success:
             error = f"the endpoint answered {status}"
     except TargetRefused as exc:
+        # Final: retrying would only probe the same private address again (a name rebound
+        # to one is how such probing is attempted).
         error = f"refused: {exc}"[:500]
+        refused = True
     except (OSError, UnicodeError) as exc:  # the name did not resolve
         error = f"cannot resolve the endpoint's host: {exc!r}"[:500]
     except httpx.TimeoutException:
@@ -552,7 +556,7 @@ async def deliver(
     duration_ms = int((time.perf_counter() - started) * 1000)
     delivered = error is None
     retry_in = None
-    if not delivered and attempt < settings.webhook_max_attempts:
+    if not delivered and not refused and attempt < settings.webhook_max_attempts:
         retry_in = retry_delay(settings, attempt)
     now = datetime.now(UTC)
     await WebhookDeliveryRepository(session).add(
@@ -574,4 +578,4 @@ async def deliver(
         log.warning(
             "webhook %s to endpoint %s, attempt %d: %s", message_id, endpoint_id, attempt, error
         )
-    return AttemptResult(delivered=delivered, retry_in=retry_in)
+    return AttemptResult(delivered=delivered, dropped=refused, retry_in=retry_in)

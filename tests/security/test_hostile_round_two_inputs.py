@@ -498,6 +498,8 @@ async def test_webhooks_to_private_addresses_are_refused_at_send_time(session, r
         )
     assert not result.delivered
     assert recorder.hits == []
+    # Refusing is final: a retry would only probe the same address again.
+    assert result.dropped and result.retry_in is None
 
 
 def test_private_webhook_targets_are_allowed_outside_production_only():
