@@ -285,3 +285,24 @@ async def test_preview_rejects_unknown_variable_keys(gql, settings):
     )["data"]["previewTemplate"]
     assert r["__typename"] == "ValidationError"
     assert r["field"] == "variables"
+
+
+async def test_preview_refuses_variables_nested_deeper_than_a_payload_may_be(gql, settings):
+    manager = token_for(settings, "manager")
+    deep: dict = {}
+    for _ in range(100):
+        deep = {"d": deep}
+    r = (
+        await gql(
+            PREVIEW,
+            {
+                "content": [{"channel": "SMS", "body": "{{ payload }}"}],
+                "channel": "SMS",
+                "variables": {"payload": deep},
+            },
+            token=manager,
+        )
+    )["data"]["previewTemplate"]
+    assert r["__typename"] == "ValidationError"
+    assert r["field"] == "variables"
+    assert "levels deep" in r["message"]

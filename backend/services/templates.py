@@ -16,7 +16,7 @@ from backend.channels import Channel
 from backend.db.models import Template, TemplateVersion
 from backend.db.repositories.templates import TemplateRepository
 from backend.errors import ConflictError, NotFoundError, TemplateRenderError, ValidationError
-from backend.services import rendering
+from backend.services import payloads, rendering
 from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
@@ -338,7 +338,8 @@ def preview_context(variables: Any) -> dict[str, Any]:
         variables = {}
     if not isinstance(variables, Mapping):
         raise ValidationError("variables must be an object", field="variables")
-    variables = dict(variables)
+    # The same bounds as an event's payload (size, nesting), before anything walks it.
+    variables = payloads.check_payload(dict(variables), field="variables")
     unknown = set(variables) - {"user", "payload", "event"}
     if unknown:
         raise ValidationError(
