@@ -1,5 +1,5 @@
 # The task runner. `make dev` and `make test` each do their own set-up first.
-.PHONY: setup dev test check lint format typecheck schema migrate bench bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention
+.PHONY: setup dev test check lint format typecheck schema clients migrate bench bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention
 
 VENV := .venv/bin
 
@@ -17,15 +17,19 @@ test:
 check: lint typecheck
 
 lint:
-	$(VENV)/ruff check backend tests
-	$(VENV)/ruff format --check backend tests
+	$(VENV)/ruff check backend tests clients/python
+	$(VENV)/ruff format --check backend tests clients/python
 
 format:
-	$(VENV)/ruff format backend tests
-	$(VENV)/ruff check --fix backend tests
+	$(VENV)/ruff format backend tests clients/python
+	$(VENV)/ruff check --fix backend tests clients/python
 
 typecheck:
 	$(VENV)/mypy
+	$(VENV)/mypy --strict clients/python/herald_client/clients.py clients/python/herald_client/retries.py
+
+clients:  # regenerate the typed clients from schema.graphql
+	$(VENV)/python clients/python/codegen/generate.py
 
 schema:
 	$(VENV)/python -c "from backend.schema.root import build_schema; print(build_schema().as_str())" > schema.graphql

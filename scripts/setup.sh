@@ -178,6 +178,16 @@ if [ ! -f admin_frontend/vendor/uplot/uPlot.esm.js ] \
   (cd admin_vendor && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent vendor)
 fi
 
+# The typed clients' code generator (`make clients`; a test diffs the committed client against
+# a fresh run). Its own environment: it pins an older ruff than the project's.
+CODEGEN_REQUIREMENTS=clients/python/codegen/requirements.txt
+if [ ! -x .tools/codegen/bin/ariadne-codegen ] || [ "$CODEGEN_REQUIREMENTS" -nt .tools/codegen/installed ]; then
+  say "installing the client code generator into .tools/codegen/"
+  .tools/bin/uv venv --quiet --allow-existing --python "$PYTHON" .tools/codegen
+  .tools/bin/uv pip install --quiet --python .tools/codegen/bin/python -r "$CODEGEN_REQUIREMENTS"
+  touch .tools/codegen/installed
+fi
+
 # --- Test tooling -----------------------------------------------------------------------------
 if [ "$PURPOSE" = "test" ]; then
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -1,0 +1,104 @@
+from datetime import datetime
+from typing import Any, Optional
+
+from pydantic import Field
+
+from .base_model import BaseModel
+from .enums import Channel
+
+
+class AudienceInput(BaseModel):
+    """Who receives it: `userIds`, `allUsers: true`, or `topics`."""
+
+    user_ids: Optional[list[str]] = Field(alias="userIds", default=None)
+    all_users: bool = Field(alias="allUsers", default=False)
+    topics: Optional[list[str]] = None
+    "The members of these topics (a user in several gets one delivery)."
+
+
+class CampaignInput(BaseModel):
+    name: str
+    template_slug: str = Field(alias="templateSlug")
+    channels: list[Channel]
+    audience: "AudienceInput"
+    payload: Optional[Any] = None
+    "Template variables."
+    locale: Optional[str] = None
+    "Force a locale; otherwise each user's own, then `en`."
+    schedule: Optional["ScheduleInput"] = None
+    category: str = "campaign"
+    "The event type its deliveries carry: users who opted out of it (or of a channel) are skipped."
+    draft: bool = False
+    "Save without scheduling; start later with resumeCampaign."
+
+
+class CreateTemplateInput(BaseModel):
+    slug: str
+    "Unique, lowercase: letters, digits, '-', '_'."
+    name: str
+    description: str = ""
+    content: list["TemplateContentInput"]
+
+
+class EventInput(BaseModel):
+    """An event from a service: who, what, and optional overrides."""
+
+    type_: str = Field(alias="type")
+    "Event type, e.g. `user_registered`."
+    user_ids: list[str] = Field(alias="userIds", default_factory=lambda: [])
+    "Recipients (auth-service ids). Give these, `topics`, or both."
+    topics: list[str] = Field(default_factory=lambda: [])
+    "Send to the members of these topics too (one delivery per user, however many of the topics and `userIds` they are in)."
+    payload: Optional[Any] = None
+    "Template variables; checked against the type's JSON Schema."
+    idempotency_key: Optional[str] = Field(alias="idempotencyKey", default=None)
+    "Same key within 24 h: the first eventId comes back with `duplicate: true`."
+    template_slug: Optional[str] = Field(alias="templateSlug", default=None)
+    "Override the type's template (required for unregistered types)."
+    channels: Optional[list[Channel]] = None
+    "Override the type's channels (required for unregistered types)."
+    send_at: Optional[datetime] = Field(alias="sendAt", default=None)
+    "Deliver later, at this time (ISO 8601; UTC if no offset)."
+    locale: Optional[str] = None
+    "Force a locale; otherwise each user's own, then `en`."
+
+
+class ScheduleInput(BaseModel):
+    """When to send: at most one of `at`, `cron` and `everySeconds`; none means now. `endAt` and `maxRuns` bound a recurring schedule."""
+
+    at: Optional[datetime] = None
+    "Once, at this time (ISO 8601; UTC if no offset)."
+    cron: Optional[str] = None
+    "A 5-field cron expression, read in `timezone`."
+    timezone: str = "UTC"
+    "An IANA zone, e.g. Europe/Moscow."
+    every_seconds: Optional[int] = Field(alias="everySeconds", default=None)
+    "Every N seconds, counted from when the campaign starts."
+    end_at: Optional[datetime] = Field(alias="endAt", default=None)
+    "No run after this."
+    max_runs: Optional[int] = Field(alias="maxRuns", default=None)
+    "At most this many runs."
+
+
+class TemplateContentInput(BaseModel):
+    """Content for one channel and locale."""
+
+    channel: Channel
+    locale: str = "en"
+    subject: Optional[str] = None
+    title: Optional[str] = None
+    body: Optional[str] = None
+    html: Optional[str] = None
+
+
+class UpdateTemplateInput(BaseModel):
+    """Fields left out stay as they are; `content` replaces all content."""
+
+    name: Optional[str] = None
+    description: Optional[str] = None
+    content: Optional[list["TemplateContentInput"]] = None
+
+
+CampaignInput.model_rebuild()
+CreateTemplateInput.model_rebuild()
+UpdateTemplateInput.model_rebuild()
