@@ -30,6 +30,8 @@ typecheck:
 
 clients:  # regenerate the typed clients from schema.graphql
 	$(VENV)/python clients/python/codegen/generate.py
+	cd clients/typescript && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } \
+		&& npm run --silent generate >/dev/null
 
 schema:
 	$(VENV)/python -c "from backend.schema.root import build_schema; print(build_schema().as_str())" > schema.graphql

@@ -214,6 +214,11 @@ if [ "$PURPOSE" = "test" ]; then
     say "installing the GraphQL-over-HTTP audit suite (npm ci)"
     (cd tests/http_audit && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
+  if [ ! -f clients/typescript/node_modules/.package-lock.json ] \
+    || [ clients/typescript/package-lock.json -nt clients/typescript/node_modules/.package-lock.json ]; then
+    say "installing the TypeScript client's code generator and compiler (npm ci in clients/typescript/)"
+    (cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
   if [ ! -d tests/standard_webhooks/node_modules/standardwebhooks ]; then
     say "installing the Standard Webhooks verifier for the webhook tests (npm ci)"
     (cd tests/standard_webhooks && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -8,17 +8,14 @@ import filecmp
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from herald_client import HeraldClient, HeraldSyncClient, aio, sync
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import LiveServer, make_settings, start_live_server, stop_live_server
-from tests.factories import token_for
+from tests.clients.conftest import service_token
 from tests.processes import ThreadedServer
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "python"
@@ -38,22 +35,6 @@ def test_the_generated_client_is_current_with_the_schema(tmp_path: Path) -> None
         assert names == sorted(p.name for p in committed.glob("*.py")), "run `make clients`"
         _, differ, _ = filecmp.cmpfiles(fresh, committed, names, shallow=False)
         assert differ == [], f"stale against schema.graphql: {differ}; run `make clients`"
-
-
-@pytest.fixture(scope="module")
-def api(engine: AsyncEngine) -> Iterator[LiveServer]:
-    # Two events at once, then one every half second: a burst of three meets RATE_LIMITED.
-    server = start_live_server(
-        {"HERALD_EVENT_RATE_PER_SECOND": "2", "HERALD_EVENT_RATE_BURST": "2"}
-    )
-    try:
-        yield server
-    finally:
-        stop_live_server(server)
-
-
-def service_token() -> str:
-    return token_for(make_settings(), "service", "manager", sub=f"svc-{uuid.uuid4().hex[:8]}")
 
 
 class Requests:
