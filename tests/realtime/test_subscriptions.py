@@ -452,7 +452,10 @@ async def test_archived_items_have_their_own_shelf_and_position_is_a_since(
     uid = user()
     token = token_for(settings, "user", sub=uid)
     headers = {"Authorization": f"Bearer {token}"}
-    page = "query($archived: Boolean!) { inbox(archived: $archived) { position edges { node { id } } } }"
+    page = (
+        "query($archived: Boolean!) "
+        "{ inbox(archived: $archived) { position edges { node { id } } } }"
+    )
     async with httpx.AsyncClient(base_url=live_server.url) as http:
 
         async def shelf(archived: bool) -> tuple[str, list[str]]:
@@ -477,7 +480,8 @@ async def test_archived_items_have_their_own_shelf_and_position_is_a_since(
         archived = await http.post(
             "/graphql",
             json={
-                "query": "mutation($ids: [ID!]!) { archive(ids: $ids) { ... on InboxChange { ids } } }",
+                "query": "mutation($ids: [ID!]!) "
+                "{ archive(ids: $ids) { ... on InboxChange { ids } } }",
                 "variables": {"ids": [entries[1].delivery_id]},
             },
             headers=headers,
