@@ -238,6 +238,26 @@ async def test_relative_times_follow_the_locale_and_empty_states_show(
     tab.assert_clean()
 
 
+async def test_mark_read_on_view_marks_what_the_open_feed_shows(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
+) -> None:
+    user_id = new_user()
+    await delivered(stack, template, user_id, ["Seen one", "Seen two"])
+    tab = await open_tab(context, stack, user_id)
+    await expect(tab.inbox.locator("[part=bell]")).to_have_accessible_name(
+        "Notifications, 2 unread"
+    )
+    # Closed, nothing is marked; opened with the attribute, what shows is marked read.
+    await tab.inbox.evaluate("(el) => el.setAttribute('mark-read-on-view', '')")
+    await tab.page.wait_for_timeout(1500)
+    assert (await graphql(stack, INBOX, {}, token(user_id, "user")))["unreadCount"] == 2
+    await tab.open_panel()
+    await expect(tab.inbox.locator("[part=bell]")).to_have_accessible_name("Notifications")
+    await expect(tab.inbox.locator("li[data-read=true]")).to_have_count(2)
+    assert (await graphql(stack, INBOX, {}, token(user_id, "user")))["unreadCount"] == 0
+    tab.assert_clean()
+
+
 async def test_two_tabs_of_one_user_keep_read_state_in_step(
     context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
 ) -> None:

@@ -49,7 +49,14 @@ def test_image_shape():
     text = DOCKERFILE.read_text()
     assert re.search(r"(?m)^ARG PYTHON_IMAGE=python:3\.11-slim", text)
     named = stages(text)
-    assert set(named) == {"graphiql", "build", "admin-vendor-build", "admin-vendor", "runtime"}
+    assert set(named) == {
+        "graphiql",
+        "inbox",
+        "build",
+        "admin-vendor-build",
+        "admin-vendor",
+        "runtime",
+    }
     runtime = named["runtime"]
     users = [rest for keyword, rest in runtime if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
