@@ -193,6 +193,8 @@ async def test_bell_feed_scroll_mark_read_archive_and_a_live_toast(
     await expect(bell).to_have_accessible_name("Notifications, 2 unread")
     await tab.item("Apple").get_by_role("button", name="Archive: Apple").click()
     await expect(tab.item("Apple")).to_have_count(0)
+    # The keyboard stays in the list: on the archived item's neighbour.
+    await expect(tab.item("Banana").locator("[part=archive]")).to_be_focused()
     await expect(bell).to_have_accessible_name("Notifications, 1 unread")
 
     await tab.tab("Archived")

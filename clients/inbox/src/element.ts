@@ -556,11 +556,13 @@ export class HeraldInbox extends HTMLElement {
     const item = this.#items.find((i) => i.id === row.dataset.id);
     if (!item) return;
     if (button.classList.contains("archive")) {
-      const next = row.nextElementSibling ?? row.previousElementSibling;
+      const neighbour = (row.nextElementSibling ?? row.previousElementSibling) as HTMLElement | null;
       void this.archive([item.id]);
-      // Keep the keyboard user in the list: the next item's archive button, else the feed.
-      const focusTarget = next?.isConnected
-        ? next.querySelector<HTMLButtonElement>(".archive")
+      // Keep the keyboard user in the list: the neighbour's archive button (the rows are
+      // rebuilt, so found again by id), else the feed.
+      const id = neighbour?.dataset.id;
+      const focusTarget = id
+        ? this.#list.querySelector<HTMLButtonElement>(`li[data-id="${CSS.escape(id)}"] .archive`)
         : null;
       (focusTarget ?? this.#feed).focus();
     } else {

@@ -18,7 +18,7 @@ export const STYLES = `
   font: var(--herald-inbox-font, 14px/1.4 system-ui, sans-serif);
   color: var(--_fg);
 }
-[hidden] { display: none !important; }
+:host([hidden]), [hidden] { display: none !important; }
 button { font: inherit; color: inherit; cursor: pointer; }
 button:focus-visible, [tabindex]:focus-visible {
   outline: 2px solid var(--_focus); outline-offset: 2px;
