@@ -18,6 +18,18 @@ COPY graphiql/src ./src
 RUN npm run build
 # --- end GraphiQL -----------------------------------------------------------------------------
 
+# --- <herald-inbox> ---------------------------------------------------------------------------
+# The inbox Web Component, built from clients/inbox/ (its package-lock.json) as
+# scripts/setup.sh does, into backend/sdk_assets/, which the API serves at /sdk/.
+FROM node:20-bookworm-slim AS inbox
+WORKDIR /src/clients/inbox
+COPY clients/inbox/package.json clients/inbox/package-lock.json ./
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
+COPY clients/inbox/build.mjs clients/inbox/tsconfig.json ./
+COPY clients/inbox/src ./src
+RUN npm run build
+# --- end <herald-inbox> -----------------------------------------------------------------------
+
 FROM ${PYTHON_IMAGE} AS build
 ARG UV_VERSION=0.13.9
 ENV UV_COMPILE_BYTECODE=1 \
@@ -35,6 +47,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
 COPY backend ./backend
 COPY --from=graphiql /src/backend/graphiql_assets ./backend/graphiql_assets
+COPY --from=inbox /src/backend/sdk_assets ./backend/sdk_assets
 # The project itself as a wheel (not editable): the runtime stage needs no source tree.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable

@@ -26,9 +26,16 @@ from strawberry.types.unset import UNSET
 from backend.auth import TokenVerifier
 from backend.broker import Broker
 from backend.config import Settings, get_settings
-from backend.content_security import GRAPHIQL_POLICY, WithHeaders, admin_policy, page_headers
+from backend.content_security import (
+    GRAPHIQL_POLICY,
+    SDK_POLICY,
+    WithHeaders,
+    admin_policy,
+    page_headers,
+)
 from backend.db.history.factory import create_history_store
 from backend.db.session import create_engine, create_sessionmaker
+from backend.demo_page import mount_demo
 from backend.errors import HeraldError
 from backend.frameworks.strawberry_internals import graphql_core_schema
 from backend.frameworks.uvicorn_sockets import release_uvicorn_handshake
@@ -53,6 +60,8 @@ from backend.workers.schedules import RedBeatTrigger
 log = logging.getLogger(__name__)
 WS_RATE_LIMITED = 4429
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin_frontend"
+# <herald-inbox>, built from clients/inbox/ (scripts/setup.sh, the Dockerfile): not committed.
+SDK_BUILD = Path(__file__).resolve().parent / "sdk_assets"
 
 
 def _release_handshake(socket: Any) -> None:
@@ -254,6 +263,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     if graphiql is not None and (GRAPHIQL_BUILD / "assets").is_dir():
         assets = StaticFiles(directory=GRAPHIQL_BUILD / "assets")
         app.mount("/graphiql/assets", WithHeaders(assets, page_headers(GRAPHIQL_POLICY)))
+    if SDK_BUILD.is_dir():
+        # <herald-inbox> for any page, one script tag: served in every environment.
+        sdk = StaticFiles(directory=SDK_BUILD)
+        app.mount("/sdk", WithHeaders(sdk, page_headers(SDK_POLICY)), name="sdk")
+    if settings.serve_demo_enabled:
+        mount_demo(app, settings)
     if settings.serve_admin_enabled and ADMIN_DIR.is_dir():
         admin = StaticFiles(directory=ADMIN_DIR, html=True)
         app.mount(

@@ -158,6 +158,8 @@ class Settings(BaseSettings):
 
     # Admin page: served by `herald api` at /admin/ in development (nginx serves it in compose)
     serve_admin: bool | None = None
+    # The <herald-inbox> demo page at /demo/inbox (signs in through the auth-service stand-in)
+    serve_demo: bool | None = None
 
     # Ingestion and delivery
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -228,6 +230,10 @@ class Settings(BaseSettings):
         if self.webhook_allow_private_targets is None:
             return self.environment is not Environment.PRODUCTION
         return self.webhook_allow_private_targets
+
+    @property
+    def serve_demo_enabled(self) -> bool:
+        return self.is_development if self.serve_demo is None else self.serve_demo
 
     @property
     def serve_admin_enabled(self) -> bool:

@@ -1,5 +1,6 @@
-"""Content-Security-Policy for the browser pages the API serves: GraphiQL at ``/graphql`` and
-the admin page under ``/admin/``. (The hosted preference page sets its own, stricter policy:
+"""Content-Security-Policy for the browser pages the API serves: GraphiQL at ``/graphql``,
+the admin page under ``/admin/``, ``<herald-inbox>`` at ``/sdk/herald-inbox.js`` and its demo
+page at ``/demo/inbox``. (The hosted preference page sets its own, stricter policy:
 backend/preference_page.py.)
 
 Every script, style, font and worker comes from the API's own origin, so a page that holds an
@@ -12,6 +13,10 @@ admin's token runs no third party's code. Two allowances, both needed by the pag
   ``eval``.
 - the admin page's ``connect-src`` adds the auth service's origin (``HERALD_AUTH_URL``): its
   sign-in screen lists the demo users of the development auth-service stand-in.
+
+The inbox demo page needs neither allowance: the element adopts a constructed stylesheet, which
+``style-src 'self'`` does not refuse, so the page shows that a host page with a strict policy
+can use it.
 
 ``connect-src 'self'`` covers the same host's ``ws:``/``wss:`` in CSP Level 3 (Chromium,
 Firefox, Safari 15.4+), which the GraphiQL browser test checks with a live subscription.
@@ -46,11 +51,26 @@ GRAPHIQL_POLICY = "; ".join(
 )
 
 
+# A script file: the policy means little on it, but every asset carries the same headers.
+SDK_POLICY = "; ".join((*_COMMON, "style-src 'self'", "connect-src 'self'"))
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
 def admin_policy(auth_url: str) -> str:
     """The admin page's policy: its own origin, plus the auth service it lists demo users from."""
-    parts = urlsplit(auth_url)
-    auth_origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
-    return "; ".join((*_COMMON, _INLINE_STYLES, f"connect-src 'self' {auth_origin}".rstrip()))
+    return "; ".join((*_COMMON, _INLINE_STYLES, f"connect-src 'self' {_origin(auth_url)}".rstrip()))
+
+
+def demo_policy(auth_url: str) -> str:
+    """The inbox demo page's: no inline style or script at all; it signs in through the auth
+    service's development endpoints."""
+    return "; ".join(
+        (*_COMMON, "style-src 'self'", f"connect-src 'self' {_origin(auth_url)}".rstrip())
+    )
 
 
 def page_headers(policy: str) -> dict[str, str]:

@@ -165,6 +165,32 @@ if graphiql_stale || [ ! -f graphiql/node_modules/.package-lock.json ]; then
   fi
 fi
 # --- end GraphiQL -----------------------------------------------------------------------------
+# --- <herald-inbox> ---------------------------------------------------------------------------
+# The inbox Web Component, built from clients/inbox/ (esbuild, its package-lock.json) into
+# backend/sdk_assets/herald-inbox.js (not committed), which the API serves at
+# /sdk/herald-inbox.js. The same staleness checks as GraphiQL's; the build prints its size and
+# fails over 40 kB gzipped.
+inbox_stale() {
+  local output=backend/sdk_assets/herald-inbox.js
+  [ ! -f "$output" ] || [ -n "$(find clients/inbox/package.json clients/inbox/package-lock.json \
+    clients/inbox/build.mjs clients/inbox/tsconfig.json clients/inbox/src -newer "$output" -print -quit)" ]
+}
+if inbox_stale || [ ! -f clients/inbox/node_modules/.package-lock.json ]; then
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    say "installing Node.js (to build <herald-inbox>)"
+    apt_install nodejs npm || die "Node.js 18+ and npm are needed to build <herald-inbox>; install them"
+  fi
+  if [ ! -f clients/inbox/node_modules/.package-lock.json ] \
+    || [ clients/inbox/package-lock.json -nt clients/inbox/node_modules/.package-lock.json ]; then
+    say "installing <herald-inbox>'s build dependencies (npm ci in clients/inbox/)"
+    (cd clients/inbox && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  if inbox_stale; then
+    say "building <herald-inbox> (clients/inbox/ -> backend/sdk_assets/)"
+    (cd clients/inbox && npm run --silent build)
+  fi
+fi
+# --- end <herald-inbox> -----------------------------------------------------------------------
 # --- Admin page libraries ------------------------------------------------------------------------
 # The overview's charts (uPlot), at the version admin_vendor/package-lock.json pins, copied into
 # admin_frontend/vendor/ (not committed), which the page loads from its own origin.

@@ -43,19 +43,37 @@ from backend.services.live import (
 Info = strawberry.Info[Context, Any]
 
 
-@strawberry.field(description="Your in-app notifications, newest first (archived ones left out).")
+@strawberry.field(
+    description=(
+        "Your in-app notifications, newest first: the unarchived ones, or with `archived` "
+        "the archived ones only."
+    )
+)
 async def inbox(
-    info: Info, first: int = 20, after: str | None = None, unread_only: bool = False
+    info: Info,
+    first: int = 20,
+    after: str | None = None,
+    unread_only: bool = False,
+    archived: bool = False,
 ) -> NotificationConnection:
     async def work(session: AsyncSession, actor: Principal) -> NotificationConnection:
+        # The position first: an item stored between the two reads is then after it (and
+        # replayed from it) even if the page leaves it out.
+        position = await inbox_service.inbox_position(session, user_id=actor.user_id)
         page = await inbox_service.list_inbox(
-            session, user_id=actor.user_id, first=first, after=after, unread_only=unread_only
+            session,
+            user_id=actor.user_id,
+            first=first,
+            after=after,
+            unread_only=unread_only,
+            archived=archived,
         )
         return NotificationConnection(
             edges=[
                 NotificationEdge(cursor=c, node=Notification.from_entry(e)) for c, e in page.items
             ],
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+            position=position,
         )
 
     return await read(info, None, work)

@@ -61,7 +61,14 @@ InboxUpdate = Annotated[Notification | ReadStateChange, strawberry.union("InboxU
 
 @strawberry.type(description="The inbox, newest first.")
 class NotificationConnection(Connection[Notification]):
-    pass
+    position: str = strawberry.field(
+        description=(
+            "The inbox's position when this page was read: the cursor of your newest item, "
+            "archived ones included, even when the inbox is empty. Pass it as the "
+            "subscription's `since` to receive every item stored after this read, none lost "
+            "(items already on this page may come again: skip them by `id`)."
+        )
+    )
 
 
 NotificationEdge = Edge[Notification]

@@ -63,13 +63,19 @@ async def store_items(engine: AsyncEngine, items: Sequence[NewInboxItem]) -> lis
 
 
 async def list_inbox(
-    session: AsyncSession, *, user_id: str, first: int, after: str | None, unread_only: bool
+    session: AsyncSession,
+    *,
+    user_id: str,
+    first: int,
+    after: str | None,
+    unread_only: bool,
+    archived: bool = False,
 ) -> Page[InboxEntry]:
-    """The user's inbox, newest first."""
+    """The user's inbox, newest first: unarchived items, or with ``archived`` archived ones."""
     limit = check_page_size(first)
     before = decode_inbox_cursor(after)
     rows = await InboxRepository(session).page(
-        user_id, before_seq=before, limit=limit + 1, unread_only=unread_only
+        user_id, before_seq=before, limit=limit + 1, unread_only=unread_only, archived=archived
     )
     entries = [InboxEntry.from_row(r) for r in rows[:limit]]
     return Page(items=[(e.cursor, e) for e in entries], has_next_page=len(rows) > limit)
@@ -93,6 +99,13 @@ async def missed_items(
 async def last_seqs(session: AsyncSession, *, user_ids: Sequence[str]) -> dict[str, int]:
     """Each user's newest sequence number (0 for a user without items)."""
     return await InboxRepository(session).last_seqs(user_ids)
+
+
+async def inbox_position(session: AsyncSession, *, user_id: str) -> str:
+    """The cursor of the user's newest item, archived ones included (of position 0 when the
+    inbox is empty): a subscription from it gets every item stored after this read."""
+    seqs = await InboxRepository(session).last_seqs([user_id])
+    return inbox_cursor(seqs[user_id])
 
 
 async def unread_count(session: AsyncSession, *, user_id: str) -> int:

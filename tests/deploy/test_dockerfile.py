@@ -49,7 +49,14 @@ def test_image_shape():
     text = DOCKERFILE.read_text()
     assert re.search(r"(?m)^ARG PYTHON_IMAGE=python:3\.11-slim", text)
     named = stages(text)
-    assert set(named) == {"graphiql", "build", "admin-vendor-build", "admin-vendor", "runtime"}
+    assert set(named) == {
+        "graphiql",
+        "inbox",
+        "build",
+        "admin-vendor-build",
+        "admin-vendor",
+        "runtime",
+    }
     runtime = named["runtime"]
     users = [rest for keyword, rest in runtime if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in {"root", "0"}
@@ -76,8 +83,13 @@ def test_image_shape():
         "graphiql",
         "admin_vendor/package.json",
         "admin_vendor/package-lock.json",
+        "clients/inbox/package.json",
+        "clients/inbox/package-lock.json",
+        "clients/inbox/build.mjs",
+        "clients/inbox/tsconfig.json",
+        "clients/inbox/src",
     }
-    assert {"graphiql/node_modules", "backend/graphiql_assets"} <= set(ignore)
+    assert {"graphiql/node_modules", "backend/graphiql_assets", "backend/sdk_assets"} <= set(ignore)
 
 
 def test_graphiql_stage_builds_from_the_lock():
@@ -91,6 +103,19 @@ def test_graphiql_stage_builds_from_the_lock():
     assert (ROOT / "graphiql" / "package-lock.json").is_file()
     build_copies = [rest for keyword, rest in named["build"] if keyword == "COPY"]
     assert "--from=graphiql /src/backend/graphiql_assets ./backend/graphiql_assets" in build_copies
+
+
+def test_inbox_stage_builds_from_the_lock():
+    """<herald-inbox> is built with `npm ci` from the committed lock and lands in the package."""
+    named = stages(DOCKERFILE.read_text())
+    inbox = named["inbox"]
+    runs = [rest for keyword, rest in inbox if keyword == "RUN"]
+    assert any("npm ci" in run for run in runs) and runs[-1] == "npm run build"
+    copies = [rest for keyword, rest in inbox if keyword == "COPY"]
+    assert copies[0] == "clients/inbox/package.json clients/inbox/package-lock.json ./"
+    assert (ROOT / "clients" / "inbox" / "package-lock.json").is_file()
+    build_copies = [rest for keyword, rest in named["build"] if keyword == "COPY"]
+    assert "--from=inbox /src/backend/sdk_assets ./backend/sdk_assets" in build_copies
 
 
 def test_build_stage_installs_a_working_herald(tmp_path):
@@ -122,6 +147,9 @@ def test_build_stage_installs_a_working_herald(tmp_path):
             shutil.copytree(
                 ROOT / "backend" / "graphiql_assets", workdir / "backend" / "graphiql_assets"
             )
+        elif keyword == "COPY" and rest.startswith("--from=inbox "):
+            # The inbox stage's output, likewise.
+            shutil.copytree(ROOT / "backend" / "sdk_assets", workdir / "backend" / "sdk_assets")
         elif keyword == "COPY":
             *sources, _ = shlex.split(rest)
             for source in sources:
@@ -129,7 +157,7 @@ def test_build_stage_installs_a_working_herald(tmp_path):
                 target = workdir / source
                 if path.is_dir():
                     # As .dockerignore: GraphiQL's build comes from the graphiql stage.
-                    ignore = shutil.ignore_patterns("__pycache__", "graphiql_assets")
+                    ignore = shutil.ignore_patterns("__pycache__", "graphiql_assets", "sdk_assets")
                     shutil.copytree(path, target, ignore=ignore)
                 else:
                     shutil.copy(path, target)
@@ -172,6 +200,7 @@ def test_build_stage_installs_a_working_herald(tmp_path):
         "standins/demo_users.json",
         "observability/probe.py",
         "graphiql_assets/index.html",
+        "sdk_assets/herald-inbox.js",
     ):
         assert (package / needed).is_file(), needed
     assert any((package / "db/migrations/versions").glob("0001_*.py"))

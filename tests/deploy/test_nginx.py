@@ -162,6 +162,16 @@ def test_graphiql_and_its_assets_through_the_proxy(proxied):
         assert "javascript" in asset.headers["content-type"], src
 
 
+def test_the_inbox_element_through_the_proxy(proxied):
+    """<herald-inbox> reaches apps through the proxy; the demo page (development) does not."""
+    proxy, _ = proxied
+    sdk = httpx.get(f"{proxy.url}/sdk/herald-inbox.js")
+    assert sdk.status_code == 200
+    assert "javascript" in sdk.headers["content-type"]
+    assert "herald-inbox" in sdk.text
+    assert httpx.get(f"{proxy.url}/demo/inbox").status_code == 404
+
+
 def test_gzip_for_graphql_answers(proxied):
     proxy, _ = proxied
     plain = post_graphql(proxy, INTROSPECTION, headers={"Accept-Encoding": "identity"})

@@ -442,3 +442,53 @@ async def poll(probe: Any, expected: Any, *, seconds: float) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+async def test_archived_items_have_their_own_shelf_and_position_is_a_since(
+    live_server, settings, committed, redis
+):
+    import httpx
+
+    uid = user()
+    token = token_for(settings, "user", sub=uid)
+    headers = {"Authorization": f"Bearer {token}"}
+    page = (
+        "query($archived: Boolean!) "
+        "{ inbox(archived: $archived) { position edges { node { id } } } }"
+    )
+    async with httpx.AsyncClient(base_url=live_server.url) as http:
+
+        async def shelf(archived: bool) -> tuple[str, list[str]]:
+            r = await http.post(
+                "/graphql",
+                json={"query": page, "variables": {"archived": archived}},
+                headers=headers,
+            )
+            inbox = r.json()["data"]["inbox"]
+            return inbox["position"], [e["node"]["id"] for e in inbox["edges"]]
+
+        # An empty inbox still has a position: items stored after it was read and before the
+        # subscription opened (never published live here) are replayed from it.
+        empty_position, ids = await shelf(False)
+        assert ids == []
+        entries = await store(committed, uid, 3, publish=False)
+        client = await Client.open(live_server, token)
+        await client.subscribe(NOTIFICATIONS, {"since": empty_position})
+        replayed = [(await client.next())["notifications"]["id"] for _ in range(3)]
+        assert replayed == [e.delivery_id for e in entries]
+        await client.close()
+
+        archived = await http.post(
+            "/graphql",
+            json={
+                "query": "mutation($ids: [ID!]!) "
+                "{ archive(ids: $ids) { ... on InboxChange { ids } } }",
+                "variables": {"ids": [entries[1].delivery_id]},
+            },
+            headers=headers,
+        )
+        assert archived.json()["data"]["archive"]["ids"] == [entries[1].delivery_id]
+        position, unarchived = await shelf(False)
+        assert unarchived == [entries[2].delivery_id, entries[0].delivery_id]
+        assert position == entries[2].cursor
+        assert (await shelf(True))[1] == [entries[1].delivery_id]

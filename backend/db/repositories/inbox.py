@@ -98,10 +98,17 @@ class InboxRepository:
         self.session = session
 
     async def page(
-        self, user_id: str, *, before_seq: int | None, limit: int, unread_only: bool
+        self,
+        user_id: str,
+        *,
+        before_seq: int | None,
+        limit: int,
+        unread_only: bool,
+        archived: bool = False,
     ) -> list[InboxItem]:
-        """Newest first; archived items are left out."""
-        conditions = [InboxItem.user_id == user_id, InboxItem.archived_at.is_(None)]
+        """Newest first: the unarchived items, or with ``archived`` the archived ones only."""
+        shelf = InboxItem.archived_at.is_not(None) if archived else InboxItem.archived_at.is_(None)
+        conditions = [InboxItem.user_id == user_id, shelf]
         if before_seq is not None:
             conditions.append(InboxItem.seq < before_seq)
         if unread_only:

@@ -1,0 +1,397 @@
+"""``<herald-inbox>`` as a page uses it: one script tag from ``/sdk/herald-inbox.js``, a token,
+and a real API, worker and browser. Notifications are sent through ``sendEvent`` and delivered
+by the worker, as in production."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, expect
+
+from tests.admin.conftest import Stack, WorkerStack, graphql, token
+from tests.clients.conftest import AXE, kill_api, new_user, start_api
+
+CREATE_TEMPLATE = """mutation($input: CreateTemplateInput!) {
+  createTemplate(input: $input) { __typename ... on Error { code message } } }"""
+SEND = """mutation($input: EventInput!) { sendEvent(input: $input) { __typename
+  ... on EventAccepted { eventId } ... on Error { code message } } }"""
+INBOX = "{ inbox(first: 50) { edges { node { id title } } } unreadCount }"
+# What Chromium prints while the API is down: expected in the restart test only.
+DOWN_NOISE = ("WebSocket connection to", "ERR_CONNECTION_REFUSED", "Failed to fetch")
+
+
+@pytest.fixture(scope="module")
+async def template(stack: Stack) -> str:
+    """An in-app template showing the payload's title and body (so each item is told apart)."""
+    slug = f"inbox-{uuid.uuid4().hex[:8]}"
+    content = [{"channel": "IN_APP", "title": "{{ payload.title }}", "body": "{{ payload.body }}"}]
+    created = await graphql(
+        stack,
+        CREATE_TEMPLATE,
+        {"input": {"slug": slug, "name": "Inbox test", "content": content}},
+        token("inbox-admin", "admin"),
+    )
+    assert created["createTemplate"]["__typename"] == "Template", created
+    return slug
+
+
+async def send(stack: Stack, template: str, user_id: str, title: str) -> str:
+    data = await graphql(
+        stack,
+        SEND,
+        {
+            "input": {
+                "type": "inbox_test",
+                "userIds": [user_id],
+                "channels": ["IN_APP"],
+                "templateSlug": template,
+                "payload": {"title": title, "body": f"About {title}"},
+            }
+        },
+        token("inbox-service", "service"),
+    )
+    assert data["sendEvent"]["__typename"] == "EventAccepted", data
+    return str(data["sendEvent"]["eventId"])
+
+
+async def inbox_titles(stack: Stack, user_id: str) -> list[str]:
+    data = await graphql(stack, INBOX, {}, token(user_id, "user"))
+    return [edge["node"]["title"] for edge in data["inbox"]["edges"]]
+
+
+async def until(condition: Callable[[], Any], what: str, within: float = 45.0) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def delivered(stack: Stack, template: str, user_id: str, titles: list[str]) -> None:
+    """Send one notification per title and wait until the worker has put all in the inbox."""
+    for title in titles:
+        await send(stack, template, user_id, title)
+
+    async def arrived() -> bool:
+        return set(titles) <= set(await inbox_titles(stack, user_id))
+
+    await until(arrived, f"{titles} in {user_id}'s inbox")
+
+
+class Tab:
+    """One browser tab with the element, signed in as a user; console errors fail the test."""
+
+    def __init__(self, page: Page, ignore: tuple[str, ...] = ()) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        self.ignore = ignore
+        page.on("console", self._console)
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        self.inbox = page.locator("herald-inbox")
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error" and not any(n in message.text for n in self.ignore):
+            self.errors.append(message.text)
+
+    def item(self, title: str) -> Any:
+        return self.inbox.locator("li[data-id]", has_text=title)
+
+    def toast(self, title: str) -> Any:
+        return self.inbox.locator("[part=toast]", has_text=title)
+
+    async def open_panel(self) -> None:
+        await self.inbox.locator("[part=bell]").click()
+        await expect(self.inbox.locator("[part=panel]")).to_be_visible()
+
+    async def tab(self, name: str) -> None:
+        await self.inbox.get_by_role("tab", name=name).click()
+        await expect(self.inbox).to_have_attribute("feed-state", "ready")
+
+    def assert_clean(self) -> None:
+        assert not self.errors, "console errors:\n" + "\n".join(self.errors)
+
+
+@pytest.fixture
+async def context(browser: Browser, stack: Stack) -> AsyncIterator[BrowserContext]:
+    ctx = await browser.new_context(viewport={"width": 1100, "height": 800})
+    ctx.set_default_timeout(15_000)
+    yield ctx
+    await ctx.close()
+
+
+async def open_tab(
+    context: BrowserContext,
+    stack: Stack,
+    user_id: str,
+    *,
+    page_size: int = 20,
+    ignore: tuple[str, ...] = (),
+) -> Tab:
+    """The demo page (served by the API, under its policy), with the element given a token
+    by script as an app would: a function returning it."""
+    page = await context.new_page()
+    tab = Tab(page, ignore)
+    # The demo page's own sign-in is left out: each test has a user of its own.
+    await page.add_init_script(path=str(AXE))
+    await page.goto(f"{stack.api.url}/demo/inbox")
+    await page.evaluate(
+        """([jwt, pageSize]) => {
+        const inbox = document.querySelector('herald-inbox');
+        inbox.setAttribute('page-size', pageSize);
+        inbox.setAttribute('toast-seconds', '120');
+        inbox.hidden = false;
+        inbox.tokenProvider = async () => jwt;
+      }""",
+        [token(user_id, "user"), str(page_size)],
+    )
+    await expect(tab.inbox).to_have_attribute("connection", "online")
+    await expect(tab.inbox).to_have_attribute("feed-state", "ready")
+    return tab
+
+
+async def test_the_sdk_and_the_demo_page_are_served_under_a_strict_policy(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.api.url, timeout=10) as client:
+        sdk = await client.get("/sdk/herald-inbox.js")
+        demo = await client.get("/demo/inbox")
+    assert sdk.status_code == 200
+    assert sdk.headers["content-type"].startswith("text/javascript")
+    assert "customElements" in sdk.text and "graphql-transport-ws" in sdk.text
+    assert "script-src 'self'" in sdk.headers["content-security-policy"]
+    assert demo.status_code == 200
+    policy = demo.headers["content-security-policy"]
+    assert "'unsafe-inline'" not in policy and "style-src 'self'" in policy
+    assert f"connect-src 'self' {stack.auth_url}" in policy
+    assert f'data-auth-url="{stack.auth_url}"' in demo.text
+
+
+async def test_bell_feed_scroll_mark_read_archive_and_a_live_toast(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
+) -> None:
+    user_id = new_user()
+    await delivered(stack, template, user_id, ["Apple", "Banana", "Cherry"])
+    tab = await open_tab(context, stack, user_id, page_size=2)
+    bell = tab.inbox.locator("[part=bell]")
+    await expect(bell).to_have_accessible_name("Notifications, 3 unread")
+    await expect(tab.inbox.locator("[part=badge]")).to_have_text("3")
+
+    await tab.open_panel()
+    items = tab.inbox.locator("li[data-id]")
+    # Two on the first page, newest first; scrolling to the end loads the third.
+    await expect(items.first).to_contain_text("Cherry")
+    await tab.inbox.locator("[part=feed]").evaluate("(feed) => feed.scrollTo(0, 1e6)")
+    await expect(items).to_have_count(3)
+    await expect(items.nth(2)).to_contain_text("Apple")
+
+    await tab.item("Banana").locator("[part=item-open]").click()
+    await expect(tab.item("Banana")).to_have_attribute("data-read", "true")
+    await expect(bell).to_have_accessible_name("Notifications, 2 unread")
+    await tab.item("Apple").get_by_role("button", name="Archive: Apple").click()
+    await expect(tab.item("Apple")).to_have_count(0)
+    # The keyboard stays in the list: on the archived item's neighbour.
+    await expect(tab.item("Banana").locator("[part=archive]")).to_be_focused()
+    await expect(bell).to_have_accessible_name("Notifications, 1 unread")
+
+    await tab.tab("Archived")
+    await expect(items).to_have_count(1)
+    await expect(items.first).to_contain_text("Apple")
+    await tab.tab("All")
+    await expect(items).to_have_count(2)
+    await tab.tab("Unread")
+    await expect(items).to_have_count(1)
+    await expect(items.first).to_contain_text("Cherry")
+
+    # The server agrees with what the page shows.
+    data = await graphql(stack, INBOX, {}, token(user_id, "user"))
+    assert data["unreadCount"] == 1
+    assert [e["node"]["title"] for e in data["inbox"]["edges"]] == ["Cherry", "Banana"]
+
+    await send(stack, template, user_id, "Live one")
+    await expect(tab.toast("Live one")).to_be_visible(timeout=30_000)
+    await expect(tab.item("Live one")).to_have_count(1)
+    await expect(items.first).to_contain_text("Live one")
+    await expect(bell).to_have_accessible_name("Notifications, 2 unread")
+
+    await tab.inbox.get_by_role("button", name="Mark all read").click()
+    await expect(bell).to_have_accessible_name("Notifications")
+    await expect(tab.inbox.locator("li[data-read=false]")).to_have_count(0)
+    assert (await graphql(stack, INBOX, {}, token(user_id, "user")))["unreadCount"] == 0
+    tab.assert_clean()
+
+
+async def test_relative_times_follow_the_locale_and_empty_states_show(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
+) -> None:
+    user_id = new_user()
+    tab = await open_tab(context, stack, user_id)
+    await tab.open_panel()
+    await expect(tab.inbox.locator("[part=state]")).to_have_text("You are all caught up.")
+    await tab.tab("Archived")
+    await expect(tab.inbox.locator("[part=state]")).to_have_text("Nothing archived.")
+    await tab.tab("All")
+    await tab.inbox.evaluate("(el) => el.setAttribute('locale', 'de')")
+    await send(stack, template, user_id, "Zeit")
+    await expect(tab.item("Zeit").locator("time")).to_have_text("jetzt", timeout=30_000)
+    tab.assert_clean()
+
+
+async def test_mark_read_on_view_marks_what_the_open_feed_shows(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
+) -> None:
+    user_id = new_user()
+    await delivered(stack, template, user_id, ["Seen one", "Seen two"])
+    tab = await open_tab(context, stack, user_id)
+    await expect(tab.inbox.locator("[part=bell]")).to_have_accessible_name(
+        "Notifications, 2 unread"
+    )
+    # Closed, nothing is marked; opened with the attribute, what shows is marked read.
+    await tab.inbox.evaluate("(el) => el.setAttribute('mark-read-on-view', '')")
+    await tab.page.wait_for_timeout(1500)
+    assert (await graphql(stack, INBOX, {}, token(user_id, "user")))["unreadCount"] == 2
+    await tab.open_panel()
+    await expect(tab.inbox.locator("[part=bell]")).to_have_accessible_name("Notifications")
+    await expect(tab.inbox.locator("li[data-read=true]")).to_have_count(2)
+    assert (await graphql(stack, INBOX, {}, token(user_id, "user")))["unreadCount"] == 0
+    tab.assert_clean()
+
+
+async def test_two_tabs_of_one_user_keep_read_state_in_step(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
+) -> None:
+    user_id = new_user()
+    await delivered(stack, template, user_id, ["Alpha", "Beta"])
+    first = await open_tab(context, stack, user_id)
+    second = await open_tab(context, stack, user_id)
+    for tab in (first, second):
+        await tab.open_panel()
+        await tab.tab("All")
+    await first.item("Alpha").locator("[part=item-open]").click()
+    await expect(second.item("Alpha")).to_have_attribute("data-read", "true")
+    await expect(second.inbox.locator("[part=bell]")).to_have_accessible_name(
+        "Notifications, 1 unread"
+    )
+    await second.item("Beta").get_by_role("button", name="Archive: Beta").click()
+    await expect(first.item("Beta")).to_have_count(0)
+    await expect(first.inbox.locator("[part=bell]")).to_have_accessible_name("Notifications")
+    # A live item reaches both tabs, once each.
+    await send(stack, template, user_id, "Gamma")
+    for tab in (first, second):
+        await expect(tab.toast("Gamma")).to_have_count(1, timeout=30_000)
+        await expect(tab.item("Gamma")).to_have_count(1)
+        tab.assert_clean()
+
+
+async def test_an_item_sent_across_an_api_restart_arrives_exactly_once(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
+) -> None:
+    user_id = new_user()
+    await delivered(stack, template, user_id, ["Before"])
+    listed = await graphql(stack, "{ inbox { position } }", {}, token(user_id, "user"))
+    position = listed["inbox"]["position"]
+    tab = await open_tab(context, stack, user_id, ignore=DOWN_NOISE)
+    page = tab.page
+    await page.evaluate(
+        """() => {
+        window.arrived = [];
+        document.querySelector('herald-inbox').addEventListener(
+          'herald-notification', (e) => window.arrived.push(e.detail.title));
+      }"""
+    )
+    subscribes: list[dict[str, Any]] = []
+
+    def watch(socket: Any) -> None:
+        def sent(frame: Any) -> None:
+            message = json.loads(frame)
+            if message.get("type") == "subscribe":
+                subscribes.append(message["payload"]["variables"])
+
+        socket.on("framesent", sent)
+
+    page.on("websocket", watch)
+    await tab.open_panel()
+    await tab.tab("All")
+
+    kill_api(stack.api)
+    await expect(tab.inbox).to_have_attribute("connection", "offline")
+    await expect(tab.inbox.locator("[part=connection]")).to_contain_text("Offline")
+    await asyncio.to_thread(start_api, stack.api)
+    # Sent as soon as the API is back: the page is most likely still waiting to reconnect,
+    # so the item is stored while it is away and comes back through `since`.
+    await send(stack, template, user_id, "After restart")
+    await expect(tab.item("After restart")).to_have_count(1, timeout=45_000)
+    await expect(tab.inbox).to_have_attribute("connection", "online")
+    await page.wait_for_timeout(1500)  # room for a double to show up
+    await expect(tab.item("After restart")).to_have_count(1)
+    await expect(tab.toast("After restart")).to_have_count(1)
+    await expect(tab.item("Before")).to_have_count(1)
+    assert await page.evaluate("window.arrived") == ["After restart"]
+    # Recorded from after the page's first subscription: the resubscription went out with
+    # the newest cursor the page had (the inbox's position: no live item came before).
+    assert subscribes and subscribes[0]["since"] == position, subscribes
+    tab.assert_clean()
+
+
+async def test_no_accessibility_violations(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
+) -> None:
+    """axe-core (from clients/inbox's npm lock) on the page, panel open, with items and a toast."""
+    user_id = new_user()
+    await delivered(stack, template, user_id, ["Read me", "Archive me"])
+    tab = await open_tab(context, stack, user_id)
+    await tab.open_panel()
+    await tab.item("Read me").locator("[part=item-open]").click()
+    await send(stack, template, user_id, "Toast me")
+    await expect(tab.toast("Toast me")).to_be_visible(timeout=30_000)
+    results = await tab.page.evaluate(
+        "async () => (await axe.run(document, { resultTypes: ['violations'] })).violations"
+    )
+    summary = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in results]
+    assert results == [], summary
+    # Keyboard: from the bell, Tab reaches the panel's controls in order.
+    await tab.inbox.locator("[part=bell]").focus()
+    order = []
+    for _ in range(4):
+        await tab.page.keyboard.press("Tab")
+        order.append(
+            await tab.page.evaluate(
+                "() => { const a = document.querySelector('herald-inbox').shadowRoot"
+                ".activeElement; return a ? (a.getAttribute('part') || a.tagName) : null; }"
+            )
+        )
+    assert order == ["mark-all-read", "tab", "item-open", "archive"], order
+    await tab.page.keyboard.press("Escape")
+    await expect(tab.inbox.locator("[part=panel]")).to_be_hidden()
+    tab.assert_clean()
+
+
+async def test_the_demo_page_signs_in_as_a_demo_user(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack
+) -> None:
+    page = await context.new_page()
+    tab = Tab(page)
+    violations: list[str] = []
+
+    def report(violation: str) -> None:
+        violations.append(violation)
+
+    await page.expose_function("reportViolation", report)
+    await page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', "
+        "(e) => window.reportViolation(`${e.effectiveDirective} ${e.blockedURI}`));"
+    )
+    await page.goto(f"{stack.api.url}/demo/inbox")
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    await page.get_by_label("Demo user").select_option("demo-user-olga")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(tab.inbox).to_have_attribute("connection", "online")
+    await expect(tab.inbox).to_have_attribute("feed-state", "ready")
+    await page.get_by_role("button", name="Send me a test notification").click()
+    await expect(page.locator("#sent")).to_have_text("Sent.")
+    await expect(tab.inbox.locator("[part=toast]")).to_have_count(1, timeout=30_000)
+    assert violations == []
+    tab.assert_clean()
