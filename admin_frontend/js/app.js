@@ -22,6 +22,7 @@ import * as campaign from "./views/campaign.js";
 import * as topics from "./views/topics.js";
 import * as topic from "./views/topic.js";
 import * as recipients from "./views/recipients.js";
+import * as apiKeys from "./views/api_keys.js";
 
 const ROUTES = [
   { pattern: /^\/overview$/, view: overview, nav: "overview", title: "Overview" },
@@ -38,6 +39,7 @@ const ROUTES = [
   { pattern: /^\/topics\/([^/]+)$/, view: topic, nav: "topics", title: "Topic", keys: ["key"] },
   { pattern: /^\/recipients$/, view: recipients, nav: "recipients", title: "Recipients" },
   { pattern: /^\/recipients\/([^/]+)$/, view: recipients.detail, nav: "recipients", title: "Recipient", keys: ["userId"] },
+  { pattern: /^\/api-keys$/, view: apiKeys, nav: "api-keys", title: "API keys" },
 ];
 const HOME = "#/overview";
 
@@ -122,6 +124,8 @@ function stopLiveConnection() {
 // --- sign-in state --------------------------------------------------------------------------
 function renderSessionHeader() {
   appEl.dataset.signedIn = String(session.signedIn);
+  // Screens for one role only (API keys: admins) are left out of the others' navigation.
+  document.querySelectorAll(".nav a[data-role]").forEach((a) => (a.hidden = !session.hasRole(a.dataset.role)));
   const who = document.getElementById("who");
   if (session.signedIn) {
     setChildren(who, h("span", { class: "who-id" }, session.viewer.id), h("span", { class: "who-roles" }, session.viewer.roles.join(", ")));
