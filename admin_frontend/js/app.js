@@ -8,6 +8,7 @@ import { h, setChildren } from "./dom.js";
 import { openDialog } from "./dialog.js";
 import { describeError } from "./errors.js";
 import { Session, session } from "./session.js";
+import { authServiceEnabled, refresh } from "./auth_service.js";
 import { GraphQLWsClient, websocketUrl } from "./ws.js";
 import * as signin from "./views/signin.js";
 import * as overview from "./views/overview.js";
@@ -134,8 +135,21 @@ function renderSessionHeader() {
   }
 }
 
+const VIEWER = "query Viewer { viewer { id roles tokenExpiresAt } }";
+
+if (authServiceEnabled()) {
+  session.refresher = async (refreshToken) => {
+    const pair = await refresh(refreshToken);
+    const data = await graphql(VIEWER, {}, { token: pair.accessToken });
+    if (Session.refusal(data.viewer)) throw new Error("no longer an admin or a manager");
+    return { token: pair.accessToken, viewer: data.viewer, refreshToken: pair.refreshToken };
+  };
+}
+
 session.subscribe((event) => {
   renderSessionHeader();
+  // A renewed token: the socket already open stays; a reconnect sends the new token.
+  if (event.type === "renewed") return;
   if (event.type === "signed-in") {
     startLiveConnection();
   } else {
@@ -244,18 +258,28 @@ window.addEventListener("beforeunload", (event) => {
 // --- start ----------------------------------------------------------------------------------
 async function start() {
   const stored = session.storedToken();
+  const storedRefresh = session.storedRefreshToken();
   if (stored) {
     try {
-      const data = await graphql("query Viewer { viewer { id roles tokenExpiresAt } }", {}, { token: stored });
+      const data = await graphql(VIEWER, {}, { token: stored });
       if (!Session.refusal(data.viewer)) {
-        session.start(stored, data.viewer);
+        session.start(stored, data.viewer, { refreshToken: storedRefresh });
       } else {
         session.end();
       }
     } catch (error) {
-      session.end();
-      signInMessage =
-        error.code === "UNAUTHENTICATED" ? "Your sign-in has expired. Please sign in again." : describeError(error);
+      let renewed = null;
+      if (error.code === "UNAUTHENTICATED" && storedRefresh && session.refresher) {
+        // The access token expired while the tab was away: the refresh token may still do.
+        renewed = await session.refresher(storedRefresh).catch(() => null);
+      }
+      if (renewed) {
+        session.start(renewed.token, renewed.viewer, { refreshToken: renewed.refreshToken });
+      } else {
+        session.end();
+        signInMessage =
+          error.code === "UNAUTHENTICATED" ? "Your sign-in has expired. Please sign in again." : describeError(error);
+      }
     }
   }
   renderSessionHeader();
