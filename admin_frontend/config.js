@@ -8,6 +8,19 @@ export default {
   // on the sign-in screen. Set it to null where there is no stand-in (production).
   authStandinUrl: "http://127.0.0.1:8001",
 
+  // "Sign in with the auth service": the page posts the login and password to
+  // `url + loginPath` and gets an access and a refresh token (`access_token`,
+  // `refresh_token`), then trades the refresh token at `url + refreshPath` for a new pair
+  // before the access token expires. null hides the form. These are the stand-in's paths.
+  authService: {
+    url: "http://127.0.0.1:8001",
+    loginPath: "/api/v1/auth/session/login",
+    refreshPath: "/api/v1/auth/session/refresh",
+  },
+
+  // The paste-a-token box, for development (tokens from `herald token`); false hides it.
+  tokenPaste: true,
+
   // The live feed streams the `deliveryUpdates` subscription over the WebSocket. If the
   // subscription fails it falls back to checking `deliveries` every livePollSeconds; "poll"
   // makes it check from the start (for a proxy that does not pass WebSockets through).

@@ -50,6 +50,7 @@ from backend.realtime import LiveHub, fault_channel
 from backend.schema.context import Clients, Context, Services
 from backend.schema.root import HeraldSchema, build_schema
 from backend.services import rate_limits, rendering
+from backend.services.api_keys import ApiKeyVerifier
 from backend.services.campaigns import BrokerRunPublisher
 from backend.services.deliveries import BrokerDeliveryQueue
 from backend.services.events import Ingestion
@@ -100,7 +101,8 @@ class GraphQLWebSocket(GraphQL[Context, None]):
     ``HeraldAPI``: thousands of idle subscriptions sit on one process.
 
     Browsers cannot set headers on a WebSocket, so the token comes in ``connection_init``
-    (``{"authorization": "Bearer <jwt>"}``); a bad token closes the socket with 4403.
+    (``{"authorization": "Bearer <jwt or hk_ API key>"}``, or ``{"apiKey": "hk_..."}``); a
+    bad token closes the socket with 4403.
     ``notifications`` subscriptions take the fast path of backend/live_socket.py.
     """
 
@@ -134,6 +136,8 @@ class GraphQLWebSocket(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> dict[str, Any] | None:
         params = context.connection_params or {}
         context.authorization = params.get("authorization") or params.get("Authorization")
+        api_key = params.get("apiKey") or params.get("x-api-key")
+        await context.authenticate(api_key=api_key if isinstance(api_key, str) else None)
         try:
             principal = context.principal()
         except HeraldError as exc:
@@ -199,7 +203,15 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             fault_channel=fault_channel(os.getpid()) if settings.live_hub_fault_injection else None,
         )
         await live_hub.start()
+        api_keys = ApiKeyVerifier(
+            lambda: state.sessionmaker(),
+            redis_url=settings.redis_url,
+            cache_seconds=settings.api_key_cache_seconds,
+            touch_seconds=settings.api_key_touch_seconds,
+        )
+        await api_keys.start()
         state.opened = Clients(
+            api_keys=api_keys,
             live_hub=live_hub,
             inbox_sequences=SequenceReader(),
             redis=redis,
@@ -219,6 +231,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         finally:
             if heap is not None:
                 await heap.close()
+            await api_keys.close()
             await live_hub.close()
             await broker.close()
             await history.close()

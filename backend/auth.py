@@ -3,10 +3,19 @@
 The auth service issues JWTs with claims ``sub`` (user id), ``roles`` (list), ``type`` (``access``)
 and ``exp``. Herald verifies them with the algorithm pinned by configuration, so a token that names
 another algorithm (``none``, or HS256 signed with the public key) is refused before any key is used.
+
+The key is one configured secret or public key, or the auth service's JWKS
+(``HERALD_JWT_JWKS_URL``): keys by ``kid``, fetched with httpx and parsed by PyJWT's
+``PyJWKSet``, used for ``jwt_jwks_cache_seconds``, and fetched again when a token names a
+``kid`` the set lacks (a rotation), at most once per ``jwt_jwks_min_refresh_seconds`` so that
+tokens with forged kids cannot turn Herald into a flood of requests to the provider.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import time
 import uuid
 from collections.abc import Iterable
@@ -15,10 +24,13 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import httpx
 import jwt
 
 from backend.config import JwtAlgorithm, Settings
 from backend.errors import ForbiddenError, UnauthenticatedError
+
+log = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
@@ -37,16 +49,112 @@ FORGET_USERS = frozenset({Role.ADMIN, Role.SERVICE})
 MAX_EXP = 253_402_300_799
 
 
+class Scope(StrEnum):
+    """A narrower grant than a role, held by API keys: one family of operations."""
+
+    EVENTS_SEND = "events:send"
+    TEMPLATES_READ = "templates:read"
+    EVENT_TYPES_READ = "event_types:read"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's subject and roles."""
+    """Who is calling: the token's subject and roles, or an API key's id, roles and scopes.
+
+    An API key's principal has ``user_id`` ``api-key:<prefix>``: rate limits count per key
+    and the audit log names the key. ``key_name`` is the service it was made for.
+    """
 
     user_id: str
     roles: frozenset[str] = field(default_factory=frozenset)
     expires_at: datetime | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    key_name: str | None = None
 
     def has_any(self, roles: Iterable[str]) -> bool:
         return not self.roles.isdisjoint(roles)
+
+
+class JwksKeys:
+    """The auth service's signing keys by ``kid``, from its JWKS (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.jwt_jwks_url is not None
+        self.url = settings.jwt_jwks_url
+        self._algorithm = settings.jwt_algorithm.value
+        self._ttl = settings.jwt_jwks_cache_seconds
+        self._min_refresh = settings.jwt_jwks_min_refresh_seconds
+        self._timeout = settings.jwt_jwks_timeout_seconds
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = -math.inf  # when the set in hand was fetched
+        self._attempted_at = -math.inf  # when a fetch last started, whatever its outcome
+        self._fetch: asyncio.Future[None] | None = None
+        # Called with the kids that left the set: tokens they signed must not stay trusted.
+        self.on_removed: list[Any] = []
+
+    def cached(self, kid: str | None) -> Any | None:
+        """The key for ``kid`` from the set in hand, without fetching."""
+        if kid is None:
+            return next(iter(self._keys.values())) if len(self._keys) == 1 else None
+        return self._keys.get(kid)
+
+    async def key_for(self, kid: str | None) -> Any:
+        """The key that verifies tokens naming ``kid``; fetches the set when it is stale, or
+        when it lacks ``kid`` and no fetch started within ``min_refresh`` seconds."""
+        running = self._fetch
+        if running is not None and not running.done():
+            # A fetch is on its way (a rotation seen by a concurrent request): share it.
+            await asyncio.shield(running)
+        now = time.monotonic()
+        if now - self._fetched_at > self._ttl and now - self._attempted_at >= self._min_refresh:
+            await self._refresh()
+        key = self.cached(kid)
+        if key is None and time.monotonic() - self._attempted_at >= self._min_refresh:
+            await self._refresh()
+            key = self.cached(kid)
+        if key is None:
+            raise UnauthenticatedError("The token is signed with a key that is not known")
+        return key
+
+    async def _refresh(self) -> None:
+        # One fetch at a time per process: concurrent requests with a new kid share it.
+        running = self._fetch
+        if running is not None and not running.done():
+            await asyncio.shield(running)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._fetch = future
+        self._attempted_at = time.monotonic()
+        try:
+            await self._load()
+        finally:
+            future.set_result(None)
+
+    async def _load(self) -> None:
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.get(self.url, headers={"Accept": "application/json"})
+                response.raise_for_status()
+                document = response.json()
+            jwk_set = jwt.PyJWKSet.from_dict(document)
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            # The keys in hand stay in use; the next fetch waits for min_refresh.
+            log.warning("could not fetch the JWKS at %s: %s", self.url, exc)
+            return
+        keys: dict[str, Any] = {}
+        for jwk in jwk_set.keys:
+            # Only keys for the pinned algorithm: a JWKS may list others (encryption keys,
+            # another algorithm), and none of them may verify a token here.
+            if jwk.algorithm_name != self._algorithm or jwk.public_key_use not in (None, "sig"):
+                continue
+            keys[jwk.key_id or ""] = jwk.key
+        removed = set(self._keys) - set(keys)
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+        log.info("JWKS fetched from %s: %d keys", self.url, len(keys))
+        if removed:
+            for callback in self.on_removed:
+                callback(removed)
 
 
 class TokenVerifier:
@@ -56,9 +164,14 @@ class TokenVerifier:
 
     def __init__(self, settings: Settings) -> None:
         self._algorithm = settings.jwt_algorithm.value
-        if settings.jwt_algorithm is JwtAlgorithm.RS256:
+        self.jwks: JwksKeys | None = None
+        if settings.jwt_jwks_url:
+            self.jwks = JwksKeys(settings)
+            self.jwks.on_removed.append(lambda _: self._cache.clear())
+            self._key: Any = None
+        elif settings.jwt_algorithm is JwtAlgorithm.RS256:
             assert settings.jwt_public_key is not None
-            self._key: Any = settings.jwt_public_key
+            self._key = settings.jwt_public_key
         else:
             assert settings.jwt_secret is not None
             self._key = settings.jwt_secret.get_secret_value()
@@ -67,22 +180,46 @@ class TokenVerifier:
         self._leeway = settings.jwt_leeway_seconds
         self._cache: dict[str, Principal] = {}
 
-    def verify(self, token: str) -> Principal:
-        """Verify a token; a token verified before is answered from a small cache, with its
-        expiry checked again (services send thousands of requests with one token)."""
+    def _cached(self, token: str) -> Principal | None:
         cached = self._cache.get(token)
         if cached is not None:
             expires_at = cached.expires_at
             if expires_at is not None and expires_at.timestamp() + self._leeway > time.time():
                 return cached
             self._cache.pop(token, None)
-        principal = self._verify(token)
+        return None
+
+    def _remember(self, token: str, principal: Principal) -> Principal:
         if len(self._cache) >= self.CACHE_SIZE:
             self._cache.pop(next(iter(self._cache)))
         self._cache[token] = principal
         return principal
 
-    def _verify(self, token: str) -> Principal:
+    def verify(self, token: str) -> Principal:
+        """Verify a token; a token verified before is answered from a small cache, with its
+        expiry checked again (services send thousands of requests with one token). With a
+        JWKS, only the keys already fetched are used: :meth:`authenticate` fetches."""
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
+        key = self._key
+        if self.jwks is not None:
+            key = self.jwks.cached(_kid(token))
+            if key is None:
+                raise UnauthenticatedError("The token is signed with a key that is not known")
+        return self._remember(token, self._verify(token, key))
+
+    async def authenticate(self, token: str) -> Principal:
+        """Verify a token, fetching the JWKS when the token names a key not seen yet."""
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
+        if self.jwks is None:
+            return self.verify(token)
+        key = await self.jwks.key_for(_kid(token))
+        return self._remember(token, self._verify(token, key))
+
+    def _verify(self, token: str, key: Any) -> Principal:
         required = ["exp", "sub"]
         if self._issuer:
             required.append("iss")
@@ -92,7 +229,7 @@ class TokenVerifier:
         try:
             claims = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=[self._algorithm],
                 issuer=self._issuer,
                 audience=self._audience,
@@ -121,6 +258,15 @@ class TokenVerifier:
         if scheme.lower() != "bearer" or not token.strip():
             raise UnauthenticatedError("The Authorization header must be 'Bearer <jwt>'")
         return self.verify(token.strip())
+
+
+def _kid(token: str) -> str | None:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise UnauthenticatedError("The token is malformed") from exc
+    kid = header.get("kid")
+    return kid if isinstance(kid, str) else None
 
 
 # What a client is told for each way PyJWT refuses a token, the first match winning.

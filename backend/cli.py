@@ -209,8 +209,15 @@ def _echo_progress(pages: int, synced: int) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON list of users with roles (default: the bundled demo users)",
 )
-def auth_standin(host: str, port: int, users_file: Path | None) -> None:
-    """Serve the development stand-in for the auth service: profiles and demo tokens."""
+@click.option(
+    "--access-ttl",
+    default=900,
+    show_default=True,
+    type=click.IntRange(1),
+    help="seconds the access tokens from its login and refresh endpoints live",
+)
+def auth_standin(host: str, port: int, users_file: Path | None, access_ttl: int) -> None:
+    """Serve the development stand-in for the auth service: profiles, sign-in and demo tokens."""
     settings = get_settings()
     if settings.environment is Environment.PRODUCTION:
         raise click.UsageError(
@@ -221,7 +228,9 @@ def auth_standin(host: str, port: int, users_file: Path | None) -> None:
 
     from backend.standins.auth_service import DEMO_USERS_FILE, create_auth_standin
 
-    app = create_auth_standin(users_file or DEMO_USERS_FILE, settings)
+    app = create_auth_standin(
+        users_file or DEMO_USERS_FILE, settings, access_ttl=timedelta(seconds=access_ttl)
+    )
     uvicorn.run(app, host=host, port=port, access_log=False, log_level=settings.log_level.lower())
 
 

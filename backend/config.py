@@ -85,6 +85,19 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
+    # Keys from the auth service's JWKS instead of one configured public key (RS256 only).
+    jwt_jwks_url: str | None = None
+    # How long a fetched key set is used before it is fetched again.
+    jwt_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    # A token naming an unknown `kid` refetches the key set at most this often, so that forged
+    # kids cannot make Herald hammer the provider.
+    jwt_jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
+    jwt_jwks_timeout_seconds: float = Field(default=3.0, gt=0)
+    # API keys: a key is trusted from a process's cache this long at most; revocations reach
+    # every process at once over Redis pub/sub, this bounds a missed message.
+    api_key_cache_seconds: float = Field(default=60.0, ge=0)
+    # A key's `lastUsedAt` is written at most this often per process.
+    api_key_touch_seconds: float = Field(default=60.0, ge=0)
 
     auth_users_list_path: str = "/api/v1/auth/users"
     # Many profiles in one request (POST {"ids": [...]} -> {"items": [...]}), where the auth
@@ -287,10 +300,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_keys(self) -> Settings:
+        if self.jwt_jwks_url and self.jwt_algorithm is not JwtAlgorithm.RS256:
+            raise ValueError("HERALD_JWT_JWKS_URL needs HERALD_JWT_ALGORITHM=RS256")
         if self.jwt_algorithm is JwtAlgorithm.RS256:
-            if not self.jwt_public_key:
+            if not self.jwt_public_key and not self.jwt_jwks_url:
                 raise ValueError(
-                    "HERALD_JWT_PUBLIC_KEY is required when HERALD_JWT_ALGORITHM=RS256"
+                    "HERALD_JWT_PUBLIC_KEY or HERALD_JWT_JWKS_URL is required when "
+                    "HERALD_JWT_ALGORITHM=RS256"
                 )
         elif self.jwt_secret is None or not self.jwt_secret.get_secret_value():
             raise ValueError("HERALD_JWT_SECRET is required when HERALD_JWT_ALGORITHM=HS256")

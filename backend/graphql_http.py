@@ -202,6 +202,7 @@ class GraphQLHTTP:
             return _request_error(problem, 400, media)
         services: Services = request.app.state.services
         context = Context(services=services, authorization=request.headers.get("authorization"))
+        await context.authenticate(api_key=request.headers.get("x-api-key"))
         try:
             result = await self.schema.execute(
                 query,

@@ -233,3 +233,57 @@ def test_cli_refuses_production():
     )
     assert result.returncode != 0
     assert b"never runs with HERALD_ENVIRONMENT=production" in result.stderr
+
+
+LOGIN = "/api/v1/auth/session/login"
+REFRESH = "/api/v1/auth/session/refresh"
+
+
+def test_login_with_password_gives_a_pair_herald_accepts(client):
+    response = client.post(LOGIN, json={"login": "mariana.costa", "password": "herald-demo"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 900
+    principal = TokenVerifier(make_settings()).verify(body["access_token"])
+    assert principal.user_id == "demo-manager" and principal.roles == {"manager"}
+    for wrong in ({"login": "mariana.costa", "password": "nope"}, {"login": "x", "password": ""}):
+        refused = client.post(LOGIN, json=wrong)
+        assert refused.status_code == 401
+    # Passwords are never served.
+    assert all("password" not in u for u in client.get("/api/v1/auth/dev/users").json())
+
+
+def test_refresh_rotates_the_refresh_token(client):
+    first = client.post(LOGIN, json={"login": "admin", "password": "herald-demo"}).json()
+    second = client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200
+    pair = second.json()
+    assert pair["refresh_token"] != first["refresh_token"]
+    assert TokenVerifier(make_settings()).verify(pair["access_token"]).user_id == "demo-admin"
+    # A refresh token is used once.
+    again = client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
+    assert again.status_code == 401
+    assert client.post(REFRESH, json={"refresh_token": "made-up"}).status_code == 401
+
+
+def test_access_ttl_is_set_from_the_command_line():
+    url, process = start_standin("--access-ttl", "5")
+    try:
+        body = httpx.post(
+            url + LOGIN, json={"login": "admin", "password": "herald-demo"}, timeout=5
+        ).json()
+        principal = TokenVerifier(make_settings()).verify(body["access_token"])
+        assert principal.expires_at is not None
+        assert 3 <= principal.expires_at.timestamp() - time.time() <= 5
+        # The admin page (another origin) may call it.
+        preflight = httpx.options(
+            url + REFRESH,
+            headers={
+                "Origin": "http://127.0.0.1:9",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert preflight.headers["access-control-allow-origin"] in ("*", "http://127.0.0.1:9")
+    finally:
+        stop(process)

@@ -8,6 +8,7 @@ import { h, setChildren } from "./dom.js";
 import { openDialog } from "./dialog.js";
 import { describeError } from "./errors.js";
 import { Session, session } from "./session.js";
+import { authServiceEnabled, refresh } from "./auth_service.js";
 import { GraphQLWsClient, websocketUrl } from "./ws.js";
 import * as signin from "./views/signin.js";
 import * as overview from "./views/overview.js";
@@ -22,6 +23,7 @@ import * as campaign from "./views/campaign.js";
 import * as topics from "./views/topics.js";
 import * as topic from "./views/topic.js";
 import * as recipients from "./views/recipients.js";
+import * as apiKeys from "./views/api_keys.js";
 
 const ROUTES = [
   { pattern: /^\/overview$/, view: overview, nav: "overview", title: "Overview" },
@@ -38,6 +40,7 @@ const ROUTES = [
   { pattern: /^\/topics\/([^/]+)$/, view: topic, nav: "topics", title: "Topic", keys: ["key"] },
   { pattern: /^\/recipients$/, view: recipients, nav: "recipients", title: "Recipients" },
   { pattern: /^\/recipients\/([^/]+)$/, view: recipients.detail, nav: "recipients", title: "Recipient", keys: ["userId"] },
+  { pattern: /^\/api-keys$/, view: apiKeys, nav: "api-keys", title: "API keys" },
 ];
 const HOME = "#/overview";
 
@@ -122,6 +125,8 @@ function stopLiveConnection() {
 // --- sign-in state --------------------------------------------------------------------------
 function renderSessionHeader() {
   appEl.dataset.signedIn = String(session.signedIn);
+  // Screens for one role only (API keys: admins) are left out of the others' navigation.
+  document.querySelectorAll(".nav a[data-role]").forEach((a) => (a.hidden = !session.hasRole(a.dataset.role)));
   const who = document.getElementById("who");
   if (session.signedIn) {
     setChildren(who, h("span", { class: "who-id" }, session.viewer.id), h("span", { class: "who-roles" }, session.viewer.roles.join(", ")));
@@ -130,8 +135,21 @@ function renderSessionHeader() {
   }
 }
 
+const VIEWER = "query Viewer { viewer { id roles tokenExpiresAt } }";
+
+if (authServiceEnabled()) {
+  session.refresher = async (refreshToken) => {
+    const pair = await refresh(refreshToken);
+    const data = await graphql(VIEWER, {}, { token: pair.accessToken });
+    if (Session.refusal(data.viewer)) throw new Error("no longer an admin or a manager");
+    return { token: pair.accessToken, viewer: data.viewer, refreshToken: pair.refreshToken };
+  };
+}
+
 session.subscribe((event) => {
   renderSessionHeader();
+  // A renewed token: the socket already open stays; a reconnect sends the new token.
+  if (event.type === "renewed") return;
   if (event.type === "signed-in") {
     startLiveConnection();
   } else {
@@ -240,18 +258,28 @@ window.addEventListener("beforeunload", (event) => {
 // --- start ----------------------------------------------------------------------------------
 async function start() {
   const stored = session.storedToken();
+  const storedRefresh = session.storedRefreshToken();
   if (stored) {
     try {
-      const data = await graphql("query Viewer { viewer { id roles tokenExpiresAt } }", {}, { token: stored });
+      const data = await graphql(VIEWER, {}, { token: stored });
       if (!Session.refusal(data.viewer)) {
-        session.start(stored, data.viewer);
+        session.start(stored, data.viewer, { refreshToken: storedRefresh });
       } else {
         session.end();
       }
     } catch (error) {
-      session.end();
-      signInMessage =
-        error.code === "UNAUTHENTICATED" ? "Your sign-in has expired. Please sign in again." : describeError(error);
+      let renewed = null;
+      if (error.code === "UNAUTHENTICATED" && storedRefresh && session.refresher) {
+        // The access token expired while the tab was away: the refresh token may still do.
+        renewed = await session.refresher(storedRefresh).catch(() => null);
+      }
+      if (renewed) {
+        session.start(renewed.token, renewed.viewer, { refreshToken: renewed.refreshToken });
+      } else {
+        session.end();
+        signInMessage =
+          error.code === "UNAUTHENTICATED" ? "Your sign-in has expired. Please sign in again." : describeError(error);
+      }
     }
   }
   renderSessionHeader();

@@ -1,7 +1,12 @@
 // Who is signed in. The token lives in sessionStorage: it survives a reload but not the tab,
-// which suits a shared office computer better than localStorage.
+// which suits a shared office computer better than localStorage. Signed in through the auth
+// service, the session also holds a refresh token and trades it (`refresher`, set by app.js)
+// for a new access token before the current one expires.
 
 const STORAGE_KEY = "herald.admin.token";
+const REFRESH_KEY = "herald.admin.refresh";
+// Renew this long before expiry (or after three quarters of a short token's life).
+const RENEW_LEAD_MS = 60_000;
 const ADMIN_ROLES = ["admin", "manager"];
 
 class Session {
@@ -10,6 +15,17 @@ class Session {
     this.viewer = null;
     this.listeners = new Set();
     this.expiryTimer = null;
+    this.refreshToken = null;
+    /** `async (refreshToken) => ({token, viewer, refreshToken})`; throws when it cannot. */
+    this.refresher = null;
+  }
+
+  storedRefreshToken() {
+    try {
+      return sessionStorage.getItem(REFRESH_KEY);
+    } catch {
+      return null;
+    }
   }
 
   /** Restore a token kept from earlier in this tab (checked by the caller with `viewer`). */
@@ -36,32 +52,62 @@ class Session {
     return `This account (${viewer.id}, roles: ${roles}) cannot use the admin page: it needs the admin or manager role.`;
   }
 
-  start(token, viewer) {
+  start(token, viewer, { refreshToken = null } = {}) {
+    this.keep(token, viewer, refreshToken);
+    this.emit({ type: "signed-in" });
+  }
+
+  keep(token, viewer, refreshToken) {
     this.token = token;
     this.viewer = viewer;
+    this.refreshToken = refreshToken;
     try {
       sessionStorage.setItem(STORAGE_KEY, token);
+      if (refreshToken) sessionStorage.setItem(REFRESH_KEY, refreshToken);
+      else sessionStorage.removeItem(REFRESH_KEY);
     } catch {
       // Private mode without storage: the session lasts until reload.
     }
     clearTimeout(this.expiryTimer);
     if (viewer.tokenExpiresAt) {
       const ms = new Date(viewer.tokenExpiresAt).getTime() - Date.now();
+      const renewable = Boolean(refreshToken && this.refresher);
+      const wait = renewable ? Math.max(0, ms - Math.min(RENEW_LEAD_MS, ms / 4)) : ms;
       // setTimeout holds at most ~24.8 days.
-      if (ms > 0 && ms < 2 ** 31 - 1) {
-        this.expiryTimer = setTimeout(() => this.end("Your sign-in has expired. Please sign in again."), ms);
+      if (ms > 0 && wait < 2 ** 31 - 1) {
+        this.expiryTimer = setTimeout(
+          () => (renewable ? this.renew() : this.end("Your sign-in has expired. Please sign in again.")),
+          wait,
+        );
       }
     }
-    this.emit({ type: "signed-in" });
+  }
+
+  /** Trade the refresh token for a new access token, without a sign-in screen. */
+  async renew() {
+    const spent = this.refreshToken;
+    let next;
+    try {
+      next = await this.refresher(spent);
+    } catch {
+      if (this.refreshToken === spent) this.end("Your sign-in has expired. Please sign in again.");
+      return;
+    }
+    // Signed out (or in again) while the refresh was on its way: keep nothing.
+    if (!this.signedIn || this.refreshToken !== spent) return;
+    this.keep(next.token, next.viewer, next.refreshToken);
+    this.emit({ type: "renewed" });
   }
 
   end(message = null) {
     const was = this.signedIn;
     this.token = null;
     this.viewer = null;
+    this.refreshToken = null;
     clearTimeout(this.expiryTimer);
     try {
       sessionStorage.removeItem(STORAGE_KEY);
+      sessionStorage.removeItem(REFRESH_KEY);
     } catch {
       // nothing kept
     }

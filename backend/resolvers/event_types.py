@@ -8,7 +8,7 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.tools import create_type
 
-from backend.auth import MANAGE_TEMPLATES, Principal, Role
+from backend.auth import MANAGE_TEMPLATES, Principal, Role, Scope
 from backend.resolvers.units import mutate, read
 from backend.schema.context import Context
 from backend.schema.event_types import (
@@ -54,7 +54,7 @@ async def event_types(info: Info) -> list[EventType]:
     async def work(session: AsyncSession, _: Principal) -> list[EventType]:
         return [EventType.from_model(r) for r in await event_type_service.list_event_types(session)]
 
-    return await read(info, MANAGE_TEMPLATES | {Role.SERVICE}, work)
+    return await read(info, MANAGE_TEMPLATES | {Role.SERVICE}, work, scope=Scope.EVENT_TYPES_READ)
 
 
 Query = create_type("Query", [event_types])

@@ -8,7 +8,7 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.tools import create_type
 
-from backend.auth import MANAGE_TEMPLATES, SEND_EVENTS, Principal
+from backend.auth import MANAGE_TEMPLATES, SEND_EVENTS, Principal, Scope
 from backend.errors import HeraldError
 from backend.observability import metrics
 from backend.resolvers.units import mutate, read
@@ -77,7 +77,7 @@ async def send_event(info: Info, input: EventInput) -> SendEventResult:
         metrics.record_event_accepted(data.type, _outcome(result))
         return _accepted(result)
 
-    return await mutate(info, SEND_EVENTS, work)  # type: ignore[return-value]
+    return await mutate(info, SEND_EVENTS, work, scope=Scope.EVENTS_SEND)  # type: ignore[return-value]
 
 
 @strawberry.mutation(description="Accept up to 500 events; one result per input, in order.")
@@ -99,7 +99,7 @@ async def send_events(info: Info, inputs: list[EventInput]) -> SendEventsResult:
         accepted = sum(isinstance(r, EventAccepted) for r in results)
         return EventBatch(results=results, accepted=accepted)
 
-    return await mutate(info, SEND_EVENTS, work)  # type: ignore[return-value]
+    return await mutate(info, SEND_EVENTS, work, scope=Scope.EVENTS_SEND)  # type: ignore[return-value]
 
 
 @strawberry.field(

@@ -10,7 +10,7 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.tools import create_type
 
-from backend.auth import MANAGE_TEMPLATES, Principal
+from backend.auth import MANAGE_TEMPLATES, Principal, Scope
 from backend.channels import Channel
 from backend.errors import NotFoundError
 from backend.resolvers.units import mutate, read
@@ -41,7 +41,7 @@ def _versions(info: Info, template_id: uuid.UUID) -> Callable[[], Awaitable[list
             rows = await service.list_versions(session, template_id=template_id)
             return [TemplateVersion.from_model(v) for v in rows]
 
-        return await read(info, MANAGE_TEMPLATES, work)
+        return await read(info, MANAGE_TEMPLATES, work, scope=Scope.TEMPLATES_READ)
 
     return load
 
@@ -58,7 +58,7 @@ async def templates(
             page, lambda t: Template.from_model(t, _versions(info, t.id))
         )
 
-    return await read(info, MANAGE_TEMPLATES, work)
+    return await read(info, MANAGE_TEMPLATES, work, scope=Scope.TEMPLATES_READ)
 
 
 @strawberry.field(description="One template by slug, or null. Managers only.")
@@ -70,7 +70,7 @@ async def template(info: Info, slug: str) -> Template | None:
             return None
         return Template.from_model(model, _versions(info, model.id))
 
-    return await read(info, MANAGE_TEMPLATES, work)
+    return await read(info, MANAGE_TEMPLATES, work, scope=Scope.TEMPLATES_READ)
 
 
 @strawberry.mutation(

@@ -16,7 +16,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from strawberry.types.nodes import SelectedField
 
-from backend.auth import Principal, Role
+from backend.auth import Principal, Role, Scope
 from backend.errors import ConflictError, HeraldError, UnavailableError, ValidationError
 from backend.schema.context import Context
 from backend.schema.errors import Error, error_type_for
@@ -81,11 +81,13 @@ async def mutate(
     roles: frozenset[Role] | None,
     work: Callable[[AsyncSession, Principal], Awaitable[T]],
     *,
+    scope: Scope | None = None,
     audit_arguments: Mapping[str, Any] | None = None,
 ) -> T | Error:
     """Run ``work`` in its own transaction for a caller holding one of ``roles`` (any
-    authenticated caller when ``None``). ``audit_arguments`` replaces the field's arguments in
-    the audit log, for a mutation whose arguments must not be kept (a forgotten user's id).
+    authenticated caller when ``None``) or, an API key, the ``scope``. ``audit_arguments``
+    replaces the field's arguments in the audit log, for a mutation whose arguments must not
+    be kept (a forgotten user's id).
 
     Admin and manager mutations are recorded in the audit log here, the one place every
     mutation passes through (``backend/services/audit.py`` says which and what): in the same
@@ -98,7 +100,7 @@ async def mutate(
         if audit_service.is_audited(principal, roles):
             audited = principal
         if roles is not None:
-            ctx.require(roles)
+            ctx.require(roles, scope)
         lazy = _LazySession(ctx.services.sessionmaker)
         try:
             try:
@@ -171,13 +173,16 @@ async def read(
     info: strawberry.Info[Context, Any],
     roles: frozenset[Role] | None,
     work: Callable[[AsyncSession, Principal], Awaitable[T]],
+    *,
+    scope: Scope | None = None,
 ) -> T:
-    """Run a read for a caller holding one of ``roles`` (any authenticated caller if ``None``).
+    """Run a read for a caller holding one of ``roles`` (any authenticated caller if ``None``)
+    or, an API key, the ``scope``.
 
     Failures raise Herald errors, which reach the client with ``extensions.code``.
     """
     ctx = info.context
-    principal = ctx.principal() if roles is None else ctx.require(roles)
+    principal = ctx.principal() if roles is None else ctx.require(roles, scope)
     async with ctx.read_lock:
         session = await ctx.read_session()
         try:

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from strawberry.fastapi import BaseContext
 
-from backend.auth import Principal, Role, TokenVerifier, require_roles
+from backend.auth import Principal, Role, Scope, TokenVerifier, require_roles
 from backend.config import Settings
-from backend.errors import HeraldError
+from backend.errors import HeraldError, UnauthenticatedError
+
+API_KEY_PREFIX = "hk_"
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from backend.broker import Broker
     from backend.db.history.base import HistoryStore
     from backend.realtime import LiveHub
+    from backend.services.api_keys import ApiKeyVerifier
     from backend.services.campaigns import CampaignTrigger, RunPublisher
     from backend.services.deliveries import DeliveryQueue
     from backend.services.events import Ingestion
@@ -38,6 +41,7 @@ class Clients:
     ingestion: Ingestion
     campaign_trigger: CampaignTrigger
     run_publisher: RunPublisher
+    api_keys: ApiKeyVerifier
 
 
 @dataclass(eq=False)
@@ -74,6 +78,25 @@ class Context(BaseContext):
     def settings(self) -> Settings:
         return self.services.settings
 
+    async def authenticate(self, *, api_key: str | None = None) -> None:
+        """Find the caller before the operation runs: a JWT (whose JWKS key may need fetching)
+        or an API key (``Bearer hk_...`` or ``api_key``, looked up in PostgreSQL through a
+        per-process cache). A failure is kept and raised by :meth:`principal`, so operations
+        that need no caller still run."""
+        if self._checked:
+            return
+        self._checked = True
+        try:
+            credential = api_key.strip() if api_key else None
+            if credential is None:
+                credential = _bearer(self.authorization)
+            if credential.startswith(API_KEY_PREFIX):
+                self._principal = await self.services.clients.api_keys.verify(credential)
+            else:
+                self._principal = await self.services.verifier.authenticate(credential)
+        except HeraldError as exc:
+            self._auth_error = exc
+
     def principal(self) -> Principal:
         """The caller, from the bearer token. Raises a typed error when the token is not valid."""
         if not self._checked:
@@ -87,8 +110,12 @@ class Context(BaseContext):
         assert self._principal is not None
         return self._principal
 
-    def require(self, roles: frozenset[Role]) -> Principal:
-        return require_roles(self.principal(), roles)
+    def require(self, roles: frozenset[Role], scope: Scope | None = None) -> Principal:
+        """The caller, when it holds one of ``roles``, or (an API key) the ``scope``."""
+        principal = self.principal()
+        if scope is not None and scope in principal.scopes:
+            return principal
+        return require_roles(principal, roles)
 
     async def read_session(self) -> AsyncSession:
         """A session for reads, shared by the operation's query fields, closed by the transport."""
@@ -100,3 +127,14 @@ class Context(BaseContext):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise UnauthenticatedError(
+            "Authentication required: send 'Authorization: Bearer <jwt or API key>'"
+        )
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthenticatedError("The Authorization header must be 'Bearer <jwt>'")
+    return token.strip()

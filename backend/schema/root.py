@@ -32,6 +32,7 @@ from backend.errors import ValidationError as HeraldValidationError
 from backend.frameworks.strawberry_internals import graphql_core_schema
 from backend.observability import metrics
 from backend.resolvers import (
+    api_keys,
     audit,
     campaigns,
     dead_letters,
@@ -128,6 +129,7 @@ Query = merge_types(
         webhooks.Query,
         providers.Query,
         stats.Query,
+        api_keys.Query,
         ViewerQuery,
     ),
 )
@@ -146,6 +148,7 @@ Mutation = merge_types(
         topics.Mutation,
         webhooks.Mutation,
         retention.Mutation,
+        api_keys.Mutation,
         templates.PreviewMutation,
     ),
 )

@@ -109,7 +109,7 @@ async def record(
     await AuditRepository(session).add(
         AuditEntry(
             actor=actor.user_id,
-            actor_roles=sorted(actor.roles),
+            actor_roles=sorted(actor.roles | actor.scopes),
             operation=operation,
             arguments=summarise_arguments(arguments),
             outcome=outcome,

@@ -5,12 +5,18 @@ profile, the paged list) with the auth service's shapes, a bulk profile endpoint
 (:data:`BULK_PROFILES_PATH`, for ``HERALD_AUTH_BULK_PROFILES_PATH``), and two ``/dev``
 endpoints the admin page uses to sign in as a demo user: the list of users with their roles,
 and a token for one.
+It also signs people in as the auth service does: ``POST`` login and password to
+:data:`LOGIN_PATH` for an access token and a refresh token, and the refresh token to
+:data:`REFRESH_PATH` for a new pair (the refresh token is single-use: each refresh rotates it).
+Every demo user's password is :data:`DEMO_PASSWORD` unless the users file gives one.
 Tokens are signed with Herald's own JWT settings, so Herald accepts them.
 """
 
 from __future__ import annotations
 
 import hmac
+import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +33,11 @@ MAX_PAGE_SIZE = 1000
 # Many profiles in one request: POST {"ids": [...]} answered with {"items": [...]}, unknown ids
 # left out. Set HERALD_AUTH_BULK_PROFILES_PATH to this path to have Herald use it.
 BULK_PROFILES_PATH = PREFIX + "/users/bulk"
+# Signing in with login and password, and refreshing: called from the admin page's origin.
+SESSION_PREFIX = PREFIX + "/session"
+LOGIN_PATH = SESSION_PREFIX + "/login"
+REFRESH_PATH = SESSION_PREFIX + "/refresh"
+DEMO_PASSWORD = "herald-demo"  # noqa: S105 - the development stand-in's documented password
 
 
 class StandinUser(BaseModel):
@@ -43,10 +54,11 @@ class StandinUser(BaseModel):
     locale: str | None = None
     timezone: str | None = None
     roles: list[Role]
+    password: str = DEMO_PASSWORD
 
     def profile(self) -> dict[str, Any]:
         """The profile as the auth service returns it: no roles."""
-        return self.model_dump(mode="json", exclude={"roles"})
+        return self.model_dump(mode="json", exclude={"roles", "password"})
 
 
 class BulkProfilesRequest(BaseModel):
@@ -62,6 +74,22 @@ class TokenResponse(BaseModel):
     token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
 
 
+class LoginRequest(BaseModel):
+    login: str
+    password: str
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
+    expires_in: int
+
+
 def load_users(users_file: Path) -> list[StandinUser]:
     """Read and validate a users file (a JSON list of users); ids must be unique."""
     users = TypeAdapter(list[StandinUser]).validate_json(users_file.read_bytes())
@@ -73,8 +101,11 @@ def load_users(users_file: Path) -> list[StandinUser]:
     return users
 
 
-def create_auth_standin(users_file: Path, settings: Settings) -> FastAPI:
-    """Build the stand-in serving the users in ``users_file``.
+def create_auth_standin(
+    users_file: Path, settings: Settings, *, access_ttl: timedelta = timedelta(minutes=15)
+) -> FastAPI:
+    """Build the stand-in serving the users in ``users_file``; the access tokens its login and
+    refresh endpoints issue live ``access_ttl``.
 
     When ``settings.auth_api_token`` is set, the profile endpoints require it as a bearer token,
     as the real service would; the ``/dev`` endpoints stay open and allow any origin, because the
@@ -146,7 +177,7 @@ def create_auth_standin(users_file: Path, settings: Settings) -> FastAPI:
 
     @dev.get("/users")
     async def demo_users() -> list[dict[str, Any]]:
-        return [user.model_dump(mode="json") for user in users]
+        return [user.model_dump(mode="json", exclude={"password"}) for user in users]
 
     @dev.post("/token")
     async def demo_token(request: TokenRequest) -> TokenResponse:
@@ -156,4 +187,42 @@ def create_auth_standin(users_file: Path, settings: Settings) -> FastAPI:
         return TokenResponse(access_token=mint_token(settings, sub=user.id, roles=user.roles))
 
     app.mount(PREFIX + "/dev", dev)
+
+    # Signing in: its own sub-application too, callable from any origin (the admin page).
+    by_login = {user.login: user for user in users}
+    refresh_tokens: dict[str, str] = {}  # refresh token -> user id; each is used once
+
+    def pair(user: StandinUser) -> TokenPair:
+        refresh = secrets.token_urlsafe(32)
+        refresh_tokens[refresh] = user.id
+        access = mint_token(settings, sub=user.id, roles=user.roles, ttl=access_ttl)
+        return TokenPair(
+            access_token=access,
+            refresh_token=refresh,
+            expires_in=int(access_ttl.total_seconds()),
+        )
+
+    session = FastAPI(openapi_url=None)
+    session.add_middleware(
+        CORSMiddleware, allow_origins=["*"], allow_methods=["POST"], allow_headers=["Content-Type"]
+    )
+
+    @session.post("/login")
+    async def login(request: LoginRequest) -> TokenPair:
+        user = by_login.get(request.login)
+        if user is None or not hmac.compare_digest(
+            user.password.encode(), request.password.encode()
+        ):
+            raise HTTPException(status_code=401, detail="wrong login or password")
+        return pair(user)
+
+    @session.post("/refresh")
+    async def refresh(request: RefreshRequest) -> TokenPair:
+        user_id = refresh_tokens.pop(request.refresh_token, None)
+        user = by_id.get(user_id) if user_id is not None else None
+        if user is None:
+            raise HTTPException(status_code=401, detail="the refresh token is not valid")
+        return pair(user)
+
+    app.mount(SESSION_PREFIX, session)
     return app

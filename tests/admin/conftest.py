@@ -222,7 +222,8 @@ def _config_for(stack: Stack) -> str:
     """The real config.js, pointed at the test's stand-in and polling faster."""
     source = CONFIG_FILE.read_text()
     patched, found = re.subn(r'"http://127\.0\.0\.1:8001"', f'"{stack.auth_url}"', source)
-    assert found == 1, "config.js no longer holds the stand-in's default URL"
+    # The demo users and the "sign in with the auth service" form: both the stand-in.
+    assert found == 2, "config.js no longer holds the stand-in's default URL twice"
     patched, found = re.subn(r"livePollSeconds: \d+", "livePollSeconds: 1", patched)
     assert found == 1, "config.js no longer holds livePollSeconds"
     return patched
@@ -270,9 +271,16 @@ async def open_admin(page: Page, stack: Stack, route: str = "") -> None:
 async def sign_in(page: Page, stack: Stack, bearer: str, route: str = "") -> None:
     """Sign in through the form, as a person pasting a token."""
     await open_admin(page, stack, route)
+    await open_token_paste(page)
     await page.fill("#token", bearer)
     await page.click("#token-form button[type=submit]")
     await page.wait_for_selector("#app[data-signed-in='true']")
+
+
+async def open_token_paste(page: Page) -> None:
+    """Unfold the development paste-a-token box (folded under the auth service's form)."""
+    await page.click("details.paste-token > summary")
+    await page.wait_for_selector("#token", state="visible")
 
 
 async def go(page: Page, route: str) -> None:

@@ -17,6 +17,7 @@ from tests.admin.conftest import (
     go,
     graphql,
     open_admin,
+    open_token_paste,
     screenshot,
     sign_in,
     token,
@@ -35,6 +36,7 @@ async def test_sign_in_with_a_pasted_token(page: Page, stack: Stack, admin_token
     await expect(page.locator("h1")).to_have_text("Sign in to Herald")
     await screenshot(page, "sign-in")
 
+    await open_token_paste(page)
     await page.fill("#token", "not-a-token")
     await page.click("#token-form button[type=submit]")
     error = page.locator("#token-error")

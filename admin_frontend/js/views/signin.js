@@ -1,15 +1,18 @@
-// Sign in: paste a token, or (in development) pick a demo user from the auth-service stand-in.
+// Sign in: with a login and password at the auth service (config.authService), by pasting a
+// token (config.tokenPaste, for development), or (in development) by picking a demo user from
+// the auth-service stand-in.
 
 import config from "../../config.js";
 import { graphql } from "../api.js";
 import { h, pageTitle, setChildren, spinner, withProgress } from "../dom.js";
 import { ApiError, describeError, showFieldError } from "../errors.js";
 import { Session, session } from "../session.js";
+import { AuthServiceError, authServiceEnabled, logIn } from "../auth_service.js";
 
 const VIEWER = "query Viewer { viewer { id roles tokenExpiresAt } }";
 
 /** Check a token with the API and keep it; returns an error sentence or null. */
-async function trySignIn(token) {
+async function trySignIn(token, refreshToken = null) {
   let data;
   try {
     data = await graphql(VIEWER, {}, { token });
@@ -21,8 +24,55 @@ async function trySignIn(token) {
   }
   const refusal = Session.refusal(data.viewer);
   if (refusal) return refusal;
-  session.start(token, data.viewer);
+  session.start(token, data.viewer, { refreshToken });
   return null;
+}
+
+function loginForm(onSignedIn) {
+  const loginInput = h("input", { id: "login", name: "username", autocomplete: "username", spellcheck: "false", "aria-describedby": "login-error" });
+  const passwordInput = h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", "aria-describedby": "login-error" });
+  const error = h("p", { id: "login-error", class: "field-error", role: "alert", hidden: true });
+  const submit = h("button", { type: "submit", class: "btn primary" }, "Sign in");
+  const form = h(
+    "form",
+    { id: "login-form", class: "stack", novalidate: true },
+    h("h2", { class: "signin-heading" }, "Sign in with the auth service"),
+    h("label", { for: "login" }, "Login"),
+    loginInput,
+    h("label", { for: "password" }, "Password"),
+    passwordInput,
+    error,
+    h("div", { class: "actions" }, submit),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const login = loginInput.value.trim();
+    if (!login || !passwordInput.value) {
+      showFieldError(error, "Enter your login and password.", login ? passwordInput : loginInput);
+      (login ? passwordInput : loginInput).focus();
+      return;
+    }
+    showFieldError(error, "", loginInput);
+    passwordInput.removeAttribute("aria-invalid");
+    const problem = await withProgress(submit, "Signing in…", async () => {
+      let pair;
+      try {
+        pair = await logIn(login, passwordInput.value);
+      } catch (failure) {
+        if (failure instanceof AuthServiceError && failure.kind === "refused") return "The login or password is not right.";
+        return "The auth service is not answering; try again in a moment.";
+      }
+      return trySignIn(pair.accessToken, pair.refreshToken);
+    });
+    if (problem) {
+      passwordInput.value = "";
+      showFieldError(error, problem, passwordInput);
+      passwordInput.focus();
+    } else {
+      onSignedIn();
+    }
+  });
+  return form;
 }
 
 export function render(root, { message, onSignedIn }) {
@@ -73,13 +123,15 @@ export function render(root, { message, onSignedIn }) {
   });
 
   const demo = config.authStandinUrl ? demoUsers(onSignedIn) : null;
+  const login = authServiceEnabled() ? loginForm(onSignedIn) : null;
+  const paste = config.tokenPaste === false ? null : login ? h("details", { class: "paste-token", open: !login }, h("summary", {}, "Development: paste a token"), form) : form;
 
   setChildren(
     root,
     h(
       "section",
       { class: "signin" },
-      h("div", { class: "card" }, pageTitle("Sign in to Herald"), message ? h("div", { class: "alert alert-warning", role: "alert" }, message) : null, form, demo),
+      h("div", { class: "card" }, pageTitle("Sign in to Herald"), message ? h("div", { class: "alert alert-warning", role: "alert" }, message) : null, login, paste, demo),
     ),
   );
   return () => {};

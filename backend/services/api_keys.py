@@ -1,0 +1,301 @@
+"""API keys: long-lived credentials that admins make for services.
+
+A key reads ``hk_<id>_<secret>``: ``hk_<id>`` is its public ``prefix`` (shown in lists, and
+the row it finds), the secret is 256 random bits. Only the SHA-256 of the whole key is stored;
+the key is shown once, when it is made. A key grants roles (``service``) or narrower scopes
+(``events:send``, ``templates:read``, ``event_types:read``), may expire, and is revoked by an
+admin.
+
+Each API process verifies keys through :class:`ApiKeyVerifier`: a cache by prefix, so a busy
+service's requests do not each read PostgreSQL. A revocation is published on Redis
+(``REVOKED_CHANNEL``) after its commit and every process drops the key from its cache at once;
+a process that lost its subscription drops its whole cache when it gets it back, and no entry
+is trusted longer than ``api_key_cache_seconds`` in any case. ``last_used_at`` is written at
+most once per ``api_key_touch_seconds`` per key and process, not on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth import Principal, Role, Scope
+from backend.db.models import ApiKey
+from backend.db.repositories.api_keys import ApiKeyRepository
+from backend.errors import ConflictError, NotFoundError, UnauthenticatedError, ValidationError
+from backend.services.pagination import (
+    Page,
+    check_page_size,
+    decode_time_cursor,
+    encode_time_cursor,
+)
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "hk_"
+REVOKED_CHANNEL = "herald:api-keys:revoked"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$")
+_KEY_RE = re.compile(r"^(hk_[A-Za-z0-9]{10})_([A-Za-z0-9_-]{43})$")
+_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+# What a key may be given: the role services hold, or scopes narrower than it.
+KEY_ROLES = frozenset({Role.SERVICE.value})
+KEY_SCOPES = frozenset(s.value for s in Scope)
+GRANTS = KEY_ROLES | KEY_SCOPES
+_CURSOR = "api-key"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyData:
+    name: str
+    grants: Sequence[str]
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedApiKey:
+    """A new key's row, and the key itself: the only time it is known."""
+
+    row: ApiKey
+    secret: str
+
+
+def hash_key(key: str) -> str:
+    """The stored form of a key. A plain SHA-256 is enough: the secret is 256 random bits, so
+    there is nothing for a slow hash to protect against guessing."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _check(data: ApiKeyData, now: datetime) -> tuple[list[str], list[str]]:
+    if not NAME_RE.match(data.name):
+        raise ValidationError(
+            "A key's name is 1-100 letters, digits, spaces, '_', '.', '-'; a letter or digit first",
+            field="name",
+        )
+    grants = sorted(set(data.grants))
+    if not grants:
+        raise ValidationError("A key needs at least one role or scope", field="grants")
+    unknown = [g for g in grants if g not in GRANTS]
+    if unknown:
+        allowed = ", ".join(sorted(GRANTS))
+        raise ValidationError(
+            f"Unknown grant {unknown[0]!r}; a key may hold: {allowed}", field="grants"
+        )
+    if data.expires_at is not None:
+        if data.expires_at.tzinfo is None:
+            raise ValidationError("expiresAt needs a time zone", field="expiresAt")
+        if data.expires_at <= now:
+            raise ValidationError("expiresAt must be in the future", field="expiresAt")
+    return [g for g in grants if g in KEY_ROLES], [g for g in grants if g in KEY_SCOPES]
+
+
+async def create_api_key(
+    session: AsyncSession, *, actor: Principal, data: ApiKeyData
+) -> CreatedApiKey:
+    """Make a key for a service; the result holds the key, which is never shown again."""
+    now = datetime.now(UTC)
+    roles, scopes = _check(data, now)
+    prefix = KEY_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+    key = f"{prefix}_{secrets.token_urlsafe(32)}"
+    row = await ApiKeyRepository(session).add(
+        ApiKey(
+            name=data.name,
+            prefix=prefix,
+            secret_hash=hash_key(key),
+            roles=roles,
+            scopes=scopes,
+            created_by=actor.user_id,
+            created_at=now,
+            expires_at=data.expires_at,
+        )
+    )
+    return CreatedApiKey(row=row, secret=key)
+
+
+async def list_api_keys(
+    session: AsyncSession, *, include_revoked: bool, first: int, after: str | None
+) -> Page[ApiKey]:
+    """Keys, newest first; revoked ones only when asked."""
+    limit = check_page_size(first)
+    position = decode_time_cursor(_CURSOR, after)
+    rows = await ApiKeyRepository(session).page(
+        include_revoked=include_revoked, after=position, limit=limit + 1
+    )
+    items = [(encode_time_cursor(_CURSOR, r.created_at, r.id), r) for r in rows[:limit]]
+    return Page(items=items, has_next_page=len(rows) > limit)
+
+
+async def revoke_api_key(session: AsyncSession, *, actor: Principal, key_id: str) -> ApiKey:
+    """Revoke a key in the caller's unit of work. Publish the revocation with
+    :func:`announce_revoked` once it is committed."""
+    try:
+        ident = uuid.UUID(key_id)
+    except ValueError as exc:
+        raise ValidationError("Not an API key id", field="id") from exc
+    row = await ApiKeyRepository(session).get(ident, lock=True)
+    if row is None:
+        raise NotFoundError("No API key has this id", field="id")
+    if row.revoked_at is not None:
+        raise ConflictError("The key is revoked already", field="id")
+    row.revoked_at = datetime.now(UTC)
+    row.revoked_by = actor.user_id
+    await session.flush()
+    return row
+
+
+async def announce_revoked(redis: Redis, *, prefix: str) -> None:
+    """Tell every API process to forget a revoked key. Were Redis unreachable, processes
+    still stop trusting the key within ``api_key_cache_seconds``."""
+    try:
+        await redis.publish(REVOKED_CHANNEL, prefix)
+    except (RedisError, OSError) as exc:
+        log.warning("could not announce the revocation of %s: %s", prefix, exc)
+
+
+@dataclass(slots=True)
+class _Entry:
+    row_id: uuid.UUID
+    secret_hash: str
+    principal: Principal
+    revoked: bool
+    loaded_at: float
+    touched_at: float
+
+
+class ApiKeyVerifier:
+    """Verifies API keys for one API process (see the module docstring)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(
+        self,
+        sessions: Callable[[], AsyncSession],
+        *,
+        redis_url: str,
+        cache_seconds: float,
+        touch_seconds: float,
+    ) -> None:
+        self._sessions = sessions
+        self._redis_url = redis_url
+        self._cache_seconds = cache_seconds
+        self._touch_seconds = touch_seconds
+        self._cache: dict[str, _Entry] = {}
+        # Bumped by every invalidation: a lookup that started before one does not cache.
+        self._generation = 0
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="api-key-revocations")
+
+    async def wait_subscribed(self) -> None:
+        """Until this process hears revocations (tests wait for it)."""
+        await self._subscribed.wait()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+
+    def forget(self, prefix: str | None = None) -> None:
+        """Drop one key (or all keys) from the cache."""
+        self._generation += 1
+        if prefix is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(prefix, None)
+
+    async def _listen(self) -> None:
+        while True:
+            redis = Redis.from_url(self._redis_url, socket_connect_timeout=2)
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(REVOKED_CHANNEL)
+                    # Revocations may have been missed while unsubscribed.
+                    self.forget()
+                    self._subscribed.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            data = message["data"]
+                            self.forget(data.decode() if isinstance(data, bytes) else str(data))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("API key revocations: Redis subscription lost: %s", exc)
+            finally:
+                self._subscribed.clear()
+                with contextlib.suppress(Exception):
+                    await redis.aclose()
+            await asyncio.sleep(0.5)
+
+    async def verify(self, key: str) -> Principal:
+        """The principal of a key, or UnauthenticatedError."""
+        match = _KEY_RE.match(key)
+        if match is None:
+            raise UnauthenticatedError("The API key is malformed")
+        prefix = match.group(1)
+        now = time.monotonic()
+        entry = self._cache.get(prefix)
+        if entry is None or now - entry.loaded_at > self._cache_seconds:
+            entry = await self._load(prefix, now)
+        if entry is None or not hmac.compare_digest(entry.secret_hash, hash_key(key)):
+            raise UnauthenticatedError("The API key is not valid")
+        if entry.revoked:
+            raise UnauthenticatedError("The API key has been revoked")
+        expires_at = entry.principal.expires_at
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            raise UnauthenticatedError("The API key has expired")
+        if now - entry.touched_at >= self._touch_seconds:
+            entry.touched_at = now
+            await self._touch(entry.row_id)
+        return entry.principal
+
+    async def _load(self, prefix: str, now: float) -> _Entry | None:
+        generation = self._generation
+        async with self._sessions() as session:
+            row = await ApiKeyRepository(session).by_prefix(prefix)
+        if row is None:
+            return None
+        previous = self._cache.get(prefix)
+        entry = _Entry(
+            row_id=row.id,
+            secret_hash=row.secret_hash,
+            principal=Principal(
+                user_id=f"api-key:{row.prefix}",
+                roles=frozenset(row.roles),
+                scopes=frozenset(row.scopes),
+                expires_at=row.expires_at,
+                key_name=row.name,
+            ),
+            revoked=row.revoked_at is not None,
+            loaded_at=now,
+            touched_at=previous.touched_at if previous else -self._touch_seconds - 1.0,
+        )
+        if generation == self._generation:
+            if len(self._cache) >= self.MAX_ENTRIES:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[prefix] = entry
+        return entry
+
+    async def _touch(self, key_id: uuid.UUID) -> None:
+        try:
+            async with self._sessions() as session:
+                await ApiKeyRepository(session).touch(key_id, datetime.now(UTC))
+                await session.commit()
+        except Exception as exc:  # a missed "last used" must not refuse the request
+            log.warning("could not record the use of API key %s: %s", key_id, exc)
