@@ -54,6 +54,20 @@ class SmsProvider(BaseModel):
     token: SecretStr | None = None
 
 
+class ChatProvider(BaseModel):
+    """A chat provider of one chat channel (Slack, Telegram, Discord, Teams), in the order
+    tried: what it needs depends on the channel (see ``backend.channels.chat``).
+
+    Slack: ``token`` (a bot token, ``chat.postMessage`` at ``url`` or https://slack.com/api)
+    or, without a token, ``url`` an incoming webhook. Telegram: ``token`` (the bot token) and
+    optionally ``url``, the Bot API server (https://api.telegram.org). Discord: ``url``, a
+    channel webhook. Teams: ``url``, an incoming webhook or a Workflows (Power Automate) URL."""
+
+    name: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
+    token: SecretStr | None = None
+    url: SecretStr | None = None
+
+
 DEV_UNSUBSCRIBE_SECRET = "dev-only-insecure-unsubscribe-secret-change-me"  # noqa: S105
 DEV_FORGET_HASH_KEY = "dev-only-insecure-forget-hash-key-change-me"
 
@@ -149,6 +163,15 @@ class Settings(BaseSettings):
     vapid_public_key: str | None = None
     vapid_subject: str = "mailto:admin@herald.localhost"
     push_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # Chat channels: each a JSON list of providers ({"name", "token", "url"}, see ChatProvider),
+    # tried in that order (failover); an empty list leaves the channel unconfigured, its
+    # deliveries failing with that reason.
+    slack_providers: list[ChatProvider] = Field(default_factory=list)
+    telegram_providers: list[ChatProvider] = Field(default_factory=list)
+    discord_providers: list[ChatProvider] = Field(default_factory=list)
+    teams_providers: list[ChatProvider] = Field(default_factory=list)
+    chat_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Observability
     log_format: str = Field(default="text", pattern="^(text|json)$")
@@ -266,12 +289,26 @@ class Settings(BaseSettings):
         for label, primary, names in (
             ("HERALD_SMTP_FALLBACKS", "smtp", [r.name for r in self.smtp_fallbacks]),
             ("HERALD_SMS_FALLBACKS", "sms-webhook", [p.name for p in self.sms_fallbacks]),
+            *(
+                (f"HERALD_{channel.upper()}_PROVIDERS", "", [p.name for p in providers])
+                for channel, providers in self.chat_providers.items()
+            ),
         ):
             if len(set(names)) != len(names) or primary in names:
                 raise ValueError(
                     f"{label}: provider names must be unique and differ from '{primary}'"
                 )
         return self
+
+    @property
+    def chat_providers(self) -> dict[str, list[ChatProvider]]:
+        """Each chat channel's providers, by channel name (``slack``, ``telegram``...)."""
+        return {
+            "slack": self.slack_providers,
+            "telegram": self.telegram_providers,
+            "discord": self.discord_providers,
+            "teams": self.teams_providers,
+        }
 
     @model_validator(mode="after")
     def _check_test_only(self) -> Settings:

@@ -31,6 +31,10 @@ CHANNEL_NAMES = {
     Channel.SMS: "Text messages (SMS)",
     Channel.PUSH: "Browser notifications",
     Channel.IN_APP: "In-app notifications",
+    Channel.SLACK: "Slack",
+    Channel.TELEGRAM: "Telegram",
+    Channel.DISCORD: "Discord",
+    Channel.TEAMS: "Microsoft Teams",
 }
 HEADERS = {
     # The token in the URL is a credential: keep it out of caches and Referer headers.

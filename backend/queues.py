@@ -19,6 +19,10 @@ CHANNEL_QUEUES: dict[Channel, str] = {
     Channel.SMS: "herald.deliver.sms",
     Channel.PUSH: "herald.deliver.push",
     Channel.IN_APP: "herald.deliver.in_app",
+    Channel.SLACK: "herald.deliver.slack",
+    Channel.TELEGRAM: "herald.deliver.telegram",
+    Channel.DISCORD: "herald.deliver.discord",
+    Channel.TEAMS: "herald.deliver.teams",
 }
 DEAD_LETTER_EXCHANGE = "herald.dead"
 DEAD_LETTER_QUEUE = "herald.dead_letters"

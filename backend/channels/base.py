@@ -101,6 +101,11 @@ class OutgoingMessage:
     push_subscriptions: tuple[PushSubscription, ...] = ()
     # Email only, and never on critical messages (password resets): nobody may opt out.
     unsubscribe: UnsubscribeLinks | None = None
+    # Chat channels: where the message goes (a Slack channel or user id, a Telegram chat id),
+    # from the event's payload (``chat.<channel>``) or the recipient's chat address.
+    chat_id: str | None = None
+    # Slack: the Block Kit blocks, rendered from the template.
+    blocks: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +142,20 @@ class ChannelError(HeraldError):
 
 
 class TransientChannelError(ChannelError):
-    """Worth retrying: timeouts, connection refused, 5xx, 429, SMTP 4xx."""
+    """Worth retrying: timeouts, connection refused, 5xx, 429, SMTP 4xx. ``retry_after``:
+    seconds the provider asked to wait (a 429's ``Retry-After``); the retry waits at least
+    that long."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        tries: tuple[ProviderTry, ...] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, tries=tries)
+        self.retry_after = retry_after
 
 
 class PermanentChannelError(ChannelError):

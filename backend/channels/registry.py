@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from backend.channels import Channel
+from backend.channels import CHAT_CHANNELS, Channel
 from backend.channels.base import ChannelSender
+from backend.channels.chat import UnconfiguredChatSender, chat_sender
 from backend.channels.email import PROVIDER as SMTP_PROVIDER
 from backend.channels.email import SmtpEmailSender
 from backend.channels.failover import (
@@ -37,6 +38,7 @@ def build_senders(
         _email(settings, redis),
         _sms(settings, redis),
         WebPushSender(settings),
+        *(_chat(channel, settings, redis) for channel in sorted(CHAT_CHANNELS)),
     ]
     return {sender.channel: sender for sender in senders}
 
@@ -48,6 +50,10 @@ def failover_chains(settings: Settings) -> dict[Channel, list[str]]:
         chains[Channel.EMAIL] = [SMTP_PROVIDER, *(r.name for r in settings.smtp_fallbacks)]
     if settings.sms_fallbacks:
         chains[Channel.SMS] = [SMS_PROVIDER, *(p.name for p in settings.sms_fallbacks)]
+    for channel in sorted(CHAT_CHANNELS):
+        providers = settings.chat_providers[channel.value]
+        if len(providers) > 1:
+            chains[channel] = [p.name for p in providers]
     return chains
 
 
@@ -98,6 +104,17 @@ def _sms(settings: Settings, redis: Redis | None) -> ChannelSender:
         for fallback in settings.sms_fallbacks
     ]
     return _failover(settings, redis, Provider(SMS_PROVIDER, HttpSmsSender(settings)), fallbacks)
+
+
+def _chat(channel: Channel, settings: Settings, redis: Redis | None) -> ChannelSender:
+    """A chat channel's providers in order (``HERALD_<CHANNEL>_PROVIDERS``)."""
+    providers = [
+        Provider(p.name, chat_sender(channel, p, settings))
+        for p in settings.chat_providers[channel.value]
+    ]
+    if not providers:
+        return UnconfiguredChatSender(channel)
+    return _failover(settings, redis, providers[0], providers[1:])
 
 
 def _failover(

@@ -159,6 +159,7 @@ async def preview_template(
             title=rendered.title,
             body=rendered.body,
             html=rendered.html,
+            blocks=rendered.blocks,  # type: ignore[arg-type]
         )
 
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]

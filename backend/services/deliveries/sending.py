@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.channels import Channel
+from backend.channels import CHAT_CHANNELS, Channel
 from backend.channels.base import (
     OutgoingMessage,
     PermanentChannelError,
@@ -217,6 +217,7 @@ class _Resources:
     template: Template | None
     users: dict[str, UserProfile | None]
     subscriptions: dict[str, list[PushSubscription]]
+    chat_ids: dict[str, str] = field(default_factory=dict)  # chat channels: by user id
 
 
 @dataclass
@@ -287,12 +288,21 @@ class _Batch:
                             endpoint=row.key, p256dh=row.value["p256dh"], auth=row.value["auth"]
                         )
                     )
+            chat_ids: dict[str, str] = {}
+            if self.channel in CHAT_CHANNELS:
+                rows = await RecipientAddressRepository(session).active(
+                    [r.user_id for r in mine], kind=recipients.AddressKind.CHAT.value
+                )
+                # The newest address of the channel's service, when a user has several.
+                for row in sorted(rows, key=lambda row: row.created_at):
+                    if row.provider == self.channel.value:
+                        chat_ids[row.user_id] = row.key
         given = profiles or {}
         wanted = list({r.user_id for r in mine if r.user_id not in given})
         users: dict[str, UserProfile | None] = {u: given[u] for u in given}
         if wanted:
             users.update(await ctx.users.get_many(wanted))
-        return _Resources(template, users, subscriptions)
+        return _Resources(template, users, subscriptions, chat_ids)
 
     async def _deliver(
         self, record: DeliveryRecord, resources: _Resources, content: Any | None
@@ -342,6 +352,12 @@ class _Batch:
             html=rendered.html,
             data=envelope.payload or {},
             push_subscriptions=tuple(resources.subscriptions.get(record.user_id, ())),
+            chat_id=(
+                _payload_chat_id(envelope, channel) or resources.chat_ids.get(record.user_id)
+                if channel in CHAT_CHANNELS
+                else None
+            ),
+            blocks=rendered.blocks,
             unsubscribe=(
                 unsubscribe.links_for(self.ctx.settings, user_id=user.id, event_type=envelope.type)
                 if channel is Channel.EMAIL and not envelope.critical
@@ -424,6 +440,12 @@ class _Batch:
         at = datetime.now(UTC)
         provider = getattr(error, "provider", None)
         record_attempt = Attempt(number=attempt, at=at, provider=provider, error=error.message)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            # The provider asked to wait (429 Retry-After): the batch's retry waits that long.
+            self.retry_delay = max(
+                self.retry_delay, min(float(retry_after), self.ctx.settings.retry_max_seconds)
+            )
         if not permanent and attempt < self.ctx.settings.delivery_max_attempts:
             await self.history.transition(
                 record.id,
@@ -481,6 +503,16 @@ class _Batch:
                     countdown=self.retry_delay,
                 )
             )
+
+
+def _payload_chat_id(envelope: Envelope, channel: Channel) -> str | None:
+    """The chat the event names for ``channel`` (``payload.chat.slack``...), before the
+    recipient's own chat address."""
+    chat = (envelope.payload or {}).get("chat")
+    value = chat.get(channel.value) if isinstance(chat, dict) else None
+    if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+        return str(value).strip()
+    return None
 
 
 def _render_context(envelope: Envelope, user: UserProfile) -> dict[str, Any]:
