@@ -173,6 +173,13 @@ class Settings(BaseSettings):
     teams_providers: list[ChatProvider] = Field(default_factory=list)
     chat_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Webhook channel: the rendered message POSTed to the recipient's WEBHOOK address, else to
+    # its event type's URL here (JSON object {"<event type>": "<url>"}, "*" for any other),
+    # signed as status webhooks are (Standard Webhooks) with this secret (whsec_<base64>).
+    # Timeouts and the private-target guard are the status webhooks' settings.
+    webhook_channel_targets: dict[str, str] = Field(default_factory=dict)
+    webhook_channel_secret: SecretStr | None = None
+
     # Observability
     log_format: str = Field(default="text", pattern="^(text|json)$")
     log_level: str = Field(default="INFO", pattern="(?i)^(debug|info|warning|error|critical)$")

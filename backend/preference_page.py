@@ -35,6 +35,7 @@ CHANNEL_NAMES = {
     Channel.TELEGRAM: "Telegram",
     Channel.DISCORD: "Discord",
     Channel.TEAMS: "Microsoft Teams",
+    Channel.WEBHOOK: "Webhook",
 }
 HEADERS = {
     # The token in the URL is a credential: keep it out of caches and Referer headers.

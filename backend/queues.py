@@ -23,6 +23,7 @@ CHANNEL_QUEUES: dict[Channel, str] = {
     Channel.TELEGRAM: "herald.deliver.telegram",
     Channel.DISCORD: "herald.deliver.discord",
     Channel.TEAMS: "herald.deliver.teams",
+    Channel.WEBHOOK: "herald.deliver.webhook",
 }
 DEAD_LETTER_EXCHANGE = "herald.dead"
 DEAD_LETTER_QUEUE = "herald.dead_letters"

@@ -14,6 +14,7 @@ class Channel(StrEnum):
     TELEGRAM = "telegram"
     DISCORD = "discord"
     TEAMS = "teams"
+    WEBHOOK = "webhook"
 
 
 # Chat channels: the message goes to a chat (a Slack channel, a Telegram chat...) rather than

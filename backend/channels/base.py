@@ -106,6 +106,8 @@ class OutgoingMessage:
     chat_id: str | None = None
     # Slack: the Block Kit blocks, rendered from the template.
     blocks: list[dict[str, Any]] | None = None
+    # Webhook channel: the recipient's own webhook URL (its WEBHOOK address), if it has one.
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

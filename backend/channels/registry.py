@@ -24,6 +24,7 @@ from backend.channels.failover import (
 from backend.channels.push import WebPushSender
 from backend.channels.sms import PROVIDER as SMS_PROVIDER
 from backend.channels.sms import HttpSmsSender
+from backend.channels.webhook import WebhookChannelSender
 from backend.config import Settings
 
 
@@ -38,6 +39,7 @@ def build_senders(
         _email(settings, redis),
         _sms(settings, redis),
         WebPushSender(settings),
+        WebhookChannelSender(settings),
         *(_chat(channel, settings, redis) for channel in sorted(CHAT_CHANNELS)),
     ]
     return {sender.channel: sender for sender in senders}

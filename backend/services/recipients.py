@@ -61,6 +61,7 @@ class AddressKind(Enum):
     WEB_PUSH = "WEB_PUSH"
     MOBILE_PUSH = "MOBILE_PUSH"
     CHAT = "CHAT"
+    WEBHOOK = "WEBHOOK"
 
 
 class SyncStatus(Enum):
@@ -243,6 +244,19 @@ def chat_address(*, provider: str, chat_id: str) -> AddressInput:
     return AddressInput(AddressKind.CHAT, chat_id, {"chat_id": chat_id}, provider=provider)
 
 
+def webhook_address(*, url: str, allow_http: bool) -> AddressInput:
+    """A URL the webhook channel POSTs the user's messages to. Whether its host may be reached
+    (no private or loopback address in production) is checked at every send."""
+    url = url.strip()
+    parts = urlsplit(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes or not parts.hostname or len(url) > 2000:
+        raise ValidationError(
+            f"A webhook URL is an absolute {' or '.join(schemes)} URL", field="webhook.url"
+        )
+    return AddressInput(AddressKind.WEBHOOK, url, {"url": url})
+
+
 def _checked_key(
     key: str, provider: str, providers: Sequence[str], *, what: str, limit: int, at: str
 ) -> str:
@@ -391,6 +405,9 @@ def display_value(address: RecipientAddress) -> str:
         return f"{parts.scheme}://{parts.netloc}/…{address.key[-6:]}"
     if address.kind == AddressKind.MOBILE_PUSH.value:
         return f"…{address.key[-6:]}"
+    if address.kind == AddressKind.WEBHOOK.value:
+        parts = urlsplit(address.key)
+        return f"{parts.scheme}://{parts.hostname}/…{address.key[-6:]}"
     return address.key
 
 

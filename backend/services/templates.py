@@ -37,6 +37,7 @@ REQUIRED_FIELDS: dict[Channel, tuple[str, ...]] = {
     Channel.TELEGRAM: ("body",),
     Channel.DISCORD: ("body",),
     Channel.TEAMS: ("body",),
+    Channel.WEBHOOK: ("body",),
 }
 # Slack's Block Kit: at most 50 blocks a message; a template's blocks as JSON at most this big.
 MAX_BLOCKS = 50

@@ -218,6 +218,7 @@ class _Resources:
     users: dict[str, UserProfile | None]
     subscriptions: dict[str, list[PushSubscription]]
     chat_ids: dict[str, str] = field(default_factory=dict)  # chat channels: by user id
+    webhook_urls: dict[str, str] = field(default_factory=dict)  # webhook channel: by user id
 
 
 @dataclass
@@ -297,12 +298,19 @@ class _Batch:
                 for row in sorted(rows, key=lambda row: row.created_at):
                     if row.provider == self.channel.value:
                         chat_ids[row.user_id] = row.key
+            webhook_urls: dict[str, str] = {}
+            if self.channel is Channel.WEBHOOK:
+                rows = await RecipientAddressRepository(session).active(
+                    [r.user_id for r in mine], kind=recipients.AddressKind.WEBHOOK.value
+                )
+                for row in sorted(rows, key=lambda row: row.created_at):
+                    webhook_urls[row.user_id] = row.key
         given = profiles or {}
         wanted = list({r.user_id for r in mine if r.user_id not in given})
         users: dict[str, UserProfile | None] = {u: given[u] for u in given}
         if wanted:
             users.update(await ctx.users.get_many(wanted))
-        return _Resources(template, users, subscriptions, chat_ids)
+        return _Resources(template, users, subscriptions, chat_ids, webhook_urls)
 
     async def _deliver(
         self, record: DeliveryRecord, resources: _Resources, content: Any | None
@@ -358,6 +366,7 @@ class _Batch:
                 else None
             ),
             blocks=rendered.blocks,
+            webhook_url=resources.webhook_urls.get(record.user_id),
             unsubscribe=(
                 unsubscribe.links_for(self.ctx.settings, user_id=user.id, event_type=envelope.type)
                 if channel is Channel.EMAIL and not envelope.critical
