@@ -131,7 +131,7 @@ async def test_the_ssrf_guard_refuses_a_loopback_url_without_a_request(
 ) -> None:
     sender = webhook_sender(environment="production", webhook_allow_private_targets=False)
     async with running(sender):
-        with pytest.raises(PermanentChannelError, match="refused.*127.0.0.1"):
+        with pytest.raises(PermanentChannelError, match=r"refused.*127\.0\.0\.1"):
             await sender.send(outgoing(Channel.WEBHOOK, webhook_url=f"{http_service.url}/x"))
     assert http_service.requests == []
 

@@ -153,6 +153,7 @@ def sms_b() -> Iterator[HttpEndpoint]:
 
 SLACK_TOKENS = {"slack-a": "xoxb-a-111", "slack-b": "xoxb-b-222"}
 TELEGRAM_TOKEN = "4242:telegram-test-token"
+WEBHOOK_CHANNEL_SECRET = "whsec_" + "d2ViaG9vay1jaGFubmVsLXRlc3Qtc2VjcmV0LTEyMzQ="
 
 
 @dataclass
@@ -186,6 +187,8 @@ class ChatApi:
                     "channel": body["channel"],
                     "ts": f"17000.{len(self.requests)}",
                 }
+        if path.startswith("/hooks/"):  # the webhook channel's receivers
+            return 200, {"received": True}
         if path == f"/telegram/bot{TELEGRAM_TOKEN}/sendMessage":
             if body.get("parse_mode") != "HTML":
                 return 400, {"ok": False, "error_code": 400, "description": "Bad Request"}
@@ -205,7 +208,13 @@ def chat_api() -> Iterator[ChatApi]:
                 body = json.loads(raw)
                 status, answer = state.answer(self.path, headers, body)
                 state.requests.append(
-                    {"path": self.path, "headers": headers, "body": body, "answered": status}
+                    {
+                        "path": self.path,
+                        "headers": headers,
+                        "body": body,
+                        "raw": raw,
+                        "answered": status,
+                    }
                 )
             data = json.dumps(answer).encode()
             self.send_response(status)
@@ -245,6 +254,8 @@ def _suite_values(relay_b: Smtp, sms_b: HttpEndpoint, chat: ChatApi) -> dict[str
         "HERALD_TELEGRAM_PROVIDERS": json.dumps(
             [{"name": "telegram", "token": TELEGRAM_TOKEN, "url": f"{chat.url}/telegram"}]
         ),
+        "HERALD_WEBHOOK_CHANNEL_SECRET": WEBHOOK_CHANNEL_SECRET,
+        "HERALD_WEBHOOK_CHANNEL_TARGETS": json.dumps({"order_shipped": f"{chat.url}/hooks/orders"}),
         "HERALD_RABBITMQ_URL": RABBITMQ_URL,
         "HERALD_REDIS_URL": REDIS_URL,
         "HERALD_SMTP_FALLBACKS": json.dumps(
@@ -278,6 +289,8 @@ def suite_settings(
         sms_fallbacks=json.loads(values["HERALD_SMS_FALLBACKS"]),
         slack_providers=json.loads(values["HERALD_SLACK_PROVIDERS"]),
         telegram_providers=json.loads(values["HERALD_TELEGRAM_PROVIDERS"]),
+        webhook_channel_secret=WEBHOOK_CHANNEL_SECRET,
+        webhook_channel_targets=json.loads(values["HERALD_WEBHOOK_CHANNEL_TARGETS"]),
         breaker_failure_threshold=2,
         breaker_open_seconds=3,
         public_url=PUBLIC_URL,

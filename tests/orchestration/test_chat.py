@@ -7,9 +7,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from standardwebhooks import Webhook
+
 from tests.conftest import GraphQL
 from tests.factories import token_for
-from tests.orchestration.conftest import SLACK_TOKENS, TELEGRAM_TOKEN, ChatApi
+from tests.orchestration.conftest import (
+    SLACK_TOKENS,
+    TELEGRAM_TOKEN,
+    WEBHOOK_CHANNEL_SECRET,
+    ChatApi,
+)
 from tests.orchestration.helpers import (
     SET_PREFERENCES,
     admin,
@@ -195,3 +202,61 @@ async def test_a_recipient_without_a_chat_address_fails_saying_so(
     assert delivery["status"] == "FAILED"
     assert "no Telegram chat address" in delivery["timeline"][-1]["reason"]
     assert posts(chat_api, TELEGRAM_SEND, order) == []
+
+
+async def test_the_webhook_channel_posts_signed_to_the_recipients_url_or_the_event_types(
+    api: GraphQL, chat_api: ChatApi
+) -> None:
+    slug = f"hook-{uuid.uuid4().hex[:8]}"
+    created = await api(
+        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
+        {
+            "i": {
+                "slug": slug,
+                "name": "Hook",
+                "content": [
+                    {
+                        "channel": "WEBHOOK",
+                        "title": "Order {{ payload.order }}",
+                        "body": "Shipped to {{ user.first_name }}",
+                    }
+                ],
+            }
+        },
+        token=token_for(api.settings, "manager"),
+    )
+    assert created["data"]["createTemplate"]["__typename"] == "Template", created
+    own = f"/hooks/dana-{uuid.uuid4().hex[:6]}"
+    registered = await api(
+        REGISTER,
+        {"i": {"webhook": {"url": f"{chat_api.url}{own}"}}},
+        token=token_for(api.settings, "user", sub="u-dana"),
+    )
+    assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress", registered
+    order = uuid.uuid4().hex[:6]
+
+    event_id = await send(
+        api,
+        type="order_shipped",
+        userIds=["u-dana", "u-emil"],
+        templateSlug=slug,
+        channels=["WEBHOOK"],
+        payload={"order": order},
+    )
+    deliveries = {d["userId"]: d for d in await final_deliveries(api, event_id, 2)}
+
+    assert {u: d["status"] for u, d in deliveries.items()} == {"u-dana": "SENT", "u-emil": "SENT"}
+    [to_dana] = chat_api.received(own)
+    to_emil = [
+        r
+        for r in chat_api.received("/hooks/orders")
+        if r["body"]["data"]["delivery_id"] == deliveries["u-emil"]["id"]
+    ]
+    assert len(to_emil) == 1
+    for request, user, name in ((to_dana, "u-dana", "Dana"), (to_emil[0], "u-emil", "Emil")):
+        headers = request["headers"]
+        assert headers["webhook-id"] == deliveries[user]["id"]
+        Webhook(WEBHOOK_CHANNEL_SECRET).verify(request["raw"], headers)
+        assert request["body"]["data"]["title"] == f"Order {order}"
+        assert request["body"]["data"]["body"] == f"Shipped to {name}"
+        assert request["body"]["data"]["user_id"] == user
