@@ -68,6 +68,32 @@ class ChatProvider(BaseModel):
     url: SecretStr | None = None
 
 
+class FcmProvider(BaseModel):
+    """A Firebase Cloud Messaging (HTTP v1) provider: a service account of the project."""
+
+    name: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
+    project_id: str = Field(min_length=1)
+    # The service account's JSON key file, as one JSON string (client_email, private_key,
+    # private_key_id, token_uri).
+    service_account: SecretStr
+    # Where the OAuth2 token and the messages go: Google's unless set (a local stand-in).
+    token_uri: str | None = None
+    url: str = "https://fcm.googleapis.com"
+
+
+class ApnsProvider(BaseModel):
+    """An Apple Push Notification service provider: a ``.p8`` token signing key."""
+
+    name: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
+    team_id: str = Field(min_length=1)
+    key_id: str = Field(min_length=1)
+    private_key: SecretStr  # the .p8 file's PEM text
+    topic: str = Field(min_length=1)  # the app's bundle id
+    # api.push.apple.com (production) or api.sandbox.push.apple.com; Apple also answers on
+    # port 2197, a fallback for networks that block 443.
+    url: str = "https://api.push.apple.com"
+
+
 DEV_UNSUBSCRIBE_SECRET = "dev-only-insecure-unsubscribe-secret-change-me"  # noqa: S105
 DEV_FORGET_HASH_KEY = "dev-only-insecure-forget-hash-key-change-me"
 
@@ -172,6 +198,12 @@ class Settings(BaseSettings):
     discord_providers: list[ChatProvider] = Field(default_factory=list)
     teams_providers: list[ChatProvider] = Field(default_factory=list)
     chat_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Mobile push: device tokens of Android apps go to FCM, of iOS apps to APNs (to FCM when
+    # no APNs provider is set); each a JSON list of providers tried in order (failover).
+    fcm_providers: list[FcmProvider] = Field(default_factory=list)
+    apns_providers: list[ApnsProvider] = Field(default_factory=list)
+    mobile_push_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Webhook channel: the rendered message POSTed to the recipient's WEBHOOK address, else to
     # its event type's URL here (JSON object {"<event type>": "<url>"}, "*" for any other),
@@ -299,6 +331,11 @@ class Settings(BaseSettings):
             *(
                 (f"HERALD_{channel.upper()}_PROVIDERS", "", [p.name for p in providers])
                 for channel, providers in self.chat_providers.items()
+            ),
+            (
+                "HERALD_FCM_PROVIDERS / HERALD_APNS_PROVIDERS",
+                "",
+                [p.name for p in self.fcm_providers] + [p.name for p in self.apns_providers],
             ),
         ):
             if len(set(names)) != len(names) or primary in names:

@@ -36,6 +36,7 @@ CHANNEL_NAMES = {
     Channel.DISCORD: "Discord",
     Channel.TEAMS: "Microsoft Teams",
     Channel.WEBHOOK: "Webhook",
+    Channel.PUSH_MOBILE: "Mobile app notifications",
 }
 HEADERS = {
     # The token in the URL is a credential: keep it out of caches and Referer headers.

@@ -24,6 +24,7 @@ CHANNEL_QUEUES: dict[Channel, str] = {
     Channel.DISCORD: "herald.deliver.discord",
     Channel.TEAMS: "herald.deliver.teams",
     Channel.WEBHOOK: "herald.deliver.webhook",
+    Channel.PUSH_MOBILE: "herald.deliver.push_mobile",
 }
 DEAD_LETTER_EXCHANGE = "herald.dead"
 DEAD_LETTER_QUEUE = "herald.dead_letters"

@@ -15,6 +15,7 @@ class Channel(StrEnum):
     DISCORD = "discord"
     TEAMS = "teams"
     WEBHOOK = "webhook"
+    PUSH_MOBILE = "push_mobile"
 
 
 # Chat channels: the message goes to a chat (a Slack channel, a Telegram chat...) rather than

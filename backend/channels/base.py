@@ -85,6 +85,14 @@ class PushSubscription:
 
 
 @dataclass(frozen=True, slots=True)
+class MobileDevice:
+    """A mobile app install's push token: ``platform`` ios (APNs) or android (FCM)."""
+
+    token: str
+    platform: str
+
+
+@dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """One rendered message for one recipient on one channel."""
 
@@ -108,6 +116,11 @@ class OutgoingMessage:
     blocks: list[dict[str, Any]] | None = None
     # Webhook channel: the recipient's own webhook URL (its WEBHOOK address), if it has one.
     webhook_url: str | None = None
+    # Mobile push: the user's devices, and the template's data (strings), badge and sound.
+    devices: tuple[MobileDevice, ...] = ()
+    push_data: dict[str, str] = field(default_factory=dict)
+    badge: int | None = None
+    sound: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from backend.channels.failover import (
     Provider,
     RedisCircuitBreakers,
 )
+from backend.channels.mobile_push import ApnsSender, FcmSender, MobilePushSender
 from backend.channels.push import WebPushSender
 from backend.channels.sms import PROVIDER as SMS_PROVIDER
 from backend.channels.sms import HttpSmsSender
@@ -40,6 +41,7 @@ def build_senders(
         _sms(settings, redis),
         WebPushSender(settings),
         WebhookChannelSender(settings),
+        _mobile_push(settings, redis),
         *(_chat(channel, settings, redis) for channel in sorted(CHAT_CHANNELS)),
     ]
     return {sender.channel: sender for sender in senders}
@@ -56,6 +58,10 @@ def failover_chains(settings: Settings) -> dict[Channel, list[str]]:
         providers = settings.chat_providers[channel.value]
         if len(providers) > 1:
             chains[channel] = [p.name for p in providers]
+    if len(settings.fcm_providers) > 1 or len(settings.apns_providers) > 1:
+        chains[Channel.PUSH_MOBILE] = [p.name for p in settings.fcm_providers] + [
+            p.name for p in settings.apns_providers
+        ]
     return chains
 
 
@@ -117,6 +123,16 @@ def _chat(channel: Channel, settings: Settings, redis: Redis | None) -> ChannelS
     if not providers:
         return UnconfiguredChatSender(channel)
     return _failover(settings, redis, providers[0], providers[1:])
+
+
+def _mobile_push(settings: Settings, redis: Redis | None) -> ChannelSender:
+    """FCM's providers for Android (and iOS without APNs), APNs's for iOS, each a chain."""
+    fcm = [Provider(p.name, FcmSender(p, settings)) for p in settings.fcm_providers]
+    apns = [Provider(p.name, ApnsSender(p, settings)) for p in settings.apns_providers]
+    return MobilePushSender(
+        fcm=_failover(settings, redis, fcm[0], fcm[1:]) if fcm else None,
+        apns=_failover(settings, redis, apns[0], apns[1:]) if apns else None,
+    )
 
 
 def _failover(

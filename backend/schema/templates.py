@@ -38,6 +38,12 @@ class TemplateContent:
     blocks: JSON | None = strawberry.field(
         description="Slack only: Block Kit blocks (a list), every string in them a template."
     )
+    data: JSON | None = strawberry.field(
+        description="Mobile push only: the data sent with the notification (string values, "
+        "each a template)."
+    )
+    badge: int | None = strawberry.field(description="Mobile push only: the app icon's badge.")
+    sound: str | None = strawberry.field(description="Mobile push only: the sound to play.")
 
     @classmethod
     def from_data(cls, data: service.ContentData) -> TemplateContent:
@@ -49,6 +55,9 @@ class TemplateContent:
             body=data.body,
             html=data.html,
             blocks=data.blocks,  # type: ignore[arg-type]
+            data=data.data,  # type: ignore[arg-type]
+            badge=data.badge,
+            sound=data.sound,
         )
 
 
@@ -136,6 +145,12 @@ class TemplateContentInput:
         default=None,
         description="Slack only: Block Kit blocks (a list of objects), every string a template.",
     )
+    data: JSON | None = strawberry.field(
+        default=None,
+        description="Mobile push only: an object of string values, each a template.",
+    )
+    badge: int | None = strawberry.field(default=None, description="Mobile push only.")
+    sound: str | None = strawberry.field(default=None, description="Mobile push only.")
 
     def to_data(self) -> service.ContentData:
         return service.ContentData(
@@ -146,6 +161,9 @@ class TemplateContentInput:
             body=self.body,
             html=self.html,
             blocks=self.blocks,  # type: ignore[arg-type]
+            data=self.data,  # type: ignore[arg-type]
+            badge=self.badge,
+            sound=self.sound,
         )
 
 
@@ -173,6 +191,9 @@ class RenderedMessage:
     body: str | None
     html: str | None
     blocks: JSON | None = strawberry.field(default=None, description="Slack: the rendered blocks.")
+    data: JSON | None = strawberry.field(default=None, description="Mobile push: the data.")
+    badge: int | None = None
+    sound: str | None = None
 
 
 @strawberry.type

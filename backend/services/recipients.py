@@ -377,14 +377,24 @@ async def disable_web_push(
 ) -> int:
     """Disable the Web Push addresses a push service reported gone, each with its reason;
     later sends skip them."""
+    return await disable_addresses(session, kind=AddressKind.WEB_PUSH, reasons=reasons, at=at)
+
+
+async def disable_addresses(
+    session: AsyncSession,
+    *,
+    kind: AddressKind,
+    reasons: Mapping[str, str],
+    at: datetime | None = None,
+) -> int:
+    """Disable the addresses of ``kind`` (by key) a provider reported gone, each with its
+    reason; later sends skip them."""
     at = at or datetime.now(UTC)
     repository = RecipientAddressRepository(session)
     disabled = 0
     for reason in set(reasons.values()):
         keys = [key for key, why in reasons.items() if why == reason]
-        disabled += await repository.disable(
-            kind=AddressKind.WEB_PUSH.value, keys=keys, reason=reason, at=at
-        )
+        disabled += await repository.disable(kind=kind.value, keys=keys, reason=reason, at=at)
     return disabled
 
 

@@ -38,7 +38,12 @@ REQUIRED_FIELDS: dict[Channel, tuple[str, ...]] = {
     Channel.DISCORD: ("body",),
     Channel.TEAMS: ("body",),
     Channel.WEBHOOK: ("body",),
+    Channel.PUSH_MOBILE: ("title", "body"),
 }
+# Mobile push: data keys FCM reserves (and Herald's own), and how many a template may set.
+RESERVED_DATA_KEYS = frozenset({"from", "notification", "message_type", "delivery_id"})
+MAX_DATA_KEYS = 50
+MAX_BADGE = 1_000_000
 # Slack's Block Kit: at most 50 blocks a message; a template's blocks as JSON at most this big.
 MAX_BLOCKS = 50
 MAX_BLOCKS_CHARS = 100_000
@@ -64,6 +69,10 @@ class ContentData:
     html: str | None = None
     # Slack only: Block Kit blocks, every string in them a template.
     blocks: list[dict[str, Any]] | None = None
+    # Mobile push only: the data (string values, each a template), badge and sound.
+    data: dict[str, str] | None = None
+    badge: int | None = None
+    sound: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,9 @@ class RenderedMessage:
     body: str | None
     html: str | None
     blocks: list[dict[str, Any]] | None = None
+    data: dict[str, str] | None = None
+    badge: int | None = None
+    sound: str | None = None
 
 
 def _content_from_json(items: Sequence[Mapping[str, Any]]) -> list[ContentData]:
@@ -104,6 +116,9 @@ def _content_from_json(items: Sequence[Mapping[str, Any]]) -> list[ContentData]:
             body=item.get("body"),
             html=item.get("html"),
             blocks=item.get("blocks"),
+            data=item.get("data"),
+            badge=item.get("badge"),
+            sound=item.get("sound"),
         )
         for item in items
     ]
@@ -150,6 +165,7 @@ def validate_content(content: Sequence[ContentData]) -> None:
             raise ValidationError("email content needs a body or html", field=f"{prefix}.body")
         if item.blocks is not None:
             _validate_blocks(item, prefix)
+        _validate_push_fields(item, prefix)
         for name in (*TEXT_FIELDS, "html"):
             value = getattr(item, name)
             if value is None:
@@ -183,6 +199,44 @@ def _validate_blocks(item: ContentData, prefix: str) -> None:
             )
     for path, value in _leaves(blocks, field_name):
         rendering.check_syntax(value, field=path)
+
+
+def _validate_push_fields(item: ContentData, prefix: str) -> None:
+    """Mobile push's data (an object of string templates), badge and sound."""
+    for name in ("data", "badge", "sound"):
+        if getattr(item, name) is not None and item.channel is not Channel.PUSH_MOBILE:
+            raise ValidationError(f"only push_mobile content has {name}", field=f"{prefix}.{name}")
+    if item.data is not None:
+        field_name = f"{prefix}.data"
+        if not isinstance(item.data, dict) or len(item.data) > MAX_DATA_KEYS:
+            raise ValidationError(
+                f"data is an object of at most {MAX_DATA_KEYS} string values", field=field_name
+            )
+        for key, value in item.data.items():
+            if not isinstance(value, str) or not key or len(key) > 100:
+                raise ValidationError(
+                    "data values are strings (FCM carries only strings), keys 1-100 characters",
+                    field=f"{field_name}.{key}",
+                )
+            if key in RESERVED_DATA_KEYS or key.startswith(("google.", "gcm.")):
+                raise ValidationError(
+                    f"'{key}' is a reserved data key", field=f"{field_name}.{key}"
+                )
+            rendering.check_syntax(value, field=f"{field_name}.{key}")
+    if item.badge is not None and (
+        isinstance(item.badge, bool)
+        or not isinstance(item.badge, int)
+        or not 0 <= item.badge <= MAX_BADGE
+    ):
+        raise ValidationError(
+            f"badge is a whole number from 0 to {MAX_BADGE}", field=f"{prefix}.badge"
+        )
+    if item.sound is not None and not (
+        isinstance(item.sound, str) and 0 < len(item.sound.strip()) <= 100
+    ):
+        raise ValidationError(
+            "sound is a sound file name (1-100 characters)", field=f"{prefix}.sound"
+        )
 
 
 def _leaves(value: Any, path: str) -> list[tuple[str, str]]:
@@ -226,7 +280,7 @@ def content_variables(content: Sequence[ContentData]) -> list[str]:
             value = getattr(item, name)
             if value:
                 found |= rendering.variables_in(value, html=name == "html")
-        for _, leaf in _leaves(item.blocks, "blocks"):
+        for _, leaf in [*_leaves(item.blocks, "blocks"), *_leaves(item.data, "data")]:
             found |= rendering.variables_in(leaf)
     return sorted(p for p in found if not any(o != p and o.startswith(p + ".") for o in found))
 
@@ -371,6 +425,7 @@ def _fields(item: ContentData) -> list[tuple[str, str, bool]]:
         if (value := getattr(item, name)) is not None
     ]
     fields.extend((path, leaf, False) for path, leaf in _leaves(item.blocks, "blocks"))
+    fields.extend((path, leaf, False) for path, leaf in _leaves(item.data, "data"))
     return fields
 
 
@@ -386,6 +441,9 @@ def _message(
         body=rendered.get("body"),
         html=rendered.get("html"),
         blocks=_replace_leaves(item.blocks, "blocks", rendered) if item.blocks else None,
+        data=_replace_leaves(item.data, "data", rendered) if item.data else None,
+        badge=item.badge,
+        sound=item.sound,
     )
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.channels import CHAT_CHANNELS, Channel
 from backend.channels.base import (
+    MobileDevice,
     OutgoingMessage,
     PermanentChannelError,
     ProviderTry,
@@ -75,6 +76,8 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # Push endpoints reported gone, with what the push service answered for each.
     expired_endpoints: dict[str, str] = field(default_factory=dict)
+    # Mobile device tokens FCM or APNs reported gone, likewise.
+    expired_devices: dict[str, str] = field(default_factory=dict)
     used_endpoints: list[str] = field(default_factory=list)  # push endpoints that took a message
     retries: list[Retry] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)  # status changes to announce
@@ -89,6 +92,7 @@ class BatchOutcome:
         self.ignored += other.ignored
         self.dead_letters.extend(other.dead_letters)
         self.expired_endpoints.update(other.expired_endpoints)
+        self.expired_devices.update(other.expired_devices)
         self.used_endpoints.extend(other.used_endpoints)
         self.retries.extend(other.retries)
         self.updates.extend(other.updates)
@@ -186,6 +190,10 @@ async def save_outcome(session: AsyncSession, outcome: BatchOutcome) -> None:
     sends skip them)."""
     if outcome.expired_endpoints:
         await recipients.disable_web_push(session, reasons=outcome.expired_endpoints)
+    if outcome.expired_devices:
+        await recipients.disable_addresses(
+            session, kind=recipients.AddressKind.MOBILE_PUSH, reasons=outcome.expired_devices
+        )
     if outcome.used_endpoints:
         await recipients.mark_web_push_used(session, endpoints=outcome.used_endpoints)
     if outcome.dead_letters:
@@ -219,6 +227,7 @@ class _Resources:
     subscriptions: dict[str, list[PushSubscription]]
     chat_ids: dict[str, str] = field(default_factory=dict)  # chat channels: by user id
     webhook_urls: dict[str, str] = field(default_factory=dict)  # webhook channel: by user id
+    devices: dict[str, list[MobileDevice]] = field(default_factory=dict)  # mobile push
 
 
 @dataclass
@@ -298,6 +307,13 @@ class _Batch:
                 for row in sorted(rows, key=lambda row: row.created_at):
                     if row.provider == self.channel.value:
                         chat_ids[row.user_id] = row.key
+            devices: dict[str, list[MobileDevice]] = defaultdict(list)
+            if self.channel is Channel.PUSH_MOBILE:
+                rows = await RecipientAddressRepository(session).active(
+                    [r.user_id for r in mine], kind=recipients.AddressKind.MOBILE_PUSH.value
+                )
+                for row in rows:
+                    devices[row.user_id].append(MobileDevice(row.key, row.provider or ""))
             webhook_urls: dict[str, str] = {}
             if self.channel is Channel.WEBHOOK:
                 rows = await RecipientAddressRepository(session).active(
@@ -310,7 +326,7 @@ class _Batch:
         users: dict[str, UserProfile | None] = {u: given[u] for u in given}
         if wanted:
             users.update(await ctx.users.get_many(wanted))
-        return _Resources(template, users, subscriptions, chat_ids, webhook_urls)
+        return _Resources(template, users, subscriptions, chat_ids, webhook_urls, devices)
 
     async def _deliver(
         self, record: DeliveryRecord, resources: _Resources, content: Any | None
@@ -367,6 +383,10 @@ class _Batch:
             ),
             blocks=rendered.blocks,
             webhook_url=resources.webhook_urls.get(record.user_id),
+            devices=tuple(resources.devices.get(record.user_id, ())),
+            push_data=rendered.data or {},
+            badge=rendered.badge,
+            sound=rendered.sound,
             unsubscribe=(
                 unsubscribe.links_for(self.ctx.settings, user_id=user.id, event_type=envelope.type)
                 if channel is Channel.EMAIL and not envelope.critical
@@ -420,8 +440,13 @@ class _Batch:
         self.outcome.sent += 1
 
     def _expired(self, endpoints: Sequence[str], reasons: Mapping[str, str]) -> None:
+        gone = (
+            self.outcome.expired_devices
+            if self.channel is Channel.PUSH_MOBILE
+            else self.outcome.expired_endpoints
+        )
         for endpoint in endpoints:
-            self.outcome.expired_endpoints[endpoint] = reasons.get(
+            gone[endpoint] = reasons.get(
                 endpoint, "the push service reported the subscription gone"
             )
 
