@@ -151,3 +151,63 @@ async def test_a_syntax_error_in_a_block_names_its_path(gql, settings):
     result = await create(gql, manager, [{"channel": "SLACK", "body": "x", "blocks": blocks}])
     assert result["__typename"] == "TemplateSyntaxError"
     assert result["field"] == "content[0].blocks[0].text.text"
+
+
+PUSH_MOBILE = {
+    "channel": "PUSH_MOBILE",
+    "title": "Order {{ payload.order }}",
+    "body": "On its way, {{ user.first_name }}",
+    "data": {"screen": "orders/{{ payload.order }}", "kind": "shipping"},
+    "badge": 2,
+    "sound": "chime.caf",
+}
+
+
+async def test_mobile_push_content_keeps_data_badge_and_sound_and_renders_the_data(gql, settings):
+    manager = token_for(settings, "manager")
+    created = await create(gql, manager, [PUSH_MOBILE])
+    assert created["__typename"] == "Template", created
+    assert created["variables"] == ["payload.order", "user.first_name"]
+    fetched = await gql(
+        "query($s: String!) { template(slug: $s) { content { data badge sound } } }",
+        {"s": created["slug"]},
+        token=manager,
+    )
+    assert fetched["data"]["template"]["content"] == [
+        {"data": PUSH_MOBILE["data"], "badge": 2, "sound": "chime.caf"}
+    ]
+    result = await gql(
+        """mutation($slug: String, $variables: JSON) {
+          previewTemplate(slug: $slug, channel: PUSH_MOBILE, variables: $variables) {
+            __typename ... on RenderedMessage { title body data badge sound } } }""",
+        {"slug": created["slug"], "variables": {"payload": {"order": "A-17"}}},
+        token=manager,
+    )
+    assert result["data"]["previewTemplate"] == {
+        "__typename": "RenderedMessage",
+        "title": "Order A-17",
+        "body": "On its way, Ada",
+        "data": {"screen": "orders/A-17", "kind": "shipping"},
+        "badge": 2,
+        "sound": "chime.caf",
+    }
+
+
+async def test_bad_mobile_push_content_is_a_validation_error_naming_the_field(gql, settings):
+    manager = token_for(settings, "manager")
+    base = {"channel": "PUSH_MOBILE", "title": "t", "body": "b"}
+    cases = [
+        ({**base, "title": None}, "content[0].title"),
+        ({**base, "data": {"n": 1}}, "content[0].data.n"),
+        ({**base, "data": ["x"]}, "content[0].data"),
+        ({**base, "data": {"delivery_id": "x"}}, "content[0].data.delivery_id"),
+        ({**base, "data": {"google.c.a": "x"}}, "content[0].data.google.c.a"),
+        ({**base, "badge": -1}, "content[0].badge"),
+        ({**base, "sound": " "}, "content[0].sound"),
+        ({"channel": "PUSH", "title": "t", "body": "b", "badge": 1}, "content[0].badge"),
+        ({"channel": "SMS", "body": "b", "data": {"a": "b"}}, "content[0].data"),
+    ]
+    for item, field in cases:
+        result = await create(gql, manager, [item])
+        assert result["__typename"] == "ValidationError", (item, result)
+        assert result["field"] == field, (item, result)

@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -154,6 +158,23 @@ def sms_b() -> Iterator[HttpEndpoint]:
 SLACK_TOKENS = {"slack-a": "xoxb-a-111", "slack-b": "xoxb-b-222"}
 TELEGRAM_TOKEN = "4242:telegram-test-token"
 WEBHOOK_CHANNEL_SECRET = "whsec_" + "d2ViaG9vay1jaGFubmVsLXRlc3Qtc2VjcmV0LTEyMzQ="
+FCM_PROJECT = "herald-e2e"
+FCM_ACCESS_TOKEN = "ya29.e2e-access-token"
+FCM_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def fcm_service_account(token_uri: str) -> str:
+    pem = FCM_KEY.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return json.dumps(
+        {
+            "type": "service_account",
+            "client_email": f"herald@{FCM_PROJECT}.iam.gserviceaccount.com",
+            "private_key": pem,
+            "token_uri": token_uri,
+        }
+    )
 
 
 @dataclass
@@ -189,6 +210,35 @@ class ChatApi:
                 }
         if path.startswith("/hooks/"):  # the webhook channel's receivers
             return 200, {"received": True}
+        if path == "/fcm/token":  # Google's OAuth2 token endpoint (a form body, see do_POST)
+            claims = jwt.decode(
+                body["assertion"][0],
+                FCM_KEY.public_key(),
+                algorithms=["RS256"],
+                audience=f"{self.url}/fcm/token",
+            )
+            if claims["iss"] != f"herald@{FCM_PROJECT}.iam.gserviceaccount.com":
+                return 400, {"error": "invalid_grant"}
+            return 200, {"access_token": FCM_ACCESS_TOKEN, "expires_in": 3599}
+        if path == f"/fcm/v1/projects/{FCM_PROJECT}/messages:send":
+            if headers.get("authorization") != f"Bearer {FCM_ACCESS_TOKEN}":
+                return 401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}}
+            token = body["message"]["token"]
+            if token.startswith("gone-"):
+                return 404, {
+                    "error": {
+                        "code": 404,
+                        "message": "Requested entity was not found.",
+                        "status": "NOT_FOUND",
+                        "details": [
+                            {
+                                "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                                "errorCode": "UNREGISTERED",
+                            }
+                        ],
+                    }
+                }
+            return 200, {"name": f"projects/{FCM_PROJECT}/messages/{len(self.requests)}"}
         if path == f"/telegram/bot{TELEGRAM_TOKEN}/sendMessage":
             if body.get("parse_mode") != "HTML":
                 return 400, {"ok": False, "error_code": 400, "description": "Bad Request"}
@@ -205,7 +255,10 @@ def chat_api() -> Iterator[ChatApi]:
             raw = self.rfile.read(int(self.headers.get("content-length") or 0))
             headers = {k.lower(): v for k, v in self.headers.items()}
             with state.lock:
-                body = json.loads(raw)
+                if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                    body: Any = parse_qs(raw.decode())
+                else:
+                    body = json.loads(raw)
                 status, answer = state.answer(self.path, headers, body)
                 state.requests.append(
                     {
@@ -255,6 +308,16 @@ def _suite_values(relay_b: Smtp, sms_b: HttpEndpoint, chat: ChatApi) -> dict[str
             [{"name": "telegram", "token": TELEGRAM_TOKEN, "url": f"{chat.url}/telegram"}]
         ),
         "HERALD_WEBHOOK_CHANNEL_SECRET": WEBHOOK_CHANNEL_SECRET,
+        "HERALD_FCM_PROVIDERS": json.dumps(
+            [
+                {
+                    "name": "fcm",
+                    "project_id": FCM_PROJECT,
+                    "service_account": fcm_service_account(f"{chat.url}/fcm/token"),
+                    "url": f"{chat.url}/fcm",
+                }
+            ]
+        ),
         "HERALD_WEBHOOK_CHANNEL_TARGETS": json.dumps({"order_shipped": f"{chat.url}/hooks/orders"}),
         "HERALD_RABBITMQ_URL": RABBITMQ_URL,
         "HERALD_REDIS_URL": REDIS_URL,
@@ -290,6 +353,7 @@ def suite_settings(
         slack_providers=json.loads(values["HERALD_SLACK_PROVIDERS"]),
         telegram_providers=json.loads(values["HERALD_TELEGRAM_PROVIDERS"]),
         webhook_channel_secret=WEBHOOK_CHANNEL_SECRET,
+        fcm_providers=json.loads(values["HERALD_FCM_PROVIDERS"]),
         webhook_channel_targets=json.loads(values["HERALD_WEBHOOK_CHANNEL_TARGETS"]),
         breaker_failure_threshold=2,
         breaker_open_seconds=3,

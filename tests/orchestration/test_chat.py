@@ -12,6 +12,7 @@ from standardwebhooks import Webhook
 from tests.conftest import GraphQL
 from tests.factories import token_for
 from tests.orchestration.conftest import (
+    FCM_PROJECT,
     SLACK_TOKENS,
     TELEGRAM_TOKEN,
     WEBHOOK_CHANNEL_SECRET,
@@ -260,3 +261,77 @@ async def test_the_webhook_channel_posts_signed_to_the_recipients_url_or_the_eve
         assert request["body"]["data"]["title"] == f"Order {order}"
         assert request["body"]["data"]["body"] == f"Shipped to {name}"
         assert request["body"]["data"]["user_id"] == user
+
+
+RECIPIENT = """query($u: ID!) { recipient(userId: $u) {
+  addresses { kind displayValue state disabledReason } } }"""
+
+
+async def test_mobile_push_goes_through_fcm_and_a_gone_token_is_disabled(
+    api: GraphQL, chat_api: ChatApi
+) -> None:
+    slug = f"mobile-{uuid.uuid4().hex[:8]}"
+    created = await api(
+        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
+        {
+            "i": {
+                "slug": slug,
+                "name": "Mobile",
+                "content": [
+                    {
+                        "channel": "PUSH_MOBILE",
+                        "title": "Order {{ payload.order }}",
+                        "body": "On its way, {{ user.first_name }}",
+                        "data": {"screen": "orders/{{ payload.order }}"},
+                        "badge": 1,
+                    }
+                ],
+            }
+        },
+        token=token_for(api.settings, "manager"),
+    )
+    assert created["data"]["createTemplate"]["__typename"] == "Template", created
+    live, gone = f"live-{uuid.uuid4().hex[:10]}", f"gone-{uuid.uuid4().hex[:10]}"
+    for token in (live, gone):
+        registered = await api(
+            REGISTER,
+            {"i": {"mobilePush": {"platform": "ANDROID", "token": token}}},
+            token=token_for(api.settings, "user", sub="u-emil"),
+        )
+        assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress"
+    order = uuid.uuid4().hex[:6]
+
+    event_id = await send(
+        api,
+        type="order_shipped",
+        userIds=["u-emil"],
+        templateSlug=slug,
+        channels=["PUSH_MOBILE"],
+        payload={"order": order},
+    )
+    [delivery] = await final_deliveries(api, event_id, 1)
+
+    assert delivery["status"] == "SENT", delivery
+    assert [a["provider"] for a in delivery["attempts"]] == ["fcm"]
+    sent = {
+        r["body"]["message"]["token"]: r
+        for r in chat_api.received(f"/fcm/v1/projects/{FCM_PROJECT}/messages:send")
+        if r["body"]["message"]["data"].get("screen") == f"orders/{order}"
+    }
+    assert set(sent) == {live, gone}
+    assert sent[live]["body"]["message"]["notification"] == {
+        "title": f"Order {order}",
+        "body": "On its way, Emil",
+    }
+    assert sent[live]["body"]["message"]["apns"] == {"payload": {"aps": {"badge": 1}}}
+
+    recipient = await api(RECIPIENT, {"u": "u-emil"}, token=admin(api.settings))
+    states = {
+        a["displayValue"]: (a["state"], a["disabledReason"])
+        for a in recipient["data"]["recipient"]["addresses"]
+        if a["kind"] == "MOBILE_PUSH"
+    }
+    assert states[f"…{live[-6:]}"] == ("ACTIVE", None)
+    state, reason = states[f"…{gone[-6:]}"]
+    assert state == "DISABLED"
+    assert "UNREGISTERED" in reason
