@@ -47,6 +47,17 @@ def build_senders(
     return {sender.channel: sender for sender in senders}
 
 
+def offered_channels(settings: Settings) -> list[Channel]:
+    """The channels a user may be reached on here: email, SMS, Web Push and in-app always,
+    the others once a provider (or, for webhooks, the signing secret) is configured."""
+    configured = {
+        Channel.PUSH_MOBILE: bool(settings.fcm_providers or settings.apns_providers),
+        **{c: bool(settings.chat_providers[c.value]) for c in CHAT_CHANNELS},
+        Channel.WEBHOOK: settings.webhook_channel_secret is not None,
+    }
+    return [c for c in Channel if configured.get(c, True)]
+
+
 def failover_chains(settings: Settings) -> dict[Channel, list[str]]:
     """The provider names of each channel with failover, in priority order."""
     chains: dict[Channel, list[str]] = {}
