@@ -54,6 +54,46 @@ class SmsProvider(BaseModel):
     token: SecretStr | None = None
 
 
+class ChatProvider(BaseModel):
+    """A chat provider of one chat channel (Slack, Telegram, Discord, Teams), in the order
+    tried: what it needs depends on the channel (see ``backend.channels.chat``).
+
+    Slack: ``token`` (a bot token, ``chat.postMessage`` at ``url`` or https://slack.com/api)
+    or, without a token, ``url`` an incoming webhook. Telegram: ``token`` (the bot token) and
+    optionally ``url``, the Bot API server (https://api.telegram.org). Discord: ``url``, a
+    channel webhook. Teams: ``url``, an incoming webhook or a Workflows (Power Automate) URL."""
+
+    name: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
+    token: SecretStr | None = None
+    url: SecretStr | None = None
+
+
+class FcmProvider(BaseModel):
+    """A Firebase Cloud Messaging (HTTP v1) provider: a service account of the project."""
+
+    name: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
+    project_id: str = Field(min_length=1)
+    # The service account's JSON key file, as one JSON string (client_email, private_key,
+    # private_key_id, token_uri).
+    service_account: SecretStr
+    # Where the OAuth2 token and the messages go: Google's unless set (a local stand-in).
+    token_uri: str | None = None
+    url: str = "https://fcm.googleapis.com"
+
+
+class ApnsProvider(BaseModel):
+    """An Apple Push Notification service provider: a ``.p8`` token signing key."""
+
+    name: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
+    team_id: str = Field(min_length=1)
+    key_id: str = Field(min_length=1)
+    private_key: SecretStr  # the .p8 file's PEM text
+    topic: str = Field(min_length=1)  # the app's bundle id
+    # api.push.apple.com (production) or api.sandbox.push.apple.com; Apple also answers on
+    # port 2197, a fallback for networks that block 443.
+    url: str = "https://api.push.apple.com"
+
+
 DEV_UNSUBSCRIBE_SECRET = "dev-only-insecure-unsubscribe-secret-change-me"  # noqa: S105
 DEV_FORGET_HASH_KEY = "dev-only-insecure-forget-hash-key-change-me"
 
@@ -162,6 +202,28 @@ class Settings(BaseSettings):
     vapid_public_key: str | None = None
     vapid_subject: str = "mailto:admin@herald.localhost"
     push_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # Chat channels: each a JSON list of providers ({"name", "token", "url"}, see ChatProvider),
+    # tried in that order (failover); an empty list leaves the channel unconfigured, its
+    # deliveries failing with that reason.
+    slack_providers: list[ChatProvider] = Field(default_factory=list)
+    telegram_providers: list[ChatProvider] = Field(default_factory=list)
+    discord_providers: list[ChatProvider] = Field(default_factory=list)
+    teams_providers: list[ChatProvider] = Field(default_factory=list)
+    chat_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Mobile push: device tokens of Android apps go to FCM, of iOS apps to APNs (to FCM when
+    # no APNs provider is set); each a JSON list of providers tried in order (failover).
+    fcm_providers: list[FcmProvider] = Field(default_factory=list)
+    apns_providers: list[ApnsProvider] = Field(default_factory=list)
+    mobile_push_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Webhook channel: the rendered message POSTed to the recipient's WEBHOOK address, else to
+    # its event type's URL here (JSON object {"<event type>": "<url>"}, "*" for any other),
+    # signed as status webhooks are (Standard Webhooks) with this secret (whsec_<base64>).
+    # Timeouts and the private-target guard are the status webhooks' settings.
+    webhook_channel_targets: dict[str, str] = Field(default_factory=dict)
+    webhook_channel_secret: SecretStr | None = None
 
     # Observability
     log_format: str = Field(default="text", pattern="^(text|json)$")
@@ -285,12 +347,31 @@ class Settings(BaseSettings):
         for label, primary, names in (
             ("HERALD_SMTP_FALLBACKS", "smtp", [r.name for r in self.smtp_fallbacks]),
             ("HERALD_SMS_FALLBACKS", "sms-webhook", [p.name for p in self.sms_fallbacks]),
+            *(
+                (f"HERALD_{channel.upper()}_PROVIDERS", "", [p.name for p in providers])
+                for channel, providers in self.chat_providers.items()
+            ),
+            (
+                "HERALD_FCM_PROVIDERS / HERALD_APNS_PROVIDERS",
+                "",
+                [p.name for p in self.fcm_providers] + [p.name for p in self.apns_providers],
+            ),
         ):
             if len(set(names)) != len(names) or primary in names:
                 raise ValueError(
                     f"{label}: provider names must be unique and differ from '{primary}'"
                 )
         return self
+
+    @property
+    def chat_providers(self) -> dict[str, list[ChatProvider]]:
+        """Each chat channel's providers, by channel name (``slack``, ``telegram``...)."""
+        return {
+            "slack": self.slack_providers,
+            "telegram": self.telegram_providers,
+            "discord": self.discord_providers,
+            "teams": self.teams_providers,
+        }
 
     @model_validator(mode="after")
     def _check_test_only(self) -> Settings:

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from backend.channels import Channel
+from backend.channels.registry import offered_channels
 from backend.errors import HeraldError, ValidationError
 from backend.schema.context import Services
 from backend.services import unsubscribe
@@ -31,6 +32,12 @@ CHANNEL_NAMES = {
     Channel.SMS: "Text messages (SMS)",
     Channel.PUSH: "Browser notifications",
     Channel.IN_APP: "In-app notifications",
+    Channel.SLACK: "Slack",
+    Channel.TELEGRAM: "Telegram",
+    Channel.DISCORD: "Discord",
+    Channel.TEAMS: "Microsoft Teams",
+    Channel.WEBHOOK: "Webhook",
+    Channel.PUSH_MOBILE: "Mobile app notifications",
 }
 HEADERS = {
     # The token in the URL is a credential: keep it out of caches and Referer headers.
@@ -79,12 +86,12 @@ async def _form(request: Request) -> dict[str, list[str]]:
     return parse_qs(body.decode("utf-8", "replace"))
 
 
-def _preference_form(page: unsubscribe.PreferencePage, saved: bool) -> str:
+def _preference_form(page: unsubscribe.PreferencePage, saved: bool, offered: list[Channel]) -> str:
     prefs = page.preferences
     channels = "".join(
         f'<label><input type="checkbox" name="channel" value="{c.value}"'
-        f"{'' if c in prefs.disabled_channels else ' checked'}> {escape(name)}</label>"
-        for c, name in CHANNEL_NAMES.items()
+        f"{'' if c in prefs.disabled_channels else ' checked'}> {escape(CHANNEL_NAMES[c])}</label>"
+        for c in offered
     )
     types = "".join(
         f'<input type="hidden" name="shown" value="{escape(name)}">'
@@ -127,7 +134,10 @@ async def show_preferences(request: Request, token: str) -> HTMLResponse:
             page = await unsubscribe.preference_page(session, token=claims)
     except HeraldError as exc:
         return _refused(exc)
-    return _page("Your notifications", _preference_form(page, saved=False))
+    return _page(
+        "Your notifications",
+        _preference_form(page, saved=False, offered=offered_channels(services.settings)),
+    )
 
 
 @router.post("/preferences/{token}")
@@ -146,10 +156,14 @@ async def save_preferences(request: Request, token: str) -> HTMLResponse:
             kept = [t for t in current.preferences.disabled_event_types if t not in shown]
             shown_topics = set(form.get("shown_topic", []))
             kept_topics = [t for t in current.preferences.disabled_topics if t not in shown_topics]
+            # Channels the page did not offer (not configured here) keep their opt-outs.
+            offered = offered_channels(services.settings)
+            kept_channels = [c for c in current.preferences.disabled_channels if c not in offered]
             await unsubscribe.save_preferences(
                 session,
                 token=claims,
-                disabled_channels=[c for c in Channel if c.value not in wanted_channels],
+                disabled_channels=[c for c in offered if c.value not in wanted_channels]
+                + kept_channels,
                 disabled_event_types=kept + sorted(shown - wanted_types),
                 disabled_topics=kept_topics + sorted(shown_topics - set(form.get("topic", []))),
             )
@@ -157,7 +171,10 @@ async def save_preferences(request: Request, token: str) -> HTMLResponse:
             await session.commit()
     except HeraldError as exc:
         return _refused(exc)
-    return _page("Your notifications", _preference_form(page, saved=True))
+    return _page(
+        "Your notifications",
+        _preference_form(page, saved=True, offered=offered_channels(services.settings)),
+    )
 
 
 @router.get("/unsubscribe/{token}")

@@ -19,6 +19,12 @@ CHANNEL_QUEUES: dict[Channel, str] = {
     Channel.SMS: "herald.deliver.sms",
     Channel.PUSH: "herald.deliver.push",
     Channel.IN_APP: "herald.deliver.in_app",
+    Channel.SLACK: "herald.deliver.slack",
+    Channel.TELEGRAM: "herald.deliver.telegram",
+    Channel.DISCORD: "herald.deliver.discord",
+    Channel.TEAMS: "herald.deliver.teams",
+    Channel.WEBHOOK: "herald.deliver.webhook",
+    Channel.PUSH_MOBILE: "herald.deliver.push_mobile",
 }
 DEAD_LETTER_EXCHANGE = "herald.dead"
 DEAD_LETTER_QUEUE = "herald.dead_letters"

@@ -95,6 +95,12 @@ export const CHANNELS = [
   { value: "SMS", label: "SMS" },
   { value: "PUSH", label: "Push" },
   { value: "IN_APP", label: "In-app" },
+  { value: "PUSH_MOBILE", label: "Mobile push" },
+  { value: "SLACK", label: "Slack" },
+  { value: "TELEGRAM", label: "Telegram" },
+  { value: "DISCORD", label: "Discord" },
+  { value: "TEAMS", label: "Teams" },
+  { value: "WEBHOOK", label: "Webhook" },
 ];
 
 export function channelLabel(value) {

@@ -10,3 +10,14 @@ class Channel(StrEnum):
     SMS = "sms"
     PUSH = "push"
     IN_APP = "in_app"
+    SLACK = "slack"
+    TELEGRAM = "telegram"
+    DISCORD = "discord"
+    TEAMS = "teams"
+    WEBHOOK = "webhook"
+    PUSH_MOBILE = "push_mobile"
+
+
+# Chat channels: the message goes to a chat (a Slack channel, a Telegram chat...) rather than
+# to a device or a mailbox (backend.channels.chat).
+CHAT_CHANNELS = frozenset({Channel.SLACK, Channel.TELEGRAM, Channel.DISCORD, Channel.TEAMS})

@@ -85,6 +85,14 @@ class PushSubscription:
 
 
 @dataclass(frozen=True, slots=True)
+class MobileDevice:
+    """A mobile app install's push token: ``platform`` ios (APNs) or android (FCM)."""
+
+    token: str
+    platform: str
+
+
+@dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """One rendered message for one recipient on one channel."""
 
@@ -101,6 +109,18 @@ class OutgoingMessage:
     push_subscriptions: tuple[PushSubscription, ...] = ()
     # Email only, and never on critical messages (password resets): nobody may opt out.
     unsubscribe: UnsubscribeLinks | None = None
+    # Chat channels: where the message goes (a Slack channel or user id, a Telegram chat id),
+    # from the event's payload (``chat.<channel>``) or the recipient's chat address.
+    chat_id: str | None = None
+    # Slack: the Block Kit blocks, rendered from the template.
+    blocks: list[dict[str, Any]] | None = None
+    # Webhook channel: the recipient's own webhook URL (its WEBHOOK address), if it has one.
+    webhook_url: str | None = None
+    # Mobile push: the user's devices, and the template's data (strings), badge and sound.
+    devices: tuple[MobileDevice, ...] = ()
+    push_data: dict[str, str] = field(default_factory=dict)
+    badge: int | None = None
+    sound: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +157,20 @@ class ChannelError(HeraldError):
 
 
 class TransientChannelError(ChannelError):
-    """Worth retrying: timeouts, connection refused, 5xx, 429, SMTP 4xx."""
+    """Worth retrying: timeouts, connection refused, 5xx, 429, SMTP 4xx. ``retry_after``:
+    seconds the provider asked to wait (a 429's ``Retry-After``); the retry waits at least
+    that long."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        tries: tuple[ProviderTry, ...] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, tries=tries)
+        self.retry_after = retry_after
 
 
 class PermanentChannelError(ChannelError):

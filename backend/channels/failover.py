@@ -338,7 +338,9 @@ class FailoverSender:
             except TransientChannelError as exc:
                 await self._report(self.breakers.failed, provider.name, error=exc.message)
                 log.warning("%s provider %s failed: %s", self.channel, provider.name, exc.message)
-                last = TransientChannelError(exc.message, provider=provider.name)
+                last = TransientChannelError(
+                    exc.message, provider=provider.name, retry_after=exc.retry_after
+                )
                 tries.append(ProviderTry(provider.name, exc.message, datetime.now(UTC)))
                 continue
             except PermanentChannelError as exc:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from backend.channels import Channel
+from backend.channels import CHAT_CHANNELS, Channel
 from backend.channels.base import ChannelSender
+from backend.channels.chat import UnconfiguredChatSender, chat_sender
 from backend.channels.email import PROVIDER as SMTP_PROVIDER
 from backend.channels.email import SmtpEmailSender
 from backend.channels.failover import (
@@ -20,9 +21,11 @@ from backend.channels.failover import (
     Provider,
     RedisCircuitBreakers,
 )
+from backend.channels.mobile_push import ApnsSender, FcmSender, MobilePushSender
 from backend.channels.push import WebPushSender
 from backend.channels.sms import PROVIDER as SMS_PROVIDER
 from backend.channels.sms import HttpSmsSender
+from backend.channels.webhook import WebhookChannelSender
 from backend.config import Settings
 
 
@@ -37,8 +40,22 @@ def build_senders(
         _email(settings, redis),
         _sms(settings, redis),
         WebPushSender(settings),
+        WebhookChannelSender(settings),
+        _mobile_push(settings, redis),
+        *(_chat(channel, settings, redis) for channel in sorted(CHAT_CHANNELS)),
     ]
     return {sender.channel: sender for sender in senders}
+
+
+def offered_channels(settings: Settings) -> list[Channel]:
+    """The channels a user may be reached on here: email, SMS, Web Push and in-app always,
+    the others once a provider (or, for webhooks, the signing secret) is configured."""
+    configured = {
+        Channel.PUSH_MOBILE: bool(settings.fcm_providers or settings.apns_providers),
+        **{c: bool(settings.chat_providers[c.value]) for c in CHAT_CHANNELS},
+        Channel.WEBHOOK: settings.webhook_channel_secret is not None,
+    }
+    return [c for c in Channel if configured.get(c, True)]
 
 
 def failover_chains(settings: Settings) -> dict[Channel, list[str]]:
@@ -48,6 +65,14 @@ def failover_chains(settings: Settings) -> dict[Channel, list[str]]:
         chains[Channel.EMAIL] = [SMTP_PROVIDER, *(r.name for r in settings.smtp_fallbacks)]
     if settings.sms_fallbacks:
         chains[Channel.SMS] = [SMS_PROVIDER, *(p.name for p in settings.sms_fallbacks)]
+    for channel in sorted(CHAT_CHANNELS):
+        providers = settings.chat_providers[channel.value]
+        if len(providers) > 1:
+            chains[channel] = [p.name for p in providers]
+    if len(settings.fcm_providers) > 1 or len(settings.apns_providers) > 1:
+        chains[Channel.PUSH_MOBILE] = [p.name for p in settings.fcm_providers] + [
+            p.name for p in settings.apns_providers
+        ]
     return chains
 
 
@@ -98,6 +123,27 @@ def _sms(settings: Settings, redis: Redis | None) -> ChannelSender:
         for fallback in settings.sms_fallbacks
     ]
     return _failover(settings, redis, Provider(SMS_PROVIDER, HttpSmsSender(settings)), fallbacks)
+
+
+def _chat(channel: Channel, settings: Settings, redis: Redis | None) -> ChannelSender:
+    """A chat channel's providers in order (``HERALD_<CHANNEL>_PROVIDERS``)."""
+    providers = [
+        Provider(p.name, chat_sender(channel, p, settings))
+        for p in settings.chat_providers[channel.value]
+    ]
+    if not providers:
+        return UnconfiguredChatSender(channel)
+    return _failover(settings, redis, providers[0], providers[1:])
+
+
+def _mobile_push(settings: Settings, redis: Redis | None) -> ChannelSender:
+    """FCM's providers for Android (and iOS without APNs), APNs's for iOS, each a chain."""
+    fcm = [Provider(p.name, FcmSender(p, settings)) for p in settings.fcm_providers]
+    apns = [Provider(p.name, ApnsSender(p, settings)) for p in settings.apns_providers]
+    return MobilePushSender(
+        fcm=_failover(settings, redis, fcm[0], fcm[1:]) if fcm else None,
+        apns=_failover(settings, redis, apns[0], apns[1:]) if apns else None,
+    )
 
 
 def _failover(

@@ -51,6 +51,8 @@ def _address(value: AddressInput, *, allow_http: bool) -> recipient_service.Addr
         return recipient_service.mobile_push_address(
             platform=value.mobile_push.platform.value, token=value.mobile_push.token
         )
+    if value.webhook:
+        return recipient_service.webhook_address(url=value.webhook.url, allow_http=allow_http)
     assert value.chat  # one_of: exactly one field is given
     return recipient_service.chat_address(provider=value.chat.provider, chat_id=value.chat.chat_id)
 

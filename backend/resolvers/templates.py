@@ -159,6 +159,10 @@ async def preview_template(
             title=rendered.title,
             body=rendered.body,
             html=rendered.html,
+            blocks=rendered.blocks,  # type: ignore[arg-type]
+            data=rendered.data,  # type: ignore[arg-type]
+            badge=rendered.badge,
+            sound=rendered.sound,
         )
 
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]

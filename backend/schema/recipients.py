@@ -166,11 +166,17 @@ class ChatAddressInput:
     chat_id: str
 
 
+@strawberry.input(description="A URL the webhook channel posts the user's messages to, signed.")
+class WebhookAddressInput:
+    url: str
+
+
 @strawberry.input(description="One address: exactly one of the fields.", one_of=True)
 class AddressInput:
     web_push: PushSubscriptionInput | None = strawberry.UNSET
     mobile_push: MobilePushInput | None = strawberry.UNSET
     chat: ChatAddressInput | None = strawberry.UNSET
+    webhook: WebhookAddressInput | None = strawberry.UNSET
 
 
 @strawberry.input(description="Profile fields to set; those left out stay as they are.")

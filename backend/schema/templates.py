@@ -10,7 +10,7 @@ import strawberry
 
 from backend.db.models import Template as TemplateModel
 from backend.db.models import TemplateVersion as TemplateVersionModel
-from backend.schema.common import Channel, Connection
+from backend.schema.common import JSON, Channel, Connection
 from backend.schema.errors import (
     AccessErrors,
     ConflictError,
@@ -28,8 +28,22 @@ class TemplateContent:
     locale: str
     subject: str | None = strawberry.field(description="Email subject.")
     title: str | None = strawberry.field(description="Push / in-app title.")
-    body: str | None = strawberry.field(description="Plain-text body (email text part, SMS, push).")
+    body: str | None = strawberry.field(
+        description=(
+            "Plain-text body (email text part, SMS, push); the text of a chat message "
+            "(Telegram: HTML, its variables escaped)."
+        )
+    )
     html: str | None = strawberry.field(description="Email HTML body, autoescaped.")
+    blocks: JSON | None = strawberry.field(
+        description="Slack only: Block Kit blocks (a list), every string in them a template."
+    )
+    data: JSON | None = strawberry.field(
+        description="Mobile push only: the data sent with the notification (string values, "
+        "each a template)."
+    )
+    badge: int | None = strawberry.field(description="Mobile push only: the app icon's badge.")
+    sound: str | None = strawberry.field(description="Mobile push only: the sound to play.")
 
     @classmethod
     def from_data(cls, data: service.ContentData) -> TemplateContent:
@@ -40,6 +54,10 @@ class TemplateContent:
             title=data.title,
             body=data.body,
             html=data.html,
+            blocks=data.blocks,  # type: ignore[arg-type]
+            data=data.data,  # type: ignore[arg-type]
+            badge=data.badge,
+            sound=data.sound,
         )
 
 
@@ -123,6 +141,16 @@ class TemplateContentInput:
     title: str | None = None
     body: str | None = None
     html: str | None = None
+    blocks: JSON | None = strawberry.field(
+        default=None,
+        description="Slack only: Block Kit blocks (a list of objects), every string a template.",
+    )
+    data: JSON | None = strawberry.field(
+        default=None,
+        description="Mobile push only: an object of string values, each a template.",
+    )
+    badge: int | None = strawberry.field(default=None, description="Mobile push only.")
+    sound: str | None = strawberry.field(default=None, description="Mobile push only.")
 
     def to_data(self) -> service.ContentData:
         return service.ContentData(
@@ -132,6 +160,10 @@ class TemplateContentInput:
             title=self.title,
             body=self.body,
             html=self.html,
+            blocks=self.blocks,  # type: ignore[arg-type]
+            data=self.data,  # type: ignore[arg-type]
+            badge=self.badge,
+            sound=self.sound,
         )
 
 
@@ -158,6 +190,10 @@ class RenderedMessage:
     title: str | None
     body: str | None
     html: str | None
+    blocks: JSON | None = strawberry.field(default=None, description="Slack: the rendered blocks.")
+    data: JSON | None = strawberry.field(default=None, description="Mobile push: the data.")
+    badge: int | None = None
+    sound: str | None = None
 
 
 @strawberry.type

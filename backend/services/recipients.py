@@ -61,6 +61,7 @@ class AddressKind(Enum):
     WEB_PUSH = "WEB_PUSH"
     MOBILE_PUSH = "MOBILE_PUSH"
     CHAT = "CHAT"
+    WEBHOOK = "WEBHOOK"
 
 
 class SyncStatus(Enum):
@@ -243,6 +244,19 @@ def chat_address(*, provider: str, chat_id: str) -> AddressInput:
     return AddressInput(AddressKind.CHAT, chat_id, {"chat_id": chat_id}, provider=provider)
 
 
+def webhook_address(*, url: str, allow_http: bool) -> AddressInput:
+    """A URL the webhook channel POSTs the user's messages to. Whether its host may be reached
+    (no private or loopback address in production) is checked at every send."""
+    url = url.strip()
+    parts = urlsplit(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes or not parts.hostname or len(url) > 2000:
+        raise ValidationError(
+            f"A webhook URL is an absolute {' or '.join(schemes)} URL", field="webhook.url"
+        )
+    return AddressInput(AddressKind.WEBHOOK, url, {"url": url})
+
+
 def _checked_key(
     key: str, provider: str, providers: Sequence[str], *, what: str, limit: int, at: str
 ) -> str:
@@ -363,14 +377,24 @@ async def disable_web_push(
 ) -> int:
     """Disable the Web Push addresses a push service reported gone, each with its reason;
     later sends skip them."""
+    return await disable_addresses(session, kind=AddressKind.WEB_PUSH, reasons=reasons, at=at)
+
+
+async def disable_addresses(
+    session: AsyncSession,
+    *,
+    kind: AddressKind,
+    reasons: Mapping[str, str],
+    at: datetime | None = None,
+) -> int:
+    """Disable the addresses of ``kind`` (by key) a provider reported gone, each with its
+    reason; later sends skip them."""
     at = at or datetime.now(UTC)
     repository = RecipientAddressRepository(session)
     disabled = 0
     for reason in set(reasons.values()):
         keys = [key for key, why in reasons.items() if why == reason]
-        disabled += await repository.disable(
-            kind=AddressKind.WEB_PUSH.value, keys=keys, reason=reason, at=at
-        )
+        disabled += await repository.disable(kind=kind.value, keys=keys, reason=reason, at=at)
     return disabled
 
 
@@ -391,6 +415,9 @@ def display_value(address: RecipientAddress) -> str:
         return f"{parts.scheme}://{parts.netloc}/…{address.key[-6:]}"
     if address.kind == AddressKind.MOBILE_PUSH.value:
         return f"…{address.key[-6:]}"
+    if address.kind == AddressKind.WEBHOOK.value:
+        parts = urlsplit(address.key)
+        return f"{parts.scheme}://{parts.hostname}/…{address.key[-6:]}"
     return address.key
 
 

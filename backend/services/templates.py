@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,21 @@ REQUIRED_FIELDS: dict[Channel, tuple[str, ...]] = {
     Channel.SMS: ("body",),
     Channel.PUSH: ("title", "body"),
     Channel.IN_APP: ("title", "body"),
+    # Slack: the text is the notification and the fallback of the blocks.
+    Channel.SLACK: ("body",),
+    Channel.TELEGRAM: ("body",),
+    Channel.DISCORD: ("body",),
+    Channel.TEAMS: ("body",),
+    Channel.WEBHOOK: ("body",),
+    Channel.PUSH_MOBILE: ("title", "body"),
 }
+# Mobile push: data keys FCM reserves (and Herald's own), and how many a template may set.
+RESERVED_DATA_KEYS = frozenset({"from", "notification", "message_type", "delivery_id"})
+MAX_DATA_KEYS = 50
+MAX_BADGE = 1_000_000
+# Slack's Block Kit: at most 50 blocks a message; a template's blocks as JSON at most this big.
+MAX_BLOCKS = 50
+MAX_BLOCKS_CHARS = 100_000
 
 SAMPLE_USER = {
     "id": "00000000-0000-0000-0000-000000000001",
@@ -52,6 +67,12 @@ class ContentData:
     title: str | None = None
     body: str | None = None
     html: str | None = None
+    # Slack only: Block Kit blocks, every string in them a template.
+    blocks: list[dict[str, Any]] | None = None
+    # Mobile push only: the data (string values, each a template), badge and sound.
+    data: dict[str, str] | None = None
+    badge: int | None = None
+    sound: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +100,10 @@ class RenderedMessage:
     title: str | None
     body: str | None
     html: str | None
+    blocks: list[dict[str, Any]] | None = None
+    data: dict[str, str] | None = None
+    badge: int | None = None
+    sound: str | None = None
 
 
 def _content_from_json(items: Sequence[Mapping[str, Any]]) -> list[ContentData]:
@@ -90,6 +115,10 @@ def _content_from_json(items: Sequence[Mapping[str, Any]]) -> list[ContentData]:
             title=item.get("title"),
             body=item.get("body"),
             html=item.get("html"),
+            blocks=item.get("blocks"),
+            data=item.get("data"),
+            badge=item.get("badge"),
+            sound=item.get("sound"),
         )
         for item in items
     ]
@@ -134,6 +163,9 @@ def validate_content(content: Sequence[ContentData]) -> None:
                 )
         if item.channel is Channel.EMAIL and not (item.body or item.html):
             raise ValidationError("email content needs a body or html", field=f"{prefix}.body")
+        if item.blocks is not None:
+            _validate_blocks(item, prefix)
+        _validate_push_fields(item, prefix)
         for name in (*TEXT_FIELDS, "html"):
             value = getattr(item, name)
             if value is None:
@@ -143,6 +175,90 @@ def validate_content(content: Sequence[ContentData]) -> None:
                     f"{name} is longer than {MAX_FIELD_CHARS} characters", field=f"{prefix}.{name}"
                 )
             rendering.check_syntax(value, field=f"{prefix}.{name}", html=name == "html")
+
+
+def _validate_blocks(item: ContentData, prefix: str) -> None:
+    """Slack's blocks: a list of at most 50 objects, each with a ``type``, every string a
+    template of valid syntax."""
+    field_name = f"{prefix}.blocks"
+    if item.channel is not Channel.SLACK:
+        raise ValidationError("only slack content has blocks", field=field_name)
+    blocks = item.blocks
+    if not isinstance(blocks, list) or not blocks:
+        raise ValidationError("blocks is a non-empty list of Block Kit blocks", field=field_name)
+    if len(blocks) > MAX_BLOCKS:
+        raise ValidationError(f"Slack takes at most {MAX_BLOCKS} blocks", field=field_name)
+    if len(json.dumps(blocks)) > MAX_BLOCKS_CHARS:
+        raise ValidationError(
+            f"the blocks are longer than {MAX_BLOCKS_CHARS} characters", field=field_name
+        )
+    for index, block in enumerate(blocks):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise ValidationError(
+                "a block is an object with a type", field=f"{field_name}[{index}]"
+            )
+    for path, value in _leaves(blocks, field_name):
+        rendering.check_syntax(value, field=path)
+
+
+def _validate_push_fields(item: ContentData, prefix: str) -> None:
+    """Mobile push's data (an object of string templates), badge and sound."""
+    for name in ("data", "badge", "sound"):
+        if getattr(item, name) is not None and item.channel is not Channel.PUSH_MOBILE:
+            raise ValidationError(f"only push_mobile content has {name}", field=f"{prefix}.{name}")
+    if item.data is not None:
+        field_name = f"{prefix}.data"
+        if not isinstance(item.data, dict) or len(item.data) > MAX_DATA_KEYS:
+            raise ValidationError(
+                f"data is an object of at most {MAX_DATA_KEYS} string values", field=field_name
+            )
+        for key, value in item.data.items():
+            if not isinstance(value, str) or not key or len(key) > 100:
+                raise ValidationError(
+                    "data values are strings (FCM carries only strings), keys 1-100 characters",
+                    field=f"{field_name}.{key}",
+                )
+            if key in RESERVED_DATA_KEYS or key.startswith(("google.", "gcm.")):
+                raise ValidationError(
+                    f"'{key}' is a reserved data key", field=f"{field_name}.{key}"
+                )
+            rendering.check_syntax(value, field=f"{field_name}.{key}")
+    if item.badge is not None and (
+        isinstance(item.badge, bool)
+        or not isinstance(item.badge, int)
+        or not 0 <= item.badge <= MAX_BADGE
+    ):
+        raise ValidationError(
+            f"badge is a whole number from 0 to {MAX_BADGE}", field=f"{prefix}.badge"
+        )
+    if item.sound is not None and not (
+        isinstance(item.sound, str) and 0 < len(item.sound.strip()) <= 100
+    ):
+        raise ValidationError(
+            "sound is a sound file name (1-100 characters)", field=f"{prefix}.sound"
+        )
+
+
+def _leaves(value: Any, path: str) -> list[tuple[str, str]]:
+    """Every string in a JSON value, with its path (``blocks[0].text.text``)."""
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, f"{path}[{i}]")]
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{path}.{k}")]
+    return []
+
+
+def _replace_leaves(value: Any, path: str, rendered: Mapping[str, str]) -> Any:
+    """``value`` with each string replaced by its rendering (as :func:`_leaves` names it)."""
+    if isinstance(value, str):
+        return rendered[path]
+    if isinstance(value, list):
+        return [_replace_leaves(v, f"{path}[{i}]", rendered) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _replace_leaves(v, f"{path}.{k}", rendered) for k, v in value.items()}
+    return value
 
 
 def _validate_identity(slug: str | None, name: str | None) -> None:
@@ -164,6 +280,8 @@ def content_variables(content: Sequence[ContentData]) -> list[str]:
             value = getattr(item, name)
             if value:
                 found |= rendering.variables_in(value, html=name == "html")
+        for _, leaf in [*_leaves(item.blocks, "blocks"), *_leaves(item.data, "data")]:
+            found |= rendering.variables_in(leaf)
     return sorted(p for p in found if not any(o != p and o.startswith(p + ".") for o in found))
 
 
@@ -300,9 +418,15 @@ _FIELDS = (("subject", False), ("title", False), ("body", False), ("html", True)
 
 
 def _fields(item: ContentData) -> list[tuple[str, str, bool]]:
-    return [
-        (name, value, html) for name, html in _FIELDS if (value := getattr(item, name)) is not None
+    # Telegram's body is HTML (parse_mode HTML): its variables are escaped as in email HTML.
+    fields = [
+        (name, value, html or (item.channel is Channel.TELEGRAM and name == "body"))
+        for name, html in _FIELDS
+        if (value := getattr(item, name)) is not None
     ]
+    fields.extend((path, leaf, False) for path, leaf in _leaves(item.blocks, "blocks"))
+    fields.extend((path, leaf, False) for path, leaf in _leaves(item.data, "data"))
+    return fields
 
 
 def _message(
@@ -316,20 +440,51 @@ def _message(
         title=rendered.get("title"),
         body=rendered.get("body"),
         html=rendered.get("html"),
+        blocks=_replace_leaves(item.blocks, "blocks", rendered) if item.blocks else None,
+        data=_replace_leaves(item.data, "data", rendered) if item.data else None,
+        badge=item.badge,
+        sound=item.sound,
     )
+
+
+def slack_escape(text: str) -> str:
+    """Slack's escaping of text (mrkdwn and plain): only ``&``, ``<`` and ``>``."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escaped(value: Any, escape: Any) -> Any:
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, Mapping):
+        return {k: _escaped(v, escape) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v, escape) for v in value]
+    return value
+
+
+def channel_context(channel: Channel, context: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The render context as ``channel`` needs it: for Slack every string escaped as Slack
+    wants (a user named ``<!channel>`` must not ping the channel); the template's own markup
+    (``<https://x|link>``) stays."""
+    if channel is Channel.SLACK:
+        escaped: Mapping[str, Any] = _escaped(context, slack_escape)
+        return escaped
+    return context
 
 
 def render_content(item: ContentData, context: Mapping[str, Any]) -> RenderedMessage:
     """Render one content item, its fields under one budget (backend/services/rendering.py)."""
     fields = _fields(item)
-    return _message(item, fields, rendering.render_fields(fields, context))
+    texts = rendering.render_fields(fields, channel_context(item.channel, context))
+    return _message(item, fields, texts)
 
 
 async def render_content_isolated(item: ContentData, context: Mapping[str, Any]) -> RenderedMessage:
     """:func:`render_content` in the render process: what the API uses, so that no template
     holds its event loop and the budget holds whatever the template does."""
     fields = _fields(item)
-    return _message(item, fields, await rendering.render_fields_isolated(fields, context))
+    texts = await rendering.render_fields_isolated(fields, channel_context(item.channel, context))
+    return _message(item, fields, texts)
 
 
 def preview_context(variables: Any) -> dict[str, Any]:

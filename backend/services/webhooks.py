@@ -266,6 +266,13 @@ async def _pinned_request(url: str) -> tuple[str, dict[str, str], dict[str, Any]
     return parts._replace(netloc=netloc).geturl(), {"Host": hostport}, extensions
 
 
+async def pinned_target(url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The SSRF guard for any outbound POST (the webhook channel's too): ``url``'s host must
+    resolve to global addresses only (else :class:`TargetRefused`); returns the URL pinned to
+    the checked address, the Host header and the httpx extensions (TLS server name)."""
+    return await _pinned_request(url)
+
+
 def _check(settings: Settings, data: EndpointData) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if data.url is not None:

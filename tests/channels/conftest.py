@@ -278,6 +278,8 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # A plain-text answer instead of JSON (Slack's incoming webhooks answer "ok").
+    text: str | None = None
 
 
 class HttpService:
@@ -301,9 +303,13 @@ class HttpService:
                 reply = service.respond(request)
                 if reply.delay:
                     time.sleep(reply.delay)
-                body = b"" if reply.body is None else json.dumps(reply.body).encode()
+                if reply.text is not None:
+                    body, content_type = reply.text.encode(), "text/plain; charset=utf-8"
+                else:
+                    body = b"" if reply.body is None else json.dumps(reply.body).encode()
+                    content_type = "application/json"
                 self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 for name, value in reply.headers.items():
                     self.send_header(name, value)

@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -151,6 +155,137 @@ def sms_b() -> Iterator[HttpEndpoint]:
     server.shutdown()
 
 
+SLACK_TOKENS = {"slack-a": "xoxb-a-111", "slack-b": "xoxb-b-222"}
+TELEGRAM_TOKEN = "4242:telegram-test-token"
+WEBHOOK_CHANNEL_SECRET = "whsec_" + "d2ViaG9vay1jaGFubmVsLXRlc3Qtc2VjcmV0LTEyMzQ="
+FCM_PROJECT = "herald-e2e"
+FCM_ACCESS_TOKEN = "ya29.e2e-access-token"
+FCM_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def fcm_service_account(token_uri: str) -> str:
+    pem = FCM_KEY.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return json.dumps(
+        {
+            "type": "service_account",
+            "client_email": f"herald@{FCM_PROJECT}.iam.gserviceaccount.com",
+            "private_key": pem,
+            "token_uri": token_uri,
+        }
+    )
+
+
+@dataclass
+class ChatApi:
+    """One HTTP server playing Slack's Web API (two workspaces' bots: ``/slack-a/api``,
+    ``/slack-b/api``) and Telegram's Bot API (``/telegram``), answering as each does. A bot
+    whose token does not match answers as Slack or Telegram does; ``fail_next[path]``
+    requests to a path get a 503 first."""
+
+    url: str = ""
+    fail_next: dict[str, int] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def received(self, path: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.requests if r["path"] == path]
+
+    def answer(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        if self.fail_next.get(path, 0) > 0:
+            self.fail_next[path] -= 1
+            return 503, {"ok": False, "error": "service_unavailable"}
+        for name, token in SLACK_TOKENS.items():
+            if path == f"/{name}/api/chat.postMessage":
+                if headers.get("authorization") != f"Bearer {token}":
+                    return 200, {"ok": False, "error": "invalid_auth"}
+                if str(body.get("channel", "")).startswith("C-GONE"):
+                    return 200, {"ok": False, "error": "channel_not_found"}
+                return 200, {
+                    "ok": True,
+                    "channel": body["channel"],
+                    "ts": f"17000.{len(self.requests)}",
+                }
+        if path.startswith("/hooks/"):  # the webhook channel's receivers
+            return 200, {"received": True}
+        if path == "/fcm/token":  # Google's OAuth2 token endpoint (a form body, see do_POST)
+            claims = jwt.decode(
+                body["assertion"][0],
+                FCM_KEY.public_key(),
+                algorithms=["RS256"],
+                audience=f"{self.url}/fcm/token",
+            )
+            if claims["iss"] != f"herald@{FCM_PROJECT}.iam.gserviceaccount.com":
+                return 400, {"error": "invalid_grant"}
+            return 200, {"access_token": FCM_ACCESS_TOKEN, "expires_in": 3599}
+        if path == f"/fcm/v1/projects/{FCM_PROJECT}/messages:send":
+            if headers.get("authorization") != f"Bearer {FCM_ACCESS_TOKEN}":
+                return 401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}}
+            token = body["message"]["token"]
+            if token.startswith("gone-"):
+                return 404, {
+                    "error": {
+                        "code": 404,
+                        "message": "Requested entity was not found.",
+                        "status": "NOT_FOUND",
+                        "details": [
+                            {
+                                "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                                "errorCode": "UNREGISTERED",
+                            }
+                        ],
+                    }
+                }
+            return 200, {"name": f"projects/{FCM_PROJECT}/messages/{len(self.requests)}"}
+        if path == f"/telegram/bot{TELEGRAM_TOKEN}/sendMessage":
+            if body.get("parse_mode") != "HTML":
+                return 400, {"ok": False, "error_code": 400, "description": "Bad Request"}
+            return 200, {"ok": True, "result": {"message_id": len(self.requests)}}
+        return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+
+
+@pytest.fixture(scope="session")
+def chat_api() -> Iterator[ChatApi]:
+    state = ChatApi()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with state.lock:
+                if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                    body: Any = parse_qs(raw.decode())
+                else:
+                    body = json.loads(raw)
+                status, answer = state.answer(self.path, headers, body)
+                state.requests.append(
+                    {
+                        "path": self.path,
+                        "headers": headers,
+                        "body": body,
+                        "raw": raw,
+                        "answered": status,
+                    }
+                )
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json; charset=utf-8")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+
+
 @pytest.fixture(scope="session")
 def receiver() -> Iterator[HttpEndpoint]:
     """Webhook endpoints (one path each)."""
@@ -160,9 +295,30 @@ def receiver() -> Iterator[HttpEndpoint]:
     server.shutdown()
 
 
-def _suite_values(relay_b: Smtp, sms_b: HttpEndpoint) -> dict[str, str]:
+def _suite_values(relay_b: Smtp, sms_b: HttpEndpoint, chat: ChatApi) -> dict[str, str]:
     """Settings the worker and the in-process API share (as one .env would give them)."""
     return {
+        "HERALD_SLACK_PROVIDERS": json.dumps(
+            [
+                {"name": name, "token": token, "url": f"{chat.url}/{name}/api"}
+                for name, token in SLACK_TOKENS.items()
+            ]
+        ),
+        "HERALD_TELEGRAM_PROVIDERS": json.dumps(
+            [{"name": "telegram", "token": TELEGRAM_TOKEN, "url": f"{chat.url}/telegram"}]
+        ),
+        "HERALD_WEBHOOK_CHANNEL_SECRET": WEBHOOK_CHANNEL_SECRET,
+        "HERALD_FCM_PROVIDERS": json.dumps(
+            [
+                {
+                    "name": "fcm",
+                    "project_id": FCM_PROJECT,
+                    "service_account": fcm_service_account(f"{chat.url}/fcm/token"),
+                    "url": f"{chat.url}/fcm",
+                }
+            ]
+        ),
+        "HERALD_WEBHOOK_CHANNEL_TARGETS": json.dumps({"order_shipped": f"{chat.url}/hooks/orders"}),
         "HERALD_RABBITMQ_URL": RABBITMQ_URL,
         "HERALD_REDIS_URL": REDIS_URL,
         "HERALD_SMTP_FALLBACKS": json.dumps(
@@ -184,9 +340,9 @@ def _suite_values(relay_b: Smtp, sms_b: HttpEndpoint) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def suite_settings(
-    relay_a: Smtp, relay_b: Smtp, sms_a: HttpEndpoint, sms_b: HttpEndpoint
+    relay_a: Smtp, relay_b: Smtp, sms_a: HttpEndpoint, sms_b: HttpEndpoint, chat_api: ChatApi
 ) -> Settings:
-    values = _suite_values(relay_b, sms_b)
+    values = _suite_values(relay_b, sms_b, chat_api)
     return make_settings(
         rabbitmq_url=RABBITMQ_URL,
         redis_url=REDIS_URL,
@@ -194,6 +350,11 @@ def suite_settings(
         sms_provider_url=f"{sms_a.url}/sms",
         smtp_fallbacks=json.loads(values["HERALD_SMTP_FALLBACKS"]),
         sms_fallbacks=json.loads(values["HERALD_SMS_FALLBACKS"]),
+        slack_providers=json.loads(values["HERALD_SLACK_PROVIDERS"]),
+        telegram_providers=json.loads(values["HERALD_TELEGRAM_PROVIDERS"]),
+        webhook_channel_secret=WEBHOOK_CHANNEL_SECRET,
+        fcm_providers=json.loads(values["HERALD_FCM_PROVIDERS"]),
+        webhook_channel_targets=json.loads(values["HERALD_WEBHOOK_CHANNEL_TARGETS"]),
         breaker_failure_threshold=2,
         breaker_open_seconds=3,
         public_url=PUBLIC_URL,
@@ -209,6 +370,7 @@ def worker(
     relay_b: Smtp,
     sms_a: HttpEndpoint,
     sms_b: HttpEndpoint,
+    chat_api: ChatApi,
     auth_standin: str,  # noqa: F811 - the imported fixture
 ) -> Iterator[Process]:
     _ensure_vhost(RABBITMQ_URL)
@@ -230,7 +392,7 @@ def worker(
         "HERALD_DELIVERY_LEASE_SECONDS": "2",
         "HERALD_WORKER_METRICS_PORT": "0",
         "HERALD_LOG_LEVEL": "INFO",
-        **_suite_values(relay_b, sms_b),
+        **_suite_values(relay_b, sms_b, chat_api),
     }
     process = Process(["worker", "--concurrency", "2"], env, ready="ready.")
     yield process

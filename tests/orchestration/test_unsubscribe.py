@@ -12,7 +12,14 @@ import httpx
 from backend.services.unsubscribe import sign_token
 from tests.conftest import GraphQL
 from tests.orchestration.conftest import PUBLIC_URL, Smtp
-from tests.orchestration.helpers import final_deliveries, preferences, reset_preferences, send
+from tests.orchestration.helpers import (
+    SET_PREFERENCES,
+    admin,
+    final_deliveries,
+    preferences,
+    reset_preferences,
+    send,
+)
 from tests.pipeline.servers import eventually
 
 
@@ -108,6 +115,13 @@ async def test_the_preference_page_saves_channel_and_event_type_opt_outs(
     api: GraphQL, http: httpx.AsyncClient, relay_a: Smtp, suite_settings
 ) -> None:
     await reset_preferences(api, "u-emil")
+    # An opt-out of a channel the page does not offer (Discord: not configured) is kept.
+    muted = await api(
+        SET_PREFERENCES,
+        {"input": {"userId": "u-emil", "disabledChannels": ["DISCORD"], "disabledEventTypes": []}},
+        token=admin(api.settings),
+    )
+    assert muted["data"]["setPreferences"]["disabledChannels"] == ["DISCORD"]
     token = sign_token(suite_settings, user_id="u-emil", event_type="movie_added")
 
     page = await http.get(f"/preferences/{token}")
@@ -117,6 +131,10 @@ async def test_the_preference_page_saves_channel_and_event_type_opt_outs(
     assert 'name="channel" value="email" checked' in page.text
     assert 'name="type" value="movie_added" checked' in page.text
     assert "password_reset" not in page.text  # critical: nobody can opt out of it
+    # The suite configures Slack, Telegram, mobile push and webhooks: offered; Discord and
+    # Teams are not.
+    assert 'name="channel" value="slack" checked' in page.text
+    assert 'value="discord"' not in page.text
     form = [
         ("channel", "email"),
         ("channel", "in_app"),
@@ -133,7 +151,16 @@ async def test_the_preference_page_saves_channel_and_event_type_opt_outs(
     assert saved.status_code == 200 and "Saved" in saved.text
     assert 'name="type" value="movie_added">' in saved.text  # now unchecked
     prefs = await preferences(api, "u-emil")
-    assert sorted(prefs["disabledChannels"]) == ["PUSH", "SMS"]
+    # Every offered channel left unticked is an opt-out.
+    assert sorted(prefs["disabledChannels"]) == [
+        "DISCORD",
+        "PUSH",
+        "PUSH_MOBILE",
+        "SLACK",
+        "SMS",
+        "TELEGRAM",
+        "WEBHOOK",
+    ]
     assert prefs["disabledEventTypes"] == ["movie_added"]
     # The next movie_added event skips every channel for the user.
     event_id = await send(

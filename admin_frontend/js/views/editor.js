@@ -8,7 +8,7 @@ import { openDialog } from "../dialog.js";
 import { CHANNELS, channelLabel, debounce, formatDateTime, h, pageTitle, setChildren, spinner, withProgress } from "../dom.js";
 import { ApiError, describeError, setBanner, showFieldError } from "../errors.js";
 
-const CONTENT = "content { channel locale subject title body html }";
+const CONTENT = "content { channel locale subject title body html blocks data badge sound }";
 const TEMPLATE_FIELDS = `slug name description version variables createdAt updatedAt createdBy updatedBy ${CONTENT}
   versions { version name description createdAt createdBy ${CONTENT} }`;
 
@@ -21,7 +21,7 @@ const DELETE = `mutation DeleteTemplate($slug: String!) { deleteTemplate(slug: $
 const PREVIEW = `mutation Preview($channel: Channel!, $content: [TemplateContentInput!], $locale: String, $variables: JSON) {
   previewTemplate(channel: $channel, content: $content, locale: $locale, variables: $variables) {
     __typename
-    ... on RenderedMessage { channel locale subject title body html }
+    ... on RenderedMessage { channel locale subject title body html blocks data badge sound }
     ${ERROR_FIELDS}
     ... on TemplateSyntaxError { line }
     ... on TemplateRenderError { line }
@@ -44,14 +44,63 @@ const FIELDS = {
     ["title", "Title", 2, null],
     ["body", "Body", 5, null],
   ],
+  PUSH_MOBILE: [
+    ["title", "Title", 2, null],
+    ["body", "Body", 4, null],
+    ["data", "Data (JSON)", 4, 'Optional. An object of string values, each a template: {"screen": "orders/{{ payload.id }}"}.'],
+    ["badge", "Badge", 1, "Optional. The app icon's number."],
+    ["sound", "Sound", 1, "Optional. A sound file of the app, or default."],
+  ],
+  SLACK: [
+    ["body", "Text", 4, "The notification and the fallback of the blocks. Variables are escaped for Slack."],
+    ["blocks", "Blocks (JSON)", 9, "Optional. Block Kit blocks as a JSON list; every string in them is a template."],
+  ],
+  TELEGRAM: [["body", "Message (HTML)", 6, "Telegram's HTML (<b>, <i>, <a href>…); variables are escaped."]],
+  DISCORD: [
+    ["title", "Title", 2, "Optional. Shown as an embed."],
+    ["body", "Message", 5, null],
+  ],
+  TEAMS: [
+    ["title", "Title", 2, "Optional. The card's heading."],
+    ["body", "Text", 5, null],
+  ],
+  WEBHOOK: [
+    ["subject", "Subject", 2, "Optional."],
+    ["title", "Title", 2, "Optional."],
+    ["body", "Body", 5, null],
+  ],
 };
-const FIELD_LABEL = { subject: "Subject", title: "Title", body: "Body", html: "HTML body" };
+const FIELD_LABEL = { subject: "Subject", title: "Title", body: "Body", html: "HTML body", blocks: "Blocks", data: "Data", badge: "Badge", sound: "Sound" };
+// Fields the API takes as JSON: edited as JSON text.
+const JSON_FIELDS = new Set(["blocks", "data"]);
+
+/** A content item as the API gives it, with its JSON fields and badge as editable text. */
+function fromApi(item) {
+  const out = { ...item };
+  for (const name of JSON_FIELDS) out[name] = item[name] == null ? undefined : JSON.stringify(item[name], null, 2);
+  out.badge = item.badge == null ? undefined : String(item.badge);
+  return out;
+}
+
+/** Editable text back to what the API takes; text that is not JSON (or not a whole number)
+ * goes as it is, for the API to refuse with an error naming the field. */
+function apiValue(name, value) {
+  if (JSON_FIELDS.has(name)) {
+    try {
+      return JSON.parse(value);
+    } catch {
+      return value;
+    }
+  }
+  if (name === "badge") return /^\s*\d+\s*$/.test(value) ? Number(value) : -1;
+  return value;
+}
 
 /** Dotted context paths read inside {{ }} and {% %} (the API lists them for saved templates). */
 export function detectVariables(content) {
   const found = new Set();
   for (const item of content) {
-    for (const name of ["subject", "title", "body", "html"]) {
+    for (const name of ["subject", "title", "body", "html", "blocks", "data"]) {
       const text = item[name] || "";
       for (const block of text.matchAll(/\{\{([\s\S]*?)\}\}|\{%([\s\S]*?)%\}/g)) {
         const code = block[1] ?? block[2];
@@ -85,7 +134,7 @@ function toInput(item) {
   const out = { channel: item.channel, locale: item.locale };
   for (const [name] of FIELDS[item.channel]) {
     const value = item[name];
-    if (value !== undefined && value !== null && value !== "") out[name] = value;
+    if (value !== undefined && value !== null && value !== "") out[name] = apiValue(name, value);
   }
   return out;
 }
@@ -340,7 +389,7 @@ export function render(root, { params, ctx }) {
       }
       const source = state.content[index] || {};
       // Start from the current locale's text: translating is easier than starting blank.
-      state.content.push({ channel, locale: value, subject: source.subject, title: source.title, body: source.body, html: source.html });
+      state.content.push({ ...source, channel, locale: value });
       markDirty();
       selectLocale(value);
     };
@@ -496,7 +545,7 @@ export function render(root, { params, ctx }) {
       showRendered(result);
     } else {
       const error = new ApiError({ code: result.code, message: result.message, field: result.field, line: result.line });
-      const contentField = /^content\[0\](?:\.(\w+))?$/.exec(result.field || "");
+      const contentField = /^content\[0\](?:\.(\w+))?(?:[.[].*)?$/.exec(result.field || "");
       if (result.__typename === "TemplateSyntaxError" && contentField?.[1]) {
         const name = contentField[1];
         state.errors.set(`${index}.${name}`, { text: describeError(error), line: result.line, source: "preview" });
@@ -535,6 +584,12 @@ export function render(root, { params, ctx }) {
     if (message.subject !== null) parts.push(h("div", { class: "rendered-row" }, h("span", { class: "rendered-label" }, "Subject"), h("div", { class: "rendered-subject" }, message.subject)));
     if (message.title !== null) parts.push(h("div", { class: "rendered-row" }, h("span", { class: "rendered-label" }, "Title"), h("div", { class: "rendered-title" }, message.title)));
     if (message.body !== null) parts.push(h("div", { class: "rendered-row" }, h("span", { class: "rendered-label" }, "Body"), h("pre", { class: "rendered-body" }, message.body)));
+    for (const [name, label] of [["blocks", "Blocks"], ["data", "Data"]]) {
+      if (message[name] != null) parts.push(h("div", { class: "rendered-row" }, h("span", { class: "rendered-label" }, label), h("pre", { class: "rendered-json", "data-field": name }, JSON.stringify(message[name], null, 2))));
+    }
+    for (const [name, label] of [["badge", "Badge"], ["sound", "Sound"]]) {
+      if (message[name] != null) parts.push(h("div", { class: "rendered-row" }, h("span", { class: "rendered-label" }, label), h("div", { "data-field": name }, String(message[name]))));
+    }
     if (message.html !== null) {
       // A sandboxed frame: the HTML is shown as the recipient's mail client would, and no
       // script in it can run or reach the admin page.
@@ -578,7 +633,7 @@ export function render(root, { params, ctx }) {
       setBanner(contentBanner, text);
       return "Not saved: the template needs content.";
     }
-    const m = /^content\[(\d+)\](?:\.(\w+))?$/.exec(field);
+    const m = /^content\[(\d+)\](?:\.(\w+))?(?:[.[].*)?$/.exec(field);
     if (m && state.content[Number(m[1])]) {
       const index = Number(m[1]);
       const name = m[2];
@@ -707,7 +762,7 @@ export function render(root, { params, ctx }) {
           "section",
           { class: "version-content" },
           h("h3", {}, `${channelLabel(c.channel)} · ${c.locale}`),
-          FIELDS[c.channel].filter(([name]) => c[name]).map(([name, label]) => h("div", {}, h("div", { class: "rendered-label" }, label), h("pre", { class: "code-view" }, c[name]))),
+          FIELDS[c.channel].filter(([name]) => c[name]).map(([name, label]) => h("div", {}, h("div", { class: "rendered-label" }, label), h("pre", { class: "code-view" }, typeof c[name] === "object" ? JSON.stringify(c[name], null, 2) : String(c[name])))),
         ),
       ),
       current ? h("p", { class: "help" }, "This is the current version.") : h("p", { class: "help" }, `Restoring makes a new version ${state.template.version + 1} with this content${state.dirty ? "; your unsaved changes will be replaced" : ""}.`),
@@ -733,7 +788,7 @@ export function render(root, { params, ctx }) {
   function load(template) {
     state.template = template;
     state.slug = template.slug;
-    state.content = template.content.map((c) => ({ ...c }));
+    state.content = template.content.map(fromApi);
     state.dirty = false;
     state.errors.clear();
     state.localeErrors.clear();

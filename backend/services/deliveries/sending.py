@@ -21,8 +21,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.channels import Channel
+from backend.channels import CHAT_CHANNELS, Channel
 from backend.channels.base import (
+    MobileDevice,
     OutgoingMessage,
     PermanentChannelError,
     ProviderTry,
@@ -75,6 +76,8 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # Push endpoints reported gone, with what the push service answered for each.
     expired_endpoints: dict[str, str] = field(default_factory=dict)
+    # Mobile device tokens FCM or APNs reported gone, likewise.
+    expired_devices: dict[str, str] = field(default_factory=dict)
     used_endpoints: list[str] = field(default_factory=list)  # push endpoints that took a message
     retries: list[Retry] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)  # status changes to announce
@@ -89,6 +92,7 @@ class BatchOutcome:
         self.ignored += other.ignored
         self.dead_letters.extend(other.dead_letters)
         self.expired_endpoints.update(other.expired_endpoints)
+        self.expired_devices.update(other.expired_devices)
         self.used_endpoints.extend(other.used_endpoints)
         self.retries.extend(other.retries)
         self.updates.extend(other.updates)
@@ -186,6 +190,10 @@ async def save_outcome(session: AsyncSession, outcome: BatchOutcome) -> None:
     sends skip them)."""
     if outcome.expired_endpoints:
         await recipients.disable_web_push(session, reasons=outcome.expired_endpoints)
+    if outcome.expired_devices:
+        await recipients.disable_addresses(
+            session, kind=recipients.AddressKind.MOBILE_PUSH, reasons=outcome.expired_devices
+        )
     if outcome.used_endpoints:
         await recipients.mark_web_push_used(session, endpoints=outcome.used_endpoints)
     if outcome.dead_letters:
@@ -217,6 +225,9 @@ class _Resources:
     template: Template | None
     users: dict[str, UserProfile | None]
     subscriptions: dict[str, list[PushSubscription]]
+    chat_ids: dict[str, str] = field(default_factory=dict)  # chat channels: by user id
+    webhook_urls: dict[str, str] = field(default_factory=dict)  # webhook channel: by user id
+    devices: dict[str, list[MobileDevice]] = field(default_factory=dict)  # mobile push
 
 
 @dataclass
@@ -287,12 +298,35 @@ class _Batch:
                             endpoint=row.key, p256dh=row.value["p256dh"], auth=row.value["auth"]
                         )
                     )
+            chat_ids: dict[str, str] = {}
+            if self.channel in CHAT_CHANNELS:
+                rows = await RecipientAddressRepository(session).active(
+                    [r.user_id for r in mine], kind=recipients.AddressKind.CHAT.value
+                )
+                # The newest address of the channel's service, when a user has several.
+                for row in sorted(rows, key=lambda row: row.created_at):
+                    if row.provider == self.channel.value:
+                        chat_ids[row.user_id] = row.key
+            devices: dict[str, list[MobileDevice]] = defaultdict(list)
+            if self.channel is Channel.PUSH_MOBILE:
+                rows = await RecipientAddressRepository(session).active(
+                    [r.user_id for r in mine], kind=recipients.AddressKind.MOBILE_PUSH.value
+                )
+                for row in rows:
+                    devices[row.user_id].append(MobileDevice(row.key, row.provider or ""))
+            webhook_urls: dict[str, str] = {}
+            if self.channel is Channel.WEBHOOK:
+                rows = await RecipientAddressRepository(session).active(
+                    [r.user_id for r in mine], kind=recipients.AddressKind.WEBHOOK.value
+                )
+                for row in sorted(rows, key=lambda row: row.created_at):
+                    webhook_urls[row.user_id] = row.key
         given = profiles or {}
         wanted = list({r.user_id for r in mine if r.user_id not in given})
         users: dict[str, UserProfile | None] = {u: given[u] for u in given}
         if wanted:
             users.update(await ctx.users.get_many(wanted))
-        return _Resources(template, users, subscriptions)
+        return _Resources(template, users, subscriptions, chat_ids, webhook_urls, devices)
 
     async def _deliver(
         self, record: DeliveryRecord, resources: _Resources, content: Any | None
@@ -342,6 +376,17 @@ class _Batch:
             html=rendered.html,
             data=envelope.payload or {},
             push_subscriptions=tuple(resources.subscriptions.get(record.user_id, ())),
+            chat_id=(
+                _payload_chat_id(envelope, channel) or resources.chat_ids.get(record.user_id)
+                if channel in CHAT_CHANNELS
+                else None
+            ),
+            blocks=rendered.blocks,
+            webhook_url=resources.webhook_urls.get(record.user_id),
+            devices=tuple(resources.devices.get(record.user_id, ())),
+            push_data=rendered.data or {},
+            badge=rendered.badge,
+            sound=rendered.sound,
             unsubscribe=(
                 unsubscribe.links_for(self.ctx.settings, user_id=user.id, event_type=envelope.type)
                 if channel is Channel.EMAIL and not envelope.critical
@@ -395,8 +440,13 @@ class _Batch:
         self.outcome.sent += 1
 
     def _expired(self, endpoints: Sequence[str], reasons: Mapping[str, str]) -> None:
+        gone = (
+            self.outcome.expired_devices
+            if self.channel is Channel.PUSH_MOBILE
+            else self.outcome.expired_endpoints
+        )
         for endpoint in endpoints:
-            self.outcome.expired_endpoints[endpoint] = reasons.get(
+            gone[endpoint] = reasons.get(
                 endpoint, "the push service reported the subscription gone"
             )
 
@@ -424,6 +474,12 @@ class _Batch:
         at = datetime.now(UTC)
         provider = getattr(error, "provider", None)
         record_attempt = Attempt(number=attempt, at=at, provider=provider, error=error.message)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            # The provider asked to wait (429 Retry-After): the batch's retry waits that long.
+            self.retry_delay = max(
+                self.retry_delay, min(float(retry_after), self.ctx.settings.retry_max_seconds)
+            )
         if not permanent and attempt < self.ctx.settings.delivery_max_attempts:
             await self.history.transition(
                 record.id,
@@ -481,6 +537,16 @@ class _Batch:
                     countdown=self.retry_delay,
                 )
             )
+
+
+def _payload_chat_id(envelope: Envelope, channel: Channel) -> str | None:
+    """The chat the event names for ``channel`` (``payload.chat.slack``...), before the
+    recipient's own chat address."""
+    chat = (envelope.payload or {}).get("chat")
+    value = chat.get(channel.value) if isinstance(chat, dict) else None
+    if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+        return str(value).strip()
+    return None
 
 
 def _render_context(envelope: Envelope, user: UserProfile) -> dict[str, Any]:

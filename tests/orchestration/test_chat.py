@@ -1,0 +1,337 @@
+"""Chat channels end to end: a real worker sends Slack and Telegram deliveries to a server
+playing both services' APIs, the chat taken from the recipient's address or the event,
+preferences and failover applied as on every channel."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from standardwebhooks import Webhook
+
+from tests.conftest import GraphQL
+from tests.factories import token_for
+from tests.orchestration.conftest import (
+    FCM_PROJECT,
+    SLACK_TOKENS,
+    TELEGRAM_TOKEN,
+    WEBHOOK_CHANNEL_SECRET,
+    ChatApi,
+)
+from tests.orchestration.helpers import (
+    SET_PREFERENCES,
+    admin,
+    final_deliveries,
+    reset_preferences,
+    send,
+)
+
+REGISTER = """mutation($i: AddressInput!) { registerAddress(input: $i) { __typename
+  ... on Error { code message } } }"""
+SLACK_POST = "/slack-a/api/chat.postMessage"
+SLACK_B_POST = "/slack-b/api/chat.postMessage"
+TELEGRAM_SEND = f"/telegram/bot{TELEGRAM_TOKEN}/sendMessage"
+
+
+async def chat_template(api: GraphQL) -> str:
+    slug = f"chat-{uuid.uuid4().hex[:8]}"
+    content = [
+        {
+            "channel": "SLACK",
+            "body": "Order {{ payload.order }} shipped, {{ user.first_name }}",
+            "blocks": [
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": "*Order {{ payload.order }}* shipped"},
+                }
+            ],
+        },
+        {"channel": "TELEGRAM", "body": "<b>Order {{ payload.order }}</b> shipped"},
+    ]
+    body = await api(
+        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
+        {"i": {"slug": slug, "name": "Chat", "content": content}},
+        token=token_for(api.settings, "manager"),
+    )
+    assert body["data"]["createTemplate"]["__typename"] == "Template", body
+    return slug
+
+
+def posts(chat: ChatApi, path: str, order: str) -> list[dict[str, Any]]:
+    return [r for r in chat.received(path) if order in r["body"]["text"]]
+
+
+async def test_slack_goes_to_the_recipients_slack_address_with_the_rendered_blocks(
+    api: GraphQL, chat_api: ChatApi
+) -> None:
+    slug = await chat_template(api)
+    channel_id = f"C{uuid.uuid4().hex[:8].upper()}"
+    registered = await api(
+        REGISTER,
+        {"i": {"chat": {"provider": "slack", "chatId": channel_id}}},
+        token=token_for(api.settings, "user", sub="u-alice"),
+    )
+    assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress", registered
+    order = uuid.uuid4().hex[:6]
+
+    event_id = await send(
+        api,
+        type="order_shipped",
+        userIds=["u-alice"],
+        templateSlug=slug,
+        channels=["SLACK"],
+        payload={"order": order},
+    )
+    [delivery] = await final_deliveries(api, event_id, 1)
+
+    assert delivery["status"] == "SENT", delivery
+    assert [a["provider"] for a in delivery["attempts"]] == ["slack-a"]
+    [request] = posts(chat_api, SLACK_POST, order)
+    assert request["headers"]["authorization"] == f"Bearer {SLACK_TOKENS['slack-a']}"
+    assert request["body"] == {
+        "channel": channel_id,
+        "text": f"Order {order} shipped, Alice",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Order {order}* shipped"}}
+        ],
+    }
+
+
+async def test_slack_fails_over_to_the_second_workspace_bot(
+    api: GraphQL, chat_api: ChatApi
+) -> None:
+    slug = await chat_template(api)
+    order = uuid.uuid4().hex[:6]
+    chat_api.fail_next[SLACK_POST] = 1
+
+    event_id = await send(
+        api,
+        type="order_shipped",
+        userIds=["u-bruno"],
+        templateSlug=slug,
+        channels=["SLACK"],
+        payload={"order": order, "chat": {"slack": "C-OPS"}},
+    )
+    [delivery] = await final_deliveries(api, event_id, 1)
+
+    assert delivery["status"] == "SENT", delivery
+    assert [a["provider"] for a in delivery["attempts"]] == ["slack-a", "slack-b"]
+    assert "503" in delivery["attempts"][0]["error"]
+    assert [r["answered"] for r in posts(chat_api, SLACK_POST, order)] == [503]
+    [taken] = posts(chat_api, SLACK_B_POST, order)
+    assert taken["body"]["channel"] == "C-OPS"
+    assert taken["headers"]["authorization"] == f"Bearer {SLACK_TOKENS['slack-b']}"
+
+
+async def test_slacks_refusal_fails_the_delivery_with_slacks_reason(
+    api: GraphQL, chat_api: ChatApi
+) -> None:
+    slug = await chat_template(api)
+    order = uuid.uuid4().hex[:6]
+    event_id = await send(
+        api,
+        type="order_shipped",
+        userIds=["u-bruno"],
+        templateSlug=slug,
+        channels=["SLACK"],
+        payload={"order": order, "chat": {"slack": "C-GONE-1"}},
+    )
+    [delivery] = await final_deliveries(api, event_id, 1)
+
+    assert delivery["status"] == "FAILED"
+    assert "channel_not_found" in delivery["timeline"][-1]["reason"]
+    # About the message, not the provider: no failover to the second bot.
+    assert posts(chat_api, SLACK_B_POST, order) == []
+
+
+async def test_telegram_takes_the_chat_from_the_event_and_respects_preferences(
+    api: GraphQL, chat_api: ChatApi
+) -> None:
+    slug = await chat_template(api)
+    order = uuid.uuid4().hex[:6]
+    muted = await api(
+        SET_PREFERENCES,
+        {
+            "input": {
+                "userId": "u-bruno",
+                "disabledChannels": ["TELEGRAM"],
+                "disabledEventTypes": [],
+            }
+        },
+        token=admin(api.settings),
+    )
+    assert muted["data"]["setPreferences"]["disabledChannels"] == ["TELEGRAM"]
+    try:
+        event_id = await send(
+            api,
+            type="order_shipped",
+            userIds=["u-alice", "u-bruno"],
+            templateSlug=slug,
+            channels=["TELEGRAM"],
+            payload={"order": f"<{order}>", "chat": {"telegram": -100123}},
+        )
+        deliveries = await final_deliveries(api, event_id, 2)
+    finally:
+        await reset_preferences(api, "u-bruno")
+
+    by_user = {d["userId"]: d for d in deliveries}
+    assert by_user["u-alice"]["status"] == "SENT"
+    assert by_user["u-bruno"]["status"] == "SKIPPED"
+    [request] = posts(chat_api, TELEGRAM_SEND, order)
+    assert request["body"] == {
+        "chat_id": "-100123",
+        "text": f"<b>Order &lt;{order}&gt;</b> shipped",
+        "parse_mode": "HTML",
+        "link_preview_options": {"is_disabled": True},
+    }
+
+
+async def test_a_recipient_without_a_chat_address_fails_saying_so(
+    api: GraphQL, chat_api: ChatApi
+) -> None:
+    slug = await chat_template(api)
+    order = uuid.uuid4().hex[:6]
+    event_id = await send(
+        api,
+        type="order_shipped",
+        userIds=["u-chen"],
+        templateSlug=slug,
+        channels=["TELEGRAM"],
+        payload={"order": order},
+    )
+    [delivery] = await final_deliveries(api, event_id, 1)
+    assert delivery["status"] == "FAILED"
+    assert "no Telegram chat address" in delivery["timeline"][-1]["reason"]
+    assert posts(chat_api, TELEGRAM_SEND, order) == []
+
+
+async def test_the_webhook_channel_posts_signed_to_the_recipients_url_or_the_event_types(
+    api: GraphQL, chat_api: ChatApi
+) -> None:
+    slug = f"hook-{uuid.uuid4().hex[:8]}"
+    created = await api(
+        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
+        {
+            "i": {
+                "slug": slug,
+                "name": "Hook",
+                "content": [
+                    {
+                        "channel": "WEBHOOK",
+                        "title": "Order {{ payload.order }}",
+                        "body": "Shipped to {{ user.first_name }}",
+                    }
+                ],
+            }
+        },
+        token=token_for(api.settings, "manager"),
+    )
+    assert created["data"]["createTemplate"]["__typename"] == "Template", created
+    own = f"/hooks/dana-{uuid.uuid4().hex[:6]}"
+    registered = await api(
+        REGISTER,
+        {"i": {"webhook": {"url": f"{chat_api.url}{own}"}}},
+        token=token_for(api.settings, "user", sub="u-dana"),
+    )
+    assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress", registered
+    order = uuid.uuid4().hex[:6]
+
+    event_id = await send(
+        api,
+        type="order_shipped",
+        userIds=["u-dana", "u-emil"],
+        templateSlug=slug,
+        channels=["WEBHOOK"],
+        payload={"order": order},
+    )
+    deliveries = {d["userId"]: d for d in await final_deliveries(api, event_id, 2)}
+
+    assert {u: d["status"] for u, d in deliveries.items()} == {"u-dana": "SENT", "u-emil": "SENT"}
+    [to_dana] = chat_api.received(own)
+    to_emil = [
+        r
+        for r in chat_api.received("/hooks/orders")
+        if r["body"]["data"]["delivery_id"] == deliveries["u-emil"]["id"]
+    ]
+    assert len(to_emil) == 1
+    for request, user, name in ((to_dana, "u-dana", "Dana"), (to_emil[0], "u-emil", "Emil")):
+        headers = request["headers"]
+        assert headers["webhook-id"] == deliveries[user]["id"]
+        Webhook(WEBHOOK_CHANNEL_SECRET).verify(request["raw"], headers)
+        assert request["body"]["data"]["title"] == f"Order {order}"
+        assert request["body"]["data"]["body"] == f"Shipped to {name}"
+        assert request["body"]["data"]["user_id"] == user
+
+
+RECIPIENT = """query($u: ID!) { recipient(userId: $u) {
+  addresses { kind displayValue state disabledReason } } }"""
+
+
+async def test_mobile_push_goes_through_fcm_and_a_gone_token_is_disabled(
+    api: GraphQL, chat_api: ChatApi
+) -> None:
+    slug = f"mobile-{uuid.uuid4().hex[:8]}"
+    created = await api(
+        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
+        {
+            "i": {
+                "slug": slug,
+                "name": "Mobile",
+                "content": [
+                    {
+                        "channel": "PUSH_MOBILE",
+                        "title": "Order {{ payload.order }}",
+                        "body": "On its way, {{ user.first_name }}",
+                        "data": {"screen": "orders/{{ payload.order }}"},
+                        "badge": 1,
+                    }
+                ],
+            }
+        },
+        token=token_for(api.settings, "manager"),
+    )
+    assert created["data"]["createTemplate"]["__typename"] == "Template", created
+    live, gone = f"live-{uuid.uuid4().hex[:10]}", f"gone-{uuid.uuid4().hex[:10]}"
+    for token in (live, gone):
+        registered = await api(
+            REGISTER,
+            {"i": {"mobilePush": {"platform": "ANDROID", "token": token}}},
+            token=token_for(api.settings, "user", sub="u-emil"),
+        )
+        assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress"
+    order = uuid.uuid4().hex[:6]
+
+    event_id = await send(
+        api,
+        type="order_shipped",
+        userIds=["u-emil"],
+        templateSlug=slug,
+        channels=["PUSH_MOBILE"],
+        payload={"order": order},
+    )
+    [delivery] = await final_deliveries(api, event_id, 1)
+
+    assert delivery["status"] == "SENT", delivery
+    assert [a["provider"] for a in delivery["attempts"]] == ["fcm"]
+    sent = {
+        r["body"]["message"]["token"]: r
+        for r in chat_api.received(f"/fcm/v1/projects/{FCM_PROJECT}/messages:send")
+        if r["body"]["message"]["data"].get("screen") == f"orders/{order}"
+    }
+    assert set(sent) == {live, gone}
+    assert sent[live]["body"]["message"]["notification"] == {
+        "title": f"Order {order}",
+        "body": "On its way, Emil",
+    }
+    assert sent[live]["body"]["message"]["apns"] == {"payload": {"aps": {"badge": 1}}}
+
+    recipient = await api(RECIPIENT, {"u": "u-emil"}, token=admin(api.settings))
+    states = {
+        a["displayValue"]: (a["state"], a["disabledReason"])
+        for a in recipient["data"]["recipient"]["addresses"]
+        if a["kind"] == "MOBILE_PUSH"
+    }
+    assert states[f"…{live[-6:]}"] == ("ACTIVE", None)
+    state, reason = states[f"…{gone[-6:]}"]
+    assert state == "DISABLED"
+    assert "UNREGISTERED" in reason
