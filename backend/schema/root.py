@@ -48,6 +48,7 @@ from backend.resolvers import (
     templates,
     topics,
     webhooks,
+    workflows,
 )
 from backend.schema.context import Context
 from backend.schema.documents import DocumentCache, cached_documents
@@ -128,6 +129,7 @@ Query = merge_types(
         webhooks.Query,
         providers.Query,
         stats.Query,
+        workflows.Query,
         ViewerQuery,
     ),
 )
@@ -146,6 +148,7 @@ Mutation = merge_types(
         topics.Mutation,
         webhooks.Mutation,
         retention.Mutation,
+        workflows.Mutation,
         templates.PreviewMutation,
     ),
 )
