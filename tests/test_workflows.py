@@ -5,11 +5,13 @@ rolled-back transaction)."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.channels import Channel
 from backend.config import Settings
 from backend.services import workflows
 from tests.conftest import schema_differences
@@ -277,3 +279,58 @@ def test_paths_walk_the_tree_in_run_order() -> None:
 async def test_the_migration_creates_the_models_tables(engine: AsyncEngine) -> None:
     tables = {"workflows", "workflow_runs", "workflow_run_steps"}
     assert await schema_differences(engine, tables) == []
+
+
+def readme_examples() -> list[str]:
+    """The GraphQL blocks of the README's workflow section, as a reader would paste them."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text.split("### Workflows", 1)[1].split("\n### ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```graphql\n")[1:]]
+
+
+async def test_the_readme_example_saves_and_dry_runs_as_shown(gql, manager) -> None:
+    save, preview = readme_examples()
+    body = await gql(save, token=manager)
+    result = body["data"]["saveWorkflow"]
+    assert result["__typename"] == "Workflow", body
+    assert [s["name"] for s in result["steps"]] == ["inapp", "delay_1", "unread"]
+    mutation, query = preview.split("query {", 1)
+    body = await gql(mutation, token=manager)
+    steps = body["data"]["previewWorkflow"]["steps"]
+    assert [(s["path"], s["runs"]) for s in steps] == [
+        ("0", True),
+        ("1", True),
+        ("2", True),
+        ("2.then.0", True),
+    ]
+    body = await gql("query {" + query, token=manager)
+    assert "edges" in body["data"]["workflowRuns"], body
+
+
+async def test_existing_types_became_single_step_workflows_sent_as_before(gql, manager) -> None:
+    body = await gql("{ eventTypes { name templateSlug channels builtin } }", token=manager)
+    builtins = [t for t in body["data"]["eventTypes"] if t["builtin"]]
+    assert builtins
+    for t in builtins:
+        found = await gql(WORKFLOW, {"type": t["name"]}, token=manager)
+        steps = found["data"]["workflowVersions"][-1:]
+        assert steps and steps[0]["version"] == 1
+        first = await gql(
+            "query($t: String!) { workflowVersions(eventType: $t) { version steps } }",
+            {"t": t["name"]},
+            token=manager,
+        )
+        v1 = [v for v in first["data"]["workflowVersions"] if v["version"] == 1][0]
+        assert v1["steps"] == [
+            {
+                "type": "send",
+                "name": "send",
+                "channels": [c.lower() for c in t["channels"]],
+                "template": t["templateSlug"],
+            }
+        ]
+        assert workflows.is_plain(
+            v1["steps"],
+            template_slug=t["templateSlug"],
+            channels=[Channel(c.lower()) for c in t["channels"]],
+        )
