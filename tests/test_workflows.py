@@ -320,7 +320,7 @@ async def test_existing_types_became_single_step_workflows_sent_as_before(gql, m
             {"t": t["name"]},
             token=manager,
         )
-        v1 = [v for v in first["data"]["workflowVersions"] if v["version"] == 1][0]
+        v1 = next(v for v in first["data"]["workflowVersions"] if v["version"] == 1)
         assert v1["steps"] == [
             {
                 "type": "send",
