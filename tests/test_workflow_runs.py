@@ -282,7 +282,10 @@ async def test_a_digest_step_collects_a_users_runs_into_one_message(ctx, publish
             {"type": "digest", "name": "batch", "window": "1s"},
             {"type": "send", "name": "s", "channel": "in_app"},
         ],
-        body="{{ payload.digest.count }}:{% for e in payload.digest.events %}{{ e.item }}{% endfor %}",
+        body=(
+            "{{ payload.digest.count }}:"
+            "{% for e in payload.digest.events %}{{ e.item }}{% endfor %}"
+        ),
     )
     runs = []
     for item in "abc":
