@@ -5,6 +5,7 @@ payload time, throttle and digest steps, and a condition that fails at run time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -74,7 +75,8 @@ def ctx(
     settings: Settings, engine: AsyncEngine, redis: redis_async.Redis, published: Published
 ) -> DeliveryContext:
     return DeliveryContext(
-        settings=settings,
+        # Runs are handed on (kept in ``published``), to be advanced step by step here.
+        settings=settings.model_copy(update={"workflow_inline_runs": 0}),
         sessionmaker=create_sessionmaker(engine),
         history=PostgresHistoryStore(engine),
         queue=published,
@@ -315,3 +317,19 @@ async def test_a_condition_that_fails_at_run_time_fails_the_run_naming_the_step(
     row = await run_row(engine, run_id)
     assert row.error is not None and "step 's'" in row.error and "payload.missing" in row.error
     assert await inbox_bodies(engine, name) == []
+
+
+async def test_an_event_with_few_runs_takes_them_through_their_first_steps_itself(
+    ctx, published, engine
+) -> None:
+    name, workflow_id = await save(ctx, [{"type": "send", "name": "s", "channel": "in_app"}])
+    inline = dataclasses.replace(
+        ctx, settings=ctx.settings.model_copy(update={"workflow_inline_runs": 2})
+    )
+    before = len(published.messages)
+    await units.dispatch(inline, envelope(name, workflow_id, ["wf-u6", "wf-u7"], {"item": "i"}))
+    assert len(published.messages) == before  # nothing handed on
+    assert sorted(await inbox_bodies(engine, name)) == ["i", "i"]
+    # More runs than that: each is handed to a task of its own.
+    runs = await start(ctx, published, envelope(name, workflow_id, ["wf-u8"], {"item": "j"}))
+    assert len(runs) == 1 and (await run_row(engine, runs[0])).status == "queued"

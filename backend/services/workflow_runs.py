@@ -244,11 +244,6 @@ async def advance(
         raise
 
 
-async def _still_running(session: AsyncSession, run_id: uuid.UUID) -> bool:
-    status = await session.scalar(select(WorkflowRun.status).where(WorkflowRun.id == run_id))
-    return status == "running"
-
-
 async def _finish(
     ctx: DeliveryContext, run: _Run, status: str, *, error: str | None = None
 ) -> None:
@@ -286,17 +281,18 @@ async def _step(
     name, kind = step["name"], step["type"]
     now = datetime.now(UTC)
     async with ctx.sessionmaker() as session:
-        if not await _still_running(session, run.id):
+        # Still ours (not cancelled), held a lease's length more for this step.
+        held = await session.execute(
+            update(WorkflowRun)
+            .where(WorkflowRun.id == run.id, WorkflowRun.status == "running")
+            .values(leased_until=now + lease, updated_at=now)
+            .returning(WorkflowRun.id)
+        )
+        if held.first() is None:
             await session.commit()
             return "cancelled"
         claimed = await WorkflowStepRepository(session).claim(
             run_id=run.id, path=path, name=name, kind=kind, now=now
-        )
-        # A worker holds a run for a lease's length at most per step.
-        await session.execute(
-            update(WorkflowRun)
-            .where(WorkflowRun.id == run.id, WorkflowRun.status == "running")
-            .values(leased_until=now + lease, updated_at=now)
         )
         await session.commit()
     if claimed.status == "done":  # another worker finished it (a duplicate message)
@@ -305,7 +301,7 @@ async def _step(
     try:
         if step.get("if"):
             holds = conditions.evaluate_condition(
-                step["if"], await _condition_context(ctx, run), field=f"{here}.if"
+                step["if"], await _condition_context(ctx, run, step["if"]), field=f"{here}.if"
             )
             if not holds:
                 return await _complete(
@@ -320,7 +316,9 @@ async def _step(
             outcome = await _send(ctx, run, path, step, dispatch, redelivered=claimed.attempts > 1)
         elif kind == "branch":
             value = conditions.evaluate_condition(
-                step["condition"], await _condition_context(ctx, run), field=f"{here}.condition"
+                step["condition"],
+                await _condition_context(ctx, run, step["condition"]),
+                field=f"{here}.condition",
             )
             arm = "then" if value else "else"
             following = workflows.first_path(
@@ -418,7 +416,9 @@ async def _complete(
     return status if still else "cancelled"
 
 
-async def _condition_context(ctx: DeliveryContext, run: _Run) -> dict[str, Any]:
+async def _condition_context(
+    ctx: DeliveryContext, run: _Run, source: str = "user"
+) -> dict[str, Any]:
     """What a condition sees: the payload, the user's profile, the event, and each earlier
     step's outcome, with send steps' delivery status and in-app read state read now."""
     steps: dict[str, Any] = {}
@@ -450,7 +450,10 @@ async def _condition_context(ctx: DeliveryContext, run: _Run) -> dict[str, Any]:
             outcome["status"] = _combined(list(channels.values()))
             in_app = outcome["deliveries"].get(Channel.IN_APP.value)
             outcome["read"] = (read.get(in_app) is not None) if in_app else None
-    profile = (await ctx.users.get_many([run.user_id])).get(run.user_id)
+    # The profile is one look-up more (Redis at best): only for expressions that read it.
+    profile = (
+        (await ctx.users.get_many([run.user_id])).get(run.user_id) if "user" in source else None
+    )
     return {
         "payload": run.context.get("payload") if run.context.get("payload") is not None else {},
         "user": profile.to_context() if profile is not None else {"id": run.user_id},
@@ -517,7 +520,7 @@ async def _delay_until(
         return now + timedelta(seconds=step["duration"])
     if "until" in step:
         text = conditions.evaluate_value(
-            step["until"], await _condition_context(ctx, run), field=f"{here}.until"
+            step["until"], await _condition_context(ctx, run, step["until"]), field=f"{here}.until"
         )
         try:
             at = datetime.fromisoformat(text.strip())

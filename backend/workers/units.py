@@ -11,6 +11,8 @@ next page is published.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 
 import httpx
@@ -18,6 +20,8 @@ import httpx
 from backend.channels import Channel
 from backend.services import campaigns, deliveries, workflow_runs
 from backend.services.users import UserProfile
+
+log = logging.getLogger(__name__)
 
 
 async def settle(ctx: deliveries.DeliveryContext, outcome: deliveries.BatchOutcome) -> None:
@@ -51,7 +55,11 @@ async def dispatch(
             await session.commit()
         if starts:
             # A run committed but not handed on (a crash here) is released by the sweep.
-            await workflow_runs.publish_advances(ctx, started)
+            if 0 < len(started) <= ctx.settings.workflow_inline_runs:
+                # Few runs: their first steps here, as dispatch sends small events itself.
+                await asyncio.gather(*(_advance_inline(ctx, run_id) for run_id in started))
+            else:
+                await workflow_runs.publish_advances(ctx, started)
             return deliveries.DispatchSummary(queued=len(started), skipped=0)
     async with ctx.sessionmaker() as session:
         dispatched = await deliveries.record_dispatch(
@@ -119,6 +127,14 @@ async def fan_out_page(
             split=False,
         )
     return claimed.outcome(summary)
+
+
+async def _advance_inline(ctx: deliveries.DeliveryContext, run_id: str) -> None:
+    try:
+        await advance_workflow_run(ctx, run_id=run_id, http=None)
+    except Exception as exc:
+        # The run let go of its lease: the release sweep hands it to a task of its own.
+        log.warning("workflow run %s failed in its dispatch; left to the sweep: %s", run_id, exc)
 
 
 async def advance_workflow_run(
