@@ -23,6 +23,7 @@ from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.models import EventType, InboxItem, Template, WorkflowRun
+from backend.db.repositories.workflows import WorkflowRunRepository, WorkflowStepRepository
 from backend.db.session import create_sessionmaker
 from backend.services import task_messages, workflow_runs, workflows
 from backend.services.deliveries import DeliveryContext, Envelope
@@ -333,3 +334,52 @@ async def test_an_event_with_few_runs_takes_them_through_their_first_steps_itsel
     # More runs than that: each is handed to a task of its own.
     runs = await start(ctx, published, envelope(name, workflow_id, ["wf-u8"], {"item": "j"}))
     assert len(runs) == 1 and (await run_row(engine, runs[0])).status == "queued"
+
+
+async def test_a_step_cut_short_by_a_dead_worker_is_run_again_and_sends_nothing_twice(
+    ctx, published, engine
+) -> None:
+    name, workflow_id = await save(
+        ctx,
+        [
+            {"type": "send", "name": "s", "channel": "in_app"},
+            {"type": "send", "name": "t", "channel": "in_app"},
+        ],
+    )
+    (run_id,) = await start(ctx, published, envelope(name, workflow_id, ["wf-u9"], {"item": "k"}))
+    ident = uuid.UUID(run_id)
+    # A worker leased the run, claimed its first step, sent it, and died before marking it
+    # done: the run is `running` under a lease that has run out, the step `running`.
+    now = datetime.now(UTC)
+    maker = create_sessionmaker(engine)
+    async with maker() as session:
+        await WorkflowRunRepository(session).lease(ident, now=now, until=now)
+        await WorkflowStepRepository(session).claim(
+            run_id=ident, path="0", name="s", kind="send", now=now
+        )
+        await session.commit()
+    sent = Envelope(
+        id=workflow_runs.step_event_id(ident, "0"),
+        type=name,
+        user_ids=("wf-u9",),
+        template_slug=f"wfr-{name.split('.')[1]}",
+        channels=(Channel.IN_APP,),
+        payload={"item": "k", "steps": {}},
+    )
+    await units.dispatch(ctx, sent)
+    assert await inbox_bodies(engine, name) == ["k"]
+    # The release sweep finds it (its lease is over) ...
+    async with maker() as session:
+        due = await WorkflowRunRepository(session).due(
+            datetime.now(UTC), 500, lost_before=now - timedelta(hours=1)
+        )
+        await session.commit()
+    assert ident in due
+    # ... and the next worker runs the step again (a second attempt), which sends nothing new.
+    advanced = await units.advance_workflow_run(ctx, run_id=run_id, http=None)
+    assert advanced.status == "completed"
+    async with maker() as session:
+        steps = {s.path: s for s in await WorkflowStepRepository(session).of_run(ident)}
+    assert (steps["0"].attempts, steps["0"].status) == (2, "done")
+    assert (steps["1"].attempts, steps["1"].status) == (1, "done")
+    assert await inbox_bodies(engine, name) == ["k", "k"]  # one per step, none twice

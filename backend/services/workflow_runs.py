@@ -62,6 +62,10 @@ class Dispatch(Protocol):
     def __call__(self, envelope: Envelope, *, redelivered: bool) -> Awaitable[Any]: ...
 
 
+# How many lease lengths a run may stay queued before its message is taken as lost.
+QUEUED_STALL_LEASES = 10
+
+
 def run_id_of(event_id: str, user_id: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, f"{event_id}/{user_id}/workflow")
 
@@ -137,12 +141,18 @@ async def release_due_runs(
     session: AsyncSession, *, broker: Broker, lease_seconds: float, limit: int = 500
 ) -> int:
     """Publish the advance message of runs whose wait is over, whose worker died (lease over)
-    or whose first message was lost (queued for a lease's length), then mark them queued (in
+    or whose message was lost (queued for ten leases' length), then mark them queued (in
     the caller's unit of work). A crash between the two publishes again, which advancing
     tolerates: the lease lets one worker in, the step claims run each step once."""
     now = datetime.now(UTC)
     repo = WorkflowRunRepository(session)
-    due = await repo.due(now, limit, stall_before=now - timedelta(seconds=lease_seconds))
+    # A queued run's message may just be waiting behind a backlog: only one queued for many
+    # leases is taken as lost (publishing again sooner doubled the backlog under load).
+    due = await repo.due(
+        now,
+        limit,
+        lost_before=now - timedelta(seconds=lease_seconds * QUEUED_STALL_LEASES),
+    )
     await asyncio.gather(*(task_messages.workflow_advance(str(r)).publish(broker) for r in due))
     await repo.mark_queued(due, now)
     return len(due)

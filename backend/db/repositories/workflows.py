@@ -105,16 +105,17 @@ class WorkflowRunRepository:
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def due(self, now: datetime, limit: int, *, stall_before: datetime) -> list[uuid.UUID]:
+    async def due(self, now: datetime, limit: int, *, lost_before: datetime) -> list[uuid.UUID]:
         """Runs whose wait is over, and runs a worker took and lost (its lease ran out, or it
-        was queued and never taken), oldest first, locked for this sweep."""
+        was queued before ``lost_before`` and never taken), oldest first, locked for this
+        sweep."""
         stmt = (
             select(WorkflowRun.id)
             .where(
                 or_(
                     and_(WorkflowRun.status == "waiting", WorkflowRun.due_at <= now),
                     and_(WorkflowRun.status == "running", WorkflowRun.leased_until < now),
-                    and_(WorkflowRun.status == "queued", WorkflowRun.updated_at < stall_before),
+                    and_(WorkflowRun.status == "queued", WorkflowRun.updated_at < lost_before),
                 )
             )
             .order_by(WorkflowRun.due_at.nulls_first())
