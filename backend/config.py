@@ -265,6 +265,14 @@ class Settings(BaseSettings):
     campaign_stall_seconds: float = Field(default=60.0, gt=0)
     campaign_reconcile_seconds: float = Field(default=30.0, gt=0)
 
+    # Workflows: how long a worker advancing a run holds it (a run whose worker died is taken
+    # up again by the release sweep after that), and how many due runs one sweep releases.
+    workflow_run_lease_seconds: float = Field(default=60.0, gt=0)
+    workflow_release_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # An event starting at most this many runs takes them through their first steps in its
+    # own dispatch task (no broker hop); 0 hands every run to a task of its own.
+    workflow_inline_runs: int = Field(default=20, ge=0, le=1000)
+
     # HTTP API
     graphiql: bool | None = None
     introspection: bool = True

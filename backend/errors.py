@@ -7,7 +7,8 @@
     │   ├── UnauthenticatedError      code: UNAUTHENTICATED  (missing, bad, expired token)
     │   └── ForbiddenError            code: FORBIDDEN        (valid token, wrong role)
     ├── ValidationError               code: VALIDATION       (bad input; ``field`` names it)
-    │   └── TemplateSyntaxError       code: TEMPLATE_SYNTAX  (``line`` says where)
+    │   ├── TemplateSyntaxError       code: TEMPLATE_SYNTAX  (``line`` says where)
+    │   └── WorkflowStepError         code: WORKFLOW_STEP    (``step`` names the workflow step)
     ├── TemplateRenderError           code: TEMPLATE_RENDER  (missing variable, sandbox refusal)
     ├── NotFoundError                 code: NOT_FOUND
     ├── ConflictError                 code: CONFLICT         (duplicate slug, template in use)
@@ -52,6 +53,17 @@ class TemplateSyntaxError(ValidationError):
     def __init__(self, message: str, *, field: str | None = None, line: int | None = None) -> None:
         super().__init__(message, field=field)
         self.line = line
+
+
+class WorkflowStepError(ValidationError):
+    """A workflow step is invalid: ``step`` is its name, ``field`` the path of the bad field
+    (``steps[2].then[0].if``)."""
+
+    code = "WORKFLOW_STEP"
+
+    def __init__(self, message: str, *, field: str | None = None, step: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.step = step
 
 
 class TemplateRenderError(HeraldError):

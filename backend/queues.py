@@ -44,6 +44,7 @@ TASK_CAMPAIGN_FAN_OUT = "campaigns.fan_out"
 TASK_WEBHOOK_DELIVER = "webhooks.deliver"
 TASK_RECIPIENTS_SYNC = "recipients.sync"
 TASK_RETENTION_SWEEP = "retention.sweep"
+TASK_WORKFLOW_ADVANCE = "workflows.advance"
 
 # The queue each task's messages go to; a channel batch (``TASK_SEND``) goes to its channel's.
 TASK_QUEUES: dict[str, str] = {
@@ -54,4 +55,6 @@ TASK_QUEUES: dict[str, str] = {
     TASK_CAMPAIGN_FAN_OUT: CAMPAIGNS,
     TASK_WEBHOOK_DELIVER: WEBHOOKS,
     TASK_RECIPIENTS_SYNC: MAINTENANCE,
+    # A run's steps are dispatch work: the dispatch queue every worker consumes.
+    TASK_WORKFLOW_ADVANCE: DISPATCH,
 }

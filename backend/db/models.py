@@ -550,3 +550,94 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class Workflow(Base):
+    """One version of an event type's workflow: its steps (JSON, the shape
+    ``backend.services.workflows`` validates) and the event types its events cancel. Every
+    save is a new version; exactly one per event type is current (a partial unique index)."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (
+        UniqueConstraint("event_type", "version"),
+        Index(
+            "uq_workflows_current",
+            "event_type",
+            unique=True,
+            postgresql_where=text("is_current"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    event_type: Mapped[str] = mapped_column(
+        String(100), ForeignKey("event_types.name", ondelete="CASCADE"), nullable=False
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    cancels: Mapped[list[str]] = mapped_column(
+        ARRAY(String(100)), nullable=False, server_default="{}"
+    )
+    is_current: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    created_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class WorkflowRun(Base):
+    """One event for one user going through one workflow version. ``cursor`` is the path of
+    the next step (``"2.then.0"``; null once finished); ``context`` holds the payload and each
+    step's outcome, which later conditions read. ``due_at`` is set while the run waits (a
+    delay or a digest window); ``leased_until`` while a worker advances it."""
+
+    __tablename__ = "workflow_runs"
+    __table_args__ = (
+        Index("ix_workflow_runs_due", "due_at", postgresql_where=text("status = 'waiting'")),
+        Index("ix_workflow_runs_cancel_key", "cancel_key"),
+        Index("ix_workflow_runs_type_user", "event_type", "user_id", "status"),
+        Index("ix_workflow_runs_created", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False
+    )
+    event_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    user_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    cancel_key: Mapped[str | None] = mapped_column(String(200))
+    cursor: Mapped[str | None] = mapped_column(String(200))
+    context: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WorkflowRunStep(Base):
+    """One step of a run: claimed (``running``) before it acts, so it runs exactly once; its
+    outcome is what ``steps.<name>`` shows later conditions."""
+
+    __tablename__ = "workflow_run_steps"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey("workflow_runs.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    path: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

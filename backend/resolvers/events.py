@@ -39,6 +39,7 @@ def _event_data(item: EventInput) -> event_service.EventData:
         channels=item.channels,
         send_at=item.send_at,
         locale=item.locale,
+        cancel_key=item.cancel_key,
     )
 
 

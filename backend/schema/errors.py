@@ -18,6 +18,7 @@ class ErrorCode(Enum):
     FORBIDDEN = "FORBIDDEN"
     VALIDATION = "VALIDATION"
     TEMPLATE_SYNTAX = "TEMPLATE_SYNTAX"
+    WORKFLOW_STEP = "WORKFLOW_STEP"
     TEMPLATE_RENDER = "TEMPLATE_RENDER"
     NOT_FOUND = "NOT_FOUND"
     CONFLICT = "CONFLICT"
@@ -53,6 +54,13 @@ class ValidationError(Error):
 @strawberry.type(description="A template field has invalid syntax; `line` says where.")
 class TemplateSyntaxError(Error):
     line: int | None = None
+
+
+@strawberry.type(
+    description="A workflow step is invalid: `step` names it, `field` the bad field's path."
+)
+class WorkflowStepError(Error):
+    step: str | None = None
 
 
 @strawberry.type(description="A template could not be rendered (missing variable, sandbox).")
@@ -91,6 +99,7 @@ _TYPES: dict[type[errors.HeraldError], type[Error]] = {
     errors.UnauthenticatedError: UnauthenticatedError,
     errors.ForbiddenError: ForbiddenError,
     errors.TemplateSyntaxError: TemplateSyntaxError,
+    errors.WorkflowStepError: WorkflowStepError,
     errors.ValidationError: ValidationError,
     errors.TemplateRenderError: TemplateRenderError,
     errors.NotFoundError: NotFoundError,
@@ -115,6 +124,8 @@ def error_type_for(exc: errors.HeraldError) -> Error:
             }
             if isinstance(exc, errors.TemplateSyntaxError | errors.TemplateRenderError):
                 kwargs["line"] = exc.line
+            if isinstance(exc, errors.WorkflowStepError):
+                kwargs["step"] = exc.step
             if isinstance(exc, errors.RateLimitedError):
                 kwargs["retry_after_seconds"] = exc.retry_after_seconds
             return _TYPES[cls](**kwargs)

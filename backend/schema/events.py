@@ -56,6 +56,13 @@ class EventInput:
     locale: str | None = strawberry.field(
         default=None, description="Force a locale; otherwise each user's own, then `en`."
     )
+    cancel_key: str | None = strawberry.field(
+        default=None,
+        description=(
+            "Names the event's workflow runs for `cancelWorkflowRuns` (and for events of types "
+            "whose workflow cancels this one's), 1-200 characters."
+        ),
+    )
 
 
 @strawberry.type(description="The broker confirmed the event (or it is stored for `sendAt`).")

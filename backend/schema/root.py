@@ -49,6 +49,7 @@ from backend.resolvers import (
     templates,
     topics,
     webhooks,
+    workflows,
 )
 from backend.schema.context import Context
 from backend.schema.documents import DocumentCache, cached_documents
@@ -130,6 +131,7 @@ Query = merge_types(
         providers.Query,
         stats.Query,
         api_keys.Query,
+        workflows.Query,
         ViewerQuery,
     ),
 )
@@ -149,6 +151,7 @@ Mutation = merge_types(
         webhooks.Mutation,
         retention.Mutation,
         api_keys.Mutation,
+        workflows.Mutation,
         templates.PreviewMutation,
     ),
 )

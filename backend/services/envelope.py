@@ -60,6 +60,11 @@ class Envelope:
     - ``topic_page`` and ``topic_after``: on a message that expands one page of the topics'
       members, the page's number and the last user id before it (``""`` for the first);
       ``user_ids`` there are the event's listed users, left out of the page.
+    - ``workflow_id``: the workflow version the event's users each start a run of
+      (``backend.services.workflow_runs``) instead of being sent to directly.
+    - ``cancel_key``: the event's cancel key: its runs stop when ``cancelWorkflowRuns`` gets it.
+    - ``cancels``: event types whose unfinished runs for the event's users (with the same
+      cancel key, when the event has one) the event cancels.
     """
 
     id: str
@@ -83,6 +88,9 @@ class Envelope:
     via_topics: bool = False
     topic_page: int | None = None
     topic_after: str | None = None
+    workflow_id: str | None = None
+    cancel_key: str | None = None
+    cancels: tuple[str, ...] | None = None
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -125,6 +133,12 @@ class Envelope:
         if self.topic_page is not None:
             wire["topic_page"] = self.topic_page
             wire["topic_after"] = self.topic_after
+        if self.workflow_id is not None:
+            wire["workflow_id"] = self.workflow_id
+        if self.cancel_key is not None:
+            wire["cancel_key"] = self.cancel_key
+        if self.cancels:
+            wire["cancels"] = list(self.cancels)
         return wire
 
     @classmethod
@@ -135,6 +149,7 @@ class Envelope:
         part = wire.get("part")
         topics = wire.get("topics")
         topic_page = wire.get("topic_page")
+        cancels = wire.get("cancels")
         return cls(
             id=wire["id"],
             type=wire["type"],
@@ -157,4 +172,7 @@ class Envelope:
             via_topics=bool(wire.get("via_topics")),
             topic_page=int(topic_page) if topic_page is not None else None,
             topic_after=wire.get("topic_after"),
+            workflow_id=wire.get("workflow_id"),
+            cancel_key=wire.get("cancel_key"),
+            cancels=tuple(cancels) if cancels else None,
         )

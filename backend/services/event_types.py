@@ -17,6 +17,7 @@ from backend.db.models import EventType
 from backend.db.repositories.event_types import EventTypeRepository
 from backend.db.repositories.templates import TemplateRepository
 from backend.errors import ConflictError, NotFoundError, ValidationError
+from backend.services import workflows
 from backend.services.digests import check_rule as check_digest
 from backend.services.limits import check_window
 from backend.services.payloads import PayloadValidator, check_payload_schema, payload_validator
@@ -34,6 +35,15 @@ class EventRule:
     validator: PayloadValidator | None
     throttle: tuple[int, int] | None = None  # (messages, window seconds) per user
     digest: dict[str, Any] | None = None  # see backend/services/digests.py
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    """What ingestion needs of an event type's current workflow."""
+
+    id: str
+    plain: bool  # one send step doing what the rule does: dispatched without a run
+    cancels: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +78,31 @@ class RuleCache:
         self.clock = clock
         self._rules: dict[str, tuple[float, EventRule | None]] = {}
         self._templates: dict[str, tuple[float, TemplateInfo]] = {}
+        self._workflows: dict[str, tuple[float, WorkflowInfo | None]] = {}
 
     def invalidate(self) -> None:
         self._rules.clear()
         self._templates.clear()
+        self._workflows.clear()
+
+    async def workflow(self, session: AsyncSession, rule: EventRule) -> WorkflowInfo | None:
+        """The rule's event type's current workflow, cached as rules are."""
+        now = self.clock()
+        hit = self._workflows.get(rule.name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = await workflows.current_workflow(session, event_type=rule.name)
+        info = None
+        if row is not None:
+            info = WorkflowInfo(
+                id=str(row.id),
+                plain=workflows.is_plain(
+                    row.steps, template_slug=rule.template_slug, channels=rule.channels
+                ),
+                cancels=tuple(row.cancels),
+            )
+        self._workflows[rule.name] = (now + self.ttl, info)
+        return info
 
     async def rule(self, session: AsyncSession, name: str) -> EventRule | None:
         now = self.clock()
@@ -165,4 +196,6 @@ async def register_event_type(
         await repo.add(row)
     else:
         await session.flush()
+    # A type whose workflow is the plain one follows its rule (a new type gets one).
+    await workflows.keep_plain_workflow(session, actor=actor, event_type=row)
     return row

@@ -55,6 +55,7 @@ class EventData:
     send_at: datetime | None = None
     locale: str | None = None
     topics: Sequence[str] = ()
+    cancel_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,17 @@ async def _prepare(
     critical = False
     throttle = None
     digest = None
+    workflow_id: str | None = None
+    cancels: tuple[str, ...] = ()
+    if data.cancel_key is not None and not (1 <= len(data.cancel_key) <= 200):
+        raise ValidationError("A cancel key is 1-200 characters", field=f"{prefix}cancelKey")
     if rule is not None:
+        workflow = await rules.workflow(session, rule)
+        if workflow is not None:
+            cancels = workflow.cancels
+            # An event that names its own template or channels is sent as it says, as before.
+            if not workflow.plain and not data.template_slug and not data.channels:
+                workflow_id = workflow.id
         if rule.validator is not None:
             rule.validator.check(payload, prefix=prefix)
         template_slug = data.template_slug or rule.template_slug
@@ -175,6 +186,9 @@ async def _prepare(
         topics=tuple(topics) if topics else None,
         topic_page=0 if topics else None,
         topic_after="" if topics else None,
+        workflow_id=workflow_id,
+        cancel_key=data.cancel_key,
+        cancels=cancels or None,
     )
     return _Prepared(envelope, data.idempotency_key, due_at)
 

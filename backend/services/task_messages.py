@@ -28,6 +28,7 @@ from backend.queues import (
     TASK_RETENTION_SWEEP,
     TASK_SEND,
     TASK_WEBHOOK_DELIVER,
+    TASK_WORKFLOW_ADVANCE,
 )
 from backend.services.envelope import Envelope
 
@@ -155,3 +156,8 @@ def retention_sweep() -> TaskMessage:
     """``retention.sweep``: delete history and inbox rows older than the retention settings
     (sent by beat every ``retention_sweep_seconds``)."""
     return _message(TASK_RETENTION_SWEEP)
+
+
+def workflow_advance(run_id: str) -> TaskMessage:
+    """``workflows.advance``: take a workflow run through its steps until it waits or ends."""
+    return _message(TASK_WORKFLOW_ADVANCE, args=(run_id,))

@@ -23,6 +23,7 @@ from backend.queues import (
     TASK_RELEASE_DUE,
     TASK_RETENTION_SWEEP,
     TASK_SEND,
+    TASK_WORKFLOW_ADVANCE,
 )
 from backend.services import (
     campaigns,
@@ -32,6 +33,7 @@ from backend.services import (
     recipients,
     retention,
     task_messages,
+    workflow_runs,
 )
 from backend.services.retries import backoff_seconds
 from backend.workers import units
@@ -143,6 +145,12 @@ def release_due(self: Task) -> int:
         async with runtime.context.sessionmaker() as session:
             count = await events.release_due_events(session, broker=broker)
             count += await digests.release_due_digests(session, broker=broker)
+            count += await workflow_runs.release_due_runs(
+                session,
+                broker=broker,
+                lease_seconds=settings.workflow_run_lease_seconds,
+                limit=settings.workflow_release_batch_size,
+            )
             stalled = await campaigns.stalled_runs(
                 session, stall=timedelta(seconds=settings.campaign_stall_seconds)
             )
@@ -272,6 +280,22 @@ def sync_recipients(self: Task, sync_id: str) -> None:
             takeover=redelivered,
         )
     )
+
+
+@celery_app.task(name=TASK_WORKFLOW_ADVANCE, bind=True, max_retries=None)
+def advance_workflow_run(self: Task, run_id: str) -> dict[str, Any]:
+    """Take a workflow run through its steps until it waits or ends. Retried until it gets
+    through; a message for a run another worker holds, or that waits, does nothing."""
+    runtime = get_runtime()
+    assert runtime.context is not None
+    try:
+        advanced = runtime.run(
+            units.advance_workflow_run(runtime.context, run_id=run_id, http=runtime.http)
+        )
+    except Exception as exc:
+        log.warning("workflow run %s failed, will retry: %s", run_id, exc)
+        raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
+    return {"status": advanced.status, "steps": advanced.steps}
 
 
 def trigger() -> campaigns.CampaignTrigger:

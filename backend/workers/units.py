@@ -11,11 +11,17 @@ next page is published.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 
+import httpx
+
 from backend.channels import Channel
-from backend.services import campaigns, deliveries
+from backend.services import campaigns, deliveries, workflow_runs
 from backend.services.users import UserProfile
+
+log = logging.getLogger(__name__)
 
 
 async def settle(ctx: deliveries.DeliveryContext, outcome: deliveries.BatchOutcome) -> None:
@@ -35,7 +41,26 @@ async def dispatch(
     profiles: Mapping[str, UserProfile] | None = None,
     split: bool = True,
 ) -> deliveries.DispatchSummary:
-    """Expand an event into deliveries and send (in-app) or queue (other channels) them."""
+    """Expand an event into deliveries and send (in-app) or queue (other channels) them; or,
+    for an event type with a workflow, start one run per user and hand the runs on."""
+    starts = workflow_runs.starts_runs(
+        envelope, part_size=ctx.settings.dispatch_part_size, split=split
+    )
+    if starts or envelope.cancels:
+        started: list[str] = []
+        async with ctx.sessionmaker() as session:
+            await workflow_runs.cancel_for_event(session, envelope)
+            if starts:
+                started = await workflow_runs.start_runs(session, envelope)
+            await session.commit()
+        if starts:
+            # A run committed but not handed on (a crash here) is released by the sweep.
+            if 0 < len(started) <= ctx.settings.workflow_inline_runs:
+                # Few runs: their first steps here, as dispatch sends small events itself.
+                await asyncio.gather(*(_advance_inline(ctx, run_id) for run_id in started))
+            else:
+                await workflow_runs.publish_advances(ctx, started)
+            return deliveries.DispatchSummary(queued=len(started), skipped=0)
     async with ctx.sessionmaker() as session:
         dispatched = await deliveries.record_dispatch(
             ctx, session, envelope, redelivered=redelivered, split=split
@@ -102,3 +127,23 @@ async def fan_out_page(
             split=False,
         )
     return claimed.outcome(summary)
+
+
+async def _advance_inline(ctx: deliveries.DeliveryContext, run_id: str) -> None:
+    try:
+        await advance_workflow_run(ctx, run_id=run_id, http=None)
+    except Exception as exc:
+        # The run let go of its lease: the release sweep hands it to a task of its own.
+        log.warning("workflow run %s failed in its dispatch; left to the sweep: %s", run_id, exc)
+
+
+async def advance_workflow_run(
+    ctx: deliveries.DeliveryContext, *, run_id: str, http: httpx.AsyncClient | None
+) -> workflow_runs.Advanced:
+    """Take a workflow run through its steps; each send step is a dispatch of its own (its
+    deliveries recorded and committed before they are sent, as any event's)."""
+
+    async def send(envelope: deliveries.Envelope, *, redelivered: bool) -> None:
+        await dispatch(ctx, envelope, redelivered=redelivered)
+
+    return await workflow_runs.advance(ctx, run_id=run_id, dispatch=send, http=http)

@@ -1,7 +1,7 @@
 """api keys for services
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 
 ``api_keys`` holds one row per key made by an admin for a service: its name, the public
 ``prefix`` that finds it, the SHA-256 of the whole key (the key itself is shown once and never
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,283 @@
+"""Queries on workflows, their runs and the runs' steps."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.db.models import Workflow, WorkflowRun, WorkflowRunStep
+
+# A run waiting for its time, or queued for a worker: what cancelling still stops.
+CANCELLABLE = ("queued", "running", "waiting")
+
+
+class WorkflowRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def current(self, event_type: str) -> Workflow | None:
+        stmt = select(Workflow).where(Workflow.event_type == event_type, Workflow.is_current)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get(self, workflow_id: uuid.UUID) -> Workflow | None:
+        return await self.session.get(Workflow, workflow_id)
+
+    async def versions(self, event_type: str) -> list[Workflow]:
+        stmt = (
+            select(Workflow)
+            .where(Workflow.event_type == event_type)
+            .order_by(Workflow.version.desc())
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def version_numbers(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        if not ids:
+            return {}
+        stmt = select(Workflow.id, Workflow.version).where(Workflow.id.in_(list(set(ids))))
+        return {i: v for i, v in (await self.session.execute(stmt)).all()}
+
+    async def add_version(self, workflow: Workflow) -> Workflow:
+        """Make ``workflow`` the event type's current version (the previous one is kept). The
+        event type's current row is locked first, so two saves get two version numbers."""
+        await self.session.execute(
+            select(Workflow.id)
+            .where(Workflow.event_type == workflow.event_type, Workflow.is_current)
+            .with_for_update()
+        )
+        last = await self.session.scalar(
+            select(func.max(Workflow.version)).where(Workflow.event_type == workflow.event_type)
+        )
+        await self.session.execute(
+            update(Workflow)
+            .where(Workflow.event_type == workflow.event_type, Workflow.is_current)
+            .values(is_current=False)
+        )
+        workflow.version = (last or 0) + 1
+        workflow.is_current = True
+        self.session.add(workflow)
+        await self.session.flush()
+        return workflow
+
+
+class WorkflowRunRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_many(self, rows: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
+        """Insert runs, skipping those already there (a dispatch run twice); the ids added."""
+        if not rows:
+            return []
+        stmt = (
+            insert(WorkflowRun)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(WorkflowRun.id)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def get(self, run_id: uuid.UUID) -> WorkflowRun | None:
+        return await self.session.get(WorkflowRun, run_id)
+
+    async def lease(
+        self, run_id: uuid.UUID, *, now: datetime, until: datetime
+    ) -> WorkflowRun | None:
+        """Take the run for advancing, unless it is finished, waiting for a later time, or
+        leased by another worker whose lease has not run out."""
+        stmt = (
+            update(WorkflowRun)
+            .where(
+                WorkflowRun.id == run_id,
+                or_(
+                    WorkflowRun.status.in_(("queued", "running")),
+                    and_(WorkflowRun.status == "waiting", WorkflowRun.due_at <= now),
+                ),
+                or_(WorkflowRun.leased_until.is_(None), WorkflowRun.leased_until < now),
+            )
+            .values(status="running", leased_until=until, due_at=None, updated_at=now)
+            .returning(WorkflowRun)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def due(self, now: datetime, limit: int, *, lost_before: datetime) -> list[uuid.UUID]:
+        """Runs whose wait is over, and runs a worker took and lost (its lease ran out, or it
+        was queued before ``lost_before`` and never taken), oldest first, locked for this
+        sweep."""
+        stmt = (
+            select(WorkflowRun.id)
+            .where(
+                or_(
+                    and_(WorkflowRun.status == "waiting", WorkflowRun.due_at <= now),
+                    and_(WorkflowRun.status == "running", WorkflowRun.leased_until < now),
+                    and_(WorkflowRun.status == "queued", WorkflowRun.updated_at < lost_before),
+                )
+            )
+            .order_by(WorkflowRun.due_at.nulls_first())
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def mark_queued(self, run_ids: Sequence[uuid.UUID], now: datetime) -> None:
+        """Released runs: queued for a worker, their wait over (a waiting run stays
+        ``waiting`` only until its message is out)."""
+        if run_ids:
+            await self.session.execute(
+                update(WorkflowRun)
+                .where(WorkflowRun.id.in_(list(run_ids)), WorkflowRun.status == "waiting")
+                .values(status="queued", due_at=None, updated_at=now)
+            )
+            await self.session.execute(
+                update(WorkflowRun)
+                .where(WorkflowRun.id.in_(list(run_ids)), WorkflowRun.status != "waiting")
+                .values(updated_at=now)
+            )
+
+    async def cancel(
+        self,
+        *,
+        now: datetime,
+        key: str | None = None,
+        event_types: Sequence[str] = (),
+        user_ids: Sequence[str] = (),
+    ) -> int:
+        """Cancel unfinished runs by cancel key, or of event types for some users (and a key,
+        when given); how many."""
+        conditions: list[Any] = [WorkflowRun.status.in_(CANCELLABLE)]
+        if key is not None:
+            conditions.append(WorkflowRun.cancel_key == key)
+        if event_types:
+            conditions.append(WorkflowRun.event_type.in_(list(event_types)))
+        if user_ids:
+            conditions.append(WorkflowRun.user_id.in_(list(user_ids)))
+        result = await self.session.execute(
+            update(WorkflowRun)
+            .where(*conditions)
+            .values(status="cancelled", due_at=None, finished_at=now, updated_at=now)
+            .returning(WorkflowRun.id)
+        )
+        return len(result.all())
+
+    async def save(self, run: WorkflowRun) -> None:
+        await self.session.flush()
+
+    async def page(
+        self,
+        *,
+        event_type: str | None,
+        user_id: str | None,
+        status: str | None,
+        cancel_key: str | None,
+        event_id: str | None,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[WorkflowRun]:
+        """Newest first; ``after`` is the (created_at, id) of the previous page's last."""
+        stmt = select(WorkflowRun).order_by(WorkflowRun.created_at.desc(), WorkflowRun.id.desc())
+        if event_type is not None:
+            stmt = stmt.where(WorkflowRun.event_type == event_type)
+        if user_id is not None:
+            stmt = stmt.where(WorkflowRun.user_id == user_id)
+        if status is not None:
+            stmt = stmt.where(WorkflowRun.status == status)
+        if cancel_key is not None:
+            stmt = stmt.where(WorkflowRun.cancel_key == cancel_key)
+        if event_id is not None:
+            stmt = stmt.where(WorkflowRun.event_id == event_id)
+        if after is not None:
+            stmt = stmt.where(
+                tuple_(WorkflowRun.created_at, WorkflowRun.id) < tuple_(after[0], after[1])
+            )
+        return list((await self.session.execute(stmt.limit(limit))).scalars())
+
+    async def digest_collector(
+        self, *, workflow_id: uuid.UUID, user_id: str, path: str, now: datetime
+    ) -> WorkflowRun | None:
+        """The user's run of this workflow waiting at the digest step ``path`` whose window is
+        still open, locked: later runs add their events to it."""
+        stmt = (
+            select(WorkflowRun)
+            .where(
+                WorkflowRun.workflow_id == workflow_id,
+                WorkflowRun.user_id == user_id,
+                WorkflowRun.status == "waiting",
+                WorkflowRun.cursor == path,
+                WorkflowRun.due_at > now,
+            )
+            .order_by(WorkflowRun.created_at)
+            .limit(1)
+            .with_for_update()
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+
+class WorkflowStepRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def claim(
+        self, *, run_id: uuid.UUID, path: str, name: str, kind: str, now: datetime
+    ) -> WorkflowRunStep:
+        """The step's row: inserted as ``running`` when it is first reached, else as it is
+        (done by an earlier attempt, or left ``running`` by a worker that died: then this
+        attempt is counted)."""
+        stmt = (
+            insert(WorkflowRunStep)
+            .values(
+                run_id=run_id,
+                path=path,
+                name=name,
+                kind=kind,
+                status="running",
+                outcome={},
+                attempts=1,
+                started_at=now,
+            )
+            .on_conflict_do_update(
+                index_elements=["run_id", "path"],
+                set_={"attempts": WorkflowRunStep.attempts + 1},
+                where=WorkflowRunStep.status == "running",
+            )
+            .returning(WorkflowRunStep)
+            .execution_options(populate_existing=True)
+        )
+        row = (await self.session.execute(stmt)).scalar_one_or_none()
+        if row is None:  # finished before: the conflict updated nothing
+            found = await self.session.get(WorkflowRunStep, (run_id, path))
+            assert found is not None
+            return found
+        return row
+
+    async def of_run(self, run_id: uuid.UUID) -> list[WorkflowRunStep]:
+        stmt = (
+            select(WorkflowRunStep)
+            .where(WorkflowRunStep.run_id == run_id)
+            .order_by(WorkflowRunStep.started_at, WorkflowRunStep.path)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def passed_since(
+        self, *, event_type: str, user_id: str, path: str, since: datetime
+    ) -> int:
+        """How many of the user's runs of the type went past the throttle step ``path``
+        since ``since``."""
+        stmt = (
+            select(func.count())
+            .select_from(WorkflowRunStep)
+            .join(WorkflowRun, WorkflowRun.id == WorkflowRunStep.run_id)
+            .where(
+                WorkflowRun.event_type == event_type,
+                WorkflowRun.user_id == user_id,
+                WorkflowRunStep.path == path,
+                WorkflowRunStep.status == "done",
+                WorkflowRunStep.finished_at >= since,
+                WorkflowRunStep.outcome["passed"].as_boolean(),
+            )
+        )
+        return int(await self.session.scalar(stmt) or 0)
