@@ -15,6 +15,12 @@ class Channel(str, Enum):
     SMS = "SMS"
     PUSH = "PUSH"
     IN_APP = "IN_APP"
+    SLACK = "SLACK"
+    TELEGRAM = "TELEGRAM"
+    DISCORD = "DISCORD"
+    TEAMS = "TEAMS"
+    WEBHOOK = "WEBHOOK"
+    PUSH_MOBILE = "PUSH_MOBILE"
 
 
 class ErrorCode(str, Enum):
@@ -22,6 +28,7 @@ class ErrorCode(str, Enum):
     FORBIDDEN = "FORBIDDEN"
     VALIDATION = "VALIDATION"
     TEMPLATE_SYNTAX = "TEMPLATE_SYNTAX"
+    WORKFLOW_STEP = "WORKFLOW_STEP"
     TEMPLATE_RENDER = "TEMPLATE_RENDER"
     NOT_FOUND = "NOT_FOUND"
     CONFLICT = "CONFLICT"

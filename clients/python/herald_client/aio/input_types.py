@@ -61,6 +61,8 @@ class EventInput(BaseModel):
     "Deliver later, at this time (ISO 8601; UTC if no offset)."
     locale: Optional[str] = None
     "Force a locale; otherwise each user's own, then `en`."
+    cancel_key: Optional[str] = Field(alias="cancelKey", default=None)
+    "Names the event's workflow runs for `cancelWorkflowRuns` (and for events of types whose workflow cancels this one's), 1-200 characters."
 
 
 class ScheduleInput(BaseModel):
@@ -89,6 +91,14 @@ class TemplateContentInput(BaseModel):
     title: Optional[str] = None
     body: Optional[str] = None
     html: Optional[str] = None
+    blocks: Optional[Any] = None
+    "Slack only: Block Kit blocks (a list of objects), every string a template."
+    data: Optional[Any] = None
+    "Mobile push only: an object of string values, each a template."
+    badge: Optional[int] = None
+    "Mobile push only."
+    sound: Optional[str] = None
+    "Mobile push only."
 
 
 class UpdateTemplateInput(BaseModel):

@@ -38,10 +38,16 @@ export type CampaignStatus =
 
 /** A delivery channel. */
 export type Channel =
+  | 'DISCORD'
   | 'EMAIL'
   | 'IN_APP'
   | 'PUSH'
-  | 'SMS';
+  | 'PUSH_MOBILE'
+  | 'SLACK'
+  | 'SMS'
+  | 'TEAMS'
+  | 'TELEGRAM'
+  | 'WEBHOOK';
 
 export type CreateTemplateInput = {
   content: Array<TemplateContentInput>;
@@ -62,10 +68,13 @@ export type ErrorCode =
   | 'TEMPLATE_SYNTAX'
   | 'UNAUTHENTICATED'
   | 'UNAVAILABLE'
-  | 'VALIDATION';
+  | 'VALIDATION'
+  | 'WORKFLOW_STEP';
 
 /** An event from a service: who, what, and optional overrides. */
 export type EventInput = {
+  /** Names the event's workflow runs for `cancelWorkflowRuns` (and for events of types whose workflow cancels this one's), 1-200 characters. */
+  cancelKey?: string | null | undefined;
   /** Override the type's channels (required for unregistered types). */
   channels?: Array<Channel> | null | undefined;
   /** Same key within 24 h: the first eventId comes back with `duplicate: true`. */
@@ -104,10 +113,18 @@ export type ScheduleInput = {
 
 /** Content for one channel and locale. */
 export type TemplateContentInput = {
+  /** Mobile push only. */
+  badge?: number | null | undefined;
+  /** Slack only: Block Kit blocks (a list of objects), every string a template. */
+  blocks?: unknown;
   body?: string | null | undefined;
   channel: Channel;
+  /** Mobile push only: an object of string values, each a template. */
+  data?: unknown;
   html?: string | null | undefined;
   locale?: string;
+  /** Mobile push only. */
+  sound?: string | null | undefined;
   subject?: string | null | undefined;
   title?: string | null | undefined;
 };
@@ -137,6 +154,8 @@ type ErrorFields_UnavailableError_Fragment = { __typename: 'UnavailableError', c
 
 type ErrorFields_ValidationError_Fragment = { __typename: 'ValidationError', code: ErrorCode, message: string, field: string | null };
 
+type ErrorFields_WorkflowStepError_Fragment = { __typename: 'WorkflowStepError', code: ErrorCode, message: string, field: string | null };
+
 export type ErrorFieldsFragment =
   | ErrorFields_ConflictError_Fragment
   | ErrorFields_ForbiddenError_Fragment
@@ -147,6 +166,7 @@ export type ErrorFieldsFragment =
   | ErrorFields_UnauthenticatedError_Fragment
   | ErrorFields_UnavailableError_Fragment
   | ErrorFields_ValidationError_Fragment
+  | ErrorFields_WorkflowStepError_Fragment
 ;
 
 type EventResultFields_EventAccepted_Fragment = { __typename: 'EventAccepted', eventId: string, duplicate: boolean, scheduledFor: string | null };
