@@ -4,6 +4,7 @@ preferences and failover applied as on every channel."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -335,3 +336,43 @@ async def test_mobile_push_goes_through_fcm_and_a_gone_token_is_disabled(
     state, reason = states[f"…{gone[-6:]}"]
     assert state == "DISABLED"
     assert "UNREGISTERED" in reason
+
+
+SET_BUDGET = """mutation($input: DeliveryBudgetInput!) { setDeliveryBudget(input: $input) {
+  __typename ... on DeliveryBudget { channel maxDeliveries } } }"""
+REMOVE_BUDGET = """mutation($c: Channel!) { removeDeliveryBudget(channel: $c) {
+  __typename ... on DeliveryBudgetRemoved { removed } } }"""
+BUDGET_CACHE_SECONDS = 5.5  # how long a worker keeps its copy of the budgets
+
+
+async def test_a_telegram_budget_skips_what_is_over_it(api: GraphQL, chat_api: ChatApi) -> None:
+    slug = await chat_template(api)
+    window = 20  # short: a rerun of this test a little later starts from an empty window
+    made = await api(
+        SET_BUDGET,
+        {"input": {"channel": "TELEGRAM", "maxDeliveries": 1, "windowSeconds": window}},
+        token=admin(api.settings),
+    )
+    assert made["data"]["setDeliveryBudget"]["__typename"] == "DeliveryBudget", made
+    try:
+        await asyncio.sleep(BUDGET_CACHE_SECONDS)
+        outcomes = []
+        for _ in range(2):
+            event_id = await send(
+                api,
+                type="order_shipped",
+                userIds=["u-dana"],
+                templateSlug=slug,
+                channels=["TELEGRAM"],
+                payload={"order": uuid.uuid4().hex[:6], "chat": {"telegram": "777"}},
+            )
+            [delivery] = await final_deliveries(api, event_id, 1)
+            outcomes.append(delivery)
+    finally:
+        removed = await api(REMOVE_BUDGET, {"c": "TELEGRAM"}, token=admin(api.settings))
+        assert removed["data"]["removeDeliveryBudget"]["removed"] is True
+        await asyncio.sleep(BUDGET_CACHE_SECONDS)  # later tests see no budget
+    assert [d["status"] for d in outcomes] == ["SENT", "SKIPPED"]
+    assert outcomes[1]["timeline"][0]["reason"] == (
+        f"over the user's telegram budget: at most 1 every {window} s"
+    )
