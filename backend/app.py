@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy import text
+from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -247,6 +248,16 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         docs_url="/docs" if settings.is_development else None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.is_development else None,
+    )
+    # Pages on the origins the WebSocket already admits (HERALD_ALLOWED_ORIGINS) may call the
+    # HTTP API too: an app embedding <herald-inbox> usually lives on another origin. Tokens go
+    # in the Authorization header, never in cookies, so no credentials are allowed.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "Accept", "X-Api-Key"],
+        max_age=600,
     )
     if configure_tracing(settings, "herald-api"):
         instrument_app(app)
