@@ -9,7 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import httpx
 
@@ -32,10 +32,21 @@ def _endpoint(url: str) -> str:
 
 
 class _Retrying:
-    """What both clients share: the token per request and the retry policy."""
+    """What both clients share: their options, the token per request and the retry policy.
+    ``_http_class`` makes the HTTP client when none is given."""
+
+    _http_class: Callable[..., Any]
 
     def __init__(
-        self, token: Token, *, max_attempts: int, backoff_base: float, backoff_cap: float
+        self,
+        url: str,
+        *,
+        token: Token,
+        max_attempts: int = 5,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        timeout: float = 10.0,
+        http_client: httpx.AsyncClient | httpx.Client | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -43,6 +54,10 @@ class _Retrying:
         self.max_attempts = max_attempts
         self._base = backoff_base
         self._cap = backoff_cap
+        # The generated client's; httpx's client is what its protocol describes, in looser types.
+        super().__init__(  # type: ignore[call-arg]
+            url=_endpoint(url), http_client=http_client or self._http_class(timeout=timeout)
+        )
 
     def _request_headers(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         token = self._token() if callable(self._token) else self._token
@@ -73,30 +88,7 @@ class HeraldClient(_Retrying, aio.Client):
     ``token`` is a bearer token or API key, or a function returning a fresh one per request.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: Token,
-        max_attempts: int = 5,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
-        timeout: float = 10.0,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        _Retrying.__init__(
-            self,
-            token,
-            max_attempts=max_attempts,
-            backoff_base=backoff_base,
-            backoff_cap=backoff_cap,
-        )
-        aio.Client.__init__(
-            self,
-            url=_endpoint(url),
-            # httpx's client is what the generated protocol describes, in looser types.
-            http_client=cast(Any, http_client or httpx.AsyncClient(timeout=timeout)),
-        )
+    _http_class = httpx.AsyncClient
 
     async def execute(
         self,
@@ -136,29 +128,7 @@ class HeraldSyncClient(_Retrying, sync.Client):
     """Herald for blocking code: the same operations, results and retries as
     :class:`HeraldClient`."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: Token,
-        max_attempts: int = 5,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
-        timeout: float = 10.0,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        _Retrying.__init__(
-            self,
-            token,
-            max_attempts=max_attempts,
-            backoff_base=backoff_base,
-            backoff_cap=backoff_cap,
-        )
-        sync.Client.__init__(
-            self,
-            url=_endpoint(url),
-            http_client=cast(Any, http_client or httpx.Client(timeout=timeout)),
-        )
+    _http_class = httpx.Client
 
     def execute(
         self,
