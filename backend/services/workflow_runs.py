@@ -46,7 +46,7 @@ from backend.db.repositories.workflows import (
     WorkflowRunRepository,
     WorkflowStepRepository,
 )
-from backend.errors import HeraldError, TemplateRenderError
+from backend.errors import TemplateRenderError
 from backend.services import conditions, rendering, task_messages, workflows
 from backend.services.deliveries.context import DeliveryContext
 from backend.services.deliveries.records import NAMESPACE, delivery_id
@@ -740,7 +740,6 @@ async def _call(
 
 __all__ = [
     "Advanced",
-    "HeraldError",
     "advance",
     "cancel_for_event",
     "release_due_runs",

@@ -60,7 +60,7 @@ from backend.errors import (
     ValidationError,
     WorkflowStepError,
 )
-from backend.services import conditions, templates
+from backend.services import conditions, rendering, templates
 from backend.services.pagination import (
     Page,
     check_page_size,
@@ -341,8 +341,6 @@ def _fetch(raw: Mapping[str, Any], step: dict[str, Any], here: str) -> None:
     if not isinstance(url, str) or not re.match(r"^https?://", url) or len(url) > 2000:
         raise _fail(f"Step '{name}': url is an http(s) URL", f"{here}.url", name)
     try:
-        from backend.services import rendering
-
         rendering.check_syntax(url, field=f"{here}.url")
     except TemplateSyntaxError as exc:
         raise _fail(f"Step '{name}': {exc.message}", f"{here}.url", name) from exc
