@@ -136,6 +136,8 @@ class JwksKeys:
                 response = await client.get(self.url, headers={"Accept": "application/json"})
                 response.raise_for_status()
                 document = response.json()
+            if not isinstance(document, dict):
+                raise ValueError("the JWKS is not a JSON object")
             jwk_set = jwt.PyJWKSet.from_dict(document)
         except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
             # The keys in hand stay in use; the next fetch waits for min_refresh.

@@ -237,3 +237,18 @@ async def test_rotation_at_the_provider_while_requests_and_a_socket_go_on(provid
             assert message["type"] == "next"
     finally:
         stop_live_server(server)
+
+
+async def test_a_malformed_jwks_keeps_the_keys_in_hand(provider):
+    key = SigningKey("k1")
+    provider.publish(key)
+    verifier = TokenVerifier(
+        jwks_settings(provider, jwt_jwks_cache_seconds=0.1, jwt_jwks_min_refresh_seconds=0)
+    )
+    assert (await verifier.authenticate(key.token("a"))).user_id == "a"
+    for document in ([], {"keys": "x"}, {"keys": []}, "text"):
+        provider.document = document  # type: ignore[assignment]
+        await asyncio.sleep(0.15)
+        assert (await verifier.authenticate(key.token("b"))).user_id == "b"
+        with pytest.raises(UnauthenticatedError, match="not known"):
+            await verifier.authenticate(key.token("c", kid="other"))

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "hk_"
 REVOKED_CHANNEL = "herald:api-keys:revoked"
+READ_SECONDS = 1.0  # the revocation listener's longest read, so that it stops soon when asked
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$")
 _KEY_RE = re.compile(r"^(hk_[A-Za-z0-9]{10})_([A-Za-z0-9_-]{43})$")
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -196,6 +197,7 @@ class ApiKeyVerifier:
         # Bumped by every invalidation: a lookup that started before one does not cache.
         self._generation = 0
         self._listener: asyncio.Task[None] | None = None
+        self._closing = False
         self._subscribed = asyncio.Event()
 
     async def start(self) -> None:
@@ -206,11 +208,16 @@ class ApiKeyVerifier:
         await self._subscribed.wait()
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        # The listener reads with a short timeout and checks this flag between reads: redis-py's
+        # pubsub read can sit out a cancellation (as the live hub found), so it is asked to
+        # stop rather than cancelled, and cancelled only if it does not.
+        self._closing = True
+        task, self._listener = self._listener, None
+        if task is None:
+            return
+        _, pending = await asyncio.wait([task], timeout=READ_SECONDS + 2)
+        for late in pending:
+            late.cancel()
 
     def forget(self, prefix: str | None = None) -> None:
         """Drop one key (or all keys) from the cache."""
@@ -221,27 +228,34 @@ class ApiKeyVerifier:
             self._cache.pop(prefix, None)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:
             redis = Redis.from_url(self._redis_url, socket_connect_timeout=2)
+            pubsub = redis.pubsub()
             try:
-                async with redis.pubsub() as pubsub:
-                    await pubsub.subscribe(REVOKED_CHANNEL)
-                    # Revocations may have been missed while unsubscribed.
-                    self.forget()
-                    self._subscribed.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            data = message["data"]
-                            self.forget(data.decode() if isinstance(data, bytes) else str(data))
+                await pubsub.subscribe(REVOKED_CHANNEL)
+                # Revocations may have been missed while unsubscribed.
+                self.forget()
+                self._subscribed.set()
+                while not self._closing:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=READ_SECONDS
+                    )
+                    if message is not None and message.get("type") == "message":
+                        data = message["data"]
+                        self.forget(data.decode() if isinstance(data, bytes) else str(data))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("API key revocations: Redis subscription lost: %s", exc)
+                if not self._closing:
+                    log.warning("API key revocations: Redis subscription lost: %s", exc)
             finally:
                 self._subscribed.clear()
                 with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
                     await redis.aclose()
-            await asyncio.sleep(0.5)
+            if not self._closing:
+                await asyncio.sleep(0.5)
 
     async def verify(self, key: str) -> Principal:
         """The principal of a key, or UnauthenticatedError."""
