@@ -149,9 +149,11 @@ def test_text_format_and_reconfiguring(restore_logging, capsys):
 
 def test_uvicorn_lines_join_the_same_stream(restore_logging):
     error, access = logging.getLogger("uvicorn.error"), logging.getLogger("uvicorn.access")
-    saved = {lg: (list(lg.handlers), lg.propagate) for lg in (error, access)}
-    # As uvicorn leaves them for `herald api`: its own handler on errors, access logs off.
+    saved = {lg: (list(lg.handlers), lg.propagate, lg.level) for lg in (error, access)}
+    # As uvicorn leaves them for `herald api` at INFO: its own handler on errors, access logs
+    # off. (The level too: a uvicorn server an earlier test ran in this process set another.)
     error.handlers[:], error.propagate = [logging.NullHandler()], False
+    error.setLevel(logging.INFO)
     access.handlers[:], access.propagate = [], False
     try:
         stream = io.StringIO()
@@ -161,8 +163,9 @@ def test_uvicorn_lines_join_the_same_stream(restore_logging):
         # Propagating would make uvicorn write a line per request again.
         assert access.propagate is False and not access.hasHandlers()
     finally:
-        for lg, (handlers, propagate) in saved.items():
+        for lg, (handlers, propagate, level) in saved.items():
             lg.handlers[:], lg.propagate = handlers, propagate
+            lg.setLevel(level)
 
 
 def test_celery_task_lines_carry_the_task_and_event(restore_logging):
