@@ -22,6 +22,8 @@ import * as campaign from "./views/campaign.js";
 import * as topics from "./views/topics.js";
 import * as topic from "./views/topic.js";
 import * as recipients from "./views/recipients.js";
+import * as workflows from "./views/workflows.js";
+import * as workflow from "./views/workflow.js";
 
 const ROUTES = [
   { pattern: /^\/overview$/, view: overview, nav: "overview", title: "Overview" },
@@ -38,6 +40,9 @@ const ROUTES = [
   { pattern: /^\/topics\/([^/]+)$/, view: topic, nav: "topics", title: "Topic", keys: ["key"] },
   { pattern: /^\/recipients$/, view: recipients, nav: "recipients", title: "Recipients" },
   { pattern: /^\/recipients\/([^/]+)$/, view: recipients.detail, nav: "recipients", title: "Recipient", keys: ["userId"] },
+  { pattern: /^\/workflows$/, view: workflows, nav: "workflows", title: "Workflows" },
+  { pattern: /^\/workflows\/([^/]+)$/, view: workflow, nav: "workflows", title: "Workflow", keys: ["eventType"] },
+  { pattern: /^\/workflow-runs\/([^/]+)$/, view: { render: workflow.runView }, nav: "workflows", title: "Workflow run", keys: ["id"] },
 ];
 const HOME = "#/overview";
 
