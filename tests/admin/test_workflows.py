@@ -13,7 +13,16 @@ from typing import Any
 
 from playwright.async_api import Page, expect
 
-from tests.admin.conftest import Stack, WorkerStack, go, graphql, screenshot, sign_in, token
+from tests.admin.conftest import (
+    WIDE,
+    Stack,
+    WorkerStack,
+    go,
+    graphql,
+    screenshot,
+    sign_in,
+    token,
+)
 from tests.factories import CREATE_TEMPLATE
 from tests.processes import Process
 
@@ -175,7 +184,10 @@ async def test_a_three_step_workflow_is_built_saved_dry_run_and_followed_through
     await page.click("#wf-preview-run")
     await expect(page.locator("#step-1-if-error")).to_be_hidden()
     await expect(preview.locator("li[data-path='2.then.0'] .wf-message-subject")).to_be_visible()
-    await screenshot(page, "workflow-editor", full_page=True)
+    await page.evaluate("window.scrollTo(0, 0)")
+    await page.set_viewport_size({"width": 1280, "height": 1500})
+    await screenshot(page, "workflow-editor")
+    await page.set_viewport_size(WIDE)
 
     # An event through the real worker and beat: the in-app message is left unread, so after
     # the delay the branch sends the email.
@@ -219,8 +231,13 @@ async def test_a_three_step_workflow_is_built_saved_dry_run_and_followed_through
     await expect(timeline.locator("li[data-path='2.then.0']")).to_have_attribute(
         "data-outcome", "sent"
     )
-    await expect(timeline.locator("li[data-path='2']")).to_contain_text('"arm": "then"')
-    await screenshot(page, "workflow-run", full_page=True)
+    await expect(timeline.locator("li[data-path='2'] .wf-summary")).to_have_text(
+        "Condition true: took then."
+    )
+    await expect(timeline.locator("li[data-path='2.then.0'] .wf-summary")).to_have_text(
+        "email: sent"
+    )
+    await screenshot(page, "workflow-run")
 
     mails: list[Any] = []
     for _ in range(100):
@@ -236,6 +253,12 @@ async def test_a_three_step_workflow_is_built_saved_dry_run_and_followed_through
     await expect(page).to_have_url(re.compile("#/history\\?eventId="))
     await expect(page.locator("#history-table tbody tr")).to_have_count(1)
     await expect(page.locator("#history-table tbody tr")).to_contain_text(RECIPIENT)
+    # And from the delivery's drawer back to the run that sent it.
+    await page.locator("#history-table tbody tr button.link").click()
+    await expect(page.locator("#delivery-run")).to_contain_text("Sent by step email")
+    await page.click("#delivery-run-link")
+    await expect(page).to_have_url(re.compile("#/workflow-runs/[0-9a-f-]+$"))
+    await expect(page.locator("#run-status")).to_have_text("completed")
 
     # Back on the list: version 2 and its steps.
     await go(page, "#/workflows")

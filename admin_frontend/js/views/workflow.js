@@ -92,6 +92,26 @@ function badgeFor(status) {
   return h("span", { class: `badge run-${String(status).toLowerCase()}` }, status);
 }
 
+/** What a step of a run did, in a few words, from its outcome. */
+export function outcomeSummary(type, outcome) {
+  if (outcome.error) return `Failed: ${outcome.error}`;
+  if (outcome.condition === false) return "Skipped: its condition was false.";
+  switch (type) {
+    case "send":
+      return Object.entries(outcome.channels || {}).map(([channel, status]) => `${channel}: ${status}`).join(", ") + (outcome.read === true ? " (read)" : outcome.read === false ? " (unread)" : "");
+    case "delay":
+      return outcome.until ? `Waited until ${formatDateTime(outcome.until)}.` : "";
+    case "branch":
+      return `Condition ${String(outcome.value)}: took ${outcome.arm}.`;
+    case "throttle":
+      return outcome.passed === false ? "Over the limit: the run stopped." : "Within the limit.";
+    case "digest":
+      return outcome.count !== undefined ? `Collected ${outcome.count} event${outcome.count === 1 ? "" : "s"}.` : "";
+    default:
+      return "";
+  }
+}
+
 function jsonText(value) {
   return JSON.stringify(value, null, 2);
 }
@@ -650,7 +670,7 @@ export function runView(root, { params }) {
     setChildren(
       box,
       h("div", { class: "card" }, h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])), run.error ? h("p", { class: "field-error", id: "run-error" }, run.error) : null),
-      h("h2", {}, "Timeline"),
+      h("h2", { class: "wf-timeline-title" }, "Timeline"),
       run.steps.length
         ? h(
             "ol",
@@ -661,8 +681,9 @@ export function runView(root, { params }) {
               return h(
                 "li",
                 { "data-path": s.path, "data-status": s.status, "data-outcome": outcome.status ?? "" },
-                h("div", { class: "wf-step-head" }, h("span", { class: "badge wf-type" }, s.type), h("strong", { class: "mono" }, s.name), h("span", { class: "muted mono" }, ` at ${s.path}`), h("span", { class: "spacer" }), badgeFor(s.status), outcome.status ? h("span", { class: "badge wf-outcome" }, outcome.status) : null),
+                h("div", { class: "wf-step-head" }, h("span", { class: "badge wf-type" }, s.type), h("strong", { class: "mono" }, s.name), h("span", { class: "muted mono" }, ` at ${s.path}`), h("span", { class: "spacer" }), s.status === "done" ? null : badgeFor(s.status), outcome.status ? h("span", { class: `badge wf-outcome status-${outcome.status}` }, outcome.status) : null),
                 h("p", { class: "muted" }, h("time", { datetime: s.startedAt }, formatDateTime(s.startedAt)), " → ", s.finishedAt ? h("time", { datetime: s.finishedAt }, formatDateTime(s.finishedAt)) : "running", s.attempts > 1 ? ` · ${s.attempts} attempts (a worker stopped during the step)` : " · 1 attempt"),
+                h("p", { class: "wf-summary" }, outcomeSummary(s.type, outcome)),
                 eventId ? h("p", {}, h("a", { class: "run-deliveries", href: `#/history?eventId=${encodeURIComponent(eventId)}` }, "Its deliveries in the history")) : null,
                 h("details", {}, h("summary", {}, "Outcome"), h("pre", { class: "wf-outcome-json" }, jsonText(outcome))),
               );
