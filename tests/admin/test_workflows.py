@@ -136,9 +136,7 @@ async def test_a_three_step_workflow_is_built_saved_dry_run_and_followed_through
     await page.click("#wf-save")
     await expect(page.locator("#wf-save-status")).to_have_text("Saved as version 2.")
     await expect(error).to_be_hidden()
-    await expect(page.locator("#wf-versions-table tr[data-version='2']")).to_contain_text(
-        "current"
-    )
+    await expect(page.locator("#wf-versions-table tr[data-version='2']")).to_contain_text("current")
     saved = await graphql(stack, WORKFLOW, {"type": name}, manager)
     steps = saved["workflow"]["steps"]
     assert saved["workflow"]["version"] == 2
@@ -163,9 +161,7 @@ async def test_a_three_step_workflow_is_built_saved_dry_run_and_followed_through
     await page.fill("#wf-preview-user", "nobody-known")
     await page.click("#wf-preview-run")
     preview = page.locator("#wf-preview")
-    await expect(preview.locator("li[data-path='2'] .wf-condition")).to_have_text(
-        "Condition: true"
-    )
+    await expect(preview.locator("li[data-path='2'] .wf-condition")).to_have_text("Condition: true")
     await expect(preview.locator("li[data-path='0'] .wf-message-title")).to_have_text("Hi Ada")
     await expect(preview.locator("li[data-path='2.then.0'] .wf-message-subject")).to_have_text(
         "Still there, Ada? a lamp"
