@@ -260,3 +260,77 @@ async def test_a_three_step_workflow_is_built_saved_dry_run_and_followed_through
     await go(page, "#/workflows")
     await expect(listed.locator(".workflow-version")).to_have_text("v2")
     await expect(listed.locator(".workflow-steps")).to_have_text("send → delay → branch")
+
+
+async def test_every_step_type_has_its_form_and_errors_find_nested_fields(
+    page: Page, stack: Stack
+) -> None:
+    manager = token("workflows-manager", "manager")
+    name, slug = await event_type(stack, manager)
+    other, _ = await event_type(stack, manager)
+    await sign_in(page, stack, manager, f"#/workflows/{name}")
+    await expect(page.locator("#wf-save-status")).to_have_text("Version 1 is current.")
+
+    # Remove the one send; add one step of each other type, a fetch inside a branch's `else`.
+    await page.click("#step-0-remove")
+    await expect(page.locator("#wf-steps > .wf-list > .wf-none")).to_have_text("No steps.")
+    for kind in ["throttle", "digest", "delay", "delay", "branch"]:
+        await page.select_option("#add-step-type-root", kind)
+        await page.click("#add-step-root")
+    assert await step_types(page) == ["throttle", "digest", "delay", "delay", "branch"]
+    await page.fill("#step-0-limit", "3")
+    await page.fill("#step-0-window", "1d")
+    await page.fill("#step-1-window", "15m")
+    await page.select_option("#step-2-mode", "until")
+    await page.fill("#step-2-until", "payload.appointment_at")
+    await page.fill("#step-2-offset", "-1h")
+    await page.select_option("#step-3-mode", "at")
+    await page.fill("#step-3-at", "09:30")
+    await page.fill("#step-4-condition", "payload.vip")
+    await page.select_option("#add-step-type-4-else", "fetch")
+    await page.click("#add-step-4-else")
+    await page.fill("#step-4-else-0-name", "crm")
+    await page.fill("#step-4-else-0-url", "https://crm.example.com/users/{{ user.id }}")
+    await page.select_option("#step-4-else-0-method", "POST")
+    await page.fill("#step-4-else-0-timeout", "4")
+    await page.select_option("#add-step-type-4-then", "delay")
+    await page.click("#add-step-4-then")
+    await page.fill("#step-4-then-0-name", "wait")
+    await page.fill("#step-4-then-0-duration", "soon")
+
+    # A bad duration two levels down: at its own field. An unknown type to cancel: at cancels.
+    await page.click("#wf-save")
+    await expect(page.locator("#step-4-then-0-duration-error")).to_contain_text(
+        "'soon' is not a duration"
+    )
+    await page.fill("#step-4-then-0-duration", "90")
+    await page.fill("#wf-cancels", "no.such.type")
+    await page.click("#wf-save")
+    await expect(page.locator("#step-4-then-0-duration-error")).to_be_hidden()
+    await expect(page.locator("#wf-cancels-error")).to_contain_text("no.such.type")
+    await page.fill("#wf-cancels", other)
+    await page.click("#wf-save")
+    await expect(page.locator("#wf-save-status")).to_have_text("Saved as version 2.")
+
+    saved = (await graphql(stack, WORKFLOW, {"type": name}, manager))["workflow"]
+    steps = saved["steps"]
+    assert saved["cancels"] == [other]
+    assert [s["type"] for s in steps] == ["throttle", "digest", "delay", "delay", "branch"]
+    assert (steps[0]["limit"], steps[0]["window"]) == (3, 86400)
+    assert steps[1]["window"] == 900
+    assert steps[2]["until"] == "payload.appointment_at" and steps[2]["offset"] == -3600
+    assert steps[3]["at"] == "09:30"
+    assert steps[4]["condition"] == "payload.vip"
+    assert steps[4]["then"][0]["duration"] == 90
+    fetch = steps[4]["else"][0]
+    assert fetch["name"] == "crm" and fetch["method"] == "POST" and fetch["timeout"] == 4
+    assert fetch["url"] == "https://crm.example.com/users/{{ user.id }}"
+
+    # An old version loaded into the editor and saved again becomes version 3.
+    await page.click("#wf-versions-table tr[data-version='1'] button")
+    assert await step_types(page) == ["send"]
+    await expect(page.locator("#step-0-template")).to_have_value(slug)
+    await page.click("#wf-save")
+    await expect(page.locator("#wf-save-status")).to_have_text("Saved as version 3.")
+    again = (await graphql(stack, WORKFLOW, {"type": name}, manager))["workflow"]
+    assert again["version"] == 3 and [s["type"] for s in again["steps"]] == ["send"]
