@@ -24,6 +24,8 @@ import * as topics from "./views/topics.js";
 import * as topic from "./views/topic.js";
 import * as recipients from "./views/recipients.js";
 import * as apiKeys from "./views/api_keys.js";
+import * as workflows from "./views/workflows.js";
+import * as workflow from "./views/workflow.js";
 
 const ROUTES = [
   { pattern: /^\/overview$/, view: overview, nav: "overview", title: "Overview" },
@@ -41,6 +43,9 @@ const ROUTES = [
   { pattern: /^\/recipients$/, view: recipients, nav: "recipients", title: "Recipients" },
   { pattern: /^\/recipients\/([^/]+)$/, view: recipients.detail, nav: "recipients", title: "Recipient", keys: ["userId"] },
   { pattern: /^\/api-keys$/, view: apiKeys, nav: "api-keys", title: "API keys" },
+  { pattern: /^\/workflows$/, view: workflows, nav: "workflows", title: "Workflows" },
+  { pattern: /^\/workflows\/([^/]+)$/, view: workflow, nav: "workflows", title: "Workflow", keys: ["eventType"] },
+  { pattern: /^\/workflow-runs\/([^/]+)$/, view: { render: workflow.runView }, nav: "workflows", title: "Workflow run", keys: ["id"] },
 ];
 const HOME = "#/overview";
 

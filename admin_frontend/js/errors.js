@@ -21,6 +21,7 @@ const SUMMARY = {
   VALIDATION: "Something in the form needs fixing.",
   TEMPLATE_SYNTAX: "The template has a mistake in its wording.",
   TEMPLATE_RENDER: "The template could not be filled in.",
+  WORKFLOW_STEP: "A workflow step needs fixing.",
   NOT_FOUND: "We couldn't find it: it may have been deleted or renamed.",
   CONFLICT: "This clashes with something that already exists or is in use.",
   UNAVAILABLE: "Herald can't reach one of its services right now. Nothing was changed; please try again in a minute.",
@@ -58,6 +59,9 @@ export function describeError(error) {
     }
     case "TEMPLATE_RENDER":
       return humanizeMessage(detail) || SUMMARY.TEMPLATE_RENDER;
+    case "WORKFLOW_STEP":
+      // The API's words name the step and what is wrong with it ("Syntax error in if: …").
+      return detail || SUMMARY.WORKFLOW_STEP;
     default:
       return SUMMARY[error.code] ?? SUMMARY.INTERNAL;
   }

@@ -440,6 +440,7 @@ async def test_the_page_is_keyboard_reachable(page: Page, stack: Stack, admin_to
         "templates",
         "send",
         "campaigns",
+        "workflows",
         "topics",
         "recipients",
         "history",

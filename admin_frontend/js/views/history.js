@@ -21,6 +21,23 @@ const LIST = `query Deliveries($filter: DeliveryFilter, $first: Int!, $after: St
   }
 }`;
 const EVENT = `query Event($id: ID!) { event(id: $id) { id type deliveries { id userId channel status } } }`;
+const USER_RUNS = `query DeliveryRuns($filter: WorkflowRunFilter) {
+  workflowRuns(filter: $filter, first: 20) { edges { node { id } } }
+}`;
+
+/** The workflow run whose send step made delivery `d`, if any (its recent runs for the user). */
+async function runOfDelivery(d) {
+  const ids = (await graphql(USER_RUNS, { filter: { userId: d.userId, eventType: d.eventType } })).workflowRuns.edges.map((e) => e.node.id);
+  if (!ids.length) return null;
+  const vars = ids.map((_, i) => `$r${i}: ID!`).join(", ");
+  const fields = ids.map((_, i) => `r${i}: workflowRun(id: $r${i}) { id status steps { path name outcome } }`).join("\n");
+  const data = await graphql(`query DeliveryRunSteps(${vars}) {\n${fields}\n}`, Object.fromEntries(ids.map((id, i) => [`r${i}`, id])));
+  for (const run of Object.values(data)) {
+    const step = run?.steps?.find((s) => Object.values(s.outcome?.deliveries || {}).includes(d.id));
+    if (step) return { run, step };
+  }
+  return null;
+}
 
 const TEXT_FILTERS = [
   ["userId", "User id"],
@@ -185,6 +202,7 @@ export function render(root, { query, ctx }) {
     const title = h("h2", { id: "drawer-title", tabindex: "-1" }, `${channelLabel(d.channel)} to ${d.userId}`);
     const closeButton = h("button", { type: "button", class: "btn ghost small", "aria-label": "Close details" }, "✕");
     const eventBox = h("div", {}, spinner("Loading the event…"));
+    const runBox = h("div", { id: "delivery-run", hidden: true });
     const facts = [
       ["Status", statusBadge(d.status)],
       ["Delivery id", h("code", {}, d.id)],
@@ -228,6 +246,7 @@ export function render(root, { query, ctx }) {
               ),
             )
           : h("p", { class: "muted" }, "Not attempted yet."),
+        runBox,
         h("h3", {}, "The whole event"),
         eventBox,
       ),
@@ -267,6 +286,23 @@ export function render(root, { query, ctx }) {
     setChildren(drawerSlot, backdrop, drawer);
     closeDrawer = close;
     title.focus();
+
+    runOfDelivery(d)
+      .then((found) => {
+        if (!found || !drawer.isConnected) return;
+        runBox.hidden = false;
+        setChildren(
+          runBox,
+          h("h3", {}, "Workflow run"),
+          h("p", {}, "Sent by step ", h("code", {}, found.step.name), ` of a run (${found.run.status}): `, h("a", { id: "delivery-run-link", href: `#/workflow-runs/${encodeURIComponent(found.run.id)}` }, "its timeline")),
+        );
+      })
+      .catch((error) => {
+        // Only admins and managers may list runs: for others the drawer goes without this section.
+        if (!drawer.isConnected || error.code === "FORBIDDEN") return;
+        runBox.hidden = false;
+        setChildren(runBox, h("h3", {}, "Workflow run"), h("p", { class: "field-error" }, describeError(error)));
+      });
 
     graphql(EVENT, { id: d.eventId })
       .then((data) => {
