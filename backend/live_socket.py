@@ -155,6 +155,8 @@ class _Compiler:
                 raise Unsupported
             if isinstance(selection, FieldNode):
                 key = selection.alias.value if selection.alias else selection.name.value
+                if selection.selection_set is not None and key in out:
+                    raise Unsupported  # graphql-core merges the sub-selections
                 if key in out:
                     continue  # validation guarantees it is the same field
                 name = selection.name.value
@@ -162,13 +164,16 @@ class _Compiler:
                     typename = object_type.name
                     out[key] = lambda _source, typename=typename: typename
                     continue
-                if selection.arguments or selection.selection_set:
+                if selection.arguments:
                     raise Unsupported
                 field = object_type.fields[name]
                 definition = (field.extensions or {}).get("strawberry-definition")
                 if definition is None or definition.base_resolver is not None:
                     raise Unsupported
-                out[key] = _serializer(field.type, definition.python_name)
+                if selection.selection_set is not None:
+                    out[key] = self._objects(selection.selection_set, field.type, definition)
+                else:
+                    out[key] = _serializer(field.type, definition.python_name)
             elif isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
                 if self._applies(condition.name.value if condition else None, object_type):
@@ -177,6 +182,29 @@ class _Compiler:
                 fragment = self.fragments[selection.name.value]
                 if self._applies(fragment.type_condition.name.value, object_type):
                     self.collect(fragment.selection_set, object_type, out)
+
+    def _objects(
+        self, selection_set: SelectionSetNode, field_type: Any, definition: Any
+    ) -> Callable[[Any], Any]:
+        """A list of objects (``[T!]`` or ``[T!]!``, as a notification's actions), each
+        projected on its own leaves."""
+        nullable = not isinstance(field_type, GraphQLNonNull)
+        inner = field_type if nullable else field_type.of_type
+        if not isinstance(inner, GraphQLList) or not isinstance(inner.of_type, GraphQLNonNull):
+            raise Unsupported
+        item = inner.of_type.of_type
+        if not isinstance(item, GraphQLObjectType):
+            raise Unsupported
+        leaves = self.leaves(selection_set, item.name)
+        attribute = definition.python_name
+
+        def many(source: Any) -> Any:
+            values = getattr(source, attribute)
+            if values is None:
+                return None
+            return [{key: value(v) for key, value in leaves} for v in values]
+
+        return many
 
     def leaves(self, selection_set: SelectionSetNode, type_name: str) -> tuple[Leaf, ...]:
         object_type = self.schema.get_type(type_name)

@@ -352,6 +352,13 @@ _moments = st.datetimes(
 )
 
 
+_actions = st.builds(
+    lambda label, target: {"label": label, **target},
+    _text,
+    st.one_of(st.builds(lambda u: {"url": u}, _text), st.builds(lambda n: {"name": n}, _text)),
+)
+
+
 @st.composite
 def new_notifications(draw: st.DrawFn) -> NewNotification:
     created_at = draw(_moments)
@@ -367,6 +374,7 @@ def new_notifications(draw: st.DrawFn) -> NewNotification:
         created_at=created_at,
         seq=draw(st.integers(1, 2**40)),
         read_at=None if read_after is None else created_at + read_after,
+        actions=draw(st.lists(_actions, max_size=2)),
     )
     return NewNotification(entry)
 

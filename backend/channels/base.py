@@ -121,6 +121,8 @@ class OutgoingMessage:
     push_data: dict[str, str] = field(default_factory=dict)
     badge: int | None = None
     sound: str | None = None
+    # In-app: the rendered actions ([{label, url} | {label, name}]).
+    actions: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

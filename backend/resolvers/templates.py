@@ -152,18 +152,7 @@ async def preview_template(
             locale=locale,
             variables=variables,
         )
-        return RenderedMessage(
-            channel=rendered.channel,
-            locale=rendered.locale,
-            subject=rendered.subject,
-            title=rendered.title,
-            body=rendered.body,
-            html=rendered.html,
-            blocks=rendered.blocks,  # type: ignore[arg-type]
-            data=rendered.data,  # type: ignore[arg-type]
-            badge=rendered.badge,
-            sound=rendered.sound,
-        )
+        return RenderedMessage.from_rendered(rendered)
 
     return await mutate(info, MANAGE_TEMPLATES, work)  # type: ignore[return-value]
 

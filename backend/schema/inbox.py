@@ -18,6 +18,39 @@ from backend.schema.errors import (
 from backend.services.inbox import InboxEntry
 
 
+@strawberry.type(
+    description="A button on an in-app notification: a link (`url`, a web page or a path of "
+    "the app) or a named action (`name`) the app handles."
+)
+class NotificationAction:
+    label: str
+    url: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_json(cls, action: dict[str, str]) -> NotificationAction:
+        return cls(label=action["label"], url=action.get("url"), name=action.get("name"))
+
+
+@strawberry.input(
+    description="An in-app action: a `label` (a template) and a `url` (a template starting "
+    "with https://, http:// or /) or a `name` the app handles (`herald-action` on the inbox "
+    "element)."
+)
+class NotificationActionInput:
+    label: str
+    url: str | None = None
+    name: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        action = {"label": self.label}
+        if self.url is not None:
+            action["url"] = self.url
+        if self.name is not None:
+            action["name"] = self.name
+        return action
+
+
 @strawberry.type(description="An in-app notification in the caller's inbox.")
 class Notification:
     id: strawberry.ID = strawberry.field(description="The delivery id.")
@@ -32,6 +65,9 @@ class Notification:
     created_at: datetime
     read: bool
     read_at: datetime | None
+    actions: list[NotificationAction] = strawberry.field(
+        description="The primary and secondary action, when the template gives them."
+    )
 
     @classmethod
     def from_entry(cls, entry: InboxEntry) -> Notification:
@@ -46,6 +82,7 @@ class Notification:
             created_at=entry.created_at,
             read=entry.read_at is not None,
             read_at=entry.read_at,
+            actions=[NotificationAction.from_json(a) for a in entry.actions],
         )
 
 

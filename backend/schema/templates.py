@@ -19,6 +19,7 @@ from backend.schema.errors import (
     TemplateSyntaxError,
     ValidationError,
 )
+from backend.schema.inbox import NotificationAction, NotificationActionInput
 from backend.services import templates as service
 
 
@@ -44,6 +45,10 @@ class TemplateContent:
     )
     badge: int | None = strawberry.field(description="Mobile push only: the app icon's badge.")
     sound: str | None = strawberry.field(description="Mobile push only: the sound to play.")
+    actions: list[NotificationAction] | None = strawberry.field(
+        description="In-app only: the primary and secondary action (label and url templates, "
+        "or a name)."
+    )
 
     @classmethod
     def from_data(cls, data: service.ContentData) -> TemplateContent:
@@ -58,7 +63,12 @@ class TemplateContent:
             data=data.data,  # type: ignore[arg-type]
             badge=data.badge,
             sound=data.sound,
+            actions=_actions(data.actions),
         )
+
+
+def _actions(actions: list[dict[str, str]] | None) -> list[NotificationAction] | None:
+    return None if actions is None else [NotificationAction.from_json(a) for a in actions]
 
 
 @strawberry.type(description="A template as it was at one version.")
@@ -151,6 +161,9 @@ class TemplateContentInput:
     )
     badge: int | None = strawberry.field(default=None, description="Mobile push only.")
     sound: str | None = strawberry.field(default=None, description="Mobile push only.")
+    actions: list[NotificationActionInput] | None = strawberry.field(
+        default=None, description="In-app only: up to two actions (primary, secondary)."
+    )
 
     def to_data(self) -> service.ContentData:
         return service.ContentData(
@@ -164,6 +177,7 @@ class TemplateContentInput:
             data=self.data,  # type: ignore[arg-type]
             badge=self.badge,
             sound=self.sound,
+            actions=None if self.actions is None else [a.to_json() for a in self.actions],
         )
 
 
@@ -194,6 +208,25 @@ class RenderedMessage:
     data: JSON | None = strawberry.field(default=None, description="Mobile push: the data.")
     badge: int | None = None
     sound: str | None = None
+    actions: list[NotificationAction] | None = strawberry.field(
+        default=None, description="In-app: the rendered actions."
+    )
+
+    @classmethod
+    def from_rendered(cls, rendered: service.RenderedMessage) -> RenderedMessage:
+        return cls(
+            channel=rendered.channel,
+            locale=rendered.locale,
+            subject=rendered.subject,
+            title=rendered.title,
+            body=rendered.body,
+            html=rendered.html,
+            blocks=rendered.blocks,  # type: ignore[arg-type]
+            data=rendered.data,  # type: ignore[arg-type]
+            badge=rendered.badge,
+            sound=rendered.sound,
+            actions=_actions(rendered.actions),
+        )
 
 
 @strawberry.type

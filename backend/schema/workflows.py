@@ -19,7 +19,6 @@ from backend.schema.errors import (
     WorkflowStepError,
 )
 from backend.schema.templates import RenderedMessage
-from backend.services import templates as template_service
 from backend.services import workflows as workflow_service
 
 
@@ -169,19 +168,8 @@ class WorkflowPreviewStep:
             runs=step.runs,
             condition=step.condition,
             detail=step.detail,
-            messages=[_message(m) for m in step.messages],
+            messages=[RenderedMessage.from_rendered(m) for m in step.messages],
         )
-
-
-def _message(m: template_service.RenderedMessage) -> RenderedMessage:
-    return RenderedMessage(
-        channel=m.channel,
-        locale=m.locale,
-        subject=m.subject,
-        title=m.title,
-        body=m.body,
-        html=m.html,
-    )
 
 
 @strawberry.type(description="A dry run of a workflow for one event and user: nothing is sent.")

@@ -36,6 +36,7 @@ class InboxEntry(NewInboxItem):
         column = row.__getitem__ if hasattr(row, "keys") else functools.partial(getattr, row)
         values = {name: column(name) for name in _ENTRY_COLUMNS}
         values["data"] = values["data"] or {}
+        values["actions"] = values["actions"] or []
         return cls(**values)
 
 

@@ -61,7 +61,7 @@ class NewNotification:
 
     def to_wire(self) -> dict[str, Any]:
         e = self.entry
-        return {
+        wire = {
             "type": self.KIND,
             "delivery_id": e.delivery_id,
             "seq": e.seq,
@@ -73,6 +73,11 @@ class NewNotification:
             "created_at": e.created_at.isoformat(),
             "read_at": e.read_at.isoformat() if e.read_at else None,
         }
+        # Only when there are some: an item without actions keeps the bytes it always had,
+        # which API processes of the previous release (during a rolling deploy) read.
+        if e.actions:
+            wire["actions"] = e.actions
+        return wire
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any], user_id: str) -> NewNotification:
@@ -87,6 +92,7 @@ class NewNotification:
             body=wire.get("body"),
             data=wire.get("data") or {},
             created_at=datetime.fromisoformat(wire["created_at"]),
+            actions=wire.get("actions") or [],
             read_at=datetime.fromisoformat(read_at) if read_at else None,
         )
         return cls(entry)

@@ -73,6 +73,9 @@ class ContentData:
     data: dict[str, str] | None = None
     badge: int | None = None
     sound: str | None = None
+    # In-app only: up to two actions (primary, secondary), each ``{label, url}`` (templates)
+    # or ``{label, name}`` (a name the app handles).
+    actions: list[dict[str, str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class RenderedMessage:
     data: dict[str, str] | None = None
     badge: int | None = None
     sound: str | None = None
+    actions: list[dict[str, str]] | None = None
 
 
 def _content_from_json(items: Sequence[Mapping[str, Any]]) -> list[ContentData]:
@@ -119,6 +123,7 @@ def _content_from_json(items: Sequence[Mapping[str, Any]]) -> list[ContentData]:
             data=item.get("data"),
             badge=item.get("badge"),
             sound=item.get("sound"),
+            actions=item.get("actions"),
         )
         for item in items
     ]
@@ -166,6 +171,8 @@ def validate_content(content: Sequence[ContentData]) -> None:
         if item.blocks is not None:
             _validate_blocks(item, prefix)
         _validate_push_fields(item, prefix)
+        if item.actions is not None:
+            _validate_actions(item, prefix)
         for name in (*TEXT_FIELDS, "html"):
             value = getattr(item, name)
             if value is None:
@@ -199,6 +206,93 @@ def _validate_blocks(item: ContentData, prefix: str) -> None:
             )
     for path, value in _leaves(blocks, field_name):
         rendering.check_syntax(value, field=path)
+
+
+MAX_ACTIONS = 2
+MAX_ACTION_LABEL_CHARS = 100
+MAX_ACTION_URL_CHARS = 2000
+ACTION_NAME_RE = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
+# What an action's URL may start with, before and after rendering: a web page, or a path on the
+# app's own origin. (``javascript:`` or ``data:`` in a button would run in the app's page.)
+ACTION_URL_PREFIXES = ("https://", "http://", "/")
+ACTION_URL_TEMPLATE_PREFIXES = (*ACTION_URL_PREFIXES, "{{")
+
+
+def _validate_actions(item: ContentData, prefix: str) -> None:
+    """In-app actions: at most two, each a label and either a URL or a name."""
+    field_name = f"{prefix}.actions"
+    if item.channel is not Channel.IN_APP:
+        raise ValidationError("only in_app content has actions", field=field_name)
+    actions = item.actions
+    if not isinstance(actions, list) or not 1 <= len(actions) <= MAX_ACTIONS:
+        raise ValidationError(
+            f"actions is a list of 1 to {MAX_ACTIONS} actions (primary, secondary)",
+            field=field_name,
+        )
+    for index, action in enumerate(actions):
+        at = f"{field_name}[{index}]"
+        if not isinstance(action, dict):
+            raise ValidationError("an action is an object", field=at)
+        label, url, name = action.get("label"), action.get("url"), action.get("name")
+        if not isinstance(label, str) or not 0 < len(label.strip()) <= MAX_ACTION_LABEL_CHARS:
+            raise ValidationError(
+                f"an action's label is 1 to {MAX_ACTION_LABEL_CHARS} characters",
+                field=f"{at}.label",
+            )
+        rendering.check_syntax(label, field=f"{at}.label")
+        if (url is None) == (name is None):
+            raise ValidationError("an action has a url or a name, not both", field=at)
+        if url is not None:
+            if (
+                not isinstance(url, str)
+                or len(url) > MAX_ACTION_URL_CHARS
+                or not url.startswith(ACTION_URL_TEMPLATE_PREFIXES)
+                or url.startswith("//")
+            ):
+                raise ValidationError(
+                    "an action's url starts with https://, http:// or / (a path of the app)",
+                    field=f"{at}.url",
+                )
+            rendering.check_syntax(url, field=f"{at}.url")
+        if name is not None and not (isinstance(name, str) and ACTION_NAME_RE.match(name)):
+            raise ValidationError(
+                "an action's name is 1-64 lowercase letters, digits and . _ : -, "
+                "starting with a letter",
+                field=f"{at}.name",
+            )
+
+
+def _action_leaves(actions: list[dict[str, str]] | None) -> list[tuple[str, str]]:
+    """The templates of the actions: each label and url (a name is not rendered)."""
+    return [
+        (f"actions[{index}].{key}", action[key])
+        for index, action in enumerate(actions or ())
+        for key in ("label", "url")
+        if action.get(key) is not None
+    ]
+
+
+def _rendered_actions(
+    actions: list[dict[str, str]] | None, rendered: Mapping[str, str]
+) -> list[dict[str, str]] | None:
+    if not actions:
+        return None
+    out = []
+    for index, action in enumerate(actions):
+        done = {"label": rendered[f"actions[{index}].label"]}
+        if action.get("url") is not None:
+            url = rendered[f"actions[{index}].url"].strip()
+            if not url.startswith(ACTION_URL_PREFIXES) or url.startswith("//"):
+                raise TemplateRenderError(
+                    "an action's url rendered to something other than an http(s) URL or a "
+                    f"path: {url[:100]!r}",
+                    field=f"actions[{index}].url",
+                )
+            done["url"] = url
+        else:
+            done["name"] = action["name"]
+        out.append(done)
+    return out
 
 
 def _validate_push_fields(item: ContentData, prefix: str) -> None:
@@ -280,7 +374,11 @@ def content_variables(content: Sequence[ContentData]) -> list[str]:
             value = getattr(item, name)
             if value:
                 found |= rendering.variables_in(value, html=name == "html")
-        for _, leaf in [*_leaves(item.blocks, "blocks"), *_leaves(item.data, "data")]:
+        for _, leaf in [
+            *_leaves(item.blocks, "blocks"),
+            *_leaves(item.data, "data"),
+            *_action_leaves(item.actions),
+        ]:
             found |= rendering.variables_in(leaf)
     return sorted(p for p in found if not any(o != p and o.startswith(p + ".") for o in found))
 
@@ -426,6 +524,7 @@ def _fields(item: ContentData) -> list[tuple[str, str, bool]]:
     ]
     fields.extend((path, leaf, False) for path, leaf in _leaves(item.blocks, "blocks"))
     fields.extend((path, leaf, False) for path, leaf in _leaves(item.data, "data"))
+    fields.extend((path, leaf, False) for path, leaf in _action_leaves(item.actions))
     return fields
 
 
@@ -444,6 +543,7 @@ def _message(
         data=_replace_leaves(item.data, "data", rendered) if item.data else None,
         badge=item.badge,
         sound=item.sound,
+        actions=_rendered_actions(item.actions, rendered),
     )
 
 

@@ -73,3 +73,53 @@ async def test_slack_and_mobile_push_content_preview_and_save(
     await page.reload()
     await page.click("#tab-SLACK")
     assert json.loads(await page.locator("#field-blocks").input_value()) == BLOCKS
+
+
+ACTIONS = [
+    {"label": "Watch {{ payload.movie }}", "url": "/movies/{{ payload.id }}"},
+    {"label": "Later", "name": "snooze"},
+]
+
+
+async def test_in_app_actions_are_previewed_refused_at_their_field_and_saved(
+    page: Page, stack: Stack, admin_token: str
+) -> None:
+    slug = f"actions-{uuid.uuid4().hex[:8]}"
+    await sign_in(page, stack, admin_token, "#/templates/new")
+    await page.fill("#template-slug", slug)
+    await page.fill("#template-name", "Movie night, in the app")
+    preview = page.locator("#preview")
+    await page.fill("#field-subject", "Movie night")
+    await page.fill("#field-body", "{{ payload.movie }} tonight")
+
+    await page.click("#tab-IN_APP")
+    await page.click("#add-channel")
+    await page.fill("#field-title", "Movie night")
+    await page.fill("#field-body", "{{ payload.movie }} starts soon")
+    await page.fill("#sample-variables", '{"payload": {"movie": "Dune", "id": 7}}')
+    # A script URL is refused by the API, at the field.
+    await page.fill("#field-actions", json.dumps([{"label": "Go", "url": "javascript:alert(1)"}]))
+    await expect(preview).to_contain_text("starts with https://, http:// or /")
+    await page.fill("#field-actions", json.dumps(ACTIONS))
+    buttons = preview.locator("[data-field='actions'] .btn")
+    await expect(buttons).to_have_text(["Watch Dune", "Later"])
+    await expect(buttons.first).to_have_attribute("title", "Opens /movies/7")
+
+    await page.click("#save-template")
+    await expect(page).to_have_url(f"{stack.admin_url}#/templates/edit/{slug}")
+    data = await graphql(
+        stack,
+        "query($s: String!) { template(slug: $s) { content { channel "
+        "actions { label url name } } } }",
+        {"s": slug},
+        admin_token,
+    )
+    in_app = next(c for c in data["template"]["content"] if c["channel"] == "IN_APP")
+    assert in_app["actions"] == [
+        {"label": "Watch {{ payload.movie }}", "url": "/movies/{{ payload.id }}", "name": None},
+        {"label": "Later", "url": None, "name": "snooze"},
+    ]
+    # Opened again, the actions are editable JSON without the empty members.
+    await page.reload()
+    await page.click("#tab-IN_APP")
+    assert json.loads(await page.locator("#field-actions").input_value()) == ACTIONS

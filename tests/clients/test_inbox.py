@@ -395,3 +395,66 @@ async def test_the_demo_page_signs_in_as_a_demo_user(
     await expect(tab.inbox.locator("[part=toast]")).to_have_count(1, timeout=30_000)
     assert violations == []
     tab.assert_clean()
+
+
+async def test_a_notification_s_actions_are_a_link_and_a_named_action_the_app_handles(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack
+) -> None:
+    slug = f"inbox-actions-{uuid.uuid4().hex[:8]}"
+    content = [
+        {
+            "channel": "IN_APP",
+            "title": "{{ payload.title }}",
+            "body": "{{ payload.body }}",
+            "actions": [
+                {"label": "Track order {{ payload.order }}", "url": "/orders/{{ payload.order }}"},
+                {"label": "Remind me later", "name": "snooze"},
+            ],
+        }
+    ]
+    created = await graphql(
+        stack,
+        CREATE_TEMPLATE,
+        {"input": {"slug": slug, "name": "Inbox actions", "content": content}},
+        token("inbox-admin", "admin"),
+    )
+    assert created["createTemplate"]["__typename"] == "Template", created
+    user_id = new_user()
+    sent = await graphql(
+        stack,
+        SEND,
+        {
+            "input": {
+                "type": "inbox_test",
+                "userIds": [user_id],
+                "channels": ["IN_APP"],
+                "templateSlug": slug,
+                "payload": {"title": "Shipped", "body": "On its way", "order": "42"},
+            }
+        },
+        token("inbox-service", "service"),
+    )
+    assert sent["sendEvent"]["__typename"] == "EventAccepted", sent
+
+    async def arrived() -> bool:
+        return "Shipped" in await inbox_titles(stack, user_id)
+
+    await until(arrived, "the item with actions")
+    tab = await open_tab(context, stack, user_id)
+    await tab.page.evaluate(
+        """() => { window.heraldActions = [];
+        document.querySelector('herald-inbox').addEventListener('herald-action',
+          (e) => window.heraldActions.push([e.detail.name, e.detail.notification.title])); }"""
+    )
+    await tab.open_panel()
+    item = tab.item("Shipped")
+    primary = item.locator("[part~=action-primary]")
+    await expect(primary).to_have_text("Track order 42")
+    assert await primary.evaluate("(a) => a.tagName") == "A"
+    await expect(primary).to_have_attribute("href", "/orders/42")
+    secondary = item.get_by_role("button", name="Remind me later")
+    await expect(secondary).to_have_attribute("part", "action action-secondary")
+    await secondary.click()
+    await expect(item).to_have_attribute("data-read", "true")
+    assert await tab.page.evaluate("window.heraldActions") == [["snooze", "Shipped"]]
+    tab.assert_clean()

@@ -59,6 +59,30 @@ WIRE: list[tuple[LiveMessage, bytes]] = [
         '"data":{"movie":{"id":7,"tags":["a",null]}},"created_at":"2026-11-26T12:00:00+00:00",'
         '"read_at":"2026-11-26T12:05:01.250000+00:00"}'.encode(),
     ),
+    (
+        NewNotification(
+            InboxEntry(
+                delivery_id="d-6",
+                user_id="u-9",
+                seq=8,
+                event_id="e-6",
+                event_type="order_shipped",
+                title="Shipped",
+                body=None,
+                data={},
+                created_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+                read_at=None,
+                actions=[
+                    {"label": "Track", "url": "/orders/6"},
+                    {"label": "Later", "name": "snooze"},
+                ],
+            )
+        ),
+        b'{"type":"notification","delivery_id":"d-6","seq":8,"event_id":"e-6",'
+        b'"event_type":"order_shipped","title":"Shipped","body":null,"data":{},'
+        b'"created_at":"2026-11-26T12:00:00+00:00","read_at":null,'
+        b'"actions":[{"label":"Track","url":"/orders/6"},{"label":"Later","name":"snooze"}]}',
+    ),
     (ReadChange(["a", "b"], read=True, archived=False), b'{"type":"read","ids":["a","b"]}'),
     (ReadChange(["a"], read=False, archived=True), b'{"type":"archived","ids":["a"]}'),
     (

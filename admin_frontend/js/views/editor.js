@@ -8,7 +8,7 @@ import { openDialog } from "../dialog.js";
 import { CHANNELS, channelLabel, debounce, formatDateTime, h, pageTitle, setChildren, spinner, withProgress } from "../dom.js";
 import { ApiError, describeError, setBanner, showFieldError } from "../errors.js";
 
-const CONTENT = "content { channel locale subject title body html blocks data badge sound }";
+const CONTENT = "content { channel locale subject title body html blocks data badge sound actions { label url name } }";
 const TEMPLATE_FIELDS = `slug name description version variables createdAt updatedAt createdBy updatedBy ${CONTENT}
   versions { version name description createdAt createdBy ${CONTENT} }`;
 
@@ -21,7 +21,7 @@ const DELETE = `mutation DeleteTemplate($slug: String!) { deleteTemplate(slug: $
 const PREVIEW = `mutation Preview($channel: Channel!, $content: [TemplateContentInput!], $locale: String, $variables: JSON) {
   previewTemplate(channel: $channel, content: $content, locale: $locale, variables: $variables) {
     __typename
-    ... on RenderedMessage { channel locale subject title body html blocks data badge sound }
+    ... on RenderedMessage { channel locale subject title body html blocks data badge sound actions { label url name } }
     ${ERROR_FIELDS}
     ... on TemplateSyntaxError { line }
     ... on TemplateRenderError { line }
@@ -43,6 +43,7 @@ const FIELDS = {
   IN_APP: [
     ["title", "Title", 2, null],
     ["body", "Body", 5, null],
+    ["actions", "Actions (JSON)", 4, 'Optional. Up to two buttons, the first the primary one: [{"label": "Track", "url": "/orders/{{ payload.id }}"}, {"label": "Later", "name": "snooze"}].'],
   ],
   PUSH_MOBILE: [
     ["title", "Title", 2, null],
@@ -70,14 +71,23 @@ const FIELDS = {
     ["body", "Body", 5, null],
   ],
 };
-const FIELD_LABEL = { subject: "Subject", title: "Title", body: "Body", html: "HTML body", blocks: "Blocks", data: "Data", badge: "Badge", sound: "Sound" };
+const FIELD_LABEL = { subject: "Subject", title: "Title", body: "Body", html: "HTML body", blocks: "Blocks", data: "Data", badge: "Badge", sound: "Sound", actions: "Actions" };
 // Fields the API takes as JSON: edited as JSON text.
-const JSON_FIELDS = new Set(["blocks", "data"]);
+const JSON_FIELDS = new Set(["blocks", "data", "actions"]);
+
+/** A JSON value without its null members (an action lists `url: null` beside its `name`). */
+function compact(value) {
+  if (Array.isArray(value)) return value.map(compact);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== null).map(([k, v]) => [k, compact(v)]));
+  }
+  return value;
+}
 
 /** A content item as the API gives it, with its JSON fields and badge as editable text. */
 function fromApi(item) {
   const out = { ...item };
-  for (const name of JSON_FIELDS) out[name] = item[name] == null ? undefined : JSON.stringify(item[name], null, 2);
+  for (const name of JSON_FIELDS) out[name] = item[name] == null ? undefined : JSON.stringify(compact(item[name]), null, 2);
   out.badge = item.badge == null ? undefined : String(item.badge);
   return out;
 }
@@ -100,7 +110,7 @@ function apiValue(name, value) {
 export function detectVariables(content) {
   const found = new Set();
   for (const item of content) {
-    for (const name of ["subject", "title", "body", "html", "blocks", "data"]) {
+    for (const name of ["subject", "title", "body", "html", "blocks", "data", "actions"]) {
       const text = item[name] || "";
       for (const block of text.matchAll(/\{\{([\s\S]*?)\}\}|\{%([\s\S]*?)%\}/g)) {
         const code = block[1] ?? block[2];
@@ -586,6 +596,10 @@ export function render(root, { params, ctx }) {
     if (message.body !== null) parts.push(h("div", { class: "rendered-row" }, h("span", { class: "rendered-label" }, "Body"), h("pre", { class: "rendered-body" }, message.body)));
     for (const [name, label] of [["blocks", "Blocks"], ["data", "Data"]]) {
       if (message[name] != null) parts.push(h("div", { class: "rendered-row" }, h("span", { class: "rendered-label" }, label), h("pre", { class: "rendered-json", "data-field": name }, JSON.stringify(message[name], null, 2))));
+    }
+    if (message.actions?.length) {
+      const buttons = message.actions.map((a, i) => h("span", { class: i === 0 ? "btn btn-primary" : "btn", title: a.url ? `Opens ${a.url}` : `The app handles "${a.name}"` }, a.label));
+      parts.push(h("div", { class: "rendered-row" }, h("span", { class: "rendered-label" }, "Actions"), h("div", { class: "rendered-actions", "data-field": "actions" }, buttons)));
     }
     for (const [name, label] of [["badge", "Badge"], ["sound", "Sound"]]) {
       if (message[name] != null) parts.push(h("div", { class: "rendered-row" }, h("span", { class: "rendered-label" }, label), h("div", { "data-field": name }, String(message[name]))));

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,8 @@ class NewInboxItem:
     body: str | None
     data: dict[str, Any]
     created_at: datetime
+    # The template's rendered in-app actions: [{label, url} | {label, name}], at most two.
+    actions: list[dict[str, str]] = field(default_factory=list, kw_only=True)
 
 
 # A batch of items is one statement on the driver connection (the delivery hot path, see
@@ -41,8 +43,8 @@ _APPEND = Statement(
     " SELECT * FROM unnest("
     "  CAST(:ids AS text[]), CAST(:users AS text[]), CAST(:events AS text[]),"
     "  CAST(:types AS text[]), CAST(:titles AS text[]), CAST(:bodies AS text[]),"
-    "  CAST(:data AS text[]), CAST(:created AS timestamptz[])"
-    " ) WITH ORDINALITY AS n(i, u, e, t, ti, b, d, c, o)"
+    "  CAST(:data AS text[]), CAST(:created AS timestamptz[]), CAST(:actions AS text[])"
+    " ) WITH ORDINALITY AS n(i, u, e, t, ti, b, d, c, a, o)"
     "), counts AS ("
     " INSERT INTO inbox_counters (user_id, seq)"
     " SELECT u, count(*) FROM n GROUP BY u ORDER BY u"
@@ -54,15 +56,15 @@ _APPEND = Statement(
     " FROM n JOIN counts ON counts.user_id = n.u"
     ") "
     "INSERT INTO inbox_items "
-    "(delivery_id, user_id, seq, event_id, event_type, title, body, data, created_at) "
-    "SELECT i, u, s, e, t, ti, b, CAST(d AS jsonb), c FROM numbered ORDER BY o "
+    "(delivery_id, user_id, seq, event_id, event_type, title, body, data, created_at, actions) "
+    "SELECT i, u, s, e, t, ti, b, CAST(d AS jsonb), c, CAST(a AS jsonb) FROM numbered ORDER BY o "
     "ON CONFLICT (delivery_id) DO NOTHING "
     "RETURNING delivery_id, user_id, seq, event_id, event_type, title, body, data, "
-    "created_at, read_at, archived_at"
+    "created_at, actions, read_at, archived_at"
 )
 _EXISTING = Statement(
     "SELECT delivery_id, user_id, seq, event_id, event_type, title, body, data, created_at, "
-    "read_at, archived_at FROM inbox_items WHERE delivery_id = ANY(CAST(:ids AS text[]))"
+    "actions, read_at, archived_at FROM inbox_items WHERE delivery_id = ANY(CAST(:ids AS text[]))"
 )
 
 
@@ -83,6 +85,7 @@ async def append_items(conn: asyncpg.Connection, items: Sequence[NewInboxItem]) 
             "bodies": [i.body for i in unique],
             "data": [orjson.dumps(i.data).decode() for i in unique],
             "created": [i.created_at for i in unique],
+            "actions": [orjson.dumps(i.actions).decode() for i in unique],
         },
     )
     found = {r["delivery_id"] for r in rows}

@@ -41,6 +41,7 @@ class StoredInbox:
                 body=message.body,
                 data=message.data,
                 created_at=created_at,
+                actions=list(message.actions),
             )
             for message in messages
         ]

@@ -387,6 +387,7 @@ class _Batch:
             push_data=rendered.data or {},
             badge=rendered.badge,
             sound=rendered.sound,
+            actions=tuple(rendered.actions or ()),
             unsubscribe=(
                 unsubscribe.links_for(self.ctx.settings, user_id=user.id, event_type=envelope.type)
                 if channel is Channel.EMAIL and not envelope.critical

@@ -63,6 +63,9 @@ function icon(path: string): SVGSVGElement {
 
 let instances = 0;
 
+// Links an action may open: a web page, or a path of the app (not "//host", which leaves it).
+const SAFE_URL = /^(https?:\/\/|\/(?!\/))/i;
+
 export class HeraldInbox extends HTMLElement {
   static readonly observedAttributes = ["token", "endpoint", "locale", "open"];
 
@@ -551,10 +554,24 @@ export class HeraldInbox extends HTMLElement {
   #itemClick(event: Event): void {
     const target = event.target as Element;
     const button = target.closest("button");
+    const link = target.closest<HTMLAnchorElement>("a.action");
     const row = target.closest<HTMLLIElement>("li[data-id]");
-    if (!button || !row) return;
+    if ((!button && !link) || !row) return;
     const item = this.#items.find((i) => i.id === row.dataset.id);
     if (!item) return;
+    if (link) {
+      // The browser follows the link; the item counts as read.
+      if (!item.read) void this.markRead([item.id]);
+      return;
+    }
+    if (!button) return;
+    if (button.classList.contains("action")) {
+      const action = item.actions[Number(button.dataset.index)];
+      if (!action?.name) return;
+      if (!item.read) void this.markRead([item.id]);
+      this.#emit("herald-action", { name: action.name, notification: item });
+      return;
+    }
     if (button.classList.contains("archive")) {
       const neighbour = (row.nextElementSibling ?? row.previousElementSibling) as HTMLElement | null;
       void this.archive([item.id]);
@@ -716,6 +733,9 @@ export class HeraldInbox extends HTMLElement {
     );
     if (item.body) open.append(h("span", { class: "body", part: "body" }, item.body));
     open.append(time);
+    const content = h("div", { class: "content" }, open);
+    const actions = this.#actions(item);
+    if (actions) content.append(actions);
     const row = h(
       "li",
       {
@@ -724,7 +744,7 @@ export class HeraldInbox extends HTMLElement {
         "data-id": item.id,
         "data-read": String(item.read),
       },
-      open,
+      content,
     );
     if (this.#tab !== "archived") {
       row.append(
@@ -742,6 +762,23 @@ export class HeraldInbox extends HTMLElement {
       );
     }
     return row;
+  }
+
+  /** The item's actions: links for URLs (a web page or a path of the app, nothing else),
+   * buttons for named actions; the first is the primary one. */
+  #actions(item: InboxNotification): HTMLElement | null {
+    const buttons = (item.actions ?? []).flatMap((action, index): HTMLElement[] => {
+      const part = `action ${index === 0 ? "action-primary" : "action-secondary"}`;
+      const kind = index === 0 ? "action primary" : "action";
+      if (action.url && SAFE_URL.test(action.url)) {
+        return [h("a", { class: kind, part, href: action.url }, action.label)];
+      }
+      if (action.name) {
+        return [h("button", { type: "button", class: kind, part, "data-index": String(index) }, action.label)];
+      }
+      return [];
+    });
+    return buttons.length ? h("div", { class: "actions", part: "actions" }, ...buttons) : null;
   }
 
   #toast(item: InboxNotification): void {

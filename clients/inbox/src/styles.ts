@@ -82,6 +82,14 @@ button:focus-visible, [tabindex]:focus-visible {
   background: var(--_accent); vertical-align: middle;
 }
 .item[data-read="true"] .dot { visibility: hidden; }
+.content { flex: 1; display: grid; min-width: 0; }
+.actions { display: flex; flex-wrap: wrap; gap: 6px; padding: 0 12px 10px; }
+.action {
+  font: inherit; font-size: 0.9em; padding: 4px 10px; border-radius: var(--_radius);
+  border: 1px solid var(--_border); background: var(--_bg); color: var(--_accent);
+  text-decoration: none; cursor: pointer;
+}
+.action.primary { background: var(--_accent); border-color: var(--_accent); color: #fff; }
 .archive {
   background: none; border: 0; padding: 0 12px; color: var(--_muted);
 }

@@ -16,6 +16,16 @@ export interface InboxNotification {
   createdAt: string;
   read: boolean;
   readAt: string | null;
+  /** The primary and secondary action the template gave, if any. */
+  actions: InboxAction[];
+}
+
+/** A button on a notification: a link (`url`: a web page or a path of the app), or a named
+ * action the app handles (`name`, through the `herald-action` event). */
+export interface InboxAction {
+  label: string;
+  url: string | null;
+  name: string | null;
 }
 
 /** Items read or archived on one of the user's devices (this tab included). */
@@ -43,6 +53,8 @@ export interface HeraldInboxEventMap {
   "herald-notification": CustomEvent<InboxNotification>;
   /** The user opened a notification in the feed (it is marked read). */
   "herald-open": CustomEvent<InboxNotification>;
+  /** The user chose a named action of a notification (it is marked read). */
+  "herald-action": CustomEvent<{ name: string; notification: InboxNotification }>;
   /** The unread count changed. */
   "herald-unread-change": CustomEvent<{ count: number }>;
   /** The live connection went online or offline. */

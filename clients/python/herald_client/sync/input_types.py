@@ -65,6 +65,14 @@ class EventInput(BaseModel):
     "Names the event's workflow runs for `cancelWorkflowRuns` (and for events of types whose workflow cancels this one's), 1-200 characters."
 
 
+class NotificationActionInput(BaseModel):
+    """An in-app action: a `label` (a template) and a `url` (a template starting with https://, http:// or /) or a `name` the app handles (`herald-action` on the inbox element)."""
+
+    label: str
+    url: Optional[str] = None
+    name: Optional[str] = None
+
+
 class ScheduleInput(BaseModel):
     """When to send: at most one of `at`, `cron` and `everySeconds`; none means now. `endAt` and `maxRuns` bound a recurring schedule."""
 
@@ -99,6 +107,8 @@ class TemplateContentInput(BaseModel):
     "Mobile push only."
     sound: Optional[str] = None
     "Mobile push only."
+    actions: Optional[list["NotificationActionInput"]] = None
+    "In-app only: up to two actions (primary, secondary)."
 
 
 class UpdateTemplateInput(BaseModel):
@@ -111,4 +121,5 @@ class UpdateTemplateInput(BaseModel):
 
 CampaignInput.model_rebuild()
 CreateTemplateInput.model_rebuild()
+TemplateContentInput.model_rebuild()
 UpdateTemplateInput.model_rebuild()

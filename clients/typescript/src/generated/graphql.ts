@@ -95,6 +95,13 @@ export type EventInput = {
   userIds?: Array<string>;
 };
 
+/** An in-app action: a `label` (a template) and a `url` (a template starting with https://, http:// or /) or a `name` the app handles (`herald-action` on the inbox element). */
+export type NotificationActionInput = {
+  label: string;
+  name?: string | null | undefined;
+  url?: string | null | undefined;
+};
+
 /** When to send: at most one of `at`, `cron` and `everySeconds`; none means now. `endAt` and `maxRuns` bound a recurring schedule. */
 export type ScheduleInput = {
   /** Once, at this time (ISO 8601; UTC if no offset). */
@@ -113,6 +120,8 @@ export type ScheduleInput = {
 
 /** Content for one channel and locale. */
 export type TemplateContentInput = {
+  /** In-app only: up to two actions (primary, secondary). */
+  actions?: Array<NotificationActionInput> | null | undefined;
   /** Mobile push only. */
   badge?: number | null | undefined;
   /** Slack only: Block Kit blocks (a list of objects), every string a template. */
