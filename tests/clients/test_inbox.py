@@ -454,6 +454,11 @@ async def test_a_notification_s_actions_are_a_link_and_a_named_action_the_app_ha
     await expect(primary).to_have_attribute("href", "/orders/42")
     secondary = item.get_by_role("button", name="Remind me later")
     await expect(secondary).to_have_attribute("part", "action action-secondary")
+    # The action buttons pass axe-core too (contrast, names).
+    results = await tab.page.evaluate(
+        "async () => (await axe.run(document, { resultTypes: ['violations'] })).violations"
+    )
+    assert results == [], [(v["id"], [n["target"] for n in v["nodes"]][:3]) for v in results]
     await secondary.click()
     await expect(item).to_have_attribute("data-read", "true")
     assert await tab.page.evaluate("window.heraldActions") == [["snooze", "Shipped"]]
