@@ -240,7 +240,10 @@ function route() {
   const params = {};
   (r.keys || []).forEach((key, i) => (params[key] = decodeURIComponent(m[i + 1])));
   document.title = `${r.title} · Herald admin`;
-  document.querySelector(`.nav a[data-nav="${r.nav}"]`)?.setAttribute("aria-current", "page");
+  const current = document.querySelector(`.nav a[data-nav="${r.nav}"]`);
+  current?.setAttribute("aria-current", "page");
+  // The navigation scrolls sideways when its links do not fit: keep the current one in sight.
+  current?.scrollIntoView({ block: "nearest", inline: "nearest" });
   main.replaceChildren();
   const ctx = {
     toast,
