@@ -78,7 +78,8 @@ CHAT_PROVIDERS = ("slack", "telegram", "teams", "discord", "mattermost")
 # --- the look-up layer between the Redis cache and the auth service ---------------------------
 
 
-def _profile_of(row: Any) -> UserProfile:
+def profile_of(row: Any) -> UserProfile:
+    """The profile a stored recipient row holds, as deliveries and dry runs read it."""
     return UserProfile(
         id=row.user_id,
         email=row.email,
@@ -123,9 +124,9 @@ class RecipientStore:
         identified: dict[str, UserProfile] = {}
         for row in rows:
             if row.refreshed_at is not None and row.refreshed_at > oldest:
-                fresh[row.user_id] = _profile_of(row)
+                fresh[row.user_id] = profile_of(row)
             elif row.source == "identify":
-                identified[row.user_id] = _profile_of(row)
+                identified[row.user_id] = profile_of(row)
         return fresh, identified
 
     async def write(self, profiles: Mapping[str, UserProfile | None]) -> None:

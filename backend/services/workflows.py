@@ -60,7 +60,7 @@ from backend.errors import (
     ValidationError,
     WorkflowStepError,
 )
-from backend.services import conditions, rendering, templates
+from backend.services import conditions, recipients, rendering, templates
 from backend.services.pagination import (
     Page,
     check_page_size,
@@ -743,15 +743,5 @@ async def preview_profile(session: AsyncSession, *, user_id: str | None) -> User
     if user_id:
         rows = await RecipientRepository(session).profiles([user_id])
         if rows:
-            row = rows[0]
-            return UserProfile(
-                id=row.user_id,
-                email=row.email,
-                first_name=row.first_name or "",
-                last_name=row.last_name or "",
-                login=row.login or "",
-                phone=row.phone,
-                locale=row.locale,
-                timezone=row.timezone,
-            )
+            return recipients.profile_of(rows[0])
     return UserProfile.from_json({**templates.SAMPLE_USER, **({"id": user_id} if user_id else {})})
