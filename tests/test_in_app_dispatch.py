@@ -89,22 +89,30 @@ async def inbox_rows(engine: AsyncEngine, user_id: str) -> list[Any]:
         return list(result.all())
 
 
+async def dispatch_and_listen(
+    ctx: DeliveryContext, redis: redis_async.Redis, event: Envelope, user: str
+) -> dict[str, Any] | None:
+    """Dispatch ``event`` with ``user``'s profile handed over; the first live message published
+    on the user's channel (None when none came within 4 s)."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(live_channel(user))
+    try:
+        await dispatch_event(ctx, event, profiles=profile(user))
+        for _ in range(20):
+            live = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if live is not None:
+                return live
+        return None
+    finally:
+        await pubsub.aclose()
+
+
 async def test_an_inline_in_app_delivery_is_stored_once_already_sent(
     ctx: DeliveryContext, engine: AsyncEngine, redis: redis_async.Redis
 ) -> None:
     user = f"u-{uuid.uuid4()}"
     event = envelope(user)
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(live_channel(user))
-    try:
-        await dispatch_event(ctx, event, profiles=profile(user))
-        live = None
-        for _ in range(20):
-            live = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-            if live is not None:
-                break
-    finally:
-        await pubsub.aclose()
+    live = await dispatch_and_listen(ctx, redis, event, user)
 
     record = await ctx.history.get(delivery_id(event.id, user, Channel.IN_APP))
     assert record is not None

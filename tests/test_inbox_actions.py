@@ -15,10 +15,13 @@ from backend.auth import Principal
 from backend.channels import Channel
 from backend.errors import TemplateRenderError, ValidationError
 from backend.services import templates as template_service
-from backend.services.live import live_channel
-from backend.workers.units import dispatch as dispatch_event
 from tests.factories import token_for
-from tests.test_in_app_dispatch import ctx, envelope, profile, redis  # noqa: F401 (fixtures)
+from tests.test_in_app_dispatch import (  # noqa: F401 (ctx and redis are fixtures)
+    ctx,
+    dispatch_and_listen,
+    envelope,
+    redis,
+)
 
 ACTIONS = [
     {"label": "Track order {{ payload.order }}", "url": "/orders/{{ payload.order }}"},
@@ -125,17 +128,7 @@ async def test_actions_are_rendered_stored_published_and_read_back(
     event = type(event).from_wire(
         {**event.to_wire(), "template_slug": slug, "payload": {"order": "42"}}
     )
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(live_channel(user))
-    try:
-        await dispatch_event(ctx, event, profiles=profile(user))
-        live = None
-        for _ in range(20):
-            live = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-            if live is not None:
-                break
-    finally:
-        await pubsub.aclose()
+    live = await dispatch_and_listen(ctx, redis, event, user)
 
     expected = [
         {"label": "Track order 42", "url": "/orders/42"},
