@@ -307,7 +307,11 @@ async def test_auth_service_slow_or_failing_bounded_then_dead_then_replayed(
 
 def _rabbitmqctl(*args: str) -> None:
     ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([ctl, *args], check=True, capture_output=True, timeout=120)
+    # The node to restart: the machine's own by default; HERALD_TEST_RABBITMQ_NODE names a
+    # private node (with HERALD_TEST_RABBITMQ_URL on its port) so the drill stops no one else's.
+    node = os.environ.get("HERALD_TEST_RABBITMQ_NODE")
+    command = [ctl, *(["-n", node] if node else []), *args]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
 
 
 async def test_rabbitmq_restart_while_2000_events_stream_in(
