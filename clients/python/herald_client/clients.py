@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 
 from herald_client import aio, sync
-from herald_client.retries import backoff, retry_delay
+from herald_client.retries import RETRIED_CODES, RETRIED_STATUSES, backoff, retry_delay
 
 Token = str | Callable[[], str]
 Event = TypeVar("Event", aio.EventInput, sync.EventInput)
@@ -68,6 +68,11 @@ class _Retrying:
 
     def _delay(self, response: Any, attempt: int) -> float | None:
         if attempt >= self.max_attempts:
+            return None
+        if response.status_code not in RETRIED_STATUSES and not any(
+            code.encode() in response.content for code in RETRIED_CODES
+        ):
+            # Final without reading it: the generated client parses the body once, after this.
             return None
         try:
             body = response.json()
