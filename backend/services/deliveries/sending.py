@@ -37,7 +37,7 @@ from backend.db.repositories.recipients import RecipientAddressRepository
 from backend.errors import HeraldError, UnavailableError
 from backend.observability import metrics, tracing
 from backend.observability.logs import log_context
-from backend.services import recipients, task_messages, unsubscribe
+from backend.services import recipients, task_messages, tracking, unsubscribe
 from backend.services import templates as template_service
 from backend.services.deliveries.claims import claim
 from backend.services.deliveries.context import DeliveryContext
@@ -364,6 +364,12 @@ class _Batch:
             content, channel=channel, locale=envelope.locale or user.locale
         )
         rendered = template_service.render_content(item, _render_context(envelope, user))
+        html = rendered.html
+        if html and channel is Channel.EMAIL:
+            # Open and click tracking, as far as the settings turn it on.
+            html = tracking.instrument_html(
+                self.ctx.settings, html, delivery_id=record.id, critical=envelope.critical
+            )
         message = OutgoingMessage(
             delivery_id=record.id,
             event_id=envelope.id,
@@ -373,7 +379,7 @@ class _Batch:
             subject=rendered.subject,
             title=rendered.title,
             body=rendered.body,
-            html=rendered.html,
+            html=html,
             data=envelope.payload or {},
             push_subscriptions=tuple(resources.subscriptions.get(record.user_id, ())),
             chat_id=(
