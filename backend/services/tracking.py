@@ -37,9 +37,7 @@ from urllib.parse import urlsplit
 
 from backend.config import Settings
 from backend.db.history.base import (
-    DeliveryFilter,
     Engagement,
-    EngagementCounts,
     EngagementKind,
     HistoryStore,
 )
@@ -190,8 +188,3 @@ async def record_click(history: HistoryStore, *, click: Click) -> bool:
     """Record a click of an email delivery's link, with its URL; as :func:`record_open`."""
     engagement = Engagement(EngagementKind.CLICKED, datetime.now(UTC), url=click.url)
     return await history.add_engagement(click.delivery_id, engagement)
-
-
-async def event_engagement(history: HistoryStore, *, event_id: str) -> EngagementCounts:
-    """Opens and clicks of one event's deliveries (a campaign run's)."""
-    return await history.engagement_counts(DeliveryFilter(event_id=event_id))

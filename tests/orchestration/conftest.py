@@ -242,6 +242,12 @@ class ChatApi:
         if path == f"/telegram/bot{TELEGRAM_TOKEN}/sendMessage":
             if body.get("parse_mode") != "HTML":
                 return 400, {"ok": False, "error_code": 400, "description": "Bad Request"}
+            if str(body.get("chat_id", "")).startswith("999"):  # users who blocked the bot
+                return 403, {
+                    "ok": False,
+                    "error_code": 403,
+                    "description": "Forbidden: bot was blocked by the user",
+                }
             return 200, {"ok": True, "result": {"message_id": len(self.requests)}}
         return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
 
