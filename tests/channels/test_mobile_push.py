@@ -542,3 +542,29 @@ async def test_a_token_found_gone_travels_with_the_final_error_of_a_failover(
     assert raised.value.provider == "fcm-b"
     assert raised.value.expired_endpoints == ("stale-token",)
     assert "UNREGISTERED" in raised.value.expired_reasons["stale-token"]
+
+
+async def test_a_token_found_gone_travels_with_a_permanent_error_after_failover(
+    fcm: FakeFcm, second_service: HttpService
+) -> None:
+    fcm.answers["stale-token"] = fcm_error(404, "UNREGISTERED", "Requested entity was not found.")
+    fcm.answers[ANDROID] = fcm_error(503, "UNAVAILABLE", "The service is currently unavailable.")
+    backup = FakeFcm(second_service)
+    for token in (ANDROID, "stale-token"):
+        backup.answers[token] = fcm_error(400, "INVALID_ARGUMENT", "Invalid JSON payload")
+    chain = FailoverSender(
+        Channel.PUSH_MOBILE,
+        [
+            Provider("fcm-a", fcm_sender(fcm.service.url, "fcm-a")),
+            Provider("fcm-b", fcm_sender(backup.service.url, "fcm-b")),
+        ],
+        MemoryCircuitBreakers(threshold=5, open_seconds=30),
+    )
+    devices = (MobileDevice(ANDROID, "android"), MobileDevice("stale-token", "android"))
+    async with running(chain):
+        with pytest.raises(PermanentChannelError, match="Invalid JSON payload") as raised:
+            await chain.send(push(*devices))
+
+    assert raised.value.provider == "fcm-b"
+    assert [t.provider for t in raised.value.tries] == ["fcm-a"]
+    assert raised.value.expired_endpoints == ("stale-token",)

@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from backend.services.tracking import PIXEL_GIF
-from tests.conftest import GraphQL, LiveServer, start_live_server
+from tests.conftest import GraphQL, LiveServer, start_live_server, stop_live_server
 from tests.factories import token_for
 from tests.orchestration.conftest import PUBLIC_URL, TRACKING_SECRET, Smtp
 from tests.orchestration.helpers import admin, final_deliveries, send
@@ -83,8 +83,7 @@ def tracking_api() -> Iterator[LiveServer]:
         {"HERALD_TRACKING_SECRET": TRACKING_SECRET, "HERALD_PUBLIC_URL": PUBLIC_URL}
     )
     yield server
-    server.process.terminate()
-    server.process.wait(15)
+    stop_live_server(server)
 
 
 async def tracked_template(api: GraphQL, offer: str) -> str:
