@@ -56,6 +56,7 @@ from backend.services.campaigns import BrokerRunPublisher
 from backend.services.deliveries import BrokerDeliveryQueue
 from backend.services.events import Ingestion
 from backend.services.live import SequenceReader
+from backend.tracking_links import router as tracking_router
 from backend.workers.celery_app import create_celery
 from backend.workers.schedules import RedBeatTrigger
 
@@ -283,6 +284,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.websocket_endpoint = ws_view
     # The hosted preference page and one-click unsubscribe, reached from email links.
     app.include_router(preference_router)
+    # Email open and click tracking: the pixel and the signed redirects.
+    app.include_router(tracking_router)
 
     if graphiql is not None and (GRAPHIQL_BUILD / "assets").is_dir():
         assets = StaticFiles(directory=GRAPHIQL_BUILD / "assets")

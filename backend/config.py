@@ -96,6 +96,7 @@ class ApnsProvider(BaseModel):
 
 DEV_UNSUBSCRIBE_SECRET = "dev-only-insecure-unsubscribe-secret-change-me"  # noqa: S105
 DEV_FORGET_HASH_KEY = "dev-only-insecure-forget-hash-key-change-me"
+DEV_TRACKING_SECRET = "dev-only-insecure-tracking-secret-change-me"  # noqa: S105
 
 
 class Settings(BaseSettings):
@@ -187,6 +188,12 @@ class Settings(BaseSettings):
     unsubscribe_secret: SecretStr | None = None
     unsubscribe_link_ttl_days: int = Field(default=60, ge=1, le=3650)
     unsubscribe_mailto: str | None = None
+
+    # Email open and click tracking (off by default; never on critical event types)
+    email_track_opens: bool = False
+    email_track_clicks: bool = False
+    # None: a key derived from the HS256 JWT secret (required with RS256 in production).
+    tracking_secret: SecretStr | None = None
 
     # Status webhooks
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -340,6 +347,11 @@ class Settings(BaseSettings):
         )
 
     @property
+    def tracking_key(self) -> bytes:
+        """The HMAC key of open and click tracking links (see :meth:`_key`)."""
+        return self._key(self.tracking_secret, b"herald/tracking-links", DEV_TRACKING_SECRET)
+
+    @property
     def forget_key(self) -> bytes:
         """The HMAC key of forgotten users' hashes (see :meth:`_key`)."""
         return self._key(self.forget_hash_key, b"herald/forgotten-user-ids", DEV_FORGET_HASH_KEY)
@@ -406,6 +418,7 @@ class Settings(BaseSettings):
                 "jwt_private_key",
                 "unsubscribe_secret",
                 "forget_hash_key",
+                "tracking_secret",
             ):
                 value = getattr(self, name)
                 if value is None:
@@ -426,6 +439,11 @@ class Settings(BaseSettings):
                 raise ValueError("HERALD_UNSUBSCRIBE_SECRET is required with RS256 in production")
             if self.jwt_algorithm is JwtAlgorithm.RS256 and self.forget_hash_key is None:
                 raise ValueError("HERALD_FORGET_HASH_KEY is required with RS256 in production")
+            tracking = self.email_track_opens or self.email_track_clicks
+            if tracking and self.jwt_algorithm is JwtAlgorithm.RS256 and not self.tracking_secret:
+                raise ValueError(
+                    "HERALD_TRACKING_SECRET is required with RS256 and tracking in production"
+                )
         return self
 
 

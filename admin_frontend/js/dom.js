@@ -111,6 +111,7 @@ export const STATUSES = [
   { value: "QUEUED", label: "Queued" },
   { value: "SENDING", label: "Sending" },
   { value: "SENT", label: "Sent" },
+  { value: "DELIVERED", label: "Delivered" },
   { value: "FAILED", label: "Failed, retrying" },
   { value: "SKIPPED", label: "Skipped" },
   { value: "DEAD", label: "Failed for good" },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -144,18 +145,33 @@ class SendResult:
     expired_reasons: dict[str, str] = field(default_factory=dict)
     # Providers that failed this message before ``provider`` took it, in order.
     failed_tries: tuple[ProviderTry, ...] = ()
+    # The provider confirmed there and then that the message reached the recipient (it
+    # answered with the posted message: Slack's ts, Telegram's message, Discord's message),
+    # not only that it accepted it: the delivery becomes ``delivered`` rather than ``sent``.
+    delivered: bool = False
 
 
 class ChannelError(HeraldError):
     """A send failed. ``provider`` names who refused; ``tries`` are the providers that failed
-    the message before that one (failover), in order."""
+    the message before that one (failover), in order. ``expired_reasons``: addresses a
+    provider reported gone on the way (a push token, a chat that blocked the bot), by key,
+    with what it answered; the caller disables them (``expired_endpoints`` their keys)."""
 
     code = "CHANNEL"
 
-    def __init__(self, message: str, *, provider: str, tries: tuple[ProviderTry, ...] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        tries: tuple[ProviderTry, ...] = (),
+        expired_reasons: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.provider = provider
         self.tries = tries
+        self.expired_reasons: dict[str, str] = dict(expired_reasons or {})
+        self.expired_endpoints: tuple[str, ...] = tuple(self.expired_reasons)
 
 
 class TransientChannelError(ChannelError):

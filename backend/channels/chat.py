@@ -16,10 +16,17 @@ One sender per provider (``HERALD_<CHANNEL>_PROVIDERS``; several make a failover
   ``retry_after``.
 - Teams: ``POST`` an Adaptive Card message to an incoming webhook or a Workflows URL.
 
+What the providers confirm: Slack's ``chat.postMessage`` (its ``ts``), Telegram's
+``sendMessage`` (the Message) and Discord's webhook with ``?wait=true`` (the message) answer once
+the message is posted in the chat, so the delivery becomes ``delivered``; a Slack incoming webhook
+(plain ``ok``) and Teams (Workflows answers 202 before running the flow) only accept it: ``sent``.
+
 A refusal that is about the message (a chat that does not exist, a bot that was blocked) is
-permanent; a refusal that is about the provider (a 5xx, a rate limit, a revoked token) is
-transient, so failover moves on to the next provider. A 429's ``Retry-After`` (or the
-provider's ``retry_after``) travels with the error: the retry waits at least that long.
+permanent, with the provider's reason; a Telegram chat that blocked the bot, was deleted or
+removed the bot is reported gone (``expired_reasons``) and its address disabled. A refusal
+that is about the provider (a 5xx, a rate limit, a revoked token) is transient, so failover
+moves on to the next provider. A 429's ``Retry-After`` (or the provider's ``retry_after``)
+travels with the error: the retry waits at least that long.
 """
 
 from __future__ import annotations
@@ -208,9 +215,11 @@ class SlackBotSender(_ChatSender):
             )
         if body.get("ok") is True:
             ts = body.get("ts")
+            # Slack answers once the message is posted in the channel: its ts names it there.
             return SendResult(
                 provider=self.name,
                 provider_message_id=f"{body.get('channel') or channel}/{ts}" if ts else None,
+                delivered=bool(ts),
             )
         detail = f"Slack refused the message: {reason}"
         if reason in _SLACK_PROVIDER_ERRORS:
@@ -287,15 +296,43 @@ class TelegramSender(_ChatSender):
         if isinstance(body, dict) and body.get("ok") is True and response.is_success:
             result = body.get("result")
             message_id = result.get("message_id") if isinstance(result, dict) else None
+            # sendMessage answers with the Message sent in the chat.
             return SendResult(
                 provider=self.name,
                 provider_message_id=f"{chat_id}/{message_id}" if message_id is not None else None,
+                delivered=message_id is not None,
             )
         detail = f"Telegram refused the message ({response.status_code}): {description}"
         if response.status_code in (401, 404):
             # 401: the bot token is wrong or revoked; 404: no such bot. The provider's fault.
             raise TransientChannelError(detail, provider=self.name)
+        if _telegram_chat_gone(response.status_code, description):
+            # The recipient blocked the bot, left or deleted the chat: disable the address.
+            raise PermanentChannelError(
+                detail, provider=self.name, expired_reasons={chat_id: detail}
+            )
         raise PermanentChannelError(detail, provider=self.name)
+
+
+# What Telegram says (in ``description``) when a chat will never take the bot's messages again:
+# a 403 for a user who blocked the bot or was deleted, a bot removed from a group; a 400 for a
+# chat that does not exist (any more).
+_TELEGRAM_GONE_403 = (
+    "bot was blocked by the user",
+    "user is deactivated",
+    "bot was kicked",
+    "bot is not a member",
+)
+_TELEGRAM_GONE_400 = ("chat not found", "group chat was deleted", "peer_id_invalid")
+
+
+def _telegram_chat_gone(status: int, description: str) -> bool:
+    text = description.lower()
+    if status == 403:
+        return any(marker in text for marker in _TELEGRAM_GONE_403)
+    if status == 400:
+        return any(marker in text for marker in _TELEGRAM_GONE_400)
+    return False
 
 
 # --- Discord -------------------------------------------------------------------------------------
@@ -332,9 +369,12 @@ class DiscordWebhookSender(_ChatSender):
         if (error := self._http_error(response, reason)) is not None:
             raise error
         if response.is_success:
+            # ?wait=true: Discord answers with the message posted in the channel.
             message_id = body.get("id") if isinstance(body, dict) else None
             return SendResult(
-                provider=self.name, provider_message_id=str(message_id) if message_id else None
+                provider=self.name,
+                provider_message_id=str(message_id) if message_id else None,
+                delivered=bool(message_id),
             )
         detail = f"Discord answered {response.status_code}: {reason}"
         if response.status_code in (401, 403, 404):

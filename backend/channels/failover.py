@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from backend.channels import Channel
 from backend.channels.base import (
+    ChannelError,
     ChannelSender,
     OutgoingMessage,
     PermanentChannelError,
@@ -290,6 +291,13 @@ class MemoryCircuitBreakers:
         )
 
 
+def _carry_gone(error: ChannelError, gone: dict[str, str]) -> None:
+    """Add the addresses earlier providers reported gone to ``error``'s own."""
+    if gone:
+        reasons = {**gone, **error.expired_reasons}
+        error.expired_reasons, error.expired_endpoints = reasons, tuple(reasons)
+
+
 @dataclass(frozen=True, slots=True)
 class Provider:
     """One provider in a failover chain: its name (as attempts and health show it) and
@@ -328,6 +336,9 @@ class FailoverSender:
         tries: list[ProviderTry] = []
         last: TransientChannelError | None = None
         skipped: list[str] = []
+        # Addresses a provider reported gone before another one was tried: still gone, and
+        # still to be disabled, whatever the next provider answers.
+        gone: dict[str, str] = {}
         for provider in self.providers:
             permit = await self._acquire(provider.name)
             if not permit.allowed:
@@ -338,6 +349,7 @@ class FailoverSender:
             except TransientChannelError as exc:
                 await self._report(self.breakers.failed, provider.name, error=exc.message)
                 log.warning("%s provider %s failed: %s", self.channel, provider.name, exc.message)
+                gone.update(exc.expired_reasons)
                 last = TransientChannelError(
                     exc.message, provider=provider.name, retry_after=exc.retry_after
                 )
@@ -349,8 +361,12 @@ class FailoverSender:
                     await self._report(self.breakers.release_probe, provider.name)
                 exc.provider = provider.name
                 exc.tries = tuple(tries)
+                _carry_gone(exc, gone)
                 raise
             await self._report(self.breakers.succeeded, provider.name, clean=permit.clean)
+            if gone:
+                reasons = {**gone, **result.expired_reasons}
+                result = replace(result, expired_endpoints=tuple(reasons), expired_reasons=reasons)
             return replace(result, provider=provider.name, failed_tries=tuple(tries))
         if last is None:
             raise TransientChannelError(
@@ -360,6 +376,7 @@ class FailoverSender:
             )
         # The last failure is the error itself; the ones before it travel with it.
         last.tries = tuple(tries[:-1])
+        _carry_gone(last, gone)
         raise last
 
     async def health(self) -> list[ProviderHealth]:

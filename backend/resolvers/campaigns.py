@@ -21,6 +21,7 @@ from backend.schema.campaigns import (
     CampaignResult,
     CampaignRun,
     CampaignRunResult,
+    EngagementStats,
     RunCount,
 )
 from backend.schema.context import Context
@@ -65,7 +66,11 @@ def _data(input: CampaignInput) -> campaign_service.CampaignData:
 
 def _run(counted: campaign_service.CountedRun) -> CampaignRun:
     counts = [RunCount(channel=c.channel, status=c.status, count=c.count) for c in counted.counts]
-    return CampaignRun.from_model(counted.run, counts)
+    e = counted.engagement
+    engagement = EngagementStats(
+        opens=e.opens, unique_opens=e.unique_opens, clicks=e.clicks, unique_clicks=e.unique_clicks
+    )
+    return CampaignRun.from_model(counted.run, counts, engagement)
 
 
 async def _change(

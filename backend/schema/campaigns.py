@@ -114,6 +114,14 @@ class RunCount:
     count: int
 
 
+@strawberry.type(description="Opens and clicks of a run's emails (when tracking is on).")
+class EngagementStats:
+    opens: int = strawberry.field(description="Every recorded open.")
+    unique_opens: int = strawberry.field(description="Deliveries opened at least once.")
+    clicks: int = strawberry.field(description="Every recorded click.")
+    unique_clicks: int = strawberry.field(description="Deliveries with at least one click.")
+
+
 @strawberry.type(description="One run of a campaign: one scheduled time, or one manual send.")
 class CampaignRun:
     id: strawberry.ID
@@ -130,9 +138,17 @@ class CampaignRun:
     counts: list[RunCount] = strawberry.field(
         description="Deliveries per channel and status, from the history."
     )
+    engagement: EngagementStats = strawberry.field(
+        description="Opens and clicks of its emails, from the history (email tracking)."
+    )
 
     @classmethod
-    def from_model(cls, row: CampaignRunModel, counts: list[RunCount]) -> CampaignRun:
+    def from_model(
+        cls,
+        row: CampaignRunModel,
+        counts: list[RunCount],
+        engagement: EngagementStats | None = None,
+    ) -> CampaignRun:
         return cls(
             id=strawberry.ID(str(row.id)),
             kind=RunKind(row.kind),
@@ -144,6 +160,8 @@ class CampaignRun:
             event_id=strawberry.ID(row.event_id),
             test_user_id=strawberry.ID(row.test_user_id) if row.test_user_id else None,
             counts=counts,
+            engagement=engagement
+            or EngagementStats(opens=0, unique_opens=0, clicks=0, unique_clicks=0),
         )
 
 

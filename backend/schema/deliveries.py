@@ -7,7 +7,7 @@ from datetime import datetime
 import strawberry
 
 from backend.channels import Channel
-from backend.db.history.base import DeliveryRecord, DeliveryStatus
+from backend.db.history.base import DeliveryRecord, DeliveryStatus, EngagementKind
 from backend.schema.common import Connection
 
 
@@ -26,6 +26,25 @@ class DeliveryAttempt:
     error: str | None = strawberry.field(description="Null when the attempt succeeded.")
 
 
+strawberry.enum(
+    EngagementKind,
+    name="EngagementKind",
+    description="What a recipient did with an email (open and click tracking).",
+)
+
+
+@strawberry.type(
+    description=(
+        "An open or a click of an email, recorded by its tracking pixel or a tracked link: an "
+        "event next to the status timeline, never a status change."
+    )
+)
+class DeliveryEngagement:
+    kind: EngagementKind
+    at: datetime
+    url: str | None = strawberry.field(description="The link followed (clicks only).")
+
+
 @strawberry.type(description="One message to one user on one channel, with its history.")
 class Delivery:
     id: strawberry.ID
@@ -41,6 +60,12 @@ class Delivery:
     title: str | None
     timeline: list[StatusChange]
     attempts: list[DeliveryAttempt]
+    engagements: list[DeliveryEngagement] = strawberry.field(
+        description=(
+            "Opens and clicks of an email, oldest first (empty unless tracking is on; at most "
+            "100 are kept)."
+        )
+    )
     provider_message_id: str | None
     created_at: datetime
     updated_at: datetime
@@ -63,6 +88,9 @@ class Delivery:
             attempts=[
                 DeliveryAttempt(number=a.number, at=a.at, provider=a.provider, error=a.error)
                 for a in r.attempts
+            ],
+            engagements=[
+                DeliveryEngagement(kind=e.kind, at=e.at, url=e.url) for e in r.engagements
             ],
             provider_message_id=r.provider_message_id,
             created_at=r.created_at,

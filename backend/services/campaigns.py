@@ -30,7 +30,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.auth import Principal
 from backend.broker import Broker
 from backend.channels import Channel
-from backend.db.history.base import DeliveryFilter, DeliveryStatus, HistoryStore
+from backend.db.history.base import (
+    DeliveryFilter,
+    DeliveryStatus,
+    EngagementCounts,
+    HistoryStore,
+)
 from backend.db.models import Campaign, CampaignRun
 from backend.db.repositories.campaigns import CampaignRepository, CampaignRunRepository
 from backend.db.repositories.templates import TemplateRepository
@@ -773,10 +778,17 @@ class CountedRun:
 
     run: CampaignRun
     counts: list[RunCount]
+    # Opens and clicks of its emails (when tracking is on).
+    engagement: EngagementCounts = field(default_factory=EngagementCounts)
 
 
 async def count_run(history: HistoryStore, run: CampaignRun) -> CountedRun:
-    return CountedRun(run=run, counts=await run_counts(history, run))
+    """A run with its deliveries counted by channel and status, and its opens and clicks."""
+    return CountedRun(
+        run=run,
+        counts=await run_counts(history, run),
+        engagement=await history.engagement_counts(DeliveryFilter(event_id=run.event_id)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

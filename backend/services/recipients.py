@@ -387,15 +387,19 @@ async def disable_addresses(
     kind: AddressKind,
     reasons: Mapping[str, str],
     at: datetime | None = None,
+    provider: str | None = None,
 ) -> int:
     """Disable the addresses of ``kind`` (by key) a provider reported gone, each with its
-    reason; later sends skip them."""
+    reason; later sends skip them. ``provider``: only the addresses of that service (a chat
+    id means something only to its own chat service)."""
     at = at or datetime.now(UTC)
     repository = RecipientAddressRepository(session)
     disabled = 0
     for reason in set(reasons.values()):
         keys = [key for key, why in reasons.items() if why == reason]
-        disabled += await repository.disable(kind=kind.value, keys=keys, reason=reason, at=at)
+        disabled += await repository.disable(
+            kind=kind.value, keys=keys, reason=reason, at=at, provider=provider
+        )
     return disabled
 
 

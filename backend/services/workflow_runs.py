@@ -478,8 +478,9 @@ async def _condition_context(
 
 
 def _combined(statuses: list[str]) -> str:
-    """A send step's status over its channels: sent when one got through, else the first's."""
-    if "sent" in statuses:
+    """A send step's status over its channels: sent when one got through (sent, or delivered
+    where the provider confirmed it), else the first's."""
+    if "sent" in statuses or "delivered" in statuses:
         return "sent"
     return statuses[0] if statuses else "skipped"
 

@@ -78,6 +78,7 @@ async def test_slack_bot_posts_chat_post_message_with_the_token_and_blocks(
 
     assert result.provider == "slack-bot"
     assert result.provider_message_id == "C024BE91L/1503435956.000247"
+    assert result.delivered  # Slack answered with the posted message's ts
     [request] = http_service.requests
     assert (request.method, request.path) == ("POST", "/api/chat.postMessage")
     assert request.headers["authorization"] == f"Bearer {BOT_TOKEN}"
@@ -151,6 +152,7 @@ async def test_slack_webhook_posts_text_and_blocks_and_takes_ok(http_service: Ht
         result = await hook.send(outgoing(Channel.SLACK, chat_id=None, body="Hi", blocks=BLOCKS))
 
     assert result.provider == "slack-hook"
+    assert not result.delivered  # a plain "ok": accepted, no message to show for it
     [request] = http_service.requests
     assert (request.method, request.path) == ("POST", "/services/T0/B0/XyZ")
     assert "authorization" not in request.headers
@@ -208,6 +210,7 @@ async def test_telegram_send_message_in_html_parse_mode(http_service: HttpServic
 
     assert result.provider == "tg"
     assert result.provider_message_id == "-1001234/4711"
+    assert result.delivered  # Telegram answered with the Message sent
     [request] = http_service.requests
     assert (request.method, request.path) == ("POST", f"/bot{TELEGRAM_TOKEN}/sendMessage")
     assert request.headers["content-type"].startswith("application/json")
@@ -238,8 +241,34 @@ async def test_telegram_blocked_bot_is_permanent(http_service: HttpService) -> N
     )
     bot = sender(Channel.TELEGRAM, token=TELEGRAM_TOKEN, url=http_service.url)
     async with running(bot):
-        with pytest.raises(PermanentChannelError, match="bot was blocked by the user"):
+        with pytest.raises(PermanentChannelError, match="bot was blocked by the user") as raised:
             await bot.send(outgoing(Channel.TELEGRAM, chat_id="42"))
+    # The chat is gone for good: reported so that its address is disabled.
+    assert raised.value.expired_endpoints == ("42",)
+    assert "bot was blocked by the user" in raised.value.expired_reasons["42"]
+
+
+@pytest.mark.parametrize(
+    ("status", "description", "gone"),
+    [
+        (403, "Forbidden: user is deactivated", True),
+        (403, "Forbidden: bot was kicked from the supergroup chat", True),
+        (400, "Bad Request: chat not found", True),
+        (403, "Forbidden: bot can't initiate conversation with a user", False),
+        (400, "Bad Request: can't parse entities: Unsupported start tag", False),
+    ],
+)
+async def test_telegram_reports_a_chat_gone_only_when_it_is(
+    http_service: HttpService, status: int, description: str, gone: bool
+) -> None:
+    http_service.respond = lambda r: Reply(
+        status, {"ok": False, "error_code": status, "description": description}
+    )
+    bot = sender(Channel.TELEGRAM, token=TELEGRAM_TOKEN, url=http_service.url)
+    async with running(bot):
+        with pytest.raises(PermanentChannelError, match=description) as raised:
+            await bot.send(outgoing(Channel.TELEGRAM, chat_id="-100777"))
+    assert raised.value.expired_endpoints == (("-100777",) if gone else ())
 
 
 async def test_telegram_429_carries_retry_after_from_parameters(http_service: HttpService) -> None:
@@ -292,6 +321,7 @@ async def test_discord_webhook_waits_for_the_message_and_disables_mentions(
         result = await hook.send(outgoing(Channel.DISCORD, title="Welcome!", body="Hi @everyone"))
 
     assert result.provider_message_id == "1100000000000000001"
+    assert result.delivered  # ?wait=true: Discord answered with the posted message
     [request] = http_service.requests
     assert (request.method, request.path) == ("POST", "/api/webhooks/123/tok-en?wait=true")
     assert request.json() == {
@@ -371,6 +401,7 @@ async def test_teams_posts_an_adaptive_card(http_service: HttpService, answer: R
         result = await hook.send(outgoing(Channel.TEAMS, title="Welcome!", body="Hello Ada"))
 
     assert result.provider == "teams"
+    assert not result.delivered  # Teams and Workflows only accept the card
     [request] = http_service.requests
     assert (request.method, request.path) == ("POST", "/workflows/abc/triggers/manual")
     assert request.json() == expected_card("Welcome!", "Hello Ada")

@@ -489,3 +489,82 @@ def test_registry_builds_mobile_push_from_both_provider_lists() -> None:
     assert isinstance(sender.fcm, FailoverSender)
     assert isinstance(sender.apns, ApnsSender)
     assert failover_chains(settings)[Channel.PUSH_MOBILE] == ["fcm-a", "fcm-b", "apns"]
+
+
+async def test_a_token_the_first_provider_found_gone_is_still_reported_after_failover(
+    fcm: FakeFcm, second_service: HttpService
+) -> None:
+    # fcm-a: one device is gone for good, the other cannot be reached now (transient: the
+    # message fails over). fcm-b delivers to the reachable device and fails the other one
+    # with a server error, so only fcm-a said the stale token is gone.
+    fcm.answers["stale-token"] = fcm_error(404, "UNREGISTERED", "Requested entity was not found.")
+    fcm.answers[ANDROID] = fcm_error(503, "UNAVAILABLE", "The service is currently unavailable.")
+    backup = FakeFcm(second_service)
+    backup.answers["stale-token"] = fcm_error(500, "INTERNAL", "Internal error")
+    chain = FailoverSender(
+        Channel.PUSH_MOBILE,
+        [
+            Provider("fcm-a", fcm_sender(fcm.service.url, "fcm-a")),
+            Provider("fcm-b", fcm_sender(backup.service.url, "fcm-b")),
+        ],
+        MemoryCircuitBreakers(threshold=5, open_seconds=30),
+    )
+    devices = (MobileDevice(ANDROID, "android"), MobileDevice("stale-token", "android"))
+    async with running(chain):
+        result = await chain.send(push(*devices))
+
+    assert result.provider == "fcm-b"
+    assert result.expired_endpoints == ("stale-token",)
+    assert "UNREGISTERED" in result.expired_reasons["stale-token"]
+
+
+async def test_a_token_found_gone_travels_with_the_final_error_of_a_failover(
+    fcm: FakeFcm, second_service: HttpService
+) -> None:
+    fcm.answers["stale-token"] = fcm_error(404, "UNREGISTERED", "Requested entity was not found.")
+    fcm.answers[ANDROID] = fcm_error(503, "UNAVAILABLE", "The service is currently unavailable.")
+    backup = FakeFcm(second_service)
+    for token in (ANDROID, "stale-token"):
+        backup.answers[token] = fcm_error(503, "UNAVAILABLE", "The service is unavailable.")
+    chain = FailoverSender(
+        Channel.PUSH_MOBILE,
+        [
+            Provider("fcm-a", fcm_sender(fcm.service.url, "fcm-a")),
+            Provider("fcm-b", fcm_sender(backup.service.url, "fcm-b")),
+        ],
+        MemoryCircuitBreakers(threshold=5, open_seconds=30),
+    )
+    devices = (MobileDevice(ANDROID, "android"), MobileDevice("stale-token", "android"))
+    async with running(chain):
+        with pytest.raises(TransientChannelError) as raised:
+            await chain.send(push(*devices))
+
+    assert raised.value.provider == "fcm-b"
+    assert raised.value.expired_endpoints == ("stale-token",)
+    assert "UNREGISTERED" in raised.value.expired_reasons["stale-token"]
+
+
+async def test_a_token_found_gone_travels_with_a_permanent_error_after_failover(
+    fcm: FakeFcm, second_service: HttpService
+) -> None:
+    fcm.answers["stale-token"] = fcm_error(404, "UNREGISTERED", "Requested entity was not found.")
+    fcm.answers[ANDROID] = fcm_error(503, "UNAVAILABLE", "The service is currently unavailable.")
+    backup = FakeFcm(second_service)
+    for token in (ANDROID, "stale-token"):
+        backup.answers[token] = fcm_error(400, "INVALID_ARGUMENT", "Invalid JSON payload")
+    chain = FailoverSender(
+        Channel.PUSH_MOBILE,
+        [
+            Provider("fcm-a", fcm_sender(fcm.service.url, "fcm-a")),
+            Provider("fcm-b", fcm_sender(backup.service.url, "fcm-b")),
+        ],
+        MemoryCircuitBreakers(threshold=5, open_seconds=30),
+    )
+    devices = (MobileDevice(ANDROID, "android"), MobileDevice("stale-token", "android"))
+    async with running(chain):
+        with pytest.raises(PermanentChannelError, match="Invalid JSON payload") as raised:
+            await chain.send(push(*devices))
+
+    assert raised.value.provider == "fcm-b"
+    assert [t.provider for t in raised.value.tries] == ["fcm-a"]
+    assert raised.value.expired_endpoints == ("stale-token",)

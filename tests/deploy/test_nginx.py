@@ -247,3 +247,19 @@ def test_unsubscribe_links_and_the_preference_page_reach_the_api(proxied, settin
     assert one_click.status_code == 200, one_click.text
     bad = httpx.get(f"{proxy.url}/unsubscribe/not-a-token", timeout=10)
     assert bad.status_code == 400 and "Link not valid" in bad.text
+
+
+def test_tracking_links_reach_the_api_and_redirect(proxied, settings):
+    from backend.services.tracking import PIXEL_GIF, click_url, open_url
+
+    proxy, _ = proxied
+    base = settings.public_url.rstrip("/")
+    pixel = open_url(settings, delivery_id="d-nginx").replace(base, proxy.url)
+    answer = httpx.get(pixel, timeout=10)
+    assert answer.status_code == 200 and answer.content == PIXEL_GIF
+    assert answer.headers["content-type"] == "image/gif"
+    link = click_url(settings, delivery_id="d-nginx", url="https://example.org/x?a=1")
+    redirect = httpx.get(link.replace(base, proxy.url), timeout=10)
+    assert redirect.status_code == 302
+    assert redirect.headers["location"] == "https://example.org/x?a=1"
+    assert httpx.get(f"{proxy.url}/t/c/not-a-token", timeout=10).status_code == 400

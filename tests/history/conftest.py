@@ -22,6 +22,8 @@ from backend.db.history.base import (
     DeliveryFilter,
     DeliveryRecord,
     DeliveryStatus,
+    Engagement,
+    EngagementKind,
     HistoryStore,
     StatusChange,
 )
@@ -95,6 +97,10 @@ def full_delivery(id: str = "d-full") -> DeliveryRecord:
         # Another offset than UTC: the store must keep the instant.
         read_at=datetime(2026, 3, 1, 16, 5, 30, 250_000, tzinfo=timezone(timedelta(hours=2))),
         archived_at=minutes(60),
+        engagements=[
+            Engagement(EngagementKind.OPENED, minutes(4)),
+            Engagement(EngagementKind.CLICKED, minutes(5), url="https://example.org/a?b=1&c=é"),
+        ],
     )
 
 

@@ -458,6 +458,10 @@ async def test_scrub_user_keeps_counts_and_removes_what_names_the_user(
             "campaign_id", "created_at", "updated_at", "read_at", "archived_at")  # fmt: skip
     assert {n: getattr(scrubbed, n) for n in same} == {n: getattr(original, n) for n in same}
     assert [c.status for c in scrubbed.timeline] == [c.status for c in original.timeline]
+    # A clicked URL may carry the user's own identifiers; the events themselves stay counted.
+    assert [(e.kind, e.at, e.url) for e in scrubbed.engagements] == [
+        (e.kind, e.at, None if e.url is None else "[removed]") for e in original.engagements
+    ]
     assert await store.get("d-other") == kept
     assert await store.count_by_status(DeliveryFilter(user_id="h-1")) == {
         (Channel.IN_APP, DeliveryStatus.SENT): 1,

@@ -44,6 +44,7 @@ RABBITMQ_URL = f"{TEST_RABBITMQ_URL}_orchestration"
 REDIS_URL = os.environ.get("HERALD_TEST_ORCHESTRATION_REDIS_URL", "redis://127.0.0.1:6379/12")
 UNSUBSCRIBE_SECRET = "test-unsubscribe-secret-0123456789abcdef"
 PUBLIC_URL = "http://herald.test"
+TRACKING_SECRET = "test-tracking-secret-0123456789abcdef"
 
 
 def _ensure_vhost(url: str) -> None:
@@ -242,6 +243,12 @@ class ChatApi:
         if path == f"/telegram/bot{TELEGRAM_TOKEN}/sendMessage":
             if body.get("parse_mode") != "HTML":
                 return 400, {"ok": False, "error_code": 400, "description": "Bad Request"}
+            if str(body.get("chat_id", "")).startswith("999"):  # users who blocked the bot
+                return 403, {
+                    "ok": False,
+                    "error_code": 403,
+                    "description": "Forbidden: bot was blocked by the user",
+                }
             return 200, {"ok": True, "result": {"message_id": len(self.requests)}}
         return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
 
@@ -330,6 +337,9 @@ def _suite_values(relay_b: Smtp, sms_b: HttpEndpoint, chat: ChatApi) -> dict[str
         "HERALD_PUBLIC_URL": PUBLIC_URL,
         "HERALD_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET,
         "HERALD_UNSUBSCRIBE_MAILTO": "unsubscribe@herald.test",
+        "HERALD_EMAIL_TRACK_OPENS": "true",
+        "HERALD_EMAIL_TRACK_CLICKS": "true",
+        "HERALD_TRACKING_SECRET": TRACKING_SECRET,
         "HERALD_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
         "HERALD_WEBHOOK_RETRY_MAX_SECONDS": "1",
         "HERALD_WEBHOOK_MAX_ATTEMPTS": "4",
@@ -360,6 +370,9 @@ def suite_settings(
         public_url=PUBLIC_URL,
         unsubscribe_secret=UNSUBSCRIBE_SECRET,
         unsubscribe_mailto="unsubscribe@herald.test",
+        email_track_opens=True,
+        email_track_clicks=True,
+        tracking_secret=TRACKING_SECRET,
     )
 
 

@@ -23,7 +23,7 @@ SET_PREFERENCES = """mutation($input: PreferencesInput!) { setPreferences(input:
 PREFERENCES = """query($userId: ID) { preferences(userId: $userId) {
   disabledChannels disabledEventTypes } }"""
 
-FINAL = ("SENT", "SKIPPED", "FAILED", "DEAD")
+FINAL = ("SENT", "DELIVERED", "SKIPPED", "FAILED", "DEAD")
 
 
 def admin(settings: Settings) -> str:

@@ -85,7 +85,8 @@ async def test_slack_goes_to_the_recipients_slack_address_with_the_rendered_bloc
     )
     [delivery] = await final_deliveries(api, event_id, 1)
 
-    assert delivery["status"] == "SENT", delivery
+    # Slack answered with the posted message (its ts): delivered, not only sent.
+    assert delivery["status"] == "DELIVERED", delivery
     assert [a["provider"] for a in delivery["attempts"]] == ["slack-a"]
     [request] = posts(chat_api, SLACK_POST, order)
     assert request["headers"]["authorization"] == f"Bearer {SLACK_TOKENS['slack-a']}"
@@ -115,7 +116,7 @@ async def test_slack_fails_over_to_the_second_workspace_bot(
     )
     [delivery] = await final_deliveries(api, event_id, 1)
 
-    assert delivery["status"] == "SENT", delivery
+    assert delivery["status"] == "DELIVERED", delivery
     assert [a["provider"] for a in delivery["attempts"]] == ["slack-a", "slack-b"]
     assert "503" in delivery["attempts"][0]["error"]
     assert [r["answered"] for r in posts(chat_api, SLACK_POST, order)] == [503]
@@ -176,7 +177,8 @@ async def test_telegram_takes_the_chat_from_the_event_and_respects_preferences(
         await reset_preferences(api, "u-bruno")
 
     by_user = {d["userId"]: d for d in deliveries}
-    assert by_user["u-alice"]["status"] == "SENT"
+    assert by_user["u-alice"]["status"] == "DELIVERED"
+    assert [t["status"] for t in by_user["u-alice"]["timeline"]][-1] == "DELIVERED"
     assert by_user["u-bruno"]["status"] == "SKIPPED"
     [request] = posts(chat_api, TELEGRAM_SEND, order)
     assert request["body"] == {
@@ -372,7 +374,43 @@ async def test_a_telegram_budget_skips_what_is_over_it(api: GraphQL, chat_api: C
         removed = await api(REMOVE_BUDGET, {"c": "TELEGRAM"}, token=admin(api.settings))
         assert removed["data"]["removeDeliveryBudget"]["removed"] is True
         await asyncio.sleep(BUDGET_CACHE_SECONDS)  # later tests see no budget
-    assert [d["status"] for d in outcomes] == ["SENT", "SKIPPED"]
+    assert [d["status"] for d in outcomes] == ["DELIVERED", "SKIPPED"]
     assert outcomes[1]["timeline"][0]["reason"] == (
         f"over the user's telegram budget: at most 1 every {window} s"
     )
+
+
+async def test_a_telegram_user_who_blocked_the_bot_fails_and_their_chat_is_disabled(
+    api: GraphQL, chat_api: ChatApi
+) -> None:
+    slug = await chat_template(api)
+    chat_id = f"999{uuid.uuid4().int % 10**9}"
+    registered = await api(
+        REGISTER,
+        {"i": {"chat": {"provider": "telegram", "chatId": chat_id}}},
+        token=token_for(api.settings, "user", sub="u-chen"),
+    )
+    assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress", registered
+    order = uuid.uuid4().hex[:6]
+
+    event_id = await send(
+        api,
+        type="order_shipped",
+        userIds=["u-chen"],
+        templateSlug=slug,
+        channels=["TELEGRAM"],
+        payload={"order": order},
+    )
+    [delivery] = await final_deliveries(api, event_id, 1)
+
+    assert delivery["status"] == "FAILED", delivery
+    assert "bot was blocked by the user" in delivery["timeline"][-1]["reason"]
+    assert [r["answered"] for r in posts(chat_api, TELEGRAM_SEND, order)] == [403]
+    recipient = await api(RECIPIENT, {"u": "u-chen"}, token=admin(api.settings))
+    [address] = [
+        a
+        for a in recipient["data"]["recipient"]["addresses"]
+        if a["kind"] == "CHAT" and chat_id in a["displayValue"]
+    ]
+    assert address["state"] == "DISABLED"
+    assert "bot was blocked by the user" in address["disabledReason"]

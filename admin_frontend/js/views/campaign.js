@@ -10,7 +10,7 @@ import { ApiError, describeError, errorBanner, showFieldError } from "../errors.
 import { cronWords, describeSchedule, formatInZone, fromNow } from "../schedule.js";
 import { audienceWords, upcomingRun } from "./campaigns.js";
 
-const RUN_FIELDS = "id kind status scheduledFor startedAt finishedAt recipients eventId testUserId counts { channel status count }";
+const RUN_FIELDS = "id kind status scheduledFor startedAt finishedAt recipients eventId testUserId counts { channel status count } engagement { opens uniqueOpens clicks uniqueClicks }";
 const CAMPAIGN = `query Campaign($id: ID!) {
   campaign(id: $id) {
     id name status category templateSlug channels locale payload nextRunAt runsStarted createdBy createdAt updatedAt
@@ -29,6 +29,7 @@ const SEND_NOW = `mutation SendCampaignNow($id: ID!, $testUserId: ID) {
 // Delivery statuses, in the order a bar stacks them, with their colours.
 const SEGMENTS = [
   { status: "SENT", color: "#1a7f37" },
+  { status: "DELIVERED", color: "#0e5a27" },
   { status: "SKIPPED", color: "#a0a7b4" },
   { status: "QUEUED", color: "#8da0ec" },
   { status: "SENDING", color: "#3554d1" },
@@ -78,6 +79,20 @@ function channelCounts(run) {
       );
       return h("li", { "data-channel": channel }, h("span", { class: "channel-name" }, channelLabel(channel)), stackedBar(by, total), h("span", { class: "counts" }, numbers));
     }),
+  );
+}
+
+/** Opens and clicks of a run's emails (email tracking), each with how many emails had one. */
+function engagementCell(run) {
+  const e = run.engagement;
+  const attrs = { class: "engagement", "data-opens": String(e.opens), "data-unique-opens": String(e.uniqueOpens), "data-clicks": String(e.clicks), "data-unique-clicks": String(e.uniqueClicks) };
+  if (!e.opens && !e.clicks) return h("td", attrs, h("span", { class: "muted" }, "—"));
+  const plural = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`;
+  return h(
+    "td",
+    attrs,
+    h("span", { class: "block" }, `${plural(e.opens, "open")} (${e.uniqueOpens.toLocaleString()} unique)`),
+    h("span", { class: "block" }, `${plural(e.clicks, "click")} (${e.uniqueClicks.toLocaleString()} unique)`),
   );
 }
 
@@ -307,6 +322,7 @@ export function render(root, { params, ctx }) {
           h("th", { scope: "col" }, "Status"),
           h("th", { scope: "col", class: "num" }, "Recipients"),
           h("th", { scope: "col" }, "Deliveries by channel"),
+          h("th", { scope: "col" }, "Opens and clicks"),
           h("th", { scope: "col", class: "optional" }, "Finished"),
         ),
       ),
@@ -327,6 +343,7 @@ export function render(root, { params, ctx }) {
             h("td", {}, campaignBadge(run.status)),
             h("td", { class: "num" }, run.recipients.toLocaleString()),
             h("td", {}, channelCounts(run)),
+            engagementCell(run),
             h("td", { class: "optional" }, run.finishedAt ? formatDateTime(run.finishedAt) : h("span", { class: "muted" }, "—")),
           ),
         ),

@@ -13,6 +13,7 @@ const DELIVERY_FIELDS = `
   providerMessageId createdAt updatedAt
   timeline { status at reason }
   attempts { number at provider error }
+  engagements { kind at url }
 `;
 const LIST = `query Deliveries($filter: DeliveryFilter, $first: Int!, $after: String) {
   deliveries(filter: $filter, first: $first, after: $after) {
@@ -24,6 +25,30 @@ const EVENT = `query Event($id: ID!) { event(id: $id) { id type deliveries { id 
 const USER_RUNS = `query DeliveryRuns($filter: WorkflowRunFilter) {
   workflowRuns(filter: $filter, first: 20) { edges { node { id } } }
 }`;
+
+const ENGAGEMENT_LABELS = { OPENED: "Opened", CLICKED: "Clicked" };
+
+/** A delivery's status changes and its opens and clicks (email tracking), oldest first. */
+function timelineEntries(d) {
+  const changes = d.timeline.map((t) => ({ ...t, order: 0 }));
+  const events = (d.engagements || []).map((e) => ({ ...e, order: 1 }));
+  // Stable: a status change and an open at the same instant keep the change first.
+  return [...changes, ...events].sort((a, b) => Date.parse(a.at) - Date.parse(b.at) || a.order - b.order);
+}
+
+function timelineItem(entry) {
+  if (!entry.kind) {
+    return h("li", { "data-status": entry.status }, statusBadge(entry.status), h("time", { datetime: entry.at }, formatDateTime(entry.at)), entry.reason ? h("p", { class: "muted" }, entry.reason) : null);
+  }
+  // An open or click is an event, not a status: the delivery's status does not change.
+  return h(
+    "li",
+    { "data-engagement": entry.kind },
+    h("span", { class: `badge engagement-${entry.kind.toLowerCase()}` }, ENGAGEMENT_LABELS[entry.kind] ?? entry.kind),
+    h("time", { datetime: entry.at }, formatDateTime(entry.at)),
+    entry.url ? h("p", { class: "muted mono" }, entry.url) : null,
+  );
+}
 
 /** The workflow run whose send step made delivery `d`, if any (its recent runs for the user). */
 async function runOfDelivery(d) {
@@ -227,11 +252,7 @@ export function render(root, { query, ctx }) {
         h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
         h("h3", {}, "Timeline"),
         d.timeline.length
-          ? h(
-              "ol",
-              { class: "timeline", id: "delivery-timeline" },
-              d.timeline.map((t) => h("li", { "data-status": t.status }, statusBadge(t.status), h("time", { datetime: t.at }, formatDateTime(t.at)), t.reason ? h("p", { class: "muted" }, t.reason) : null)),
-            )
+          ? h("ol", { class: "timeline", id: "delivery-timeline" }, timelineEntries(d).map(timelineItem))
           : h("p", { class: "muted" }, "No status changes recorded."),
         h("h3", {}, "Attempts"),
         d.attempts.length

@@ -19,12 +19,31 @@ class DeliveryStatus(StrEnum):
     QUEUED = "queued"
     SENDING = "sending"
     SENT = "sent"
+    # The provider confirmed the message reached the recipient's chat or inbox there and then
+    # (Slack's ts, Telegram's message, Discord's message): a final status like ``sent``.
+    DELIVERED = "delivered"
     FAILED = "failed"
     SKIPPED = "skipped"
     DEAD = "dead"
 
 
-FINAL_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.SKIPPED, DeliveryStatus.DEAD})
+FINAL_STATUSES = frozenset(
+    {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.SKIPPED, DeliveryStatus.DEAD}
+)
+# Where a message got through: what opens and clicks are counted against.
+GOT_THROUGH = frozenset({DeliveryStatus.SENT, DeliveryStatus.DELIVERED})
+
+
+class EngagementKind(StrEnum):
+    """What a recipient did with an email (open and click tracking)."""
+
+    OPENED = "opened"
+    CLICKED = "clicked"
+
+
+# A delivery keeps at most this many opens and clicks: a tracking link replayed in a loop
+# cannot grow its record without bound. Counts stop there; the delivery's status never moves.
+MAX_ENGAGEMENTS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +59,26 @@ class Attempt:
     at: datetime
     provider: str | None = None
     error: str | None = None  # None when the attempt succeeded
+
+
+@dataclass(frozen=True, slots=True)
+class Engagement:
+    """One open or click of a delivered email: an event next to the status timeline, not a
+    status (a sent email stays sent when it is opened)."""
+
+    kind: EngagementKind
+    at: datetime
+    url: str | None = None  # the link followed, for a click
+
+
+@dataclass(frozen=True, slots=True)
+class EngagementCounts:
+    """Opens and clicks of a set of deliveries: every event, and the deliveries with one."""
+
+    opens: int = 0
+    unique_opens: int = 0
+    clicks: int = 0
+    unique_clicks: int = 0
 
 
 @dataclass(slots=True)
@@ -64,6 +103,7 @@ class DeliveryRecord:
     provider_message_id: str | None = None
     read_at: datetime | None = None
     archived_at: datetime | None = None
+    engagements: list[Engagement] = field(default_factory=list)  # opens and clicks, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,13 +271,23 @@ class HistoryStore(Protocol):
         """Counts per (channel, status) of the records matching ``filter``."""
         ...
 
+    async def add_engagement(self, delivery_id: str, engagement: Engagement) -> bool:
+        """Append an open or click to an email delivery's engagements, leaving its status and
+        timeline alone. False (nothing changed) when there is no such email delivery or it
+        already holds :data:`MAX_ENGAGEMENTS`."""
+        ...
+
+    async def engagement_counts(self, filter: DeliveryFilter) -> EngagementCounts:
+        """Opens and clicks of the records matching ``filter``."""
+        ...
+
     async def scrub_user(self, user_id: str, hashed_id: str) -> int:
         """Forget a user in the history: each of their deliveries keeps its id, event, type,
         channel, status, template, locale, campaign and times, for counts; its user id becomes
         ``hashed_id``, and what could name the user goes (rendered subject, title and body,
         data, the provider's message id, the reasons and errors of its timeline and attempts,
-        which may quote an address). Returns how many deliveries were scrubbed; a second call
-        finds none (idempotent)."""
+        which may quote an address, and the URLs of its clicks). Returns how many deliveries
+        were scrubbed; a second call finds none (idempotent)."""
         ...
 
     async def purge_older_than(self, cutoff: datetime, *, batch_size: int = 5000) -> int:

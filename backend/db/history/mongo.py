@@ -20,10 +20,14 @@ from pymongo.errors import BulkWriteError, OperationFailure
 
 from backend.channels import Channel
 from backend.db.history.base import (
+    MAX_ENGAGEMENTS,
     Attempt,
     DeliveryFilter,
     DeliveryRecord,
     DeliveryStatus,
+    Engagement,
+    EngagementCounts,
+    EngagementKind,
     HistoryStore,
     Rendered,
     StatsDimension,
@@ -72,6 +76,15 @@ def attempt_to_document(attempt: Attempt) -> Document:
     }
 
 
+def engagement_to_document(engagement: Engagement) -> Document:
+    """An open or click as stored."""
+    return {
+        "kind": engagement.kind.value,
+        "at": bson_datetime(engagement.at),
+        "url": engagement.url,
+    }
+
+
 def record_to_document(record: DeliveryRecord) -> Document:
     """The document for ``record``, exactly as given (see :func:`new_document` for ``add``)."""
     return {
@@ -95,6 +108,7 @@ def record_to_document(record: DeliveryRecord) -> Document:
         "provider_message_id": record.provider_message_id,
         "read_at": _optional_datetime(record.read_at),
         "archived_at": _optional_datetime(record.archived_at),
+        "engagements": [engagement_to_document(e) for e in record.engagements],
     }
 
 
@@ -155,6 +169,12 @@ def document_to_record(document: Mapping[str, Any]) -> DeliveryRecord:
         provider_message_id=document.get("provider_message_id"),
         read_at=_read_datetime(document.get("read_at")),
         archived_at=_read_datetime(document.get("archived_at")),
+        engagements=[
+            Engagement(
+                kind=EngagementKind(entry["kind"]), at=as_utc(entry["at"]), url=entry.get("url")
+            )
+            for entry in document.get("engagements") or []
+        ],
     )
 
 
@@ -224,6 +244,64 @@ def transition_update(
     return query, {"$set": changes, "$push": pushes}
 
 
+def engagement_update(delivery_id: str, engagement: Engagement) -> tuple[Document, Document]:
+    """(filter, update) appending an open or click to an email delivery that holds fewer than
+    ``MAX_ENGAGEMENTS``; its status, timeline and ``updated_at`` are left alone."""
+    query: Document = {
+        "_id": delivery_id,
+        "channel": Channel.EMAIL.value,
+        f"engagements.{MAX_ENGAGEMENTS - 1}": {"$exists": False},
+    }
+    return query, {"$push": {"engagements": engagement_to_document(engagement)}}
+
+
+def _engagements_of(kind: EngagementKind) -> Document:
+    return {
+        "$size": {
+            "$filter": {
+                "input": {"$ifNull": ["$engagements", []]},
+                "as": "e",
+                "cond": {"$eq": ["$$e.kind", kind.value]},
+            }
+        }
+    }
+
+
+def engagement_pipeline(filter: DeliveryFilter) -> list[Document]:
+    """The aggregation counting the opens and clicks of the records matching ``filter``."""
+    return [
+        {"$match": {**find_filter(filter), "engagements.0": {"$exists": True}}},
+        {
+            "$project": {
+                "opens": _engagements_of(EngagementKind.OPENED),
+                "clicks": _engagements_of(EngagementKind.CLICKED),
+            }
+        },
+        {
+            "$group": {
+                "_id": None,
+                "opens": {"$sum": "$opens"},
+                "unique_opens": {"$sum": {"$cond": [{"$gt": ["$opens", 0]}, 1, 0]}},
+                "clicks": {"$sum": "$clicks"},
+                "unique_clicks": {"$sum": {"$cond": [{"$gt": ["$clicks", 0]}, 1, 0]}},
+            }
+        },
+    ]
+
+
+def engagement_counts_from(groups: Sequence[Mapping[str, Any]]) -> EngagementCounts:
+    """The result of :func:`engagement_pipeline` (no group when nothing matched)."""
+    if not groups:
+        return EngagementCounts()
+    group = groups[0]
+    return EngagementCounts(
+        opens=int(group["opens"]),
+        unique_opens=int(group["unique_opens"]),
+        clicks=int(group["clicks"]),
+        unique_clicks=int(group["unique_clicks"]),
+    )
+
+
 def count_pipeline(filter: DeliveryFilter) -> list[Document]:
     """The aggregation counting the records matching ``filter`` per (channel, status)."""
     return [
@@ -272,6 +350,7 @@ def scrub_update(document: Mapping[str, Any], hashed_id: str) -> tuple[Document,
         "provider_message_id": None,
         "timeline": _scrub_entries(document.get("timeline"), "reason"),
         "attempts": _scrub_entries(document.get("attempts"), "error"),
+        "engagements": _scrub_entries(document.get("engagements"), "url"),
     }
     return {"_id": document["_id"], "user_id": document["user_id"]}, {"$set": changes}
 
@@ -434,6 +513,16 @@ class MongoHistoryStore(HistoryStore):
         """Counts per (channel, status) of the records matching ``filter``."""
         cursor = await self.collection.aggregate(count_pipeline(filter))
         return counts_from_groups(await cursor.to_list())
+
+    async def add_engagement(self, delivery_id: str, engagement: Engagement) -> bool:
+        """See :meth:`HistoryStore.add_engagement`: one conditional ``$push``."""
+        result = await self.collection.update_one(*engagement_update(delivery_id, engagement))
+        return result.matched_count == 1
+
+    async def engagement_counts(self, filter: DeliveryFilter) -> EngagementCounts:
+        """Opens and clicks, by :func:`engagement_pipeline`."""
+        cursor = await self.collection.aggregate(engagement_pipeline(filter))
+        return engagement_counts_from(await cursor.to_list())
 
     async def scrub_user(self, user_id: str, hashed_id: str) -> int:
         """See :meth:`HistoryStore.scrub_user`. Each document's arrays are rewritten from what

@@ -23,7 +23,9 @@ from sqlalchemy import (
     delete,
     func,
     literal,
+    literal_column,
     select,
+    text,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -33,10 +35,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.channels import Channel
 from backend.db.history.base import (
+    MAX_ENGAGEMENTS,
     Attempt,
     DeliveryFilter,
     DeliveryRecord,
     DeliveryStatus,
+    Engagement,
+    EngagementCounts,
+    EngagementKind,
     HistoryStore,
     Rendered,
     StatsDimension,
@@ -81,6 +87,10 @@ class DeliveryRow(Base):
     provider_message_id: Mapped[str | None] = mapped_column(Text)
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Opens and clicks of an email (open and click tracking), in order: events, not statuses.
+    engagements: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'[]'::jsonb")
+    )
 
 
 # The listing indexes end with (created_at DESC, id DESC), the order of find(), so a page
@@ -152,6 +162,14 @@ def _attempt_from_json(value: dict[str, Any]) -> Attempt:
     )
 
 
+def _engagement_from_json(value: dict[str, Any]) -> Engagement:
+    return Engagement(
+        kind=EngagementKind(value["kind"]),
+        at=datetime.fromisoformat(value["at"]),
+        url=value.get("url"),
+    )
+
+
 def _record_to_values(record: DeliveryRecord) -> tuple[Any, ...]:
     """The record's column values for the batch insert, in the table's column order
     (``_COLUMNS``), JSONB values as JSON text. A tuple, not a dict: ``add`` runs this for
@@ -177,6 +195,7 @@ def _record_to_values(record: DeliveryRecord) -> tuple[Any, ...]:
         record.provider_message_id,
         None if record.read_at is None else as_utc(record.read_at),
         None if record.archived_at is None else as_utc(record.archived_at),
+        _json(record.engagements),
     )
 
 
@@ -202,6 +221,7 @@ def _row_to_record(row: RowMapping) -> DeliveryRecord:
         provider_message_id=row["provider_message_id"],
         read_at=row["read_at"],
         archived_at=row["archived_at"],
+        engagements=[_engagement_from_json(e) for e in row["engagements"]],
     )
 
 
@@ -266,9 +286,26 @@ def _scrubbed(column: str, key: str) -> str:
 _SCRUB_USER = Statement(
     "UPDATE deliveries AS d SET user_id = :hashed_id, subject = NULL, title = NULL, "  # noqa: S608
     "body = NULL, data = '{}'::jsonb, provider_message_id = NULL, "
-    f"timeline = {_scrubbed('timeline', 'reason')}, attempts = {_scrubbed('attempts', 'error')} "
+    f"timeline = {_scrubbed('timeline', 'reason')}, attempts = {_scrubbed('attempts', 'error')}, "
+    f"engagements = {_scrubbed('engagements', 'url')} "
     "WHERE d.user_id = :user_id"
 )
+
+# An open or click: appended to an email delivery's engagements, its status and timeline left
+# alone (and its updated_at too: that is the claim's version, see transition_many).
+_ADD_ENGAGEMENT = Statement(
+    """
+    UPDATE deliveries SET engagements = engagements || CAST(:entry AS jsonb)
+    WHERE id = :id AND channel = :channel AND jsonb_array_length(engagements) < :most
+    RETURNING id
+    """
+)
+
+
+def _engagements_of(kind: EngagementKind) -> ColumnElement[int]:
+    """How many engagements of ``kind`` a row holds."""
+    path: ColumnElement[Any] = literal_column(f"'$[*] ? (@.kind == \"{kind.value}\")'::jsonpath")
+    return func.jsonb_array_length(func.jsonb_path_query_array(deliveries.c.engagements, path))
 
 
 class PostgresHistoryStore(HistoryStore):
@@ -379,6 +416,34 @@ class PostgresHistoryStore(HistoryStore):
         return {
             (Channel(channel), DeliveryStatus(status)): count for channel, status, count in rows
         }
+
+    async def add_engagement(self, delivery_id: str, engagement: Engagement) -> bool:
+        """See :meth:`HistoryStore.add_engagement`: one UPDATE."""
+        params = {
+            "id": delivery_id,
+            "channel": Channel.EMAIL.value,
+            "entry": _json([engagement]),
+            "most": MAX_ENGAGEMENTS,
+        }
+        async with driver_connection(self.engine) as conn:
+            rows = await _ADD_ENGAGEMENT.fetch(conn, params)
+        return bool(rows)
+
+    async def engagement_counts(self, filter: DeliveryFilter) -> EngagementCounts:
+        """Opens and clicks of the matching records, in one aggregate."""
+        opens = _engagements_of(EngagementKind.OPENED)
+        clicks = _engagements_of(EngagementKind.CLICKED)
+        stmt = select(
+            func.coalesce(func.sum(opens), 0),
+            func.count().filter(opens > 0),
+            func.coalesce(func.sum(clicks), 0),
+            func.count().filter(clicks > 0),
+        ).where(*_conditions(filter), deliveries.c.engagements != text("'[]'::jsonb"))
+        async with self.auto.connect() as conn:
+            row = (await conn.execute(stmt)).one()
+        return EngagementCounts(
+            opens=int(row[0]), unique_opens=row[1], clicks=int(row[2]), unique_clicks=row[3]
+        )
 
     async def scrub_user(self, user_id: str, hashed_id: str) -> int:
         """See :meth:`HistoryStore.scrub_user`: one statement, in its own transaction."""

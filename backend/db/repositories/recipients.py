@@ -219,18 +219,29 @@ class RecipientAddressRepository:
         result = await self.session.execute(stmt)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def disable(self, *, kind: str, keys: Sequence[str], reason: str, at: datetime) -> int:
+    async def disable(
+        self,
+        *,
+        kind: str,
+        keys: Sequence[str],
+        reason: str,
+        at: datetime,
+        provider: str | None = None,
+    ) -> int:
         """Disable the active addresses of ``kind`` with these keys (a provider said they are
-        gone); how many changed."""
+        gone), only ``provider``'s when given; how many changed."""
         if not keys:
             return 0
+        conditions = [
+            RecipientAddress.kind == kind,
+            RecipientAddress.key.in_(list(keys)),
+            RecipientAddress.state == ACTIVE,
+        ]
+        if provider is not None:
+            conditions.append(RecipientAddress.provider == provider)
         stmt = (
             update(RecipientAddress)
-            .where(
-                RecipientAddress.kind == kind,
-                RecipientAddress.key.in_(list(keys)),
-                RecipientAddress.state == ACTIVE,
-            )
+            .where(*conditions)
             .values(state=DISABLED, disabled_reason=reason, disabled_at=at)
         )
         result = await self.session.execute(stmt)

@@ -37,7 +37,7 @@ from backend.db.repositories.recipients import RecipientAddressRepository
 from backend.errors import HeraldError, UnavailableError
 from backend.observability import metrics, tracing
 from backend.observability.logs import log_context
-from backend.services import recipients, task_messages, unsubscribe
+from backend.services import recipients, task_messages, tracking, unsubscribe
 from backend.services import templates as template_service
 from backend.services.deliveries.claims import claim
 from backend.services.deliveries.context import DeliveryContext
@@ -78,6 +78,9 @@ class BatchOutcome:
     expired_endpoints: dict[str, str] = field(default_factory=dict)
     # Mobile device tokens FCM or APNs reported gone, likewise.
     expired_devices: dict[str, str] = field(default_factory=dict)
+    # Chats a chat service reported gone (a Telegram user who blocked the bot), by (channel,
+    # chat id), likewise.
+    expired_chats: dict[tuple[str, str], str] = field(default_factory=dict)
     used_endpoints: list[str] = field(default_factory=list)  # push endpoints that took a message
     retries: list[Retry] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)  # status changes to announce
@@ -93,6 +96,7 @@ class BatchOutcome:
         self.dead_letters.extend(other.dead_letters)
         self.expired_endpoints.update(other.expired_endpoints)
         self.expired_devices.update(other.expired_devices)
+        self.expired_chats.update(other.expired_chats)
         self.used_endpoints.extend(other.used_endpoints)
         self.retries.extend(other.retries)
         self.updates.extend(other.updates)
@@ -186,13 +190,20 @@ async def send_batch(
 
 async def save_outcome(session: AsyncSession, outcome: BatchOutcome) -> None:
     """The outcome's PostgreSQL writes, in the caller's transaction: the dead letters, and the
-    push subscriptions the push service reported gone (disabled with its answer, so later
-    sends skip them)."""
+    push subscriptions, device tokens and chats a provider reported gone (disabled with its
+    answer, so later sends skip them)."""
     if outcome.expired_endpoints:
         await recipients.disable_web_push(session, reasons=outcome.expired_endpoints)
     if outcome.expired_devices:
         await recipients.disable_addresses(
             session, kind=recipients.AddressKind.MOBILE_PUSH, reasons=outcome.expired_devices
+        )
+    chats: dict[str, dict[str, str]] = defaultdict(dict)
+    for (service, chat_id), reason in outcome.expired_chats.items():
+        chats[service][chat_id] = reason
+    for service, reasons in chats.items():
+        await recipients.disable_addresses(
+            session, kind=recipients.AddressKind.CHAT, reasons=reasons, provider=service
         )
     if outcome.used_endpoints:
         await recipients.mark_web_push_used(session, endpoints=outcome.used_endpoints)
@@ -364,6 +375,12 @@ class _Batch:
             content, channel=channel, locale=envelope.locale or user.locale
         )
         rendered = template_service.render_content(item, _render_context(envelope, user))
+        html = rendered.html
+        if html and channel is Channel.EMAIL:
+            # Open and click tracking, as far as the settings turn it on.
+            html = tracking.instrument_html(
+                self.ctx.settings, html, delivery_id=record.id, critical=envelope.critical
+            )
         message = OutgoingMessage(
             delivery_id=record.id,
             event_id=envelope.id,
@@ -373,7 +390,7 @@ class _Batch:
             subject=rendered.subject,
             title=rendered.title,
             body=rendered.body,
-            html=rendered.html,
+            html=html,
             data=envelope.payload or {},
             push_subscriptions=tuple(resources.subscriptions.get(record.user_id, ())),
             chat_id=(
@@ -431,7 +448,8 @@ class _Batch:
         )
         await self.history.transition(
             record.id,
-            DeliveryStatus.SENT,
+            # Where the provider answered with the posted message, it got there: delivered.
+            DeliveryStatus.DELIVERED if result.delivered else DeliveryStatus.SENT,
             at=datetime.now(UTC),
             expected=frozenset({DeliveryStatus.SENDING}),
             rendered=stored,
@@ -441,6 +459,12 @@ class _Batch:
         self.outcome.sent += 1
 
     def _expired(self, endpoints: Sequence[str], reasons: Mapping[str, str]) -> None:
+        if self.channel in CHAT_CHANNELS:
+            for chat_id in endpoints:
+                self.outcome.expired_chats[(self.channel.value, chat_id)] = reasons.get(
+                    chat_id, f"{self.channel.value} reported the chat gone"
+                )
+            return
         gone = (
             self.outcome.expired_devices
             if self.channel is Channel.PUSH_MOBILE
