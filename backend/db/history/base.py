@@ -22,9 +22,20 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     DEAD = "dead"
+    # After ``sent``, from what the email provider said back (backend.services.email_feedback).
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
 
 
-FINAL_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.SKIPPED, DeliveryStatus.DEAD})
+FINAL_STATUSES = frozenset(
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.SKIPPED,
+        DeliveryStatus.DEAD,
+        DeliveryStatus.BOUNCED,
+        DeliveryStatus.COMPLAINED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
