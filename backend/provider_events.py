@@ -45,24 +45,20 @@ def _services(request: Request) -> Services:
 
 
 def _recorder(request: Request) -> FeedbackRecorder:
-    """One recorder per app, made with the lifespan's clients on first use."""
-    state = request.app.state
+    """A recorder on the app's clients. Made per request (reports are few): it then always
+    uses the services' current session factory."""
     services = _services(request)
-    recorder: FeedbackRecorder | None = getattr(state, "feedback_recorder", None)
-    if recorder is None or recorder.history is not services.clients.history:
-        clients = services.clients
-        recorder = FeedbackRecorder(
+    clients = services.clients
+    return FeedbackRecorder(
+        sessionmaker=services.sessionmaker,
+        history=clients.history,
+        live=RedisLivePublisher(clients.redis),
+        webhooks=WebhookNotifier(
             sessionmaker=services.sessionmaker,
-            history=clients.history,
-            live=RedisLivePublisher(clients.redis),
-            webhooks=WebhookNotifier(
-                sessionmaker=services.sessionmaker,
-                queue=BrokerWebhookQueue(clients.broker),
-                cache_seconds=services.settings.webhook_cache_seconds,
-            ),
-        )
-        state.feedback_recorder = recorder
-    return recorder
+            queue=BrokerWebhookQueue(clients.broker),
+            cache_seconds=0,
+        ),
+    )
 
 
 def _sns_verifier(request: Request) -> ses.SnsVerifier:
