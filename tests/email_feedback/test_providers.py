@@ -368,8 +368,9 @@ async def test_sendgrid_bounce_blocked_dropped_and_spamreport(
     gql: GraphQL,
     settings: Settings,
 ) -> None:
-    hard, blocked, dropped, spam, delivered = [await sent_email(history) for _ in range(5)]
-    addresses = [unique_address(n) for n in ("hard", "blocked", "dropped", "spam", "ok")]
+    hard, blocked, dropped, spam, delivered, unsub = [await sent_email(history) for _ in range(6)]
+    names = ("hard", "blocked", "dropped", "spam", "ok", "unsub")
+    addresses = [unique_address(n) for n in names]
     events = [
         sendgrid_event("bounce", addresses[0], hard.id, type="bounce", status="5.1.1",
                        reason="550 5.1.1 The email account that you tried to reach does not exist"),
@@ -378,6 +379,8 @@ async def test_sendgrid_bounce_blocked_dropped_and_spamreport(
         sendgrid_event("dropped", addresses[2], dropped.id, reason="Bounced Address"),
         sendgrid_event("spamreport", addresses[3], spam.id),
         sendgrid_event("delivered", addresses[4], delivered.id, response="250 OK"),
+        # Dropped because the user unsubscribed at SendGrid: not a bad address.
+        sendgrid_event("dropped", addresses[5], unsub.id, reason="Unsubscribed Address"),
     ]  # fmt: skip
     body, headers = sendgrid_signed(sendgrid_keys, events)
     response = await provider_client.post(
@@ -385,17 +388,16 @@ async def test_sendgrid_bounce_blocked_dropped_and_spamreport(
     )
 
     assert response.status_code == 200, response.text
-    assert response.json() == {"received": 4, "matched": 4, "suppressed": 3}
-    statuses = {
-        r.id: r.status
-        for r in await history.get_many([r.id for r in (hard, blocked, dropped, spam, delivered)])
-    }
+    assert response.json() == {"received": 5, "matched": 5, "suppressed": 3}
+    records = (hard, blocked, dropped, spam, delivered, unsub)
+    statuses = {r.id: r.status for r in await history.get_many([r.id for r in records])}
     assert statuses == {
         hard.id: DeliveryStatus.BOUNCED,
         blocked.id: DeliveryStatus.SENT,
         dropped.id: DeliveryStatus.BOUNCED,
         spam.id: DeliveryStatus.COMPLAINED,
         delivered.id: DeliveryStatus.SENT,
+        unsub.id: DeliveryStatus.SENT,
     }
     kinds = {a: [r["kind"] for r in await suppressed(gql, settings, a)] for a in addresses}
     assert kinds == {
@@ -404,6 +406,7 @@ async def test_sendgrid_bounce_blocked_dropped_and_spamreport(
         addresses[2]: ["HARD_BOUNCE"],
         addresses[3]: ["COMPLAINT"],
         addresses[4]: [],
+        addresses[5]: [],
     }
 
 

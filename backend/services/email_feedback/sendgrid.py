@@ -4,9 +4,10 @@ signature is in ``X-Twilio-Email-Event-Webhook-Signature``, the verification key
 SendGrid shows when signing is turned on.
 
 Events used: ``bounce`` (``type`` "bounce": hard; "blocked": soft), ``dropped`` (SendGrid
-would not send: hard when the reason is a bounced or invalid address, else soft) and
-``spamreport`` (complaint). Herald's delivery id comes back as the custom argument
-``herald_delivery_id`` (set through the ``X-SMTPAPI`` header on outgoing mail).
+would not send: reason "Bounced Address" or "Invalid" is hard, "Spam Reporting Address" a
+complaint, any other soft) and ``spamreport`` (complaint). Herald's delivery id comes back
+as the custom argument ``herald_delivery_id`` (set through the ``X-SMTPAPI`` header on
+outgoing mail).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from backend.services.email_feedback.recording import (
 PROVIDER = "sendgrid"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-# ``dropped`` reasons that mean the address itself is bad.
-_HARD_DROPS = ("bounced address", "invalid", "unsubscribed address")
+# ``dropped`` reasons (SendGrid's own suppression lists) that say the address is bad, or that
+# its owner reported spam; other drops (unsubscribed, invalid SMTPAPI header...) are soft.
+_HARD_DROPS = frozenset({"bounced address", "invalid"})
+_COMPLAINT_DROPS = frozenset({"spam reporting address"})
 
 
 def load_public_key(value: str) -> ec.EllipticCurvePublicKey:
@@ -107,9 +110,13 @@ def parse(body: bytes) -> list[Feedback]:
                 else FeedbackKind.HARD_BOUNCE
             )
         elif name == "dropped":
-            reason = str(event.get("reason") or "").lower()
-            hard = any(marker in reason for marker in _HARD_DROPS)
-            kind = FeedbackKind.HARD_BOUNCE if hard else FeedbackKind.SOFT_BOUNCE
+            reason = str(event.get("reason") or "").strip().lower()
+            if reason in _HARD_DROPS:
+                kind = FeedbackKind.HARD_BOUNCE
+            elif reason in _COMPLAINT_DROPS:
+                kind = FeedbackKind.COMPLAINT
+            else:
+                kind = FeedbackKind.SOFT_BOUNCE
         elif name == "spamreport":
             kind = FeedbackKind.COMPLAINT
         else:
