@@ -190,7 +190,8 @@ async def provider_client(
 
 
 @pytest.fixture
-def history(feedback_services: Services) -> HistoryStore:
+def history(feedback_app: Any, feedback_services: Services) -> HistoryStore:
+    """The API's history store (the app started)."""
     return feedback_services.clients.history
 
 
