@@ -7,6 +7,10 @@ relay (aiosmtpd) and the listener on its own port."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from email.message import EmailMessage, Message
@@ -29,7 +33,8 @@ from backend.services.email_feedback import FeedbackRecorder
 from backend.services.users import UserProfile
 from backend.workers import units
 from tests.channels.conftest import SmtpServer, running
-from tests.email_feedback.conftest import BOUNCE_DOMAIN, unique_address
+from tests.conftest import free_port, herald_process_env
+from tests.email_feedback.conftest import BOUNCE_DOMAIN, sent_email, unique_address
 
 
 class RecordingQueue:
@@ -355,3 +360,39 @@ async def test_the_listener_takes_only_its_domain_and_trusts_no_unmatched_report
     async with create_sessionmaker(engine)() as session:
         assert await suppressions.suppressed(session, addresses=[address]) == {}
     await asyncio.sleep(0)
+
+
+async def test_the_herald_bounces_process_applies_a_dsn(
+    engine: AsyncEngine, committed_suppressions: list[str]
+) -> None:
+    history = PostgresHistoryStore(engine)
+    record = await sent_email(history)
+    address = unique_address("process")
+    committed_suppressions.append(address)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "bounces", "--port", str(port)],
+        env=herald_process_env(HERALD_EMAIL_BOUNCE_DOMAIN=BOUNCE_DOMAIN),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for _ in range(100):
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read().decode() if process.stderr else "")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                await asyncio.sleep(0.1)
+        report = dsn(recipient=address, action="failed", status="5.1.1", diagnostic="550 gone")
+        code, _ = await deliver_report(port, report, f"bounces+{record.id}@{BOUNCE_DOMAIN}")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(10)
+
+    assert code == 250
+    stored = await history.get(record.id)
+    assert stored is not None and stored.status is DeliveryStatus.BOUNCED
+    async with create_sessionmaker(engine)() as session:
+        assert address in await suppressions.suppressed(session, addresses=[address])
