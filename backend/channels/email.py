@@ -39,7 +39,8 @@ PROVIDER = "smtp"
 DELIVERY_ID_HEADER = "X-Herald-Delivery-Id"
 # The delivery id again, where relays that are email providers echo it in their bounce and
 # complaint events (backend.services.email_feedback): SendGrid's custom arguments, Mailgun's
-# user variables, Postmark's metadata. SES echoes the Message-ID and, optionally, headers.
+# user variables, Postmark's metadata, SES's message tags (event publishing); SES also echoes
+# the Message-ID and, optionally, the headers.
 DELIVERY_ID_KEY = "herald_delivery_id"
 # Characters RFC 5322 allows in a Message-ID's left part that are also safe in logs and URLs.
 _MESSAGE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -131,6 +132,7 @@ class SmtpEmailSender:
             email["X-SMTPAPI"] = json.dumps({"unique_args": {DELIVERY_ID_KEY: message.delivery_id}})
             email["X-Mailgun-Variables"] = variables
             email[f"X-PM-Metadata-{DELIVERY_ID_KEY}"] = message.delivery_id
+            email["X-SES-MESSAGE-TAGS"] = f"{DELIVERY_ID_KEY}={message.delivery_id}"
         except (ValueError, IndexError, HeaderParseError) as exc:
             # The email package refuses malformed addresses and header values this way.
             raise PermanentChannelError(

@@ -241,6 +241,7 @@ async def test_hard_bounce_over_smtp_suppresses_the_next_send_until_removed(
         [mail] = relay.recorder.messages
         assert mail["X-Herald-Delivery-Id"] == first
         assert mail["X-PM-Metadata-herald_delivery_id"] == first
+        assert mail["X-SES-MESSAGE-TAGS"] == f"herald_delivery_id={first}"
         assert '"herald_delivery_id": "%s"' % first in mail["X-Mailgun-Variables"]  # noqa: UP031
 
         code, _ = await deliver_report(
