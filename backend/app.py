@@ -47,6 +47,7 @@ from backend.observability.logs import configure_logging
 from backend.observability.metrics import metrics_endpoint
 from backend.observability.tracing import configure_tracing, instrument_app
 from backend.preference_page import router as preference_router
+from backend.provider_events import router as provider_events_router
 from backend.realtime import LiveHub, fault_channel
 from backend.schema.context import Clients, Context, Services
 from backend.schema.root import HeraldSchema, build_schema
@@ -286,6 +287,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(preference_router)
     # Email open and click tracking: the pixel and the signed redirects.
     app.include_router(tracking_router)
+    # Bounces and complaints that email providers report (signed; backend/provider_events.py).
+    app.include_router(provider_events_router)
 
     if graphiql is not None and (GRAPHIQL_BUILD / "assets").is_dir():
         assets = StaticFiles(directory=GRAPHIQL_BUILD / "assets")

@@ -234,6 +234,30 @@ def auth_standin(host: str, port: int, users_file: Path | None, access_ttl: int)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level=settings.log_level.lower())
 
 
+@main.command()
+@click.option("--host", default=None, help="default: HERALD_BOUNCE_SMTP_HOST")
+@click.option("--port", default=None, type=int, help="default: HERALD_BOUNCE_SMTP_PORT")
+def bounces(host: str | None, port: int | None) -> None:
+    """Take bounce reports (RFC 3464 DSNs) and complaints (ARF) over SMTP for the bounce
+    domain (HERALD_EMAIL_BOUNCE_DOMAIN) and apply them to deliveries and suppressions."""
+    import asyncio
+    import contextlib
+
+    from backend.bounce_listener import serve
+
+    settings = get_settings()
+    if not settings.email_bounce_domain:
+        raise click.UsageError("herald bounces needs HERALD_EMAIL_BOUNCE_DOMAIN")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve(
+                settings,
+                host=host or settings.bounce_smtp_host,
+                port=port or settings.bounce_smtp_port,
+            )
+        )
+
+
 @main.command("smtp-sink")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--smtp-port", default=1025, show_default=True, type=int)

@@ -169,6 +169,35 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     email_from: str = "Herald <noreply@herald.localhost>"
 
+    # What email providers say back: bounces and complaints (backend.services.email_feedback).
+    # With a bounce domain, each email's envelope sender (Return-Path) is
+    # ``<local part>+<delivery id>@<domain>`` (VERP), so a bounce names its delivery.
+    email_bounce_domain: str | None = None
+    email_bounce_local_part: str = Field(default="bounces", pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    # ``herald bounces``: the SMTP listener that takes delivery status notifications (RFC
+    # 3464) and complaint reports (ARF) for the bounce domain.
+    bounce_smtp_host: str = "127.0.0.1"
+    bounce_smtp_port: int = Field(default=2525, ge=1, le=65535)
+    bounce_max_message_bytes: int = Field(default=10_000_000, ge=10_000)
+    # Amazon SES through SNS: the hosts SigningCertURL and SubscribeURL may name (a regular
+    # expression matched against the whole host name), the topics accepted (empty: any), and a
+    # CA bundle for those HTTPS requests (None: the system's trust store).
+    sns_allowed_host_pattern: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+    sns_topic_arns: list[str] = Field(default_factory=list)
+    sns_ca_file: str | None = None
+    sns_timeout_seconds: float = Field(default=5.0, gt=0)
+    # SendGrid Event Webhook: the verification key SendGrid shows (base64 DER or PEM, ECDSA
+    # P-256); None refuses every SendGrid event.
+    sendgrid_webhook_public_key: str | None = None
+    # Postmark has no signatures: its webhook URL carries these basic auth credentials.
+    postmark_webhook_username: str | None = None
+    postmark_webhook_password: SecretStr | None = None
+    # Mailgun: the HTTP webhook signing key; events older than the window are refused, and a
+    # token is accepted once.
+    mailgun_webhook_signing_key: SecretStr | None = None
+    # How old a signed SendGrid or Mailgun event may be (seconds; also its clock skew).
+    email_feedback_max_age_seconds: float = Field(default=600.0, gt=0)
+
     # SMS: a JSON webhook provider
     sms_provider_url: str = "http://127.0.0.1:8002/sms"
     sms_provider_token: SecretStr | None = None
@@ -419,6 +448,8 @@ class Settings(BaseSettings):
                 "unsubscribe_secret",
                 "forget_hash_key",
                 "tracking_secret",
+                "postmark_webhook_password",
+                "mailgun_webhook_signing_key",
             ):
                 value = getattr(self, name)
                 if value is None:

@@ -23,6 +23,7 @@ import * as campaign from "./views/campaign.js";
 import * as topics from "./views/topics.js";
 import * as topic from "./views/topic.js";
 import * as recipients from "./views/recipients.js";
+import * as suppressions from "./views/suppressions.js";
 import * as apiKeys from "./views/api_keys.js";
 import * as workflows from "./views/workflows.js";
 import * as workflow from "./views/workflow.js";
@@ -42,6 +43,7 @@ const ROUTES = [
   { pattern: /^\/topics\/([^/]+)$/, view: topic, nav: "topics", title: "Topic", keys: ["key"] },
   { pattern: /^\/recipients$/, view: recipients, nav: "recipients", title: "Recipients" },
   { pattern: /^\/recipients\/([^/]+)$/, view: recipients.detail, nav: "recipients", title: "Recipient", keys: ["userId"] },
+  { pattern: /^\/suppressions$/, view: suppressions, nav: "recipients", title: "Email suppressions" },
   { pattern: /^\/api-keys$/, view: apiKeys, nav: "api-keys", title: "API keys" },
   { pattern: /^\/workflows$/, view: workflows, nav: "workflows", title: "Workflows" },
   { pattern: /^\/workflows\/([^/]+)$/, view: workflow, nav: "workflows", title: "Workflow", keys: ["eventType"] },

@@ -115,6 +115,8 @@ export const STATUSES = [
   { value: "FAILED", label: "Failed, retrying" },
   { value: "SKIPPED", label: "Skipped" },
   { value: "DEAD", label: "Failed for good" },
+  { value: "BOUNCED", label: "Bounced" },
+  { value: "COMPLAINED", label: "Marked as spam" },
 ];
 
 export function statusBadge(status) {

@@ -9,6 +9,7 @@ messages are in flight and at most that many connections are open.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import ssl
@@ -36,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 PROVIDER = "smtp"
 DELIVERY_ID_HEADER = "X-Herald-Delivery-Id"
+# The delivery id again, where relays that are email providers echo it in their bounce and
+# complaint events (backend.services.email_feedback): SendGrid's custom arguments, Mailgun's
+# user variables, Postmark's metadata, SES's message tags (event publishing); SES also echoes
+# the Message-ID and, optionally, the headers.
+DELIVERY_ID_KEY = "herald_delivery_id"
 # Characters RFC 5322 allows in a Message-ID's left part that are also safe in logs and URLs.
 _MESSAGE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -64,6 +70,8 @@ class SmtpEmailSender:
         self._tls_context = tls_context
         self._from = settings.email_from
         self._envelope_from = parseaddr(settings.email_from)[1]
+        self._bounce_domain = settings.email_bounce_domain
+        self._bounce_local = settings.email_bounce_local_part
         domain = self._envelope_from.rpartition("@")[2]
         self._message_id_domain = domain or "herald.localhost"
         self._slots = asyncio.Semaphore(settings.smtp_pool_size)
@@ -90,17 +98,18 @@ class SmtpEmailSender:
             raise PermanentChannelError("the user has no email address", provider=PROVIDER)
         email = self.build_email(message)
         message_id = self.message_id(message.delivery_id)
+        sender = self.envelope_sender(message.delivery_id)
         async with self._slots:
             smtp = self._take_idle()
             if smtp is not None:
                 try:
-                    await self._transmit(smtp, email, recipient, reused=True)
+                    await self._transmit(smtp, email, sender, recipient, reused=True)
                 except _StaleConnectionError:
                     logger.info("pooled SMTP connection was dead; reconnecting")
                 else:
                     return SendResult(provider=PROVIDER, provider_message_id=message_id)
             smtp = await self._connect()
-            await self._transmit(smtp, email, recipient, reused=False)
+            await self._transmit(smtp, email, sender, recipient, reused=False)
         return SendResult(provider=PROVIDER, provider_message_id=message_id)
 
     def build_email(self, message: OutgoingMessage) -> EmailMessage:
@@ -119,6 +128,11 @@ class SmtpEmailSender:
             email["Date"] = formatdate(usegmt=True)
             email["Message-ID"] = self.message_id(message.delivery_id)
             email[DELIVERY_ID_HEADER] = message.delivery_id
+            variables = json.dumps({DELIVERY_ID_KEY: message.delivery_id})
+            email["X-SMTPAPI"] = json.dumps({"unique_args": {DELIVERY_ID_KEY: message.delivery_id}})
+            email["X-Mailgun-Variables"] = variables
+            email[f"X-PM-Metadata-{DELIVERY_ID_KEY}"] = message.delivery_id
+            email["X-SES-MESSAGE-TAGS"] = f"{DELIVERY_ID_KEY}={message.delivery_id}"
         except (ValueError, IndexError, HeaderParseError) as exc:
             # The email package refuses malformed addresses and header values this way.
             raise PermanentChannelError(
@@ -143,6 +157,15 @@ class SmtpEmailSender:
         user's mail client can recognise a resent message as the same one."""
         local = _MESSAGE_ID_UNSAFE.sub("-", delivery_id) or "delivery"
         return f"<herald.{local}@{self._message_id_domain}>"
+
+    def envelope_sender(self, delivery_id: str) -> str:
+        """The envelope sender (Return-Path), where bounces go: with a bounce domain, a VERP
+        address naming the delivery (``bounces+<delivery id>@<bounce domain>``) that
+        ``herald bounces`` takes apart; else the From address."""
+        if not self._bounce_domain:
+            return self._envelope_from
+        local = _MESSAGE_ID_UNSAFE.sub("-", delivery_id) or "delivery"
+        return f"{self._bounce_local}+{local}@{self._bounce_domain}"
 
     def _take_idle(self) -> aiosmtplib.SMTP | None:
         while self._idle:
@@ -173,10 +196,16 @@ class SmtpEmailSender:
         return smtp
 
     async def _transmit(
-        self, smtp: aiosmtplib.SMTP, email: EmailMessage, recipient: str, *, reused: bool
+        self,
+        smtp: aiosmtplib.SMTP,
+        email: EmailMessage,
+        sender: str,
+        recipient: str,
+        *,
+        reused: bool,
     ) -> None:
         try:
-            await smtp.send_message(email, sender=self._envelope_from, recipients=[recipient])
+            await smtp.send_message(email, sender=sender, recipients=[recipient])
         except aiosmtplib.SMTPException as exc:
             # After a refusal aiosmtplib has RSET the envelope: the connection stays good.
             refused = isinstance(

@@ -645,3 +645,20 @@ class WorkflowRunStep(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EmailSuppression(Base):
+    """An address email is no longer sent to: it bounced for good (``hard_bounce``) or its
+    owner reported a message as spam (``complaint``). Removed by an admin or manager."""
+
+    __tablename__ = "email_suppressions"
+    __table_args__ = (Index("ix_email_suppressions_created_at", "created_at", "address"),)
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)  # lower-cased
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    provider: Mapped[str] = mapped_column(String(40), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    delivery_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )

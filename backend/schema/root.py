@@ -46,6 +46,7 @@ from backend.resolvers import (
     recipients,
     retention,
     stats,
+    suppressions,
     templates,
     topics,
     webhooks,
@@ -132,6 +133,7 @@ Query = merge_types(
         stats.Query,
         api_keys.Query,
         workflows.Query,
+        suppressions.Query,
         ViewerQuery,
     ),
 )
@@ -152,6 +154,7 @@ Mutation = merge_types(
         retention.Mutation,
         api_keys.Mutation,
         workflows.Mutation,
+        suppressions.Mutation,
         templates.PreviewMutation,
     ),
 )

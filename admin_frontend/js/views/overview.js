@@ -19,7 +19,7 @@ const RANGES = [
 const OUTCOMES = ["SENT", "DELIVERED", "FAILED", "DEAD"];
 const FAILURES = ["FAILED", "DEAD"];
 const TOP = 5;
-const STATUS_COLORS = { QUEUED: "#8a94a6", SENDING: "#3554d1", SENT: "#1a7f37", DELIVERED: "#0e5a27", FAILED: "#d39b00", SKIPPED: "#6f42c1", DEAD: "#b42318" };
+const STATUS_COLORS = { QUEUED: "#8a94a6", SENDING: "#3554d1", SENT: "#1a7f37", DELIVERED: "#0e5a27", FAILED: "#d39b00", SKIPPED: "#6f42c1", DEAD: "#b42318", BOUNCED: "#9a3412", COMPLAINED: "#7c2d12" };
 const CHANNEL_COLORS = { EMAIL: "#3554d1", SMS: "#d97706", PUSH: "#0e9384", IN_APP: "#c11574" };
 
 const STATS = `query Overview($from: DateTime!, $to: DateTime!, $bucket: StatsBucket!) {

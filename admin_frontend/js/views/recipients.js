@@ -139,7 +139,7 @@ export function render(root, { query, ctx }) {
 
   setChildren(
     root,
-    h("div", { class: "page-head" }, pageTitle("Recipients"), syncButton),
+    h("div", { class: "page-head" }, pageTitle("Recipients"), h("a", { class: "btn ghost", href: "#/suppressions", id: "open-suppressions" }, "Email suppressions"), syncButton),
     h("p", { class: "lead" }, "The users Herald keeps a profile and addresses for, from the auth service or identified by a service."),
     form,
     syncBox,

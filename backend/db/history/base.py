@@ -25,10 +25,20 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     DEAD = "dead"
+    # After ``sent``, from what the email provider said back (backend.services.email_feedback).
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
 
 
 FINAL_STATUSES = frozenset(
-    {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.SKIPPED, DeliveryStatus.DEAD}
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.SKIPPED,
+        DeliveryStatus.DEAD,
+        DeliveryStatus.BOUNCED,
+        DeliveryStatus.COMPLAINED,
+    }
 )
 # Where a message got through: what opens and clicks are counted against.
 GOT_THROUGH = frozenset({DeliveryStatus.SENT, DeliveryStatus.DELIVERED})

@@ -37,7 +37,7 @@ from backend.db.repositories.recipients import RecipientAddressRepository
 from backend.errors import HeraldError, UnavailableError
 from backend.observability import metrics, tracing
 from backend.observability.logs import log_context
-from backend.services import recipients, task_messages, tracking, unsubscribe
+from backend.services import recipients, suppressions, task_messages, tracking, unsubscribe
 from backend.services import templates as template_service
 from backend.services.deliveries.claims import claim
 from backend.services.deliveries.context import DeliveryContext
@@ -239,6 +239,8 @@ class _Resources:
     chat_ids: dict[str, str] = field(default_factory=dict)  # chat channels: by user id
     webhook_urls: dict[str, str] = field(default_factory=dict)  # webhook channel: by user id
     devices: dict[str, list[MobileDevice]] = field(default_factory=dict)  # mobile push
+    # Email: the users' addresses on the suppression list, with why (normalised address).
+    suppressed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -337,7 +339,16 @@ class _Batch:
         users: dict[str, UserProfile | None] = {u: given[u] for u in given}
         if wanted:
             users.update(await ctx.users.get_many(wanted))
-        return _Resources(template, users, subscriptions, chat_ids, webhook_urls, devices)
+        suppressed: dict[str, str] = {}
+        if self.channel is Channel.EMAIL:
+            addresses = [u.email for u in users.values() if u is not None and u.email]
+            if addresses:
+                async with ctx.sessionmaker() as session:
+                    listed = await suppressions.suppressed(session, addresses=addresses)
+                suppressed = {a: row.reason for a, row in listed.items()}
+        return _Resources(
+            template, users, subscriptions, chat_ids, webhook_urls, devices, suppressed
+        )
 
     async def _deliver(
         self, record: DeliveryRecord, resources: _Resources, content: Any | None
@@ -353,6 +364,19 @@ class _Batch:
             )
             self.outcome.skipped += 1
             return
+        if self.channel is Channel.EMAIL and user.email and resources.suppressed:
+            why = resources.suppressed.get(suppressions.normalise_address(user.email))
+            if why is not None:
+                # Not retried, not failed over: no relay should send to this address.
+                await self.history.transition(
+                    record.id,
+                    DeliveryStatus.SKIPPED,
+                    at=datetime.now(UTC),
+                    expected=frozenset({DeliveryStatus.SENDING}),
+                    reason=f"the address {user.email} is suppressed ({why})",
+                )
+                self.outcome.skipped += 1
+                return
         if content is None:
             missing = HeraldError(f"the template '{self.envelope.template_slug}' no longer exists")
             await self._fail(record, missing, permanent=True)

@@ -1,7 +1,7 @@
 """email open and click tracking: a delivery's engagements
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 
 An email delivery keeps the opens and clicks its tracking pixel and links recorded, in order
 (``[{"kind": "opened"|"clicked", "at", "url"}]``), next to its status timeline. Deliveries
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0018"
-down_revision = "0016"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
