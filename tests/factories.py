@@ -8,11 +8,19 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.auth import mint_token
 from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.base import Attempt, DeliveryRecord, DeliveryStatus
+from backend.db.history.postgres import PostgresHistoryStore
+from backend.db.session import create_sessionmaker
+from backend.services.deliveries import DeliveryContext, DeliveryQueue
+from backend.services.deliveries.context import UserLookup
+from backend.services.live import RedisLivePublisher
+from backend.services.users import UserProfile
 
 
 def token_for(settings: Settings, *roles: str, sub: str = "user-1", ttl: int = 600) -> str:
@@ -113,3 +121,30 @@ def rsa_key_pair() -> tuple[str, str]:
         .decode()
     )
     return private, public
+
+
+class NoDirectory:
+    """A user directory for deliveries whose profiles are handed over with the event."""
+
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]:
+        raise AssertionError(f"profiles were handed over; asked for {user_ids}")
+
+
+def delivery_context(
+    settings: Settings,
+    engine: AsyncEngine,
+    redis: Redis,
+    *,
+    queue: DeliveryQueue,
+    users: UserLookup | None = None,
+) -> DeliveryContext:
+    """A worker's delivery context on the test database, publishing live messages to the test
+    Redis; ``users`` defaults to :class:`NoDirectory`."""
+    return DeliveryContext(
+        settings=settings,
+        sessionmaker=create_sessionmaker(engine),
+        history=PostgresHistoryStore(engine),
+        queue=queue,
+        users=users or NoDirectory(),
+        live=RedisLivePublisher(redis),
+    )
