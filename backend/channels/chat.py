@@ -102,7 +102,6 @@ class _ChatSender(HttpProviderSender):
 
     channel: Channel
     service: str  # as errors name it: "Slack", "Telegram"...
-    _url: httpx.URL
 
     def __init__(self, provider: ChatProvider, settings: Settings) -> None:
         self.name = provider.name
@@ -171,6 +170,23 @@ class _ChatSender(HttpProviderSender):
             )
         return text
 
+    def _refusal(
+        self, detail: str, *, provider_fault: bool
+    ) -> TransientChannelError | PermanentChannelError:
+        """A refusal: the provider's fault (the next provider may still work) is transient,
+        the message's is permanent."""
+        if provider_fault:
+            return TransientChannelError(detail, provider=self.name)
+        return PermanentChannelError(detail, provider=self.name)
+
+
+class _IncomingWebhookSender(_ChatSender):
+    """A sender posting to the incoming webhook URL its provider gives (Slack's, Teams')."""
+
+    def __init__(self, provider: ChatProvider, settings: Settings) -> None:
+        super().__init__(provider, settings)
+        self._url = httpx.URL(_secret(provider.url) or "")
+
     async def _post_to_webhook(self, payload: dict[str, Any], who: str) -> SendResult:
         """POST to an incoming webhook that answers plain text: any 2xx is sent; 401, 403,
         404 and 410 (the webhook gone or no longer allowed) are the provider's fault."""
@@ -182,15 +198,6 @@ class _ChatSender(HttpProviderSender):
             return SendResult(provider=self.name)
         detail = f"{who} answered {response.status_code}: {reason}"
         raise self._refusal(detail, provider_fault=response.status_code in (401, 403, 404, 410))
-
-    def _refusal(
-        self, detail: str, *, provider_fault: bool
-    ) -> TransientChannelError | PermanentChannelError:
-        """A refusal: the provider's fault (the next provider may still work) is transient,
-        the message's is permanent."""
-        if provider_fault:
-            return TransientChannelError(detail, provider=self.name)
-        return PermanentChannelError(detail, provider=self.name)
 
 
 # --- Slack ---------------------------------------------------------------------------------------
@@ -249,15 +256,11 @@ class SlackBotSender(_ChatSender):
         raise self._refusal(detail, provider_fault=reason in _SLACK_PROVIDER_ERRORS)
 
 
-class SlackWebhookSender(_ChatSender):
+class SlackWebhookSender(_IncomingWebhookSender):
     """An incoming webhook: posts to the webhook's own channel."""
 
     channel: Channel = Channel.SLACK
     service = "Slack"
-
-    def __init__(self, provider: ChatProvider, settings: Settings) -> None:
-        super().__init__(provider, settings)
-        self._url = httpx.URL(_secret(provider.url) or "")
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         try:
@@ -377,15 +380,11 @@ def adaptive_card(title: str | None, body: str) -> dict[str, Any]:
     }
 
 
-class TeamsWebhookSender(_ChatSender):
+class TeamsWebhookSender(_IncomingWebhookSender):
     """An incoming webhook or a Workflows URL, posting an Adaptive Card."""
 
     channel: Channel = Channel.TEAMS
     service = "Teams"
-
-    def __init__(self, provider: ChatProvider, settings: Settings) -> None:
-        super().__init__(provider, settings)
-        self._url = httpx.URL(_secret(provider.url) or "")
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         payload = adaptive_card(message.title, self._text(message))
