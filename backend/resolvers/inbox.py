@@ -197,18 +197,7 @@ async def delivery_updates(
     )
     async with contextlib.aclosing(changes):
         async for change in changes:
-            yield DeliveryUpdate(
-                id=strawberry.ID(change.id),
-                event_id=strawberry.ID(change.event_id),
-                event_type=change.event_type,
-                campaign_id=strawberry.ID(change.campaign_id) if change.campaign_id else None,
-                user_id=strawberry.ID(change.user_id),
-                channel=change.channel,
-                status=change.status,
-                at=change.at,
-                reason=change.reason,
-                sequence=change.sequence,
-            )
+            yield DeliveryUpdate.from_change(change)
 
 
 Query = create_type("Query", [inbox, unread_count])
