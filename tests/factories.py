@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -148,3 +148,32 @@ def delivery_context(
         users=users or NoDirectory(),
         live=RedisLivePublisher(redis),
     )
+
+
+REGISTER_EVENT_TYPE = """mutation($input: RegisterEventTypeInput!) {
+  registerEventType(input: $input) { __typename ... on Error { code message field } } }"""
+
+
+async def template_and_event_type(
+    call: Callable[..., Awaitable[Any]],
+    token: str,
+    *,
+    slug: str,
+    content: list[dict[str, Any]],
+    name: str,
+    channels: Sequence[str] = ("IN_APP",),
+) -> None:
+    """Create the template ``slug`` with ``content`` and register the event type ``name``
+    sending it over ``channels``, through the API (``call(query, variables, token=...)``)."""
+    body = await call(
+        CREATE_TEMPLATE,
+        {"input": {"slug": slug, "name": slug, "description": "", "content": content}},
+        token=token,
+    )
+    assert body["data"]["createTemplate"]["__typename"] == "Template", body
+    body = await call(
+        REGISTER_EVENT_TYPE,
+        {"input": {"name": name, "templateSlug": slug, "channels": list(channels)}},
+        token=token,
+    )
+    assert body["data"]["registerEventType"]["__typename"] == "EventType", body

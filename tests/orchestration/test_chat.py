@@ -22,9 +22,8 @@ from tests.orchestration.conftest import (
 from tests.orchestration.helpers import (
     SET_PREFERENCES,
     admin,
-    final_deliveries,
+    deliver,
     reset_preferences,
-    send,
 )
 
 REGISTER = """mutation($i: AddressInput!) { registerAddress(input: $i) { __typename
@@ -70,7 +69,7 @@ async def send_order(
     api: GraphQL, slug: str, channel: str, users: list[str], payload: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """An ``order_shipped`` event over ``channel`` to ``users``: their deliveries, once final."""
-    event_id = await send(
+    return await deliver(
         api,
         type="order_shipped",
         userIds=users,
@@ -78,7 +77,6 @@ async def send_order(
         channels=[channel],
         payload=payload,
     )
-    return await final_deliveries(api, event_id, len(users))
 
 
 def posts(chat: ChatApi, path: str, order: str) -> list[dict[str, Any]]:
