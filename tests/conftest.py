@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as redis_async
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app import create_app
@@ -115,6 +116,16 @@ def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession
 async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as s:
         yield s
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[redis_async.Redis]:
+    """A client of the test Redis server (``HERALD_TEST_REDIS_URL``)."""
+    client = redis_async.Redis.from_url(TEST_REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def make_services(settings: Settings, engine: AsyncEngine) -> Services:

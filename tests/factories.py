@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.auth import mint_token
 from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.base import Attempt, DeliveryRecord, DeliveryStatus
+from backend.db.history.postgres import PostgresHistoryStore
+from backend.db.session import create_sessionmaker
+from backend.services.deliveries import DeliveryContext, DeliveryQueue
+from backend.services.deliveries.context import UserLookup
+from backend.services.live import RedisLivePublisher
+from backend.services.users import UserProfile
 
 
 def token_for(settings: Settings, *roles: str, sub: str = "user-1", ttl: int = 600) -> str:
@@ -113,3 +121,59 @@ def rsa_key_pair() -> tuple[str, str]:
         .decode()
     )
     return private, public
+
+
+class NoDirectory:
+    """A user directory for deliveries whose profiles are handed over with the event."""
+
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]:
+        raise AssertionError(f"profiles were handed over; asked for {user_ids}")
+
+
+def delivery_context(
+    settings: Settings,
+    engine: AsyncEngine,
+    redis: Redis,
+    *,
+    queue: DeliveryQueue,
+    users: UserLookup | None = None,
+) -> DeliveryContext:
+    """A worker's delivery context on the test database, publishing live messages to the test
+    Redis; ``users`` defaults to :class:`NoDirectory`."""
+    return DeliveryContext(
+        settings=settings,
+        sessionmaker=create_sessionmaker(engine),
+        history=PostgresHistoryStore(engine),
+        queue=queue,
+        users=users or NoDirectory(),
+        live=RedisLivePublisher(redis),
+    )
+
+
+REGISTER_EVENT_TYPE = """mutation($input: RegisterEventTypeInput!) {
+  registerEventType(input: $input) { __typename ... on Error { code message field } } }"""
+
+
+async def template_and_event_type(
+    call: Callable[..., Awaitable[Any]],
+    token: str,
+    *,
+    slug: str,
+    content: list[dict[str, Any]],
+    name: str,
+    channels: Sequence[str] = ("IN_APP",),
+) -> None:
+    """Create the template ``slug`` with ``content`` and register the event type ``name``
+    sending it over ``channels``, through the API (``call(query, variables, token=...)``)."""
+    body = await call(
+        CREATE_TEMPLATE,
+        {"input": {"slug": slug, "name": slug, "description": "", "content": content}},
+        token=token,
+    )
+    assert body["data"]["createTemplate"]["__typename"] == "Template", body
+    body = await call(
+        REGISTER_EVENT_TYPE,
+        {"input": {"name": name, "templateSlug": slug, "channels": list(channels)}},
+        token=token,
+    )
+    assert body["data"]["registerEventType"]["__typename"] == "EventType", body

@@ -4,6 +4,7 @@ libraries: an upgrade that moves what one of them reads fails here."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import multiprocessing
 import os
 import time
@@ -15,19 +16,31 @@ from typing import Any
 import pytest
 import strawberry
 import websockets
-from graphql import GraphQLError, GraphQLSchema, graphql_sync
+from graphql import GraphQLError, GraphQLSchema, graphql_sync, parse, validate
+from graphql import execute as graphql_execute
 from jinja2 import DictLoader, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from redbeat import RedBeatScheduler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.websockets import WebSocket
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types.graphql import OperationType
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from backend.db.session import create_sessionmaker
 from backend.frameworks.jinja_parsing import TransformedParse
 from backend.frameworks.process_pools import kill_pool_processes
+from backend.frameworks.redbeat_scheduling import maybe_due_kwargs
 from backend.frameworks.sqlalchemy_sessions import sessionmaker_bind
-from backend.frameworks.strawberry_internals import MaskErrorsWithHook, graphql_core_schema
+from backend.frameworks.strawberry_internals import (
+    DEFAULT_ALLOWED_OPERATION_TYPES,
+    MaskErrorsWithHook,
+    await_maybe,
+    execute_kwargs,
+    graphql_core_schema,
+    log_errors,
+)
 from backend.frameworks.uvicorn_sockets import release_uvicorn_handshake, uvicorn_protocol
 from backend.schema.root import build_schema
 from backend.services.rendering import _HeraldSandbox
@@ -90,6 +103,10 @@ class Query:
     def broken(self) -> int:
         raise ValueError("a secret")
 
+    @strawberry.field
+    async def later(self, info: strawberry.Info) -> str:
+        return f"later, with {info.context['who']}"
+
 
 @strawberry.type
 class Subscription:
@@ -148,6 +165,50 @@ def test_mask_treats_errors_raised_outside_an_operation_the_same() -> None:
     errors = MarkMasked().mask([GraphQLError("a secret", original_error=KeyError())])
 
     assert masked(errors) == UNEXPECTED
+
+
+async def test_execute_kwargs_let_graphql_core_run_strawberrys_resolvers() -> None:
+    schema = strawberry.Schema(Query)
+
+    kwargs = execute_kwargs(schema, {"tracing": True})
+
+    assert kwargs["operation_extensions"] == {"tracing": True}
+    assert kwargs["executor_class"] is schema.execution_context_class
+
+    # Strawberry's execution context class takes the operation's extensions; graphql-core's
+    # own would refuse them, and without Strawberry's awaitable test `later` would not run.
+    result = await await_maybe(
+        graphql_execute(
+            graphql_core_schema(schema),
+            parse('{ greeting(name: "Ann") later }'),
+            context_value={"who": "Bo"},
+            **kwargs,
+        )
+    )
+    assert (result.data, result.errors) == (
+        {"greeting": "Hello Ann", "later": "later, with Bo"},
+        None,
+    )
+
+
+def test_log_errors_drops_suggestions_and_hands_the_errors_to_process_errors() -> None:
+    seen: list[str] = []
+
+    class Recording(strawberry.Schema):
+        def process_errors(self, errors: list[GraphQLError], execution_context: Any = None):
+            seen.extend(error.message for error in errors)
+
+    schema = Recording(Query, config=StrawberryConfig(disable_field_suggestions=True))
+    errors = list(validate(graphql_core_schema(schema), parse("{ greetin }")))
+    assert "Did you mean" in errors[0].message
+
+    log_errors(schema, errors, None)
+
+    assert seen == ["Cannot query field 'greetin' on type 'Query'."]
+
+
+def test_by_default_an_operation_of_every_type_is_allowed() -> None:
+    assert set(DEFAULT_ALLOWED_OPERATION_TYPES) == set(OperationType)
 
 
 # --- SQLAlchemy ---------------------------------------------------------------------------
@@ -238,3 +299,17 @@ def test_killing_a_busy_pool_stops_its_worker() -> None:
         assert _gone(processes[0].pid, within=10)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --- RedBeat --------------------------------------------------------------------------------
+
+
+def test_maybe_due_kwargs_are_what_the_scheduler_s_maybe_due_takes() -> None:
+    scheduler = RedBeatScheduler.__new__(RedBeatScheduler)  # no app, no Redis: one attribute
+    producer = object()
+    scheduler.__dict__["producer"] = producer  # what Celery would open on first use
+
+    kwargs = maybe_due_kwargs(scheduler)
+
+    assert kwargs == {"producer": producer}
+    inspect.signature(scheduler.maybe_due).bind(object(), **kwargs)

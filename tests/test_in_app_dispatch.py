@@ -6,7 +6,6 @@ dispatch as a campaign page does, so no auth service is asked."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, StatusChange
-from backend.db.history.postgres import PostgresHistoryStore
-from backend.db.session import create_sessionmaker
 from backend.services.deliveries import DeliveryContext, Envelope, delivery_id
-from backend.services.live import RedisLivePublisher, live_channel
+from backend.services.live import live_channel
 from backend.services.users import UserProfile
 from backend.workers.units import dispatch as dispatch_event
-from tests.conftest import TEST_REDIS_URL
+from tests.factories import delivery_context
 
 
 class UnusedQueue:
@@ -37,28 +34,9 @@ class UnusedQueue:
         raise AssertionError(f"unexpected dispatch: {envelope}")
 
 
-class NoDirectory:
-    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]:
-        raise AssertionError(f"profiles were handed over; asked for {user_ids}")
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[redis_async.Redis]:
-    client = redis_async.Redis.from_url(TEST_REDIS_URL)
-    yield client
-    await client.aclose()
-
-
 @pytest.fixture
 def ctx(settings: Settings, engine: AsyncEngine, redis: redis_async.Redis) -> DeliveryContext:
-    return DeliveryContext(
-        settings=settings,
-        sessionmaker=create_sessionmaker(engine),
-        history=PostgresHistoryStore(engine),
-        queue=UnusedQueue(),
-        users=NoDirectory(),
-        live=RedisLivePublisher(redis),
-    )
+    return delivery_context(settings, engine, redis, queue=UnusedQueue())
 
 
 def envelope(user_id: str) -> Envelope:

@@ -16,11 +16,10 @@ from backend.channels import Channel
 from backend.errors import TemplateRenderError, ValidationError
 from backend.services import templates as template_service
 from tests.factories import token_for
-from tests.test_in_app_dispatch import (  # noqa: F401 (ctx and redis are fixtures)
+from tests.test_in_app_dispatch import (  # noqa: F401 (ctx is a fixture)
     ctx,
     dispatch_and_listen,
     envelope,
-    redis,
 )
 
 ACTIONS = [
@@ -103,7 +102,7 @@ def test_a_url_that_renders_to_a_script_is_a_render_error():
 async def test_actions_are_rendered_stored_published_and_read_back(
     ctx,  # noqa: F811
     engine: AsyncEngine,
-    redis,  # noqa: F811
+    redis,
     gql,
     settings,
 ) -> None:

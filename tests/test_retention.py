@@ -45,7 +45,7 @@ from backend.db.models import (
 from backend.services import retention
 from backend.services.limits import KEY_PREFIX as LIMIT_KEY_PREFIX
 from backend.services.users import CACHE_KEY_PREFIX
-from tests.conftest import TEST_REDIS_URL, GraphQL
+from tests.conftest import GraphQL
 from tests.factories import token_for
 from tests.history.conftest import MockCollection
 
@@ -244,15 +244,6 @@ def found_in_documents(database: Any) -> dict[str, set[str]]:
                 if needle in serialized:
                     found.setdefault(name, set()).add(needle)
     return found
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(TEST_REDIS_URL)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def cache_the_user(redis: Redis) -> None:

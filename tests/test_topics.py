@@ -17,17 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.base import DeliveryFilter, DeliveryStatus
-from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.models import Campaign, CampaignRun
 from backend.db.repositories.topics import forget_user
-from backend.db.session import create_sessionmaker
 from backend.services import campaigns
 from backend.services.deliveries import DeliveryContext, Envelope, delivery_id
-from backend.services.live import RedisLivePublisher
 from backend.services.users import UserProfile
 from backend.workers.units import dispatch as dispatch_event
-from tests.conftest import TEST_REDIS_URL
-from tests.factories import token_for
+from tests.factories import delivery_context, token_for
 
 CREATE = """mutation($input: CreateTopicInput!) { createTopic(input: $input) {
   __typename ... on Topic { key name selfService memberCount }
@@ -185,18 +181,6 @@ class CollectingQueue:
         self.parts.append(envelope)
 
 
-class NoDirectory:
-    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]:
-        raise AssertionError(f"profiles were handed over; asked for {user_ids}")
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[redis_async.Redis]:
-    client = redis_async.Redis.from_url(TEST_REDIS_URL)
-    yield client
-    await client.aclose()
-
-
 @pytest.fixture
 def queue() -> CollectingQueue:
     return CollectingQueue()
@@ -206,13 +190,8 @@ def queue() -> CollectingQueue:
 def ctx(
     settings: Settings, engine: AsyncEngine, redis: redis_async.Redis, queue: CollectingQueue
 ) -> DeliveryContext:
-    return DeliveryContext(
-        settings=settings.model_copy(update={"dispatch_part_size": 100}),
-        sessionmaker=create_sessionmaker(engine),
-        history=PostgresHistoryStore(engine),
-        queue=queue,
-        users=NoDirectory(),
-        live=RedisLivePublisher(redis),
+    return delivery_context(
+        settings.model_copy(update={"dispatch_part_size": 100}), engine, redis, queue=queue
     )
 
 

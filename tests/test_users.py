@@ -180,13 +180,6 @@ def scripted(scripted_server: tuple[str, ScriptedServer]) -> tuple[str, Script]:
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def prefix(redis: Redis) -> AsyncIterator[str]:
     """A key prefix of this test's own, its keys deleted afterwards (the Redis is shared)."""
     value = f"herald:test:{uuid.uuid4().hex}:user:"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,16 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.auth import Principal
 from backend.channels import Channel
 from backend.config import Settings
-from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.models import EventType, InboxItem, Template, WorkflowRun
 from backend.db.repositories.workflows import WorkflowRunRepository, WorkflowStepRepository
 from backend.db.session import create_sessionmaker
 from backend.services import task_messages, workflow_runs, workflows
 from backend.services.deliveries import DeliveryContext, Envelope
-from backend.services.live import RedisLivePublisher
 from backend.services.users import UserProfile
 from backend.workers import units
-from tests.conftest import TEST_REDIS_URL
+from tests.factories import delivery_context
 from tests.processes import ThreadedServer
 
 ACTOR = Principal(user_id="wf-tests", roles=frozenset({"admin"}))
@@ -60,13 +58,6 @@ class Directory:
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[redis_async.Redis]:
-    client = redis_async.Redis.from_url(TEST_REDIS_URL)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def published() -> Published:
     return Published()
 
@@ -75,15 +66,9 @@ def published() -> Published:
 def ctx(
     settings: Settings, engine: AsyncEngine, redis: redis_async.Redis, published: Published
 ) -> DeliveryContext:
-    return DeliveryContext(
-        # Runs are handed on (kept in ``published``), to be advanced step by step here.
-        settings=settings.model_copy(update={"workflow_inline_runs": 0}),
-        sessionmaker=create_sessionmaker(engine),
-        history=PostgresHistoryStore(engine),
-        queue=published,
-        users=Directory(),
-        live=RedisLivePublisher(redis),
-    )
+    # Runs are handed on (kept in ``published``), to be advanced step by step here.
+    settings = settings.model_copy(update={"workflow_inline_runs": 0})
+    return delivery_context(settings, engine, redis, queue=published, users=Directory())
 
 
 class Provider:

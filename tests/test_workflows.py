@@ -15,10 +15,8 @@ from backend.channels import Channel
 from backend.config import Settings
 from backend.services import workflows
 from tests.conftest import schema_differences
-from tests.factories import CREATE_TEMPLATE, token_for
+from tests.factories import template_and_event_type, token_for
 
-REGISTER = """mutation($input: RegisterEventTypeInput!) { registerEventType(input: $input) {
-  __typename ... on Error { code message field } } }"""
 SAVE = """mutation($type: String!, $steps: JSON!, $cancels: [String!]) {
   saveWorkflow(eventType: $type, steps: $steps, cancels: $cancels) { __typename
   ... on Workflow { eventType version current steps cancels }
@@ -66,19 +64,8 @@ async def event_type(gql: Any, token: str) -> str:
             "body": "You have an unread message.",
         },
     ]
-    body = await gql(
-        CREATE_TEMPLATE,
-        {"input": {"slug": slug, "name": slug, "description": "", "content": content}},
-        token=token,
-    )
-    assert body["data"]["createTemplate"]["__typename"] == "Template", body
     name = f"wf.{suffix}"
-    body = await gql(
-        REGISTER,
-        {"input": {"name": name, "templateSlug": slug, "channels": ["IN_APP"]}},
-        token=token,
-    )
-    assert body["data"]["registerEventType"]["__typename"] == "EventType", body
+    await template_and_event_type(gql, token, slug=slug, content=content, name=name)
     return name
 
 

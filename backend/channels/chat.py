@@ -166,6 +166,46 @@ class _ChatSender(HttpProviderSender):
             )
         return message.body or ""
 
+    def _short_text(self, message: OutgoingMessage, limit: int) -> str:
+        """The message's text, refused when longer than the service takes."""
+        text = self._text(message)
+        if len(text) > limit:
+            raise PermanentChannelError(
+                f"the {self.service} message is {len(text)} characters; {self.service} takes "
+                f"at most {limit}",
+                provider=self.name,
+            )
+        return text
+
+    def _refusal(
+        self, detail: str, *, provider_fault: bool
+    ) -> TransientChannelError | PermanentChannelError:
+        """A refusal: the provider's fault (the next provider may still work) is transient,
+        the message's is permanent."""
+        if provider_fault:
+            return TransientChannelError(detail, provider=self.name)
+        return PermanentChannelError(detail, provider=self.name)
+
+
+class _IncomingWebhookSender(_ChatSender):
+    """A sender posting to the incoming webhook URL its provider gives (Slack's, Teams')."""
+
+    def __init__(self, provider: ChatProvider, settings: Settings) -> None:
+        super().__init__(provider, settings)
+        self._url = httpx.URL(_secret(provider.url) or "")
+
+    async def _post_to_webhook(self, payload: dict[str, Any], who: str) -> SendResult:
+        """POST to an incoming webhook that answers plain text: any 2xx is sent; 401, 403,
+        404 and 410 (the webhook gone or no longer allowed) are the provider's fault."""
+        response = await self._post(self._url, payload)
+        reason = response.text[:200].strip() or response.reason_phrase
+        if (error := self._http_error(response, reason)) is not None:
+            raise error
+        if response.is_success:
+            return SendResult(provider=self.name)
+        detail = f"{who} answered {response.status_code}: {reason}"
+        raise self._refusal(detail, provider_fault=response.status_code in (401, 403, 404, 410))
+
 
 # --- Slack ---------------------------------------------------------------------------------------
 
@@ -222,38 +262,23 @@ class SlackBotSender(_ChatSender):
                 delivered=bool(ts),
             )
         detail = f"Slack refused the message: {reason}"
-        if reason in _SLACK_PROVIDER_ERRORS:
-            raise TransientChannelError(detail, provider=self.name)
-        raise PermanentChannelError(detail, provider=self.name)
+        raise self._refusal(detail, provider_fault=reason in _SLACK_PROVIDER_ERRORS)
 
 
-class SlackWebhookSender(_ChatSender):
+class SlackWebhookSender(_IncomingWebhookSender):
     """An incoming webhook: posts to the webhook's own channel."""
 
     channel: Channel = Channel.SLACK
     service = "Slack"
-
-    def __init__(self, provider: ChatProvider, settings: Settings) -> None:
-        super().__init__(provider, settings)
-        self._url = httpx.URL(_secret(provider.url) or "")
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         try:
             payload = _slack_payload(message, self._text(message))
         except ValueError as exc:
             raise PermanentChannelError(str(exc), provider=self.name) from exc
-        response = await self._post(self._url, payload)
-        reason = response.text[:200].strip() or response.reason_phrase
-        if (error := self._http_error(response, reason)) is not None:
-            raise error
-        if response.is_success:
-            return SendResult(provider=self.name)
-        detail = f"the Slack webhook answered {response.status_code}: {reason}"
-        if response.status_code in (401, 403, 404, 410):
-            # The webhook is gone, disabled or its channel archived (no_service,
-            # action_prohibited, channel_is_archived): the next provider may still work.
-            raise TransientChannelError(detail, provider=self.name)
-        raise PermanentChannelError(detail, provider=self.name)
+        # Gone, disabled or its channel archived (no_service, action_prohibited,
+        # channel_is_archived): the next provider may still work.
+        return await self._post_to_webhook(payload, "the Slack webhook")
 
 
 # --- Telegram ------------------------------------------------------------------------------------
@@ -273,13 +298,7 @@ class TelegramSender(_ChatSender):
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         chat_id = self._chat_id(message)
-        text = self._text(message)
-        if len(text) > TELEGRAM_MAX_CHARS:
-            raise PermanentChannelError(
-                f"the Telegram message is {len(text)} characters; Telegram takes at most "
-                f"{TELEGRAM_MAX_CHARS}",
-                provider=self.name,
-            )
+        text = self._short_text(message, TELEGRAM_MAX_CHARS)
         payload = {
             "chat_id": chat_id,
             "text": text,
@@ -303,15 +322,14 @@ class TelegramSender(_ChatSender):
                 delivered=message_id is not None,
             )
         detail = f"Telegram refused the message ({response.status_code}): {description}"
-        if response.status_code in (401, 404):
-            # 401: the bot token is wrong or revoked; 404: no such bot. The provider's fault.
-            raise TransientChannelError(detail, provider=self.name)
-        if _telegram_chat_gone(response.status_code, description):
+        # 401: the bot token is wrong or revoked; 404: no such bot. The provider's fault.
+        provider_fault = response.status_code in (401, 404)
+        if not provider_fault and _telegram_chat_gone(response.status_code, description):
             # The recipient blocked the bot, left or deleted the chat: disable the address.
             raise PermanentChannelError(
                 detail, provider=self.name, expired_reasons={chat_id: detail}
             )
-        raise PermanentChannelError(detail, provider=self.name)
+        raise self._refusal(detail, provider_fault=provider_fault)
 
 
 # What Telegram says (in ``description``) when a chat will never take the bot's messages again:
@@ -349,13 +367,7 @@ class DiscordWebhookSender(_ChatSender):
         self._url = httpx.URL(_secret(provider.url) or "").copy_merge_params({"wait": "true"})
 
     async def send(self, message: OutgoingMessage) -> SendResult:
-        text = self._text(message)
-        if len(text) > DISCORD_MAX_CHARS:
-            raise PermanentChannelError(
-                f"the Discord message is {len(text)} characters; Discord takes at most "
-                f"{DISCORD_MAX_CHARS}",
-                provider=self.name,
-            )
+        text = self._short_text(message, DISCORD_MAX_CHARS)
         payload: dict[str, Any] = {"content": text, "allowed_mentions": {"parse": []}}
         if message.title:
             payload["embeds"] = [{"title": message.title[:DISCORD_MAX_TITLE]}]
@@ -377,10 +389,8 @@ class DiscordWebhookSender(_ChatSender):
                 delivered=bool(message_id),
             )
         detail = f"Discord answered {response.status_code}: {reason}"
-        if response.status_code in (401, 403, 404):
-            # An unknown or deleted webhook: the provider's fault, not the message's.
-            raise TransientChannelError(detail, provider=self.name)
-        raise PermanentChannelError(detail, provider=self.name)
+        # An unknown or deleted webhook: the provider's fault, not the message's.
+        raise self._refusal(detail, provider_fault=response.status_code in (401, 403, 404))
 
 
 # --- Microsoft Teams -----------------------------------------------------------------------------
@@ -411,29 +421,16 @@ def adaptive_card(title: str | None, body: str) -> dict[str, Any]:
     }
 
 
-class TeamsWebhookSender(_ChatSender):
+class TeamsWebhookSender(_IncomingWebhookSender):
     """An incoming webhook or a Workflows URL, posting an Adaptive Card."""
 
     channel: Channel = Channel.TEAMS
     service = "Teams"
 
-    def __init__(self, provider: ChatProvider, settings: Settings) -> None:
-        super().__init__(provider, settings)
-        self._url = httpx.URL(_secret(provider.url) or "")
-
     async def send(self, message: OutgoingMessage) -> SendResult:
         payload = adaptive_card(message.title, self._text(message))
-        response = await self._post(self._url, payload)
-        reason = response.text[:200].strip() or response.reason_phrase
-        if (error := self._http_error(response, reason)) is not None:
-            raise error
-        if response.is_success:
-            return SendResult(provider=self.name)
-        detail = f"Teams answered {response.status_code}: {reason}"
-        if response.status_code in (401, 403, 404, 410):
-            # The webhook or flow is gone or no longer authorised: try the next provider.
-            raise TransientChannelError(detail, provider=self.name)
-        raise PermanentChannelError(detail, provider=self.name)
+        # The webhook or flow gone or no longer authorised: the next provider may still work.
+        return await self._post_to_webhook(payload, "Teams")
 
 
 def chat_sender(channel: Channel, provider: ChatProvider, settings: Settings) -> _ChatSender:

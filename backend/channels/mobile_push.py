@@ -25,12 +25,11 @@ service reported gone travel back (``SendResult.expired_endpoints``) to be disab
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -47,6 +46,7 @@ from backend.channels.base import (
     SendResult,
     TransientChannelError,
 )
+from backend.channels.devices import DeviceOutcome, DevicesError, DeviceStatus, summarise
 from backend.config import ApnsProvider, FcmProvider, Settings
 
 log = logging.getLogger(__name__)
@@ -81,39 +81,8 @@ _APNS_PROVIDER_REASONS = frozenset(
 )
 
 
-class _Status(enum.Enum):
-    DELIVERED = "delivered"
-    EXPIRED = "expired"
-    TRANSIENT = "transient"
-    PERMANENT = "permanent"
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    token: str
-    status: _Status
-    detail: str = ""
-    message_id: str | None = None
-    retry_after: float | None = None
-
-
-class MobilePushError(ChannelError):
-    """No device got the message; ``expired_endpoints`` are the tokens found gone on the way
-    (``expired_reasons`` what the service answered for each), for the caller to disable."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        expired_endpoints: tuple[str, ...] = (),
-        expired_reasons: dict[str, str] | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, provider=provider)
-        self.expired_endpoints = expired_endpoints
-        self.expired_reasons = expired_reasons or {}
-        self.retry_after = retry_after
+class MobilePushError(DevicesError):
+    """No device got the message (FCM's or APNs')."""
 
 
 class MobilePushTransientError(MobilePushError, TransientChannelError):
@@ -124,27 +93,14 @@ class MobilePushPermanentError(MobilePushError, PermanentChannelError):
     """No device got the message and retrying will not change that."""
 
 
-def _summarise(provider: str, outcomes: Sequence[_Outcome]) -> SendResult:
-    gone = {o.token: o.detail for o in outcomes if o.status is _Status.EXPIRED}
-    delivered = [o for o in outcomes if o.status is _Status.DELIVERED]
-    if delivered:
-        ids = [o.message_id for o in delivered if o.message_id]
-        return SendResult(
-            provider=provider,
-            provider_message_id=ids[0] if len(ids) == 1 else None,
-            expired_endpoints=tuple(gone),
-            expired_reasons=gone,
-        )
-    failures = "; ".join(f"…{o.token[-6:]}: {o.detail}" for o in outcomes)
-    transient = [o for o in outcomes if o.status is _Status.TRANSIENT]
-    kind = MobilePushTransientError if transient else MobilePushPermanentError
-    waits = [o.retry_after for o in transient if o.retry_after is not None]
-    raise kind(
-        f"no device got the push ({failures})",
+def _summarise(provider: str, outcomes: Sequence[DeviceOutcome]) -> SendResult:
+    return summarise(
+        outcomes,
         provider=provider,
-        expired_endpoints=tuple(gone),
-        expired_reasons=gone,
-        retry_after=max(waits) if waits else None,
+        nobody="no device",
+        label=lambda token: f"…{token[-6:]}",
+        transient=MobilePushTransientError,
+        permanent=MobilePushPermanentError,
     )
 
 
@@ -232,36 +188,46 @@ class FcmSender(HttpProviderSender):
 
     async def _push(
         self, client: httpx.AsyncClient, access: str, token: str, message: OutgoingMessage
-    ) -> _Outcome:
+    ) -> DeviceOutcome:
         payload = {"message": fcm_message(token, message)}
         try:
             response = await client.post(
                 self._send_url, json=payload, headers={"Authorization": f"Bearer {access}"}
             )
         except httpx.TimeoutException:
-            return _Outcome(token, _Status.TRANSIENT, f"no answer within {self._timeout} s")
+            return DeviceOutcome(
+                token, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
+            )
         except httpx.HTTPError as exc:
-            return _Outcome(token, _Status.TRANSIENT, f"cannot reach FCM: {type(exc).__name__}")
+            return DeviceOutcome(
+                token, DeviceStatus.TRANSIENT, f"cannot reach FCM: {type(exc).__name__}"
+            )
         status = response.status_code
         body = _json(response)
         if response.is_success:
             name = body.get("name") if isinstance(body, dict) else None
-            return _Outcome(token, _Status.DELIVERED, message_id=str(name) if name else None)
+            return DeviceOutcome(
+                token, DeviceStatus.DELIVERED, message_id=str(name) if name else None
+            )
         error = body.get("error") if isinstance(body, dict) else None
         error = error if isinstance(error, dict) else {}
         code = _fcm_error_code(error)
         detail = f"FCM answered {status} {code}: {error.get('message') or response.text[:200]}"
         if code == "UNREGISTERED" or (code == "INVALID_ARGUMENT" and _about_token(error)):
-            return _Outcome(token, _Status.EXPIRED, detail)
+            return DeviceOutcome(token, DeviceStatus.EXPIRED, detail)
         if status == 401:
             # The access token was refused: get a new one next time.
             self._access = None
-            return _Outcome(token, _Status.TRANSIENT, detail)
+            return DeviceOutcome(token, DeviceStatus.TRANSIENT, detail)
         if status == 429 or status >= 500 or code in ("QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"):
-            return _Outcome(token, _Status.TRANSIENT, detail, retry_after=_retry_after(response))
+            return DeviceOutcome(
+                token, DeviceStatus.TRANSIENT, detail, retry_after=_retry_after(response)
+            )
         if code == "THIRD_PARTY_AUTH_ERROR":
-            return _Outcome(token, _Status.TRANSIENT, detail)  # the project's APNs credentials
-        return _Outcome(token, _Status.PERMANENT, detail)
+            return DeviceOutcome(
+                token, DeviceStatus.TRANSIENT, detail
+            )  # the project's APNs credentials
+        return DeviceOutcome(token, DeviceStatus.PERMANENT, detail)
 
 
 def fcm_message(token: str, message: OutgoingMessage) -> dict[str, Any]:
@@ -363,7 +329,7 @@ class ApnsSender(HttpProviderSender):
         )
         return _summarise(self.name, outcomes)
 
-    async def _push(self, client: httpx.AsyncClient, token: str, body: bytes) -> _Outcome:
+    async def _push(self, client: httpx.AsyncClient, token: str, body: bytes) -> DeviceOutcome:
         headers = {
             "authorization": f"bearer {self._provider_token()}",
             "apns-push-type": "alert",
@@ -375,22 +341,30 @@ class ApnsSender(HttpProviderSender):
         try:
             response = await client.post(url, content=body, headers=headers)
         except httpx.TimeoutException:
-            return _Outcome(token, _Status.TRANSIENT, f"no answer within {self._timeout} s")
+            return DeviceOutcome(
+                token, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
+            )
         except httpx.HTTPError as exc:
-            return _Outcome(token, _Status.TRANSIENT, f"cannot reach APNs: {type(exc).__name__}")
+            return DeviceOutcome(
+                token, DeviceStatus.TRANSIENT, f"cannot reach APNs: {type(exc).__name__}"
+            )
         status = response.status_code
         if status == 200:
-            return _Outcome(token, _Status.DELIVERED, message_id=response.headers.get("apns-id"))
+            return DeviceOutcome(
+                token, DeviceStatus.DELIVERED, message_id=response.headers.get("apns-id")
+            )
         answer = _json(response)
         reason = str(answer.get("reason")) if isinstance(answer, dict) else response.text[:200]
         detail = f"APNs answered {status}: {reason}"
         if status == 410 or reason in _APNS_GONE:
-            return _Outcome(token, _Status.EXPIRED, detail)
+            return DeviceOutcome(token, DeviceStatus.EXPIRED, detail)
         if reason in ("ExpiredProviderToken", "InvalidProviderToken"):
             self._token = None  # sign a new one for the next try
         if status == 429 or status >= 500 or reason in _APNS_PROVIDER_REASONS:
-            return _Outcome(token, _Status.TRANSIENT, detail, retry_after=_retry_after(response))
-        return _Outcome(token, _Status.PERMANENT, detail)
+            return DeviceOutcome(
+                token, DeviceStatus.TRANSIENT, detail, retry_after=_retry_after(response)
+            )
+        return DeviceOutcome(token, DeviceStatus.PERMANENT, detail)
 
 
 def apns_payload(message: OutgoingMessage) -> dict[str, Any]:

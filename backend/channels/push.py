@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import enum
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import http_ece
@@ -26,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from backend.channels import Channel
 from backend.channels.base import (
-    ChannelError,
     HttpProviderSender,
     OutgoingMessage,
     PermanentChannelError,
@@ -34,6 +31,7 @@ from backend.channels.base import (
     SendResult,
     TransientChannelError,
 )
+from backend.channels.devices import DeviceOutcome, DevicesError, DeviceStatus, summarise
 from backend.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -80,44 +78,12 @@ def load_vapid_private_key(value: str) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
 
 
-class _PushError(ChannelError):
-    """A push error that names the subscriptions found gone on the way (``expired_endpoints``;
-    ``expired_reasons`` says what the push service answered for each), for the caller to
-    disable."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        expired_endpoints: tuple[str, ...],
-        expired_reasons: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, provider=provider)
-        self.expired_endpoints = expired_endpoints
-        self.expired_reasons = expired_reasons or {}
-
-
-class PushTransientError(_PushError, TransientChannelError):
+class PushTransientError(DevicesError, TransientChannelError):
     """No subscription got the message, at least one failure is worth retrying."""
 
 
-class PushPermanentError(_PushError, PermanentChannelError):
+class PushPermanentError(DevicesError, PermanentChannelError):
     """No subscription got the message and retrying will not change that."""
-
-
-class _Status(enum.Enum):
-    DELIVERED = "delivered"
-    EXPIRED = "expired"
-    TRANSIENT = "transient"
-    PERMANENT = "permanent"
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    endpoint: str
-    status: _Status
-    detail: str = ""
 
 
 class WebPushSender(HttpProviderSender):
@@ -183,13 +149,13 @@ class WebPushSender(HttpProviderSender):
         key: ec.EllipticCurvePrivateKey,
         subscription: PushSubscription,
         payload: bytes,
-    ) -> _Outcome:
+    ) -> DeviceOutcome:
         endpoint = subscription.endpoint
         try:
             audience = _origin(endpoint)
             body = encrypt_payload(payload, subscription)
         except ValueError as exc:
-            return _Outcome(endpoint, _Status.PERMANENT, f"unusable subscription: {exc}")
+            return DeviceOutcome(endpoint, DeviceStatus.PERMANENT, f"unusable subscription: {exc}")
         headers = {
             "TTL": str(TTL_SECONDS),
             "Urgency": URGENCY,
@@ -200,18 +166,22 @@ class WebPushSender(HttpProviderSender):
         try:
             response = await client.post(endpoint, content=body, headers=headers)
         except httpx.TimeoutException:
-            return _Outcome(endpoint, _Status.TRANSIENT, f"no answer within {self._timeout} s")
+            return DeviceOutcome(
+                endpoint, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
+            )
         except httpx.HTTPError as exc:
-            return _Outcome(endpoint, _Status.TRANSIENT, f"cannot reach the push service: {exc!r}")
+            return DeviceOutcome(
+                endpoint, DeviceStatus.TRANSIENT, f"cannot reach the push service: {exc!r}"
+            )
         status = response.status_code
         if response.is_success:
-            return _Outcome(endpoint, _Status.DELIVERED)
+            return DeviceOutcome(endpoint, DeviceStatus.DELIVERED)
         detail = f"the push service answered {status}: {response.text[:200]}"
         if status in (404, 410):
-            return _Outcome(endpoint, _Status.EXPIRED, detail)
+            return DeviceOutcome(endpoint, DeviceStatus.EXPIRED, detail)
         if status == 429 or status >= 500:
-            return _Outcome(endpoint, _Status.TRANSIENT, detail)
-        return _Outcome(endpoint, _Status.PERMANENT, detail)
+            return DeviceOutcome(endpoint, DeviceStatus.TRANSIENT, detail)
+        return DeviceOutcome(endpoint, DeviceStatus.PERMANENT, detail)
 
     def _vapid_token(self, key: ec.EllipticCurvePrivateKey, audience: str) -> str:
         now = time.time()
@@ -249,27 +219,17 @@ def encrypt_payload(payload: bytes, subscription: PushSubscription) -> bytes:
     return encrypted
 
 
-def _summarise(outcomes: list[_Outcome]) -> SendResult:
-    gone = {o.endpoint: o.detail for o in outcomes if o.status is _Status.EXPIRED}
-    expired = tuple(gone)
+def _summarise(outcomes: list[DeviceOutcome]) -> SendResult:
     for outcome in outcomes:
-        if outcome.status in (_Status.TRANSIENT, _Status.PERMANENT):
-            logger.info("push to %s failed: %s", outcome.endpoint, outcome.detail)
-    if any(o.status is _Status.DELIVERED for o in outcomes):
-        return SendResult(provider=PROVIDER, expired_endpoints=expired, expired_reasons=gone)
-    failures = "; ".join(f"{o.endpoint}: {o.detail}" for o in outcomes)
-    if any(o.status is _Status.TRANSIENT for o in outcomes):
-        raise PushTransientError(
-            f"no subscription got the push ({failures})",
-            provider=PROVIDER,
-            expired_endpoints=expired,
-            expired_reasons=gone,
-        )
-    raise PushPermanentError(
-        f"no subscription got the push ({failures})",
+        if outcome.status in (DeviceStatus.TRANSIENT, DeviceStatus.PERMANENT):
+            logger.info("push to %s failed: %s", outcome.address, outcome.detail)
+    return summarise(
+        outcomes,
         provider=PROVIDER,
-        expired_endpoints=expired,
-        expired_reasons=gone,
+        nobody="no subscription",
+        label=lambda endpoint: endpoint,
+        transient=PushTransientError,
+        permanent=PushPermanentError,
     )
 
 

@@ -2,7 +2,7 @@
 
 The URL is the recipient's own (its ``WEBHOOK`` address) or else its event type's
 (``HERALD_WEBHOOK_CHANNEL_TARGETS``: ``{"<event type>": "<url>", "*": "<any other>"}``). The
-request follows Standard Webhooks like the status webhooks (``backend.services.webhooks``):
+request follows Standard Webhooks like the status webhooks (``backend.channels.outbound``):
 
     POST <url>
     Content-Type: application/json
@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from backend.channels import Channel
+from backend.channels import Channel, outbound
 from backend.channels.base import (
     HttpProviderSender,
     OutgoingMessage,
@@ -41,7 +41,6 @@ from backend.channels.base import (
     TransientChannelError,
 )
 from backend.config import Settings
-from backend.services import webhooks
 
 PROVIDER = "webhook"
 EVENT_TYPE = "notification.sent"
@@ -56,7 +55,7 @@ class WebhookChannelSender(HttpProviderSender):
     def __init__(self, settings: Settings) -> None:
         self._targets = dict(settings.webhook_channel_targets)
         secret = settings.webhook_channel_secret
-        self._key = webhooks.signing_key(secret.get_secret_value()) if secret else None
+        self._key = outbound.signing_key(secret.get_secret_value()) if secret else None
         self._timeout = settings.webhook_timeout_seconds
         self._guard = not settings.webhook_private_targets_allowed
 
@@ -86,21 +85,21 @@ class WebhookChannelSender(HttpProviderSender):
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
-            webhooks.ID_HEADER: message.delivery_id,
-            webhooks.TIMESTAMP_HEADER: str(timestamp),
-            webhooks.SIGNATURE_HEADER: webhooks.sign(
+            outbound.ID_HEADER: message.delivery_id,
+            outbound.TIMESTAMP_HEADER: str(timestamp),
+            outbound.SIGNATURE_HEADER: outbound.sign(
                 self._key, body, message_id=message.delivery_id, timestamp=timestamp
             ),
         }
         extensions: dict[str, Any] = {}
         try:
             if self._guard:
-                url, host, extensions = await webhooks.pinned_target(url)
+                url, host, extensions = await outbound.pinned_target(url)
                 headers.update(host)
             response = await client.post(
                 url, content=body, headers=headers, follow_redirects=False, extensions=extensions
             )
-        except webhooks.TargetRefused as exc:
+        except outbound.TargetRefused as exc:
             raise PermanentChannelError(
                 f"the webhook URL is refused: {exc}", provider=PROVIDER
             ) from exc

@@ -1,4 +1,4 @@
-"""Strawberry's private schema, error-masking step and input conversion hook."""
+"""Strawberry's private schema, error-masking step, execution steps and input conversion hook."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Any, TypeVar
 
 from graphql import GraphQLError, GraphQLSchema
 from strawberry import Schema
+from strawberry.execution import optimized_is_awaitable
 from strawberry.extensions import MaskErrors
 from strawberry.relay.types import GlobalID
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
+from strawberry.types import ExecutionContext
 from strawberry.types.arguments import InputContext, _is_leaf_type
 from strawberry.types.base import (
     StrawberryList,
@@ -18,6 +21,17 @@ from strawberry.types.base import (
     get_object_definition,
 )
 from strawberry.types.enum import has_enum_definition
+from strawberry.utils.await_maybe import await_maybe
+
+__all__ = [
+    "DEFAULT_ALLOWED_OPERATION_TYPES",
+    "MaskErrorsWithHook",
+    "await_maybe",
+    "compiled_input",
+    "execute_kwargs",
+    "graphql_core_schema",
+    "log_errors",
+]
 
 T = TypeVar("T")
 
@@ -30,6 +44,34 @@ def graphql_core_schema(schema: Schema) -> GraphQLSchema:
     """
     graphql_schema: GraphQLSchema = schema._schema
     return graphql_schema
+
+
+def execute_kwargs(schema: Schema, operation_extensions: dict[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments, beyond the document and its inputs, that Strawberry's async
+    ``Schema.execute`` gives graphql-core's ``execute``: its awaitable test, its custom context
+    arguments, and its execution context class when one is set.
+
+    Written against strawberry-graphql 0.341: ``strawberry.execution.optimized_is_awaitable``,
+    ``Schema._get_custom_context_kwargs(operation_extensions)`` and
+    ``strawberry.schema._graphql_core.execution_context_class_kwargs``.
+    """
+    kwargs: dict[str, Any] = {"is_awaitable": optimized_is_awaitable}
+    if schema.execution_context_class is not None:
+        kwargs["executor_class"] = schema.execution_context_class
+    kwargs.update(schema._get_custom_context_kwargs(operation_extensions))
+    return kwargs
+
+
+def log_errors(
+    schema: Schema, errors: list[GraphQLError], context: ExecutionContext | None
+) -> None:
+    """Strawberry's step for an operation's errors before they are masked: field suggestions
+    removed when the schema's config asks, then ``process_errors`` (which logs them).
+
+    Written against strawberry-graphql 0.341: ``BaseSchema._process_errors(errors,
+    execution_context)``.
+    """
+    schema._process_errors(errors, context)
 
 
 class MaskErrorsWithHook(MaskErrors):

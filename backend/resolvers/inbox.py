@@ -13,8 +13,6 @@ from starlette.websockets import WebSocket, WebSocketState
 from strawberry.tools import create_type
 
 from backend.auth import MANAGE_TEMPLATES, Principal
-from backend.observability import metrics
-from backend.realtime import LiveHub, Subscriber
 from backend.resolvers.units import mutate, read
 from backend.schema.common import PageInfo
 from backend.schema.context import Context
@@ -33,11 +31,10 @@ from backend.services import inbox as inbox_service
 from backend.services.inbox import InboxEntry
 from backend.services.live import (
     DeliveryChange,
-    DeliveryUpdates,
     InboxStream,
     ReadChange,
     RedisLivePublisher,
-    next_message,
+    delivery_changes,
 )
 
 Info = strawberry.Info[Context, Any]
@@ -192,33 +189,15 @@ async def delivery_updates(
 ) -> AsyncGenerator[DeliveryUpdate, None]:
     """Delivery status changes as they happen, for managers."""
     principal = info.context.require(MANAGE_TEMPLATES)
-    hub: LiveHub = info.context.services.clients.live_hub
-    subscriber: Subscriber = await hub.subscribe_deliveries()
-    metrics.subscription_opened()
-    try:
-        close = functools.partial(close_socket, info.context)
-        while (message := await next_message(close, principal, subscriber)) is not None:
-            if not isinstance(message, DeliveryUpdates):
-                continue  # a resync: the feed has nothing to catch up
-            for change in message.changes():
-                if _matches(change, filter):
-                    yield DeliveryUpdate(
-                        id=strawberry.ID(change.id),
-                        event_id=strawberry.ID(change.event_id),
-                        event_type=change.event_type,
-                        campaign_id=strawberry.ID(change.campaign_id)
-                        if change.campaign_id
-                        else None,
-                        user_id=strawberry.ID(change.user_id),
-                        channel=change.channel,
-                        status=change.status,
-                        at=change.at,
-                        reason=change.reason,
-                        sequence=change.sequence,
-                    )
-    finally:
-        metrics.subscription_closed()
-        await hub.unsubscribe(subscriber)
+    changes = delivery_changes(
+        info.context.services.clients.live_hub,
+        principal,
+        functools.partial(close_socket, info.context),
+        wanted=functools.partial(_matches, f=filter),
+    )
+    async with contextlib.aclosing(changes):
+        async for change in changes:
+            yield DeliveryUpdate.from_change(change)
 
 
 Query = create_type("Query", [inbox, unread_count])

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from redis.exceptions import RedisError
 from strawberry.tools import create_type
 
 from backend.auth import ADMINS
-from backend.channels.registry import circuit_breakers, failover_chains
-from backend.errors import UnavailableError
 from backend.schema.context import Context
 from backend.schema.providers import ProviderHealth
+from backend.services import providers as provider_service
 
 Info = strawberry.Info[Context, Any]
 
@@ -25,17 +23,9 @@ Info = strawberry.Info[Context, Any]
 )
 async def provider_health(info: Info) -> list[ProviderHealth]:
     info.context.require(ADMINS)
-    settings = info.context.settings
-    breakers = circuit_breakers(settings, info.context.services.clients.redis)
-    health = []
-    try:
-        for channel, names in failover_chains(settings).items():
-            for priority, name in enumerate(names, start=1):
-                data = await breakers.health(channel, name, priority=priority)
-                health.append(ProviderHealth.from_data(data))
-    except (RedisError, OSError) as exc:
-        raise UnavailableError("Redis is unavailable; try again shortly") from exc
-    return health
+    clients = info.context.services.clients
+    health = await provider_service.provider_health(info.context.settings, clients.redis)
+    return [ProviderHealth.from_data(data) for data in health]
 
 
 Query = create_type("Query", [provider_health])

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import strawberry
 
 from backend.channels import Channel
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, EngagementKind
 from backend.schema.common import Connection
+from backend.services.live import DeliveryChange
 
 
 @strawberry.type
@@ -45,8 +47,10 @@ class DeliveryEngagement:
     url: str | None = strawberry.field(description="The link followed (clicks only).")
 
 
-@strawberry.type(description="One message to one user on one channel, with its history.")
-class Delivery:
+@strawberry.type
+class DeliveryFields:
+    """The fields every view of a delivery starts with; not a type of the schema itself."""
+
     id: strawberry.ID
     event_id: strawberry.ID
     event_type: str
@@ -54,6 +58,23 @@ class Delivery:
     user_id: strawberry.ID
     channel: Channel
     status: DeliveryStatus
+
+    @staticmethod
+    def of(r: DeliveryRecord | DeliveryChange) -> dict[str, Any]:
+        """Those fields' values for a stored delivery or a live status change."""
+        return {
+            "id": strawberry.ID(r.id),
+            "event_id": strawberry.ID(r.event_id),
+            "event_type": r.event_type,
+            "campaign_id": strawberry.ID(r.campaign_id) if r.campaign_id else None,
+            "user_id": strawberry.ID(r.user_id),
+            "channel": r.channel,
+            "status": r.status,
+        }
+
+
+@strawberry.type(description="One message to one user on one channel, with its history.")
+class Delivery(DeliveryFields):
     template_slug: str | None
     locale: str | None
     subject: str | None
@@ -73,13 +94,7 @@ class Delivery:
     @classmethod
     def from_record(cls, r: DeliveryRecord) -> Delivery:
         return cls(
-            id=strawberry.ID(r.id),
-            event_id=strawberry.ID(r.event_id),
-            event_type=r.event_type,
-            campaign_id=strawberry.ID(r.campaign_id) if r.campaign_id else None,
-            user_id=strawberry.ID(r.user_id),
-            channel=r.channel,
-            status=r.status,
+            **DeliveryFields.of(r),
             template_slug=r.template_slug,
             locale=r.locale,
             subject=r.subject,

@@ -11,11 +11,13 @@ from strawberry.scalars import JSON
 from backend.channels import Channel
 from backend.db.history.base import DeliveryStatus
 from backend.schema.common import Connection, Edge
+from backend.schema.deliveries import DeliveryFields
 from backend.schema.errors import (
     AccessErrors,
     ValidationError,
 )
 from backend.services.inbox import InboxEntry
+from backend.services.live import DeliveryChange
 
 
 @strawberry.type(
@@ -124,14 +126,7 @@ InboxChangeResult = Annotated[
 
 
 @strawberry.type(description="A delivery changed status (the admin page's live feed).")
-class DeliveryUpdate:
-    id: strawberry.ID
-    event_id: strawberry.ID
-    event_type: str
-    campaign_id: strawberry.ID | None
-    user_id: strawberry.ID
-    channel: Channel
-    status: DeliveryStatus
+class DeliveryUpdate(DeliveryFields):
     at: datetime
     reason: str | None
     sequence: int | None = strawberry.field(
@@ -141,6 +136,15 @@ class DeliveryUpdate:
             "webhooks: changes can arrive out of order, the highest is the latest."
         ),
     )
+
+    @classmethod
+    def from_change(cls, change: DeliveryChange) -> DeliveryUpdate:
+        return cls(
+            **DeliveryFields.of(change),
+            at=change.at,
+            reason=change.reason,
+            sequence=change.sequence,
+        )
 
 
 @strawberry.input(description="Every field given must match.")

@@ -12,7 +12,6 @@ from graphql import GraphQLError
 from graphql import execute as graphql_execute
 from graphql.execution.middleware import MiddlewareManager
 from strawberry.exceptions import MissingQueryError
-from strawberry.execution import optimized_is_awaitable
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
@@ -20,16 +19,20 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
-from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
-from strawberry.utils.await_maybe import await_maybe
 
 from backend.config import Settings
 from backend.errors import HeraldError
 from backend.errors import ValidationError as HeraldValidationError
-from backend.frameworks.strawberry_internals import graphql_core_schema
+from backend.frameworks.strawberry_internals import (
+    DEFAULT_ALLOWED_OPERATION_TYPES,
+    await_maybe,
+    execute_kwargs,
+    graphql_core_schema,
+    log_errors,
+)
 from backend.observability import metrics
 from backend.resolvers import (
     api_keys,
@@ -206,8 +209,8 @@ class HeraldSchema(strawberry.Schema):
         it with Strawberry's own execute.
 
         Written against strawberry-graphql 0.341's ``Schema.execute``, ``_execute_operation``
-        and ``_prepare_operation_async``, whose private helpers it calls (``_process_errors``,
-        ``_get_custom_context_kwargs``): compare them again when upgrading Strawberry.
+        and ``_prepare_operation_async``, whose private helpers it reaches through
+        backend/frameworks/strawberry_internals.py (``execute_kwargs``, ``log_errors``).
         """
         masking = self.masking
         if masking is None:
@@ -257,21 +260,12 @@ class HeraldSchema(strawberry.Schema):
                     variable_values=variable_values,
                     operation_name=context.operation_name,
                     context_value=context_value,
-                    is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
-                    **self._executor_class,
-                    **self._get_custom_context_kwargs(operation_extensions),
+                    **execute_kwargs(self, operation_extensions),
                 )
             )
         except Exception as error:
             return self._finish(context, None, [_as_graphql_error(error)], masking)
         return self._finish(context, result.data, result.errors, masking)
-
-    @property
-    def _executor_class(self) -> dict[str, Any]:
-        # As Strawberry passes it (strawberry/schema/_graphql_core.py): only when set.
-        if self.execution_context_class is None:
-            return {}
-        return {"executor_class": self.execution_context_class}
 
     def _finish(
         self,
@@ -284,7 +278,7 @@ class HeraldSchema(strawberry.Schema):
             # Logged before masking, as Strawberry does: the trace of what the client
             # only sees as "Unexpected error."
             context.pre_execution_errors = errors
-            self._process_errors(errors, context)
+            log_errors(self, errors, context)
             errors = masking.mask(errors)
         result = ExecutionResult(data=data, errors=errors or None, extensions={})
         context.result = result

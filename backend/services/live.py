@@ -287,6 +287,29 @@ async def next_message(
         return message
 
 
+async def delivery_changes(
+    hub: LiveHub,
+    principal: Principal,
+    close: Closer,
+    *,
+    wanted: Callable[[DeliveryChange], bool],
+) -> AsyncGenerator[DeliveryChange, None]:
+    """The managers' feed: each delivery status change ``wanted`` keeps, as it happens, until
+    the socket closes (see :func:`next_message`). Its owner closes it (``aclose``) when done."""
+    subscriber = await hub.subscribe_deliveries()
+    metrics.subscription_opened()
+    try:
+        while (message := await next_message(close, principal, subscriber)) is not None:
+            if not isinstance(message, DeliveryUpdates):
+                continue  # a resync: the feed has nothing to catch up
+            for change in message.changes():
+                if wanted(change):
+                    yield change
+    finally:
+        metrics.subscription_closed()
+        await hub.unsubscribe(subscriber)
+
+
 class SequenceReader:
     """Users' newest inbox sequence numbers, read for many subscriptions at once.
 

@@ -43,29 +43,40 @@ the second time cannot redirect it).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import binascii
-import hashlib
-import hmac
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.auth import Principal
 from backend.broker import Broker
+from backend.channels.outbound import (
+    ATTEMPT_HEADER,
+    ID_HEADER,
+    LEGACY_ID_HEADER,
+    LEGACY_SIGNATURE_HEADER,
+    SECRET_PREFIX,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    TargetRefused,
+    checked_address,
+    pinned_target,
+    sign,
+    sign_legacy,
+    signing_key,
+    standard_secret,
+    whsec_key,
+)
 from backend.config import Environment, Settings
 from backend.db.history.base import DeliveryStatus
 from backend.db.models import WebhookDelivery, WebhookEndpoint
@@ -83,80 +94,10 @@ from backend.services.retries import backoff_seconds
 log = logging.getLogger(__name__)
 
 EVENT_TYPE = "delivery.status_changed"
-ID_HEADER = "webhook-id"
-TIMESTAMP_HEADER = "webhook-timestamp"
-SIGNATURE_HEADER = "webhook-signature"
-ATTEMPT_HEADER = "Herald-Webhook-Attempt"
-LEGACY_SIGNATURE_HEADER = "Herald-Signature"
-LEGACY_ID_HEADER = "Herald-Webhook-Id"
-SECRET_PREFIX = "whsec_"  # noqa: S105 (a format marker, not a secret)
-SIGNATURE_TOLERANCE_SECONDS = 300
 MAX_ENDPOINTS = 100
 
 
-# --- signatures ----------------------------------------------------------------------------
-
-
-def _whsec_key(secret: str) -> bytes | None:
-    """The key of a ``whsec_<base64>`` secret; None for any other string."""
-    if not secret.startswith(SECRET_PREFIX):
-        return None
-    try:
-        return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True) or None
-    except (binascii.Error, ValueError):
-        return None
-
-
-def signing_key(secret: str) -> bytes:
-    """The HMAC key of a secret: the base64-decoded part of ``whsec_<base64>``; any other
-    string (a secret from before Standard Webhooks, such as ``whsec_`` followed by URL-safe
-    characters, or a passphrase) is its UTF-8 bytes, the key the former scheme used."""
-    key = _whsec_key(secret)
-    return key if key is not None else secret.encode()
-
-
-def standard_secret(secret: str) -> str:
-    """``secret`` in the Standard Webhooks form, ``whsec_<base64 of the key>``: the same key, so
-    a secret from before (``S``, keyed with its UTF-8 bytes) becomes ``whsec_`` +
-    base64(UTF-8 of ``S``) and signatures made with it do not change."""
-    return SECRET_PREFIX + base64.b64encode(signing_key(secret)).decode()
-
-
-def sign(key: bytes, body: bytes, *, message_id: str, timestamp: int) -> str:
-    """The ``webhook-signature`` value (Standard Webhooks ``v1``) for ``body``."""
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-
-
-def sign_legacy(key: bytes, body: bytes, *, timestamp: int) -> str:
-    """The deprecated ``Herald-Signature`` value for ``body`` sent at ``timestamp``."""
-    digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def verify_legacy_signature(
-    secret: str,
-    header: str,
-    body: bytes,
-    *,
-    tolerance: float = SIGNATURE_TOLERANCE_SECONDS,
-    now: float | None = None,
-) -> bool:
-    """What a receiver of the deprecated header does: its ``v1`` matches and ``t`` is recent
-    (replays of an old request are refused). ``secret``: the endpoint's secret, in either
-    its former or its ``whsec_`` form."""
-    parts: dict[str, list[str]] = {}
-    for item in header.split(","):
-        key, _, value = item.strip().partition("=")
-        parts.setdefault(key, []).append(value)
-    try:
-        timestamp = int(parts["t"][0])
-    except (KeyError, ValueError):
-        return False
-    if abs((now or time.time()) - timestamp) > tolerance:
-        return False
-    expected = sign_legacy(signing_key(secret), body, timestamp=timestamp).rpartition("v1=")[2]
-    return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
+# --- signed requests (signatures and the SSRF guard: backend.channels.outbound) ------------
 
 
 def request_headers(
@@ -205,39 +146,6 @@ def _check_url(settings: Settings, url: str) -> str:
     return url
 
 
-class TargetRefused(Exception):
-    """The endpoint's address is one webhooks may not reach."""
-
-
-def _forbidden(address: str) -> bool:
-    ip = ipaddress.ip_address(address.partition("%")[0])  # an IPv6 zone ("%eth0") aside
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    return not ip.is_global or ip.is_multicast
-
-
-async def _addresses(parts: SplitResult) -> list[str]:
-    assert parts.hostname is not None
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        parts.hostname, port, type=socket.SOCK_STREAM
-    )
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-async def _checked_address(parts: SplitResult) -> str:
-    """The address to connect to for ``parts``: every address its host resolves to must be
-    global (a name with one private address among public ones is refused as well)."""
-    addresses = await _addresses(parts)
-    refused = [a for a in addresses if _forbidden(a)]
-    if refused or not addresses:
-        raise TargetRefused(
-            f"{parts.hostname} resolves to {', '.join(refused) or 'nothing'}: private, loopback "
-            "and link-local addresses are refused (HERALD_WEBHOOK_ALLOW_PRIVATE_TARGETS)"
-        )
-    return addresses[0]
-
-
 async def check_target(settings: Settings, url: str) -> None:
     """Refuse, as a ValidationError on ``url``, an endpoint URL whose host is or resolves to a
     non-global address (unless the settings allow them). A name that does not resolve yet
@@ -245,32 +153,11 @@ async def check_target(settings: Settings, url: str) -> None:
     if settings.webhook_private_targets_allowed:
         return
     try:
-        await _checked_address(urlsplit(url))
+        await checked_address(urlsplit(url))
     except TargetRefused as exc:
         raise ValidationError(f"The URL is refused: {exc}", field="url") from exc
     except (OSError, UnicodeError):
         return
-
-
-async def _pinned_request(url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """``url`` rewritten to the checked address, with the Host header and TLS server name of
-    the original host: (url, headers, httpx extensions)."""
-    parts = urlsplit(url)
-    address = await _checked_address(parts)
-    host = f"[{address}]" if ":" in address else address
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    netloc = f"{userinfo}{at}{host}" + (f":{parts.port}" if parts.port else "")
-    extensions: dict[str, Any] = {}
-    if parts.scheme == "https":
-        extensions["sni_hostname"] = parts.hostname
-    return parts._replace(netloc=netloc).geturl(), {"Host": hostport}, extensions
-
-
-async def pinned_target(url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """The SSRF guard for any outbound POST (the webhook channel's too): ``url``'s host must
-    resolve to global addresses only (else :class:`TargetRefused`); returns the URL pinned to
-    the checked address, the Host header and the httpx extensions (TLS server name)."""
-    return await _pinned_request(url)
 
 
 def _check(settings: Settings, data: EndpointData) -> dict[str, Any]:
@@ -298,7 +185,7 @@ def _check(settings: Settings, data: EndpointData) -> dict[str, Any]:
 def _checked_secret(secret: str) -> str:
     """A secret as given, stored in the ``whsec_`` form: ``whsec_<base64>`` of a 24 to 64 byte
     key, or any other string of 16 to 200 characters, keyed with its UTF-8 bytes."""
-    key = _whsec_key(secret)
+    key = whsec_key(secret)
     if key is not None:
         if not 24 <= len(key) <= 64:
             raise ValidationError("A whsec_ secret's key must be 24 to 64 bytes", field="secret")
@@ -536,7 +423,7 @@ async def deliver(
         url: str = endpoint.url
         extensions: dict[str, Any] = {}
         if not settings.webhook_private_targets_allowed:
-            url, host, extensions = await _pinned_request(endpoint.url)
+            url, host, extensions = await pinned_target(endpoint.url)
             headers.update(host)
         response = await http.post(
             url,

@@ -32,6 +32,7 @@ from redis.exceptions import LockError, RedisError
 from backend.config import Settings, get_settings
 from backend.db.repositories.campaigns import CampaignRepository
 from backend.db.session import create_engine, create_sessionmaker
+from backend.frameworks.redbeat_scheduling import maybe_due_kwargs
 from backend.services import task_messages
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class HeraldScheduler(RedBeatScheduler):
                 self._reconcile(reason="periodic")
             remaining: list[float] = []
             for entry in self.schedule.values():
-                next_time_to_run = self.maybe_due(entry, **self._maybe_due_kwargs)
+                next_time_to_run = self.maybe_due(entry, **maybe_due_kwargs(self))
                 if next_time_to_run:
                     remaining.append(next_time_to_run)
         except (RedisError, OSError) as exc:

@@ -24,7 +24,6 @@ from tests.test_topics import (  # the worker's own dispatch, as the topic tests
     ctx,  # noqa: F401 - a fixture
     dispatch_all,
     queue,  # noqa: F401 - a fixture
-    redis,  # noqa: F401 - a fixture
     topic_event,
 )
 

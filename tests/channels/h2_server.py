@@ -13,16 +13,9 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import DataReceived, RequestReceived, StreamEnded
 
+from tests.channels.conftest import ReceivedRequest
 
-@dataclass
-class H2Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+H2Request = ReceivedRequest  # what the HTTP/1.1 stand-ins record, over HTTP/2
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,14 +28,6 @@ from backend.services.inbox import InboxEntry
 from backend.services.live import NewNotification, RedisLivePublisher, decode, live_channel
 from backend.services.users import UserProfile
 from tests.channels.conftest import channel_settings, closed_port, running
-from tests.conftest import TEST_REDIS_URL
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[redis_async.Redis]:
-    client = redis_async.Redis.from_url(TEST_REDIS_URL)
-    yield client
-    await client.aclose()
 
 
 async def next_message(pubsub: Any, timeout: float = 2.0) -> dict[str, Any]:

@@ -48,6 +48,11 @@ async def final_deliveries(api: GraphQL, event_id: str, count: int) -> list[dict
     return await eventually(check, timeout=30)
 
 
+async def deliver(api: GraphQL, **event: Any) -> list[dict[str, Any]]:
+    """Send ``event`` and wait for each of its users' deliveries to be final."""
+    return await final_deliveries(api, await send(api, **event), len(event["userIds"]))
+
+
 async def reset_preferences(api: GraphQL, user_id: str) -> None:
     body = await api(
         SET_PREFERENCES,

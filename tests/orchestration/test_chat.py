@@ -22,9 +22,8 @@ from tests.orchestration.conftest import (
 from tests.orchestration.helpers import (
     SET_PREFERENCES,
     admin,
-    final_deliveries,
+    deliver,
     reset_preferences,
-    send,
 )
 
 REGISTER = """mutation($i: AddressInput!) { registerAddress(input: $i) { __typename
@@ -58,6 +57,28 @@ async def chat_template(api: GraphQL) -> str:
     return slug
 
 
+async def register(api: GraphQL, user: str, address: dict[str, Any]) -> None:
+    """Register ``address`` for ``user``, as the user's own app does."""
+    registered = await api(
+        REGISTER, {"i": address}, token=token_for(api.settings, "user", sub=user)
+    )
+    assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress", registered
+
+
+async def send_order(
+    api: GraphQL, slug: str, channel: str, users: list[str], payload: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """An ``order_shipped`` event over ``channel`` to ``users``: their deliveries, once final."""
+    return await deliver(
+        api,
+        type="order_shipped",
+        userIds=users,
+        templateSlug=slug,
+        channels=[channel],
+        payload=payload,
+    )
+
+
 def posts(chat: ChatApi, path: str, order: str) -> list[dict[str, Any]]:
     return [r for r in chat.received(path) if order in r["body"]["text"]]
 
@@ -67,23 +88,10 @@ async def test_slack_goes_to_the_recipients_slack_address_with_the_rendered_bloc
 ) -> None:
     slug = await chat_template(api)
     channel_id = f"C{uuid.uuid4().hex[:8].upper()}"
-    registered = await api(
-        REGISTER,
-        {"i": {"chat": {"provider": "slack", "chatId": channel_id}}},
-        token=token_for(api.settings, "user", sub="u-alice"),
-    )
-    assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress", registered
+    await register(api, "u-alice", {"chat": {"provider": "slack", "chatId": channel_id}})
     order = uuid.uuid4().hex[:6]
 
-    event_id = await send(
-        api,
-        type="order_shipped",
-        userIds=["u-alice"],
-        templateSlug=slug,
-        channels=["SLACK"],
-        payload={"order": order},
-    )
-    [delivery] = await final_deliveries(api, event_id, 1)
+    [delivery] = await send_order(api, slug, "SLACK", ["u-alice"], {"order": order})
 
     # Slack answered with the posted message (its ts): delivered, not only sent.
     assert delivery["status"] == "DELIVERED", delivery
@@ -106,15 +114,9 @@ async def test_slack_fails_over_to_the_second_workspace_bot(
     order = uuid.uuid4().hex[:6]
     chat_api.fail_next[SLACK_POST] = 1
 
-    event_id = await send(
-        api,
-        type="order_shipped",
-        userIds=["u-bruno"],
-        templateSlug=slug,
-        channels=["SLACK"],
-        payload={"order": order, "chat": {"slack": "C-OPS"}},
+    [delivery] = await send_order(
+        api, slug, "SLACK", ["u-bruno"], {"order": order, "chat": {"slack": "C-OPS"}}
     )
-    [delivery] = await final_deliveries(api, event_id, 1)
 
     assert delivery["status"] == "DELIVERED", delivery
     assert [a["provider"] for a in delivery["attempts"]] == ["slack-a", "slack-b"]
@@ -130,15 +132,9 @@ async def test_slacks_refusal_fails_the_delivery_with_slacks_reason(
 ) -> None:
     slug = await chat_template(api)
     order = uuid.uuid4().hex[:6]
-    event_id = await send(
-        api,
-        type="order_shipped",
-        userIds=["u-bruno"],
-        templateSlug=slug,
-        channels=["SLACK"],
-        payload={"order": order, "chat": {"slack": "C-GONE-1"}},
+    [delivery] = await send_order(
+        api, slug, "SLACK", ["u-bruno"], {"order": order, "chat": {"slack": "C-GONE-1"}}
     )
-    [delivery] = await final_deliveries(api, event_id, 1)
 
     assert delivery["status"] == "FAILED"
     assert "channel_not_found" in delivery["timeline"][-1]["reason"]
@@ -164,15 +160,13 @@ async def test_telegram_takes_the_chat_from_the_event_and_respects_preferences(
     )
     assert muted["data"]["setPreferences"]["disabledChannels"] == ["TELEGRAM"]
     try:
-        event_id = await send(
+        deliveries = await send_order(
             api,
-            type="order_shipped",
-            userIds=["u-alice", "u-bruno"],
-            templateSlug=slug,
-            channels=["TELEGRAM"],
-            payload={"order": f"<{order}>", "chat": {"telegram": -100123}},
+            slug,
+            "TELEGRAM",
+            ["u-alice", "u-bruno"],
+            {"order": f"<{order}>", "chat": {"telegram": -100123}},
         )
-        deliveries = await final_deliveries(api, event_id, 2)
     finally:
         await reset_preferences(api, "u-bruno")
 
@@ -194,15 +188,7 @@ async def test_a_recipient_without_a_chat_address_fails_saying_so(
 ) -> None:
     slug = await chat_template(api)
     order = uuid.uuid4().hex[:6]
-    event_id = await send(
-        api,
-        type="order_shipped",
-        userIds=["u-chen"],
-        templateSlug=slug,
-        channels=["TELEGRAM"],
-        payload={"order": order},
-    )
-    [delivery] = await final_deliveries(api, event_id, 1)
+    [delivery] = await send_order(api, slug, "TELEGRAM", ["u-chen"], {"order": order})
     assert delivery["status"] == "FAILED"
     assert "no Telegram chat address" in delivery["timeline"][-1]["reason"]
     assert posts(chat_api, TELEGRAM_SEND, order) == []
@@ -231,23 +217,13 @@ async def test_the_webhook_channel_posts_signed_to_the_recipients_url_or_the_eve
     )
     assert created["data"]["createTemplate"]["__typename"] == "Template", created
     own = f"/hooks/dana-{uuid.uuid4().hex[:6]}"
-    registered = await api(
-        REGISTER,
-        {"i": {"webhook": {"url": f"{chat_api.url}{own}"}}},
-        token=token_for(api.settings, "user", sub="u-dana"),
-    )
-    assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress", registered
+    await register(api, "u-dana", {"webhook": {"url": f"{chat_api.url}{own}"}})
     order = uuid.uuid4().hex[:6]
 
-    event_id = await send(
-        api,
-        type="order_shipped",
-        userIds=["u-dana", "u-emil"],
-        templateSlug=slug,
-        channels=["WEBHOOK"],
-        payload={"order": order},
-    )
-    deliveries = {d["userId"]: d for d in await final_deliveries(api, event_id, 2)}
+    deliveries = {
+        d["userId"]: d
+        for d in await send_order(api, slug, "WEBHOOK", ["u-dana", "u-emil"], {"order": order})
+    }
 
     assert {u: d["status"] for u, d in deliveries.items()} == {"u-dana": "SENT", "u-emil": "SENT"}
     [to_dana] = chat_api.received(own)
@@ -296,23 +272,10 @@ async def test_mobile_push_goes_through_fcm_and_a_gone_token_is_disabled(
     assert created["data"]["createTemplate"]["__typename"] == "Template", created
     live, gone = f"live-{uuid.uuid4().hex[:10]}", f"gone-{uuid.uuid4().hex[:10]}"
     for token in (live, gone):
-        registered = await api(
-            REGISTER,
-            {"i": {"mobilePush": {"platform": "ANDROID", "token": token}}},
-            token=token_for(api.settings, "user", sub="u-emil"),
-        )
-        assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress"
+        await register(api, "u-emil", {"mobilePush": {"platform": "ANDROID", "token": token}})
     order = uuid.uuid4().hex[:6]
 
-    event_id = await send(
-        api,
-        type="order_shipped",
-        userIds=["u-emil"],
-        templateSlug=slug,
-        channels=["PUSH_MOBILE"],
-        payload={"order": order},
-    )
-    [delivery] = await final_deliveries(api, event_id, 1)
+    [delivery] = await send_order(api, slug, "PUSH_MOBILE", ["u-emil"], {"order": order})
 
     assert delivery["status"] == "SENT", delivery
     assert [a["provider"] for a in delivery["attempts"]] == ["fcm"]
@@ -360,15 +323,13 @@ async def test_a_telegram_budget_skips_what_is_over_it(api: GraphQL, chat_api: C
         await asyncio.sleep(BUDGET_CACHE_SECONDS)
         outcomes = []
         for _ in range(2):
-            event_id = await send(
+            [delivery] = await send_order(
                 api,
-                type="order_shipped",
-                userIds=["u-dana"],
-                templateSlug=slug,
-                channels=["TELEGRAM"],
-                payload={"order": uuid.uuid4().hex[:6], "chat": {"telegram": "777"}},
+                slug,
+                "TELEGRAM",
+                ["u-dana"],
+                {"order": uuid.uuid4().hex[:6], "chat": {"telegram": "777"}},
             )
-            [delivery] = await final_deliveries(api, event_id, 1)
             outcomes.append(delivery)
     finally:
         removed = await api(REMOVE_BUDGET, {"c": "TELEGRAM"}, token=admin(api.settings))
@@ -393,7 +354,7 @@ async def test_a_telegram_user_who_blocked_the_bot_fails_and_their_chat_is_disab
     assert registered["data"]["registerAddress"]["__typename"] == "RecipientAddress", registered
     order = uuid.uuid4().hex[:6]
 
-    event_id = await send(
+    [delivery] = await deliver(
         api,
         type="order_shipped",
         userIds=["u-chen"],
@@ -401,7 +362,6 @@ async def test_a_telegram_user_who_blocked_the_bot_fails_and_their_chat_is_disab
         channels=["TELEGRAM"],
         payload={"order": order},
     )
-    [delivery] = await final_deliveries(api, event_id, 1)
 
     assert delivery["status"] == "FAILED", delivery
     assert "bot was blocked by the user" in delivery["timeline"][-1]["reason"]

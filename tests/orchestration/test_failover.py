@@ -10,7 +10,7 @@ from typing import Any
 from tests.conftest import GraphQL
 from tests.factories import token_for
 from tests.orchestration.conftest import HttpEndpoint, Smtp
-from tests.orchestration.helpers import admin, final_deliveries, send, sms_template
+from tests.orchestration.helpers import admin, deliver, final_deliveries, send, sms_template
 from tests.pipeline.servers import eventually
 
 HEALTH = """{ providerHealth { channel provider priority state consecutiveFailures openUntil
@@ -34,6 +34,14 @@ def texts(provider: HttpEndpoint, code: str, *, answered: int = 200) -> list[dic
         for r in provider.received("/sms")
         if r["answered"] == answered and json.loads(r["body"])["text"] == f"Code {code}"
     ]
+
+
+async def otp(api: GraphQL, slug: str, user: str, code: str) -> dict[str, Any]:
+    """An ``otp`` event by SMS to ``user``: its delivery, once final."""
+    [delivery] = await deliver(
+        api, type="otp", userIds=[user], templateSlug=slug, channels=["SMS"], payload={"code": code}
+    )
+    return delivery
 
 
 async def test_email_moves_to_the_second_relay_and_the_attempts_show_both(
@@ -65,15 +73,7 @@ async def test_breaker_opens_skips_the_provider_then_one_probe_closes_it(
     try:
         # Two failures in a row (the suite's threshold) open the primary's breaker...
         for code in ("1001", "1002"):
-            event_id = await send(
-                api,
-                type="otp",
-                userIds=["u-alice"],
-                templateSlug=slug,
-                channels=["SMS"],
-                payload={"code": code},
-            )
-            [delivery] = await final_deliveries(api, event_id, 1)
+            delivery = await otp(api, slug, "u-alice", code)
             assert delivery["status"] == "SENT"
             assert [a["provider"] for a in delivery["attempts"]] == ["sms-webhook", "sms-b"]
             assert "503" in delivery["attempts"][0]["error"]
@@ -91,15 +91,7 @@ async def test_breaker_opens_skips_the_provider_then_one_probe_closes_it(
 
         # ...so the next message goes straight to the fallback: the primary is not asked.
         asked_before = len(sms_a.received("/sms"))
-        event_id = await send(
-            api,
-            type="otp",
-            userIds=["u-alice"],
-            templateSlug=slug,
-            channels=["SMS"],
-            payload={"code": "1003"},
-        )
-        [delivery] = await final_deliveries(api, event_id, 1)
+        delivery = await otp(api, slug, "u-alice", "1003")
         assert [a["provider"] for a in delivery["attempts"]] == ["sms-b"]
         assert len(sms_a.received("/sms")) == asked_before
     finally:
@@ -107,15 +99,7 @@ async def test_breaker_opens_skips_the_provider_then_one_probe_closes_it(
 
     # Once the open time (3 s) is over, one send probes the primary; it works: closed again.
     await asyncio.sleep(3.2)
-    event_id = await send(
-        api,
-        type="otp",
-        userIds=["u-alice"],
-        templateSlug=slug,
-        channels=["SMS"],
-        payload={"code": "1004"},
-    )
-    [delivery] = await final_deliveries(api, event_id, 1)
+    delivery = await otp(api, slug, "u-alice", "1004")
     assert [a["provider"] for a in delivery["attempts"]] == ["sms-webhook"]
     assert len(texts(sms_a, "1004")) == 1
     state = await health(api)
@@ -129,15 +113,7 @@ async def test_every_provider_failing_is_retried_then_dead_with_each_try_recorde
     slug = await sms_template(api)
     sms_a.status = sms_b.status = 503
     try:
-        event_id = await send(
-            api,
-            type="otp",
-            userIds=["u-bruno"],
-            templateSlug=slug,
-            channels=["SMS"],
-            payload={"code": "2001"},
-        )
-        [delivery] = await final_deliveries(api, event_id, 1)
+        delivery = await otp(api, slug, "u-bruno", "2001")
     finally:
         sms_a.status = sms_b.status = 200
 

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from backend.services.webhooks import sign, signing_key, verify_legacy_signature
+from backend.channels.outbound import sign, signing_key, verify_legacy_signature
 from tests.conftest import GraphQL, schema_differences
 from tests.factories import token_for
 from tests.orchestration.conftest import HttpEndpoint, Smtp

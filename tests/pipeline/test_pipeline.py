@@ -121,23 +121,14 @@ async def test_an_event_for_many_users_is_dispatched_in_parts_each_delivery_once
 
 
 async def test_idempotency_key_delivers_once(e2e, settings, smtp):
-    key = f"signup-{uuid.uuid4()}"
-    first = await send(
-        e2e,
-        settings,
-        type="user_registered",
-        userIds=["u-dana"],
-        channels=["EMAIL"],
-        idempotencyKey=key,
-    )
-    second = await send(
-        e2e,
-        settings,
-        type="user_registered",
-        userIds=["u-dana"],
-        channels=["EMAIL"],
-        idempotencyKey=key,
-    )
+    event = {
+        "type": "user_registered",
+        "userIds": ["u-dana"],
+        "channels": ["EMAIL"],
+        "idempotencyKey": f"signup-{uuid.uuid4()}",
+    }
+    first = await send(e2e, settings, **event)
+    second = await send(e2e, settings, **event)
     assert second == {**first, "duplicate": True}
     await deliveries_when_final(e2e, settings, first["eventId"], 1)
     assert len(smtp.to("dana@example.com")) == 1

@@ -13,12 +13,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.factories import CREATE_TEMPLATE, token_for
+from tests.factories import template_and_event_type, token_for
 from tests.pipeline.servers import eventually
 from tests.processes import Process
 
-REGISTER = """mutation($input: RegisterEventTypeInput!) { registerEventType(input: $input) {
-  __typename ... on Error { code message field } } }"""
 SAVE = """mutation($type: String!, $steps: JSON!, $cancels: [String!]) {
   saveWorkflow(eventType: $type, steps: $steps, cancels: $cancels) { __typename
   ... on Workflow { version } ... on Error { code message field } } }"""
@@ -64,19 +62,8 @@ async def workflow_type(e2e: Any, admin: str, steps: list[dict[str, Any]] | None
             "body": "Hi {{ user.first_name }}, {{ payload.item }} is waiting.",
         },
     ]
-    body = await e2e(
-        CREATE_TEMPLATE,
-        {"input": {"slug": slug, "name": slug, "description": "", "content": content}},
-        token=admin,
-    )
-    assert body["data"]["createTemplate"]["__typename"] == "Template", body
     name = f"wf.{suffix}"
-    body = await e2e(
-        REGISTER,
-        {"input": {"name": name, "templateSlug": slug, "channels": ["IN_APP"]}},
-        token=admin,
-    )
-    assert body["data"]["registerEventType"]["__typename"] == "EventType", body
+    await template_and_event_type(e2e, admin, slug=slug, content=content, name=name)
     saved = await e2e(SAVE, {"type": name, "steps": steps or THREE_STEPS}, token=admin)
     assert saved["data"]["saveWorkflow"]["__typename"] == "Workflow", saved
     return name
