@@ -24,6 +24,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
+from backend.admin_page import mount_admin
 from backend.auth import TokenVerifier
 from backend.broker import Broker
 from backend.config import Settings, get_settings
@@ -31,7 +32,6 @@ from backend.content_security import (
     GRAPHIQL_POLICY,
     SDK_POLICY,
     WithHeaders,
-    admin_policy,
     page_headers,
 )
 from backend.db.history.factory import create_history_store
@@ -61,7 +61,6 @@ from backend.workers.schedules import RedBeatTrigger
 
 log = logging.getLogger(__name__)
 WS_RATE_LIMITED = 4429
-ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin_frontend"
 # <herald-inbox>, built from clients/inbox/ (scripts/setup.sh, the Dockerfile): not committed.
 SDK_BUILD = Path(__file__).resolve().parent / "sdk_assets"
 
@@ -293,13 +292,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         app.mount("/sdk", WithHeaders(sdk, page_headers(SDK_POLICY)), name="sdk")
     if settings.serve_demo_enabled:
         mount_demo(app, settings)
-    if settings.serve_admin_enabled and ADMIN_DIR.is_dir():
-        admin = StaticFiles(directory=ADMIN_DIR, html=True)
-        app.mount(
-            "/admin",
-            WithHeaders(admin, page_headers(admin_policy(settings.auth_url))),
-            name="admin",
-        )
+    if settings.serve_admin_enabled:
+        mount_admin(app, settings)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

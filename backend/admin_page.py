@@ -1,0 +1,88 @@
+"""The admin page as ``herald api`` serves it at ``/admin/`` (``HERALD_SERVE_ADMIN``).
+
+The files are ``admin_frontend/`` as they are, but for ``/admin/config.js``, which is written
+from the settings, so that one place configures the sign-in the page offers:
+
+- single sign-on through the OpenID provider (``HERALD_OIDC_*``): issuer, client id and scopes
+  (the roles mapping stays on the server: the page shows the roles ``viewer`` answers);
+- the "Sign in with the auth service" form (``HERALD_ADMIN_AUTH_SERVICE_FORM``, the paths
+  ``HERALD_AUTH_LOGIN_PATH`` and ``HERALD_AUTH_REFRESH_PATH`` at ``HERALD_AUTH_URL``);
+- the paste-a-token box and the demo users of the auth-service stand-in: in development only.
+
+nginx, which serves the page in docker compose, serves the committed ``config.js`` instead: a
+deployment puts its own values there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from starlette.staticfiles import StaticFiles
+
+from backend.config import Settings
+from backend.content_security import WithHeaders, admin_policy, page_headers
+
+ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin_frontend"
+
+
+def page_config(settings: Settings) -> dict[str, Any]:
+    """What ``config.js`` exports for these settings."""
+    oidc = None
+    if settings.oidc_issuer and settings.oidc_client_id:
+        oidc = {
+            "issuer": settings.oidc_issuer,
+            "clientId": settings.oidc_client_id,
+            "scopes": settings.oidc_scopes,
+            "label": settings.oidc_label,
+        }
+    auth_service = None
+    if settings.admin_auth_service_form:
+        auth_service = {
+            "url": settings.auth_url,
+            "loginPath": settings.auth_login_path,
+            "refreshPath": settings.auth_refresh_path,
+        }
+    return {
+        "graphqlPath": "/graphql",
+        "authStandinUrl": settings.auth_url if settings.is_development else None,
+        "authService": auth_service,
+        "oidc": oidc,
+        "tokenPaste": settings.is_development,
+        "liveFeed": "subscription",
+        "livePollSeconds": 3,
+        "heartbeatSeconds": 15,
+    }
+
+
+def config_script(settings: Settings) -> str:
+    body = json.dumps(page_config(settings), indent=2)
+    return (
+        "// Written by `herald api` from its settings (backend/admin_page.py).\n"
+        f"export default {body};\n"
+    )
+
+
+def mount_admin(app: FastAPI, settings: Settings) -> None:
+    """Serve ``admin_frontend/`` at ``/admin/`` with ``config.js`` from the settings."""
+    if not ADMIN_DIR.is_dir():
+        return
+    uses_auth_service = settings.admin_auth_service_form or settings.is_development
+    headers = page_headers(
+        admin_policy(settings.auth_url if uses_auth_service else None, settings.oidc_issuer)
+    )
+    script = config_script(settings)
+
+    async def admin_config() -> Response:
+        return Response(
+            script,
+            media_type="text/javascript",
+            headers={**headers, "Cache-Control": "no-cache"},
+        )
+
+    app.add_api_route("/admin/config.js", admin_config, methods=["GET"], include_in_schema=False)
+    admin = StaticFiles(directory=ADMIN_DIR, html=True)
+    app.mount("/admin", WithHeaders(admin, headers), name="admin")
