@@ -1,5 +1,7 @@
-// Settings for the admin page. `herald api` serves this file as it is; a deployment (nginx)
-// can serve its own copy with other values. Nothing else in the page holds an address.
+// Settings for the admin page, as nginx serves them (docker compose): a deployment puts its own
+// values here. `herald api` serves its own config.js instead, written from its settings
+// (backend/admin_page.py: HERALD_OIDC_*, HERALD_AUTH_URL, development-only conveniences).
+// Nothing else in the page holds an address.
 export default {
   // The GraphQL endpoint, for HTTP and for the WebSocket; same origin as the page by default.
   graphqlPath: "/graphql",
@@ -17,6 +19,12 @@ export default {
     loginPath: "/api/v1/auth/session/login",
     refreshPath: "/api/v1/auth/session/refresh",
   },
+
+  // Single sign-on through the company's OpenID provider (authorization code with PKCE):
+  // { issuer: "https://id.example.com", clientId: "herald-admin", scopes: "openid profile",
+  //   label: "Example ID" }. The provider must list this page's address (…/admin/) as a
+  // redirect URI and a post-logout redirect URI. null hides the button.
+  oidc: null,
 
   // The paste-a-token box, for development (tokens from `herald token`); false hides it.
   tokenPaste: true,
