@@ -13,11 +13,13 @@ export default {
   // "Sign in with the auth service": the page posts the login and password to
   // `url + loginPath` and gets an access and a refresh token (`access_token`,
   // `refresh_token`), then trades the refresh token at `url + refreshPath` for a new pair
-  // before the access token expires. null hides the form. These are the stand-in's paths.
+  // before the access token expires, and sends it to `url + logoutPath` (null: nowhere) on
+  // sign-out, which revokes it. null hides the form. These are the stand-in's paths.
   authService: {
     url: "http://127.0.0.1:8001",
     loginPath: "/api/v1/auth/session/login",
     refreshPath: "/api/v1/auth/session/refresh",
+    logoutPath: "/api/v1/auth/session/logout",
   },
 
   // Single sign-on through the company's OpenID provider (authorization code with PKCE):

@@ -6,7 +6,8 @@ from the settings, so that one place configures the sign-in the page offers:
 - single sign-on through the OpenID provider (``HERALD_OIDC_*``): issuer, client id and scopes
   (the roles mapping stays on the server: the page shows the roles ``viewer`` answers);
 - the "Sign in with the auth service" form (``HERALD_ADMIN_AUTH_SERVICE_FORM``, the paths
-  ``HERALD_AUTH_LOGIN_PATH`` and ``HERALD_AUTH_REFRESH_PATH`` at ``HERALD_AUTH_URL``);
+  ``HERALD_AUTH_LOGIN_PATH``, ``HERALD_AUTH_REFRESH_PATH`` and ``HERALD_AUTH_LOGOUT_PATH`` at
+  ``HERALD_AUTH_URL``);
 - the paste-a-token box and the demo users of the auth-service stand-in: in development only.
 
 nginx, which serves the page in docker compose, serves the committed ``config.js`` instead: a
@@ -45,6 +46,7 @@ def page_config(settings: Settings) -> dict[str, Any]:
             "url": settings.auth_url,
             "loginPath": settings.auth_login_path,
             "refreshPath": settings.auth_refresh_path,
+            "logoutPath": settings.auth_logout_path or None,
         }
     return {
         "graphqlPath": "/graphql",

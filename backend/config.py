@@ -234,10 +234,13 @@ class Settings(BaseSettings):
     # Admin page: served by `herald api` at /admin/ in development (nginx serves it in compose)
     serve_admin: bool | None = None
     # The admin page's "Sign in with the auth service" form: it posts the login and password to
-    # HERALD_AUTH_URL + this path and trades the refresh token at the refresh path.
+    # HERALD_AUTH_URL + the login path, trades the refresh token at the refresh path, and revokes
+    # it at the logout path when the person signs out.
     admin_auth_service_form: bool = True
     auth_login_path: str = "/api/v1/auth/session/login"
     auth_refresh_path: str = "/api/v1/auth/session/refresh"
+    # Where the page sends the refresh token when the person signs out; empty: nowhere.
+    auth_logout_path: str = "/api/v1/auth/session/logout"
 
     # Single sign-on with OpenID Connect (the admin page; the API accepts the provider's JWT
     # access tokens). None turns it off.

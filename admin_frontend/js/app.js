@@ -8,7 +8,7 @@ import { h, setChildren } from "./dom.js";
 import { openDialog } from "./dialog.js";
 import { describeError } from "./errors.js";
 import { Session, session } from "./session.js";
-import { authServiceEnabled, refresh } from "./auth_service.js";
+import { authServiceEnabled, logOut, refresh } from "./auth_service.js";
 import * as oidc from "./oidc.js";
 import { GraphQLWsClient, websocketUrl } from "./ws.js";
 import * as signin from "./views/signin.js";
@@ -176,10 +176,12 @@ session.subscribe((event) => {
 });
 
 document.getElementById("sign-out").addEventListener("click", () => {
-  const method = session.method;
+  const { method, refreshToken } = session;
   session.end();
   // Single sign-on: the provider's session ends too (its end-session page comes back here).
   if (method === "oidc") oidc.endSession();
+  // The auth service's form: its refresh token must not outlive the session.
+  if (method === "auth-service") logOut(refreshToken);
 });
 
 // The router owns the URL hash, so the skip link moves focus itself instead of jumping to #main.
