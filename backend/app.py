@@ -102,7 +102,8 @@ class GraphQLWebSocket(GraphQL[Context, None]):
 
     Browsers cannot set headers on a WebSocket, so the token comes in ``connection_init``
     (``{"authorization": "Bearer <jwt or hk_ API key>"}``, or ``{"apiKey": "hk_..."}``); a
-    bad token closes the socket with 4403.
+    bad token closes the socket with 4403, and so does the revocation of the API key it
+    signed in with.
     ``notifications`` subscriptions take the fast path of backend/live_socket.py.
     """
 
@@ -142,6 +143,10 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             principal = context.principal()
         except HeraldError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
+        if principal.key_name is not None:
+            # Signed in with an API key: its revocation closes the socket (4403).
+            prefix = principal.user_id.removeprefix("api-key:")
+            context.services.clients.api_keys.watch(prefix, context.request)
         # The principal is kept; the token and the parameters are not needed again, and an
         # idle socket should not hold them, nor the handshake.
         context.authorization = context.connection_params = None
