@@ -1,7 +1,7 @@
 """The admin page as ``herald api`` serves it at ``/admin/`` (``HERALD_SERVE_ADMIN``).
 
-The files are ``admin_frontend/`` as they are, but for ``/admin/config.js``, which is written
-from the settings, so that one place configures the sign-in the page offers:
+The files are ``admin_frontend/`` as they are; ``/admin/config.js`` is written from the
+settings, so that one place configures the sign-in the page offers:
 
 - single sign-on through the OpenID provider (``HERALD_OIDC_*``): issuer, client id and scopes
   (the roles mapping stays on the server: the page shows the roles ``viewer`` answers);
@@ -10,8 +10,9 @@ from the settings, so that one place configures the sign-in the page offers:
   ``HERALD_AUTH_URL``);
 - the paste-a-token box and the demo users of the auth-service stand-in: in development only.
 
-nginx, which serves the page in docker compose, serves the committed ``config.js`` instead: a
-deployment puts its own values there.
+``/admin/config.js`` is served in every environment, whether or not the API serves the rest of
+the page: nginx, which serves ``admin_frontend/`` in docker compose, passes this one file on to
+the API, so the settings configure the page there too. It holds nothing secret.
 """
 
 from __future__ import annotations
@@ -68,14 +69,17 @@ def config_script(settings: Settings) -> str:
     )
 
 
-def mount_admin(app: FastAPI, settings: Settings) -> None:
-    """Serve ``admin_frontend/`` at ``/admin/`` with ``config.js`` from the settings."""
-    if not ADMIN_DIR.is_dir():
-        return
+def admin_headers(settings: Settings) -> dict[str, str]:
     uses_auth_service = settings.admin_auth_service_form or settings.is_development
-    headers = page_headers(
+    return page_headers(
         admin_policy(settings.auth_url if uses_auth_service else None, settings.oidc_issuer)
     )
+
+
+def mount_admin(app: FastAPI, settings: Settings) -> None:
+    """``/admin/config.js`` from the settings, and (``HERALD_SERVE_ADMIN``) the rest of
+    ``admin_frontend/`` at ``/admin/``."""
+    headers = admin_headers(settings)
     script = config_script(settings)
 
     async def admin_config() -> Response:
@@ -86,5 +90,6 @@ def mount_admin(app: FastAPI, settings: Settings) -> None:
         )
 
     app.add_api_route("/admin/config.js", admin_config, methods=["GET"], include_in_schema=False)
-    admin = StaticFiles(directory=ADMIN_DIR, html=True)
-    app.mount("/admin", WithHeaders(admin, headers), name="admin")
+    if settings.serve_admin_enabled and ADMIN_DIR.is_dir():
+        admin = StaticFiles(directory=ADMIN_DIR, html=True)
+        app.mount("/admin", WithHeaders(admin, headers), name="admin")

@@ -297,8 +297,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         app.mount("/sdk", WithHeaders(sdk, page_headers(SDK_POLICY)), name="sdk")
     if settings.serve_demo_enabled:
         mount_demo(app, settings)
-    if settings.serve_admin_enabled:
-        mount_admin(app, settings)
+    mount_admin(app, settings)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

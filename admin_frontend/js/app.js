@@ -169,6 +169,9 @@ session.subscribe((event) => {
   } else {
     leaveGuard = null;
     stopLiveConnection();
+    // Ended by expiry or a refusal (not the sign-out button, which ends the provider's session
+    // with them): the provider's tokens kept for this tab go too.
+    if (event.method === "oidc" && event.message) oidc.forget();
     signInMessage = event.message;
     const back = window.location.hash.startsWith("#/signin") ? "" : window.location.hash;
     navigate(`#/signin${back ? `?next=${encodeURIComponent(back)}` : ""}`);

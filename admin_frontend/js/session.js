@@ -123,6 +123,7 @@ class Session {
 
   end(message = null) {
     const was = this.signedIn;
+    const method = this.method;
     this.token = null;
     this.viewer = null;
     this.refreshToken = null;
@@ -135,7 +136,7 @@ class Session {
     } catch {
       // nothing kept
     }
-    if (was || message) this.emit({ type: "signed-out", message });
+    if (was || message) this.emit({ type: "signed-out", message, method });
   }
 
   /** The API said the token is no longer valid. */

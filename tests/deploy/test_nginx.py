@@ -207,6 +207,21 @@ def test_admin_page_is_served_with_caching_headers(proxied):
     assert httpx.get(f"{proxy.url}/").headers["location"].endswith("/admin/")
 
 
+def test_the_admin_page_settings_come_from_the_api(proxied):
+    """nginx serves the page's files but passes config.js on to the API, which writes it from
+    its settings: here the test environment's, with no development conveniences."""
+    proxy, api = proxied
+    config = httpx.get(f"{proxy.url}/admin/config.js")
+    assert config.status_code == 200
+    assert config.headers["content-type"].startswith("text/javascript")
+    assert config.headers["cache-control"] == "no-cache"
+    assert config.text == httpx.get(f"{api.url}/admin/config.js").text
+    body = config.text
+    settings = json.loads(body[body.index("{") : body.rindex("}") + 1])
+    assert settings["tokenPaste"] is False and settings["authStandinUrl"] is None
+    assert settings["graphqlPath"] == "/graphql"
+
+
 def test_body_size_limit(proxied, settings):
     proxy, _ = proxied
     too_large = httpx.post(

@@ -77,7 +77,8 @@ function loginForm(onSignedIn) {
 }
 
 function singleSignOn(next) {
-  const button = h("button", { type: "button", id: "sso-sign-in", class: "btn primary" }, `Sign in with ${config.oidc.label || "single sign-on"}`);
+  const label = config.oidc.label || "single sign-on";
+  const button = h("button", { type: "button", id: "sso-sign-in", class: "btn primary", "aria-describedby": "sso-help" }, `Sign in with ${label}`);
   const error = h("p", { id: "sso-error", class: "field-error", role: "alert", hidden: true });
   button.addEventListener("click", async () => {
     showFieldError(error, "");
@@ -91,7 +92,8 @@ function singleSignOn(next) {
     });
     if (problem) showFieldError(error, problem);
   });
-  return h("div", { id: "sso", class: "stack" }, h("div", { class: "actions" }, button), error);
+  const help = h("p", { id: "sso-help", class: "help" }, `You sign in on ${label}'s own page, which then sends you back here.`);
+  return h("div", { id: "sso", class: "stack" }, h("div", { class: "actions" }, button), help, error);
 }
 
 export function render(root, { message, next = "", onSignedIn }) {
