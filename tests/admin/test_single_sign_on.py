@@ -248,6 +248,11 @@ async def test_single_sign_on_renews_silently_and_signs_out(
         expired = await viewer(provider, first)
         assert expired["errors"][0]["message"] == "The token has expired"
         assert (await viewer(provider, renewed))["data"]["viewer"]["id"] == "ada"
+        # A reload keeps the session (this tab's storage), still renewable.
+        await page.reload()
+        await page.wait_for_selector("#app[data-ready='true']")
+        await expect(page.locator("#app")).to_have_attribute("data-signed-in", "true")
+        await expect(page.locator("#who .who-roles")).to_have_text("admin")
 
         # Sign out: local state cleared, the refresh token revoked, the provider's session
         # ended at its end-session endpoint, which sends the person back to the sign-in screen.
