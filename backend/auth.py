@@ -9,6 +9,11 @@ The key is one configured secret or public key, or the auth service's JWKS
 ``PyJWKSet``, used for ``jwt_jwks_cache_seconds``, and fetched again when a token names a
 ``kid`` the set lacks (a rotation), at most once per ``jwt_jwks_min_refresh_seconds`` so that
 tokens with forged kids cannot turn Herald into a flood of requests to the provider.
+
+With ``HERALD_OIDC_ISSUER``, access tokens from that OpenID provider are accepted too
+(:class:`OidcTokens`): a token whose ``iss`` names the provider is verified with the keys its
+discovery document points at (the same :class:`JwksKeys`), its audience and expiry checked,
+and its roles claim mapped to Herald's roles by ``HERALD_OIDC_ROLE_MAP``.
 """
 
 from __future__ import annotations
