@@ -52,13 +52,13 @@ COPY --from=inbox /src/backend/sdk_assets ./backend/sdk_assets
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 
-# --- The admin page's chart library (uPlot) ----------------------------------------------------
+# --- The admin page's libraries (uPlot, oidc-client-ts) -----------------------------------------
 # Not part of the image: nginx serves admin_frontend/. Export it next to the page with
 #   docker build --target admin-vendor --output admin_frontend/vendor .
 # (scripts/setup.sh does the same with the local npm, from the same lock file.)
 FROM node:20-bookworm-slim AS admin-vendor-build
 WORKDIR /admin_vendor
-COPY admin_vendor/package.json admin_vendor/package-lock.json ./
+COPY admin_vendor/package.json admin_vendor/package-lock.json admin_vendor/oidc.js ./
 RUN npm ci --no-audit --no-fund && VENDOR_DIR=/vendor npm run vendor
 
 FROM scratch AS admin-vendor

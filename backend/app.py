@@ -24,6 +24,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
+from backend.admin_page import mount_admin
 from backend.auth import TokenVerifier
 from backend.broker import Broker
 from backend.config import Settings, get_settings
@@ -31,7 +32,6 @@ from backend.content_security import (
     GRAPHIQL_POLICY,
     SDK_POLICY,
     WithHeaders,
-    admin_policy,
     page_headers,
 )
 from backend.db.history.factory import create_history_store
@@ -63,7 +63,6 @@ from backend.workers.schedules import RedBeatTrigger
 
 log = logging.getLogger(__name__)
 WS_RATE_LIMITED = 4429
-ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin_frontend"
 # <herald-inbox>, built from clients/inbox/ (scripts/setup.sh, the Dockerfile): not committed.
 SDK_BUILD = Path(__file__).resolve().parent / "sdk_assets"
 
@@ -105,7 +104,8 @@ class GraphQLWebSocket(GraphQL[Context, None]):
 
     Browsers cannot set headers on a WebSocket, so the token comes in ``connection_init``
     (``{"authorization": "Bearer <jwt or hk_ API key>"}``, or ``{"apiKey": "hk_..."}``); a
-    bad token closes the socket with 4403.
+    bad token closes the socket with 4403, and so does the revocation of the API key it
+    signed in with.
     ``notifications`` subscriptions take the fast path of backend/live_socket.py.
     """
 
@@ -145,6 +145,10 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             principal = context.principal()
         except HeraldError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
+        if principal.key_name is not None:
+            # Signed in with an API key: its revocation closes the socket (4403).
+            prefix = principal.user_id.removeprefix("api-key:")
+            context.services.clients.api_keys.watch(prefix, context.request)
         # The principal is kept; the token and the parameters are not needed again, and an
         # idle socket should not hold them, nor the handshake.
         context.authorization = context.connection_params = None
@@ -299,13 +303,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         app.mount("/sdk", WithHeaders(sdk, page_headers(SDK_POLICY)), name="sdk")
     if settings.serve_demo_enabled:
         mount_demo(app, settings)
-    if settings.serve_admin_enabled and ADMIN_DIR.is_dir():
-        admin = StaticFiles(directory=ADMIN_DIR, html=True)
-        app.mount(
-            "/admin",
-            WithHeaders(admin, page_headers(admin_policy(settings.auth_url))),
-            name="admin",
-        )
+    mount_admin(app, settings)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

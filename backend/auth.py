@@ -9,6 +9,11 @@ The key is one configured secret or public key, or the auth service's JWKS
 ``PyJWKSet``, used for ``jwt_jwks_cache_seconds``, and fetched again when a token names a
 ``kid`` the set lacks (a rotation), at most once per ``jwt_jwks_min_refresh_seconds`` so that
 tokens with forged kids cannot turn Herald into a flood of requests to the provider.
+
+With ``HERALD_OIDC_ISSUER``, access tokens from that OpenID provider are accepted too
+(:class:`OidcTokens`): a token whose ``iss`` names the provider is verified with the keys its
+discovery document points at (the same :class:`JwksKeys`), its audience and expiry checked,
+and its roles claim mapped to Herald's roles by ``HERALD_OIDC_ROLE_MAP``.
 """
 
 from __future__ import annotations
@@ -78,10 +83,15 @@ class Principal:
 class JwksKeys:
     """The auth service's signing keys by ``kid``, from its JWKS (see the module docstring)."""
 
-    def __init__(self, settings: Settings) -> None:
-        assert settings.jwt_jwks_url is not None
-        self.url = settings.jwt_jwks_url
-        self._algorithm = settings.jwt_algorithm.value
+    def __init__(
+        self, settings: Settings, *, url: str | None = None, algorithm: str | None = None
+    ) -> None:
+        """The auth service's JWKS (``HERALD_JWT_JWKS_URL``), or another set at ``url`` (an
+        OpenID provider's ``jwks_uri``) with the same cache and refresh settings."""
+        found = url or settings.jwt_jwks_url
+        assert found is not None
+        self.url = found
+        self._algorithm = algorithm or settings.jwt_algorithm.value
         self._ttl = settings.jwt_jwks_cache_seconds
         self._min_refresh = settings.jwt_jwks_min_refresh_seconds
         self._timeout = settings.jwt_jwks_timeout_seconds
@@ -159,6 +169,123 @@ class JwksKeys:
                 callback(removed)
 
 
+class OidcTokens:
+    """Access tokens from the OpenID provider at ``HERALD_OIDC_ISSUER``.
+
+    The provider's discovery document names its ``jwks_uri``; the keys are kept and refreshed
+    as the auth service's JWKS is (:class:`JwksKeys`). A token passes when it is signed by one
+    of them with the pinned algorithm, its ``iss`` is the issuer, its ``aud`` holds
+    ``HERALD_OIDC_AUDIENCE`` and it has not expired. Its roles are the values of
+    ``HERALD_OIDC_ROLES_CLAIM`` that ``HERALD_OIDC_ROLE_MAP`` maps; any other value gives nothing.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.oidc_issuer is not None and settings.oidc_audience is not None
+        self.issuer = settings.oidc_issuer
+        self._settings = settings
+        self._audience = settings.oidc_audience
+        self._algorithm = settings.oidc_algorithm.value
+        self._leeway = settings.jwt_leeway_seconds
+        self._claim_path = settings.oidc_roles_claim.split(".")
+        self._role_map = dict(settings.oidc_role_map)
+        self.jwks: JwksKeys | None = None
+        self._discovery_attempted_at = -math.inf
+        self._discovery: asyncio.Future[None] | None = None
+        # Called with the kids that left the provider's set (see JwksKeys.on_removed).
+        self.on_removed: list[Any] = []
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+    def cached(self, kid: str | None) -> Any | None:
+        return self.jwks.cached(kid) if self.jwks is not None else None
+
+    async def key_for(self, kid: str | None) -> Any:
+        if self.jwks is None:
+            await self._discover()
+        if self.jwks is None:
+            raise UnauthenticatedError("The token is signed with a key that is not known")
+        return await self.jwks.key_for(kid)
+
+    async def _discover(self) -> None:
+        running = self._discovery
+        if running is not None and not running.done():
+            await asyncio.shield(running)
+            return
+        # A provider that is down is asked again at most once per min_refresh seconds.
+        if (
+            time.monotonic() - self._discovery_attempted_at
+            < self._settings.jwt_jwks_min_refresh_seconds
+        ):
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._discovery = future
+        self._discovery_attempted_at = time.monotonic()
+        try:
+            jwks_uri = await self._jwks_uri()
+            if jwks_uri is not None:
+                jwks = JwksKeys(self._settings, url=jwks_uri, algorithm=self._algorithm)
+                jwks.on_removed.extend(self.on_removed)
+                self.jwks = jwks
+        finally:
+            future.set_result(None)
+
+    async def _jwks_uri(self) -> str | None:
+        try:
+            async with httpx.AsyncClient(timeout=self._settings.jwt_jwks_timeout_seconds) as client:
+                response = await client.get(
+                    self.discovery_url, headers={"Accept": "application/json"}
+                )
+                response.raise_for_status()
+                document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning(
+                "could not read the OpenID discovery document at %s: %s", self.discovery_url, exc
+            )
+            return None
+        if not isinstance(document, dict) or document.get("issuer") != self.issuer:
+            # OpenID Connect Discovery 1.0, section 4.3: the issuer must match exactly.
+            log.warning("the discovery document at %s names another issuer", self.discovery_url)
+            return None
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
+            log.warning("the discovery document at %s has no jwks_uri", self.discovery_url)
+            return None
+        return jwks_uri
+
+    def verify(self, token: str, key: Any) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[self._algorithm],
+                issuer=self.issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise UnauthenticatedError(_refusal(exc)) from exc
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise UnauthenticatedError("The token lacks the 'sub' claim")
+        return Principal(user_id=sub, roles=self.roles(claims), expires_at=_expiry(claims["exp"]))
+
+    def roles(self, claims: dict[str, Any]) -> frozenset[str]:
+        """Herald's roles for the values of the roles claim (a list, or one string)."""
+        value: Any = claims
+        for part in self._claim_path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str):
+            values = [value]
+        elif isinstance(value, list):
+            values = [v for v in value if isinstance(v, str)]
+        else:
+            values = []
+        return frozenset(self._role_map[v] for v in values if v in self._role_map)
+
+
 class TokenVerifier:
     """Verifies bearer tokens with the configured, pinned algorithm."""
 
@@ -181,6 +308,10 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
         self._cache: dict[str, Principal] = {}
+        self.oidc: OidcTokens | None = None
+        if settings.oidc_issuer:
+            self.oidc = OidcTokens(settings)
+            self.oidc.on_removed.append(lambda _: self._cache.clear())
 
     def _cached(self, token: str) -> Principal | None:
         cached = self._cache.get(token)
@@ -204,6 +335,12 @@ class TokenVerifier:
         cached = self._cached(token)
         if cached is not None:
             return cached
+        if self._from_provider(token):
+            assert self.oidc is not None
+            key = self.oidc.cached(_kid(token))
+            if key is None:
+                raise UnauthenticatedError("The token is signed with a key that is not known")
+            return self._remember(token, self.oidc.verify(token, key))
         key = self._key
         if self.jwks is not None:
             key = self.jwks.cached(_kid(token))
@@ -216,10 +353,26 @@ class TokenVerifier:
         cached = self._cached(token)
         if cached is not None:
             return cached
+        if self._from_provider(token):
+            assert self.oidc is not None
+            key = await self.oidc.key_for(_kid(token))
+            return self._remember(token, self.oidc.verify(token, key))
         if self.jwks is None:
             return self.verify(token)
         key = await self.jwks.key_for(_kid(token))
         return self._remember(token, self._verify(token, key))
+
+    def _from_provider(self, token: str) -> bool:
+        """Whether the token names the OpenID provider as its issuer. Only a routing hint:
+        the provider's keys then verify it, and a token that merely claims this issuer fails
+        there; a token naming any other issuer meets the auth service's key and its checks."""
+        if self.oidc is None:
+            return False
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise UnauthenticatedError("The token is malformed") from exc
+        return claims.get("iss") == self.oidc.issuer
 
     def _verify(self, token: str, key: Any) -> Principal:
         required = ["exp", "sub"]

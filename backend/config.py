@@ -269,6 +269,30 @@ class Settings(BaseSettings):
 
     # Admin page: served by `herald api` at /admin/ in development (nginx serves it in compose)
     serve_admin: bool | None = None
+    # The admin page's "Sign in with the auth service" form: it posts the login and password to
+    # HERALD_AUTH_URL + the login path, trades the refresh token at the refresh path, and revokes
+    # it at the logout path when the person signs out.
+    admin_auth_service_form: bool = True
+    auth_login_path: str = "/api/v1/auth/session/login"
+    auth_refresh_path: str = "/api/v1/auth/session/refresh"
+    # Where the page sends the refresh token when the person signs out; empty: nowhere.
+    auth_logout_path: str = "/api/v1/auth/session/logout"
+
+    # Single sign-on with OpenID Connect (the admin page; the API accepts the provider's JWT
+    # access tokens). None turns it off.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_scopes: str = "openid profile"
+    # The audience the provider puts in its access tokens for Herald (a resource indicator);
+    # it must differ from the client id, so that an ID token is never taken for an access token.
+    oidc_audience: str | None = None
+    oidc_algorithm: JwtAlgorithm = JwtAlgorithm.RS256
+    # The claim that carries the person's roles, dotted for a nested one
+    # ("realm_access.roles"), and its values mapped to Herald's roles; others are ignored.
+    oidc_roles_claim: str = "roles"
+    oidc_role_map: dict[str, str] = Field(default_factory=dict)
+    # What the admin page's button says: "Sign in with <label>".
+    oidc_label: str = "single sign-on"
     # The <herald-inbox> demo page at /demo/inbox (signs in through the auth-service stand-in)
     serve_demo: bool | None = None
 
@@ -426,6 +450,38 @@ class Settings(BaseSettings):
     def _check_test_only(self) -> Settings:
         if self.live_hub_fault_injection and self.environment is not Environment.TEST:
             raise ValueError("HERALD_LIVE_HUB_FAULT_INJECTION is for the test environment only")
+        return self
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> Settings:
+        if self.oidc_issuer is None:
+            return self
+        if not self.oidc_issuer.startswith(("https://", "http://")):
+            raise ValueError("HERALD_OIDC_ISSUER must be an http(s) URL")
+        if self.environment is Environment.PRODUCTION and not self.oidc_issuer.startswith(
+            "https://"
+        ):
+            raise ValueError("HERALD_OIDC_ISSUER must be an https URL in production")
+        if not self.oidc_client_id:
+            raise ValueError("HERALD_OIDC_CLIENT_ID is required with HERALD_OIDC_ISSUER")
+        if not self.oidc_audience:
+            raise ValueError("HERALD_OIDC_AUDIENCE is required with HERALD_OIDC_ISSUER")
+        if self.oidc_audience == self.oidc_client_id:
+            raise ValueError(
+                "HERALD_OIDC_AUDIENCE must differ from HERALD_OIDC_CLIENT_ID: ID tokens carry "
+                "the client id as their audience and must not pass as access tokens"
+            )
+        if self.oidc_algorithm is not JwtAlgorithm.RS256:
+            raise ValueError("HERALD_OIDC_ALGORITHM must be an asymmetric algorithm (RS256)")
+        if "openid" not in self.oidc_scopes.split():
+            raise ValueError("HERALD_OIDC_SCOPES must include 'openid'")
+        wrong = sorted(
+            {role for role in self.oidc_role_map.values()} - {"admin", "manager", "user"}
+        )
+        if wrong:
+            raise ValueError(
+                "HERALD_OIDC_ROLE_MAP maps to admin, manager or user only, not: " + ", ".join(wrong)
+            )
         return self
 
     @model_validator(mode="after")

@@ -12,7 +12,8 @@ admin's token runs no third party's code. Two allowances, both needed by the pag
   the admin page allows the same). Scripts stay ``'self'`` only: no inline script, no
   ``eval``.
 - the admin page's ``connect-src`` adds the auth service's origin (``HERALD_AUTH_URL``): its
-  sign-in screen lists the demo users of the development auth-service stand-in.
+  sign-in form logs in there (and in development it lists the stand-in's demo users); and the
+  OpenID provider's (``HERALD_OIDC_ISSUER``), whose token endpoint the page calls.
 
 The inbox demo page needs neither allowance: the element adopts a constructed stylesheet, which
 ``style-src 'self'`` does not refuse, so the page shows that a host page with a strict policy
@@ -60,9 +61,19 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
 
-def admin_policy(auth_url: str) -> str:
-    """The admin page's policy: its own origin, plus the auth service it lists demo users from."""
-    return "; ".join((*_COMMON, _INLINE_STYLES, f"connect-src 'self' {_origin(auth_url)}".rstrip()))
+def admin_policy(*services: str | None) -> str:
+    """The admin page's policy: its own origin, plus the services it signs in with: the auth
+    service (its login form, and in development the stand-in's demo users) and the OpenID
+    provider, whose discovery document, token and revocation endpoints the page calls. The
+    provider's authorization and end-session endpoints are navigations of the whole page,
+    which ``connect-src`` does not govern."""
+    origins: list[str] = []
+    for url in services:
+        origin = _origin(url) if url else ""
+        if origin and origin not in origins:
+            origins.append(origin)
+    connect = " ".join(("connect-src 'self'", *origins))
+    return "; ".join((*_COMMON, _INLINE_STYLES, connect))
 
 
 def demo_policy(auth_url: str) -> str:

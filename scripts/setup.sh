@@ -192,15 +192,25 @@ if inbox_stale || [ ! -f clients/inbox/node_modules/.package-lock.json ]; then
 fi
 # --- end <herald-inbox> -----------------------------------------------------------------------
 # --- Admin page libraries ------------------------------------------------------------------------
-# The overview's charts (uPlot), at the version admin_vendor/package-lock.json pins, copied into
+# The overview's charts (uPlot) and the single sign-on client (oidc-client-ts, bundled by
+# esbuild), at the versions admin_vendor/package-lock.json pins, written into
 # admin_frontend/vendor/ (not committed), which the page loads from its own origin.
-if [ ! -f admin_frontend/vendor/uplot/uPlot.esm.js ] \
-  || [ admin_vendor/package-lock.json -nt admin_frontend/vendor/uplot/uPlot.esm.js ]; then
+admin_vendor_stale() {
+  local output
+  for output in admin_frontend/vendor/uplot/uPlot.esm.js admin_frontend/vendor/oidc-client-ts/oidc-client-ts.js; do
+    if [ ! -f "$output" ] || [ -n "$(find admin_vendor/package.json admin_vendor/package-lock.json \
+      admin_vendor/oidc.js -newer "$output" -print -quit)" ]; then
+      return 0
+    fi
+  done
+  return 1
+}
+if admin_vendor_stale; then
   if ! command -v npm >/dev/null 2>&1; then
-    say "installing Node.js (for the admin page's chart library)"
-    apt_install nodejs npm || die "npm is needed for the admin page's chart library; install Node.js"
+    say "installing Node.js (for the admin page's libraries)"
+    apt_install nodejs npm || die "npm is needed for the admin page's libraries; install Node.js"
   fi
-  say "installing the admin page's chart library into admin_frontend/vendor/ (npm ci)"
+  say "installing the admin page's libraries into admin_frontend/vendor/ (npm ci, esbuild)"
   (cd admin_vendor && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent vendor)
 fi
 
@@ -244,6 +254,11 @@ if [ "$PURPOSE" = "test" ]; then
     || [ clients/typescript/package-lock.json -nt clients/typescript/node_modules/.package-lock.json ]; then
     say "installing the TypeScript client's code generator and compiler (npm ci in clients/typescript/)"
     (cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  if [ ! -f tests/oidc_provider/node_modules/.package-lock.json ] \
+    || [ tests/oidc_provider/package-lock.json -nt tests/oidc_provider/node_modules/.package-lock.json ]; then
+    say "installing the OpenID provider for the single sign-on tests (npm ci in tests/oidc_provider/)"
+    (cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
   if [ ! -d tests/standard_webhooks/node_modules/standardwebhooks ]; then
     say "installing the Standard Webhooks verifier for the webhook tests (npm ci)"

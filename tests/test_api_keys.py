@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,7 @@ query($revoked: Boolean!) {
 }
 """
 VIEWER = "{ viewer { id roles } }"
+HEARTBEAT = "subscription { heartbeat(intervalSeconds: 1) { at } }"
 SEND = """
 mutation($input: EventInput!) {
   sendEvent(input: $input) { __typename ... on Error { code message } }
@@ -281,6 +283,16 @@ async def test_revocation_reaches_every_api_process_at_once(engine):
         assert ack == {"type": "connection_ack", "payload": {"userId": f"api-key:{prefix}"}}
         ack = await _ws_init(second.url, {"authorization": f"Bearer {key}"})
         assert isinstance(ack, dict) and ack["type"] == "connection_ack"
+        # Sockets that stay open through the revocation: the key's, on each process, with a
+        # live subscription, and one of the other key's.
+        opened = []
+        for server, secret in ((first, key), (second, key), (second, other)):
+            ws = await connect(server.url)
+            await send(ws, {"type": "connection_init", "payload": {"apiKey": secret}})
+            assert (await receive(ws))["type"] == "connection_ack"
+            await send(ws, {"id": "beat", "type": "subscribe", "payload": {"query": HEARTBEAT}})
+            assert (await receive(ws))["type"] == "next"
+            opened.append(ws)
 
         # Rate limits count per key, across both processes (burst 2).
         codes = []
@@ -308,6 +320,18 @@ async def test_revocation_reaches_every_api_process_at_once(engine):
             await asyncio.sleep(0.02)
         assert seen["errors"][0]["message"] == "The API key has been revoked"
         assert await _ws_init(second.url, {"apiKey": key}) == 4403
+        # The revoked key's open sockets are closed with 4403 on both processes, at once.
+        for ws in opened[:2]:
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    message = await asyncio.wait_for(ws.recv(), 2)
+                    assert json.loads(message)["type"] == "next"
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4403
+            assert closed.value.rcvd.reason == "The API key has been revoked"
+        # The other key's socket streams on.
+        assert (await receive(opened[2]))["type"] == "next"
+        await opened[2].close()
         # The other key goes on working.
         seen = await asyncio.to_thread(_post, second.url, VIEWER, **{"X-Api-Key": other})
         assert seen["data"]["viewer"]["roles"] == ["service"]
@@ -320,3 +344,39 @@ async def test_the_migration_creates_the_model_table(engine):
     from tests.conftest import schema_differences
 
     assert await schema_differences(engine, {"api_keys"}) == []
+
+
+async def test_an_unknown_prefix_is_remembered_for_a_few_seconds(sessionmaker, monkeypatch):
+    from backend.errors import UnauthenticatedError
+    from backend.services import api_keys
+    from tests.conftest import TEST_REDIS_URL
+
+    opened = 0
+
+    def sessions() -> Any:
+        nonlocal opened
+        opened += 1
+        return sessionmaker()
+
+    verifier = api_keys.ApiKeyVerifier(
+        sessions, redis_url=TEST_REDIS_URL, cache_seconds=60, touch_seconds=60
+    )
+    unknown = "hk_" + "Unknown123" + "_" + "x" * 43
+    # A service sending a wrong key in a loop: PostgreSQL is asked once.
+    for _ in range(20):
+        with pytest.raises(UnauthenticatedError, match="The API key is not valid"):
+            await verifier.verify(unknown)
+    assert opened == 1
+    # Remembered for a few seconds only: then asked again.
+    monkeypatch.setattr(api_keys, "UNKNOWN_SECONDS", 0.2)
+    await asyncio.sleep(0.25)
+    with pytest.raises(UnauthenticatedError):
+        await verifier.verify(unknown)
+    assert opened == 2
+    # And only so many: the oldest unknown prefixes make room.
+    monkeypatch.setattr(api_keys, "MAX_UNKNOWN", 3)
+    for letter in "abcde":
+        with pytest.raises(UnauthenticatedError):
+            await verifier.verify("hk_" + letter * 10 + "_" + "x" * 43)
+    assert opened == 7
+    assert len(verifier._unknown) == 3

@@ -180,3 +180,25 @@ def test_cached_token_still_expires():
     clock.sleep(1.2)
     with pytest.raises(UnauthenticatedError, match="expired"):
         verifier.verify(token)
+
+
+def test_the_providers_roles_claim_is_mapped_value_by_value():
+    from backend.auth import OidcTokens
+
+    settings = make_settings(
+        oidc_issuer="https://id.example.com",
+        oidc_client_id="herald-admin",
+        oidc_audience="https://herald.example.com/graphql",
+        oidc_roles_claim="realm_access.roles",
+        oidc_role_map={"herald-admins": "admin", "herald-editors": "manager"},
+    )
+    tokens = OidcTokens(settings)
+    nested = {"realm_access": {"roles": ["offline_access", "herald-editors", "herald-admins"]}}
+    assert tokens.roles(nested) == {"admin", "manager"}
+    # One string, as some providers send a single role.
+    assert tokens.roles({"realm_access": {"roles": "herald-editors"}}) == {"manager"}
+    # A value nobody mapped, a missing claim, or a claim of another shape: no role at all.
+    assert tokens.roles({"realm_access": {"roles": ["admin", "herald-viewers"]}}) == set()
+    assert tokens.roles({"roles": ["herald-admins"]}) == set()
+    assert tokens.roles({"realm_access": ["herald-admins"]}) == set()
+    assert tokens.roles({"realm_access": {"roles": [{"name": "herald-admins"}, 7]}}) == set()

@@ -237,6 +237,7 @@ def test_cli_refuses_production():
 
 LOGIN = "/api/v1/auth/session/login"
 REFRESH = "/api/v1/auth/session/refresh"
+LOGOUT = "/api/v1/auth/session/logout"
 
 
 def test_login_with_password_gives_a_pair_herald_accepts(client):
@@ -264,6 +265,18 @@ def test_refresh_rotates_the_refresh_token(client):
     again = client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
     assert again.status_code == 401
     assert client.post(REFRESH, json={"refresh_token": "made-up"}).status_code == 401
+
+
+def test_logout_revokes_the_refresh_token(client):
+    pair = client.post(LOGIN, json={"login": "admin", "password": "herald-demo"}).json()
+    other = client.post(LOGIN, json={"login": "admin", "password": "herald-demo"}).json()
+    assert client.post(LOGOUT, json={"refresh_token": pair["refresh_token"]}).status_code == 204
+    refused = client.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
+    assert refused.status_code == 401
+    # Another session of the same person is not signed out with it.
+    assert client.post(REFRESH, json={"refresh_token": other["refresh_token"]}).status_code == 200
+    # A spent or unknown token: signed out all the same, no error (as RFC 7009).
+    assert client.post(LOGOUT, json={"refresh_token": pair["refresh_token"]}).status_code == 204
 
 
 def test_access_ttl_is_set_from_the_command_line():

@@ -32,6 +32,66 @@ def test_rs256_requires_public_key():
         Settings(_env_file=None, jwt_algorithm="RS256")
 
 
+def test_single_sign_on_settings_are_checked():
+    oidc = {
+        "oidc_issuer": "https://id.example.com",
+        "oidc_client_id": "herald-admin",
+        "oidc_audience": "https://herald.example.com/graphql",
+    }
+    ok = Settings(_env_file=None, **oidc, oidc_role_map={"herald-admins": "admin"})
+    assert ok.oidc_role_map == {"herald-admins": "admin"}
+    with pytest.raises(ValidationError, match="HERALD_OIDC_CLIENT_ID is required"):
+        Settings(_env_file=None, **{**oidc, "oidc_client_id": None})
+    with pytest.raises(ValidationError, match="HERALD_OIDC_AUDIENCE is required"):
+        Settings(_env_file=None, **{**oidc, "oidc_audience": None})
+    # An ID token's audience is the client id: it must never pass as an access token.
+    with pytest.raises(ValidationError, match="must differ from HERALD_OIDC_CLIENT_ID"):
+        Settings(_env_file=None, **{**oidc, "oidc_audience": "herald-admin"})
+    with pytest.raises(ValidationError, match="asymmetric"):
+        Settings(_env_file=None, **oidc, oidc_algorithm="HS256")
+    with pytest.raises(ValidationError, match="include 'openid'"):
+        Settings(_env_file=None, **oidc, oidc_scopes="profile email")
+    with pytest.raises(ValidationError, match="admin, manager or user only, not: service"):
+        Settings(_env_file=None, **oidc, oidc_role_map={"robots": "service"})
+    with pytest.raises(ValidationError, match="https URL in production"):
+        Settings(
+            _env_file=None,
+            **{**oidc, "oidc_issuer": "http://id.example.com"},
+            environment="production",
+            jwt_secret="x9" * 20,
+        )
+
+
+def test_the_paste_box_and_the_stand_in_are_for_development_only():
+    from backend.admin_page import page_config
+
+    development = page_config(Settings(_env_file=None, environment="development"))
+    assert development["tokenPaste"] is True
+    assert development["authStandinUrl"] == "http://127.0.0.1:8001"
+    assert development["oidc"] is None
+    production = page_config(
+        Settings(
+            _env_file=None,
+            environment="production",
+            jwt_secret="x9" * 20,
+            admin_auth_service_form=False,
+            oidc_issuer="https://id.example.com",
+            oidc_client_id="herald-admin",
+            oidc_audience="https://herald.example.com/graphql",
+            oidc_label="Example ID",
+        )
+    )
+    assert production["tokenPaste"] is False
+    assert production["authStandinUrl"] is None
+    assert production["authService"] is None
+    assert production["oidc"] == {
+        "issuer": "https://id.example.com",
+        "clientId": "herald-admin",
+        "scopes": "openid profile",
+        "label": "Example ID",
+    }
+
+
 def test_mongodb_url_selects_mongo_history():
     assert Settings(_env_file=None, history_url="mongodb://h/db").history_backend == "mongodb"
 

@@ -8,7 +8,8 @@ import { h, setChildren } from "./dom.js";
 import { openDialog } from "./dialog.js";
 import { describeError } from "./errors.js";
 import { Session, session } from "./session.js";
-import { authServiceEnabled, refresh } from "./auth_service.js";
+import { authServiceEnabled, logOut, refresh } from "./auth_service.js";
+import * as oidc from "./oidc.js";
 import { GraphQLWsClient, websocketUrl } from "./ws.js";
 import * as signin from "./views/signin.js";
 import * as overview from "./views/overview.js";
@@ -145,11 +146,19 @@ function renderSessionHeader() {
 const VIEWER = "query Viewer { viewer { id roles tokenExpiresAt } }";
 
 if (authServiceEnabled()) {
-  session.refresher = async (refreshToken) => {
+  session.renewers["auth-service"] = async (refreshToken) => {
     const pair = await refresh(refreshToken);
     const data = await graphql(VIEWER, {}, { token: pair.accessToken });
     if (Session.refusal(data.viewer)) throw new Error("no longer an admin or a manager");
     return { token: pair.accessToken, viewer: data.viewer, refreshToken: pair.refreshToken };
+  };
+}
+if (oidc.oidcEnabled()) {
+  session.renewers.oidc = async () => {
+    const user = await oidc.renew();
+    const data = await graphql(VIEWER, {}, { token: user.access_token });
+    if (Session.refusal(data.viewer)) throw new Error("no longer an admin or a manager");
+    return { token: user.access_token, viewer: data.viewer, refreshToken: null };
   };
 }
 
@@ -162,13 +171,23 @@ session.subscribe((event) => {
   } else {
     leaveGuard = null;
     stopLiveConnection();
+    // Ended by expiry or a refusal (not the sign-out button, which ends the provider's session
+    // with them): the provider's tokens kept for this tab go too.
+    if (event.method === "oidc" && event.message) oidc.forget();
     signInMessage = event.message;
     const back = window.location.hash.startsWith("#/signin") ? "" : window.location.hash;
     navigate(`#/signin${back ? `?next=${encodeURIComponent(back)}` : ""}`);
   }
 });
 
-document.getElementById("sign-out").addEventListener("click", () => session.end());
+document.getElementById("sign-out").addEventListener("click", () => {
+  const { method, refreshToken } = session;
+  session.end();
+  // Single sign-on: the provider's session ends too (its end-session page comes back here).
+  if (method === "oidc") oidc.endSession();
+  // The auth service's form: its refresh token must not outlive the session.
+  if (method === "auth-service") logOut(refreshToken);
+});
 
 // The router owns the URL hash, so the skip link moves focus itself instead of jumping to #main.
 document.querySelector(".skip-link").addEventListener("click", (event) => {
@@ -230,7 +249,7 @@ function route() {
     const message = signInMessage;
     signInMessage = null;
     const next = params.get("next") || (path !== "/signin" && path !== "/" ? `#${path}${query ? `?${query}` : ""}` : HOME);
-    cleanup = signin.render(main, { message, onSignedIn: () => navigate(next, { replace: true }) });
+    cleanup = signin.render(main, { message, next, onSignedIn: () => navigate(next, { replace: true }) });
     return;
   }
   const match = ROUTES.map((r) => ({ r, m: r.pattern.exec(path) })).find((x) => x.m);
@@ -266,25 +285,58 @@ window.addEventListener("beforeunload", (event) => {
 });
 
 // --- start ----------------------------------------------------------------------------------
+/** Back from the identity provider: trade the code, check the account, start the session. */
+async function completeSingleSignOn() {
+  let user;
+  let next;
+  try {
+    ({ user, next } = await oidc.completeSignIn());
+  } catch (error) {
+    signInMessage = oidc.describeFailure(error);
+    return;
+  }
+  let data;
+  try {
+    data = await graphql(VIEWER, {}, { token: user.access_token });
+  } catch (error) {
+    await oidc.forget();
+    signInMessage =
+      error.code === "UNAUTHENTICATED"
+        ? `Herald did not accept the identity provider's token: ${error.detail || "it is not valid"}.`
+        : describeError(error);
+    return;
+  }
+  const refusal = Session.refusal(data.viewer);
+  if (refusal) {
+    await oidc.forget();
+    signInMessage = refusal;
+    return;
+  }
+  session.start(user.access_token, data.viewer, { method: "oidc" });
+  if (next && next.startsWith("#/")) history.replaceState(null, "", next);
+}
+
 async function start() {
-  const stored = session.storedToken();
+  if (oidc.oidcEnabled() && oidc.isCallback()) await completeSingleSignOn();
+  const stored = session.signedIn ? null : session.storedToken();
   const storedRefresh = session.storedRefreshToken();
+  const method = session.storedMethod();
   if (stored) {
     try {
       const data = await graphql(VIEWER, {}, { token: stored });
       if (!Session.refusal(data.viewer)) {
-        session.start(stored, data.viewer, { refreshToken: storedRefresh });
+        session.start(stored, data.viewer, { refreshToken: storedRefresh, method });
       } else {
         session.end();
       }
     } catch (error) {
       let renewed = null;
-      if (error.code === "UNAUTHENTICATED" && storedRefresh && session.refresher) {
+      if (error.code === "UNAUTHENTICATED" && session.canRenew(method, storedRefresh)) {
         // The access token expired while the tab was away: the refresh token may still do.
-        renewed = await session.refresher(storedRefresh).catch(() => null);
+        renewed = await session.renewers[method](storedRefresh).catch(() => null);
       }
       if (renewed) {
-        session.start(renewed.token, renewed.viewer, { refreshToken: renewed.refreshToken });
+        session.start(renewed.token, renewed.viewer, { refreshToken: renewed.refreshToken, method });
       } else {
         session.end();
         signInMessage =

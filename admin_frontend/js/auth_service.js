@@ -1,5 +1,6 @@
 // The company's auth service (config.authService): login and password in, an access and a
-// refresh token out; the refresh token traded for a new pair before the access token expires.
+// refresh token out; the refresh token traded for a new pair before the access token expires,
+// and revoked at sign-out.
 
 import config from "../config.js";
 
@@ -41,4 +42,20 @@ export function logIn(login, password) {
 /** A new pair for a refresh token; throws AuthServiceError. */
 export function refresh(refreshToken) {
   return post(config.authService.refreshPath, { refresh_token: refreshToken });
+}
+
+/** Revoke the refresh token at sign-out (config.authService.logoutPath); a failure is not the
+ * person's problem: their tab forgets the token either way. */
+export async function logOut(refreshToken) {
+  if (!refreshToken || !config.authService?.logoutPath) return;
+  try {
+    await fetch(new URL(config.authService.logoutPath, config.authService.url), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ refresh_token: refreshToken }),
+      keepalive: true,
+    });
+  } catch {
+    // the auth service is not answering: the token expires on its own
+  }
 }

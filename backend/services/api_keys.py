@@ -12,6 +12,12 @@ service's requests do not each read PostgreSQL. A revocation is published on Red
 a process that lost its subscription drops its whole cache when it gets it back, and no entry
 is trusted longer than ``api_key_cache_seconds`` in any case. ``last_used_at`` is written at
 most once per ``api_key_touch_seconds`` per key and process, not on every request.
+
+A prefix PostgreSQL does not know is remembered as unknown for ``UNKNOWN_SECONDS`` (at most
+``MAX_UNKNOWN`` of them): a service sending a wrong key in a loop costs one query every few
+seconds, not one a request. A WebSocket signed in with a key is watched (:meth:`watch`) and
+closed with 4403 when the key's revocation arrives, as a refused token's socket is; after a lost
+subscription the watched keys are read again and the revoked ones' sockets closed.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ import re
 import secrets
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -57,6 +65,10 @@ KEY_ROLES = frozenset({Role.SERVICE.value})
 KEY_SCOPES = frozenset(s.value for s in Scope)
 GRANTS = KEY_ROLES | KEY_SCOPES
 _CURSOR = "api-key"
+# A revoked key's socket is closed as a refused token's is: get a new credential, then reconnect.
+CLOSE_REVOKED = 4403
+UNKNOWN_SECONDS = 5.0
+MAX_UNKNOWN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +211,43 @@ class ApiKeyVerifier:
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._subscribed = asyncio.Event()
+        # Prefixes PostgreSQL did not know, with when it said so (oldest first).
+        self._unknown: dict[str, float] = {}
+        # Open WebSockets by the prefix of the key they signed in with.
+        self._sockets: dict[str, weakref.WeakSet[Any]] = {}
+
+    def watch(self, prefix: str, socket: Any) -> None:
+        """Close ``socket`` (an ASGI WebSocket: ``await socket.close(code, reason)``) with 4403
+        when the key with ``prefix`` is revoked. Held weakly: a closed socket just goes."""
+        if len(self._sockets) >= self.MAX_ENTRIES:
+            for gone in [p for p, sockets in self._sockets.items() if not sockets]:
+                del self._sockets[gone]
+        self._sockets.setdefault(prefix, weakref.WeakSet()).add(socket)
+
+    async def _close_sockets(self, prefix: str) -> None:
+        sockets = self._sockets.pop(prefix, None)
+        for socket in list(sockets or ()):
+            with contextlib.suppress(Exception):  # closed meanwhile
+                await socket.close(code=CLOSE_REVOKED, reason="The API key has been revoked")
+
+    async def _close_revoked_sockets(self) -> None:
+        """After a lost subscription: the watched keys revoked meanwhile lose their sockets."""
+        prefixes = [p for p, sockets in self._sockets.items() if sockets]
+        if not prefixes:
+            return
+        try:
+            async with self._sessions() as session:
+                repository = ApiKeyRepository(session)
+                revoked = []
+                for prefix in prefixes:
+                    row = await repository.by_prefix(prefix)
+                    if row is None or row.revoked_at is not None:
+                        revoked.append(prefix)
+        except Exception as exc:
+            log.warning("API key revocations: could not check the open sockets' keys: %s", exc)
+            return
+        for prefix in revoked:
+            await self._close_sockets(prefix)
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="api-key-revocations")
@@ -224,8 +273,10 @@ class ApiKeyVerifier:
         self._generation += 1
         if prefix is None:
             self._cache.clear()
+            self._unknown.clear()
         else:
             self._cache.pop(prefix, None)
+            self._unknown.pop(prefix, None)
 
     async def _listen(self) -> None:
         while not self._closing:
@@ -236,13 +287,16 @@ class ApiKeyVerifier:
                 # Revocations may have been missed while unsubscribed.
                 self.forget()
                 self._subscribed.set()
+                await self._close_revoked_sockets()
                 while not self._closing:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=READ_SECONDS
                     )
                     if message is not None and message.get("type") == "message":
                         data = message["data"]
-                        self.forget(data.decode() if isinstance(data, bytes) else str(data))
+                        prefix = data.decode() if isinstance(data, bytes) else str(data)
+                        self.forget(prefix)
+                        await self._close_sockets(prefix)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -264,6 +318,11 @@ class ApiKeyVerifier:
             raise UnauthenticatedError("The API key is malformed")
         prefix = match.group(1)
         now = time.monotonic()
+        unknown_since = self._unknown.get(prefix)
+        if unknown_since is not None:
+            if now - unknown_since < UNKNOWN_SECONDS:
+                raise UnauthenticatedError("The API key is not valid")
+            del self._unknown[prefix]
         entry = self._cache.get(prefix)
         if entry is None or now - entry.loaded_at > self._cache_seconds:
             entry = await self._load(prefix, now)
@@ -284,6 +343,10 @@ class ApiKeyVerifier:
         async with self._sessions() as session:
             row = await ApiKeyRepository(session).by_prefix(prefix)
         if row is None:
+            if generation == self._generation:
+                if len(self._unknown) >= MAX_UNKNOWN:
+                    self._unknown.pop(next(iter(self._unknown)))
+                self._unknown[prefix] = now
             return None
         previous = self._cache.get(prefix)
         entry = _Entry(

@@ -7,7 +7,8 @@ endpoints the admin page uses to sign in as a demo user: the list of users with 
 and a token for one.
 It also signs people in as the auth service does: ``POST`` login and password to
 :data:`LOGIN_PATH` for an access token and a refresh token, and the refresh token to
-:data:`REFRESH_PATH` for a new pair (the refresh token is single-use: each refresh rotates it).
+:data:`REFRESH_PATH` for a new pair (the refresh token is single-use: each refresh rotates it),
+and the refresh token to :data:`LOGOUT_PATH` to revoke it when the person signs out.
 Every demo user's password is :data:`DEMO_PASSWORD` unless the users file gives one.
 Tokens are signed with Herald's own JWT settings, so Herald accepts them.
 """
@@ -37,6 +38,7 @@ BULK_PROFILES_PATH = PREFIX + "/users/bulk"
 SESSION_PREFIX = PREFIX + "/session"
 LOGIN_PATH = SESSION_PREFIX + "/login"
 REFRESH_PATH = SESSION_PREFIX + "/refresh"
+LOGOUT_PATH = SESSION_PREFIX + "/logout"
 DEMO_PASSWORD = "herald-demo"  # noqa: S105 - the development stand-in's documented password
 
 
@@ -223,6 +225,12 @@ def create_auth_standin(
         if user is None:
             raise HTTPException(status_code=401, detail="the refresh token is not valid")
         return pair(user)
+
+    @session.post("/logout", status_code=204)
+    async def logout(request: RefreshRequest) -> None:
+        # As OAuth token revocation (RFC 7009): an unknown or spent token is no error, the
+        # person is signed out either way.
+        refresh_tokens.pop(request.refresh_token, None)
 
     app.mount(SESSION_PREFIX, session)
     return app

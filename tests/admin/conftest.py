@@ -5,8 +5,9 @@ the session; the send→history and campaign tests add a Celery worker and an SM
 (``worker_stack``), and the campaign tests ``herald beat`` (``beat``).
 The browser is Debian's ``chromium`` driven by Playwright: no browser is ever downloaded.
 
-The page gets the stand-in's address from ``admin_frontend/config.js``; the tests serve that very
-file with the stand-in's test port swapped in.
+The page gets its settings from ``/admin/config.js``, which ``herald api`` writes from its own;
+the API here runs in the test environment, so the tests serve the file it writes in
+development instead (the paste-a-token box, the stand-in's demo users and sign-in form).
 
 Every page fails its test on a browser console error or an uncaught exception.
 """
@@ -32,6 +33,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.admin_page import config_script
 from backend.auth import mint_token
 from tests.conftest import (
     ROOT,
@@ -55,7 +57,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 JWT_SECRET = "test-secret-for-the-suite-0123456789abcdef"  # the suite's (tests/conftest.py)
-CONFIG_FILE = ROOT / "admin_frontend" / "config.js"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 # Own Redis database and RabbitMQ vhost: other suites on this machine run workers on the
 # default vhost, and one of those could otherwise take this suite's events (or we theirs).
@@ -219,12 +220,11 @@ class Console:
 
 
 def _config_for(stack: Stack) -> str:
-    """The real config.js, pointed at the test's stand-in and polling faster."""
-    source = CONFIG_FILE.read_text()
-    patched, found = re.subn(r'"http://127\.0\.0\.1:8001"', f'"{stack.auth_url}"', source)
-    # The demo users and the "sign in with the auth service" form: both the stand-in.
-    assert found == 2, "config.js no longer holds the stand-in's default URL twice"
-    patched, found = re.subn(r"livePollSeconds: \d+", "livePollSeconds: 1", patched)
+    """The config.js ``herald api`` writes in development (backend/admin_page.py), pointed at
+    the test's stand-in (demo users, the sign-in form, the paste box) and polling faster."""
+    settings = make_settings(environment="development", auth_url=stack.auth_url)
+    script = config_script(settings)
+    patched, found = re.subn(r'"livePollSeconds": \d+', '"livePollSeconds": 1', script)
     assert found == 1, "config.js no longer holds livePollSeconds"
     return patched
 

@@ -172,11 +172,20 @@ async def test_sign_in_with_the_auth_service_and_stay_signed_in(
     await page.wait_for_selector("#app[data-ready='true']")
     await expect(page.locator("#app")).to_have_attribute("data-signed-in", "true")
 
-    # Signing out forgets both tokens.
-    await page.click("#sign-out")
+    # Signing out forgets both tokens, and the auth service revokes the refresh token.
+    last_refresh = await stored(page, REFRESH_KEY)
+    assert last_refresh
+    async with page.expect_response(lambda r: r.url.endswith("/session/logout")) as logout:
+        await page.click("#sign-out")
+    assert (await logout.value).status == 204
     await expect(page.locator("#app")).to_have_attribute("data-signed-in", "false")
     assert await stored(page, TOKEN_KEY) is None
     assert await stored(page, REFRESH_KEY) is None
+    async with httpx.AsyncClient(base_url=service_stack.standin, timeout=10) as client:
+        revoked = await client.post(
+            "/api/v1/auth/session/refresh", json={"refresh_token": last_refresh}
+        )
+    assert revoked.status_code == 401
 
 
 async def test_a_spent_refresh_token_ends_the_session_with_a_message(

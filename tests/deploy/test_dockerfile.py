@@ -83,6 +83,7 @@ def test_image_shape():
         "graphiql",
         "admin_vendor/package.json",
         "admin_vendor/package-lock.json",
+        "admin_vendor/oidc.js",
         "clients/inbox/package.json",
         "clients/inbox/package-lock.json",
         "clients/inbox/build.mjs",

@@ -207,6 +207,21 @@ def test_admin_page_is_served_with_caching_headers(proxied):
     assert httpx.get(f"{proxy.url}/").headers["location"].endswith("/admin/")
 
 
+def test_the_admin_page_settings_come_from_the_api(proxied):
+    """nginx serves the page's files but passes config.js on to the API, which writes it from
+    its settings: here the test environment's, with no development conveniences."""
+    proxy, api = proxied
+    config = httpx.get(f"{proxy.url}/admin/config.js")
+    assert config.status_code == 200
+    assert config.headers["content-type"].startswith("text/javascript")
+    assert config.headers["cache-control"] == "no-cache"
+    assert config.text == httpx.get(f"{api.url}/admin/config.js").text
+    body = config.text
+    settings = json.loads(body[body.index("{") : body.rindex("}") + 1])
+    assert settings["tokenPaste"] is False and settings["authStandinUrl"] is None
+    assert settings["graphqlPath"] == "/graphql"
+
+
 def test_body_size_limit(proxied, settings):
     proxy, _ = proxied
     too_large = httpx.post(
@@ -263,3 +278,14 @@ def test_tracking_links_reach_the_api_and_redirect(proxied, settings):
     assert redirect.status_code == 302
     assert redirect.headers["location"] == "https://example.org/x?a=1"
     assert httpx.get(f"{proxy.url}/t/c/not-a-token", timeout=10).status_code == 400
+
+
+def test_provider_reports_reach_the_api_through_the_proxy(proxied):
+    proxy, _ = proxied
+    # Mailgun is not configured in the suite: the API itself refuses, in its JSON shape.
+    answer = httpx.post(
+        f"{proxy.url}/providers/email/mailgun/events", json={"signature": {}}, timeout=10
+    )
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert httpx.get(f"{proxy.url}/providers/email/mailgun/events", timeout=10).status_code == 403

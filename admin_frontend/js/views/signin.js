@@ -1,6 +1,6 @@
-// Sign in: with a login and password at the auth service (config.authService), by pasting a
-// token (config.tokenPaste, for development), or (in development) by picking a demo user from
-// the auth-service stand-in.
+// Sign in: through the company's identity provider (config.oidc, single sign-on), with a login
+// and password at the auth service (config.authService), by pasting a token (config.tokenPaste,
+// development only), or (in development) by picking a demo user from the auth-service stand-in.
 
 import config from "../../config.js";
 import { graphql } from "../api.js";
@@ -8,11 +8,12 @@ import { h, pageTitle, setChildren, spinner, withProgress } from "../dom.js";
 import { ApiError, describeError, showFieldError } from "../errors.js";
 import { Session, session } from "../session.js";
 import { AuthServiceError, authServiceEnabled, logIn } from "../auth_service.js";
+import { beginSignIn, oidcEnabled } from "../oidc.js";
 
 const VIEWER = "query Viewer { viewer { id roles tokenExpiresAt } }";
 
 /** Check a token with the API and keep it; returns an error sentence or null. */
-async function trySignIn(token, refreshToken = null) {
+async function trySignIn(token, { refreshToken = null, method = "token" } = {}) {
   let data;
   try {
     data = await graphql(VIEWER, {}, { token });
@@ -24,7 +25,7 @@ async function trySignIn(token, refreshToken = null) {
   }
   const refusal = Session.refusal(data.viewer);
   if (refusal) return refusal;
-  session.start(token, data.viewer, { refreshToken });
+  session.start(token, data.viewer, { refreshToken, method });
   return null;
 }
 
@@ -62,7 +63,7 @@ function loginForm(onSignedIn) {
         if (failure instanceof AuthServiceError && failure.kind === "refused") return "The login or password is not right.";
         return "The auth service is not answering; try again in a moment.";
       }
-      return trySignIn(pair.accessToken, pair.refreshToken);
+      return trySignIn(pair.accessToken, { refreshToken: pair.refreshToken, method: "auth-service" });
     });
     if (problem) {
       passwordInput.value = "";
@@ -75,7 +76,27 @@ function loginForm(onSignedIn) {
   return form;
 }
 
-export function render(root, { message, onSignedIn }) {
+function singleSignOn(next) {
+  const label = config.oidc.label || "single sign-on";
+  const button = h("button", { type: "button", id: "sso-sign-in", class: "btn primary", "aria-describedby": "sso-help" }, `Sign in with ${label}`);
+  const error = h("p", { id: "sso-error", class: "field-error", role: "alert", hidden: true });
+  button.addEventListener("click", async () => {
+    showFieldError(error, "");
+    const problem = await withProgress(button, "Opening the sign-in page…", async () => {
+      try {
+        await beginSignIn(next);
+        return null;
+      } catch {
+        return "The identity provider is not answering; try again in a moment.";
+      }
+    });
+    if (problem) showFieldError(error, problem);
+  });
+  const help = h("p", { id: "sso-help", class: "help" }, `You sign in on ${label}'s own page, which then sends you back here.`);
+  return h("div", { id: "sso", class: "stack" }, h("div", { class: "actions" }, button), help, error);
+}
+
+export function render(root, { message, next = "", onSignedIn }) {
   const tokenInput = h("textarea", {
     id: "token",
     name: "token",
@@ -123,15 +144,21 @@ export function render(root, { message, onSignedIn }) {
   });
 
   const demo = config.authStandinUrl ? demoUsers(onSignedIn) : null;
+  const sso = oidcEnabled() ? singleSignOn(next) : null;
   const login = authServiceEnabled() ? loginForm(onSignedIn) : null;
-  const paste = config.tokenPaste === false ? null : login ? h("details", { class: "paste-token", open: !login }, h("summary", {}, "Development: paste a token"), form) : form;
+  const folded = login || sso;
+  const paste = config.tokenPaste !== true ? null : folded ? h("details", { class: "paste-token" }, h("summary", {}, "Development: paste a token"), form) : form;
+  const none =
+    sso || login || paste || demo
+      ? null
+      : h("p", { id: "no-sign-in", class: "alert alert-warning", role: "alert" }, "No way to sign in is configured for this page. Ask whoever runs Herald to set up single sign-on or the auth service.");
 
   setChildren(
     root,
     h(
       "section",
       { class: "signin" },
-      h("div", { class: "card" }, pageTitle("Sign in to Herald"), message ? h("div", { class: "alert alert-warning", role: "alert" }, message) : null, login, paste, demo),
+      h("div", { class: "card" }, pageTitle("Sign in to Herald"), message ? h("div", { class: "alert alert-warning", role: "alert" }, message) : null, sso, sso && login ? h("p", { class: "signin-or" }, "or") : null, login, paste, demo, none),
     ),
   );
   return () => {};
