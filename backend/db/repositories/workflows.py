@@ -262,6 +262,23 @@ class WorkflowStepRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def send_steps_of_event(self, event_id: str) -> list[tuple[uuid.UUID, str]]:
+        """(run id, step path) of the send steps the event's runs reached."""
+        stmt = (
+            select(WorkflowRunStep.run_id, WorkflowRunStep.path)
+            .join(WorkflowRun, WorkflowRun.id == WorkflowRunStep.run_id)
+            .where(WorkflowRun.event_id == event_id, WorkflowRunStep.kind == "send")
+        )
+        return [(r, p) for r, p in (await self.session.execute(stmt)).all()]
+
+    async def lock_throttle(self, *, event_type: str, user_id: str, path: str) -> None:
+        """Hold, until the transaction ends, the lock of a user's throttle step of a type:
+        the count of runs past it and this run's passing are then one atomic decision."""
+        key = f"workflow-throttle/{event_type}/{user_id}/{path}"
+        await self.session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0)))
+        )
+
     async def passed_since(
         self, *, event_type: str, user_id: str, path: str, since: datetime
     ) -> int:
