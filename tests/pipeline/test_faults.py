@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -536,7 +537,8 @@ async def test_redis_restart_resyncs_subscriptions_keeps_the_schedule_and_refill
     from tests.conftest import TEST_REDIS_URL
     from tests.realtime.test_subscriptions import NOTIFICATIONS, Client
 
-    proxy = TcpProxy(6379)
+    # In front of the test Redis (HERALD_TEST_REDIS_URL may name a Redis of its own).
+    proxy = TcpProxy(urlsplit(TEST_REDIS_URL).port or 6379)
     database = TEST_REDIS_URL.rsplit("/", 1)[-1]
     through = f"redis://127.0.0.1:{proxy.port}/{database}"
     env = {**worker_env, "HERALD_REDIS_URL": through}
