@@ -106,7 +106,7 @@ async def start_runs(session: AsyncSession, envelope: Envelope) -> list[str]:
     """One run per user of the event through its workflow version; the ids of the runs
     added (none of those a previous dispatch of the same event added)."""
     assert envelope.workflow_id is not None
-    workflow = await WorkflowRepository(session).get(uuid.UUID(envelope.workflow_id))
+    workflow = await _workflow(session, uuid.UUID(envelope.workflow_id))
     if workflow is None:  # the event type was deleted with its workflows
         log.warning("event %s names a workflow that is gone; nothing sent", envelope.id)
         return []
@@ -298,22 +298,18 @@ async def _step(
     name, kind = step["name"], step["type"]
     now = datetime.now(UTC)
     async with ctx.sessionmaker() as session:
-        # Still ours (not cancelled), held a lease's length more for this step.
-        held = await session.execute(
-            update(WorkflowRun)
-            .where(WorkflowRun.id == run.id, WorkflowRun.status == "running")
-            .values(leased_until=now + lease, updated_at=now)
-            .returning(WorkflowRun.id)
+        # Still ours (not cancelled), held a lease's length more for this step, and the step
+        # claimed: one statement.
+        repo = WorkflowStepRepository(session)
+        claimed = await repo.hold_and_claim(
+            run_id=run.id, path=path, name=name, kind=kind, now=now, until=now + lease
         )
-        if held.first() is None:
-            await session.commit()
-            return "cancelled"
-        claimed = await WorkflowStepRepository(session).claim(
-            run_id=run.id, path=path, name=name, kind=kind, now=now
-        )
+        # Cancelled, or done by another worker (a duplicate message).
+        refused = await repo.claim_refused(run_id=run.id) if claimed is None else None
         await session.commit()
-    if claimed.status == "done":  # another worker finished it (a duplicate message)
-        return "duplicate"
+    if claimed is None:
+        assert refused is not None
+        return refused
     here = workflows.field_of(path)
     try:
         if step.get("if"):
