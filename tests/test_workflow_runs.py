@@ -455,3 +455,43 @@ async def test_a_user_reached_through_a_topic_they_opted_out_of_gets_no_workflow
         async with engine.begin() as conn:
             await conn.execute(text("DELETE FROM topics WHERE key = :k"), {"k": topic})
             await conn.execute(text("DELETE FROM user_preferences WHERE user_id = :u"), {"u": out})
+
+
+async def test_a_step_is_claimed_only_while_its_run_is_running_and_the_step_not_done(
+    ctx, published, engine
+) -> None:
+    name, workflow_id = await save(ctx, [{"type": "send", "name": "s", "channel": "in_app"}])
+    (run_id,) = await start(ctx, published, envelope(name, workflow_id, ["wf-u11"], {"item": "c"}))
+    ident = uuid.UUID(run_id)
+    now = datetime.now(UTC)
+    until = now + timedelta(minutes=1)
+    maker = create_sessionmaker(engine)
+
+    async def claim() -> tuple[Any, str | None]:
+        async with maker() as session:
+            repo = WorkflowStepRepository(session)
+            claimed = await repo.hold_and_claim(
+                run_id=ident, path="0", name="s", kind="send", now=now, until=until
+            )
+            refused = await repo.claim_refused(run_id=ident) if claimed is None else None
+            await session.commit()
+            return claimed, refused
+
+    # Queued, not leased by a worker: not running, so nothing is claimed.
+    assert await claim() == (None, "cancelled")
+    async with maker() as session:
+        await WorkflowRunRepository(session).lease(ident, now=now, until=now)
+        await session.commit()
+    first, _ = await claim()
+    again, _ = await claim()  # a worker that died left it running: claimed again, counted
+    assert (first.attempts, again.attempts) == (1, 2)
+    assert (await run_row(engine, run_id)).leased_until == until
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE workflow_run_steps SET status = 'done' WHERE run_id = :i"), {"i": ident}
+        )
+    assert await claim() == (None, "duplicate")
+    async with maker() as session:
+        assert await WorkflowRunRepository(session).cancel(now=now, user_ids=["wf-u11"]) == 1
+        await session.commit()
+    assert await claim() == (None, "cancelled")
