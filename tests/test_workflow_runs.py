@@ -21,11 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.auth import Principal
 from backend.channels import Channel
 from backend.config import Settings
+from backend.db.history.base import DeliveryStatus
 from backend.db.models import EventType, InboxItem, Template, WorkflowRun
 from backend.db.repositories.workflows import WorkflowRunRepository, WorkflowStepRepository
 from backend.db.session import create_sessionmaker
 from backend.services import task_messages, workflow_runs, workflows
 from backend.services.deliveries import DeliveryContext, Envelope
+from backend.services.deliveries.records import delivery_id
 from backend.services.users import UserProfile
 from backend.workers import units
 from tests.factories import delivery_context
@@ -368,3 +370,113 @@ async def test_a_step_cut_short_by_a_dead_worker_is_run_again_and_sends_nothing_
     assert (steps["0"].attempts, steps["0"].status) == (2, "done")
     assert (steps["1"].attempts, steps["1"].status) == (1, "done")
     assert await inbox_bodies(engine, name) == ["k", "k"]  # one per step, none twice
+
+
+async def test_runs_of_one_user_at_a_throttle_at_once_pass_it_only_up_to_its_limit(
+    ctx, published, engine
+) -> None:
+    name, workflow_id = await save(
+        ctx,
+        [
+            {"type": "throttle", "name": "once", "limit": 1, "window": "1h"},
+            {"type": "send", "name": "s", "channel": "in_app"},
+        ],
+    )
+    runs = []
+    for n in range(4):
+        runs += await start(
+            ctx, published, envelope(name, workflow_id, ["wf-u10"], {"item": str(n)})
+        )
+    # Four workers reach the throttle at the same moment.
+    advanced = await asyncio.gather(
+        *(units.advance_workflow_run(ctx, run_id=r, http=None) for r in runs)
+    )
+    assert sorted(a.status for a in advanced) == ["completed", "stopped", "stopped", "stopped"]
+    assert len(await inbox_bodies(engine, name)) == 1
+
+
+async def test_a_user_reached_through_a_topic_they_opted_out_of_gets_no_workflow_send(
+    ctx, published, engine
+) -> None:
+    name, workflow_id = await save(ctx, [{"type": "send", "name": "s", "channel": "in_app"}])
+    topic = f"wfr-topic-{uuid.uuid4().hex[:8]}"
+    out, stays = f"{topic}-out", f"{topic}-in"
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO topics (key, name) VALUES (:k, :k)"), {"k": topic})
+        await conn.execute(
+            text("INSERT INTO topic_members (topic_key, user_id) VALUES (:k, :u)"),
+            [{"k": topic, "u": out}, {"k": topic, "u": stays}],
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO user_preferences "
+                "(user_id, disabled_channels, disabled_event_types, disabled_topics) "
+                "VALUES (:u, '{}', '{}', :t)"
+            ),
+            {"u": out, "t": [topic]},
+        )
+    try:
+        # A topic page's members part, as dispatch hands it on (see test_topics).
+        part = dataclasses.replace(
+            envelope(name, workflow_id, [out, stays], {"item": "news"}),
+            topics=(topic,),
+            via_topics=True,
+            part=0,
+        )
+        for run_id in await start(ctx, published, part):
+            advanced = await units.advance_workflow_run(ctx, run_id=run_id, http=None)
+            assert advanced.status == "completed"
+        records = {}
+        for user in (out, stays):
+            run_id = workflow_runs.run_id_of(part.id, user)
+            step_event = workflow_runs.step_event_id(run_id, "0")
+            records[user] = await ctx.history.get(delivery_id(step_event, user, Channel.IN_APP))
+        skipped, sent = records[out], records[stays]
+        assert skipped is not None and skipped.status is DeliveryStatus.SKIPPED
+        assert topic in (skipped.timeline[0].reason or "")
+        assert sent is not None and sent.status is DeliveryStatus.SENT
+        assert await inbox_bodies(engine, name) == ["news"]
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM topics WHERE key = :k"), {"k": topic})
+            await conn.execute(text("DELETE FROM user_preferences WHERE user_id = :u"), {"u": out})
+
+
+async def test_a_step_is_claimed_only_while_its_run_is_running_and_the_step_not_done(
+    ctx, published, engine
+) -> None:
+    name, workflow_id = await save(ctx, [{"type": "send", "name": "s", "channel": "in_app"}])
+    (run_id,) = await start(ctx, published, envelope(name, workflow_id, ["wf-u11"], {"item": "c"}))
+    ident = uuid.UUID(run_id)
+    now = datetime.now(UTC)
+    until = now + timedelta(minutes=1)
+    maker = create_sessionmaker(engine)
+
+    async def claim() -> tuple[Any, str | None]:
+        async with maker() as session:
+            repo = WorkflowStepRepository(session)
+            claimed = await repo.hold_and_claim(
+                run_id=ident, path="0", name="s", kind="send", now=now, until=until
+            )
+            refused = await repo.claim_refused(run_id=ident) if claimed is None else None
+            await session.commit()
+            return claimed, refused
+
+    # Queued, not leased by a worker: not running, so nothing is claimed.
+    assert await claim() == (None, "cancelled")
+    async with maker() as session:
+        await WorkflowRunRepository(session).lease(ident, now=now, until=now)
+        await session.commit()
+    first, _ = await claim()
+    again, _ = await claim()  # a worker that died left it running: claimed again, counted
+    assert (first.attempts, again.attempts) == (1, 2)
+    assert (await run_row(engine, run_id)).leased_until == until
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE workflow_run_steps SET status = 'done' WHERE run_id = :i"), {"i": ident}
+        )
+    assert await claim() == (None, "duplicate")
+    async with maker() as session:
+        assert await WorkflowRunRepository(session).cancel(now=now, user_ids=["wf-u11"]) == 1
+        await session.commit()
+    assert await claim() == (None, "cancelled")

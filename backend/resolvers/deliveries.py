@@ -37,9 +37,9 @@ async def deliveries(
 ) -> DeliveryConnection:
     history = info.context.services.clients.history
 
-    async def work(_: AsyncSession, __: Principal) -> DeliveryConnection:
+    async def work(session: AsyncSession, __: Principal) -> DeliveryConnection:
         page = await history_service.list_deliveries(
-            history, filter=_filter(filter), first=first, after=after
+            session, history, filter=_filter(filter), first=first, after=after
         )
         return DeliveryConnection.from_page(page, Delivery.from_record)
 

@@ -112,8 +112,8 @@ async def send_events(info: Info, inputs: list[EventInput]) -> SendEventsResult:
 async def event(info: Info, id: strawberry.ID) -> Event | None:
     history = info.context.services.clients.history
 
-    async def work(_: AsyncSession, __: Principal) -> Event | None:
-        records = await event_service.event_deliveries(history, event_id=str(id))
+    async def work(session: AsyncSession, __: Principal) -> Event | None:
+        records = await event_service.event_deliveries(session, history, event_id=str(id))
         if records is None:
             return None
         return Event(

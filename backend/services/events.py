@@ -29,6 +29,7 @@ from backend.db.history.base import DeliveryFilter, DeliveryRecord, HistoryStore
 from backend.db.models import ScheduledEvent
 from backend.db.repositories.events import ScheduledEventRepository
 from backend.errors import HeraldError, NotFoundError, UnavailableError, ValidationError
+from backend.services import history as history_service
 from backend.services import rate_limits, task_messages
 from backend.services import topics as topic_service
 from backend.services.envelope import Envelope
@@ -204,12 +205,16 @@ def is_event_id(value: str) -> bool:
 EVENT_DELIVERIES_SHOWN = 100
 
 
-async def event_deliveries(history: HistoryStore, *, event_id: str) -> list[DeliveryRecord] | None:
-    """An event's deliveries, newest first (the first 100); None when ``event_id`` is not an
-    event id, so that no store is asked about a value that cannot be one."""
+async def event_deliveries(
+    session: AsyncSession, history: HistoryStore, *, event_id: str
+) -> list[DeliveryRecord] | None:
+    """An event's deliveries, newest first (the first 100), those its workflow runs made
+    included; None when ``event_id`` is not an event id, so that no store is asked about a
+    value that cannot be one."""
     if not is_event_id(event_id):
         return None
-    page = await history.find(DeliveryFilter(event_id=event_id), first=EVENT_DELIVERIES_SHOWN)
+    filter = await history_service.with_workflow_steps(session, DeliveryFilter(event_id=event_id))
+    page = await history.find(filter, first=EVENT_DELIVERIES_SHOWN)
     return page.items
 
 

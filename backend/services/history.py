@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from backend.db.history.base import DeliveryFilter, DeliveryRecord, HistoryStore, history_cursor
+from backend.services import workflow_runs
 from backend.services.pagination import Page, check_page_size
 
-__all__ = ["DeliveryFilter", "DeliveryRecord", "list_deliveries"]
+__all__ = ["DeliveryFilter", "DeliveryRecord", "list_deliveries", "with_workflow_steps"]
+
+
+async def with_workflow_steps(session: AsyncSession, filter: DeliveryFilter) -> DeliveryFilter:
+    """``filter`` by an event id widened to the deliveries its workflow runs made: a run's
+    send step dispatches under an event id of its own (``workflow_runs.step_event_id``)."""
+    if filter.event_id is None:
+        return filter
+    steps = await workflow_runs.step_event_ids(session, event_id=filter.event_id)
+    if not steps:
+        return filter
+    return dataclasses.replace(filter, event_ids=tuple(steps))
 
 
 async def list_deliveries(
-    history: HistoryStore, *, filter: DeliveryFilter, first: int, after: str | None
+    session: AsyncSession,
+    history: HistoryStore,
+    *,
+    filter: DeliveryFilter,
+    first: int,
+    after: str | None,
 ) -> Page[DeliveryRecord]:
-    """A page of deliveries matching ``filter``, newest first, each with its cursor."""
+    """A page of deliveries matching ``filter``, newest first, each with its cursor; by an
+    event id, those its workflow runs made included."""
+    filter = await with_workflow_steps(session, filter)
     page = await history.find(filter, first=check_page_size(first), after=after)
     return Page(
         items=[(history_cursor(record), record) for record in page.items],

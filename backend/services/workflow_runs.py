@@ -75,6 +75,13 @@ def step_event_id(run_id: uuid.UUID, path: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{run_id}/step/{path}"))
 
 
+async def step_event_ids(session: AsyncSession, *, event_id: str) -> list[str]:
+    """The event ids the send steps of the event's runs dispatched under: their deliveries
+    are the event's too (history filtered by the event finds them)."""
+    steps = await WorkflowStepRepository(session).send_steps_of_event(event_id)
+    return [step_event_id(run_id, path) for run_id, path in steps]
+
+
 def starts_runs(envelope: Envelope, *, part_size: int, split: bool) -> bool:
     """Whether this dispatch starts workflow runs now (a topic page or a broadcast too large
     for one part is first expanded into parts, which then start them)."""
@@ -99,7 +106,7 @@ async def start_runs(session: AsyncSession, envelope: Envelope) -> list[str]:
     """One run per user of the event through its workflow version; the ids of the runs
     added (none of those a previous dispatch of the same event added)."""
     assert envelope.workflow_id is not None
-    workflow = await WorkflowRepository(session).get(uuid.UUID(envelope.workflow_id))
+    workflow = await _workflow(session, uuid.UUID(envelope.workflow_id))
     if workflow is None:  # the event type was deleted with its workflows
         log.warning("event %s names a workflow that is gone; nothing sent", envelope.id)
         return []
@@ -291,22 +298,18 @@ async def _step(
     name, kind = step["name"], step["type"]
     now = datetime.now(UTC)
     async with ctx.sessionmaker() as session:
-        # Still ours (not cancelled), held a lease's length more for this step.
-        held = await session.execute(
-            update(WorkflowRun)
-            .where(WorkflowRun.id == run.id, WorkflowRun.status == "running")
-            .values(leased_until=now + lease, updated_at=now)
-            .returning(WorkflowRun.id)
+        # Still ours (not cancelled), held a lease's length more for this step, and the step
+        # claimed: one statement.
+        repo = WorkflowStepRepository(session)
+        claimed = await repo.hold_and_claim(
+            run_id=run.id, path=path, name=name, kind=kind, now=now, until=now + lease
         )
-        if held.first() is None:
-            await session.commit()
-            return "cancelled"
-        claimed = await WorkflowStepRepository(session).claim(
-            run_id=run.id, path=path, name=name, kind=kind, now=now
-        )
+        # Cancelled, or done by another worker (a duplicate message).
+        refused = await repo.claim_refused(run_id=run.id) if claimed is None else None
         await session.commit()
-    if claimed.status == "done":  # another worker finished it (a duplicate message)
-        return "duplicate"
+    if claimed is None:
+        assert refused is not None
+        return refused
     here = workflows.field_of(path)
     try:
         if step.get("if"):
@@ -387,6 +390,37 @@ async def _complete(
 ) -> str:
     """Mark the step done and move the run on, in one transaction: a done step always has
     its run past it. The run's status after (``running`` to go on)."""
+    async with ctx.sessionmaker() as session:
+        status = await _write_complete(
+            session,
+            run,
+            path,
+            name,
+            outcome,
+            cursor=cursor,
+            wait=wait,
+            run_status=run_status,
+            error=error,
+            step_status=step_status,
+        )
+        await session.commit()
+    return status
+
+
+async def _write_complete(
+    session: AsyncSession,
+    run: _Run,
+    path: str,
+    name: str,
+    outcome: dict[str, Any],
+    *,
+    cursor: str | None,
+    wait: datetime | None = None,
+    run_status: str | None = None,
+    error: str | None = None,
+    step_status: str = "done",
+) -> str:
+    """``_complete``'s writes in the caller's transaction."""
     now = datetime.now(UTC)
     run.context.setdefault("steps", {})[name] = outcome
     run.cursor = cursor
@@ -405,24 +439,22 @@ async def _complete(
         values["leased_until"] = None
     if status in ("completed", "failed", "stopped"):
         values["finished_at"] = now
-    async with ctx.sessionmaker() as session:
-        step_update = (
-            update(WorkflowRunStep)
-            .where(
-                WorkflowRunStep.run_id == run.id,
-                WorkflowRunStep.path == path,
-            )
-            .values(status=step_status, outcome=outcome, finished_at=now)
+    step_update = (
+        update(WorkflowRunStep)
+        .where(
+            WorkflowRunStep.run_id == run.id,
+            WorkflowRunStep.path == path,
         )
-        await session.execute(step_update)
-        moved = await session.execute(
-            update(WorkflowRun)
-            .where(WorkflowRun.id == run.id, WorkflowRun.status == "running")
-            .values(**values)
-            .returning(WorkflowRun.id)
-        )
-        still = moved.first() is not None
-        await session.commit()
+        .values(status=step_status, outcome=outcome, finished_at=now)
+    )
+    await session.execute(step_update)
+    moved = await session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.id == run.id, WorkflowRun.status == "running")
+        .values(**values)
+        .returning(WorkflowRun.id)
+    )
+    still = moved.first() is not None
     return status if still else "cancelled"
 
 
@@ -508,6 +540,11 @@ async def _send(
         throttle=run.envelope.throttle,
         created_at=datetime.now(UTC).isoformat(),
         actor=run.envelope.actor,
+        # A user the event reached through topics keeps their topic opt-outs on every send
+        # step, as a plain dispatch of the event would (read when the step sends: an opt-out
+        # made while the run waited counts).
+        topics=run.envelope.topics,
+        via_topics=run.envelope.via_topics,
     )
     # A step run again (its worker died) may take over deliveries left in `sending`.
     await dispatch(envelope, redelivered=redelivered)
@@ -563,33 +600,42 @@ def next_time_of_day(at: str, timezone: str | None, now: datetime) -> datetime:
 
 
 async def _throttle(ctx: DeliveryContext, run: _Run, path: str, step: Mapping[str, Any]) -> str:
+    """Let the run past while fewer than ``limit`` of the user's runs of the type went past
+    this step in the window. Counting and passing are one transaction holding a lock on
+    (type, user, step), so of two runs of one user at the step at once only one counts
+    before the other has passed."""
     now = datetime.now(UTC)
     async with ctx.sessionmaker() as session:
-        passed = await WorkflowStepRepository(session).passed_since(
+        repo = WorkflowStepRepository(session)
+        await repo.lock_throttle(event_type=run.event_type, user_id=run.user_id, path=path)
+        passed = await repo.passed_since(
             event_type=run.event_type,
             user_id=run.user_id,
             path=path,
             since=now - timedelta(seconds=step["window"]),
         )
-    if passed >= step["limit"]:
-        return await _complete(
-            ctx,
-            run,
-            path,
-            step["name"],
-            {"status": "done", "passed": False},
-            cursor=path,
-            run_status="stopped",
-            error=f"throttled: {passed} runs past '{step['name']}' in {step['window']} s",
-        )
-    return await _complete(
-        ctx,
-        run,
-        path,
-        step["name"],
-        {"status": "done", "passed": True},
-        cursor=workflows.next_path(run.workflow.steps, path),
-    )
+        if passed >= step["limit"]:
+            status = await _write_complete(
+                session,
+                run,
+                path,
+                step["name"],
+                {"status": "done", "passed": False},
+                cursor=path,
+                run_status="stopped",
+                error=f"throttled: {passed} runs past '{step['name']}' in {step['window']} s",
+            )
+        else:
+            status = await _write_complete(
+                session,
+                run,
+                path,
+                step["name"],
+                {"status": "done", "passed": True},
+                cursor=workflows.next_path(run.workflow.steps, path),
+            )
+        await session.commit()
+    return status
 
 
 async def _digest(
@@ -746,4 +792,5 @@ __all__ = [
     "release_due_runs",
     "start_runs",
     "starts_runs",
+    "step_event_ids",
 ]

@@ -7,6 +7,7 @@ end of the run (load applied, fault injected, accepted, delivered, lost, duplica
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -535,7 +537,8 @@ async def test_redis_restart_resyncs_subscriptions_keeps_the_schedule_and_refill
     from tests.conftest import TEST_REDIS_URL
     from tests.realtime.test_subscriptions import NOTIFICATIONS, Client
 
-    proxy = TcpProxy(6379)
+    # In front of the test Redis (HERALD_TEST_REDIS_URL may name a Redis of its own).
+    proxy = TcpProxy(urlsplit(TEST_REDIS_URL).port or 6379)
     database = TEST_REDIS_URL.rsplit("/", 1)[-1]
     through = f"redis://127.0.0.1:{proxy.port}/{database}"
     env = {**worker_env, "HERALD_REDIS_URL": through}
@@ -622,3 +625,235 @@ async def test_redis_restart_resyncs_subscriptions_keeps_the_schedule_and_refill
             duplicated=len(received) - len(set(received)),
         )
     )
+
+
+# --- workflow runs -----------------------------------------------------------------------------
+
+REGISTER_TYPE = """mutation($input: RegisterEventTypeInput!) { registerEventType(input: $input) {
+  __typename ... on Error { code message field } } }"""
+SAVE_WORKFLOW = """mutation($type: String!, $steps: JSON!) { saveWorkflow(eventType: $type,
+  steps: $steps) { __typename ... on Error { code message field } } }"""
+USERS = ["u-alice", "u-bruno", "u-chen", "u-dana", "u-emil"]
+
+
+async def workflow_type(e2e: Any, admin: str, steps: list[dict[str, Any]]) -> str:
+    """A new event type whose template's email subject (and in-app title) is the payload's
+    ``mark``, with ``steps`` as its workflow: its name."""
+    suffix = uuid.uuid4().hex[:8]
+    slug = f"fault-wf-{suffix}"
+    content = [
+        {"channel": "EMAIL", "locale": "en", "subject": "{{ payload.mark }}", "body": "Hi."},
+        {"channel": "IN_APP", "locale": "en", "title": "{{ payload.mark }}", "body": "Hi."},
+    ]
+    body = await e2e(
+        CREATE_TEMPLATE,
+        {"input": {"slug": slug, "name": slug, "description": "", "content": content}},
+        token=admin,
+    )
+    assert body["data"]["createTemplate"]["__typename"] == "Template", body
+    name = f"faultwf.{suffix}"
+    body = await e2e(
+        REGISTER_TYPE,
+        {"input": {"name": name, "templateSlug": slug, "channels": ["IN_APP"]}},
+        token=admin,
+    )
+    assert body["data"]["registerEventType"]["__typename"] == "EventType", body
+    saved = await e2e(SAVE_WORKFLOW, {"type": name, "steps": steps}, token=admin)
+    assert saved["data"]["saveWorkflow"]["__typename"] == "Workflow", saved
+    return name
+
+
+async def send_workflow_events(
+    e2e: Any, settings: Any, name: str, count: int, *, concurrency: int = 8
+) -> list[str]:
+    """``count`` one-recipient events of the type, numbered ``n`` in their payload: their
+    marks (one each, the subject of what their runs send), in the order of ``n``."""
+    token = token_for(settings, "service", sub="svc-faults")
+    marks = [f"wf-{n:03d}-{uuid.uuid4().hex[:8]}" for n in range(count)]
+    numbers = iter(range(count))
+
+    async def client() -> None:
+        for n in numbers:
+            body = await e2e(
+                SEND,
+                {
+                    "input": {
+                        "type": name,
+                        "userIds": [USERS[n % len(USERS)]],
+                        "payload": {"mark": marks[n], "n": n},
+                    }
+                },
+                token=token,
+            )
+            assert body["data"]["sendEvent"]["__typename"] == "EventAccepted", body
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return marks
+
+
+async def runs_by_status(engine: Any, name: str) -> Counter[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT status, count(*) FROM workflow_runs WHERE event_type = :t GROUP BY 1"),
+            {"t": name},
+        )
+        return Counter({status: count for status, count in rows})
+
+
+async def steps_of_type(engine: Any, name: str) -> list[tuple[str, str, int]]:
+    """(step name, status, attempts) of every step of the type's runs."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT s.name, s.status, s.attempts FROM workflow_run_steps s "
+                "JOIN workflow_runs r ON r.id = s.run_id WHERE r.event_type = :t"
+            ),
+            {"t": name},
+        )
+        return [(n, s, a) for n, s, a in rows]
+
+
+async def deliveries_by_channel(engine: Any, name: str) -> dict[str, tuple[int, int]]:
+    """Per channel: (deliveries of the type, distinct (user, step event) among them)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT channel, count(*), count(DISTINCT (user_id, event_id)) FROM deliveries "
+                "WHERE event_type = :t GROUP BY channel"
+            ),
+            {"t": name},
+        )
+        return {channel: (count, distinct) for channel, count, distinct in rows}
+
+
+def kill_worker(process: Process) -> None:
+    """SIGKILL the worker and its pool processes: nothing shuts down, nothing is flushed."""
+    for pid in [*_children(process.process.pid), process.process.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.process.wait(10)
+
+
+async def test_runs_waiting_in_a_delay_survive_a_rabbitmq_restart_and_a_killed_worker(
+    e2e, settings, worker, worker_env, beat, admin, engine
+):
+    """20 runs (in-app, a 6 s delay, an email) wait in their delay when the worker is killed
+    and RabbitMQ stopped for 3 s; a new worker takes them up when the delay is over: each
+    email goes out once, no step runs twice."""
+    if not (shutil.which("rabbitmqctl") or os.path.exists("/usr/sbin/rabbitmqctl")):
+        pytest.fail("rabbitmqctl is needed to restart RabbitMQ")
+    name = await workflow_type(
+        e2e,
+        admin,
+        [
+            {"type": "send", "name": "inapp", "channel": "in_app"},
+            {"type": "delay", "name": "wait", "duration": "6s"},
+            {"type": "send", "name": "email", "channel": "email"},
+        ],
+    )
+    sink = SmtpSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    env = {**worker_env, "HERALD_SMTP_PORT": str(controller.port)}
+    swapped = SwappableWorker(worker, env)
+    process = swapped.__enter__()
+    try:
+        marks = await send_workflow_events(e2e, settings, name, 20)
+
+        async def all_waiting() -> bool:
+            return (await runs_by_status(engine, name))["waiting"] == 20
+
+        await eventually(all_waiting, timeout=20, interval=0.2)
+        kill_worker(process)
+        await asyncio.to_thread(_rabbitmqctl, "stop_app")
+        await asyncio.sleep(3)
+        await asyncio.to_thread(_rabbitmqctl, "start_app")
+        assert subjects(sink) == Counter()  # nothing was sent before the delay ended
+        swapped.process = Process(["worker", "--concurrency", "2"], env, ready="ready.")
+        seen = await until_delivered(sink, marks, timeout=90)
+
+        async def all_completed() -> bool:
+            return (await runs_by_status(engine, name)) == Counter({"completed": 20})
+
+        await eventually(all_completed, timeout=20)
+    finally:
+        swapped.__exit__(None, None, None)
+        controller.stop()
+    line = report(
+        "workflow-delay",
+        "20 workflow runs waiting in a 6 s delay (in-app, delay, email)",
+        "worker SIGKILLed and RabbitMQ stopped 3 s while the runs wait",
+        marks,
+        seen,
+    )
+    assert (line.accepted, line.lost, line.duplicated) == (20, 0, 0)
+    steps = await steps_of_type(engine, name)
+    assert sorted(steps) == sorted(
+        [("inapp", "done", 1), ("wait", "done", 1), ("email", "done", 1)] * 20
+    )
+    assert await deliveries_by_channel(engine, name) == {"in_app": (20, 20), "email": (20, 20)}
+
+
+async def test_runs_mid_branch_survive_a_worker_killed_mid_batch(
+    e2e, settings, worker, worker_env, beat, admin, engine
+):
+    """30 runs (in-app, a branch on the payload, an email on one arm) go through a worker
+    whose pool processes are SIGKILLed while emails are mid-transaction (1 s each): each run
+    completes, the runs on the email arm send it once, the others none. The worker holds a
+    run (and a delivery) 5 s here instead of 60, for the next one to take them over sooner."""
+    name = await workflow_type(
+        e2e,
+        admin,
+        [
+            {"type": "send", "name": "inapp", "channel": "in_app"},
+            {
+                "type": "branch",
+                "name": "pick",
+                "condition": "payload.n % 3 != 0",
+                "then": [{"type": "send", "name": "email", "channel": "email"}],
+            },
+        ],
+    )
+    sink = SlowSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    env = {
+        **worker_env,
+        "HERALD_SMTP_PORT": str(controller.port),
+        "HERALD_WORKFLOW_RUN_LEASE_SECONDS": "5",
+        "HERALD_DELIVERY_LEASE_SECONDS": "5",
+    }
+    try:
+        with SwappableWorker(worker, env) as swapped:
+            marks = await send_workflow_events(e2e, settings, name, 30)
+            emailed = [m for n, m in enumerate(marks) if n % 3 != 0]
+            await eventually(lambda: _some_arrived(sink), timeout=30)
+            await asyncio.sleep(sink.delay / 2)  # mid-DATA, as in the drill above
+            before_kill = len(subjects(sink))
+            children = _children(swapped.process.pid)
+            assert children, "the worker has no pool processes"
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+            seen = await until_delivered(sink, emailed, timeout=120)
+
+            async def all_completed() -> bool:
+                return (await runs_by_status(engine, name)) == Counter({"completed": 30})
+
+            await eventually(all_completed, timeout=30)
+    finally:
+        controller.stop()
+    line = report(
+        "workflow-branch",
+        "30 workflow runs (in-app, branch, email on one arm; 1 s per SMTP transaction)",
+        "SIGKILL of every worker pool process mid-batch",
+        emailed,
+        seen,
+    )
+    assert (line.accepted, line.lost, line.duplicated) == (20, 0, 0)
+    assert before_kill < 20, "the kill came after every email was out"
+    # The other arm's runs sent no email.
+    others = [m for n, m in enumerate(marks) if n % 3 == 0]
+    assert [m for m in others if seen[m]] == []
+    steps = Counter((n, s) for n, s, _ in await steps_of_type(engine, name))
+    assert steps == Counter({("inapp", "done"): 30, ("pick", "done"): 30, ("email", "done"): 20})
+    assert await deliveries_by_channel(engine, name) == {"in_app": (30, 30), "email": (20, 20)}

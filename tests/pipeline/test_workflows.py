@@ -30,6 +30,9 @@ CANCEL = """mutation($key: String!) { cancelWorkflowRuns(key: $key) { __typename
   ... on WorkflowRunsCancelled { cancelled } ... on Error { code message } } }"""
 INBOX = """{ inbox(first: 20) { edges { node { id eventType read } } } }"""
 MARK_READ = """mutation($ids: [ID!]!) { markRead(ids: $ids) { __typename } }"""
+EVENT_DELIVERIES = """query($id: ID!) { event(id: $id) { type deliveries { userId channel } } }"""
+DELIVERIES = """query($filter: DeliveryFilter) { deliveries(filter: $filter, first: 50) {
+  edges { node { userId channel } } } }"""
 
 THREE_STEPS = [
     {"type": "send", "name": "inapp", "channel": "in_app"},
@@ -142,6 +145,16 @@ async def test_the_email_goes_out_only_to_the_user_who_left_the_in_app_message_u
     bruno_run = await run_detail(e2e, admin, runs["u-bruno"]["id"])
     assert [s["name"] for s in bruno_run["steps"]] == ["inapp", "wait", "unread"]
     assert {s["name"]: s["outcome"] for s in bruno_run["steps"]}["unread"]["value"] is False
+
+    # The history by the event's id shows what its runs sent.
+    expected = [("u-alice", "EMAIL"), ("u-alice", "IN_APP"), ("u-bruno", "IN_APP")]
+    body = await e2e(EVENT_DELIVERIES, {"id": event_id}, token=admin)
+    found = body["data"]["event"]
+    assert found["type"] == name
+    assert sorted((d["userId"], d["channel"]) for d in found["deliveries"]) == expected
+    body = await e2e(DELIVERIES, {"filter": {"eventId": event_id}}, token=admin)
+    edges = body["data"]["deliveries"]["edges"]
+    assert sorted((e["node"]["userId"], e["node"]["channel"]) for e in edges) == expected
 
 
 async def test_cancel_by_key_and_by_an_event_type_stop_waiting_runs(

@@ -125,6 +125,15 @@ class DeliveryFilter:
     status: DeliveryStatus | None = None
     since: datetime | None = None  # created_at >= since
     until: datetime | None = None  # created_at < until
+    # With ``event_id``: more event ids whose deliveries count as the event's (the send
+    # steps of its workflow runs dispatch under ids of their own).
+    event_ids: tuple[str, ...] = ()
+
+    @property
+    def all_event_ids(self) -> tuple[str, ...]:
+        if self.event_id is None:
+            return ()
+        return (self.event_id, *(i for i in self.event_ids if i != self.event_id))
 
 
 @dataclass(frozen=True, slots=True)

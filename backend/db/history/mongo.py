@@ -185,7 +185,8 @@ def find_filter(filter: DeliveryFilter, after: tuple[datetime, str] | None = Non
     if filter.user_id is not None:
         query["user_id"] = filter.user_id
     if filter.event_id is not None:
-        query["event_id"] = filter.event_id
+        ids = filter.all_event_ids
+        query["event_id"] = ids[0] if len(ids) == 1 else {"$in": list(ids)}
     if filter.campaign_id is not None:
         query["campaign_id"] = filter.campaign_id
     if filter.channel is not None:

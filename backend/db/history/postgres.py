@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    any_,
     delete,
     func,
     literal,
@@ -28,7 +29,7 @@ from sqlalchemy import (
     text,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
@@ -231,7 +232,11 @@ def _conditions(filter: DeliveryFilter) -> list[ColumnElement[bool]]:
     if filter.user_id is not None:
         conditions.append(c.user_id == filter.user_id)
     if filter.event_id is not None:
-        conditions.append(c.event_id == filter.event_id)
+        ids = filter.all_event_ids
+        if len(ids) == 1:
+            conditions.append(c.event_id == ids[0])
+        else:  # one array parameter, however many runs the event started
+            conditions.append(c.event_id == any_(literal(list(ids), ARRAY(Text))))
     if filter.campaign_id is not None:
         conditions.append(c.campaign_id == filter.campaign_id)
     if filter.channel is not None:

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    String,
+    and_,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import Workflow, WorkflowRun, WorkflowRunStep
@@ -217,6 +229,12 @@ class WorkflowRunRepository:
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedStep:
+    attempts: int
+    outcome: dict[str, Any]
+
+
 class WorkflowStepRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -254,6 +272,59 @@ class WorkflowStepRepository:
             return found
         return row
 
+    async def hold_and_claim(
+        self,
+        *,
+        run_id: uuid.UUID,
+        path: str,
+        name: str,
+        kind: str,
+        now: datetime,
+        until: datetime,
+    ) -> ClaimedStep | None:
+        """In one statement: hold the run a lease's length more if it is still ``running``
+        (not cancelled), and claim its step as :meth:`claim` does. The claimed step (``None``
+        when the run is no longer running, or the step is done: see :meth:`claim_refused`)."""
+        held = (
+            update(WorkflowRun)
+            .where(WorkflowRun.id == run_id, WorkflowRun.status == "running")
+            .values(leased_until=until, updated_at=now)
+            .returning(WorkflowRun.id)
+            .cte("held")
+        )
+        columns = ["run_id", "path", "name", "kind", "status", "outcome", "attempts", "started_at"]
+        row = select(
+            held.c.id,
+            literal(path, String()),
+            literal(name, String()),
+            literal(kind, String()),
+            literal("running", String()),
+            literal({}, JSONB()),
+            literal(1, Integer()),
+            literal(now, DateTime(timezone=True)),
+        )
+        stmt = (
+            insert(WorkflowRunStep)
+            .from_select(columns, row)
+            .on_conflict_do_update(
+                index_elements=["run_id", "path"],
+                set_={"attempts": WorkflowRunStep.attempts + 1},
+                where=WorkflowRunStep.status == "running",
+            )
+            .returning(WorkflowRunStep.attempts, WorkflowRunStep.outcome)
+            .add_cte(held)
+        )
+        found = (await self.session.execute(stmt)).first()
+        return None if found is None else ClaimedStep(attempts=found[0], outcome=found[1])
+
+    async def claim_refused(self, *, run_id: uuid.UUID) -> str:
+        """Why :meth:`hold_and_claim` claimed nothing: ``cancelled`` (the run is no longer
+        running) or ``duplicate`` (the step is done: another worker finished it)."""
+        status = await self.session.scalar(
+            select(WorkflowRun.status).where(WorkflowRun.id == run_id)
+        )
+        return "duplicate" if status == "running" else "cancelled"
+
     async def of_run(self, run_id: uuid.UUID) -> list[WorkflowRunStep]:
         stmt = (
             select(WorkflowRunStep)
@@ -261,6 +332,23 @@ class WorkflowStepRepository:
             .order_by(WorkflowRunStep.started_at, WorkflowRunStep.path)
         )
         return list((await self.session.execute(stmt)).scalars())
+
+    async def send_steps_of_event(self, event_id: str) -> list[tuple[uuid.UUID, str]]:
+        """(run id, step path) of the send steps the event's runs reached."""
+        stmt = (
+            select(WorkflowRunStep.run_id, WorkflowRunStep.path)
+            .join(WorkflowRun, WorkflowRun.id == WorkflowRunStep.run_id)
+            .where(WorkflowRun.event_id == event_id, WorkflowRunStep.kind == "send")
+        )
+        return [(r, p) for r, p in (await self.session.execute(stmt)).all()]
+
+    async def lock_throttle(self, *, event_type: str, user_id: str, path: str) -> None:
+        """Hold, until the transaction ends, the lock of a user's throttle step of a type:
+        the count of runs past it and this run's passing are then one atomic decision."""
+        key = f"workflow-throttle/{event_type}/{user_id}/{path}"
+        await self.session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0)))
+        )
 
     async def passed_since(
         self, *, event_type: str, user_id: str, path: str, since: datetime
