@@ -72,46 +72,18 @@ async def dispatch(
     return dispatched.summary
 
 
-async def dispatch_many(
-    ctx: deliveries.DeliveryContext,
-    events: Sequence[tuple[deliveries.Envelope, bool]],
-) -> list[Exception | None]:
-    """Dispatch several events (each with whether it is redelivered): the first deliveries of
-    those that may go ``together`` as one (their records in one transaction, then one inbox
-    statement, one Redis pipeline and one history insert for all of them), the others each
-    as ``dispatch`` does, concurrently. What became of each: None once done, else the error
-    (for the caller to retry that event alone; a retry is a redelivery)."""
-    results: list[Exception | None] = [None] * len(events)
-    batched = [
-        n
-        for n, (envelope, redelivered) in enumerate(events)
-        if not redelivered and deliveries.together(ctx, envelope)
-    ]
-
-    async def alone(n: int) -> None:
-        envelope, redelivered = events[n]
-        try:
-            await dispatch(ctx, envelope, redelivered=redelivered)
-        except Exception as exc:
-            results[n] = exc
-
-    async def jointly() -> None:
-        try:
-            async with ctx.sessionmaker() as session:
-                dispatched = await deliveries.record_together(
-                    ctx, session, [events[n][0] for n in batched]
-                )
-                # Committed before anything is announced or sent, as in ``dispatch``.
-                await session.commit()
-            await settle(ctx, await deliveries.send_together(ctx, dispatched))
-        except Exception as exc:
-            for n in batched:
-                results[n] = exc
-
-    taken = set(batched)
-    single = [n for n in range(len(events)) if n not in taken]
-    await asyncio.gather(*([jointly()] if batched else []), *(alone(n) for n in single))
-    return results
+async def dispatch_together(
+    ctx: deliveries.DeliveryContext, envelopes: Sequence[deliveries.Envelope]
+) -> None:
+    """Dispatch the first deliveries of several events that may go ``together`` as one: their
+    records in one transaction, committed before anything is sent, then one inbox statement,
+    one Redis pipeline and one history insert for all of them. On an error, the caller runs
+    each event again alone, as a re-run (``dispatch(redelivered=True)``)."""
+    async with ctx.sessionmaker() as session:
+        dispatched = await deliveries.record_together(ctx, session, envelopes)
+        # Committed before anything is announced or sent, as in ``dispatch``.
+        await session.commit()
+    await settle(ctx, await deliveries.send_together(ctx, dispatched))
 
 
 async def send(
