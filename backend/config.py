@@ -256,6 +256,10 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = Field(default=100, ge=1, le=1000)
     dispatch_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     dispatch_prefetch: int = Field(default=200, ge=1, le=10_000)
+    # Messages a dispatch consumer runs one by one (an email event, a workflow step, a re-run)
+    # at most at once: few, as a Celery pool process runs one task at a time, so that a
+    # delivery's first run ends well within its lease.
+    dispatch_alone_concurrency: int = Field(default=4, ge=1, le=256)
 
     # Retention (0 = keep forever). History: the MongoDB TTL index, or the PostgreSQL sweep.
     history_retention_days: int = Field(default=180, ge=0)

@@ -114,6 +114,7 @@ class DispatchConsumer:
         self.batch_size = settings.dispatch_batch_size
         self.wait = settings.dispatch_batch_wait_ms / 1000
         self.prefetch = settings.dispatch_prefetch
+        self.alone = asyncio.Semaphore(settings.dispatch_alone_concurrency)
         self.ready: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self.working: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
@@ -202,6 +203,8 @@ class DispatchConsumer:
             # A workflow's step, a re-run, a delayed retry or an event that cannot go with
             # others: as its Celery task would run it.
             self._start(self._alone(task))
+        # Messages whose channel closed while they waited come back redelivered.
+        batch = [(task, envelope) for task, envelope in batch if _open(task.message)]
         if not batch:
             return
         try:
@@ -217,19 +220,23 @@ class DispatchConsumer:
 
     async def _alone(self, task: _Task, *, retries: int = 0) -> None:
         """Run one task by itself, retrying it until it succeeds; then acknowledge it. A
-        retry is a re-run (``redelivered``), as a Celery task's retry is."""
+        retry is a re-run (``redelivered``), as a Celery task's retry is. A message whose
+        channel closed meanwhile (RabbitMQ restarted) is left to its redelivered copy."""
         if task.eta is not None:
             await asyncio.sleep(max(0.0, (task.eta - datetime.now(UTC)).total_seconds()))
         while True:
             if retries:
                 await asyncio.sleep(_retry_delay(retries - 1))
-            try:
-                with tracing.task_span(task.name, [task.message.headers]):
-                    await self._run(task, rerun=task.rerun or retries > 0)
-            except Exception as exc:
-                log.warning("%s failed, will retry: %s", task.name, exc)
-                retries += 1
-                continue
+            async with self.alone:
+                if not _open(task.message):
+                    return
+                try:
+                    with tracing.task_span(task.name, [task.message.headers]):
+                        await self._run(task, rerun=task.rerun or retries > 0)
+                except Exception as exc:
+                    log.warning("%s failed, will retry: %s", task.name, exc)
+                    retries += 1
+                    continue
             await _settle(task.message.ack())
             return
 
@@ -240,6 +247,14 @@ class DispatchConsumer:
         else:
             envelope = deliveries.Envelope.from_wire(_event(task))
             await units.dispatch(self.ctx, envelope, redelivered=rerun)
+
+
+def _open(message: AbstractIncomingMessage) -> bool:
+    """Whether the channel ``message`` came on is still open (it can still be acknowledged)."""
+    try:
+        return not message.channel.is_closed
+    except Exception:
+        return False
 
 
 async def _settle(acknowledgement: Awaitable[None]) -> None:
