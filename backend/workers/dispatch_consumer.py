@@ -122,8 +122,25 @@ class DispatchConsumer:
     def stop(self) -> None:
         self.stopping.set()
 
+    async def _connect(self) -> aio_pika.abc.AbstractRobustConnection | None:
+        """A robust connection, tried again with a growing delay until RabbitMQ answers (None
+        if stopped first)."""
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                return await aio_pika.connect_robust(self.settings.rabbitmq_url, timeout=5)
+            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+                log.warning("RabbitMQ is not reachable yet (%s); retrying in %.1f s", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self.stopping.wait()
+            delay = min(delay * 2, 10.0)
+        return None
+
     async def run(self) -> None:
-        connection = await aio_pika.connect_robust(self.settings.rabbitmq_url)
+        connection = await self._connect()
+        if connection is None:
+            return
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.prefetch)
@@ -279,6 +296,9 @@ def consume() -> None:
         runtime.loop.add_signal_handler(signum, consumer.stop)
     try:
         runtime.run(consumer.run())
+    except Exception:
+        log.exception("the dispatch consumer stopped on an error")  # its supervisor restarts it
+        raise SystemExit(1) from None
     finally:
         runtime.run(runtime.close())
         runtime.loop.close()
