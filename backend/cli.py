@@ -59,22 +59,57 @@ def api(host: str, port: int, workers: int, access_log: bool) -> None:
 @click.option("--concurrency", default=None, type=int, help="worker processes (default: cores)")
 @click.option("--queues", default=None, help="comma-separated queues (default: all)")
 def worker(concurrency: int | None, queues: str | None) -> None:
-    """Run a Celery worker (its metrics on HERALD_WORKER_METRICS_PORT)."""
+    """Run a Celery worker (its metrics on HERALD_WORKER_METRICS_PORT) and, beside it, the
+    dispatch queue's consumers (HERALD_DISPATCH_CONSUMERS processes, default as many as the
+    pool has), which take events off that queue in batches."""
     # Before anything imports the metrics: the pool's processes must count in shared files.
     from backend.observability.workers import setup_worker
 
     settings = get_settings()
     setup_worker(settings)
+    from backend.queues import DISPATCH, WORK_QUEUES
     from backend.workers.celery_app import celery_app
+    from backend.workers.dispatch_consumer import Supervisor
 
     argv = ["worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
     if settings.log_format == "json":
         argv.insert(0, "--quiet")  # Celery's own option: no startup banner, not a JSON line
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
-    if queues:
-        argv.append(f"--queues={queues}")
-    celery_app.worker_main(argv)
+    wanted = [q.strip() for q in queues.split(",") if q.strip()] if queues else list(WORK_QUEUES)
+    # The dispatch queue is the consumers' (backend/workers/dispatch_consumer.py), not the pool's.
+    celery_queues = [q for q in wanted if q != DISPATCH]
+    supervisor = None
+    if DISPATCH in wanted:
+        count = settings.dispatch_consumers or concurrency or os.cpu_count() or 1
+        supervisor = Supervisor(count)
+        supervisor.start()
+    if celery_queues:
+        argv.append(f"--queues={','.join(celery_queues)}")
+    try:
+        if celery_queues:
+            celery_app.worker_main(argv)
+        else:
+            stop = {signal.SIGTERM, signal.SIGINT}
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+            signal.sigwait(stop)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+
+
+@main.command("dispatch-consumer")
+def dispatch_consumer() -> None:
+    """Consume the dispatch queue in batches (``herald worker`` starts these itself)."""
+    from backend.observability.logs import configure_logging
+    from backend.observability.tracing import configure_tracing
+
+    settings = get_settings()
+    configure_logging(settings)
+    configure_tracing(settings, "herald-worker")
+    from backend.workers.dispatch_consumer import consume
+
+    consume()
 
 
 @main.command()

@@ -308,6 +308,18 @@ class Settings(BaseSettings):
     # each, so that every worker process takes a share of a broadcast.
     dispatch_part_size: int = Field(default=1000, ge=100, le=100_000)
     delivery_lease_seconds: float = Field(default=60.0, gt=0)
+    # The dispatch queue is consumed by `herald worker`'s dispatch consumers (not its Celery
+    # pool): this many processes (0: as many as the Celery pool has), each taking up to
+    # dispatch_batch_size messages at a time, waiting at most dispatch_batch_wait_ms for more
+    # once one arrived, with dispatch_prefetch messages unacknowledged at most.
+    dispatch_consumers: int = Field(default=0, ge=0, le=64)
+    dispatch_batch_size: int = Field(default=100, ge=1, le=1000)
+    dispatch_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    dispatch_prefetch: int = Field(default=200, ge=1, le=10_000)
+    # Messages a dispatch consumer runs one by one (an email event, a workflow step, a re-run)
+    # at most at once: few, as a Celery pool process runs one task at a time, so that a
+    # delivery's first run ends well within its lease.
+    dispatch_alone_concurrency: int = Field(default=4, ge=1, le=256)
 
     # Retention (0 = keep forever). History: the MongoDB TTL index, or the PostgreSQL sweep.
     history_retention_days: int = Field(default=180, ge=0)

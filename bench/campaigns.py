@@ -41,10 +41,19 @@ from backend.db.history.base import DeliveryFilter
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.migrate import migrate
 from backend.services.live import live_channel
-from bench.common import ROOT, free_port, median, start, stop, table, write_results
+from bench.common import (
+    ROOT,
+    bench_redis_url,
+    free_port,
+    median,
+    start,
+    stop,
+    table,
+    write_results,
+)
 from bench.deliveries import AMQP_URL, DB_URL, bare_smtp_rate, users_file
 
-REDIS_URL = "redis://127.0.0.1:6379/7"
+REDIS_URL = bench_redis_url(7)
 JWT_SECRET = "bench-secret-0123456789abcdef0123456789"  # noqa: S105 - a local benchmark
 TEMPLATE = {
     "slug": "bench-campaign",

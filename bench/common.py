@@ -22,6 +22,26 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
+def bench_database_url(database: str = "herald_bench") -> str:
+    """The benchmarks' PostgreSQL database: HERALD_BENCH_DATABASE_URL, else ``database`` on
+    the local server."""
+    return os.environ.get(
+        "HERALD_BENCH_DATABASE_URL", f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+    )
+
+
+def bench_rabbitmq_url() -> str:
+    """The benchmarks' RabbitMQ virtual host: HERALD_BENCH_RABBITMQ_URL, else herald_bench."""
+    return os.environ.get(
+        "HERALD_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/herald_bench"
+    )
+
+
+def bench_redis_url(db: int = 0) -> str:
+    """The benchmarks' Redis: HERALD_BENCH_REDIS_URL, else database ``db`` on the local one."""
+    return os.environ.get("HERALD_BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{db}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -31,6 +31,8 @@ from backend.db.migrate import migrate
 from backend.queues import DISPATCH, TASK_DISPATCH
 from bench.common import (
     ROOT,
+    bench_database_url,
+    bench_rabbitmq_url,
     free_port,
     median,
     start,
@@ -40,8 +42,10 @@ from bench.common import (
 )
 
 DATABASE = "herald_bench"
-DB_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DATABASE}"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/herald_bench"
+# HERALD_BENCH_DATABASE_URL, HERALD_BENCH_RABBITMQ_URL and HERALD_BENCH_REDIS_URL point the
+# benchmarks at private stores (bench.common); the defaults are the machine's shared ones.
+DB_URL = bench_database_url(DATABASE)
+AMQP_URL = bench_rabbitmq_url()
 
 
 def users_file(count: int) -> str:

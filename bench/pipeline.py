@@ -46,6 +46,7 @@ from backend.db.migrate import migrate
 from bench.common import (
     ROOT,
     LeanPoster,
+    bench_redis_url,
     free_port,
     send_at_rate,
     start,
@@ -57,6 +58,7 @@ from bench.common import (
 from bench.deliveries import AMQP_URL, DB_URL, users_file
 from bench.realtime import open_subscriber, percentile
 
+REDIS_URL = bench_redis_url()
 SEND = "mutation($i: EventInput!) { sendEvent(input: $i) { __typename } }"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -261,7 +263,7 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
-    settings = Settings(_env_file=None, database_url=DB_URL)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=DB_URL, redis_url=REDIS_URL)  # type: ignore[call-arg]
     migrate(settings)
     path = users_file(args.users)
     api_port, auth_port = free_port(), free_port()
@@ -270,6 +272,7 @@ def main() -> None:
         "HERALD_ENVIRONMENT": "development",
         "HERALD_DATABASE_URL": DB_URL,
         "HERALD_RABBITMQ_URL": AMQP_URL,
+        "HERALD_REDIS_URL": REDIS_URL,
         "HERALD_AUTH_URL": f"http://127.0.0.1:{auth_port}",
         "HERALD_LOG_LEVEL": "WARNING",
         "HERALD_ALLOWED_ORIGINS": json.dumps([api]),
@@ -313,7 +316,9 @@ def main() -> None:
         time.sleep(8)
         redis_pid = int(
             subprocess.run(
-                ["redis-cli", "-p", "6379", "info", "server"], capture_output=True, text=True
+                ["redis-cli", "-p", str(urlsplit(REDIS_URL).port or 6379), "info", "server"],
+                capture_output=True,
+                text=True,
             )
             .stdout.split("process_id:")[1]
             .split()[0]

@@ -47,6 +47,7 @@ from bench import deliveries
 from bench.common import (
     ROOT,
     LeanPoster,
+    bench_redis_url,
     free_port,
     send_at_rate,
     start,
@@ -348,7 +349,7 @@ def main() -> None:
     )
     parser.add_argument("--database-url", default=deliveries.DB_URL)
     parser.add_argument("--amqp-url", default=deliveries.AMQP_URL)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis-url", default=bench_redis_url())
     args = parser.parse_args()
     STORES.update(database=args.database_url, amqp=args.amqp_url)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +109,40 @@ def span(name: str, **attributes: Any) -> Iterator[None]:
         yield
         return
     with _provider.get_tracer("herald").start_as_current_span(name, attributes=attributes):
+        yield
+
+
+def _carrier(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    """A message's headers as a propagation carrier (AMQP may hand strings back as bytes)."""
+    return {
+        k: v.decode() if isinstance(v, bytes) else v
+        for k, v in (headers or {}).items()
+        if isinstance(v, str | bytes)
+    }
+
+
+@contextmanager
+def task_span(task: str, headers: Sequence[Mapping[str, Any] | None]) -> Iterator[None]:
+    """``run/<task>``, the span Celery's instrumentation gives a task, for work that runs the
+    task for the messages with ``headers`` outside Celery (the dispatch consumer): a child of
+    the trace the first message carries (its publisher's), linked to the others'."""
+    if _provider is None:
+        yield
+        return
+    from opentelemetry import propagate, trace
+
+    contexts = [propagate.extract(_carrier(h)) for h in headers]
+    links = [
+        trace.Link(context)
+        for extracted in contexts[1:]
+        if (context := trace.get_current_span(extracted).get_span_context()).is_valid
+    ]
+    with _provider.get_tracer("herald").start_as_current_span(
+        f"run/{task}",
+        context=contexts[0] if contexts else None,
+        kind=trace.SpanKind.CONSUMER,
+        links=links,
+    ):
         yield
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import httpx
 
@@ -70,6 +70,20 @@ async def dispatch(
         await session.commit()
     await settle(ctx, await deliveries.send_dispatched(ctx, dispatched, profiles=profiles))
     return dispatched.summary
+
+
+async def dispatch_together(
+    ctx: deliveries.DeliveryContext, envelopes: Sequence[deliveries.Envelope]
+) -> None:
+    """Dispatch the first deliveries of several events that may go ``together`` as one: their
+    records in one transaction, committed before anything is sent, then one inbox statement,
+    one Redis pipeline and one history insert for all of them. On an error, the caller runs
+    each event again alone, as a re-run (``dispatch(redelivered=True)``)."""
+    async with ctx.sessionmaker() as session:
+        dispatched = await deliveries.record_together(ctx, session, envelopes)
+        # Committed before anything is announced or sent, as in ``dispatch``.
+        await session.commit()
+    await settle(ctx, await deliveries.send_together(ctx, dispatched))
 
 
 async def send(

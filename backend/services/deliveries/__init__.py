@@ -24,7 +24,10 @@ from backend.services.deliveries.dispatch import (
     Dispatched,
     DispatchSummary,
     record_dispatch,
+    record_together,
     send_dispatched,
+    send_together,
+    together,
 )
 from backend.services.deliveries.records import announce, delivery_id
 from backend.services.deliveries.sending import (
@@ -52,7 +55,10 @@ __all__ = [
     "delivery_id",
     "hand_on",
     "record_dispatch",
+    "record_together",
     "save_outcome",
     "send_batch",
     "send_dispatched",
+    "send_together",
+    "together",
 ]

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +35,7 @@ from backend.services.deliveries.sending import (
     claim_batch,
     send_batch,
     send_claimed,
+    send_claimed_together,
 )
 from backend.services.envelope import Envelope
 from backend.services.preferences import held_until
@@ -138,6 +140,116 @@ async def send_dispatched(
         await _announce_stored(ctx, envelope, plan, stored.records, dispatched.now)
         for sent in await _send_and_enqueue(ctx, envelope, plan, dispatched.here, stored, profiles):
             outcome.add(sent)
+    return outcome
+
+
+def together(ctx: DeliveryContext, envelope: Envelope) -> bool:
+    """Whether an event may be dispatched together with others (``record_together``): in-app
+    only, for listed users who fit in one batch, and nothing about it kept for later (no
+    digest, topics, workflow or cancellation, not a quiet-hours release). Most single events
+    are such; the others are dispatched one by one (``record_dispatch``)."""
+    return (
+        envelope.channels == (Channel.IN_APP,)
+        and envelope.user_ids is not None
+        and 0 < len(envelope.user_ids) <= ctx.settings.delivery_batch_size
+        and envelope.digest is None
+        and envelope.digest_of is None
+        and envelope.topics is None
+        and envelope.topic_page is None
+        and not envelope.via_topics
+        and not envelope.quiet_released
+        and envelope.workflow_id is None
+        and not envelope.cancels
+    )
+
+
+async def record_together(
+    ctx: DeliveryContext, session: AsyncSession, envelopes: Sequence[Envelope]
+) -> list[Dispatched]:
+    """``record_dispatch`` for several first deliveries of events that may go ``together``:
+    the recipients' preferences read in one query, every event's records stored in one
+    insert (the skipped ones: the in-app deliveries themselves are stored with their outcome,
+    as ``record_dispatch`` does), the quiet-hours holds added to ``session``, which the caller
+    commits before ``send_together``. Safe to run again for the same events: if any record
+    already existed, none of the events is taken for this call's own (each is sent as a
+    re-run's, ``send_dispatched``)."""
+    now = datetime.now(UTC)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    wanted = list(dict.fromkeys(u for e in envelopes if not e.critical for u in e.recipients))
+    preferences = await preferences_of(ctx.engine, wanted) if wanted else {}
+    plans = await asyncio.gather(
+        *(
+            _plan(ctx, e, list(e.recipients), {} if e.critical else preferences, now, {})
+            for e in envelopes
+        )
+    )
+    size = ctx.settings.delivery_batch_size
+    heres = [plan.sent_here(size) for plan in plans]
+    claimed: list[list[DeliveryRecord]] = []
+    unstored: list[set[str]] = []
+    for plan, here in zip(plans, heres, strict=True):
+        mine = set(here.get(Channel.IN_APP, ()))
+        claimed.append([preclaimed(r, now) if r.id in mine else r for r in plan.records])
+        unstored.append(mine)
+    stored_now = [
+        r for records, u in zip(claimed, unstored, strict=True) for r in records if r.id not in u
+    ]
+    first_run = await _add(ctx, stored_now) == len(stored_now)
+    if not first_run:
+        # Another run got here first: no shortcut, the in-app records are stored as claimed.
+        await _add(
+            ctx,
+            [r for records, u in zip(claimed, unstored, strict=True) for r in records if r.id in u],
+        )
+    dispatched = []
+    for envelope, plan, here, records, u in zip(
+        envelopes, plans, heres, claimed, unstored, strict=True
+    ):
+        if plan.held:
+            await _hold_for_quiet_hours(session, envelope, plan.held)
+        owned = {r.id: r for r in records} if here and first_run else None
+        stored = _Stored(records, owned, frozenset(u) if first_run else frozenset())
+        summary = DispatchSummary(
+            queued=sum(len(v) for v in plan.queued.values()), skipped=sum(plan.skipped.values())
+        )
+        dispatched.append(Dispatched(envelope, summary, now, plan=plan, here=here, stored=stored))
+    return dispatched
+
+
+async def send_together(ctx: DeliveryContext, dispatched: Sequence[Dispatched]) -> BatchOutcome:
+    """``send_dispatched`` for what ``record_together`` stored: every event's first status
+    changes announced in one message, and the in-app deliveries of the events it took for
+    its own sent as one batch (``send_claimed_together``); the others as ``send_dispatched``
+    sends them."""
+    updates: list[dict[str, Any]] = []
+    for d in dispatched:
+        assert d.plan is not None and d.stored is not None
+        updates += _stored_updates(d.envelope, d.plan, d.stored.records, d.now)
+    await announce(ctx, updates)
+    outcome = BatchOutcome()
+    batches = []
+    unstored: set[str] = set()
+    others = []
+    for d in dispatched:
+        owned = d.stored.owned if d.stored is not None else None
+        if owned is None:
+            others.append(d)
+            continue
+        ids = d.here.get(Channel.IN_APP, ())
+        if ids:
+            batches.append((d.envelope.without_recipients(), [owned[i] for i in ids]))
+            unstored |= d.stored.unstored if d.stored is not None else frozenset()
+
+    async def rest(d: Dispatched) -> list[BatchOutcome]:
+        assert d.plan is not None and d.stored is not None
+        return await _send_and_enqueue(ctx, d.envelope, d.plan, d.here, d.stored, None)
+
+    async def jointly() -> list[BatchOutcome]:
+        return [await send_claimed_together(ctx, batches, unstored=unstored)] if batches else []
+
+    for sent in await asyncio.gather(jointly(), *(rest(d) for d in others)):
+        for one in sent:
+            outcome.add(one)
     return outcome
 
 
@@ -389,6 +501,14 @@ async def _announce_stored(
     now: datetime,
 ) -> None:
     """Count and announce every record as first stored (and its claim, when pre-claimed)."""
+    await announce(ctx, _stored_updates(envelope, plan, records, now))
+
+
+def _stored_updates(
+    envelope: Envelope, plan: _Plan, records: list[DeliveryRecord], now: datetime
+) -> list[dict[str, Any]]:
+    """Count every record as first stored (and its claim, when pre-claimed); the changes to
+    announce."""
     for channel in envelope.channels:
         metrics.record_delivery(channel.value, "queued", len(plan.queued.get(channel, ())))
         metrics.record_delivery(channel.value, "skipped", plan.skipped[channel])
@@ -399,7 +519,7 @@ async def _announce_stored(
         if r.status is DeliveryStatus.SENDING:
             updates.append(delivery_update(r, DeliveryStatus.SENDING, now, None, sequence=2))
             metrics.record_delivery(r.channel.value, DeliveryStatus.SENDING.value)
-    await announce(ctx, updates)
+    return updates
 
 
 async def _send_and_enqueue(

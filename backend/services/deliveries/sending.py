@@ -168,6 +168,46 @@ async def send_claimed(
     return batch.outcome
 
 
+async def send_claimed_together(
+    ctx: DeliveryContext,
+    batches: Sequence[tuple[Envelope, Sequence[DeliveryRecord]]],
+    *,
+    unstored: Collection[str] = (),
+) -> BatchOutcome:
+    """In-app batches of several events (first attempts, claimed by the caller as
+    ``send_claimed``'s are) sent as one: their users looked up together, and every item of
+    every batch stored in the inbox in one statement, published live in one Redis pipeline
+    and recorded in the history store in one insert (``deliver_in_app``). Each event keeps
+    its own template and rendering. Nothing is committed: see ``save_outcome``."""
+    records = {r.id: r for _, batch in batches for r in batch}
+    history = RecordingHistory(ctx.history, records, unstored)
+    profiles: Mapping[str, UserProfile | None] | None = None
+    wanted = list(dict.fromkeys(r.user_id for r in records.values()))
+    try:
+        profiles = await ctx.users.get_many(wanted)
+    except UnavailableError:
+        profiles = None  # each batch looks its users up again, and retries if that fails
+    parts = [_Batch(ctx, envelope, Channel.IN_APP, 1, history) for envelope, _ in batches]
+    await asyncio.gather(
+        *(
+            part.prepare(list(batch), profiles)
+            for part, (_, batch) in zip(parts, batches, strict=True)
+        )
+    )
+    items = [item for part in parts for item in part.in_app]
+    if items:
+        try:
+            await deliver_in_app(ctx, history, items, 1)
+        except UnavailableError as exc:
+            await asyncio.gather(*(part.fail_in_app(exc) for part in parts))
+    outcome = BatchOutcome()
+    for part in parts:
+        part.finish()
+        outcome.add(part.outcome)
+    outcome.updates = history.updates
+    return outcome
+
+
 async def send_batch(
     ctx: DeliveryContext,
     claimed: ClaimedBatch,
@@ -259,8 +299,22 @@ class _Batch:
     retry_delay: float = 0.0
 
     async def send(
-        self, mine: list[DeliveryRecord], profiles: Mapping[str, UserProfile] | None
+        self, mine: list[DeliveryRecord], profiles: Mapping[str, UserProfile | None] | None
     ) -> None:
+        await self.prepare(mine, profiles)
+        if self.in_app:
+            # In-app items are stored in one transaction for the whole batch.
+            try:
+                await deliver_in_app(self.ctx, self.history, self.in_app, self.attempt)
+            except UnavailableError as exc:
+                await self.fail_in_app(exc)
+        self.finish()
+
+    async def prepare(
+        self, mine: list[DeliveryRecord], profiles: Mapping[str, UserProfile | None] | None
+    ) -> None:
+        """Render and send each record; in-app ones are only collected (``in_app``), for
+        the caller to store in one go (``deliver_in_app``)."""
         settings = self.ctx.settings
         self.retry_delay = backoff_seconds(
             self.attempt, base=settings.retry_base_seconds, cap=settings.retry_max_seconds
@@ -270,7 +324,6 @@ class _Batch:
         except UnavailableError as exc:
             # The auth service or the database is down: the whole batch is worth retrying.
             await asyncio.gather(*(self._fail(r, exc, permanent=False) for r in mine))
-            self._finish()
             return
         content = (
             template_service.template_content(resources.template)
@@ -284,18 +337,15 @@ class _Batch:
                 await self._deliver(record, resources, content)
 
         await asyncio.gather(*(deliver(r) for r in mine))
-        if self.in_app:
-            # In-app items are stored in one transaction for the whole batch.
-            try:
-                await deliver_in_app(self.ctx, self.history, self.in_app, self.attempt)
-            except UnavailableError as exc:
-                await asyncio.gather(
-                    *(self._fail(item.record, exc, permanent=False) for item in self.in_app)
-                )
-        self._finish()
+
+    async def fail_in_app(self, error: UnavailableError) -> None:
+        """The collected in-app items could not be stored: each back for a retry."""
+        await asyncio.gather(
+            *(self._fail(item.record, error, permanent=False) for item in self.in_app)
+        )
 
     async def _fetch(
-        self, mine: list[DeliveryRecord], profiles: Mapping[str, UserProfile] | None
+        self, mine: list[DeliveryRecord], profiles: Mapping[str, UserProfile | None] | None
     ) -> _Resources:
         ctx = self.ctx
         async with ctx.sessionmaker() as session:
@@ -574,7 +624,7 @@ class _Batch:
         else:
             self.outcome.dead += 1
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         """The batch's retries, for after the caller's commit."""
         if self.retry_ids:
             self.outcome.retries.append(

@@ -1,0 +1,294 @@
+"""Dispatch in batches: several in-app events recorded and sent as one (one history insert, one
+profile look-up, one inbox statement, one live pipeline), a second run of the same batch storing
+and sending nothing twice, and the dispatch queue's consumer taking messages off a real RabbitMQ
+queue in batches, acknowledging each once its event is done and dead-lettering what is no
+Herald task. Real PostgreSQL, Redis and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+import redis.asyncio as redis_async
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.broker import Broker, celery_task_message
+from backend.channels import Channel
+from backend.config import Settings
+from backend.db.history.base import DeliveryRecord, DeliveryStatus
+from backend.db.history.postgres import PostgresHistoryStore
+from backend.db.models import UserPreferences
+from backend.db.session import create_sessionmaker
+from backend.queues import DEAD_LETTER_EXCHANGE, TASK_DISPATCH, WORK_QUEUE_ARGUMENTS
+from backend.services import task_messages
+from backend.services.deliveries import DeliveryContext, Envelope, delivery_id, together
+from backend.services.live import RedisLivePublisher, live_channel
+from backend.services.users import UserProfile
+from backend.workers.dispatch_consumer import DispatchConsumer, Supervisor
+from backend.workers.units import dispatch_together
+from tests.conftest import TEST_RABBITMQ_URL, TEST_REDIS_URL
+from tests.test_in_app_dispatch import UnusedQueue, envelope, inbox_rows
+
+
+class Directory:
+    """Profiles for every user asked about; counts the look-ups."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]:
+        self.calls.append(list(user_ids))
+        return {u: UserProfile(id=u, email=None, first_name="Ada", locale="en") for u in user_ids}
+
+
+class CountingHistory(PostgresHistoryStore):
+    """The PostgreSQL history store, counting the inserts that stored something."""
+
+    inserts = 0
+
+    async def add(self, records: Sequence[DeliveryRecord]) -> int:
+        if records:
+            self.inserts += 1
+        return await super().add(records)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[redis_async.Redis]:
+    client = redis_async.Redis.from_url(TEST_REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def directory() -> Directory:
+    return Directory()
+
+
+@pytest.fixture
+def ctx(
+    settings: Settings, engine: AsyncEngine, redis: redis_async.Redis, directory: Directory
+) -> DeliveryContext:
+    return DeliveryContext(
+        settings=settings,
+        sessionmaker=create_sessionmaker(engine),
+        history=CountingHistory(engine),
+        queue=UnusedQueue(),
+        users=directory,
+        live=RedisLivePublisher(redis),
+    )
+
+
+async def collect(pubsub: Any, wanted: int, seconds: float = 5.0) -> list[tuple[str, bytes]]:
+    """The live messages ``pubsub`` got (channel, data), until ``wanted`` came or time ran
+    out."""
+    got: list[tuple[str, bytes]] = []
+    deadline = time.monotonic() + seconds
+    while len(got) < wanted and time.monotonic() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if message is not None:
+            got.append((message["channel"].decode(), message["data"]))
+    return got
+
+
+async def test_in_app_events_are_recorded_and_sent_together_once_each(
+    ctx: DeliveryContext, engine: AsyncEngine, redis: redis_async.Redis, directory: Directory
+) -> None:
+    users = [f"u-{uuid.uuid4()}" for _ in range(12)]
+    events = [envelope(u) for u in users]
+    assert all(together(ctx, e) for e in events)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(*(live_channel(u) for u in users))
+    try:
+        await dispatch_together(ctx, events)
+        published = await collect(pubsub, len(users))
+    finally:
+        await pubsub.aclose()
+
+    assert sorted(c for c, _ in published) == sorted(live_channel(u) for u in users)
+    # Twelve events: one profile look-up and one history insert for all of them.
+    assert len(directory.calls) == 1 and sorted(directory.calls[0]) == sorted(users)
+    assert isinstance(ctx.history, CountingHistory) and ctx.history.inserts == 1
+    for event, user in zip(events, users, strict=True):
+        record = await ctx.history.get(delivery_id(event.id, user, Channel.IN_APP))
+        assert record is not None and record.status is DeliveryStatus.SENT
+        assert [c.status for c in record.timeline] == [
+            DeliveryStatus.QUEUED,
+            DeliveryStatus.SENDING,
+            DeliveryStatus.SENT,
+        ]
+        assert record.title and "Ada" in record.title
+        assert [r.delivery_id for r in await inbox_rows(engine, user)] == [record.id]
+
+    # The same batch again (a duplicate of every message): nothing stored twice; what is
+    # published live is the items already stored, as they were (the same ids and cursors,
+    # which subscribers already have), as a duplicate single dispatch does.
+    before = [
+        await ctx.history.get(delivery_id(e.id, u, Channel.IN_APP))
+        for e, u in zip(events, users, strict=True)
+    ]
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(*(live_channel(u) for u in users))
+    try:
+        await dispatch_together(ctx, events)
+        again = await collect(pubsub, len(users), seconds=2.0)
+    finally:
+        await pubsub.aclose()
+    assert set(again) <= set(published)
+    after = [
+        await ctx.history.get(delivery_id(e.id, u, Channel.IN_APP))
+        for e, u in zip(events, users, strict=True)
+    ]
+    assert after == before
+    for user in users:
+        assert len(await inbox_rows(engine, user)) == 1
+
+
+async def test_an_opted_out_user_is_skipped_among_the_batch(
+    ctx: DeliveryContext, engine: AsyncEngine
+) -> None:
+    sent_to, opted_out = f"u-{uuid.uuid4()}", f"u-{uuid.uuid4()}"
+    async with ctx.sessionmaker() as session:
+        session.add(UserPreferences(user_id=opted_out, disabled_channels=["in_app"]))
+        await session.commit()
+    events = [envelope(sent_to), envelope(opted_out)]
+    await dispatch_together(ctx, events)
+
+    sent = await ctx.history.get(delivery_id(events[0].id, sent_to, Channel.IN_APP))
+    skipped = await ctx.history.get(delivery_id(events[1].id, opted_out, Channel.IN_APP))
+    assert sent is not None and sent.status is DeliveryStatus.SENT
+    assert skipped is not None and skipped.status is DeliveryStatus.SKIPPED
+    assert await inbox_rows(engine, opted_out) == []
+
+
+def test_only_in_app_events_for_a_few_listed_users_go_together(ctx: DeliveryContext) -> None:
+    one = envelope("u-1")
+    assert together(ctx, one)
+    assert together(ctx, one.for_users([f"u-{n}" for n in range(200)]))
+    assert not together(ctx, one.for_users([f"u-{n}" for n in range(201)]))  # > a batch
+    assert not together(ctx, one.for_users([]))
+    wire = one.to_wire()
+    assert not together(ctx, Envelope.from_wire({**wire, "channels": ["in_app", "email"]}))
+    assert not together(ctx, one.for_users(["u-1"], quiet_released=True))
+    assert not together(ctx, one.for_users(["u-1"], via_topics=True))
+
+
+# --- the consumer, on a real RabbitMQ queue --------------------------------------------------
+
+
+@pytest.fixture
+async def dispatch_queue() -> AsyncIterator[tuple[str, aio_pika.abc.AbstractQueue]]:
+    """A dispatch-like queue of its own (the session's workers consume herald.dispatch), and
+    a queue that receives a copy of whatever is dead-lettered meanwhile."""
+    name = f"test.dispatch.{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect(TEST_RABBITMQ_URL)
+    channel = await connection.channel()
+    await channel.declare_queue(name, durable=True, arguments=WORK_QUEUE_ARGUMENTS)
+    dead_exchange = await channel.declare_exchange(
+        DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    dead = await channel.declare_queue(exclusive=True)
+    await dead.bind(dead_exchange)
+    try:
+        yield name, dead
+    finally:
+        await channel.queue_delete(name)
+        await connection.close()
+
+
+async def test_the_consumer_dispatches_batches_and_acknowledges_each_message(
+    settings: Settings,
+    ctx: DeliveryContext,
+    engine: AsyncEngine,
+    directory: Directory,
+    dispatch_queue: tuple[str, aio_pika.abc.AbstractQueue],
+) -> None:
+    name, dead = dispatch_queue
+    users = [f"u-{uuid.uuid4()}" for _ in range(40)]
+    events = [envelope(u) for u in users]
+    broker = Broker(TEST_RABBITMQ_URL)
+    await broker.start()
+    try:
+        for event in events:
+            task = task_messages.dispatch(event)
+            await broker.publish_task(name, task.task, args=task.args, kwargs=task.kwargs)
+        marker = uuid.uuid4().hex
+        await broker.publish(name, celery_task_message("no.such.task", args=[marker]))
+        broken = celery_task_message(TASK_DISPATCH, args=[{"id": marker}])
+        await broker.publish(name, broken)
+    finally:
+        await broker.close()
+
+    consumer = DispatchConsumer(
+        settings.model_copy(update={"dispatch_batch_size": 16, "dispatch_batch_wait_ms": 50}),
+        ctx,
+        queue=name,
+    )
+    running = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rows = [await inbox_rows(engine, u) for u in users]
+            if all(rows):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(running, 30)
+
+    for event, user in zip(events, users, strict=True):
+        record = await ctx.history.get(delivery_id(event.id, user, Channel.IN_APP))
+        assert record is not None and record.status is DeliveryStatus.SENT
+        assert len(await inbox_rows(engine, user)) == 1
+    # Forty messages in batches of at most 16: at least three profile look-ups, and fewer
+    # than one per event.
+    assert 3 <= len(directory.calls) < len(users)
+    assert max(len(call) for call in directory.calls) <= 16
+    # Every message was acknowledged or rejected: nothing is left on the queue.
+    connection = await aio_pika.connect(TEST_RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        assert queue.declaration_result.message_count == 0
+    # The two that are no dispatch of Herald's went to the dead letters.
+    dead_tasks = []
+    for _ in range(2):
+        message = await dead.get(timeout=5)
+        assert message is not None
+        dead_tasks.append((message.headers["task"], orjson.loads(message.body)[0]))
+        await message.ack()
+    assert sorted(dead_tasks) == sorted(
+        [("no.such.task", [marker]), (TASK_DISPATCH, [{"id": marker}])]
+    )
+
+
+def test_the_supervisor_starts_a_consumer_again_when_one_ends() -> None:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(["sleep", "60"])
+        started.append(process)
+        return process
+
+    supervisor = Supervisor(2, spawn=spawn)
+    supervisor.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(started) == 2
+        started[0].kill()
+        deadline = time.monotonic() + 5
+        while len(started) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(started) == 3, "the ended consumer was not started again"
+    finally:
+        supervisor.stop(timeout=5)
+    assert all(p.poll() is not None for p in started)
+    assert len(started) == 3, "a stopped supervisor started another consumer"
