@@ -381,28 +381,13 @@ async def _complete(
     path: str,
     name: str,
     outcome: dict[str, Any],
-    *,
-    cursor: str | None,
-    wait: datetime | None = None,
-    run_status: str | None = None,
-    error: str | None = None,
-    step_status: str = "done",
+    **changes: Any,
 ) -> str:
     """Mark the step done and move the run on, in one transaction: a done step always has
-    its run past it. The run's status after (``running`` to go on)."""
+    its run past it. ``changes`` are ``_write_complete``'s keywords (``cursor`` among them).
+    The run's status after (``running`` to go on)."""
     async with ctx.sessionmaker() as session:
-        status = await _write_complete(
-            session,
-            run,
-            path,
-            name,
-            outcome,
-            cursor=cursor,
-            wait=wait,
-            run_status=run_status,
-            error=error,
-            step_status=step_status,
-        )
+        status = await _write_complete(session, run, path, name, outcome, **changes)
         await session.commit()
     return status
 

@@ -131,15 +131,7 @@ class SnsVerifier:
             self._certs.move_to_end(url)
             return cached
         check_host(url, self._settings, what="SigningCertURL")
-        try:
-            async with self._client() as client:
-                response = await client.get(url)
-        except httpx.HTTPError as exc:
-            raise UnavailableError(f"cannot fetch the SNS signing certificate: {exc}") from exc
-        if response.status_code != 200:
-            raise UnavailableError(
-                f"the SNS signing certificate answered HTTP {response.status_code}"
-            )
+        response = await self._get(url, "fetching the SNS signing certificate")
         try:
             key = x509.load_pem_x509_certificate(response.content).public_key()
         except ValueError as exc:
@@ -180,15 +172,18 @@ class SnsVerifier:
         if not isinstance(url, str):
             raise ValidationError("The SubscriptionConfirmation has no SubscribeURL")
         check_host(url, self._settings, what="SubscribeURL")
+        await self._get(url, "confirming the SNS subscription")
+
+    async def _get(self, url: str, doing: str) -> httpx.Response:
+        """A GET of a (host-checked) SNS URL; UnavailableError unless it answers 200."""
         try:
             async with self._client() as client:
                 response = await client.get(url)
         except httpx.HTTPError as exc:
-            raise UnavailableError(f"cannot confirm the SNS subscription: {exc}") from exc
+            raise UnavailableError(f"{doing} failed: {exc}") from exc
         if response.status_code != 200:
-            raise UnavailableError(
-                f"confirming the SNS subscription answered HTTP {response.status_code}"
-            )
+            raise UnavailableError(f"{doing} answered HTTP {response.status_code}")
+        return response
 
 
 def _delivery_id(mail: dict[str, Any]) -> str | None:
