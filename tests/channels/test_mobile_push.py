@@ -491,16 +491,15 @@ def test_registry_builds_mobile_push_from_both_provider_lists() -> None:
     assert failover_chains(settings)[Channel.PUSH_MOBILE] == ["fcm-a", "fcm-b", "apns"]
 
 
-async def test_a_token_the_first_provider_found_gone_is_still_reported_after_failover(
-    fcm: FakeFcm, second_service: HttpService
-) -> None:
-    # fcm-a: one device is gone for good, the other cannot be reached now (transient: the
-    # message fails over). fcm-b delivers to the reachable device and fails the other one
-    # with a server error, so only fcm-a said the stale token is gone.
+def stale_token_failover(
+    fcm: FakeFcm, second_service: HttpService, backup_answers: dict[str, Reply]
+) -> tuple[FailoverSender, tuple[MobileDevice, ...]]:
+    """fcm-a finds "stale-token" gone for good and cannot reach ANDROID now (transient: the
+    message fails over to fcm-b, which answers ``backup_answers``); the two devices."""
     fcm.answers["stale-token"] = fcm_error(404, "UNREGISTERED", "Requested entity was not found.")
     fcm.answers[ANDROID] = fcm_error(503, "UNAVAILABLE", "The service is currently unavailable.")
     backup = FakeFcm(second_service)
-    backup.answers["stale-token"] = fcm_error(500, "INTERNAL", "Internal error")
+    backup.answers.update(backup_answers)
     chain = FailoverSender(
         Channel.PUSH_MOBILE,
         [
@@ -509,7 +508,17 @@ async def test_a_token_the_first_provider_found_gone_is_still_reported_after_fai
         ],
         MemoryCircuitBreakers(threshold=5, open_seconds=30),
     )
-    devices = (MobileDevice(ANDROID, "android"), MobileDevice("stale-token", "android"))
+    return chain, (MobileDevice(ANDROID, "android"), MobileDevice("stale-token", "android"))
+
+
+async def test_a_token_the_first_provider_found_gone_is_still_reported_after_failover(
+    fcm: FakeFcm, second_service: HttpService
+) -> None:
+    # fcm-b delivers to the reachable device and fails the other one with a server error, so
+    # only fcm-a said the stale token is gone.
+    chain, devices = stale_token_failover(
+        fcm, second_service, {"stale-token": fcm_error(500, "INTERNAL", "Internal error")}
+    )
     async with running(chain):
         result = await chain.send(push(*devices))
 
@@ -521,20 +530,10 @@ async def test_a_token_the_first_provider_found_gone_is_still_reported_after_fai
 async def test_a_token_found_gone_travels_with_the_final_error_of_a_failover(
     fcm: FakeFcm, second_service: HttpService
 ) -> None:
-    fcm.answers["stale-token"] = fcm_error(404, "UNREGISTERED", "Requested entity was not found.")
-    fcm.answers[ANDROID] = fcm_error(503, "UNAVAILABLE", "The service is currently unavailable.")
-    backup = FakeFcm(second_service)
-    for token in (ANDROID, "stale-token"):
-        backup.answers[token] = fcm_error(503, "UNAVAILABLE", "The service is unavailable.")
-    chain = FailoverSender(
-        Channel.PUSH_MOBILE,
-        [
-            Provider("fcm-a", fcm_sender(fcm.service.url, "fcm-a")),
-            Provider("fcm-b", fcm_sender(backup.service.url, "fcm-b")),
-        ],
-        MemoryCircuitBreakers(threshold=5, open_seconds=30),
+    unavailable = fcm_error(503, "UNAVAILABLE", "The service is unavailable.")
+    chain, devices = stale_token_failover(
+        fcm, second_service, {ANDROID: unavailable, "stale-token": unavailable}
     )
-    devices = (MobileDevice(ANDROID, "android"), MobileDevice("stale-token", "android"))
     async with running(chain):
         with pytest.raises(TransientChannelError) as raised:
             await chain.send(push(*devices))
@@ -547,20 +546,10 @@ async def test_a_token_found_gone_travels_with_the_final_error_of_a_failover(
 async def test_a_token_found_gone_travels_with_a_permanent_error_after_failover(
     fcm: FakeFcm, second_service: HttpService
 ) -> None:
-    fcm.answers["stale-token"] = fcm_error(404, "UNREGISTERED", "Requested entity was not found.")
-    fcm.answers[ANDROID] = fcm_error(503, "UNAVAILABLE", "The service is currently unavailable.")
-    backup = FakeFcm(second_service)
-    for token in (ANDROID, "stale-token"):
-        backup.answers[token] = fcm_error(400, "INVALID_ARGUMENT", "Invalid JSON payload")
-    chain = FailoverSender(
-        Channel.PUSH_MOBILE,
-        [
-            Provider("fcm-a", fcm_sender(fcm.service.url, "fcm-a")),
-            Provider("fcm-b", fcm_sender(backup.service.url, "fcm-b")),
-        ],
-        MemoryCircuitBreakers(threshold=5, open_seconds=30),
+    invalid = fcm_error(400, "INVALID_ARGUMENT", "Invalid JSON payload")
+    chain, devices = stale_token_failover(
+        fcm, second_service, {ANDROID: invalid, "stale-token": invalid}
     )
-    devices = (MobileDevice(ANDROID, "android"), MobileDevice("stale-token", "android"))
     async with running(chain):
         with pytest.raises(PermanentChannelError, match="Invalid JSON payload") as raised:
             await chain.send(push(*devices))
