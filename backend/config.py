@@ -10,6 +10,7 @@ import hashlib
 import hmac
 from enum import StrEnum
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -195,6 +196,11 @@ class Settings(BaseSettings):
     # Mailgun: the HTTP webhook signing key; events older than the window are refused, and a
     # token is accepted once.
     mailgun_webhook_signing_key: SecretStr | None = None
+    # Which providers' metadata headers outgoing email carries for them to echo back the
+    # delivery id (X-SMTPAPI, X-Mailgun-Variables, X-PM-Metadata-*, X-SES-MESSAGE-TAGS). None:
+    # those whose event webhook is configured (SES: when HERALD_SNS_TOPIC_ARNS names topics).
+    # Message-ID and X-Herald-Delivery-Id are always set.
+    email_provider_headers: list[Literal["ses", "sendgrid", "mailgun", "postmark"]] | None = None
     # How old a signed SendGrid or Mailgun event may be (seconds; also its clock skew).
     email_feedback_max_age_seconds: float = Field(default=600.0, gt=0)
 

@@ -46,6 +46,20 @@ DELIVERY_ID_KEY = "herald_delivery_id"
 _MESSAGE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def provider_headers(settings: Settings) -> frozenset[str]:
+    """The providers whose metadata headers outgoing email carries (for their event webhooks
+    to echo the delivery id back): ``email_provider_headers``, or those configured."""
+    if settings.email_provider_headers is not None:
+        return frozenset(settings.email_provider_headers)
+    configured = {
+        "ses": bool(settings.sns_topic_arns),
+        "sendgrid": bool(settings.sendgrid_webhook_public_key),
+        "mailgun": settings.mailgun_webhook_signing_key is not None,
+        "postmark": bool(settings.postmark_webhook_username),
+    }
+    return frozenset(name for name, on in configured.items() if on)
+
+
 class _StaleConnectionError(Exception):
     """A pooled connection turned out dead before the server took the message."""
 
@@ -74,6 +88,7 @@ class SmtpEmailSender:
         self._bounce_local = settings.email_bounce_local_part
         domain = self._envelope_from.rpartition("@")[2]
         self._message_id_domain = domain or "herald.localhost"
+        self._provider_headers = provider_headers(settings)
         self._slots = asyncio.Semaphore(settings.smtp_pool_size)
         self._idle: list[aiosmtplib.SMTP] = []
         self._closed = False
@@ -128,11 +143,15 @@ class SmtpEmailSender:
             email["Date"] = formatdate(usegmt=True)
             email["Message-ID"] = self.message_id(message.delivery_id)
             email[DELIVERY_ID_HEADER] = message.delivery_id
-            variables = json.dumps({DELIVERY_ID_KEY: message.delivery_id})
-            email["X-SMTPAPI"] = json.dumps({"unique_args": {DELIVERY_ID_KEY: message.delivery_id}})
-            email["X-Mailgun-Variables"] = variables
-            email[f"X-PM-Metadata-{DELIVERY_ID_KEY}"] = message.delivery_id
-            email["X-SES-MESSAGE-TAGS"] = f"{DELIVERY_ID_KEY}={message.delivery_id}"
+            delivery_id = message.delivery_id
+            if "sendgrid" in self._provider_headers:
+                email["X-SMTPAPI"] = json.dumps({"unique_args": {DELIVERY_ID_KEY: delivery_id}})
+            if "mailgun" in self._provider_headers:
+                email["X-Mailgun-Variables"] = json.dumps({DELIVERY_ID_KEY: delivery_id})
+            if "postmark" in self._provider_headers:
+                email[f"X-PM-Metadata-{DELIVERY_ID_KEY}"] = delivery_id
+            if "ses" in self._provider_headers:
+                email["X-SES-MESSAGE-TAGS"] = f"{DELIVERY_ID_KEY}={delivery_id}"
         except (ValueError, IndexError, HeaderParseError) as exc:
             # The email package refuses malformed addresses and header values this way.
             raise PermanentChannelError(

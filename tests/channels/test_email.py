@@ -49,6 +49,50 @@ async def test_email_arrives_with_subject_text_html_and_headers(smtp_server: Smt
     assert "https://herald.example/preferences/t0k" in plain
 
 
+PROVIDER_HEADERS = {
+    "sendgrid": "X-SMTPAPI",
+    "mailgun": "X-Mailgun-Variables",
+    "postmark": "X-PM-Metadata-herald_delivery_id",
+    "ses": "X-SES-MESSAGE-TAGS",
+}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, set()),  # no provider's webhook configured: none of their headers
+        (
+            {"sendgrid_webhook_public_key": "a2V5", "sns_topic_arns": ["arn:aws:sns:x:1:t"]},
+            {"sendgrid", "ses"},
+        ),
+        (
+            {"mailgun_webhook_signing_key": "k", "postmark_webhook_username": "u"},
+            {"mailgun", "postmark"},
+        ),
+        (
+            {"email_provider_headers": ["postmark"], "mailgun_webhook_signing_key": "k"},
+            {"postmark"},
+        ),
+    ],
+    ids=["none", "sendgrid-and-ses", "mailgun-and-postmark", "chosen"],
+)
+async def test_provider_metadata_headers_only_for_the_providers_in_use(
+    smtp_server: SmtpServer, overrides: dict[str, object], expected: set[str]
+) -> None:
+    sender = SmtpEmailSender(smtp_server.settings(**overrides))
+    async with running(sender):
+        await sender.send(outgoing(Channel.EMAIL, delivery_id="d-42"))
+
+    [mail] = smtp_server.recorder.messages
+    assert mail["X-Herald-Delivery-Id"] == "d-42"
+    present = {provider for provider, header in PROVIDER_HEADERS.items() if mail[header]}
+    assert present == expected
+    if "sendgrid" in expected:
+        assert mail["X-SMTPAPI"] == '{"unique_args": {"herald_delivery_id": "d-42"}}'
+    if "postmark" in expected:
+        assert mail["X-PM-Metadata-herald_delivery_id"] == "d-42"
+
+
 async def test_message_without_unsubscribe_links_has_no_unsubscribe_header_or_footer(
     smtp_server: SmtpServer,
 ) -> None:

@@ -69,7 +69,14 @@ def relay() -> Iterator[SmtpServer]:
 @pytest.fixture
 def smtp_settings(feedback_settings: Settings, relay: SmtpServer) -> Settings:
     return feedback_settings.model_copy(
-        update={"smtp_host": "127.0.0.1", "smtp_port": relay.port, "smtp_pool_size": 1}
+        update={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": relay.port,
+            "smtp_pool_size": 1,
+            # SES has no webhook setting of its own here: its tags header by choice.
+            "sns_topic_arns": [],
+            "email_provider_headers": ["ses", "sendgrid", "mailgun", "postmark"],
+        }
     )
 
 
