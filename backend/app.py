@@ -192,11 +192,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             engine = services.engine
         state: Services = app.state.services
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        broker = Broker(
-            settings.rabbitmq_url,
-            publish_timeout=settings.publish_timeout_seconds,
-            max_inflight=settings.max_inflight_publishes,
-        )
+        broker = Broker.from_settings(settings)
         await broker.start()
         history = create_history_store(settings, engine)
         try:

@@ -27,8 +27,6 @@ from backend.db.history.factory import create_history_store
 from backend.db.session import create_engine, create_sessionmaker
 from backend.errors import UnavailableError, ValidationError
 from backend.services.email_feedback import FeedbackRecorder, dsn
-from backend.services.live import RedisLivePublisher
-from backend.services.webhooks import BrokerWebhookQueue, WebhookNotifier
 
 log = logging.getLogger(__name__)
 
@@ -94,23 +92,16 @@ async def serve(settings: Settings, *, host: str, port: int) -> None:
     engine = create_engine(settings)
     sessionmaker = create_sessionmaker(engine)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-    broker = Broker(
-        settings.rabbitmq_url,
-        publish_timeout=settings.publish_timeout_seconds,
-        max_inflight=settings.max_inflight_publishes,
-    )
+    broker = Broker.from_settings(settings)
     await broker.start()
     history = create_history_store(settings, engine)
     await history.start()
-    recorder = FeedbackRecorder(
+    recorder = FeedbackRecorder.announcing(
         sessionmaker=sessionmaker,
         history=history,
-        live=RedisLivePublisher(redis),
-        webhooks=WebhookNotifier(
-            sessionmaker=sessionmaker,
-            queue=BrokerWebhookQueue(broker),
-            cache_seconds=settings.webhook_cache_seconds,
-        ),
+        redis=redis,
+        broker=broker,
+        webhook_cache_seconds=settings.webhook_cache_seconds,
     )
     server = await start_listener(settings, recorder, host=host, port=port)
     log.info("herald bounces listening on %s:%d for @%s", host, port, settings.email_bounce_domain)

@@ -23,6 +23,7 @@ import aiormq.exceptions
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from backend.config import Settings
 from backend.errors import UnavailableError
 from backend.queues import (
     DEAD_LETTER_EXCHANGE,
@@ -113,6 +114,15 @@ class Broker:
         self.channel: AbstractChannel | None = None
         self._inflight = asyncio.Semaphore(max_inflight)
         self._connector: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Broker:
+        """The broker a Herald process publishes through, as its settings describe it."""
+        return cls(
+            settings.rabbitmq_url,
+            publish_timeout=settings.publish_timeout_seconds,
+            max_inflight=settings.max_inflight_publishes,
+        )
 
     async def start(self) -> None:
         try:

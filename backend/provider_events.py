@@ -30,8 +30,6 @@ from backend.services.email_feedback import (
     sendgrid,
     ses,
 )
-from backend.services.live import RedisLivePublisher
-from backend.services.webhooks import BrokerWebhookQueue, WebhookNotifier
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -49,15 +47,12 @@ def _recorder(request: Request) -> FeedbackRecorder:
     uses the services' current session factory."""
     services = _services(request)
     clients = services.clients
-    return FeedbackRecorder(
+    return FeedbackRecorder.announcing(
         sessionmaker=services.sessionmaker,
         history=clients.history,
-        live=RedisLivePublisher(clients.redis),
-        webhooks=WebhookNotifier(
-            sessionmaker=services.sessionmaker,
-            queue=BrokerWebhookQueue(clients.broker),
-            cache_seconds=0,
-        ),
+        redis=clients.redis,
+        broker=clients.broker,
+        webhook_cache_seconds=0,
     )
 
 

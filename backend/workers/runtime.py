@@ -63,11 +63,7 @@ class WorkerRuntime:
                 max_keepalive_connections=s.auth_concurrency,
             ),
         )
-        self.broker = Broker(
-            s.rabbitmq_url,
-            publish_timeout=s.publish_timeout_seconds,
-            max_inflight=s.max_inflight_publishes,
-        )
+        self.broker = Broker.from_settings(s)
         await self.broker.start()
         self.history = create_history_store(s, self.engine)
         await self.history.start()

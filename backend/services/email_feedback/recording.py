@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backend.broker import Broker
 from backend.channels import Channel
 from backend.db.history.base import DeliveryStatus, HistoryStore, StatusChange
 from backend.observability import metrics
@@ -20,6 +22,7 @@ from backend.services.deliveries.context import StatusWebhooks
 from backend.services.deliveries.records import delivery_update
 from backend.services.live import RedisLivePublisher
 from backend.services.suppressions import SuppressionKind
+from backend.services.webhooks import BrokerWebhookQueue, WebhookNotifier
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +177,28 @@ class FeedbackRecorder:
     history: HistoryStore
     live: RedisLivePublisher | None = None
     webhooks: StatusWebhooks | None = None
+
+    @classmethod
+    def announcing(
+        cls,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        history: HistoryStore,
+        redis: Redis,
+        broker: Broker,
+        webhook_cache_seconds: float,
+    ) -> FeedbackRecorder:
+        """A recorder that announces changes on the live feed and to status webhooks."""
+        return cls(
+            sessionmaker=sessionmaker,
+            history=history,
+            live=RedisLivePublisher(redis),
+            webhooks=WebhookNotifier(
+                sessionmaker=sessionmaker,
+                queue=BrokerWebhookQueue(broker),
+                cache_seconds=webhook_cache_seconds,
+            ),
+        )
 
     async def record(self, feedback: Sequence[Feedback]) -> FeedbackSummary:
         """Apply ``feedback``: the history first, then the suppressions in one transaction,
