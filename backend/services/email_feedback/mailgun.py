@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from typing import Any
 
@@ -27,6 +26,7 @@ from backend.services.email_feedback.recording import (
     FeedbackKind,
     clean_delivery_id,
     delivery_id_from_message_id,
+    load_json,
 )
 
 PROVIDER = "mailgun"
@@ -34,12 +34,7 @@ SEEN_TOKENS_KEY = "herald:email-feedback:mailgun-token:"
 
 
 def load(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError("The body is not a Mailgun webhook (not JSON)") from exc
-    if not isinstance(payload, dict):
-        raise ValidationError("The body is not a Mailgun webhook (not a JSON object)")
+    payload: dict[str, Any] = load_json(body, "a Mailgun webhook", dict)
     return payload
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 
 from backend.errors import UnauthenticatedError, ValidationError
 from backend.services.email_feedback.recording import (
@@ -23,6 +22,7 @@ from backend.services.email_feedback.recording import (
     Feedback,
     FeedbackKind,
     clean_delivery_id,
+    load_json,
 )
 
 PROVIDER = "postmark"
@@ -52,12 +52,7 @@ def verify(*, authorization: str | None, username: str | None, password: str | N
 def parse(body: bytes) -> list[Feedback]:
     """The bounce or complaint of one Postmark webhook call; other record types give
     nothing."""
-    try:
-        record = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError("The body is not a Postmark webhook (not JSON)") from exc
-    if not isinstance(record, dict):
-        raise ValidationError("The body is not a Postmark webhook (not a JSON object)")
+    record = load_json(body, "a Postmark webhook", dict)
     kind_name = record.get("RecordType")
     if kind_name not in ("Bounce", "SpamComplaint"):
         return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.broker import Broker
 from backend.channels import Channel
 from backend.db.history.base import DeliveryStatus, HistoryStore, StatusChange
+from backend.errors import ValidationError
 from backend.observability import metrics
 from backend.services import suppressions
 from backend.services.deliveries.context import StatusWebhooks
@@ -167,6 +169,19 @@ async def suppress_addresses(
         ):
             added += 1
     return added
+
+
+def load_json(body: bytes, what: str, shape: type[dict[str, Any]] | type[list[Any]]) -> Any:
+    """A provider's JSON body, which must be an object (``dict``) or an array (``list``);
+    ValidationError naming ``what`` otherwise ("The body is not <what> (not JSON)")."""
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"The body is not {what} (not JSON)") from exc
+    if not isinstance(value, shape):
+        name = "a JSON object" if shape is dict else "a JSON array"
+        raise ValidationError(f"The body is not {what} (not {name})")
+    return value
 
 
 @dataclass

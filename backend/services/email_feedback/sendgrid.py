@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from typing import Any
 
@@ -22,12 +21,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from backend.errors import UnauthenticatedError, ValidationError
+from backend.errors import UnauthenticatedError
 from backend.services.email_feedback.recording import (
     DELIVERY_ID_KEY,
     Feedback,
     FeedbackKind,
     clean_delivery_id,
+    load_json,
 )
 
 PROVIDER = "sendgrid"
@@ -92,12 +92,7 @@ def _reason(event: dict[str, Any]) -> str:
 
 def parse(body: bytes) -> list[Feedback]:
     """Bounces, drops and spam reports of a (verified) SendGrid event batch."""
-    try:
-        events = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError("The body is not a SendGrid event batch (not JSON)") from exc
-    if not isinstance(events, list):
-        raise ValidationError("The body is not a SendGrid event batch (not a JSON array)")
+    events = load_json(body, "a SendGrid event batch", list)
     items = []
     for event in events:
         if not isinstance(event, dict) or not event.get("email"):

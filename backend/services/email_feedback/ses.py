@@ -34,6 +34,7 @@ from backend.services.email_feedback.recording import (
     FeedbackKind,
     clean_delivery_id,
     delivery_id_from_message_id,
+    load_json,
 )
 
 PROVIDER = "ses"
@@ -72,12 +73,7 @@ class SnsMessage:
 
 def parse_envelope(raw: bytes) -> SnsMessage:
     """The SNS message in a request body (SNS posts JSON as ``text/plain``)."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError("The body is not an SNS message (not JSON)") from exc
-    if not isinstance(body, dict):
-        raise ValidationError("The body is not an SNS message (not a JSON object)")
+    body = load_json(raw, "an SNS message", dict)
     kind = body.get("Type")
     if kind not in _SIGNED_KEYS:
         raise ValidationError(f"Unknown SNS message type: {kind!r}")
