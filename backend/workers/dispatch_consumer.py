@@ -123,18 +123,19 @@ class DispatchConsumer:
         self.stopping.set()
 
     async def _connect(self) -> aio_pika.abc.AbstractRobustConnection | None:
-        """A robust connection, tried again with a growing delay until RabbitMQ answers (None
-        if stopped first)."""
-        delay = 0.5
+        """A robust connection, tried again with the project's backoff (0.5 s doubling to
+        10 s) until RabbitMQ answers (None if stopped first)."""
+        attempt = 0
         while not self.stopping.is_set():
             try:
                 return await aio_pika.connect_robust(self.settings.rabbitmq_url, timeout=5)
             except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+                attempt += 1
+                delay = backoff_seconds(attempt, base=0.5, cap=10.0)
                 log.warning("RabbitMQ is not reachable yet (%s); retrying in %.1f s", exc, delay)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self.stopping.wait()
-            delay = min(delay * 2, 10.0)
         return None
 
     async def run(self) -> None:
@@ -217,8 +218,11 @@ class DispatchConsumer:
                 if not task.rerun and task.eta is None and deliveries.together(self.ctx, envelope):
                     batch.append((task, envelope))
                     continue
-            # A workflow's step, a re-run, a delayed retry or an event that cannot go with
-            # others: as its Celery task would run it.
+                # A re-run, a delayed retry or an event that cannot go with others: as its
+                # Celery task would run it.
+                self._start(self._alone(task, envelope))
+                continue
+            # A workflow's step: as its Celery task would run it.
             self._start(self._alone(task))
         # Messages whose channel closed while they waited come back redelivered.
         batch = [(task, envelope) for task, envelope in batch if _open(task.message)]
@@ -229,13 +233,15 @@ class DispatchConsumer:
                 await units.dispatch_together(self.ctx, [envelope for _, envelope in batch])
         except Exception as exc:
             log.warning("a batch of %d events failed, each will be retried: %s", len(batch), exc)
-            for task, _ in batch:
-                self._start(self._alone(task, retries=1))
+            for task, envelope in batch:
+                self._start(self._alone(task, envelope, retries=1))
             return
         for task, _ in batch:
             await _settle(task.message.ack())
 
-    async def _alone(self, task: _Task, *, retries: int = 0) -> None:
+    async def _alone(
+        self, task: _Task, envelope: deliveries.Envelope | None = None, *, retries: int = 0
+    ) -> None:
         """Run one task by itself, retrying it until it succeeds; then acknowledge it. A
         retry is a re-run (``redelivered``), as a Celery task's retry is. A message whose
         channel closed meanwhile (RabbitMQ restarted) is left to its redelivered copy."""
@@ -249,7 +255,7 @@ class DispatchConsumer:
                     return
                 try:
                     with tracing.task_span(task.name, [task.message.headers]):
-                        await self._run(task, rerun=task.rerun or retries > 0)
+                        await self._run(task, envelope, rerun=task.rerun or retries > 0)
                 except Exception as exc:
                     log.warning("%s failed, will retry: %s", task.name, exc)
                     retries += 1
@@ -257,12 +263,12 @@ class DispatchConsumer:
             await _settle(task.message.ack())
             return
 
-    async def _run(self, task: _Task, *, rerun: bool) -> None:
-        if task.name == TASK_WORKFLOW_ADVANCE:
+    async def _run(self, task: _Task, envelope: deliveries.Envelope | None, *, rerun: bool) -> None:
+        """``envelope``: a dispatch task's event, decoded when its message was taken."""
+        if envelope is None:
             run_id = task.args[0] if task.args else task.kwargs["run_id"]
             await units.advance_workflow_run(self.ctx, run_id=run_id, http=self.http)
         else:
-            envelope = deliveries.Envelope.from_wire(_event(task))
             await units.dispatch(self.ctx, envelope, redelivered=rerun)
 
 
