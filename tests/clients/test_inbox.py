@@ -463,3 +463,58 @@ async def test_a_notification_s_actions_are_a_link_and_a_named_action_the_app_ha
     await expect(item).to_have_attribute("data-read", "true")
     assert await tab.page.evaluate("window.heraldActions") == [["snooze", "Shipped"]]
     tab.assert_clean()
+
+
+async def test_items_replayed_after_a_drop_keep_what_happened_to_them_meanwhile(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
+) -> None:
+    """Three items reach the inbox while the page is offline; on another device one is
+    archived and one read. Back online, the page gets all three through `since`: the archived
+    one only on the Archived tab, the read one without a toast, the unread one as news."""
+    user_id = new_user()
+    await delivered(stack, template, user_id, ["Before"])
+    tab = await open_tab(context, stack, user_id, ignore=DOWN_NOISE)
+    page = tab.page
+    await page.evaluate(
+        """() => {
+        window.arrived = [];
+        document.querySelector('herald-inbox').addEventListener(
+          'herald-notification', (e) => window.arrived.push(e.detail.title));
+      }"""
+    )
+    await tab.open_panel()
+    await tab.tab("All")
+    # Offline first, so the page cannot reconnect until it is told the network is back.
+    await context.set_offline(True)
+    kill_api(stack.api)
+    await expect(tab.inbox).to_have_attribute("connection", "offline")
+    await asyncio.to_thread(start_api, stack.api)
+    titles = ["Archived elsewhere", "Opened elsewhere", "Still new"]
+    await delivered(stack, template, user_id, titles)
+    listed = await graphql(stack, INBOX, {}, token(user_id, "user"))
+    ids = {edge["node"]["title"]: edge["node"]["id"] for edge in listed["inbox"]["edges"]}
+    elsewhere = """mutation($a: [ID!]!, $r: [ID!]!) {
+      a: archive(ids: $a) { __typename } r: markRead(ids: $r) { __typename } }"""
+    changed = await graphql(
+        stack,
+        elsewhere,
+        {"a": [ids["Archived elsewhere"]], "r": [ids["Opened elsewhere"]]},
+        token(user_id, "user"),
+    )
+    assert changed == {"a": {"__typename": "InboxChange"}, "r": {"__typename": "InboxChange"}}
+
+    await context.set_offline(False)
+    await expect(tab.inbox).to_have_attribute("connection", "online", timeout=30_000)
+    await expect(tab.item("Still new")).to_have_count(1, timeout=30_000)
+    await expect(tab.item("Opened elsewhere")).to_have_count(1)
+    await page.wait_for_timeout(1500)  # room for anything misplaced to show up
+    await expect(tab.item("Archived elsewhere")).to_have_count(0)
+    await expect(tab.toast("Still new")).to_have_count(1)
+    await expect(tab.toast("Opened elsewhere")).to_have_count(0)
+    await expect(tab.toast("Archived elsewhere")).to_have_count(0)
+    await expect(tab.inbox).to_have_attribute("unread-count", "2")  # Before, Still new
+    # In the order the worker stored them, which need not be the order they were sent in.
+    assert sorted(await page.evaluate("window.arrived")) == ["Opened elsewhere", "Still new"]
+    await tab.tab("Archived")
+    await expect(tab.item("Archived elsewhere")).to_have_count(1)
+    tab.assert_clean()

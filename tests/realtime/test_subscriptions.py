@@ -20,7 +20,7 @@ from tests.conftest import start_live_server, stop_live_server
 from tests.factories import token_for
 
 NOTIFICATIONS = """subscription($since: String) { notifications(since: $since) { __typename
-  ... on Notification { id cursor eventType title body data read }
+  ... on Notification { id cursor eventType title body data read archived archivedAt }
   ... on ReadStateChange { ids read archived } } }"""
 
 
@@ -492,3 +492,30 @@ async def test_archived_items_have_their_own_shelf_and_position_is_a_since(
         assert unarchived == [entries[2].delivery_id, entries[0].delivery_id]
         assert position == entries[2].cursor
         assert (await shelf(True))[1] == [entries[1].delivery_id]
+
+
+async def test_a_replay_carries_what_was_read_or_archived_while_the_client_was_away(
+    live_server, settings, committed, redis
+):
+    # An item stored, then archived (or read) on another device while this client was offline
+    # is replayed with that state: the client can shelve it instead of showing it as new.
+    uid = user()
+    entries = await store(committed, uid, 3, publish=False)
+    async with committed() as session:
+        await inbox_service.archive(session, user_id=uid, ids=[entries[1].delivery_id])
+        await inbox_service.mark_read(session, user_id=uid, ids=[entries[2].delivery_id])
+        await session.commit()
+    client = await Client.open(live_server, token_for(settings, "user", sub=uid))
+    await client.subscribe(NOTIFICATIONS, {"since": inbox_service.inbox_cursor(0)})
+    replayed = [(await client.next())["notifications"] for _ in range(3)]
+    assert [r["id"] for r in replayed] == [e.delivery_id for e in entries]
+    assert [(r["read"], r["archived"]) for r in replayed] == [
+        (False, False),
+        (False, True),
+        (True, False),
+    ]
+    assert replayed[0]["archivedAt"] is None and replayed[1]["archivedAt"] is not None
+    [live] = await store(committed, uid, 1, redis=redis)
+    got = (await client.next())["notifications"]
+    assert got["id"] == live.delivery_id and got["archived"] is False
+    await client.close()
