@@ -6,6 +6,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import httpx
 
 from backend.channels.base import ChannelError, SendResult
 
@@ -77,3 +80,26 @@ def summarise(
         expired_reasons=gone,
         retry_after=max(waits) if waits else None,
     )
+
+
+async def post_to_device(
+    client: httpx.AsyncClient,
+    address: str,
+    url: str,
+    *,
+    service: str,
+    timeout_seconds: float,
+    **request: Any,
+) -> httpx.Response | DeviceOutcome:
+    """``service``'s answer to a push for the device at ``address``, or its transient outcome
+    when the request gets no answer within ``timeout_seconds`` or cannot reach ``service``."""
+    try:
+        return await client.post(url, **request)
+    except httpx.TimeoutException:
+        return DeviceOutcome(
+            address, DeviceStatus.TRANSIENT, f"no answer within {timeout_seconds} s"
+        )
+    except httpx.HTTPError as exc:
+        return DeviceOutcome(
+            address, DeviceStatus.TRANSIENT, f"cannot reach {service}: {type(exc).__name__}"
+        )

@@ -46,7 +46,13 @@ from backend.channels.base import (
     SendResult,
     TransientChannelError,
 )
-from backend.channels.devices import DeviceOutcome, DevicesError, DeviceStatus, summarise
+from backend.channels.devices import (
+    DeviceOutcome,
+    DevicesError,
+    DeviceStatus,
+    post_to_device,
+    summarise,
+)
 from backend.config import ApnsProvider, FcmProvider, Settings
 
 log = logging.getLogger(__name__)
@@ -190,18 +196,17 @@ class FcmSender(HttpProviderSender):
         self, client: httpx.AsyncClient, access: str, token: str, message: OutgoingMessage
     ) -> DeviceOutcome:
         payload = {"message": fcm_message(token, message)}
-        try:
-            response = await client.post(
-                self._send_url, json=payload, headers={"Authorization": f"Bearer {access}"}
-            )
-        except httpx.TimeoutException:
-            return DeviceOutcome(
-                token, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
-            )
-        except httpx.HTTPError as exc:
-            return DeviceOutcome(
-                token, DeviceStatus.TRANSIENT, f"cannot reach FCM: {type(exc).__name__}"
-            )
+        response = await post_to_device(
+            client,
+            token,
+            self._send_url,
+            service="FCM",
+            timeout_seconds=self._timeout,
+            json=payload,
+            headers={"Authorization": f"Bearer {access}"},
+        )
+        if isinstance(response, DeviceOutcome):
+            return response
         status = response.status_code
         body = _json(response)
         if response.is_success:
@@ -338,16 +343,17 @@ class ApnsSender(HttpProviderSender):
             "content-type": "application/json",
         }
         url = f"{self._base}/3/device/{quote(token, safe='')}"
-        try:
-            response = await client.post(url, content=body, headers=headers)
-        except httpx.TimeoutException:
-            return DeviceOutcome(
-                token, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
-            )
-        except httpx.HTTPError as exc:
-            return DeviceOutcome(
-                token, DeviceStatus.TRANSIENT, f"cannot reach APNs: {type(exc).__name__}"
-            )
+        response = await post_to_device(
+            client,
+            token,
+            url,
+            service="APNs",
+            timeout_seconds=self._timeout,
+            content=body,
+            headers=headers,
+        )
+        if isinstance(response, DeviceOutcome):
+            return response
         status = response.status_code
         if status == 200:
             return DeviceOutcome(

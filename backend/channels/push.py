@@ -31,7 +31,13 @@ from backend.channels.base import (
     SendResult,
     TransientChannelError,
 )
-from backend.channels.devices import DeviceOutcome, DevicesError, DeviceStatus, summarise
+from backend.channels.devices import (
+    DeviceOutcome,
+    DevicesError,
+    DeviceStatus,
+    post_to_device,
+    summarise,
+)
 from backend.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -163,16 +169,17 @@ class WebPushSender(HttpProviderSender):
             "Content-Type": "application/octet-stream",
             "Authorization": f"vapid t={self._vapid_token(key, audience)}, k={self._public_key}",
         }
-        try:
-            response = await client.post(endpoint, content=body, headers=headers)
-        except httpx.TimeoutException:
-            return DeviceOutcome(
-                endpoint, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
-            )
-        except httpx.HTTPError as exc:
-            return DeviceOutcome(
-                endpoint, DeviceStatus.TRANSIENT, f"cannot reach the push service: {exc!r}"
-            )
+        response = await post_to_device(
+            client,
+            endpoint,
+            endpoint,
+            service="the push service",
+            timeout_seconds=self._timeout,
+            content=body,
+            headers=headers,
+        )
+        if isinstance(response, DeviceOutcome):
+            return response
         status = response.status_code
         if response.is_success:
             return DeviceOutcome(endpoint, DeviceStatus.DELIVERED)
