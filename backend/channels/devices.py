@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from backend.channels.base import ChannelError, SendResult
+from backend.channels.base import ChannelError, HttpProviderSender, SendResult
 
 
 class DeviceStatus(enum.Enum):
@@ -82,24 +82,21 @@ def summarise(
     )
 
 
-async def post_to_device(
-    client: httpx.AsyncClient,
-    address: str,
-    url: str,
-    *,
-    service: str,
-    timeout_seconds: float,
-    **request: Any,
-) -> httpx.Response | DeviceOutcome:
-    """``service``'s answer to a push for the device at ``address``, or its transient outcome
-    when the request gets no answer within ``timeout_seconds`` or cannot reach ``service``."""
-    try:
-        return await client.post(url, **request)
-    except httpx.TimeoutException:
-        return DeviceOutcome(
-            address, DeviceStatus.TRANSIENT, f"no answer within {timeout_seconds} s"
-        )
-    except httpx.HTTPError as exc:
-        return DeviceOutcome(
-            address, DeviceStatus.TRANSIENT, f"cannot reach {service}: {type(exc).__name__}"
-        )
+class DevicePushSender(HttpProviderSender):
+    """An HTTP provider sender that pushes to each device with a request of its own."""
+
+    async def _post_to_device(
+        self, client: httpx.AsyncClient, address: str, url: str, *, service: str, **request: Any
+    ) -> httpx.Response | DeviceOutcome:
+        """``service``'s answer to the push for the device at ``address``, or its transient
+        outcome when the request gets no answer in time or cannot reach ``service``."""
+        try:
+            return await client.post(url, **request)
+        except httpx.TimeoutException:
+            return DeviceOutcome(
+                address, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
+            )
+        except httpx.HTTPError as exc:
+            return DeviceOutcome(
+                address, DeviceStatus.TRANSIENT, f"cannot reach {service}: {type(exc).__name__}"
+            )

@@ -40,7 +40,6 @@ from backend.channels import Channel
 from backend.channels.base import (
     ChannelError,
     ChannelSender,
-    HttpProviderSender,
     OutgoingMessage,
     PermanentChannelError,
     SendResult,
@@ -48,9 +47,9 @@ from backend.channels.base import (
 )
 from backend.channels.devices import (
     DeviceOutcome,
+    DevicePushSender,
     DevicesError,
     DeviceStatus,
-    post_to_device,
     summarise,
 )
 from backend.config import ApnsProvider, FcmProvider, Settings
@@ -120,7 +119,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 # --- FCM -----------------------------------------------------------------------------------------
 
 
-class FcmSender(HttpProviderSender):
+class FcmSender(DevicePushSender):
     """One FCM project's service account: every device of the message, concurrently."""
 
     channel: Channel = Channel.PUSH_MOBILE
@@ -196,12 +195,11 @@ class FcmSender(HttpProviderSender):
         self, client: httpx.AsyncClient, access: str, token: str, message: OutgoingMessage
     ) -> DeviceOutcome:
         payload = {"message": fcm_message(token, message)}
-        response = await post_to_device(
+        response = await self._post_to_device(
             client,
             token,
             self._send_url,
             service="FCM",
-            timeout_seconds=self._timeout,
             json=payload,
             headers={"Authorization": f"Bearer {access}"},
         )
@@ -281,7 +279,7 @@ def _json(response: httpx.Response) -> Any:
 # --- APNs ----------------------------------------------------------------------------------------
 
 
-class ApnsSender(HttpProviderSender):
+class ApnsSender(DevicePushSender):
     """One APNs signing key (``.p8``) and topic, over HTTP/2."""
 
     channel: Channel = Channel.PUSH_MOBILE
@@ -343,14 +341,8 @@ class ApnsSender(HttpProviderSender):
             "content-type": "application/json",
         }
         url = f"{self._base}/3/device/{quote(token, safe='')}"
-        response = await post_to_device(
-            client,
-            token,
-            url,
-            service="APNs",
-            timeout_seconds=self._timeout,
-            content=body,
-            headers=headers,
+        response = await self._post_to_device(
+            client, token, url, service="APNs", content=body, headers=headers
         )
         if isinstance(response, DeviceOutcome):
             return response

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from backend.channels import Channel
 from backend.channels.base import (
-    HttpProviderSender,
     OutgoingMessage,
     PermanentChannelError,
     PushSubscription,
@@ -33,9 +32,9 @@ from backend.channels.base import (
 )
 from backend.channels.devices import (
     DeviceOutcome,
+    DevicePushSender,
     DevicesError,
     DeviceStatus,
-    post_to_device,
     summarise,
 )
 from backend.config import Settings
@@ -92,7 +91,7 @@ class PushPermanentError(DevicesError, PermanentChannelError):
     """No subscription got the message and retrying will not change that."""
 
 
-class WebPushSender(HttpProviderSender):
+class WebPushSender(DevicePushSender):
     """Sends a notification to every Web Push subscription of the user."""
 
     channel: Channel = Channel.PUSH
@@ -169,14 +168,8 @@ class WebPushSender(HttpProviderSender):
             "Content-Type": "application/octet-stream",
             "Authorization": f"vapid t={self._vapid_token(key, audience)}, k={self._public_key}",
         }
-        response = await post_to_device(
-            client,
-            endpoint,
-            endpoint,
-            service="the push service",
-            timeout_seconds=self._timeout,
-            content=body,
-            headers=headers,
+        response = await self._post_to_device(
+            client, endpoint, endpoint, service="the push service", content=body, headers=headers
         )
         if isinstance(response, DeviceOutcome):
             return response
