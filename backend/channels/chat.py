@@ -119,21 +119,13 @@ class _ChatSender(HttpProviderSender):
 
     async def _post(self, url: httpx.URL | str, payload: dict[str, Any]) -> httpx.Response:
         client = self._started_client()
-        try:
+        with self._unanswered_is_transient(self.service, provider=self.name):
             # Slack warns about a JSON body without its charset; the others accept it.
             return await client.post(
                 url,
                 content=json.dumps(payload, ensure_ascii=False).encode(),
                 headers={"Content-Type": "application/json; charset=utf-8"},
             )
-        except httpx.TimeoutException as exc:
-            raise TransientChannelError(
-                f"{self.service} did not answer within {self._timeout} s", provider=self.name
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise TransientChannelError(
-                f"cannot reach {self.service}: {type(exc).__name__}", provider=self.name
-            ) from exc
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         raise NotImplementedError

@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 
 from backend.channels import Channel
 from backend.db.history.base import DeliveryStatus
-from backend.schema.common import Connection, Edge
+from backend.schema.common import Connection
 from backend.schema.deliveries import DeliveryFields
 from backend.schema.errors import (
     AccessErrors,
@@ -114,9 +114,6 @@ class NotificationConnection(Connection[Notification]):
             "(items already on this page may come again: skip them by `id`)."
         )
     )
-
-
-NotificationEdge = Edge[Notification]
 
 
 @strawberry.type
