@@ -8,11 +8,9 @@ import asyncio
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -26,6 +24,7 @@ from backend.auth import TokenVerifier
 from backend.errors import UnauthenticatedError
 from tests.conftest import make_settings, start_live_server, stop_live_server
 from tests.graphql_ws import connect, init, receive, subscribe
+from tests.http_stubs import QuietHandler, serve
 
 JWKS_PATH = "/.well-known/jwks.json"
 
@@ -56,26 +55,17 @@ class JwksProvider:
         self.accepts: list[str | None] = []
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 if self.path != JWKS_PATH:
                     self.send_error(404)
                     return
                 provider.hits += 1
                 provider.accepts.append(self.headers.get("Accept"))
-                body = json.dumps(provider.document).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply_json(200, provider.document)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{JWKS_PATH}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, base_url = serve(Handler)
+        self.url = base_url + JWKS_PATH
 
     def publish(self, *keys: SigningKey, extra: list[dict[str, Any]] | None = None) -> None:
         self.document = {"keys": [k.jwk() for k in keys] + (extra or [])}
@@ -87,9 +77,11 @@ class JwksProvider:
 
 @pytest.fixture
 def provider() -> Iterator[JwksProvider]:
-    p = JwksProvider()
-    yield p
-    p.close()
+    jwks = JwksProvider()
+    try:
+        yield jwks
+    finally:
+        jwks.close()
 
 
 def jwks_settings(provider: JwksProvider, **overrides: Any) -> Any:

@@ -244,6 +244,13 @@ class SmtpServer:
             self._controller.stop()
             self._controller = None
 
+    def __enter__(self) -> SmtpServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {"smtp_host": "127.0.0.1", "smtp_port": self.port}
         values.update(overrides)
@@ -252,10 +259,8 @@ class SmtpServer:
 
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
+    with SmtpServer() as server:
+        yield server
 
 
 # --- HTTP --------------------------------------------------------------------------------------
@@ -341,13 +346,25 @@ class HttpService:
         self._server.shutdown()
         self._server.server_close()
 
+    def __enter__(self) -> HttpService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 @pytest.fixture
 def http_service() -> Iterator[HttpService]:
-    service = HttpService()
-    service.start()
-    yield service
-    service.stop()
+    with HttpService() as service:
+        yield service
+
+
+@pytest.fixture
+def second_service() -> Iterator[HttpService]:
+    """Another provider's server, for failover from ``http_service``."""
+    with HttpService() as service:
+        yield service
 
 
 def closed_port() -> int:

@@ -5,7 +5,7 @@ each checking the exact request the service documents and answering as it does."
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -165,14 +165,6 @@ class FakeFcm:
 @pytest.fixture
 def fcm(http_service: HttpService) -> FakeFcm:
     return FakeFcm(http_service)
-
-
-@pytest.fixture
-def second_service() -> Iterator[HttpService]:
-    service = HttpService()
-    service.start()
-    yield service
-    service.stop()
 
 
 class FakeApns:

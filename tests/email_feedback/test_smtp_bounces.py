@@ -60,10 +60,8 @@ class Profiles:
 
 @pytest.fixture
 def relay() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
+    with SmtpServer() as server:
+        yield server
 
 
 @pytest.fixture
