@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,14 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.auth import mint_token
 from backend.channels import Channel
+from backend.channels.base import ChannelSender
 from backend.config import Settings
-from backend.db.history.base import Attempt, DeliveryRecord, DeliveryStatus
+from backend.db.history.base import Attempt, DeliveryRecord, DeliveryStatus, HistoryStore
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.session import create_sessionmaker
-from backend.services.deliveries import DeliveryContext, DeliveryQueue
+from backend.services.deliveries import DeliveryContext, DeliveryQueue, Envelope, delivery_id
 from backend.services.deliveries.context import UserLookup
 from backend.services.live import RedisLivePublisher
 from backend.services.users import UserProfile
+from backend.workers import units
 
 
 def token_for(settings: Settings, *roles: str, sub: str = "user-1", ttl: int = 600) -> str:
@@ -133,21 +136,76 @@ class NoDirectory:
 def delivery_context(
     settings: Settings,
     engine: AsyncEngine,
-    redis: Redis,
+    redis: Redis | None,
     *,
     queue: DeliveryQueue,
     users: UserLookup | None = None,
+    history: HistoryStore | None = None,
+    senders: dict[Channel, ChannelSender] | None = None,
 ) -> DeliveryContext:
     """A worker's delivery context on the test database, publishing live messages to the test
-    Redis; ``users`` defaults to :class:`NoDirectory`."""
+    Redis (none without ``redis``); ``users`` defaults to :class:`NoDirectory`, ``history`` to
+    the PostgreSQL store."""
     return DeliveryContext(
         settings=settings,
         sessionmaker=create_sessionmaker(engine),
-        history=PostgresHistoryStore(engine),
+        history=history or PostgresHistoryStore(engine),
         queue=queue,
         users=users or NoDirectory(),
-        live=RedisLivePublisher(redis),
+        senders=senders or {},
+        live=RedisLivePublisher(redis) if redis is not None else None,
     )
+
+
+class RecordingQueue:
+    """A delivery queue keeping the send messages dispatch enqueues; a dispatch part fails."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def enqueue_send(self, message: Any) -> None:
+        self.sent.append(message)
+
+    async def enqueue_dispatch(self, envelope: Envelope) -> None:
+        raise AssertionError("no dispatch expected")
+
+
+def envelope(
+    user_id: str,
+    channel: Channel,
+    *,
+    type: str = "movie_added",
+    payload: dict[str, Any] | None = None,
+    template_slug: str = "movie_added",
+) -> Envelope:
+    """An event for one user on one channel as the API hands it to the worker; by default a
+    new film, Metropolis."""
+    return Envelope.from_wire(
+        {
+            "id": str(uuid.uuid4()),
+            "type": type,
+            "user_ids": [user_id],
+            "channels": [channel.value],
+            "payload": {"movie": {"title": "Metropolis", "url": "https://m/1"}}
+            if payload is None
+            else payload,
+            "template_slug": template_slug,
+            "locale": None,
+            "critical": False,
+        }
+    )
+
+
+async def dispatch_and_send(ctx: DeliveryContext, user_id: str, channel: Channel) -> str:
+    """Dispatch a new film to ``user_id`` on ``channel`` and send it at once, as the worker's
+    two units of work do; the delivery's id."""
+    event = envelope(user_id, channel)
+    await units.dispatch(ctx, event)
+    ident = delivery_id(event.id, user_id, channel)
+    await units.send(
+        ctx, envelope=event, channel=channel, delivery_ids=[ident], attempt=1, resume=False
+    )
+    return ident
 
 
 REGISTER_EVENT_TYPE = """mutation($input: RegisterEventTypeInput!) {

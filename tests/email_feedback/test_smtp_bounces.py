@@ -14,7 +14,6 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from email.message import EmailMessage, Message
-from typing import Any
 
 import aiosmtplib
 import pytest
@@ -28,24 +27,13 @@ from backend.db.history.base import DeliveryStatus
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.session import create_sessionmaker
 from backend.services import suppressions
-from backend.services.deliveries import DeliveryContext, Envelope, delivery_id
+from backend.services.deliveries import DeliveryContext
 from backend.services.email_feedback import FeedbackRecorder
 from backend.services.users import UserProfile
-from backend.workers import units
 from tests.channels.conftest import SmtpServer, running
 from tests.conftest import free_port, herald_process_env
 from tests.email_feedback.conftest import BOUNCE_DOMAIN, sent_email, unique_address
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    async def enqueue_send(self, message: Any) -> None:
-        self.sent.append(message)
-
-    async def enqueue_dispatch(self, envelope: Envelope) -> None:
-        raise AssertionError("no dispatch expected")
+from tests.factories import RecordingQueue, delivery_context, dispatch_and_send
 
 
 class Profiles:
@@ -90,29 +78,23 @@ async def listener(
     await server.wait_closed()
 
 
-def movie_added(user_id: str) -> Envelope:
-    return Envelope.from_wire(
-        {
-            "id": str(uuid.uuid4()),
-            "type": "movie_added",
-            "user_ids": [user_id],
-            "channels": ["email"],
-            "payload": {"movie": {"title": "Metropolis", "url": "https://m/1"}},
-            "template_slug": "movie_added",
-            "locale": None,
-            "critical": False,
-        }
+def email_context(
+    settings: Settings,
+    engine: AsyncEngine,
+    history: PostgresHistoryStore,
+    sender: SmtpEmailSender,
+    address: str,
+) -> DeliveryContext:
+    """A worker's context sending email through ``sender`` to ``address`` for every user."""
+    return delivery_context(
+        settings,
+        engine,
+        None,
+        queue=RecordingQueue(),
+        users=Profiles(address),
+        senders={Channel.EMAIL: sender},
+        history=history,
     )
-
-
-async def send_email(ctx: DeliveryContext, user_id: str) -> str:
-    event = movie_added(user_id)
-    await units.dispatch(ctx, event)
-    ident = delivery_id(event.id, user_id, Channel.EMAIL)
-    await units.send(
-        ctx, envelope=event, channel=Channel.EMAIL, delivery_ids=[ident], attempt=1, resume=False
-    )
-    return ident
 
 
 def _headers(original: Message | None) -> str:
@@ -232,15 +214,9 @@ async def test_hard_bounce_over_smtp_suppresses_the_next_send_until_removed(
     sessionmaker = create_sessionmaker(engine)
     sender = SmtpEmailSender(smtp_settings)
     async with running(sender):
-        ctx = DeliveryContext(
-            settings=smtp_settings,
-            sessionmaker=sessionmaker,
-            history=history,
-            queue=RecordingQueue(),
-            users=Profiles(address.upper()),  # suppression ignores case
-            senders={Channel.EMAIL: sender},
-        )
-        first = await send_email(ctx, user)
+        # Sent to the address in capitals: suppression ignores case.
+        ctx = email_context(smtp_settings, engine, history, sender, address.upper())
+        first = await dispatch_and_send(ctx, user, Channel.EMAIL)
         verp = f"bounces+{first}@{BOUNCE_DOMAIN}"
         assert relay.recorder.envelopes == [(verp, [address.upper()])]
         [mail] = relay.recorder.messages
@@ -268,7 +244,7 @@ async def test_hard_bounce_over_smtp_suppresses_the_next_send_until_removed(
             listed = await suppressions.suppressed(session, addresses=[address])
         assert listed[address].kind == "hard_bounce" and listed[address].provider == "dsn"
 
-        second = await send_email(ctx, user)
+        second = await dispatch_and_send(ctx, user, Channel.EMAIL)
         skipped = await history.get(second)
         assert skipped is not None and skipped.status is DeliveryStatus.SKIPPED
         assert "is suppressed" in (skipped.timeline[-1].reason or "")
@@ -278,7 +254,7 @@ async def test_hard_bounce_over_smtp_suppresses_the_next_send_until_removed(
         async with sessionmaker() as session:
             assert await suppressions.remove_suppression(session, address=address) == address
             await session.commit()
-        third = await send_email(ctx, user)
+        third = await dispatch_and_send(ctx, user, Channel.EMAIL)
         sent = await history.get(third)
         assert sent is not None and sent.status is DeliveryStatus.SENT
         assert len(relay.recorder.messages) == 2
@@ -299,15 +275,8 @@ async def test_soft_dsn_records_and_arf_complaint_suppresses(
     async with running(sender):
         ids = []
         for address in (delayed_address, annoyed_address):
-            ctx = DeliveryContext(
-                settings=smtp_settings,
-                sessionmaker=sessionmaker,
-                history=history,
-                queue=RecordingQueue(),
-                users=Profiles(address),
-                senders={Channel.EMAIL: sender},
-            )
-            ids.append(await send_email(ctx, f"dsn-{uuid.uuid4().hex[:8]}"))
+            ctx = email_context(smtp_settings, engine, history, sender, address)
+            ids.append(await dispatch_and_send(ctx, f"dsn-{uuid.uuid4().hex[:8]}", Channel.EMAIL))
     soft_mail, arf_mail = relay.recorder.messages
 
     soft = dsn(
