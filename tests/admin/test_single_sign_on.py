@@ -34,11 +34,11 @@ from tests.admin.conftest import (
     WIDE,
     Console,
     Stack,
-    _wait_http,
     go,
     screenshot,
 )
 from tests.conftest import ROOT, LiveServer, free_port, start_live_server, stop_live_server
+from tests.processes import wait_http
 
 PROVIDER_DIR = ROOT / "tests" / "oidc_provider"
 CLIENT_ID = "herald-admin"
@@ -110,7 +110,7 @@ def provider(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             stderr=stderr,
         )
         try:
-            _wait_http(f"{issuer}/.well-known/openid-configuration")
+            wait_http(f"{issuer}/.well-known/openid-configuration")
             yield Provider(issuer=issuer, private_key=key, api=api)
         finally:
             process.terminate()
