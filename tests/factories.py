@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -108,6 +113,44 @@ def tried_delivery(
             for n, (p, ok) in enumerate(providers, start=1)
         ],
     )
+
+
+def self_signed(key: Any, common_name: str, *, ca: bool) -> x509.Certificate:
+    """A certificate for ``key`` signed by itself, valid from five minutes ago for a day; a
+    ``ca`` one for localhost and 127.0.0.1 too, which a client can trust as its only CA."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        ).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    return builder.sign(key, hashes.SHA256())
+
+
+def tls_files(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """A new EC key and its self-signed CA certificate (see :func:`self_signed`) written as
+    PEM in ``directory``: (certificate, key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(self_signed(key, common_name, ca=True).public_bytes(Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
 
 
 def rsa_key_pair() -> tuple[str, str]:

@@ -15,8 +15,8 @@ import shutil
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -106,7 +106,10 @@ class HttpEndpoint:
             return [r for r in self.requests if path is None or r["path"] == path]
 
 
-def _serve(state: HttpEndpoint) -> ThreadingHTTPServer:
+@contextmanager
+def _serving(state: HttpEndpoint) -> Iterator[HttpEndpoint]:
+    """``state`` answered by a real HTTP server until the block ends."""
+
     class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -127,25 +130,24 @@ def _serve(state: HttpEndpoint) -> ThreadingHTTPServer:
             self.reply_json(status, answer)
 
     server, state.url = serve(Handler)
-    return server
+    try:
+        yield state
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture(scope="session")
 def sms_a() -> Iterator[HttpEndpoint]:
     """The primary SMS provider."""
-    state = HttpEndpoint()
-    server = _serve(state)
-    yield state
-    server.shutdown()
+    with _serving(HttpEndpoint()) as state:
+        yield state
 
 
 @pytest.fixture(scope="session")
 def sms_b() -> Iterator[HttpEndpoint]:
     """The fallback SMS provider."""
-    state = HttpEndpoint()
-    server = _serve(state)
-    yield state
-    server.shutdown()
+    with _serving(HttpEndpoint()) as state:
+        yield state
 
 
 SLACK_TOKENS = {"slack-a": "xoxb-a-111", "slack-b": "xoxb-b-222"}
@@ -278,10 +280,8 @@ def chat_api() -> Iterator[ChatApi]:
 @pytest.fixture(scope="session")
 def receiver() -> Iterator[HttpEndpoint]:
     """Webhook endpoints (one path each)."""
-    state = HttpEndpoint(status=204)
-    server = _serve(state)
-    yield state
-    server.shutdown()
+    with _serving(HttpEndpoint(status=204)) as state:
+        yield state
 
 
 def _suite_values(relay_b: Smtp, sms_b: HttpEndpoint, chat: ChatApi) -> dict[str, str]:
