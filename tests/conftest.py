@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as redis_async
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app import create_app
@@ -315,6 +316,13 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as c:
             yield c
+
+
+async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
+    """The one value ``sql`` (with ``:name`` ``params``) selects, on a connection of its own:
+    what the processes under test committed."""
+    async with engine.connect() as conn:
+        return (await conn.execute(text(sql), params)).scalar_one()
 
 
 async def schema_differences(engine: AsyncEngine, tables: set[str]) -> list[Any]:

@@ -149,25 +149,39 @@ async def test_webhook_deliver_carries_the_updates(broker: Broker) -> None:
     }
 
 
-async def test_release_due_takes_nothing(broker: Broker) -> None:
-    assert await _accepted(broker, task_messages.release_due()) == {}
+# (beat schedule entry, the message it sends, its task name, the task consuming it)
+PERIODIC = [
+    pytest.param(
+        "release-due-events",
+        task_messages.release_due,
+        "events.release_due",
+        backend.workers.tasks.release_due,
+        id="release-due",
+    ),
+    pytest.param(
+        "retention-sweep",
+        task_messages.retention_sweep,
+        "retention.sweep",
+        backend.workers.tasks.sweep_retention,
+        id="retention-sweep",
+    ),
+]
 
 
-def test_the_beat_schedule_sends_release_due_to_its_queue() -> None:
-    entry = celery_app.conf.beat_schedule["release-due-events"]
-    message = task_messages.release_due()
+@pytest.mark.parametrize(("entry_name", "build", "task_name", "consumer"), PERIODIC)
+async def test_a_periodic_task_takes_nothing(
+    broker: Broker, entry_name: str, build: Any, task_name: str, consumer: Any
+) -> None:
+    assert await _accepted(broker, build()) == {}
+
+
+@pytest.mark.parametrize(("entry_name", "build", "task_name", "consumer"), PERIODIC)
+def test_the_beat_schedule_sends_a_periodic_task_to_its_queue(
+    entry_name: str, build: Any, task_name: str, consumer: Any
+) -> None:
+    entry = celery_app.conf.beat_schedule[entry_name]
+    message = build()
     assert (entry["task"], entry["options"]["queue"]) == (message.task, message.queue)
+    assert message.task == task_name
     assert message.task in celery_app.tasks
-    assert backend.workers.tasks.release_due.name == message.task
-
-
-async def test_retention_sweep_takes_nothing(broker: Broker) -> None:
-    assert await _accepted(broker, task_messages.retention_sweep()) == {}
-
-
-def test_the_beat_schedule_sends_the_retention_sweep_to_its_queue() -> None:
-    entry = celery_app.conf.beat_schedule["retention-sweep"]
-    message = task_messages.retention_sweep()
-    assert (entry["task"], entry["options"]["queue"]) == (message.task, message.queue)
-    assert message.task == "retention.sweep"
-    assert backend.workers.tasks.sweep_retention.name == message.task
+    assert consumer.name == message.task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from email.message import Message
 from typing import Any
 
 from backend.config import Settings
@@ -24,6 +25,16 @@ PREFERENCES = """query($userId: ID) { preferences(userId: $userId) {
   disabledChannels disabledEventTypes } }"""
 
 FINAL = ("SENT", "DELIVERED", "SKIPPED", "FAILED", "DEAD")
+
+
+def part_of(mail: Message, content_type: str) -> str:
+    """The decoded text of ``mail``'s first part of ``content_type``."""
+    for part in mail.walk():
+        if part.get_content_type() == content_type:
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            return payload.decode()
+    raise AssertionError(f"no {content_type} part")
 
 
 def admin(settings: Settings) -> str:

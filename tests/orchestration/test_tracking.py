@@ -21,7 +21,7 @@ from backend.services.tracking import PIXEL_GIF
 from tests.conftest import GraphQL, LiveServer, start_live_server, stop_live_server
 from tests.factories import token_for
 from tests.orchestration.conftest import PUBLIC_URL, TRACKING_SECRET, Smtp
-from tests.orchestration.helpers import admin, final_deliveries, send
+from tests.orchestration.helpers import admin, final_deliveries, part_of, send
 from tests.pipeline.servers import eventually
 from tests.processes import ThreadedServer
 
@@ -43,15 +43,6 @@ class Links(HTMLParser):
             self.hrefs.append(values["href"] or "")
         if tag == "img" and values.get("src"):
             self.images.append(values["src"] or "")
-
-
-def html_of(mail: Message) -> str:
-    for part in mail.walk():
-        if part.get_content_type() == "text/html":
-            payload = part.get_payload(decode=True)
-            assert isinstance(payload, bytes)
-            return payload.decode()
-    raise AssertionError("no text/html part")
 
 
 async def email_to(relay: Smtp, delivery_id: str) -> Message:
@@ -131,7 +122,7 @@ async def test_opens_and_clicks_are_tracked_through_the_pixel_and_the_signed_red
 
     mail = await email_to(relay_a, delivery["id"])
     links = Links()
-    links.feed(html_of(mail))
+    links.feed(part_of(mail, "text/html"))
 
     # The offer goes through the redirect; mailto, unsubscribe and in-page links do not.
     tracked, *kept = links.hrefs
@@ -191,6 +182,6 @@ async def test_critical_emails_are_never_tracked(
     [delivery] = await final_deliveries(api, event_id, 1)
 
     links = Links()
-    links.feed(html_of(await email_to(relay_a, delivery["id"])))
+    links.feed(part_of(await email_to(relay_a, delivery["id"]), "text/html"))
     assert links.hrefs[0] == f"{offer}?id=c1&src=mail"
     assert not any("/t/" in src for src in links.images)

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from backend.workers.celery_app import create_celery
 from backend.workers.schedules import armed_at
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, scalar
 from tests.factories import token_for
 from tests.pipeline.conftest import in_app_template
 from tests.pipeline.servers import eventually
@@ -344,14 +344,10 @@ async def test_quiet_hours_hold_non_critical_deliveries_until_they_end(
     dana = (await states())["u-dana"]
     assert dana["status"] == "QUEUED"
     assert "quiet hours" in dana["timeline"][0]["reason"]
+    sql = "SELECT due_at FROM scheduled_events WHERE envelope->>'id' = :id"
+    due = await scalar(engine, sql, id=event_id)
+    assert timedelta(minutes=55) < due - now <= timedelta(hours=1, minutes=1)
     async with engine.connect() as conn:
-        due = (
-            await conn.execute(
-                text("SELECT due_at FROM scheduled_events WHERE envelope->>'id' = :id"),
-                {"id": event_id},
-            )
-        ).scalar_one()
-        assert timedelta(minutes=55) < due - now <= timedelta(hours=1, minutes=1)
         # Time passes: the window ends now.
         await conn.execute(
             text("UPDATE scheduled_events SET due_at = now() WHERE envelope->>'id' = :id"),
