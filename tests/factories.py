@@ -88,6 +88,34 @@ UPDATE_TEMPLATE = (
 )
 
 
+def make_delivery(
+    id: str = "d-1",
+    *,
+    user_id: str = "u-1",
+    event_id: str = "e-1",
+    channel: Channel = Channel.EMAIL,
+    status: DeliveryStatus = DeliveryStatus.QUEUED,
+    created_at: datetime = datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
+    event_type: str = "user_registered",
+    campaign_id: str | None = None,
+    **fields: Any,
+) -> DeliveryRecord:
+    """A delivery as dispatch creates it: queued, nothing rendered, no timeline yet;
+    keyword arguments set any other field."""
+    return DeliveryRecord(
+        id=id,
+        event_id=event_id,
+        event_type=event_type,
+        user_id=user_id,
+        channel=channel,
+        created_at=created_at,
+        updated_at=fields.pop("updated_at", created_at),
+        status=status,
+        campaign_id=campaign_id,
+        **fields,
+    )
+
+
 def tried_delivery(
     id: str,
     created_at: datetime,

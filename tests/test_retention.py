@@ -46,7 +46,7 @@ from backend.services import retention
 from backend.services.limits import KEY_PREFIX as LIMIT_KEY_PREFIX
 from backend.services.users import CACHE_KEY_PREFIX
 from tests.conftest import GraphQL
-from tests.factories import token_for
+from tests.factories import make_delivery, token_for
 from tests.history.conftest import MockCollection
 
 USER = "zq-forget-7a1c"
@@ -76,15 +76,8 @@ def deliveries_of(
     user_id: str, name: str = NAME, email: str = EMAIL, phone: str = PHONE
 ) -> list[DeliveryRecord]:
     """An email sent after a refusal that quoted the address, and an in-app item."""
-    sent = DeliveryRecord(
-        id="",
-        event_id="e-forget",
-        event_type="user_registered",
-        user_id=user_id,
-        channel=Channel.EMAIL,
-        created_at=NOW,
-        updated_at=NOW,
-        status=DeliveryStatus.SENT,
+    sent = make_delivery(
+        "", event_id="e-forget", user_id=user_id, created_at=NOW, status=DeliveryStatus.SENT
     )
     return [
         dataclasses.replace(

@@ -22,13 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, HistoryStore, StatusChange
 from backend.db.models import EmailSuppression
 from backend.schema.context import Services
 from tests.conftest import in_process_client, make_services, make_settings, started_app
-from tests.factories import self_signed, tls_files
+from tests.factories import make_delivery, self_signed, tls_files
 
 POSTMARK_USER = "postmark-hook"
 POSTMARK_PASSWORD = "s3cret-basic-auth-0123456789"
@@ -163,14 +162,12 @@ def history(feedback_app: Any, feedback_services: Services) -> HistoryStore:
 async def sent_email(history: HistoryStore, *, user_id: str = "user-bounce") -> DeliveryRecord:
     """An email delivery in the history store, ``sent``."""
     now = datetime.now(UTC)
-    record = DeliveryRecord(
-        id=str(uuid.uuid4()),
+    record = make_delivery(
+        str(uuid.uuid4()),
         event_id=str(uuid.uuid4()),
         event_type="movie_added",
         user_id=user_id,
-        channel=Channel.EMAIL,
         created_at=now,
-        updated_at=now,
         status=DeliveryStatus.SENT,
         timeline=[
             StatusChange(DeliveryStatus.QUEUED, now),

@@ -29,40 +29,15 @@ from backend.db.history.base import (
 )
 from backend.db.history.mongo import MongoHistoryStore
 from backend.db.history.postgres import PostgresHistoryStore
+from tests.factories import make_delivery
 
 MONGODB_URL = os.environ.get("HERALD_TEST_MONGODB_URL")
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # make_delivery's default creation time
 
 
 def minutes(n: float) -> datetime:
     """``T0`` plus ``n`` minutes."""
     return T0 + timedelta(minutes=n)
-
-
-def make_delivery(
-    id: str = "d-1",
-    *,
-    user_id: str = "u-1",
-    event_id: str = "e-1",
-    channel: Channel = Channel.EMAIL,
-    status: DeliveryStatus = DeliveryStatus.QUEUED,
-    created_at: datetime = T0,
-    campaign_id: str | None = None,
-    **fields: Any,
-) -> DeliveryRecord:
-    """A delivery as dispatch creates it: queued, nothing rendered, no timeline yet."""
-    return DeliveryRecord(
-        id=id,
-        event_id=event_id,
-        event_type="user_registered",
-        user_id=user_id,
-        channel=channel,
-        created_at=created_at,
-        updated_at=fields.pop("updated_at", created_at),
-        status=status,
-        campaign_id=campaign_id,
-        **fields,
-    )
 
 
 def full_delivery(id: str = "d-full") -> DeliveryRecord:
