@@ -13,11 +13,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
 import aiosmtplib
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.bounce_listener import start_listener
 from backend.channels import Channel
@@ -66,35 +67,41 @@ def smtp_settings(feedback_settings: Settings, relay: SmtpServer) -> Settings:
     )
 
 
+@dataclass
+class Listener:
+    """The bounce listener on ``port``, recording into ``history``; the settings and database
+    a worker sending email through the relay uses."""
+
+    port: int
+    history: PostgresHistoryStore
+    settings: Settings
+    engine: AsyncEngine
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return create_sessionmaker(self.engine)
+
+    def email_context(self, sender: SmtpEmailSender, address: str) -> DeliveryContext:
+        """A worker's context sending email through ``sender`` to ``address`` for every user."""
+        return delivery_context(
+            self.settings,
+            self.engine,
+            None,
+            queue=RecordingQueue(),
+            users=Profiles(address),
+            senders={Channel.EMAIL: sender},
+            history=self.history,
+        )
+
+
 @pytest.fixture
-async def listener(
-    smtp_settings: Settings, engine: AsyncEngine
-) -> AsyncIterator[tuple[int, PostgresHistoryStore]]:
+async def listener(smtp_settings: Settings, engine: AsyncEngine) -> AsyncIterator[Listener]:
     history = PostgresHistoryStore(engine)
     recorder = FeedbackRecorder(sessionmaker=create_sessionmaker(engine), history=history)
     server = await start_listener(smtp_settings, recorder, host="127.0.0.1", port=0)
-    yield server.sockets[0].getsockname()[1], history
+    yield Listener(server.sockets[0].getsockname()[1], history, smtp_settings, engine)
     server.close()
     await server.wait_closed()
-
-
-def email_context(
-    settings: Settings,
-    engine: AsyncEngine,
-    history: PostgresHistoryStore,
-    sender: SmtpEmailSender,
-    address: str,
-) -> DeliveryContext:
-    """A worker's context sending email through ``sender`` to ``address`` for every user."""
-    return delivery_context(
-        settings,
-        engine,
-        None,
-        queue=RecordingQueue(),
-        users=Profiles(address),
-        senders={Channel.EMAIL: sender},
-        history=history,
-    )
 
 
 def _headers(original: Message | None) -> str:
@@ -201,21 +208,17 @@ async def deliver_report(port: int, report: bytes, recipient: str) -> tuple[int,
 
 
 async def test_hard_bounce_over_smtp_suppresses_the_next_send_until_removed(
-    smtp_settings: Settings,
-    engine: AsyncEngine,
-    relay: SmtpServer,
-    listener: tuple[int, PostgresHistoryStore],
-    committed_suppressions: list[str],
+    listener: Listener, relay: SmtpServer, committed_suppressions: list[str]
 ) -> None:
-    port, history = listener
+    port, history = listener.port, listener.history
     address = unique_address("dsn-hard")
     committed_suppressions.append(address)
     user = f"dsn-{uuid.uuid4().hex[:8]}"
-    sessionmaker = create_sessionmaker(engine)
-    sender = SmtpEmailSender(smtp_settings)
+    sessionmaker = listener.sessionmaker
+    sender = SmtpEmailSender(listener.settings)
     async with running(sender):
         # Sent to the address in capitals: suppression ignores case.
-        ctx = email_context(smtp_settings, engine, history, sender, address.upper())
+        ctx = listener.email_context(sender, address.upper())
         first = await dispatch_and_send(ctx, user, Channel.EMAIL)
         verp = f"bounces+{first}@{BOUNCE_DOMAIN}"
         assert relay.recorder.envelopes == [(verp, [address.upper()])]
@@ -261,21 +264,17 @@ async def test_hard_bounce_over_smtp_suppresses_the_next_send_until_removed(
 
 
 async def test_soft_dsn_records_and_arf_complaint_suppresses(
-    smtp_settings: Settings,
-    engine: AsyncEngine,
-    relay: SmtpServer,
-    listener: tuple[int, PostgresHistoryStore],
-    committed_suppressions: list[str],
+    listener: Listener, relay: SmtpServer, committed_suppressions: list[str]
 ) -> None:
-    port, history = listener
+    port, history = listener.port, listener.history
     delayed_address, annoyed_address = unique_address("dsn-soft"), unique_address("arf")
     committed_suppressions.extend([delayed_address, annoyed_address])
-    sessionmaker = create_sessionmaker(engine)
-    sender = SmtpEmailSender(smtp_settings)
+    sessionmaker = listener.sessionmaker
+    sender = SmtpEmailSender(listener.settings)
     async with running(sender):
         ids = []
         for address in (delayed_address, annoyed_address):
-            ctx = email_context(smtp_settings, engine, history, sender, address)
+            ctx = listener.email_context(sender, address)
             ids.append(await dispatch_and_send(ctx, f"dsn-{uuid.uuid4().hex[:8]}", Channel.EMAIL))
     soft_mail, arf_mail = relay.recorder.messages
 
@@ -306,11 +305,9 @@ async def test_soft_dsn_records_and_arf_complaint_suppresses(
 
 
 async def test_the_listener_takes_only_its_domain_and_trusts_no_unmatched_report(
-    smtp_settings: Settings,
-    engine: AsyncEngine,
-    listener: tuple[int, PostgresHistoryStore],
+    listener: Listener,
 ) -> None:
-    port, _ = listener
+    port = listener.port
     address = unique_address("dsn-forged")
     smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10)
     await smtp.connect()
@@ -332,7 +329,7 @@ async def test_the_listener_takes_only_its_domain_and_trusts_no_unmatched_report
     reply.set_content("I am away until Monday.")
     code, message = await deliver_report(port, reply.as_bytes(), f"bounces+x@{BOUNCE_DOMAIN}")
     assert code == 250 and "dropped" in message
-    async with create_sessionmaker(engine)() as session:
+    async with listener.sessionmaker() as session:
         assert await suppressions.suppressed(session, addresses=[address]) == {}
     await asyncio.sleep(0)
 
