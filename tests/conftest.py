@@ -251,6 +251,20 @@ def herald_process_env(**overrides: str) -> dict[str, str]:
     }
 
 
+def start_herald(
+    *args: str, env: dict[str, str], stderr: Any = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``herald *args`` as a child process, run from the repository with ``env``; its output
+    discarded (``stderr`` unless told where)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
 def start_live_server(
     env_overrides: dict[str, str] | None = None,
     *,
@@ -268,13 +282,7 @@ def start_live_server(
             **(env_overrides or {}),
         }
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "api", "--port", str(port), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
+    process = start_herald("api", "--port", str(port), *args, env=env, stderr=log)
     url = f"http://127.0.0.1:{port}"
     # Importing the app takes about 3 s on an idle machine of this kind and 15 s on a loaded
     # one; a minute is room for the slowest machine, and costs nothing when it starts sooner.

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from tests.conftest import ROOT, free_port, herald_process_env
+from tests.conftest import ROOT, free_port, herald_process_env, start_herald
 
 
 class Process:
@@ -121,13 +121,7 @@ def auth_standin(*args: str, wait: bool = True) -> Iterator[str]:
     its URL, once it answers unless ``wait`` is False (the caller then waits for
     ``/healthz`` itself). Stopped on the way out."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "auth-standin", "--port", str(port), *args],
-        cwd=ROOT,
-        env=herald_process_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_herald("auth-standin", "--port", str(port), *args, env=herald_process_env())
     url = f"http://127.0.0.1:{port}"
     try:
         if wait:

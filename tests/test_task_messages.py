@@ -13,16 +13,14 @@ import aio_pika
 import orjson
 import pytest
 
-import backend.workers.tasks
-
 # Registers webhooks.deliver with the Celery app.
-import backend.workers.webhook_tasks
 from backend.broker import Broker
 from backend.channels import Channel
 from backend.queues import CHANNEL_QUEUES, WORK_QUEUES
 from backend.services import task_messages
 from backend.services.envelope import Envelope
 from backend.services.task_messages import TaskMessage
+from backend.workers import tasks
 from backend.workers.celery_app import celery_app
 from tests.conftest import TEST_RABBITMQ_URL
 
@@ -149,36 +147,22 @@ async def test_webhook_deliver_carries_the_updates(broker: Broker) -> None:
     }
 
 
-# (beat schedule entry, the message it sends, its task name, the task consuming it)
-PERIODIC = [
-    pytest.param(
-        "release-due-events",
-        task_messages.release_due,
-        "events.release_due",
-        backend.workers.tasks.release_due,
-        id="release-due",
-    ),
-    pytest.param(
-        "retention-sweep",
-        task_messages.retention_sweep,
-        "retention.sweep",
-        backend.workers.tasks.sweep_retention,
-        id="retention-sweep",
-    ),
-]
+# The beat schedule's entries: the message each sends, its task name, the task consuming it.
+PERIODIC = {
+    "release-due-events": (task_messages.release_due, "events.release_due", tasks.release_due),
+    "retention-sweep": (task_messages.retention_sweep, "retention.sweep", tasks.sweep_retention),
+}
 
 
-@pytest.mark.parametrize(("entry_name", "build", "task_name", "consumer"), PERIODIC)
-async def test_a_periodic_task_takes_nothing(
-    broker: Broker, entry_name: str, build: Any, task_name: str, consumer: Any
-) -> None:
+@pytest.mark.parametrize("entry_name", PERIODIC)
+async def test_a_periodic_task_takes_nothing(broker: Broker, entry_name: str) -> None:
+    build, _, _ = PERIODIC[entry_name]
     assert await _accepted(broker, build()) == {}
 
 
-@pytest.mark.parametrize(("entry_name", "build", "task_name", "consumer"), PERIODIC)
-def test_the_beat_schedule_sends_a_periodic_task_to_its_queue(
-    entry_name: str, build: Any, task_name: str, consumer: Any
-) -> None:
+@pytest.mark.parametrize("entry_name", PERIODIC)
+def test_the_beat_schedule_sends_a_periodic_task_to_its_queue(entry_name: str) -> None:
+    build, task_name, consumer = PERIODIC[entry_name]
     entry = celery_app.conf.beat_schedule[entry_name]
     message = build()
     assert (entry["task"], entry["options"]["queue"]) == (message.task, message.queue)

@@ -160,6 +160,29 @@ async def graphql(stack: Stack, query: str, variables: dict[str, Any], bearer: s
     return body["data"]
 
 
+CREATE_TEMPLATE = """mutation($input: CreateTemplateInput!) {
+  createTemplate(input: $input) { __typename ... on Error { code message } } }"""
+
+
+async def create_template(
+    stack: Stack, bearer: str, slug: str, name: str, content: list[dict[str, Any]]
+) -> str:
+    """Create the template ``slug`` through the public API (it must succeed); its slug."""
+    input = {"slug": slug, "name": name, "content": content}
+    created = await graphql(stack, CREATE_TEMPLATE, {"input": input}, bearer)
+    assert created["createTemplate"]["__typename"] == "Template", created
+    return slug
+
+
+async def sideways_overflow(page: Page) -> int:
+    """How many pixels the page scrolls sideways (none when 0 or less)."""
+    return int(
+        await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+    )
+
+
 # --- the browser -------------------------------------------------------------------------
 
 

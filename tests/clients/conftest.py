@@ -11,8 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +32,7 @@ from tests.conftest import (
     free_port,
     herald_process_env,
     make_settings,
+    start_herald,
     start_live_server,
     stop_live_server,
 )
@@ -51,13 +50,7 @@ AXE = ROOT / "clients" / "inbox" / "node_modules" / "axe-core" / "axe.min.js"
 def start_api(server: LiveServer) -> None:
     """Start ``herald api`` for ``server`` (again), on its port, and wait until it is ready."""
     port = server.url.rsplit(":", 1)[1]
-    server.process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "api", "--port", port],
-        cwd=ROOT,
-        env=server.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server.process = start_herald("api", "--port", port, env=server.env)
     wait_http(f"{server.url}/readyz", seconds=60)
 
 
