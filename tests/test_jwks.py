@@ -158,13 +158,22 @@ async def test_forged_kids_refetch_at_most_once_per_interval(provider):
     assert provider.hits - 1 >= 2  # it does refetch once the interval has passed
 
 
-async def test_provider_down_keeps_the_keys_in_hand(provider):
+async def verifying(provider: JwksProvider, cache_seconds: float) -> tuple[SigningKey, Any]:
+    """A published key, and a verifier holding it (a token of it verified) whose set goes
+    stale after ``cache_seconds`` and may be fetched again at once."""
     key = SigningKey("k1")
     provider.publish(key)
     verifier = TokenVerifier(
-        jwks_settings(provider, jwt_jwks_cache_seconds=0.2, jwt_jwks_min_refresh_seconds=0)
+        jwks_settings(
+            provider, jwt_jwks_cache_seconds=cache_seconds, jwt_jwks_min_refresh_seconds=0
+        )
     )
     assert (await verifier.authenticate(key.token("a"))).user_id == "a"
+    return key, verifier
+
+
+async def test_provider_down_keeps_the_keys_in_hand(provider):
+    key, verifier = await verifying(provider, cache_seconds=0.2)
     provider.close()
     await asyncio.sleep(0.3)
     # The set is stale and the provider gone: the key fetched before still verifies.
@@ -232,12 +241,7 @@ async def test_rotation_at_the_provider_while_requests_and_a_socket_go_on(provid
 
 
 async def test_a_malformed_jwks_keeps_the_keys_in_hand(provider):
-    key = SigningKey("k1")
-    provider.publish(key)
-    verifier = TokenVerifier(
-        jwks_settings(provider, jwt_jwks_cache_seconds=0.1, jwt_jwks_min_refresh_seconds=0)
-    )
-    assert (await verifier.authenticate(key.token("a"))).user_id == "a"
+    key, verifier = await verifying(provider, cache_seconds=0.1)
     for document in ([], {"keys": "x"}, {"keys": []}, "text"):
         provider.document = document  # type: ignore[assignment]
         await asyncio.sleep(0.15)

@@ -78,18 +78,22 @@ async def preferences(api: GraphQL, user_id: str) -> dict[str, Any]:
     return dict(body["data"]["preferences"])
 
 
-async def sms_template(api: GraphQL) -> str:
-    slug = f"sms-{uuid.uuid4().hex[:8]}"
+async def create_template(
+    api: GraphQL, prefix: str, name: str, content: list[dict[str, Any]]
+) -> str:
+    """Create a template named ``name`` as a manager (it must succeed); its new slug, made
+    from ``prefix``."""
+    slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
     body = await api(
         "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
-        {
-            "i": {
-                "slug": slug,
-                "name": "SMS",
-                "content": [{"channel": "SMS", "body": "Code {{ payload.code }}"}],
-            }
-        },
+        {"i": {"slug": slug, "name": name, "content": content}},
         token=token_for(api.settings, "manager"),
     )
     assert body["data"]["createTemplate"]["__typename"] == "Template", body
     return slug
+
+
+async def sms_template(api: GraphQL) -> str:
+    return await create_template(
+        api, "sms", "SMS", [{"channel": "SMS", "body": "Code {{ payload.code }}"}]
+    )
