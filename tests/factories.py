@@ -283,6 +283,22 @@ REGISTER_EVENT_TYPE = """mutation($input: RegisterEventTypeInput!) {
   registerEventType(input: $input) { __typename ... on Error { code message field } } }"""
 
 
+async def create_template(
+    call: Callable[..., Awaitable[Any]],
+    token: str,
+    slug: str,
+    content: list[dict[str, Any]],
+    *,
+    name: str | None = None,
+) -> str:
+    """Create the template ``slug`` with ``content`` through the API (``call(query,
+    variables, token=...)``); it must succeed. Its slug."""
+    template = template_input(slug, name=name or slug, content=content)
+    body = await call(CREATE_TEMPLATE, {"input": template}, token=token)
+    assert body["data"]["createTemplate"]["__typename"] == "Template", body
+    return slug
+
+
 async def template_and_event_type(
     call: Callable[..., Awaitable[Any]],
     token: str,
@@ -294,12 +310,7 @@ async def template_and_event_type(
 ) -> None:
     """Create the template ``slug`` with ``content`` and register the event type ``name``
     sending it over ``channels``, through the API (``call(query, variables, token=...)``)."""
-    body = await call(
-        CREATE_TEMPLATE,
-        {"input": {"slug": slug, "name": slug, "description": "", "content": content}},
-        token=token,
-    )
-    assert body["data"]["createTemplate"]["__typename"] == "Template", body
+    await create_template(call, token, slug, content)
     body = await call(
         REGISTER_EVENT_TYPE,
         {"input": {"name": name, "templateSlug": slug, "channels": list(channels)}},

@@ -209,9 +209,7 @@ async def apns() -> AsyncIterator[FakeApns]:
 # --- FCM -----------------------------------------------------------------------------------------
 
 
-async def test_fcm_exchanges_a_service_account_jwt_then_sends_the_v1_message(
-    fcm: FakeFcm,
-) -> None:
+async def test_fcm_exchanges_a_service_account_jwt_then_sends_the_v1_message(fcm: FakeFcm) -> None:
     sender = fcm_sender(fcm.service.url)
     async with running(sender):
         result = await sender.send(push(MobileDevice(ANDROID, "android"), delivery_id="d-9"))

@@ -22,7 +22,7 @@ from tests.conftest import (
     TEST_REDIS_URL,
     GraphQL,
 )
-from tests.factories import CREATE_TEMPLATE
+from tests.factories import create_template
 from tests.pipeline.servers import FAULT_REPORTS, HttpRecorder, start_http, start_smtp
 from tests.processes import Process
 
@@ -119,13 +119,7 @@ async def in_app_template(graphql: GraphQL, token: str) -> str:
             "body": "{{ payload.offer }}",
         }
     ]
-    body = await graphql(
-        CREATE_TEMPLATE,
-        {"input": {"slug": slug, "name": "Promo", "description": "", "content": content}},
-        token=token,
-    )
-    assert body["data"]["createTemplate"]["__typename"] == "Template", body
-    return slug
+    return await create_template(graphql, token, slug, content, name="Promo")
 
 
 @pytest.fixture

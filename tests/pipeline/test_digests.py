@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import scalar
-from tests.factories import CREATE_TEMPLATE, token_for
+from tests.factories import create_template, token_for
 from tests.pipeline.servers import eventually
 
 REGISTER = """mutation($input: RegisterEventTypeInput!) { registerEventType(input: $input) {
@@ -44,12 +44,7 @@ async def digest_type(e2e: Any, admin: str) -> str:
         }
     ]
     for slug, content in ((f"news-{suffix}", single), (f"news-digest-{suffix}", many)):
-        body = await e2e(
-            CREATE_TEMPLATE,
-            {"input": {"slug": slug, "name": slug, "description": "", "content": content}},
-            token=admin,
-        )
-        assert body["data"]["createTemplate"]["__typename"] == "Template", body
+        await create_template(e2e, admin, slug, content)
     name = f"news.{suffix}"
     registered = await e2e(
         REGISTER,
