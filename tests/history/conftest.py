@@ -213,6 +213,14 @@ RETENTION_DAYS = 36_500
 STORES = ["postgresql", "mongomock", *(["mongodb"] if MONGODB_URL else [])]
 
 
+def mongomock_store(collection: Any, *, retention_days: int) -> MongoHistoryStore:
+    """The Mongo store running its own code on a mongomock ``collection``. Its client is never
+    used: it connects lazily, and its collection is replaced."""
+    store = MongoHistoryStore("mongodb://127.0.0.1:1/unused", retention_days=retention_days)
+    store.collection = MockCollection(collection)  # type: ignore[assignment]
+    return store
+
+
 async def empty_postgres_store(engine: AsyncEngine) -> PostgresHistoryStore:
     """The PostgreSQL store on an empty table: it commits its own transactions, so the test's
     rolled-back transaction cannot undo what the previous test stored."""
@@ -230,9 +238,7 @@ async def store(
         yield await empty_postgres_store(engine)
         return
     if request.param == "mongomock":
-        # The client is never used: it connects lazily, and its collection is replaced.
-        mock = MongoHistoryStore("mongodb://127.0.0.1:1/unused", retention_days=RETENTION_DAYS)
-        mock.collection = MockCollection(collection)  # type: ignore[assignment]
+        mock = mongomock_store(collection, retention_days=RETENTION_DAYS)
         await mock.start()
         yield mock
         await mock.close()
