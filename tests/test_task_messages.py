@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 # Registers webhooks.deliver with the Celery app.
+import backend.workers.webhook_tasks  # noqa: F401
 from backend.broker import Broker
 from backend.channels import Channel
 from backend.queues import CHANNEL_QUEUES, WORK_QUEUES
