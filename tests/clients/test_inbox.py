@@ -121,6 +121,20 @@ class Tab:
         await self.inbox.get_by_role("tab", name=name).click()
         await expect(self.inbox).to_have_attribute("feed-state", "ready")
 
+    async def record_arrivals(self) -> None:
+        """From now on, keep the title of each notification the element announces."""
+        await self.page.evaluate(
+            """() => {
+            window.arrived = [];
+            document.querySelector('herald-inbox').addEventListener(
+              'herald-notification', (e) => window.arrived.push(e.detail.title));
+          }"""
+        )
+
+    async def arrivals(self) -> list[str]:
+        """The titles announced since :meth:`record_arrivals`, in their order."""
+        return list(await self.page.evaluate("window.arrived"))
+
     def assert_clean(self) -> None:
         assert not self.errors, "console errors:\n" + "\n".join(self.errors)
 
@@ -182,9 +196,9 @@ class Reader:
     async def open_tab(self, **options: Any) -> Tab:
         return await open_tab(self.context, self.stack, self.id, **options)
 
-    async def query(self, document: str) -> Any:
+    async def query(self, document: str, variables: dict[str, Any] | None = None) -> Any:
         """``document`` asked of the API as this user."""
-        return await graphql(self.stack, document, {}, token(self.id, "user"))
+        return await graphql(self.stack, document, variables or {}, token(self.id, "user"))
 
     async def unread(self) -> int:
         return int((await self.query(INBOX))["unreadCount"])
@@ -322,13 +336,7 @@ async def test_an_item_sent_across_an_api_restart_arrives_exactly_once(reader: R
     position = listed["inbox"]["position"]
     tab = await reader.open_tab(ignore=DOWN_NOISE)
     page = tab.page
-    await page.evaluate(
-        """() => {
-        window.arrived = [];
-        document.querySelector('herald-inbox').addEventListener(
-          'herald-notification', (e) => window.arrived.push(e.detail.title));
-      }"""
-    )
+    await tab.record_arrivals()
     subscribes: list[dict[str, Any]] = []
 
     def watch(socket: Any) -> None:
@@ -356,7 +364,7 @@ async def test_an_item_sent_across_an_api_restart_arrives_exactly_once(reader: R
     await expect(tab.item("After restart")).to_have_count(1)
     await expect(tab.toast("After restart")).to_have_count(1)
     await expect(tab.item("Before")).to_have_count(1)
-    assert await page.evaluate("window.arrived") == ["After restart"]
+    assert await tab.arrivals() == ["After restart"]
     # Recorded from after the page's first subscription: the resubscription went out with
     # the newest cursor the page had (the inbox's position: no live item came before).
     assert subscribes and subscribes[0]["since"] == position, subscribes
@@ -470,44 +478,33 @@ async def test_a_notification_s_actions_are_a_link_and_a_named_action_the_app_ha
 
 
 async def test_items_replayed_after_a_drop_keep_what_happened_to_them_meanwhile(
-    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
+    reader: Reader,
 ) -> None:
     """Three items reach the inbox while the page is offline; on another device one is
     archived and one read. Back online, the page gets all three through `since`: the archived
     one only on the Archived tab, the read one without a toast, the unread one as news."""
-    user_id = new_user()
-    await delivered(stack, template, user_id, ["Before"])
-    tab = await open_tab(context, stack, user_id, ignore=DOWN_NOISE)
+    await reader.deliver(["Before"])
+    tab = await reader.open_tab(ignore=DOWN_NOISE)
     page = tab.page
-    await page.evaluate(
-        """() => {
-        window.arrived = [];
-        document.querySelector('herald-inbox').addEventListener(
-          'herald-notification', (e) => window.arrived.push(e.detail.title));
-      }"""
-    )
+    await tab.record_arrivals()
     await tab.open_panel()
     await tab.tab("All")
     # Offline first, so the page cannot reconnect until it is told the network is back.
-    await context.set_offline(True)
-    kill_api(stack.api)
+    await reader.context.set_offline(True)
+    kill_api(reader.stack.api)
     await expect(tab.inbox).to_have_attribute("connection", "offline")
-    await asyncio.to_thread(start_api, stack.api)
+    await asyncio.to_thread(start_api, reader.stack.api)
     titles = ["Archived elsewhere", "Opened elsewhere", "Still new"]
-    await delivered(stack, template, user_id, titles)
-    listed = await graphql(stack, INBOX, {}, token(user_id, "user"))
+    await reader.deliver(titles)
+    listed = await reader.query(INBOX)
     ids = {edge["node"]["title"]: edge["node"]["id"] for edge in listed["inbox"]["edges"]}
     elsewhere = """mutation($a: [ID!]!, $r: [ID!]!) {
       a: archive(ids: $a) { __typename } r: markRead(ids: $r) { __typename } }"""
-    changed = await graphql(
-        stack,
-        elsewhere,
-        {"a": [ids["Archived elsewhere"]], "r": [ids["Opened elsewhere"]]},
-        token(user_id, "user"),
-    )
+    variables = {"a": [ids["Archived elsewhere"]], "r": [ids["Opened elsewhere"]]}
+    changed = await reader.query(elsewhere, variables)
     assert changed == {"a": {"__typename": "InboxChange"}, "r": {"__typename": "InboxChange"}}
 
-    await context.set_offline(False)
+    await reader.context.set_offline(False)
     await expect(tab.inbox).to_have_attribute("connection", "online", timeout=30_000)
     await expect(tab.item("Still new")).to_have_count(1, timeout=30_000)
     await expect(tab.item("Opened elsewhere")).to_have_count(1)
@@ -518,7 +515,7 @@ async def test_items_replayed_after_a_drop_keep_what_happened_to_them_meanwhile(
     await expect(tab.toast("Archived elsewhere")).to_have_count(0)
     await expect(tab.inbox).to_have_attribute("unread-count", "2")  # Before, Still new
     # In the order the worker stored them, which need not be the order they were sent in.
-    assert sorted(await page.evaluate("window.arrived")) == ["Opened elsewhere", "Still new"]
+    assert sorted(await tab.arrivals()) == ["Opened elsewhere", "Still new"]
     await tab.tab("Archived")
     await expect(tab.item("Archived elsewhere")).to_have_count(1)
     tab.assert_clean()
