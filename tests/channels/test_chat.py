@@ -4,7 +4,6 @@ service: the exact request each service documents, and its answers, errors inclu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -40,14 +39,6 @@ BLOCKS = [
     {"type": "section", "text": {"type": "mrkdwn", "text": "Hello *Ada*"}},
 ]
 JSON_UTF8 = "application/json; charset=utf-8"
-
-
-@pytest.fixture
-def second_service() -> Iterator[HttpService]:
-    service = HttpService()
-    service.start()
-    yield service
-    service.stop()
 
 
 def provider(name: str, *, token: str | None = None, url: str | None = None) -> ChatProvider:
