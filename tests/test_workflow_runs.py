@@ -140,10 +140,11 @@ def envelope(event_type: str, workflow_id: str, users: Sequence[str], payload: A
 
 
 async def start(ctx: DeliveryContext, published: Published, env: Envelope) -> list[str]:
-    """Dispatch as the worker does: the runs it started, from the advance messages."""
+    """Dispatch as the worker does: the runs it started, from the advance messages (a batch
+    of runs each)."""
     before = len(published.messages)
     await units.dispatch(ctx, env)
-    return [m.args[0] for m in published.messages[before:]]
+    return [r for m in published.messages[before:] for r in m.args[0]]
 
 
 async def run_row(engine: AsyncEngine, run_id: str) -> WorkflowRun:

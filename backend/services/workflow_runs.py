@@ -35,13 +35,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.broker import Broker
 from backend.channels import Channel
-from backend.db.models import InboxItem, Workflow, WorkflowRun, WorkflowRunStep
+from backend.db.models import Workflow, WorkflowRun, WorkflowRunStep
 from backend.db.repositories.workflows import (
+    ClaimedStep,
+    LeasedRun,
+    RunMove,
+    StepClaim,
+    StepDone,
     WorkflowRepository,
     WorkflowRunRepository,
     WorkflowStepRepository,
@@ -49,6 +54,7 @@ from backend.db.repositories.workflows import (
 from backend.errors import TemplateRenderError
 from backend.services import conditions, rendering, task_messages, workflows
 from backend.services.deliveries.context import DeliveryContext
+from backend.services.deliveries.dispatch import together as deliveries_together
 from backend.services.deliveries.records import NAMESPACE, delivery_id
 from backend.services.envelope import Envelope
 from backend.services.retries import backoff_seconds
@@ -102,9 +108,13 @@ async def cancel_for_event(session: AsyncSession, envelope: Envelope) -> int:
     )
 
 
-async def start_runs(session: AsyncSession, envelope: Envelope) -> list[str]:
+async def start_runs(
+    session: AsyncSession, envelope: Envelope, *, redelivered: bool = False
+) -> list[str]:
     """One run per user of the event through its workflow version; the ids of the runs
-    added (none of those a previous dispatch of the same event added)."""
+    added (none of those a previous dispatch of the same event added). ``redelivered`` (the
+    dispatch came back after its worker died): also those of the event's runs for its users
+    that the dead worker added and left queued or running, for this one to take over."""
     assert envelope.workflow_id is not None
     workflow = await _workflow(session, uuid.UUID(envelope.workflow_id))
     if workflow is None:  # the event type was deleted with its workflows
@@ -134,23 +144,36 @@ async def start_runs(session: AsyncSession, envelope: Envelope) -> list[str]:
     repo = WorkflowRunRepository(session)
     for start in range(0, len(rows), 1000):
         added += [str(i) for i in await repo.add_many(rows[start : start + 1000])]
+    if redelivered:
+        left = await repo.unfinished_of_event(envelope.id, user_ids=envelope.recipients)
+        added = list(dict.fromkeys([*added, *(str(i) for i in left)]))
     return added
 
 
 async def publish_advances(ctx: DeliveryContext, run_ids: Sequence[str]) -> None:
-    """Hand the new runs to the workers (after their rows committed)."""
+    """Hand the new runs to the workers (after their rows committed), a batch a message."""
+    size = ctx.settings.workflow_advance_batch_size
     await asyncio.gather(
-        *(ctx.queue.enqueue_send(task_messages.workflow_advance(r)) for r in run_ids)
+        *(
+            ctx.queue.enqueue_send(task_messages.workflow_advance(list(run_ids[n : n + size])))
+            for n in range(0, len(run_ids), size)
+        )
     )
 
 
 async def release_due_runs(
-    session: AsyncSession, *, broker: Broker, lease_seconds: float, limit: int = 500
+    session: AsyncSession,
+    *,
+    broker: Broker,
+    lease_seconds: float,
+    limit: int = 500,
+    batch_size: int = 100,
 ) -> int:
-    """Publish the advance message of runs whose wait is over, whose worker died (lease over)
-    or whose message was lost (queued for ten leases' length), then mark them queued (in
-    the caller's unit of work). A crash between the two publishes again, which advancing
-    tolerates: the lease lets one worker in, the step claims run each step once."""
+    """Publish the advance messages of runs whose wait is over, whose worker died (lease
+    over) or whose message was lost (queued for ten leases' length), ``batch_size`` runs a
+    message, then mark them queued (in the caller's unit of work). A crash between the two
+    publishes again, which advancing tolerates: the lease lets one worker in, the step claims
+    run each step once."""
     now = datetime.now(UTC)
     repo = WorkflowRunRepository(session)
     # A queued run's message may just be waiting behind a backlog: only one queued for many
@@ -160,12 +183,25 @@ async def release_due_runs(
         limit,
         lost_before=now - timedelta(seconds=lease_seconds * QUEUED_STALL_LEASES),
     )
-    await asyncio.gather(*(task_messages.workflow_advance(str(r)).publish(broker) for r in due))
+    ids = [str(r) for r in due]
+    await asyncio.gather(
+        *(
+            task_messages.workflow_advance(ids[n : n + batch_size]).publish(broker)
+            for n in range(0, len(ids), batch_size)
+        )
+    )
     await repo.mark_queued(due, now)
     return len(due)
 
 
-# --- advancing a run -------------------------------------------------------------------------
+# --- advancing runs --------------------------------------------------------------------------
+
+
+class DispatchTogether(Protocol):
+    """The worker's unit for the first deliveries of several events at once (those
+    ``deliveries.together`` admits); on an error each is dispatched again alone."""
+
+    def __call__(self, envelopes: Sequence[Envelope]) -> Awaitable[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +236,35 @@ class _Run:
     cursor: str | None
     context: dict[str, Any]
     workflow: Workflow
+    steps: int = 0  # completed by this call
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """A step's outcome and where its run goes next, written (with the other runs') in the
+    transaction that claims the next steps. ``path`` None: the run ends without a step."""
+
+    path: str | None
+    name: str
+    outcome: dict[str, Any]
+    cursor: str | None
+    wait: datetime | None = None
+    run_status: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Sending:
+    """A send step about to dispatch its envelope."""
+
+    path: str
+    name: str
+    envelope: Envelope
+    redelivered: bool
+
+
+# Steps of one batch acting at once at most (each send step is a dispatch of its own).
+ACTING_AT_ONCE = 32
 
 
 async def advance(
@@ -208,171 +273,336 @@ async def advance(
     run_id: str,
     dispatch: Dispatch,
     http: httpx.AsyncClient | None,
+    together: DispatchTogether | None = None,
 ) -> Advanced:
-    """Take the run through its steps until it waits, ends or is cancelled. ``dispatch`` is
-    the worker's dispatch unit (records and sends an envelope's deliveries, committing as it
-    goes): a send step is an event dispatch of its own."""
-    ident = uuid.UUID(run_id)
-    lease = timedelta(seconds=ctx.settings.workflow_run_lease_seconds)
-    now = datetime.now(UTC)
-    async with ctx.sessionmaker() as session:
-        row = await WorkflowRunRepository(session).lease(ident, now=now, until=now + lease)
-        if row is None:
-            await session.commit()
-            return Advanced("", 0)
-        workflow = await _workflow(session, row.workflow_id)
-        run = _Run(
-            id=row.id,
-            user_id=row.user_id,
-            event_type=row.event_type,
-            event_id=row.event_id,
-            envelope=Envelope.from_wire(row.envelope),
-            cursor=row.cursor,
-            context=dict(row.context),
-            workflow=workflow,  # type: ignore[arg-type]
-        )
-        await session.commit()
-    if workflow is None:
-        await _finish(ctx, run, "failed", error="the workflow version is gone")
-        return Advanced("failed", 0)
-    done = 0
-    try:
-        while True:
-            if run.cursor is None:
-                await _finish(ctx, run, "completed")
-                return Advanced("completed", done)
-            status = await _step(ctx, run, dispatch=dispatch, http=http, lease=lease)
-            done += 1
-            if status != "running":
-                return Advanced(status, done)
-    except Exception:
-        # Let go of the lease so the task's retry (or the sweep) can take the run up again
-        # at once; the step left `running` is run again.
-        try:
-            async with ctx.sessionmaker() as session:
-                await session.execute(
-                    update(WorkflowRun)
-                    .where(WorkflowRun.id == run.id, WorkflowRun.status == "running")
-                    .values(leased_until=None)
-                )
-                await session.commit()
-        except Exception:
-            log.warning("could not release the lease of workflow run %s", run.id)
-        raise
+    """Take the run through its steps until it waits, ends or is cancelled (``advance_many``
+    for one run)."""
+    advanced = await advance_many(
+        ctx, run_ids=[run_id], dispatch=dispatch, together=together, http=http
+    )
+    return advanced[run_id]
 
 
-async def _finish(
-    ctx: DeliveryContext, run: _Run, status: str, *, error: str | None = None
-) -> None:
-    now = datetime.now(UTC)
-    async with ctx.sessionmaker() as session:
-        await session.execute(
-            update(WorkflowRun)
-            .where(WorkflowRun.id == run.id, WorkflowRun.status == "running")
-            .values(
-                status=status,
-                cursor=run.cursor,
-                context=run.context,
-                leased_until=None,
-                due_at=None,
-                error=error,
-                finished_at=now,
-                updated_at=now,
-            )
-        )
-        await session.commit()
-
-
-async def _step(
+async def advance_many(
     ctx: DeliveryContext,
-    run: _Run,
     *,
+    run_ids: Sequence[str],
     dispatch: Dispatch,
     http: httpx.AsyncClient | None,
-    lease: timedelta,
-) -> str:
-    """Run the step at the cursor; the run's status after it (``running`` to go on)."""
+    together: DispatchTogether | None = None,
+    takeover: bool = False,
+) -> dict[str, Advanced]:
+    """Take runs through their steps, side by side, until each waits, ends or is cancelled.
+    ``dispatch`` is the worker's dispatch unit (records and sends an envelope's deliveries,
+    committing as it goes): a send step is an event dispatch of its own; ``together``, when
+    given, dispatches the in-app send steps of the batch as one.
+
+    The runs are leased in one statement; then each round is one transaction for all of them
+    (the last round's outcomes written and their runs moved on, their next steps claimed),
+    committed before any of those steps acts. A step whose run was cancelled meanwhile is not
+    claimed, and a step done by another worker is not run again. ``takeover`` takes runs
+    whose lease has not run out (their worker is gone: its message came back). A step that
+    fails lets go of its run's lease (the step left ``running`` is run again) and, once the
+    others went as far as they could, its error is raised."""
+    lease = timedelta(seconds=ctx.settings.workflow_run_lease_seconds)
+    asked = {uuid.UUID(r): r for r in run_ids}
+    results: dict[uuid.UUID, Advanced] = {}
+    runs: dict[uuid.UUID, _Run] = {}
+    pending: dict[uuid.UUID, _Done] = {}
+    going: list[_Run] = []
+    failing: list[uuid.UUID] = []
+    errors: list[Exception] = []
+    first = True
+    while True:
+        now = datetime.now(UTC)
+        async with ctx.sessionmaker() as session:
+            run_repo = WorkflowRunRepository(session)
+            if first:
+                first = False
+                leased = await run_repo.lease_many(
+                    list(asked), now=now, until=now + lease, takeover=takeover
+                )
+                for row in leased:
+                    run = await _leased(session, row)
+                    runs[run.id] = run
+                    if run.workflow is None:
+                        error = "the workflow version is gone"
+                        pending[run.id] = _Done(
+                            None, "", {}, None, run_status="failed", error=error
+                        )
+                    elif run.cursor is None:
+                        pending[run.id] = _Done(None, "", {}, None)
+                    else:
+                        going.append(run)
+            for run_id, status in (await _write(session, runs, pending, now)).items():
+                if status == "running":
+                    going.append(runs[run_id])
+                else:
+                    results[run_id] = Advanced(status, runs[run_id].steps)
+            await run_repo.release_leases(failing, now=now)
+            claimed, refused = await _claim(session, going, now=now, until=now + lease)
+            await session.commit()
+        for run, reason in refused:
+            results[run.id] = Advanced(reason, run.steps)
+        pending, going, failing = {}, [], []
+        if not claimed:
+            break
+        for run, acted in await _act(ctx, claimed, dispatch=dispatch, together=together, http=http):
+            if isinstance(acted, _Done):
+                pending[run.id] = acted
+            elif isinstance(acted, Exception):
+                failing.append(run.id)
+                errors.append(acted)
+                results[run.id] = Advanced("running", run.steps)
+            else:  # a throttle or digest step, which wrote its outcome itself
+                run.steps += 1
+                if acted == "running":
+                    going.append(run)
+                else:
+                    results[run.id] = Advanced(acted, run.steps)
+    if errors:
+        raise errors[0]
+    return {r: results.get(i, Advanced("", 0)) for i, r in asked.items()}
+
+
+async def _leased(session: AsyncSession, row: LeasedRun) -> _Run:
+    return _Run(
+        id=row.id,
+        user_id=row.user_id,
+        event_type=row.event_type,
+        event_id=row.event_id,
+        envelope=Envelope.from_wire(row.envelope),
+        cursor=row.cursor,
+        context=dict(row.context),
+        workflow=await _workflow(session, row.workflow_id),  # type: ignore[arg-type]
+    )
+
+
+async def _write(
+    session: AsyncSession,
+    runs: Mapping[uuid.UUID, _Run],
+    pending: Mapping[uuid.UUID, _Done],
+    now: datetime,
+) -> dict[uuid.UUID, str]:
+    """The steps' outcomes and their runs' moves, in the caller's transaction: each run's
+    status after (``cancelled`` for a run cancelled meanwhile)."""
+    if not pending:
+        return {}
+    finished: list[StepDone] = []
+    moves: list[RunMove] = []
+    statuses: dict[uuid.UUID, str] = {}
+    for run_id, done in pending.items():
+        run = runs[run_id]
+        if done.path is not None:
+            run.context.setdefault("steps", {})[done.name] = done.outcome
+            finished.append(StepDone(run_id, done.path, "done", done.outcome))
+            run.steps += 1
+        run.cursor = done.cursor
+        status = done.run_status or ("waiting" if done.wait is not None else "running")
+        if status == "running" and done.cursor is None:
+            status = "completed"
+        statuses[run_id] = status
+        moves.append(RunMove(run_id, status, done.cursor, run.context, done.wait, done.error))
+    await WorkflowStepRepository(session).finish_many(finished, now=now)
+    moved = await WorkflowRunRepository(session).move_many(moves, now=now)
+    return {r: s if r in moved else "cancelled" for r, s in statuses.items()}
+
+
+async def _claim(
+    session: AsyncSession, runs: Sequence[_Run], *, now: datetime, until: datetime
+) -> tuple[list[tuple[_Run, ClaimedStep]], list[tuple[_Run, str]]]:
+    """Hold the runs a lease's length more and claim their steps at the cursor, in one
+    statement: the claimed, and the others with why (cancelled, or a duplicate)."""
+    if not runs:
+        return [], []
+    claims = []
+    for run in runs:
+        assert run.cursor is not None
+        step = workflows.step_at(run.workflow.steps, run.cursor)
+        claims.append(StepClaim(run.id, run.cursor, step["name"], step["type"]))
+    repo = WorkflowStepRepository(session)
+    got = await repo.hold_and_claim_many(claims, now=now, until=until)
+    why = await repo.claims_refused([r.id for r in runs if r.id not in got])
+    return (
+        [(r, got[r.id]) for r in runs if r.id in got],
+        [(r, why[r.id]) for r in runs if r.id not in got],
+    )
+
+
+Acted = _Done | str | Exception
+
+
+async def _act(
+    ctx: DeliveryContext,
+    claimed: Sequence[tuple[_Run, ClaimedStep]],
+    *,
+    dispatch: Dispatch,
+    together: DispatchTogether | None,
+    http: httpx.AsyncClient | None,
+) -> list[tuple[_Run, Acted]]:
+    """Run the claimed steps: what each came to (an outcome to write, a status when the step
+    wrote its own, or the error it failed on)."""
+    try:
+        seen = await _condition_contexts(ctx, [(r, _sources(r)) for r, _ in claimed])
+    except Exception as exc:
+        log.warning("workflow runs failed reading their conditions' context: %s", exc)
+        return [(run, exc) for run, _ in claimed]
+    gate = asyncio.Semaphore(ACTING_AT_ONCE)
+
+    async def one(run: _Run, step_claim: ClaimedStep) -> _Done | str | _Sending | Exception:
+        async with gate:
+            try:
+                return await _decide(ctx, run, step_claim, seen.get(run.id), http)
+            except TemplateRenderError as exc:
+                return _failed(run, exc)
+            except Exception as exc:
+                log.warning("workflow run %s failed at step %s: %s", run.id, run.cursor, exc)
+                return exc
+
+    decided = await asyncio.gather(*(one(r, c) for r, c in claimed))
+    sends = [
+        (run, d) for (run, _), d in zip(claimed, decided, strict=True) if isinstance(d, _Sending)
+    ]
+    sent = await _send_all(ctx, sends, dispatch=dispatch, together=together, gate=gate)
+    return [
+        (run, sent[run.id] if isinstance(d, _Sending) else d)
+        for (run, _), d in zip(claimed, decided, strict=True)
+    ]
+
+
+def _sources(run: _Run) -> str:
+    """The expressions the step at the run's cursor evaluates (what its context must hold)."""
+    assert run.cursor is not None
+    step = workflows.step_at(run.workflow.steps, run.cursor)
+    parts = [step.get("if") or ""]
+    if step["type"] == "branch":
+        parts.append(step["condition"])
+    if step["type"] == "delay" and "until" in step:
+        parts.append(step["until"])
+    return " ".join(p for p in parts if p)
+
+
+def _failed(run: _Run, exc: TemplateRenderError) -> _Done:
+    assert run.cursor is not None
+    name = workflows.step_at(run.workflow.steps, run.cursor)["name"]
+    return _Done(
+        run.cursor,
+        name,
+        {"status": "failed", "error": exc.message},
+        run.cursor,
+        run_status="failed",
+        error=f"step '{name}': {exc.message}",
+    )
+
+
+async def _decide(
+    ctx: DeliveryContext,
+    run: _Run,
+    claimed: ClaimedStep,
+    seen: dict[str, Any] | None,
+    http: httpx.AsyncClient | None,
+) -> _Done | str | _Sending:
+    """What the step at the cursor comes to; a send step is left to ``_send_all``."""
     assert run.cursor is not None
     path = run.cursor
     step = workflows.step_at(run.workflow.steps, path)
     name, kind = step["name"], step["type"]
-    now = datetime.now(UTC)
-    async with ctx.sessionmaker() as session:
-        # Still ours (not cancelled), held a lease's length more for this step, and the step
-        # claimed: one statement.
-        repo = WorkflowStepRepository(session)
-        claimed = await repo.hold_and_claim(
-            run_id=run.id, path=path, name=name, kind=kind, now=now, until=now + lease
-        )
-        # Cancelled, or done by another worker (a duplicate message).
-        refused = await repo.claim_refused(run_id=run.id) if claimed is None else None
-        await session.commit()
-    if claimed is None:
-        assert refused is not None
-        return refused
     here = workflows.field_of(path)
-    try:
-        if step.get("if"):
-            holds = conditions.evaluate_condition(
-                step["if"], await _condition_context(ctx, run, step["if"]), field=f"{here}.if"
-            )
-            if not holds:
-                return await _complete(
-                    ctx,
-                    run,
-                    path,
-                    name,
-                    {"status": "skipped", "condition": False},
-                    cursor=workflows.next_path(run.workflow.steps, path),
-                )
-        if kind == "send":
-            outcome = await _send(ctx, run, path, step, dispatch, redelivered=claimed.attempts > 1)
-        elif kind == "branch":
-            value = conditions.evaluate_condition(
-                step["condition"],
-                await _condition_context(ctx, run, step["condition"]),
-                field=f"{here}.condition",
-            )
-            arm = "then" if value else "else"
-            following = workflows.first_path(
-                run.workflow.steps, f"{path}.{arm}"
-            ) or workflows.next_path(run.workflow.steps, path)
-            return await _complete(
-                ctx,
-                run,
-                path,
-                name,
-                {"status": "done", "value": value, "arm": arm},
-                cursor=following,
-            )
-        elif kind == "delay":
-            until = await _delay_until(ctx, run, step, here, now)
-            following = workflows.next_path(run.workflow.steps, path)
-            outcome = {"status": "done", "until": until.isoformat()}
-            if until > datetime.now(UTC):
-                return await _complete(ctx, run, path, name, outcome, cursor=following, wait=until)
-            return await _complete(ctx, run, path, name, outcome, cursor=following)
-        elif kind == "throttle":
-            return await _throttle(ctx, run, path, step)
-        elif kind == "digest":
-            return await _digest(ctx, run, path, step, claimed.outcome)
-        else:
-            outcome = await _fetch(run, step, http, here)
-    except TemplateRenderError as exc:
-        await _complete(
-            ctx,
-            run,
+    following = workflows.next_path(run.workflow.steps, path)
+    if step.get("if"):
+        assert seen is not None
+        if not conditions.evaluate_condition(step["if"], seen, field=f"{here}.if"):
+            return _Done(path, name, {"status": "skipped", "condition": False}, following)
+    if kind == "send":
+        envelope = _send_envelope(run, path, step)
+        return _Sending(path, name, envelope, redelivered=claimed.attempts > 1)
+    if kind == "branch":
+        assert seen is not None
+        value = conditions.evaluate_condition(step["condition"], seen, field=f"{here}.condition")
+        arm = "then" if value else "else"
+        return _Done(
             path,
             name,
-            {"status": "failed", "error": exc.message},
-            cursor=path,
-            run_status="failed",
-            error=f"step '{name}': {exc.message}",
+            {"status": "done", "value": value, "arm": arm},
+            workflows.first_path(run.workflow.steps, f"{path}.{arm}") or following,
         )
-        return "failed"
-    return await _complete(
-        ctx, run, path, name, outcome, cursor=workflows.next_path(run.workflow.steps, path)
-    )
+    if kind == "delay":
+        now = datetime.now(UTC)
+        until = await _delay_until(ctx, run, step, here, now, seen)
+        outcome = {"status": "done", "until": until.isoformat()}
+        return _Done(path, name, outcome, following, wait=until if until > now else None)
+    if kind == "throttle":
+        return await _throttle(ctx, run, path, step)
+    if kind == "digest":
+        return await _digest(ctx, run, path, step, claimed.outcome)
+    return _Done(path, name, await _fetch(run, step, http, here), following)
+
+
+async def _send_all(
+    ctx: DeliveryContext,
+    sends: Sequence[tuple[_Run, _Sending]],
+    *,
+    dispatch: Dispatch,
+    together: DispatchTogether | None,
+    gate: asyncio.Semaphore,
+) -> dict[uuid.UUID, _Done | Exception]:
+    """Dispatch the send steps' envelopes (those that may go together as one), then read
+    their deliveries' statuses in one look-up: each step's outcome, or its error."""
+    if not sends:
+        return {}
+    errors: dict[uuid.UUID, Exception] = {}
+    joint = [
+        (run, s)
+        for run, s in sends
+        if together is not None and not s.redelivered and deliveries_together(ctx, s.envelope)
+    ]
+    jointly_sent = {run.id for run, _ in joint}
+    alone = [(run, s) for run, s in sends if run.id not in jointly_sent]
+
+    async def jointly() -> None:
+        if not joint:
+            return
+        assert together is not None
+        try:
+            await together([s.envelope for _, s in joint])
+        except Exception as exc:
+            log.warning("%d workflow send steps failed: %s", len(joint), exc)
+            errors.update({run.id: exc for run, _ in joint})
+
+    async def by_itself(run: _Run, sending: _Sending) -> None:
+        async with gate:
+            try:
+                # A step run again (its worker died) may take over deliveries left in `sending`.
+                await dispatch(sending.envelope, redelivered=sending.redelivered)
+            except Exception as exc:
+                log.warning("workflow run %s failed at step %s: %s", run.id, sending.path, exc)
+                errors[run.id] = exc
+
+    await asyncio.gather(jointly(), *(by_itself(r, s) for r, s in alone))
+    ids = {
+        run.id: {c.value: delivery_id(s.envelope.id, run.user_id, c) for c in s.envelope.channels}
+        for run, s in sends
+    }
+    wanted = [d for run, _ in sends if run.id not in errors for d in ids[run.id].values()]
+    records = {r.id: r for r in await ctx.history.get_many(wanted)} if wanted else {}
+    outcomes: dict[uuid.UUID, _Done | Exception] = dict(errors)
+    for run, s in sends:
+        if run.id in errors:
+            continue
+        found = ids[run.id]
+        statuses = {
+            c: (records[d].status.value if d in records else "queued") for c, d in found.items()
+        }
+        outcome = {
+            "status": _combined(list(statuses.values())),
+            "channels": statuses,
+            "deliveries": found,
+            "event_id": s.envelope.id,
+        }
+        outcomes[run.id] = _Done(
+            s.path, s.name, outcome, workflows.next_path(run.workflow.steps, s.path)
+        )
+    return outcomes
 
 
 async def _complete(
@@ -443,32 +673,31 @@ async def _write_complete(
     return status if still else "cancelled"
 
 
-async def _condition_context(
-    ctx: DeliveryContext, run: _Run, source: str = "user"
-) -> dict[str, Any]:
-    """What a condition sees: the payload, the user's profile, the event, and each earlier
-    step's outcome, with send steps' delivery status and in-app read state read now."""
-    steps: dict[str, Any] = {}
-    sends: list[tuple[str, dict[str, Any]]] = []
-    for name, outcome in (run.context.get("steps") or {}).items():
-        current = dict(outcome)
-        steps[name] = current
-        if current.get("deliveries"):
-            sends.append((name, current))
+async def _condition_contexts(
+    ctx: DeliveryContext, wanted: Sequence[tuple[_Run, str]]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """What the conditions of several runs see (those with expressions to evaluate): each
+    run's payload, user's profile, event, and each earlier step's outcome, with send steps'
+    delivery status and in-app read state read now, for all of them in one look-up each."""
+    wanted = [(run, source) for run, source in wanted if source]
+    if not wanted:
+        return {}
+    steps_of: dict[uuid.UUID, dict[str, Any]] = {}
+    sends: list[dict[str, Any]] = []
+    for run, _ in wanted:
+        steps: dict[str, Any] = {}
+        for name, outcome in (run.context.get("steps") or {}).items():
+            current = dict(outcome)
+            steps[name] = current
+            if current.get("deliveries"):
+                sends.append(current)
+        steps_of[run.id] = steps
     if sends:
-        ids = [d for _, o in sends for d in o["deliveries"].values()]
+        ids = [d for o in sends for d in o["deliveries"].values()]
         records = {r.id: r for r in await ctx.history.get_many(ids)}
         async with ctx.sessionmaker() as session:
-            read = dict(
-                (
-                    await session.execute(
-                        select(InboxItem.delivery_id, InboxItem.read_at).where(
-                            InboxItem.delivery_id.in_(ids)
-                        )
-                    )
-                ).all()
-            )
-        for _, outcome in sends:
+            read = await WorkflowStepRepository(session).read_at(ids)
+        for outcome in sends:
             channels = {
                 c: (records[d].status.value if d in records else "queued")
                 for c, d in outcome["deliveries"].items()
@@ -478,20 +707,23 @@ async def _condition_context(
             in_app = outcome["deliveries"].get(Channel.IN_APP.value)
             outcome["read"] = (read.get(in_app) is not None) if in_app else None
     # The profile is one look-up more (Redis at best): only for expressions that read it.
-    profile = (
-        (await ctx.users.get_many([run.user_id])).get(run.user_id) if "user" in source else None
-    )
-    return {
-        "payload": run.context.get("payload") if run.context.get("payload") is not None else {},
-        "user": profile.to_context() if profile is not None else {"id": run.user_id},
-        "event": {
-            "id": run.event_id,
-            "type": run.event_type,
-            "created_at": run.envelope.created_at,
-        },
-        "steps": steps,
-        "digest": run.context.get("digest"),
-    }
+    users = list({run.user_id for run, source in wanted if "user" in source})
+    profiles = await ctx.users.get_many(users) if users else {}
+    seen: dict[uuid.UUID, dict[str, Any]] = {}
+    for run, _ in wanted:
+        profile = profiles.get(run.user_id)
+        seen[run.id] = {
+            "payload": run.context.get("payload") if run.context.get("payload") is not None else {},
+            "user": profile.to_context() if profile is not None else {"id": run.user_id},
+            "event": {
+                "id": run.event_id,
+                "type": run.event_type,
+                "created_at": run.envelope.created_at,
+            },
+            "steps": steps_of[run.id],
+            "digest": run.context.get("digest"),
+        }
+    return seen
 
 
 def _combined(statuses: list[str]) -> str:
@@ -502,23 +734,14 @@ def _combined(statuses: list[str]) -> str:
     return statuses[0] if statuses else "skipped"
 
 
-async def _send(
-    ctx: DeliveryContext,
-    run: _Run,
-    path: str,
-    step: Mapping[str, Any],
-    dispatch: Dispatch,
-    *,
-    redelivered: bool,
-) -> dict[str, Any]:
-    event_id = step_event_id(run.id, path)
-    channels = tuple(Channel(c) for c in step["channels"])
-    envelope = Envelope(
-        id=event_id,
+def _send_envelope(run: _Run, path: str, step: Mapping[str, Any]) -> Envelope:
+    """The event a send step dispatches: its deliveries' ids derive from the run and step."""
+    return Envelope(
+        id=step_event_id(run.id, path),
         type=run.event_type,
         user_ids=(run.user_id,),
         template_slug=step["template"],
-        channels=channels,
+        channels=tuple(Channel(c) for c in step["channels"]),
         payload=workflows.send_payload(run.context),
         locale=run.envelope.locale,
         critical=run.envelope.critical,
@@ -531,30 +754,21 @@ async def _send(
         topics=run.envelope.topics,
         via_topics=run.envelope.via_topics,
     )
-    # A step run again (its worker died) may take over deliveries left in `sending`.
-    await dispatch(envelope, redelivered=redelivered)
-    deliveries = {c.value: delivery_id(event_id, run.user_id, c) for c in channels}
-    records = {r.id: r for r in await ctx.history.get_many(list(deliveries.values()))}
-    statuses = {
-        c: (records[d].status.value if d in records else "queued") for c, d in deliveries.items()
-    }
-    return {
-        "status": _combined(list(statuses.values())),
-        "channels": statuses,
-        "deliveries": deliveries,
-        "event_id": event_id,
-    }
 
 
 async def _delay_until(
-    ctx: DeliveryContext, run: _Run, step: Mapping[str, Any], here: str, now: datetime
+    ctx: DeliveryContext,
+    run: _Run,
+    step: Mapping[str, Any],
+    here: str,
+    now: datetime,
+    seen: dict[str, Any] | None,
 ) -> datetime:
     if "duration" in step:
         return now + timedelta(seconds=step["duration"])
     if "until" in step:
-        text = conditions.evaluate_value(
-            step["until"], await _condition_context(ctx, run, step["until"]), field=f"{here}.until"
-        )
+        assert seen is not None
+        text = conditions.evaluate_value(step["until"], seen, field=f"{here}.until")
         try:
             at = datetime.fromisoformat(text.strip())
         except ValueError:
@@ -773,6 +987,7 @@ async def _call(
 __all__ = [
     "Advanced",
     "advance",
+    "advance_many",
     "cancel_for_event",
     "release_due_runs",
     "start_runs",
