@@ -319,7 +319,7 @@ async def test_an_event_with_few_runs_takes_them_through_their_first_steps_itsel
     await units.dispatch(inline, envelope(name, workflow_id, ["wf-u6", "wf-u7"], {"item": "i"}))
     assert len(published.messages) == before  # nothing handed on
     assert sorted(await inbox_bodies(engine, name)) == ["i", "i"]
-    # More runs than that: each is handed to a task of its own.
+    # More runs than that: they are handed on, to a task of their own.
     runs = await start(ctx, published, envelope(name, workflow_id, ["wf-u8"], {"item": "j"}))
     assert len(runs) == 1 and (await run_row(engine, runs[0])).status == "queued"
 
@@ -481,3 +481,83 @@ async def test_a_step_is_claimed_only_while_its_run_is_running_and_the_step_not_
         assert await WorkflowRunRepository(session).cancel(now=now, user_ids=["wf-u11"]) == 1
         await session.commit()
     assert await claim() == (None, "cancelled")
+
+
+async def test_runs_advanced_side_by_side_each_go_their_own_way_once(
+    ctx, published, engine
+) -> None:
+    """A batch of runs through a send, a branch on the payload and a send on one arm, in one
+    call: each run takes its own arm, each step runs once, and a run cancelled before the
+    batch reached it is left alone."""
+    name, workflow_id = await save(
+        ctx,
+        [
+            {"type": "send", "name": "hello", "channel": "in_app"},
+            {
+                "type": "branch",
+                "name": "big",
+                "condition": "payload.item == 'big'",
+                "then": [{"type": "send", "name": "more", "channel": "in_app"}],
+            },
+        ],
+    )
+    runs = []
+    for user, item in (("wf-b1", "big"), ("wf-b2", "small"), ("wf-b3", "big")):
+        runs += await start(ctx, published, envelope(name, workflow_id, [user], {"item": item}))
+    maker = create_sessionmaker(engine)
+    async with maker() as session:
+        now = datetime.now(UTC)
+        assert await WorkflowRunRepository(session).cancel(now=now, user_ids=["wf-b3"]) == 1
+        await session.commit()
+    advanced = await units.advance_workflow_runs(ctx, run_ids=runs, http=None)
+    assert [(advanced[r].status, advanced[r].steps) for r in runs] == [
+        ("completed", 3),
+        ("completed", 2),
+        ("", 0),
+    ]
+    assert sorted(await inbox_bodies(engine, name)) == ["big", "big", "small"]
+    steps = {}
+    for run_id in runs:
+        async with maker() as session:
+            steps[run_id] = [
+                (s.name, s.status, s.attempts)
+                for s in await WorkflowStepRepository(session).of_run(uuid.UUID(run_id))
+            ]
+    assert sorted(steps[runs[0]]) == [("big", "done", 1), ("hello", "done", 1), ("more", "done", 1)]
+    assert sorted(steps[runs[1]]) == [("big", "done", 1), ("hello", "done", 1)]
+    assert steps[runs[2]] == []
+    assert (await run_row(engine, runs[1])).context["steps"]["big"]["arm"] == "else"
+    # A second message for the same runs (a duplicate) does nothing.
+    again = await units.advance_workflow_runs(ctx, run_ids=runs, http=None)
+    assert {a.status for a in again.values()} == {""}
+    assert len(await inbox_bodies(engine, name)) == 3
+
+
+async def test_a_redelivered_dispatch_takes_over_the_runs_its_dead_worker_held(
+    ctx, published, engine
+) -> None:
+    """The worker that dispatched an event committed its runs, leased them for their first
+    steps and died: the dispatch message comes back (redelivered), and its new worker takes
+    the runs through at once instead of waiting for the lease to run out."""
+    name, workflow_id = await save(ctx, [{"type": "send", "name": "s", "channel": "in_app"}])
+    inline = dataclasses.replace(
+        ctx, settings=ctx.settings.model_copy(update={"workflow_inline_runs": 5})
+    )
+    event = envelope(name, workflow_id, ["wf-r1", "wf-r2"], {"item": "r"})
+    maker = create_sessionmaker(engine)
+    async with maker() as session:
+        started = await workflow_runs.start_runs(session, event)
+        now = datetime.now(UTC)
+        for run_id in started:  # leased by the worker that died, for a minute more
+            leased = await WorkflowRunRepository(session).lease(
+                uuid.UUID(run_id), now=now, until=now + timedelta(minutes=1)
+            )
+            assert leased is not None
+        await session.commit()
+    # A second copy of the message that is not a redelivery leaves the held runs alone ...
+    await units.dispatch(inline, event)
+    assert await inbox_bodies(engine, name) == []
+    # ... the redelivered one takes them over.
+    await units.dispatch(inline, event, redelivered=True)
+    assert await inbox_bodies(engine, name) == ["r", "r"]
+    assert {(await run_row(engine, r)).status for r in started} == {"completed"}
