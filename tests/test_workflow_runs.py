@@ -25,7 +25,7 @@ from backend.db.history.base import DeliveryStatus
 from backend.db.models import EventType, InboxItem, Template, WorkflowRun
 from backend.db.repositories.workflows import WorkflowRunRepository, WorkflowStepRepository
 from backend.db.session import create_sessionmaker
-from backend.services import task_messages, workflow_runs, workflows
+from backend.services import task_messages, workflows
 from backend.services.deliveries import DeliveryContext, Envelope
 from backend.services.deliveries.records import delivery_id
 from backend.services.users import UserProfile
@@ -237,13 +237,13 @@ async def test_a_delay_until_a_payload_time_waits_and_the_sweep_releases_it(
 
 def test_a_time_of_day_is_the_next_one_in_the_users_zone() -> None:
     now = datetime(2026, 3, 1, 7, 30, tzinfo=UTC)  # 08:30 in Paris
-    assert workflow_runs.next_time_of_day("09:00", "Europe/Paris", now) == datetime(
+    assert workflows.next_time_of_day("09:00", "Europe/Paris", now) == datetime(
         2026, 3, 1, 8, 0, tzinfo=UTC
     )
-    assert workflow_runs.next_time_of_day("08:00", "Europe/Paris", now) == datetime(
+    assert workflows.next_time_of_day("08:00", "Europe/Paris", now) == datetime(
         2026, 3, 2, 7, 0, tzinfo=UTC
     )
-    assert workflow_runs.next_time_of_day("08:00", "Nowhere/Else", now) == datetime(
+    assert workflows.next_time_of_day("08:00", "Nowhere/Else", now) == datetime(
         2026, 3, 1, 8, 0, tzinfo=UTC
     )
 
@@ -347,7 +347,7 @@ async def test_a_step_cut_short_by_a_dead_worker_is_run_again_and_sends_nothing_
         )
         await session.commit()
     sent = Envelope(
-        id=workflow_runs.step_event_id(ident, "0"),
+        id=workflows.step_event_id(ident, "0"),
         type=name,
         user_ids=("wf-u9",),
         template_slug=f"wfr-{name.split('.')[1]}",
@@ -429,8 +429,8 @@ async def test_a_user_reached_through_a_topic_they_opted_out_of_gets_no_workflow
             assert advanced.status == "completed"
         records = {}
         for user in (out, stays):
-            run_id = workflow_runs.run_id_of(part.id, user)
-            step_event = workflow_runs.step_event_id(run_id, "0")
+            run_id = workflows.run_id_of(part.id, user)
+            step_event = workflows.step_event_id(run_id, "0")
             records[user] = await ctx.history.get(delivery_id(step_event, user, Channel.IN_APP))
         skipped, sent = records[out], records[stays]
         assert skipped is not None and skipped.status is DeliveryStatus.SKIPPED
@@ -546,7 +546,7 @@ async def test_a_redelivered_dispatch_takes_over_the_runs_its_dead_worker_held(
     event = envelope(name, workflow_id, ["wf-r1", "wf-r2"], {"item": "r"})
     maker = create_sessionmaker(engine)
     async with maker() as session:
-        started = await workflow_runs.start_runs(session, event)
+        started = await workflows.start_runs(session, event)
         now = datetime.now(UTC)
         for run_id in started:  # leased by the worker that died, for a minute more
             leased = await WorkflowRunRepository(session).lease(

@@ -48,7 +48,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from backend.config import Settings, get_settings
 from backend.observability import tracing
 from backend.queues import DISPATCH, TASK_DISPATCH, TASK_WORKFLOW_ADVANCE, WORK_QUEUE_ARGUMENTS
-from backend.services import deliveries, workflow_runs
+from backend.services import deliveries, workflows
 from backend.services.retries import backoff_seconds
 from backend.workers import units
 from backend.workers.runtime import WorkerRuntime
@@ -236,7 +236,7 @@ class DispatchConsumer:
     def _starts_runs(self, envelope: deliveries.Envelope) -> bool:
         """Whether the event only starts workflow runs (it cancels none): such events are
         dispatched together (``units.start_workflow_runs``)."""
-        return not envelope.cancels and workflow_runs.starts_runs(
+        return not envelope.cancels and workflows.starts_runs(
             envelope, part_size=self.settings.dispatch_part_size, split=True
         )
 

@@ -33,7 +33,7 @@ from backend.services import (
     recipients,
     retention,
     task_messages,
-    workflow_runs,
+    workflows,
 )
 from backend.services.retries import backoff_seconds
 from backend.workers import units
@@ -145,7 +145,7 @@ def release_due(self: Task) -> int:
         async with runtime.context.sessionmaker() as session:
             count = await events.release_due_events(session, broker=broker)
             count += await digests.release_due_digests(session, broker=broker)
-            count += await workflow_runs.release_due_runs(
+            count += await workflows.release_due_runs(
                 session,
                 broker=broker,
                 lease_seconds=settings.workflow_run_lease_seconds,
