@@ -230,8 +230,15 @@ class DispatchConsumer:
             self._start(self._alone(task))
         await asyncio.gather(
             self._together(batch, units.dispatch_together),
-            self._together(starting, units.start_workflow_runs),
+            self._starting(starting),
         )
+
+    async def _starting(self, batch: list[tuple[_Task, deliveries.Envelope]]) -> None:
+        """Events that start runs, together: as many batches at once as messages run alone
+        (each takes its runs through their first steps, a few database sessions at a time)."""
+        if batch:
+            async with self.alone:
+                await self._together(batch, units.start_workflow_runs)
 
     def _starts_runs(self, envelope: deliveries.Envelope) -> bool:
         """Whether the event only starts workflow runs (it cancels none): such events are

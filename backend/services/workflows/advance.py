@@ -96,7 +96,7 @@ class _Sending:
 
 # Steps of one batch acting at once at most (each send step is a dispatch of its own, with
 # its own database sessions: a few, for the pool's sake).
-ACTING_AT_ONCE = 8
+ACTING_AT_ONCE = 4
 
 
 async def advance(
