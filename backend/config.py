@@ -347,6 +347,9 @@ class Settings(BaseSettings):
     # up again by the release sweep after that), and how many due runs one sweep releases.
     workflow_run_lease_seconds: float = Field(default=60.0, gt=0)
     workflow_release_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Runs one `workflows.advance` message carries: a worker takes them through their steps
+    # side by side, one transaction a step for all of them.
+    workflow_advance_batch_size: int = Field(default=100, ge=1, le=1000)
     # An event starting at most this many runs takes them through their first steps in its
     # own dispatch task (no broker hop); 0 hands every run to a task of its own.
     workflow_inline_runs: int = Field(default=20, ge=0, le=1000)

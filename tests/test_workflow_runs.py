@@ -25,7 +25,7 @@ from backend.db.history.base import DeliveryStatus
 from backend.db.models import EventType, InboxItem, Template, WorkflowRun
 from backend.db.repositories.workflows import WorkflowRunRepository, WorkflowStepRepository
 from backend.db.session import create_sessionmaker
-from backend.services import task_messages, workflow_runs, workflows
+from backend.services import task_messages, workflows
 from backend.services.deliveries import DeliveryContext, Envelope
 from backend.services.deliveries.records import delivery_id
 from backend.services.users import UserProfile
@@ -140,10 +140,11 @@ def envelope(event_type: str, workflow_id: str, users: Sequence[str], payload: A
 
 
 async def start(ctx: DeliveryContext, published: Published, env: Envelope) -> list[str]:
-    """Dispatch as the worker does: the runs it started, from the advance messages."""
+    """Dispatch as the worker does: the runs it started, from the advance messages (a batch
+    of runs each)."""
     before = len(published.messages)
     await units.dispatch(ctx, env)
-    return [m.args[0] for m in published.messages[before:]]
+    return [r for m in published.messages[before:] for r in m.args[0]]
 
 
 async def run_row(engine: AsyncEngine, run_id: str) -> WorkflowRun:
@@ -236,13 +237,13 @@ async def test_a_delay_until_a_payload_time_waits_and_the_sweep_releases_it(
 
 def test_a_time_of_day_is_the_next_one_in_the_users_zone() -> None:
     now = datetime(2026, 3, 1, 7, 30, tzinfo=UTC)  # 08:30 in Paris
-    assert workflow_runs.next_time_of_day("09:00", "Europe/Paris", now) == datetime(
+    assert workflows.next_time_of_day("09:00", "Europe/Paris", now) == datetime(
         2026, 3, 1, 8, 0, tzinfo=UTC
     )
-    assert workflow_runs.next_time_of_day("08:00", "Europe/Paris", now) == datetime(
+    assert workflows.next_time_of_day("08:00", "Europe/Paris", now) == datetime(
         2026, 3, 2, 7, 0, tzinfo=UTC
     )
-    assert workflow_runs.next_time_of_day("08:00", "Nowhere/Else", now) == datetime(
+    assert workflows.next_time_of_day("08:00", "Nowhere/Else", now) == datetime(
         2026, 3, 1, 8, 0, tzinfo=UTC
     )
 
@@ -318,7 +319,7 @@ async def test_an_event_with_few_runs_takes_them_through_their_first_steps_itsel
     await units.dispatch(inline, envelope(name, workflow_id, ["wf-u6", "wf-u7"], {"item": "i"}))
     assert len(published.messages) == before  # nothing handed on
     assert sorted(await inbox_bodies(engine, name)) == ["i", "i"]
-    # More runs than that: each is handed to a task of its own.
+    # More runs than that: they are handed on, to a task of their own.
     runs = await start(ctx, published, envelope(name, workflow_id, ["wf-u8"], {"item": "j"}))
     assert len(runs) == 1 and (await run_row(engine, runs[0])).status == "queued"
 
@@ -346,7 +347,7 @@ async def test_a_step_cut_short_by_a_dead_worker_is_run_again_and_sends_nothing_
         )
         await session.commit()
     sent = Envelope(
-        id=workflow_runs.step_event_id(ident, "0"),
+        id=workflows.step_event_id(ident, "0"),
         type=name,
         user_ids=("wf-u9",),
         template_slug=f"wfr-{name.split('.')[1]}",
@@ -428,8 +429,8 @@ async def test_a_user_reached_through_a_topic_they_opted_out_of_gets_no_workflow
             assert advanced.status == "completed"
         records = {}
         for user in (out, stays):
-            run_id = workflow_runs.run_id_of(part.id, user)
-            step_event = workflow_runs.step_event_id(run_id, "0")
+            run_id = workflows.run_id_of(part.id, user)
+            step_event = workflows.step_event_id(run_id, "0")
             records[user] = await ctx.history.get(delivery_id(step_event, user, Channel.IN_APP))
         skipped, sent = records[out], records[stays]
         assert skipped is not None and skipped.status is DeliveryStatus.SKIPPED
@@ -480,3 +481,83 @@ async def test_a_step_is_claimed_only_while_its_run_is_running_and_the_step_not_
         assert await WorkflowRunRepository(session).cancel(now=now, user_ids=["wf-u11"]) == 1
         await session.commit()
     assert await claim() == (None, "cancelled")
+
+
+async def test_runs_advanced_side_by_side_each_go_their_own_way_once(
+    ctx, published, engine
+) -> None:
+    """A batch of runs through a send, a branch on the payload and a send on one arm, in one
+    call: each run takes its own arm, each step runs once, and a run cancelled before the
+    batch reached it is left alone."""
+    name, workflow_id = await save(
+        ctx,
+        [
+            {"type": "send", "name": "hello", "channel": "in_app"},
+            {
+                "type": "branch",
+                "name": "big",
+                "condition": "payload.item == 'big'",
+                "then": [{"type": "send", "name": "more", "channel": "in_app"}],
+            },
+        ],
+    )
+    runs = []
+    for user, item in (("wf-b1", "big"), ("wf-b2", "small"), ("wf-b3", "big")):
+        runs += await start(ctx, published, envelope(name, workflow_id, [user], {"item": item}))
+    maker = create_sessionmaker(engine)
+    async with maker() as session:
+        now = datetime.now(UTC)
+        assert await WorkflowRunRepository(session).cancel(now=now, user_ids=["wf-b3"]) == 1
+        await session.commit()
+    advanced = await units.advance_workflow_runs(ctx, run_ids=runs, http=None)
+    assert [(advanced[r].status, advanced[r].steps) for r in runs] == [
+        ("completed", 3),
+        ("completed", 2),
+        ("", 0),
+    ]
+    assert sorted(await inbox_bodies(engine, name)) == ["big", "big", "small"]
+    steps = {}
+    for run_id in runs:
+        async with maker() as session:
+            steps[run_id] = [
+                (s.name, s.status, s.attempts)
+                for s in await WorkflowStepRepository(session).of_run(uuid.UUID(run_id))
+            ]
+    assert sorted(steps[runs[0]]) == [("big", "done", 1), ("hello", "done", 1), ("more", "done", 1)]
+    assert sorted(steps[runs[1]]) == [("big", "done", 1), ("hello", "done", 1)]
+    assert steps[runs[2]] == []
+    assert (await run_row(engine, runs[1])).context["steps"]["big"]["arm"] == "else"
+    # A second message for the same runs (a duplicate) does nothing.
+    again = await units.advance_workflow_runs(ctx, run_ids=runs, http=None)
+    assert {a.status for a in again.values()} == {""}
+    assert len(await inbox_bodies(engine, name)) == 3
+
+
+async def test_a_redelivered_dispatch_takes_over_the_runs_its_dead_worker_held(
+    ctx, published, engine
+) -> None:
+    """The worker that dispatched an event committed its runs, leased them for their first
+    steps and died: the dispatch message comes back (redelivered), and its new worker takes
+    the runs through at once instead of waiting for the lease to run out."""
+    name, workflow_id = await save(ctx, [{"type": "send", "name": "s", "channel": "in_app"}])
+    inline = dataclasses.replace(
+        ctx, settings=ctx.settings.model_copy(update={"workflow_inline_runs": 5})
+    )
+    event = envelope(name, workflow_id, ["wf-r1", "wf-r2"], {"item": "r"})
+    maker = create_sessionmaker(engine)
+    async with maker() as session:
+        started = await workflows.start_runs(session, event)
+        now = datetime.now(UTC)
+        for run_id in started:  # leased by the worker that died, for a minute more
+            leased = await WorkflowRunRepository(session).lease(
+                uuid.UUID(run_id), now=now, until=now + timedelta(minutes=1)
+            )
+            assert leased is not None
+        await session.commit()
+    # A second copy of the message that is not a redelivery leaves the held runs alone ...
+    await units.dispatch(inline, event)
+    assert await inbox_bodies(engine, name) == []
+    # ... the redelivered one takes them over.
+    await units.dispatch(inline, event, redelivered=True)
+    assert await inbox_bodies(engine, name) == ["r", "r"]
+    assert {(await run_row(engine, r)).status for r in started} == {"completed"}

@@ -61,7 +61,7 @@ class Envelope:
       members, the page's number and the last user id before it (``""`` for the first);
       ``user_ids`` there are the event's listed users, left out of the page.
     - ``workflow_id``: the workflow version the event's users each start a run of
-      (``backend.services.workflow_runs``) instead of being sent to directly.
+      (``backend.services.workflows``) instead of being sent to directly.
     - ``cancel_key``: the event's cancel key: its runs stop when ``cancelWorkflowRuns`` gets it.
     - ``cancels``: event types whose unfinished runs for the event's users (with the same
       cancel key, when the event has one) the event cancels.

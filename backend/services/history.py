@@ -7,7 +7,7 @@ import dataclasses
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.history.base import DeliveryFilter, DeliveryRecord, HistoryStore, history_cursor
-from backend.services import workflow_runs
+from backend.services import workflows
 from backend.services.pagination import Page, check_page_size
 
 __all__ = ["DeliveryFilter", "DeliveryRecord", "list_deliveries", "with_workflow_steps"]
@@ -15,10 +15,10 @@ __all__ = ["DeliveryFilter", "DeliveryRecord", "list_deliveries", "with_workflow
 
 async def with_workflow_steps(session: AsyncSession, filter: DeliveryFilter) -> DeliveryFilter:
     """``filter`` by an event id widened to the deliveries its workflow runs made: a run's
-    send step dispatches under an event id of its own (``workflow_runs.step_event_id``)."""
+    send step dispatches under an event id of its own (``workflows.step_event_id``)."""
     if filter.event_id is None:
         return filter
-    steps = await workflow_runs.step_event_ids(session, event_id=filter.event_id)
+    steps = await workflows.step_event_ids(session, event_id=filter.event_id)
     if not steps:
         return filter
     return dataclasses.replace(filter, event_ids=tuple(steps))

@@ -158,6 +158,7 @@ def retention_sweep() -> TaskMessage:
     return _message(TASK_RETENTION_SWEEP)
 
 
-def workflow_advance(run_id: str) -> TaskMessage:
-    """``workflows.advance``: take a workflow run through its steps until it waits or ends."""
-    return _message(TASK_WORKFLOW_ADVANCE, args=(run_id,))
+def workflow_advance(run_ids: Sequence[str]) -> TaskMessage:
+    """``workflows.advance``: take a batch of workflow runs through their steps until each
+    waits or ends."""
+    return _message(TASK_WORKFLOW_ADVANCE, args=(list(run_ids),))

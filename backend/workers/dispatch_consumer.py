@@ -48,7 +48,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from backend.config import Settings, get_settings
 from backend.observability import tracing
 from backend.queues import DISPATCH, TASK_DISPATCH, TASK_WORKFLOW_ADVANCE, WORK_QUEUE_ARGUMENTS
-from backend.services import deliveries
+from backend.services import deliveries, workflows
 from backend.services.retries import backoff_seconds
 from backend.workers import units
 from backend.workers.runtime import WorkerRuntime
@@ -198,6 +198,7 @@ class DispatchConsumer:
 
     async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
         batch: list[tuple[_Task, deliveries.Envelope]] = []
+        starting: list[tuple[_Task, deliveries.Envelope]] = []
         for message in messages:
             task = _task(message)
             if task is None or task.name not in (TASK_DISPATCH, TASK_WORKFLOW_ADVANCE):
@@ -218,19 +219,47 @@ class DispatchConsumer:
                 if not task.rerun and task.eta is None and deliveries.together(self.ctx, envelope):
                     batch.append((task, envelope))
                     continue
+                if not task.rerun and task.eta is None and self._starts_runs(envelope):
+                    starting.append((task, envelope))
+                    continue
                 # A re-run, a delayed retry or an event that cannot go with others: as its
                 # Celery task would run it.
                 self._start(self._alone(task, envelope))
                 continue
             # A workflow's step: as its Celery task would run it.
             self._start(self._alone(task))
+        await asyncio.gather(
+            self._together(batch, units.dispatch_together),
+            self._starting(starting),
+        )
+
+    async def _starting(self, batch: list[tuple[_Task, deliveries.Envelope]]) -> None:
+        """Events that start runs, together: as many batches at once as messages run alone
+        (each takes its runs through their first steps, a few database sessions at a time)."""
+        if batch:
+            async with self.alone:
+                await self._together(batch, units.start_workflow_runs)
+
+    def _starts_runs(self, envelope: deliveries.Envelope) -> bool:
+        """Whether the event only starts workflow runs (it cancels none): such events are
+        dispatched together (``units.start_workflow_runs``)."""
+        return not envelope.cancels and workflows.starts_runs(
+            envelope, part_size=self.settings.dispatch_part_size, split=True
+        )
+
+    async def _together(
+        self,
+        batch: list[tuple[_Task, deliveries.Envelope]],
+        unit: Callable[[deliveries.DeliveryContext, list[deliveries.Envelope]], Awaitable[None]],
+    ) -> None:
+        """Run a batch of events as one; on an error, each again alone, as a re-run."""
         # Messages whose channel closed while they waited come back redelivered.
         batch = [(task, envelope) for task, envelope in batch if _open(task.message)]
         if not batch:
             return
         try:
             with tracing.task_span(TASK_DISPATCH, [t.message.headers for t, _ in batch]):
-                await units.dispatch_together(self.ctx, [envelope for _, envelope in batch])
+                await unit(self.ctx, [envelope for _, envelope in batch])
         except Exception as exc:
             log.warning("a batch of %d events failed, each will be retried: %s", len(batch), exc)
             for task, envelope in batch:
@@ -266,8 +295,14 @@ class DispatchConsumer:
     async def _run(self, task: _Task, envelope: deliveries.Envelope | None, *, rerun: bool) -> None:
         """``envelope``: a dispatch task's event, decoded when its message was taken."""
         if envelope is None:
-            run_id = task.args[0] if task.args else task.kwargs["run_id"]
-            await units.advance_workflow_run(self.ctx, run_id=run_id, http=self.http)
+            ids = task.args[0] if task.args else task.kwargs["run_ids"]
+            # A message that came back (its worker died) takes over the runs it held.
+            await units.advance_workflow_runs(
+                self.ctx,
+                run_ids=[ids] if isinstance(ids, str) else ids,
+                http=self.http,
+                takeover=rerun,
+            )
         else:
             await units.dispatch(self.ctx, envelope, redelivered=rerun)
 

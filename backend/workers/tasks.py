@@ -33,7 +33,7 @@ from backend.services import (
     recipients,
     retention,
     task_messages,
-    workflow_runs,
+    workflows,
 )
 from backend.services.retries import backoff_seconds
 from backend.workers import units
@@ -145,11 +145,12 @@ def release_due(self: Task) -> int:
         async with runtime.context.sessionmaker() as session:
             count = await events.release_due_events(session, broker=broker)
             count += await digests.release_due_digests(session, broker=broker)
-            count += await workflow_runs.release_due_runs(
+            count += await workflows.release_due_runs(
                 session,
                 broker=broker,
                 lease_seconds=settings.workflow_run_lease_seconds,
                 limit=settings.workflow_release_batch_size,
+                batch_size=settings.workflow_advance_batch_size,
             )
             stalled = await campaigns.stalled_runs(
                 session, stall=timedelta(seconds=settings.campaign_stall_seconds)
@@ -283,19 +284,24 @@ def sync_recipients(self: Task, sync_id: str) -> None:
 
 
 @celery_app.task(name=TASK_WORKFLOW_ADVANCE, bind=True, max_retries=None)
-def advance_workflow_run(self: Task, run_id: str) -> dict[str, Any]:
-    """Take a workflow run through its steps until it waits or ends. Retried until it gets
-    through; a message for a run another worker holds, or that waits, does nothing."""
+def advance_workflow_runs(self: Task, run_ids: list[str] | str) -> dict[str, Any]:
+    """Take a batch of workflow runs through their steps until each waits or ends. Retried
+    until it gets through; a run another worker holds, or that waits, is left alone. A
+    redelivered message (its worker died) takes over the runs that worker held."""
     runtime = get_runtime()
     assert runtime.context is not None
+    ids = [run_ids] if isinstance(run_ids, str) else run_ids  # a message of one run
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
         advanced = runtime.run(
-            units.advance_workflow_run(runtime.context, run_id=run_id, http=runtime.http)
+            units.advance_workflow_runs(
+                runtime.context, run_ids=ids, http=runtime.http, takeover=redelivered
+            )
         )
     except Exception as exc:
-        log.warning("workflow run %s failed, will retry: %s", run_id, exc)
+        log.warning("workflow runs %s failed, will retry: %s", ids[:3], exc)
         raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
-    return {"status": advanced.status, "steps": advanced.steps}
+    return {r: {"status": a.status, "steps": a.steps} for r, a in advanced.items()}
 
 
 def trigger() -> campaigns.CampaignTrigger:

@@ -11,14 +11,14 @@ next page is published.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import httpx
 
 from backend.channels import Channel
-from backend.services import campaigns, deliveries, workflow_runs
+from backend.services import campaigns, deliveries, workflows
 from backend.services.users import UserProfile
 
 log = logging.getLogger(__name__)
@@ -43,23 +43,16 @@ async def dispatch(
 ) -> deliveries.DispatchSummary:
     """Expand an event into deliveries and send (in-app) or queue (other channels) them; or,
     for an event type with a workflow, start one run per user and hand the runs on."""
-    starts = workflow_runs.starts_runs(
-        envelope, part_size=ctx.settings.dispatch_part_size, split=split
-    )
+    starts = workflows.starts_runs(envelope, part_size=ctx.settings.dispatch_part_size, split=split)
     if starts or envelope.cancels:
         started: list[str] = []
         async with ctx.sessionmaker() as session:
-            await workflow_runs.cancel_for_event(session, envelope)
+            await workflows.cancel_for_event(session, envelope)
             if starts:
-                started = await workflow_runs.start_runs(session, envelope)
+                started = await workflows.start_runs(session, envelope, redelivered=redelivered)
             await session.commit()
         if starts:
-            # A run committed but not handed on (a crash here) is released by the sweep.
-            if 0 < len(started) <= ctx.settings.workflow_inline_runs:
-                # Few runs: their first steps here, as dispatch sends small events itself.
-                await asyncio.gather(*(_advance_inline(ctx, run_id) for run_id in started))
-            else:
-                await workflow_runs.publish_advances(ctx, started)
+            await _hand_on_runs(ctx, [started], takeover=redelivered)
             return deliveries.DispatchSummary(queued=len(started), skipped=0)
     async with ctx.sessionmaker() as session:
         dispatched = await deliveries.record_dispatch(
@@ -143,21 +136,91 @@ async def fan_out_page(
     return claimed.outcome(summary)
 
 
-async def _advance_inline(ctx: deliveries.DeliveryContext, run_id: str) -> None:
-    try:
-        await advance_workflow_run(ctx, run_id=run_id, http=None)
-    except Exception as exc:
-        # The run let go of its lease: the release sweep hands it to a task of its own.
-        log.warning("workflow run %s failed in its dispatch; left to the sweep: %s", run_id, exc)
+async def start_workflow_runs(
+    ctx: deliveries.DeliveryContext, envelopes: Sequence[deliveries.Envelope]
+) -> None:
+    """Dispatch several events that start workflow runs as one: their runs added in one
+    transaction, then taken through their first steps side by side (``advance_workflow_runs``).
+    On an error before the runs committed, the caller runs each event again alone, as a
+    re-run (``dispatch(redelivered=True)``)."""
+    async with ctx.sessionmaker() as session:
+        started = [await workflows.start_runs(session, e) for e in envelopes]
+        await session.commit()
+    await _hand_on_runs(ctx, started, takeover=False)
+
+
+async def _hand_on_runs(
+    ctx: deliveries.DeliveryContext, started: Sequence[Sequence[str]], *, takeover: bool
+) -> None:
+    """Take the runs events started (committed) through their first steps here, as dispatch
+    sends small events itself, for the events that started few; hand the others on in
+    batches. A run committed but not handed on (a crash here) is released by the sweep."""
+    limit = ctx.settings.workflow_inline_runs
+    here = [r for runs in started if 0 < len(runs) <= limit for r in runs]
+    later = [r for runs in started if len(runs) > limit for r in runs]
+    if later:
+        await workflows.publish_advances(ctx, later)
+    size = ctx.settings.workflow_advance_batch_size
+    for n in range(0, len(here), size):
+        batch = here[n : n + size]
+        try:
+            await advance_workflow_runs(ctx, run_ids=batch, http=None, takeover=takeover)
+        except Exception as exc:
+            # Handed on: a run not leased yet would otherwise wait for the sweep to take its
+            # message as lost. What went on meanwhile (done, waiting, or held) is left alone.
+            log.warning("workflow runs failed in their dispatch; handed on: %s", exc)
+            try:
+                await workflows.publish_advances(ctx, batch)
+            except Exception as failed:  # the sweep takes them up
+                log.warning("handing on %d workflow runs failed: %s", len(batch), failed)
 
 
 async def advance_workflow_run(
     ctx: deliveries.DeliveryContext, *, run_id: str, http: httpx.AsyncClient | None
-) -> workflow_runs.Advanced:
-    """Take a workflow run through its steps; each send step is a dispatch of its own (its
-    deliveries recorded and committed before they are sent, as any event's)."""
+) -> workflows.Advanced:
+    """Take a workflow run through its steps (``advance_workflow_runs`` for one)."""
+    return (await advance_workflow_runs(ctx, run_ids=[run_id], http=http))[run_id]
+
+
+async def advance_workflow_runs(
+    ctx: deliveries.DeliveryContext,
+    *,
+    run_ids: Sequence[str],
+    http: httpx.AsyncClient | None,
+    takeover: bool = False,
+) -> dict[str, workflows.Advanced]:
+    """Take workflow runs through their steps side by side; each send step is a dispatch of
+    its own (its deliveries recorded and committed before they are sent, as any event's), and
+    the in-app ones of a round are dispatched together (``dispatch_together``; on an error,
+    each again alone, as a re-run)."""
 
     async def send(envelope: deliveries.Envelope, *, redelivered: bool) -> None:
         await dispatch(ctx, envelope, redelivered=redelivered)
 
-    return await workflow_runs.advance(ctx, run_id=run_id, dispatch=send, http=http)
+    return await workflows.advance_many(
+        ctx,
+        run_ids=run_ids,
+        dispatch=send,
+        together=_SendsTogether(ctx),
+        http=http,
+        takeover=takeover,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _SendsTogether:
+    """Workflow send steps whose events may go together, dispatched as one
+    (``dispatch_together``); on an error, each again alone, as a re-run."""
+
+    ctx: deliveries.DeliveryContext
+
+    def admits(self, envelope: deliveries.Envelope) -> bool:
+        return deliveries.together(self.ctx, envelope)
+
+    async def __call__(self, envelopes: Sequence[deliveries.Envelope]) -> None:
+        try:
+            await dispatch_together(self.ctx, envelopes)
+        except Exception as exc:
+            log.warning("%d workflow sends failed together; each alone: %s", len(envelopes), exc)
+            for envelope in envelopes:
+                await dispatch(self.ctx, envelope, redelivered=True)

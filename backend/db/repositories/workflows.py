@@ -6,8 +6,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import (
     DateTime,
     Integer,
@@ -17,13 +18,14 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.db.models import Workflow, WorkflowRun, WorkflowRunStep
+from backend.db.models import InboxItem, Workflow, WorkflowRun, WorkflowRunStep
 
 # A run waiting for its time, or queued for a worker: what cancelling still stops.
 CANCELLABLE = ("queued", "running", "waiting")
@@ -116,6 +118,73 @@ class WorkflowRunRepository:
             .execution_options(populate_existing=True)
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def lease_many(
+        self, run_ids: Sequence[uuid.UUID], *, now: datetime, until: datetime, takeover: bool
+    ) -> list[LeasedRun]:
+        """:meth:`lease` for many runs in one statement; the runs taken. ``takeover`` also
+        takes runs whose lease has not run out (their worker is known to be gone: its
+        message came back redelivered)."""
+        if not run_ids:
+            return []
+        stmt = (
+            update(WorkflowRun)
+            .where(
+                WorkflowRun.id.in_(list(run_ids)),
+                or_(
+                    WorkflowRun.status.in_(("queued", "running")),
+                    and_(WorkflowRun.status == "waiting", WorkflowRun.due_at <= now),
+                ),
+            )
+            .values(status="running", leased_until=until, due_at=None, updated_at=now)
+            .returning(*(getattr(WorkflowRun, c) for c in LeasedRun._fields))
+        )
+        if not takeover:
+            stmt = stmt.where(
+                or_(WorkflowRun.leased_until.is_(None), WorkflowRun.leased_until < now)
+            )
+        return [LeasedRun(*row) for row in (await self.session.execute(stmt)).all()]
+
+    async def unfinished_of_event(
+        self, event_id: str, *, user_ids: Sequence[str]
+    ) -> list[uuid.UUID]:
+        """The event's runs for these users not yet waiting or finished (queued, or held by
+        a worker)."""
+        stmt = select(WorkflowRun.id).where(
+            WorkflowRun.event_id == event_id,
+            WorkflowRun.user_id.in_(list(user_ids)),
+            WorkflowRun.status.in_(("queued", "running")),
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def move_many(self, moves: Sequence[RunMove], *, now: datetime) -> set[uuid.UUID]:
+        """Move runs on after a step, each only while it is still ``running`` (not
+        cancelled meanwhile), in one statement: the ids of those moved."""
+        if not moves:
+            return set()
+        rows = await self.session.execute(
+            _MOVE,
+            {
+                "ids": [m.run_id for m in moves],
+                "statuses": [m.status for m in moves],
+                "cursors": [m.cursor for m in moves],
+                "contexts": [orjson.dumps(m.context).decode() for m in moves],
+                "dues": [m.due_at for m in moves],
+                "errors": [m.error for m in moves],
+                "now": now,
+            },
+        )
+        return {r for (r,) in rows.all()}
+
+    async def release_leases(self, run_ids: Sequence[uuid.UUID], *, now: datetime) -> None:
+        """Let go of runs whose step failed: their lease ends now, so the sweep (or the
+        task's retry) takes them up again at once; the step left ``running`` runs again."""
+        if run_ids:
+            await self.session.execute(
+                update(WorkflowRun)
+                .where(WorkflowRun.id.in_(list(run_ids)), WorkflowRun.status == "running")
+                .values(leased_until=now)
+            )
 
     async def due(self, now: datetime, limit: int, *, lost_before: datetime) -> list[uuid.UUID]:
         """Runs whose wait is over, and runs a worker took and lost (its lease ran out, or it
@@ -229,6 +298,105 @@ class WorkflowRunRepository:
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
 
+class LeasedRun(NamedTuple):
+    """A run as a worker leasing it needs it."""
+
+    id: uuid.UUID
+    workflow_id: uuid.UUID
+    user_id: str
+    event_type: str
+    event_id: str
+    envelope: dict[str, Any]
+    cursor: str | None
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunMove:
+    """A run's state after a step (``move_many``); ``status`` other than ``running`` lets go
+    of its lease, and a final one sets ``finished_at``."""
+
+    run_id: uuid.UUID
+    status: str
+    cursor: str | None
+    context: dict[str, Any]
+    due_at: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepClaim:
+    run_id: uuid.UUID
+    path: str
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepDone:
+    run_id: uuid.UUID
+    path: str
+    status: str
+    outcome: dict[str, Any]
+
+
+_MOVE = text(
+    """
+    UPDATE workflow_runs AS r SET
+        status = m.status,
+        cursor = m.cursor,
+        context = m.context::jsonb,
+        due_at = m.due_at,
+        error = m.error,
+        updated_at = :now,
+        leased_until = CASE WHEN m.status = 'running' THEN r.leased_until END,
+        finished_at = CASE WHEN m.status IN ('completed', 'failed', 'stopped') THEN :now
+                      ELSE r.finished_at END
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:cursors AS text[]),
+        CAST(:contexts AS text[]), CAST(:dues AS timestamptz[]), CAST(:errors AS text[])
+    ) AS m(id, status, cursor, context, due_at, error)
+    WHERE r.id = m.id AND r.status = 'running'
+    RETURNING r.id
+    """
+)
+
+_FINISH_STEPS = text(
+    """
+    UPDATE workflow_run_steps AS s SET status = d.status, outcome = d.outcome::jsonb,
+        finished_at = :now
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:paths AS text[]), CAST(:statuses AS text[]),
+        CAST(:outcomes AS text[])
+    ) AS d(run_id, path, status, outcome)
+    WHERE s.run_id = d.run_id AND s.path = d.path
+    """
+)
+
+# hold_and_claim for many runs: the runs still running are held a lease's length more, and
+# their steps claimed (inserted as running, or counted again when left running).
+_HOLD_AND_CLAIM = text(
+    """
+    WITH held AS (
+        UPDATE workflow_runs SET leased_until = :until, updated_at = :now
+        WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'
+        RETURNING id
+    )
+    INSERT INTO workflow_run_steps AS s
+        (run_id, path, name, kind, status, outcome, attempts, started_at)
+    SELECT c.run_id, c.path, c.name, c.kind, 'running', '{}'::jsonb, 1, :now
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:paths AS text[]), CAST(:names AS text[]),
+        CAST(:kinds AS text[])
+    ) AS c(run_id, path, name, kind)
+    JOIN held ON held.id = c.run_id
+    ON CONFLICT (run_id, path) DO UPDATE SET attempts = s.attempts + 1
+        WHERE s.status = 'running'
+    RETURNING s.run_id, s.attempts, s.outcome
+    """
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedStep:
     attempts: int
@@ -317,6 +485,48 @@ class WorkflowStepRepository:
         found = (await self.session.execute(stmt)).first()
         return None if found is None else ClaimedStep(attempts=found[0], outcome=found[1])
 
+    async def hold_and_claim_many(
+        self, claims: Sequence[StepClaim], *, now: datetime, until: datetime
+    ) -> dict[uuid.UUID, ClaimedStep]:
+        """:meth:`hold_and_claim` for many runs (one step each) in one statement: the claimed
+        steps by run (a run missing: see :meth:`claims_refused`)."""
+        if not claims:
+            return {}
+        rows = await self.session.execute(
+            _HOLD_AND_CLAIM,
+            {
+                "ids": [c.run_id for c in claims],
+                "paths": [c.path for c in claims],
+                "names": [c.name for c in claims],
+                "kinds": [c.kind for c in claims],
+                "now": now,
+                "until": until,
+            },
+        )
+        return {r: ClaimedStep(attempts=a, outcome=o) for r, a, o in rows.all()}
+
+    async def claims_refused(self, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """:meth:`claim_refused` for many runs."""
+        if not run_ids:
+            return {}
+        stmt = select(WorkflowRun.id, WorkflowRun.status).where(WorkflowRun.id.in_(list(run_ids)))
+        found = dict((await self.session.execute(stmt)).all())
+        return {r: "duplicate" if found.get(r) == "running" else "cancelled" for r in run_ids}
+
+    async def finish_many(self, done: Sequence[StepDone], *, now: datetime) -> None:
+        """Mark steps finished with their outcomes, in one statement."""
+        if done:
+            await self.session.execute(
+                _FINISH_STEPS,
+                {
+                    "ids": [d.run_id for d in done],
+                    "paths": [d.path for d in done],
+                    "statuses": [d.status for d in done],
+                    "outcomes": [orjson.dumps(d.outcome).decode() for d in done],
+                    "now": now,
+                },
+            )
+
     async def claim_refused(self, *, run_id: uuid.UUID) -> str:
         """Why :meth:`hold_and_claim` claimed nothing: ``cancelled`` (the run is no longer
         running) or ``duplicate`` (the step is done: another worker finished it)."""
@@ -341,6 +551,16 @@ class WorkflowStepRepository:
             .where(WorkflowRun.event_id == event_id, WorkflowRunStep.kind == "send")
         )
         return [(r, p) for r, p in (await self.session.execute(stmt)).all()]
+
+    async def read_at(self, delivery_ids: Sequence[str]) -> dict[str, datetime | None]:
+        """When the in-app messages of send steps' deliveries were read (None: unread),
+        for those in the inbox."""
+        if not delivery_ids:
+            return {}
+        stmt = select(InboxItem.delivery_id, InboxItem.read_at).where(
+            InboxItem.delivery_id.in_(list(delivery_ids))
+        )
+        return dict((await self.session.execute(stmt)).all())
 
     async def lock_throttle(self, *, event_type: str, user_id: str, path: str) -> None:
         """Hold, until the transaction ends, the lock of a user's throttle step of a type:
