@@ -530,6 +530,7 @@ async def _send(
         # made while the run waited counts).
         topics=run.envelope.topics,
         via_topics=run.envelope.via_topics,
+        tenant_id=run.envelope.tenant_id,
     )
     # A step run again (its worker died) may take over deliveries left in `sending`.
     await dispatch(envelope, redelivered=redelivered)
