@@ -152,9 +152,7 @@ def token(sub: str, roles: tuple[str, ...], ttl: int, tenant: str | None) -> Non
     from backend.auth import mint_token
 
     click.echo(
-        mint_token(
-            get_settings(), sub=sub, roles=roles, ttl=timedelta(seconds=ttl), tenant=tenant
-        )
+        mint_token(get_settings(), sub=sub, roles=roles, ttl=timedelta(seconds=ttl), tenant=tenant)
     )
 
 
