@@ -89,7 +89,7 @@ export function render(root, { ctx }) {
     const edit = h("button", { type: "button", class: "btn small edit-tenant" }, "Edit");
     edit.addEventListener("click", () => openForm(tenant, { onSaved: (saved) => { ctx.toast(`Tenant ${saved.id} saved.`); load(); } }));
     const color = tenant.primaryColor
-      ? h("span", { class: "inline" }, h("span", { class: "swatch", style: `background:${tenant.primaryColor}`, "aria-hidden": "true" }), h("span", { class: "mono" }, tenant.primaryColor))
+      ? h("span", { class: "inline" }, h("span", { class: "swatch", style: `background:${tenant.primaryColor}`, "aria-hidden": "true" }), " ", h("span", { class: "mono" }, tenant.primaryColor))
       : null;
     const logo = tenant.logoUrl ? h("a", { href: tenant.logoUrl, target: "_blank", rel: "noopener noreferrer" }, "logo") : null;
     return h(
