@@ -6,7 +6,7 @@ import { ERROR_FIELDS, graphql, unwrap } from "../api.js";
 import { emptyState, formatDateTime, fromLocalInput, h, pageTitle, setChildren, withProgress } from "../dom.js";
 import { pagedTable } from "../paged.js";
 import { openDialog } from "../dialog.js";
-import { ApiError, describeError, setBanner, showFieldError } from "../errors.js";
+import { ApiError, setBanner, showFieldError, showFormError } from "../errors.js";
 
 const PAGE = 25;
 const KEY_FIELDS = "id name prefix roles scopes createdBy createdAt lastUsedAt expiresAt revokedAt revokedBy";
@@ -120,14 +120,7 @@ function openCreateForm({ onCreated }) {
         close();
         onCreated(created);
       } catch (error) {
-        if (!(error instanceof ApiError)) throw error;
-        const at = fields[error.field];
-        if (at) {
-          showFieldError(at.error, describeError(error), at.input);
-          at.input.focus();
-        } else {
-          setBanner(banner, error);
-        }
+        showFormError(error, fields, banner);
       }
     });
   });

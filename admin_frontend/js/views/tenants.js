@@ -5,7 +5,7 @@
 import { ERROR_FIELDS, graphql, unwrap } from "../api.js";
 import { emptyState, formatDateTime, h, pageTitle, setChildren, spinner, withProgress } from "../dom.js";
 import { openDialog } from "../dialog.js";
-import { ApiError, describeError, setBanner, showFieldError } from "../errors.js";
+import { setBanner, showFieldError, showFormError } from "../errors.js";
 
 const FIELDS = "id name logoUrl primaryColor createdBy createdAt updatedAt";
 const LIST = `query Tenants { tenants { ${FIELDS} } }`;
@@ -53,14 +53,7 @@ function openForm(tenant, { onSaved }) {
         close();
         onSaved(saved);
       } catch (error) {
-        if (!(error instanceof ApiError)) throw error;
-        const at = fields[error.field];
-        if (at) {
-          showFieldError(at.error, describeError(error), at.input);
-          at.input.focus();
-        } else {
-          setBanner(banner, error);
-        }
+        showFormError(error, fields, banner);
       }
     });
   });
