@@ -22,7 +22,7 @@ SAVE = """mutation($input: SaveTenantInput!) { saveTenant(input: $input) { __typ
 DELETE = """mutation($id: ID!) { deleteTenant(id: $id) { __typename
   ... on DeletedTenant { id } ... on Error { code message field } } }"""
 TENANTS = "{ tenants { id name } }"
-TEMPLATES = """query($tenant: String) { templates(first: 50, tenantId: $tenant) {
+TEMPLATES = """query($tenant: String) { templates(first: 50, search: "tenant-", tenantId: $tenant) {
   edges { node { slug tenantId name } } } }"""
 TEMPLATE = """query($slug: String!, $tenant: String) { template(slug: $slug, tenantId: $tenant) {
   slug tenantId name } }"""

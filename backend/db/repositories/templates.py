@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import EventType, Template, TemplateVersion
@@ -67,7 +68,7 @@ class TemplateRepository:
             stmt = (
                 select(Template)
                 .where(_seen_by(tenant_id))
-                .distinct(Template.slug)
+                .ext(distinct_on(Template.slug))
                 .order_by(Template.slug, Template.tenant_id.nulls_last())
             )
         stmt = stmt.order_by(Template.slug).limit(limit)
