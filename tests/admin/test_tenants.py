@@ -1,10 +1,12 @@
 """Tenants from the admin page: an admin makes one (the API's errors at their fields) and
-changes its branding; the list shows it; a manager's navigation has no tenants screen."""
+changes its branding; the list shows it; a new API key is bound to one from the keys dialog; a
+manager's navigation has no tenants screen."""
 
 from __future__ import annotations
 
 import uuid
 
+import httpx
 from playwright.async_api import Page, expect
 
 from tests.admin.conftest import Stack, go, graphql, screenshot, sign_in, token
@@ -66,3 +68,29 @@ async def test_managers_have_no_tenants_screen(page: Page, stack: Stack) -> None
     await expect(page.locator(".nav a[data-nav='tenants']")).to_be_hidden()
     await go(page, "#/tenants")
     await expect(page.locator(".alert-error")).to_contain_text("admin")
+
+
+async def test_an_admin_binds_a_new_api_key_to_a_tenant(page: Page, stack: Stack) -> None:
+    admin = token("tenants-admin", "admin")
+    tenant_id = f"keys-{uuid.uuid4().hex[:6]}"
+    await graphql(
+        stack,
+        "mutation($i: SaveTenantInput!) { saveTenant(input: $i) { __typename } }",
+        {"i": {"id": tenant_id, "name": "Keys Co"}},
+        admin,
+    )
+    await sign_in(page, stack, admin, "#/api-keys")
+    await page.click("#new-api-key")
+    await page.fill("#api-key-name", f"svc-{tenant_id}")
+    await page.check("#grant-events-send")
+    await page.select_option("#api-key-tenant", tenant_id)
+    await page.click("#api-key-save")
+    secret = await page.locator("#api-key-secret").input_value()
+    await page.click("#api-key-done")
+    row = page.locator(f"#api-keys-table tr[data-key-prefix='{secret[:13]}']")
+    await expect(row.locator(".key-tenant")).to_have_text(tenant_id)
+    async with httpx.AsyncClient(base_url=stack.api.url, timeout=10) as client:
+        response = await client.post(
+            "/graphql", json={"query": "{ viewer { tenantId } }"}, headers={"X-Api-Key": secret}
+        )
+    assert response.json()["data"] == {"viewer": {"tenantId": tenant_id}}
