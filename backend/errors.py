@@ -17,6 +17,7 @@
         └── UserDirectoryUnavailable  code: UNAVAILABLE      (the auth service failed or refused)
 
 Every error carries a machine-readable ``code`` and a ``message`` a person can read.
+``TemplateSyntaxError`` and ``TemplateRenderError`` also share ``TemplateError``'s ``line``.
 """
 
 from __future__ import annotations
@@ -47,12 +48,16 @@ class ValidationError(HeraldError):
     code = "VALIDATION"
 
 
-class TemplateSyntaxError(ValidationError):
-    code = "TEMPLATE_SYNTAX"
+class TemplateError(HeraldError):
+    """An error in a template's text: ``line`` says where, when known."""
 
     def __init__(self, message: str, *, field: str | None = None, line: int | None = None) -> None:
         super().__init__(message, field=field)
         self.line = line
+
+
+class TemplateSyntaxError(TemplateError, ValidationError):
+    code = "TEMPLATE_SYNTAX"
 
 
 class WorkflowStepError(ValidationError):
@@ -66,12 +71,8 @@ class WorkflowStepError(ValidationError):
         self.step = step
 
 
-class TemplateRenderError(HeraldError):
+class TemplateRenderError(TemplateError):
     code = "TEMPLATE_RENDER"
-
-    def __init__(self, message: str, *, field: str | None = None, line: int | None = None) -> None:
-        super().__init__(message, field=field)
-        self.line = line
 
 
 class NotFoundError(HeraldError):

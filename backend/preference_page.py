@@ -124,6 +124,13 @@ def _preference_form(page: unsubscribe.PreferencePage, saved: bool, offered: lis
     )
 
 
+def _preferences_shown(
+    services: Services, page: unsubscribe.PreferencePage, *, saved: bool
+) -> HTMLResponse:
+    offered = offered_channels(services.settings)
+    return _page("Your notifications", _preference_form(page, saved=saved, offered=offered))
+
+
 @router.get("/preferences/{token}")
 async def show_preferences(request: Request, token: str) -> HTMLResponse:
     """The preference page for the link's user."""
@@ -134,10 +141,7 @@ async def show_preferences(request: Request, token: str) -> HTMLResponse:
             page = await unsubscribe.preference_page(session, token=claims)
     except HeraldError as exc:
         return _refused(exc)
-    return _page(
-        "Your notifications",
-        _preference_form(page, saved=False, offered=offered_channels(services.settings)),
-    )
+    return _preferences_shown(services, page, saved=False)
 
 
 @router.post("/preferences/{token}")
@@ -171,10 +175,7 @@ async def save_preferences(request: Request, token: str) -> HTMLResponse:
             await session.commit()
     except HeraldError as exc:
         return _refused(exc)
-    return _page(
-        "Your notifications",
-        _preference_form(page, saved=True, offered=offered_channels(services.settings)),
-    )
+    return _preferences_shown(services, page, saved=True)
 
 
 @router.get("/unsubscribe/{token}")

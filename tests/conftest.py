@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as redis_async
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.app import create_app
@@ -250,6 +251,20 @@ def herald_process_env(**overrides: str) -> dict[str, str]:
     }
 
 
+def start_herald(
+    *args: str, env: dict[str, str], stderr: Any = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``herald *args`` as a child process, run from the repository with ``env``; its output
+    discarded (``stderr`` unless told where)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
 def start_live_server(
     env_overrides: dict[str, str] | None = None,
     *,
@@ -267,13 +282,7 @@ def start_live_server(
             **(env_overrides or {}),
         }
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "api", "--port", str(port), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
+    process = start_herald("api", "--port", str(port), *args, env=env, stderr=log)
     url = f"http://127.0.0.1:{port}"
     # Importing the app takes about 3 s on an idle machine of this kind and 15 s on a loaded
     # one; a minute is room for the slowest machine, and costs nothing when it starts sooner.
@@ -315,6 +324,13 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as c:
             yield c
+
+
+async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
+    """The one value ``sql`` (with ``:name`` ``params``) selects, on a connection of its own:
+    what the processes under test committed."""
+    async with engine.connect() as conn:
+        return (await conn.execute(text(sql), params)).scalar_one()
 
 
 async def schema_differences(engine: AsyncEngine, tables: set[str]) -> list[Any]:

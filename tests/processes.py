@@ -8,11 +8,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port, herald_process_env, start_herald
 
 
 class Process:
@@ -97,3 +100,33 @@ class ThreadedServer:
         self._server.force_exit = True
         self._thread.join(10)
         self._socket.close()
+
+
+def wait_http(url: str, seconds: float = 30) -> None:
+    """Poll ``url`` until it answers 200; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+@contextmanager
+def auth_standin(*args: str, wait: bool = True) -> Iterator[str]:
+    """``herald auth-standin`` with ``args`` on a free port, signing with the suite's secret;
+    its URL, once it answers unless ``wait`` is False (the caller then waits for
+    ``/healthz`` itself). Stopped on the way out."""
+    port = free_port()
+    process = start_herald("auth-standin", "--port", str(port), *args, env=herald_process_env())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if wait:
+            wait_http(f"{url}/healthz")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)

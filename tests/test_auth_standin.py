@@ -17,7 +17,7 @@ import pytest
 from backend.auth import TokenVerifier
 from backend.errors import UnauthenticatedError
 from backend.standins.auth_service import DEMO_USERS_FILE, create_auth_standin
-from tests.conftest import ROOT, free_port, make_settings
+from tests.conftest import ROOT, free_port, make_settings, start_herald
 
 TEST_JWT_SECRET = make_settings().jwt_secret.get_secret_value()  # type: ignore[union-attr]
 E164 = re.compile(r"^\+[1-9]\d{7,14}$")
@@ -39,12 +39,8 @@ def standin_env(**overrides: str) -> dict[str, str]:
 
 def start_standin(*args: str) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "auth-standin", "--port", str(port), *args],
-        cwd=ROOT,
-        env=standin_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    process = start_herald(
+        "auth-standin", "--port", str(port), *args, env=standin_env(), stderr=subprocess.PIPE
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20

@@ -25,15 +25,15 @@ from backend.config import Settings
 from backend.db.history.base import DeliveryRecord, DeliveryStatus
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.models import UserPreferences
-from backend.db.session import create_sessionmaker
 from backend.queues import DEAD_LETTER_EXCHANGE, TASK_DISPATCH, WORK_QUEUE_ARGUMENTS
 from backend.services import task_messages
 from backend.services.deliveries import DeliveryContext, Envelope, delivery_id, together
-from backend.services.live import RedisLivePublisher, live_channel
+from backend.services.live import live_channel
 from backend.services.users import UserProfile
 from backend.workers.dispatch_consumer import DispatchConsumer, Supervisor
 from backend.workers.units import dispatch_together
-from tests.conftest import TEST_RABBITMQ_URL, TEST_REDIS_URL
+from tests.conftest import TEST_RABBITMQ_URL
+from tests.factories import delivery_context
 from tests.test_in_app_dispatch import UnusedQueue, envelope, inbox_rows
 
 
@@ -60,13 +60,6 @@ class CountingHistory(PostgresHistoryStore):
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[redis_async.Redis]:
-    client = redis_async.Redis.from_url(TEST_REDIS_URL)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def directory() -> Directory:
     return Directory()
 
@@ -75,13 +68,13 @@ def directory() -> Directory:
 def ctx(
     settings: Settings, engine: AsyncEngine, redis: redis_async.Redis, directory: Directory
 ) -> DeliveryContext:
-    return DeliveryContext(
-        settings=settings,
-        sessionmaker=create_sessionmaker(engine),
-        history=CountingHistory(engine),
+    return delivery_context(
+        settings,
+        engine,
+        redis,
         queue=UnusedQueue(),
         users=directory,
-        live=RedisLivePublisher(redis),
+        history=CountingHistory(engine),
     )
 
 

@@ -74,47 +74,20 @@ async def test_register_custom_type_then_change_it(gql, settings):
 
 async def test_register_refusals(gql, settings):
     manager = token_for(settings, "manager")
+    base = {"name": "x_y", "templateSlug": "welcome", "channels": ["EMAIL"]}
     cases = [
-        (
-            {"name": "user_registered", "templateSlug": "welcome", "channels": ["EMAIL"]},
-            "CONFLICT",
-            "name",
-        ),
-        (
-            {"name": "Bad Name", "templateSlug": "welcome", "channels": ["EMAIL"]},
-            "VALIDATION",
-            "name",
-        ),
-        (
-            {"name": "x_y", "templateSlug": "nope", "channels": ["EMAIL"]},
-            "NOT_FOUND",
-            "templateSlug",
-        ),
-        (
-            {"name": "x_y", "templateSlug": "password_reset", "channels": ["SMS"]},
-            "VALIDATION",
-            "channels",
-        ),
-        (
-            {
-                "name": "x_y",
-                "templateSlug": "welcome",
-                "channels": ["EMAIL"],
-                "payloadSchema": {"type": "no-such-type"},
-            },
-            "VALIDATION",
-            "payloadSchema",
-        ),
-        ({"name": "x_y", "templateSlug": "welcome", "channels": []}, "VALIDATION", "channels"),
+        ({"name": "user_registered"}, "CONFLICT", "name"),
+        ({"name": "Bad Name"}, "VALIDATION", "name"),
+        ({"templateSlug": "nope"}, "NOT_FOUND", "templateSlug"),
+        ({"templateSlug": "password_reset", "channels": ["SMS"]}, "VALIDATION", "channels"),
+        ({"payloadSchema": {"type": "no-such-type"}}, "VALIDATION", "payloadSchema"),
+        ({"channels": []}, "VALIDATION", "channels"),
     ]
-    for data, code, field in cases:
+    for changes, code, field in cases:
+        data = {**base, **changes}
         result = (await gql(REGISTER, {"i": data}, token=manager))["data"]["registerEventType"]
         assert (result["code"], result["field"]) == (code, field), data
-    service = await gql(
-        REGISTER,
-        {"i": {"name": "x_y", "templateSlug": "welcome", "channels": ["EMAIL"]}},
-        token=token_for(settings, "service"),
-    )
+    service = await gql(REGISTER, {"i": base}, token=token_for(settings, "service"))
     assert service["data"]["registerEventType"]["code"] == "FORBIDDEN"
 
 

@@ -21,6 +21,7 @@ from backend.services.deliveries import DeliveryContext, Envelope, delivery_id
 from backend.services.live import live_channel
 from backend.services.users import UserProfile
 from backend.workers.units import dispatch as dispatch_event
+from tests import factories
 from tests.factories import delivery_context
 
 
@@ -40,17 +41,9 @@ def ctx(settings: Settings, engine: AsyncEngine, redis: redis_async.Redis) -> De
 
 
 def envelope(user_id: str) -> Envelope:
-    return Envelope.from_wire(
-        {
-            "id": str(uuid.uuid4()),
-            "type": "user_registered",
-            "user_ids": [user_id],
-            "channels": ["in_app"],
-            "payload": {},
-            "template_slug": "welcome",
-            "locale": None,
-            "critical": False,
-        }
+    """A user registered: a welcome in the app."""
+    return factories.envelope(
+        user_id, Channel.IN_APP, type="user_registered", payload={}, template_slug="welcome"
     )
 
 

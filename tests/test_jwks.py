@@ -8,11 +8,9 @@ import asyncio
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -26,6 +24,7 @@ from backend.auth import TokenVerifier
 from backend.errors import UnauthenticatedError
 from tests.conftest import make_settings, start_live_server, stop_live_server
 from tests.graphql_ws import connect, init, receive, subscribe
+from tests.http_stubs import QuietHandler, serve
 
 JWKS_PATH = "/.well-known/jwks.json"
 
@@ -56,26 +55,17 @@ class JwksProvider:
         self.accepts: list[str | None] = []
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 if self.path != JWKS_PATH:
                     self.send_error(404)
                     return
                 provider.hits += 1
                 provider.accepts.append(self.headers.get("Accept"))
-                body = json.dumps(provider.document).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply_json(200, provider.document)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{JWKS_PATH}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, base_url = serve(Handler)
+        self.url = base_url + JWKS_PATH
 
     def publish(self, *keys: SigningKey, extra: list[dict[str, Any]] | None = None) -> None:
         self.document = {"keys": [k.jwk() for k in keys] + (extra or [])}
@@ -87,9 +77,11 @@ class JwksProvider:
 
 @pytest.fixture
 def provider() -> Iterator[JwksProvider]:
-    p = JwksProvider()
-    yield p
-    p.close()
+    jwks = JwksProvider()
+    try:
+        yield jwks
+    finally:
+        jwks.close()
 
 
 def jwks_settings(provider: JwksProvider, **overrides: Any) -> Any:
@@ -166,13 +158,22 @@ async def test_forged_kids_refetch_at_most_once_per_interval(provider):
     assert provider.hits - 1 >= 2  # it does refetch once the interval has passed
 
 
-async def test_provider_down_keeps_the_keys_in_hand(provider):
+async def verifying(provider: JwksProvider, cache_seconds: float) -> tuple[SigningKey, Any]:
+    """A published key, and a verifier holding it (a token of it verified) whose set goes
+    stale after ``cache_seconds`` and may be fetched again at once."""
     key = SigningKey("k1")
     provider.publish(key)
     verifier = TokenVerifier(
-        jwks_settings(provider, jwt_jwks_cache_seconds=0.2, jwt_jwks_min_refresh_seconds=0)
+        jwks_settings(
+            provider, jwt_jwks_cache_seconds=cache_seconds, jwt_jwks_min_refresh_seconds=0
+        )
     )
     assert (await verifier.authenticate(key.token("a"))).user_id == "a"
+    return key, verifier
+
+
+async def test_provider_down_keeps_the_keys_in_hand(provider):
+    key, verifier = await verifying(provider, cache_seconds=0.2)
     provider.close()
     await asyncio.sleep(0.3)
     # The set is stale and the provider gone: the key fetched before still verifies.
@@ -240,12 +241,7 @@ async def test_rotation_at_the_provider_while_requests_and_a_socket_go_on(provid
 
 
 async def test_a_malformed_jwks_keeps_the_keys_in_hand(provider):
-    key = SigningKey("k1")
-    provider.publish(key)
-    verifier = TokenVerifier(
-        jwks_settings(provider, jwt_jwks_cache_seconds=0.1, jwt_jwks_min_refresh_seconds=0)
-    )
-    assert (await verifier.authenticate(key.token("a"))).user_id == "a"
+    key, verifier = await verifying(provider, cache_seconds=0.1)
     for document in ([], {"keys": "x"}, {"keys": []}, "text"):
         provider.document = document  # type: ignore[assignment]
         await asyncio.sleep(0.15)

@@ -7,11 +7,8 @@ provider is in tests/admin/test_single_sign_on.py."""
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -21,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from backend.auth import TokenVerifier
 from backend.errors import UnauthenticatedError
 from tests.conftest import make_settings
+from tests.http_stubs import QuietHandler, serve
 
 AUDIENCE = "https://herald.example.com/graphql"
 
@@ -35,7 +33,7 @@ class Provider:
         self.hits: list[str] = []
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 provider.hits.append(self.path)
                 if not provider.up:
@@ -51,19 +49,9 @@ class Provider:
                 else:
                     self.send_error(404)
                     return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply_json(200, body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.issuer = serve(Handler)
 
     def add_key(self, kid: str) -> None:
         self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)

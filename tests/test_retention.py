@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.base import Attempt, DeliveryRecord, DeliveryStatus, StatusChange
-from backend.db.history.mongo import TTL_INDEX, MongoHistoryStore
+from backend.db.history.mongo import TTL_INDEX
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.models import (
     AuditEntry,
@@ -46,8 +46,8 @@ from backend.services import retention
 from backend.services.limits import KEY_PREFIX as LIMIT_KEY_PREFIX
 from backend.services.users import CACHE_KEY_PREFIX
 from tests.conftest import GraphQL
-from tests.factories import token_for
-from tests.history.conftest import MockCollection
+from tests.factories import make_delivery, token_for
+from tests.history.conftest import mongomock_store
 
 USER = "zq-forget-7a1c"
 EMAIL = "zq.forget.7a1c@example.test"
@@ -76,15 +76,8 @@ def deliveries_of(
     user_id: str, name: str = NAME, email: str = EMAIL, phone: str = PHONE
 ) -> list[DeliveryRecord]:
     """An email sent after a refusal that quoted the address, and an in-app item."""
-    sent = DeliveryRecord(
-        id="",
-        event_id="e-forget",
-        event_type="user_registered",
-        user_id=user_id,
-        channel=Channel.EMAIL,
-        created_at=NOW,
-        updated_at=NOW,
-        status=DeliveryStatus.SENT,
+    sent = make_delivery(
+        "", event_id="e-forget", user_id=user_id, created_at=NOW, status=DeliveryStatus.SENT
     )
     return [
         dataclasses.replace(
@@ -346,8 +339,7 @@ async def test_the_mongo_history_keeps_nothing_readable_either(
     session: AsyncSession, redis: Redis
 ) -> None:
     client: Any = mongomock.MongoClient(tz_aware=True)
-    store = MongoHistoryStore("mongodb://127.0.0.1:1/unused", retention_days=0)
-    store.collection = MockCollection(client.herald.deliveries)  # type: ignore[assignment]
+    store = mongomock_store(client.herald.deliveries, retention_days=0)
     await store.add(
         deliveries_of(USER)
         + deliveries_of(OTHER, "Olga Other", "olga@example.test", "+15550100000")
@@ -422,13 +414,11 @@ async def test_the_inbox_sweep_deletes_old_items_in_batches(session: AsyncSessio
 
 async def test_mongo_retention_of_zero_keeps_forever_and_drops_the_ttl_index() -> None:
     client: Any = mongomock.MongoClient(tz_aware=True)
-    with_ttl = MongoHistoryStore("mongodb://127.0.0.1:1/unused", retention_days=30)
-    with_ttl.collection = MockCollection(client.herald.deliveries)  # type: ignore[assignment]
+    with_ttl = mongomock_store(client.herald.deliveries, retention_days=30)
     await with_ttl.start()
     assert TTL_INDEX in client.herald.deliveries.index_information()
 
-    forever = MongoHistoryStore("mongodb://127.0.0.1:1/unused", retention_days=0)
-    forever.collection = MockCollection(client.herald.deliveries)  # type: ignore[assignment]
+    forever = mongomock_store(client.herald.deliveries, retention_days=0)
     await forever.start()
 
     assert TTL_INDEX not in client.herald.deliveries.index_information()

@@ -13,16 +13,15 @@ import aio_pika
 import orjson
 import pytest
 
-import backend.workers.tasks
-
 # Registers webhooks.deliver with the Celery app.
-import backend.workers.webhook_tasks
+import backend.workers.webhook_tasks  # noqa: F401
 from backend.broker import Broker
 from backend.channels import Channel
 from backend.queues import CHANNEL_QUEUES, WORK_QUEUES
 from backend.services import task_messages
 from backend.services.envelope import Envelope
 from backend.services.task_messages import TaskMessage
+from backend.workers import tasks
 from backend.workers.celery_app import celery_app
 from tests.conftest import TEST_RABBITMQ_URL
 
@@ -149,25 +148,25 @@ async def test_webhook_deliver_carries_the_updates(broker: Broker) -> None:
     }
 
 
-async def test_release_due_takes_nothing(broker: Broker) -> None:
-    assert await _accepted(broker, task_messages.release_due()) == {}
+# The beat schedule's entries: the message each sends, its task name, the task consuming it.
+PERIODIC = {
+    "release-due-events": (task_messages.release_due, "events.release_due", tasks.release_due),
+    "retention-sweep": (task_messages.retention_sweep, "retention.sweep", tasks.sweep_retention),
+}
 
 
-def test_the_beat_schedule_sends_release_due_to_its_queue() -> None:
-    entry = celery_app.conf.beat_schedule["release-due-events"]
-    message = task_messages.release_due()
+@pytest.mark.parametrize("entry_name", PERIODIC)
+async def test_a_periodic_task_takes_nothing(broker: Broker, entry_name: str) -> None:
+    build, _, _ = PERIODIC[entry_name]
+    assert await _accepted(broker, build()) == {}
+
+
+@pytest.mark.parametrize("entry_name", PERIODIC)
+def test_the_beat_schedule_sends_a_periodic_task_to_its_queue(entry_name: str) -> None:
+    build, task_name, consumer = PERIODIC[entry_name]
+    entry = celery_app.conf.beat_schedule[entry_name]
+    message = build()
     assert (entry["task"], entry["options"]["queue"]) == (message.task, message.queue)
+    assert message.task == task_name
     assert message.task in celery_app.tasks
-    assert backend.workers.tasks.release_due.name == message.task
-
-
-async def test_retention_sweep_takes_nothing(broker: Broker) -> None:
-    assert await _accepted(broker, task_messages.retention_sweep()) == {}
-
-
-def test_the_beat_schedule_sends_the_retention_sweep_to_its_queue() -> None:
-    entry = celery_app.conf.beat_schedule["retention-sweep"]
-    message = task_messages.retention_sweep()
-    assert (entry["task"], entry["options"]["queue"]) == (message.task, message.queue)
-    assert message.task == "retention.sweep"
-    assert backend.workers.tasks.sweep_retention.name == message.task
+    assert consumer.name == message.task

@@ -182,16 +182,13 @@ class CollectingQueue:
 
 
 @pytest.fixture
-def queue() -> CollectingQueue:
-    return CollectingQueue()
-
-
-@pytest.fixture
-def ctx(
-    settings: Settings, engine: AsyncEngine, redis: redis_async.Redis, queue: CollectingQueue
-) -> DeliveryContext:
+def ctx(settings: Settings, engine: AsyncEngine, redis: redis_async.Redis) -> DeliveryContext:
+    """The worker's context, its dispatch parts (of 100 users) collected."""
     return delivery_context(
-        settings.model_copy(update={"dispatch_part_size": 100}), engine, redis, queue=queue
+        settings.model_copy(update={"dispatch_part_size": 100}),
+        engine,
+        redis,
+        queue=CollectingQueue(),
     )
 
 
@@ -219,8 +216,10 @@ async def add_members(engine: AsyncEngine, key: str, users: Sequence[str]) -> No
         )
 
 
-async def dispatch_all(ctx: DeliveryContext, queue: CollectingQueue, event: Envelope) -> int:
+async def dispatch_all(ctx: DeliveryContext, event: Envelope) -> int:
     """Dispatch the event, then every part it hands on, as worker processes would."""
+    queue = ctx.queue
+    assert isinstance(queue, CollectingQueue)
     profiles = {}
     pending, runs = [event], 0
     while pending:
@@ -249,7 +248,7 @@ def topic_event(topics: Sequence[str], user_ids: Sequence[str] = ()) -> Envelope
 
 
 async def test_an_event_to_two_overlapping_topics_reaches_each_user_once(
-    ctx: DeliveryContext, queue: CollectingQueue, engine: AsyncEngine, committed: str
+    ctx: DeliveryContext, engine: AsyncEngine, committed: str
 ) -> None:
     # 150 and 120 members sharing 70, over pages of 100: 200 users in all, plus one listed
     # user who is also a member.
@@ -260,7 +259,7 @@ async def test_an_event_to_two_overlapping_topics_reaches_each_user_once(
     listed = a[5]
     event = topic_event([f"{committed}-a", f"{committed}-b"], [listed])
 
-    runs = await dispatch_all(ctx, queue, event)
+    runs = await dispatch_all(ctx, event)
 
     page = await ctx.history.find(DeliveryFilter(event_id=event.id), first=1000)
     users = [r.user_id for r in page.items]
@@ -270,13 +269,13 @@ async def test_an_event_to_two_overlapping_topics_reaches_each_user_once(
     assert runs >= 4  # the first page, its members, the listed user, the second page...
 
     # The whole event dispatched again (a redelivered message) sends nothing twice.
-    await dispatch_all(ctx, queue, event)
+    await dispatch_all(ctx, event)
     again = await ctx.history.find(DeliveryFilter(event_id=event.id), first=1000)
     assert len(again.items) == 200
 
 
 async def test_a_topic_opt_out_skips_the_user_but_not_a_listed_delivery(
-    ctx: DeliveryContext, queue: CollectingQueue, engine: AsyncEngine, committed: str
+    ctx: DeliveryContext, engine: AsyncEngine, committed: str
 ) -> None:
     topic = f"{committed}-promo"
     out, stays, listed = f"{committed}-out", f"{committed}-in", f"{committed}-listed"
@@ -292,7 +291,7 @@ async def test_a_topic_opt_out_skips_the_user_but_not_a_listed_delivery(
         )
     event = topic_event([topic], [listed])
 
-    await dispatch_all(ctx, queue, event)
+    await dispatch_all(ctx, event)
 
     skipped = await ctx.history.get(delivery_id(event.id, out, Channel.IN_APP))
     assert skipped is not None and skipped.status is DeliveryStatus.SKIPPED

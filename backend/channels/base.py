@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -243,3 +244,18 @@ class HttpProviderSender:
         if self._client is None:
             raise RuntimeError(f"{type(self).__name__}.start() was not called")
         return self._client
+
+    @contextmanager
+    def _unanswered_is_transient(self, service: str, *, provider: str) -> Iterator[None]:
+        """A request inside that gets no answer in time, or cannot reach ``service`` at all,
+        raises :class:`TransientChannelError` (worth retrying) saying so."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise TransientChannelError(
+                f"{service} did not answer within {self._timeout} s", provider=provider
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise TransientChannelError(
+                f"cannot reach {service}: {type(exc).__name__}", provider=provider
+            ) from exc

@@ -22,11 +22,12 @@ the message is posted in the chat, so the delivery becomes ``delivered``; a Slac
 (plain ``ok``) and Teams (Workflows answers 202 before running the flow) only accept it: ``sent``.
 
 A refusal that is about the message (a chat that does not exist, a bot that was blocked) is
-permanent, with the provider's reason; a Telegram chat that blocked the bot, was deleted or
-removed the bot is reported gone (``expired_reasons``) and its address disabled. A refusal
-that is about the provider (a 5xx, a rate limit, a revoked token) is transient, so failover
-moves on to the next provider. A 429's ``Retry-After`` (or the provider's ``retry_after``)
-travels with the error: the retry waits at least that long.
+permanent, with the provider's reason. A Slack channel not found, archived or without the bot,
+and a Telegram chat that blocked the bot, was deleted or removed the bot, are reported gone
+(``expired_reasons``) and their address disabled. A refusal that is about the provider (a 5xx,
+a rate limit, a revoked token) is transient, so failover moves on to the next provider. A 429's
+``Retry-After`` (or the provider's ``retry_after``) travels with the error: the retry waits at
+least that long.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ SLACK_MAX_BLOCKS = 50
 TELEGRAM_MAX_CHARS = 4096
 DISCORD_MAX_CHARS = 2000
 DISCORD_MAX_TITLE = 256
+# Slack errors saying the channel will not take the bot's messages again (chat.postMessage).
+_SLACK_CHANNEL_GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
 # Slack errors about the provider (its token, its workspace, its load), not about the message:
 # failover moves on. Any other ``error`` (channel_not_found, is_archived...) is permanent.
 _SLACK_PROVIDER_ERRORS = frozenset(
@@ -116,21 +119,13 @@ class _ChatSender(HttpProviderSender):
 
     async def _post(self, url: httpx.URL | str, payload: dict[str, Any]) -> httpx.Response:
         client = self._started_client()
-        try:
+        with self._unanswered_is_transient(self.service, provider=self.name):
             # Slack warns about a JSON body without its charset; the others accept it.
             return await client.post(
                 url,
                 content=json.dumps(payload, ensure_ascii=False).encode(),
                 headers={"Content-Type": "application/json; charset=utf-8"},
             )
-        except httpx.TimeoutException as exc:
-            raise TransientChannelError(
-                f"{self.service} did not answer within {self._timeout} s", provider=self.name
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise TransientChannelError(
-                f"cannot reach {self.service}: {type(exc).__name__}", provider=self.name
-            ) from exc
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         raise NotImplementedError
@@ -262,6 +257,12 @@ class SlackBotSender(_ChatSender):
                 delivered=bool(ts),
             )
         detail = f"Slack refused the message: {reason}"
+        if reason in _SLACK_CHANNEL_GONE:
+            # The channel was deleted or archived, or the bot removed from it: disable the
+            # address (as a Telegram chat that blocked the bot is), until it is registered again.
+            raise PermanentChannelError(
+                detail, provider=self.name, expired_reasons={channel: detail}
+            )
         raise self._refusal(detail, provider_fault=reason in _SLACK_PROVIDER_ERRORS)
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from backend.channels.base import ChannelError, SendResult
+import httpx
+
+from backend.channels.base import ChannelError, HttpProviderSender, SendResult
 
 
 class DeviceStatus(enum.Enum):
@@ -77,3 +80,23 @@ def summarise(
         expired_reasons=gone,
         retry_after=max(waits) if waits else None,
     )
+
+
+class DevicePushSender(HttpProviderSender):
+    """An HTTP provider sender that pushes to each device with a request of its own."""
+
+    async def _post_to_device(
+        self, client: httpx.AsyncClient, address: str, url: str, *, service: str, **request: Any
+    ) -> httpx.Response | DeviceOutcome:
+        """``service``'s answer to the push for the device at ``address``, or its transient
+        outcome when the request gets no answer in time or cannot reach ``service``."""
+        try:
+            return await client.post(url, **request)
+        except httpx.TimeoutException:
+            return DeviceOutcome(
+                address, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
+            )
+        except httpx.HTTPError as exc:
+            return DeviceOutcome(
+                address, DeviceStatus.TRANSIENT, f"cannot reach {service}: {type(exc).__name__}"
+            )

@@ -40,13 +40,18 @@ from backend.channels import Channel
 from backend.channels.base import (
     ChannelError,
     ChannelSender,
-    HttpProviderSender,
     OutgoingMessage,
     PermanentChannelError,
     SendResult,
     TransientChannelError,
 )
-from backend.channels.devices import DeviceOutcome, DevicesError, DeviceStatus, summarise
+from backend.channels.devices import (
+    DeviceOutcome,
+    DevicePushSender,
+    DevicesError,
+    DeviceStatus,
+    summarise,
+)
 from backend.config import ApnsProvider, FcmProvider, Settings
 
 log = logging.getLogger(__name__)
@@ -114,7 +119,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 # --- FCM -----------------------------------------------------------------------------------------
 
 
-class FcmSender(HttpProviderSender):
+class FcmSender(DevicePushSender):
     """One FCM project's service account: every device of the message, concurrently."""
 
     channel: Channel = Channel.PUSH_MOBILE
@@ -190,18 +195,16 @@ class FcmSender(HttpProviderSender):
         self, client: httpx.AsyncClient, access: str, token: str, message: OutgoingMessage
     ) -> DeviceOutcome:
         payload = {"message": fcm_message(token, message)}
-        try:
-            response = await client.post(
-                self._send_url, json=payload, headers={"Authorization": f"Bearer {access}"}
-            )
-        except httpx.TimeoutException:
-            return DeviceOutcome(
-                token, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
-            )
-        except httpx.HTTPError as exc:
-            return DeviceOutcome(
-                token, DeviceStatus.TRANSIENT, f"cannot reach FCM: {type(exc).__name__}"
-            )
+        response = await self._post_to_device(
+            client,
+            token,
+            self._send_url,
+            service="FCM",
+            json=payload,
+            headers={"Authorization": f"Bearer {access}"},
+        )
+        if isinstance(response, DeviceOutcome):
+            return response
         status = response.status_code
         body = _json(response)
         if response.is_success:
@@ -276,7 +279,7 @@ def _json(response: httpx.Response) -> Any:
 # --- APNs ----------------------------------------------------------------------------------------
 
 
-class ApnsSender(HttpProviderSender):
+class ApnsSender(DevicePushSender):
     """One APNs signing key (``.p8``) and topic, over HTTP/2."""
 
     channel: Channel = Channel.PUSH_MOBILE
@@ -338,16 +341,11 @@ class ApnsSender(HttpProviderSender):
             "content-type": "application/json",
         }
         url = f"{self._base}/3/device/{quote(token, safe='')}"
-        try:
-            response = await client.post(url, content=body, headers=headers)
-        except httpx.TimeoutException:
-            return DeviceOutcome(
-                token, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
-            )
-        except httpx.HTTPError as exc:
-            return DeviceOutcome(
-                token, DeviceStatus.TRANSIENT, f"cannot reach APNs: {type(exc).__name__}"
-            )
+        response = await self._post_to_device(
+            client, token, url, service="APNs", content=body, headers=headers
+        )
+        if isinstance(response, DeviceOutcome):
+            return response
         status = response.status_code
         if status == 200:
             return DeviceOutcome(

@@ -24,14 +24,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from backend.channels import Channel
 from backend.channels.base import (
-    HttpProviderSender,
     OutgoingMessage,
     PermanentChannelError,
     PushSubscription,
     SendResult,
     TransientChannelError,
 )
-from backend.channels.devices import DeviceOutcome, DevicesError, DeviceStatus, summarise
+from backend.channels.devices import (
+    DeviceOutcome,
+    DevicePushSender,
+    DevicesError,
+    DeviceStatus,
+    summarise,
+)
 from backend.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -86,7 +91,7 @@ class PushPermanentError(DevicesError, PermanentChannelError):
     """No subscription got the message and retrying will not change that."""
 
 
-class WebPushSender(HttpProviderSender):
+class WebPushSender(DevicePushSender):
     """Sends a notification to every Web Push subscription of the user."""
 
     channel: Channel = Channel.PUSH
@@ -163,16 +168,11 @@ class WebPushSender(HttpProviderSender):
             "Content-Type": "application/octet-stream",
             "Authorization": f"vapid t={self._vapid_token(key, audience)}, k={self._public_key}",
         }
-        try:
-            response = await client.post(endpoint, content=body, headers=headers)
-        except httpx.TimeoutException:
-            return DeviceOutcome(
-                endpoint, DeviceStatus.TRANSIENT, f"no answer within {self._timeout} s"
-            )
-        except httpx.HTTPError as exc:
-            return DeviceOutcome(
-                endpoint, DeviceStatus.TRANSIENT, f"cannot reach the push service: {exc!r}"
-            )
+        response = await self._post_to_device(
+            client, endpoint, endpoint, service="the push service", content=body, headers=headers
+        )
+        if isinstance(response, DeviceOutcome):
+            return response
         status = response.status_code
         if response.is_success:
             return DeviceOutcome(endpoint, DeviceStatus.DELIVERED)

@@ -52,16 +52,8 @@ class HttpSmsSender(HttpProviderSender):
             "text": message.body,
             "reference": message.delivery_id,
         }
-        try:
+        with self._unanswered_is_transient("the SMS provider", provider=PROVIDER):
             response = await client.post(self._url, json=payload)
-        except httpx.TimeoutException as exc:
-            raise TransientChannelError(
-                f"the SMS provider did not answer within {self._timeout} s", provider=PROVIDER
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise TransientChannelError(
-                f"cannot reach the SMS provider: {exc!r}", provider=PROVIDER
-            ) from exc
         status = response.status_code
         if response.is_success:
             return SendResult(provider=PROVIDER, provider_message_id=_message_id(response))

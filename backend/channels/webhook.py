@@ -93,12 +93,17 @@ class WebhookChannelSender(HttpProviderSender):
         }
         extensions: dict[str, Any] = {}
         try:
-            if self._guard:
-                url, host, extensions = await outbound.pinned_target(url)
-                headers.update(host)
-            response = await client.post(
-                url, content=body, headers=headers, follow_redirects=False, extensions=extensions
-            )
+            with self._unanswered_is_transient("the webhook", provider=PROVIDER):
+                if self._guard:
+                    url, host, extensions = await outbound.pinned_target(url)
+                    headers.update(host)
+                response = await client.post(
+                    url,
+                    content=body,
+                    headers=headers,
+                    follow_redirects=False,
+                    extensions=extensions,
+                )
         except outbound.TargetRefused as exc:
             raise PermanentChannelError(
                 f"the webhook URL is refused: {exc}", provider=PROVIDER
@@ -106,14 +111,6 @@ class WebhookChannelSender(HttpProviderSender):
         except (OSError, UnicodeError) as exc:
             raise TransientChannelError(
                 f"cannot resolve the webhook's host: {exc!r}"[:300], provider=PROVIDER
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise TransientChannelError(
-                f"the webhook did not answer within {self._timeout} s", provider=PROVIDER
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise TransientChannelError(
-                f"cannot reach the webhook: {type(exc).__name__}", provider=PROVIDER
             ) from exc
         status = response.status_code
         if response.is_success:

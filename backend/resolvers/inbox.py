@@ -14,7 +14,6 @@ from strawberry.tools import create_type
 
 from backend.auth import MANAGE_TEMPLATES, Principal
 from backend.resolvers.units import mutate, read
-from backend.schema.common import PageInfo
 from backend.schema.context import Context
 from backend.schema.inbox import (
     DeliveryUpdate,
@@ -24,7 +23,6 @@ from backend.schema.inbox import (
     InboxUpdate,
     Notification,
     NotificationConnection,
-    NotificationEdge,
     ReadStateChange,
 )
 from backend.services import inbox as inbox_service
@@ -66,13 +64,7 @@ async def inbox(
             archived=archived,
             tenant_id=actor.tenant_id,
         )
-        return NotificationConnection(
-            edges=[
-                NotificationEdge(cursor=c, node=Notification.from_entry(e)) for c, e in page.items
-            ],
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
-            position=position,
-        )
+        return NotificationConnection.from_page(page, Notification.from_entry, position=position)
 
     return await read(info, None, work)
 

@@ -4,7 +4,7 @@ own data). Joining and leaving a self-service topic: any user, for themselves.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +31,13 @@ from backend.schema.topics import (
 from backend.services import topics as topic_service
 
 Info = strawberry.Info[Context, Any]
+
+
+class _MembersChange(Protocol):
+    async def __call__(
+        self, session: AsyncSession, *, actor: Principal, key: str, user_ids: list[str]
+    ) -> int: ...
+
 
 MANAGE_TOPICS = MANAGE_TEMPLATES
 MANAGE_MEMBERS = frozenset({Role.ADMIN, Role.MANAGER, Role.SERVICE})
@@ -141,12 +148,7 @@ async def delete_topic(info: Info, key: str) -> DeleteTopicResult:
     )
 )
 async def add_to_topic(info: Info, key: str, user_ids: list[str]) -> TopicMembersResult:
-    async def work(session: AsyncSession, actor: Principal) -> TopicMembersChanged:
-        added = await topic_service.add_to_topic(session, actor=actor, key=key, user_ids=user_ids)
-        count = await topic_service.member_count(session, key=key)
-        return TopicMembersChanged(key=key, changed=added, member_count=count)
-
-    return await mutate(info, MANAGE_MEMBERS, work)  # type: ignore[return-value]
+    return await _change_members(info, topic_service.add_to_topic, key, user_ids)
 
 
 @strawberry.mutation(
@@ -156,12 +158,18 @@ async def add_to_topic(info: Info, key: str, user_ids: list[str]) -> TopicMember
     )
 )
 async def remove_from_topic(info: Info, key: str, user_ids: list[str]) -> TopicMembersResult:
+    return await _change_members(info, topic_service.remove_from_topic, key, user_ids)
+
+
+async def _change_members(
+    info: Info, change: _MembersChange, key: str, user_ids: list[str]
+) -> TopicMembersResult:
+    """Add or remove members, answering how many changed and how many the topic has now."""
+
     async def work(session: AsyncSession, actor: Principal) -> TopicMembersChanged:
-        removed = await topic_service.remove_from_topic(
-            session, actor=actor, key=key, user_ids=user_ids
-        )
+        changed = await change(session, actor=actor, key=key, user_ids=user_ids)
         count = await topic_service.member_count(session, key=key)
-        return TopicMembersChanged(key=key, changed=removed, member_count=count)
+        return TopicMembersChanged(key=key, changed=changed, member_count=count)
 
     return await mutate(info, MANAGE_MEMBERS, work)  # type: ignore[return-value]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -43,9 +43,11 @@ class Connection(Generic[T]):
     page_info: PageInfo
 
     @classmethod
-    def from_page(cls, page: Page[S], node: Callable[[S], T]) -> Self:
-        """The connection of a service's page, each item shaped into its GraphQL type."""
+    def from_page(cls, page: Page[S], node: Callable[[S], T], **fields: Any) -> Self:
+        """The connection of a service's page, each item shaped into its GraphQL type;
+        ``fields`` fill what a subclass adds to a connection."""
         return cls(
             edges=[Edge(cursor=cursor, node=node(item)) for cursor, item in page.items],
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+            **fields,
         )

@@ -122,7 +122,7 @@ def error_type_for(exc: errors.HeraldError) -> Error:
                 "message": exc.message,
                 "field": exc.field,
             }
-            if isinstance(exc, errors.TemplateSyntaxError | errors.TemplateRenderError):
+            if isinstance(exc, errors.TemplateError):
                 kwargs["line"] = exc.line
             if isinstance(exc, errors.WorkflowStepError):
                 kwargs["step"] = exc.step

@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 
 from backend.channels import Channel
 from backend.db.history.base import DeliveryStatus
-from backend.schema.common import Connection, Edge
+from backend.schema.common import Connection
 from backend.schema.deliveries import DeliveryFields
 from backend.schema.errors import (
     AccessErrors,
@@ -67,6 +67,10 @@ class Notification:
     created_at: datetime
     read: bool
     read_at: datetime | None
+    archived: bool = strawberry.field(
+        description="Archived: a replayed item (`since`) archived while the client was away."
+    )
+    archived_at: datetime | None
     actions: list[NotificationAction] = strawberry.field(
         description="The primary and secondary action, when the template gives them."
     )
@@ -84,6 +88,8 @@ class Notification:
             created_at=entry.created_at,
             read=entry.read_at is not None,
             read_at=entry.read_at,
+            archived=entry.archived_at is not None,
+            archived_at=entry.archived_at,
             actions=[NotificationAction.from_json(a) for a in entry.actions],
         )
 
@@ -108,9 +114,6 @@ class NotificationConnection(Connection[Notification]):
             "(items already on this page may come again: skip them by `id`)."
         )
     )
-
-
-NotificationEdge = Edge[Notification]
 
 
 @strawberry.type

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 
@@ -52,19 +52,26 @@ class TemplateContent:
 
     @classmethod
     def from_data(cls, data: service.ContentData) -> TemplateContent:
-        return cls(
-            channel=data.channel,
-            locale=data.locale,
-            subject=data.subject,
-            title=data.title,
-            body=data.body,
-            html=data.html,
-            blocks=data.blocks,  # type: ignore[arg-type]
-            data=data.data,  # type: ignore[arg-type]
-            badge=data.badge,
-            sound=data.sound,
-            actions=_actions(data.actions),
-        )
+        return cls(**_message_fields(data), actions=_actions(data.actions))
+
+
+# What a template's content, its input and a rendered message carry alike (actions differ in type).
+_MESSAGE_FIELDS = (
+    "channel",
+    "locale",
+    "subject",
+    "title",
+    "body",
+    "html",
+    "blocks",
+    "data",
+    "badge",
+    "sound",
+)
+
+
+def _message_fields(source: object) -> dict[str, Any]:
+    return {name: getattr(source, name) for name in _MESSAGE_FIELDS}
 
 
 def _actions(actions: list[dict[str, str]] | None) -> list[NotificationAction] | None:
@@ -172,16 +179,7 @@ class TemplateContentInput:
 
     def to_data(self) -> service.ContentData:
         return service.ContentData(
-            channel=self.channel,
-            locale=self.locale,
-            subject=self.subject,
-            title=self.title,
-            body=self.body,
-            html=self.html,
-            blocks=self.blocks,  # type: ignore[arg-type]
-            data=self.data,  # type: ignore[arg-type]
-            badge=self.badge,
-            sound=self.sound,
+            **_message_fields(self),
             actions=None if self.actions is None else [a.to_json() for a in self.actions],
         )
 
@@ -226,19 +224,7 @@ class RenderedMessage:
 
     @classmethod
     def from_rendered(cls, rendered: service.RenderedMessage) -> RenderedMessage:
-        return cls(
-            channel=rendered.channel,
-            locale=rendered.locale,
-            subject=rendered.subject,
-            title=rendered.title,
-            body=rendered.body,
-            html=rendered.html,
-            blocks=rendered.blocks,  # type: ignore[arg-type]
-            data=rendered.data,  # type: ignore[arg-type]
-            badge=rendered.badge,
-            sound=rendered.sound,
-            actions=_actions(rendered.actions),
-        )
+        return cls(**_message_fields(rendered), actions=_actions(rendered.actions))
 
 
 @strawberry.type

@@ -475,10 +475,14 @@ async def pause_campaign(
     if campaign.status not in ACTIVE:
         raise ConflictError(f"A {campaign.status} campaign cannot be paused", field="id")
     await _stop(
-        session, campaign, actor, CampaignStatus.PAUSED, RunStatus.PAUSED, [RunStatus.RUNNING]
+        session,
+        campaign,
+        actor,
+        effects,
+        CampaignStatus.PAUSED,
+        RunStatus.PAUSED,
+        [RunStatus.RUNNING],
     )
-    effects.schedule(campaign)
-    await session.flush()
     return campaign
 
 
@@ -486,12 +490,13 @@ async def _stop(
     session: AsyncSession,
     campaign: Campaign,
     actor: Principal,
+    effects: CampaignEffects,
     status: CampaignStatus,
     run_status: RunStatus,
     expected: Sequence[RunStatus],
 ) -> None:
     """Pause or cancel: nothing is due any more (resuming works the next time out again),
-    and unfinished runs stop before their next page."""
+    unfinished runs stop before their next page, and the beat entry follows."""
     now = datetime.now(UTC)
     campaign.status = status
     campaign.next_run_at = None
@@ -501,6 +506,8 @@ async def _stop(
     await runs.set_status(
         [r.id for r in await runs.unfinished(campaign.id)], run_status, now=now, expected=expected
     )
+    effects.schedule(campaign)
+    await session.flush()
 
 
 async def resume_campaign(
@@ -557,12 +564,11 @@ async def cancel_campaign(
         session,
         campaign,
         actor,
+        effects,
         CampaignStatus.CANCELLED,
         RunStatus.CANCELLED,
         [RunStatus.RUNNING, RunStatus.PAUSED],
     )
-    effects.schedule(campaign)
-    await session.flush()
     return campaign
 
 

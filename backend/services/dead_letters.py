@@ -16,13 +16,18 @@ from backend.db.repositories.dead_letters import DeadLetterRepository
 from backend.errors import ValidationError
 from backend.services import task_messages
 from backend.services.deliveries import DeliveryQueue, Envelope
-from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
+from backend.services.pagination import (
+    Page,
+    check_page_size,
+    decode_time_key_cursor,
+    encode_time_cursor,
+)
 
 MAX_REPLAY = 500
 
 
 def _cursor(letter: DeadLetter) -> str:
-    return encode_cursor("dead", f"{letter.created_at.isoformat()}|{letter.delivery_id}")
+    return encode_time_cursor("dead", letter.created_at, letter.delivery_id)
 
 
 async def list_dead_letters(
@@ -30,14 +35,7 @@ async def list_dead_letters(
 ) -> Page[DeadLetter]:
     """Dead letters, newest first."""
     limit = check_page_size(first)
-    raw = decode_cursor("dead", after)
-    position = None
-    if raw is not None:
-        at, _, delivery_id = raw.partition("|")
-        try:
-            position = (datetime.fromisoformat(at), delivery_id)
-        except ValueError as exc:
-            raise ValidationError("The cursor is not valid", field="after") from exc
+    position = decode_time_key_cursor("dead", after)
     rows = await DeadLetterRepository(session).page(after=position, limit=limit + 1)
     return Page(items=[(_cursor(r), r) for r in rows[:limit]], has_next_page=len(rows) > limit)
 

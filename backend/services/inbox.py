@@ -21,10 +21,13 @@ MAX_IDS = 500
 
 @dataclass(frozen=True, slots=True)
 class InboxEntry(NewInboxItem):
-    """An item as stored: numbered in its user's inbox, and read or not."""
+    """An item as stored: numbered in its user's inbox, read or not, archived or not. A new
+    item is neither; one replayed to a reconnecting client carries its state as stored, so an
+    item archived while the client was away is not shown to it as new."""
 
     seq: int
     read_at: datetime | None
+    archived_at: datetime | None = None
 
     @property
     def cursor(self) -> str:

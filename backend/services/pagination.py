@@ -43,19 +43,30 @@ def decode_cursor(kind: str, cursor: str | None) -> str | None:
     return value
 
 
-def encode_time_cursor(kind: str, at: datetime, ident: uuid.UUID) -> str:
-    """A cursor for rows ordered by (a time, an id), newest first."""
+def encode_time_cursor(kind: str, at: datetime, ident: uuid.UUID | str) -> str:
+    """A cursor for rows ordered by (a time, an id or another unique key), newest first."""
     return encode_cursor(kind, f"{at.isoformat()}|{ident}")
+
+
+def decode_time_key_cursor(kind: str, cursor: str | None) -> tuple[datetime, str] | None:
+    """The (time, key) a cursor from :func:`encode_time_cursor` stands for, the key as text."""
+    raw = decode_cursor(kind, cursor)
+    if raw is None:
+        return None
+    stamp, _, key = raw.partition("|")
+    try:
+        return datetime.fromisoformat(stamp), key
+    except ValueError as exc:
+        raise ValidationError("The cursor is not valid", field="after") from exc
 
 
 def decode_time_cursor(kind: str, cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
     """The (time, id) a cursor from :func:`encode_time_cursor` stands for."""
-    raw = decode_cursor(kind, cursor)
-    if raw is None:
+    position = decode_time_key_cursor(kind, cursor)
+    if position is None:
         return None
     try:
-        stamp, _, ident = raw.partition("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(ident)
+        return position[0], uuid.UUID(position[1])
     except ValueError as exc:
         raise ValidationError("The cursor is not valid", field="after") from exc
 

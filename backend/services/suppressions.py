@@ -7,7 +7,6 @@ nor failed over to another relay; an admin or manager removes an address to send
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.db.models import EmailSuppression
 from backend.db.repositories.suppressions import SuppressionRepository
 from backend.errors import NotFoundError, ValidationError
-from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
+from backend.services.pagination import (
+    Page,
+    check_page_size,
+    decode_time_key_cursor,
+    encode_time_cursor,
+)
 
 
 class SuppressionKind(StrEnum):
@@ -57,7 +61,7 @@ async def suppressed(
 
 
 def _cursor(row: EmailSuppression) -> str:
-    return encode_cursor("suppression", f"{row.created_at.isoformat()}|{row.address}")
+    return encode_time_cursor("suppression", row.created_at, row.address)
 
 
 async def list_suppressions(
@@ -71,14 +75,7 @@ async def list_suppressions(
     """Suppressed addresses, newest first, optionally those containing ``address_contains``
     or of one ``kind``."""
     limit = check_page_size(first)
-    raw = decode_cursor("suppression", after)
-    position = None
-    if raw is not None:
-        at, _, address = raw.partition("|")
-        try:
-            position = (datetime.fromisoformat(at), address)
-        except ValueError as exc:
-            raise ValidationError("The cursor is not valid", field="after") from exc
+    position = decode_time_key_cursor("suppression", after)
     if address_contains is not None and len(address_contains) > 320:
         raise ValidationError("'addressContains' is too long", field="addressContains")
     rows = await SuppressionRepository(session).page(

@@ -19,9 +19,7 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,12 +37,11 @@ from tests.conftest import (
     ROOT,
     TEST_DATABASE_URL,
     LiveServer,
-    free_port,
     make_settings,
     start_live_server,
     stop_live_server,
 )
-from tests.processes import Process
+from tests.processes import Process, auth_standin, wait_http
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -66,18 +63,6 @@ VHOST = os.environ.get("HERALD_TEST_ADMIN_VHOST", "herald_test_admin")
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 WIDE = {"width": 1280, "height": 900}
 NARROW = {"width": 800, "height": 1000}
-
-
-def _wait_http(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {seconds} s")
 
 
 def _vhost_answers(url: str) -> bool:
@@ -134,17 +119,8 @@ def stack(engine: AsyncEngine) -> Iterator[Stack]:
     """The auth stand-in (its bundled demo users) and ``herald api`` serving the admin page
     and GraphiQL."""
     rabbitmq_url = _rabbitmq_url()
-    port = free_port()
-    auth_url = f"http://127.0.0.1:{port}"
-    standin = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "auth-standin", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "HERALD_ENVIRONMENT": "test", "HERALD_JWT_SECRET": JWT_SECRET},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        # The API does not need the stand-in to start; both start at once.
+    # The API does not need the stand-in to start; both start at once.
+    with auth_standin(wait=False) as auth_url:
         api = start_live_server(
             {
                 "HERALD_SERVE_ADMIN": "true",
@@ -155,13 +131,10 @@ def stack(engine: AsyncEngine) -> Iterator[Stack]:
             }
         )
         try:
-            _wait_http(f"{auth_url}/healthz")
+            wait_http(f"{auth_url}/healthz")
             yield Stack(api=api, auth_url=auth_url, rabbitmq_url=rabbitmq_url)
         finally:
             stop_live_server(api)
-    finally:
-        standin.terminate()
-        standin.wait(10)
 
 
 def token(sub: str, *roles: str, ttl: timedelta = timedelta(hours=1)) -> str:
@@ -185,6 +158,29 @@ async def graphql(stack: Stack, query: str, variables: dict[str, Any], bearer: s
     body = response.json()
     assert "errors" not in body, body
     return body["data"]
+
+
+CREATE_TEMPLATE = """mutation($input: CreateTemplateInput!) {
+  createTemplate(input: $input) { __typename ... on Error { code message } } }"""
+
+
+async def create_template(
+    stack: Stack, bearer: str, slug: str, name: str, content: list[dict[str, Any]]
+) -> str:
+    """Create the template ``slug`` through the public API (it must succeed); its slug."""
+    input = {"slug": slug, "name": name, "content": content}
+    created = await graphql(stack, CREATE_TEMPLATE, {"input": input}, bearer)
+    assert created["createTemplate"]["__typename"] == "Template", created
+    return slug
+
+
+async def sideways_overflow(page: Page) -> int:
+    """How many pixels the page scrolls sideways (none when 0 or less)."""
+    return int(
+        await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+    )
 
 
 # --- the browser -------------------------------------------------------------------------

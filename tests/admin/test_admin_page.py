@@ -19,6 +19,7 @@ from tests.admin.conftest import (
     open_admin,
     open_token_paste,
     screenshot,
+    sideways_overflow,
     sign_in,
     token,
 )
@@ -412,9 +413,7 @@ async def test_every_screen_fits_a_tablet_width(page: Page, stack: Stack, admin_
         await go(page, route)
         await expect(page.locator("h1")).to_be_visible()
         await page.wait_for_load_state("networkidle")
-        overflow = await page.evaluate(
-            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        )
+        overflow = await sideways_overflow(page)
         assert overflow <= 0, f"{route} scrolls sideways by {overflow}px at 800px"
     await go(page, "#/templates/edit/welcome")
     await expect(page.locator("#preview .rendered-subject")).to_contain_text("Ada")

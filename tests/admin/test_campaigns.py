@@ -16,16 +16,15 @@ from tests.admin.conftest import (
     NARROW,
     Stack,
     WorkerStack,
+    create_template,
     go,
     graphql,
     screenshot,
+    sideways_overflow,
     sign_in,
 )
 from tests.processes import Process
 
-CREATE_TEMPLATE = """mutation($input: CreateTemplateInput!) {
-  createTemplate(input: $input) { __typename ... on Error { code message } }
-}"""
 CREATE_CAMPAIGN = """mutation($input: CampaignInput!) { createCampaign(input: $input) {
   __typename ... on Campaign { id status nextRunAt } ... on Error { code message field } } }"""
 CANCEL = """mutation($id: ID!) {
@@ -53,15 +52,22 @@ async def email_template(stack: Stack, bearer: str, name: str = "Weekly picks") 
             "body": "This week: {{ payload.offer }}",
         }
     ]
-    created = await graphql(
-        stack, CREATE_TEMPLATE, {"input": {"slug": slug, "name": name, "content": content}}, bearer
-    )
-    assert created["createTemplate"]["__typename"] == "Template", created
-    return slug
+    return await create_template(stack, bearer, slug, name, content)
 
 
-async def create_campaign(stack: Stack, bearer: str, **values: Any) -> dict[str, Any]:
-    data = await graphql(stack, CREATE_CAMPAIGN, {"input": values}, bearer)
+async def create_campaign(
+    stack: Stack, bearer: str, name: str, template_slug: str, **values: Any
+) -> dict[str, Any]:
+    """Create an email campaign to RECIPIENT named ``name`` (made unique) sending
+    ``template_slug``; ``values`` add to or replace the rest of its input."""
+    input = {
+        "name": unique(name),
+        "templateSlug": template_slug,
+        "channels": ["EMAIL"],
+        "audience": {"userIds": [RECIPIENT]},
+        **values,
+    }
+    data = await graphql(stack, CREATE_CAMPAIGN, {"input": input}, bearer)
     result: dict[str, Any] = data["createCampaign"]
     assert result["__typename"] == "Campaign", result
     return result
@@ -79,27 +85,27 @@ async def fill_template_and_channel(page: Page, slug: str) -> None:
     await page.fill("#send-payload", '{"offer": "20% off"}')
 
 
+async def send_form(page: Page, stack: Stack, bearer: str, route: str) -> str:
+    """A new email template, chosen (with the email channel) on the send form at ``route``;
+    its slug."""
+    slug = await email_template(stack, bearer)
+    await sign_in(page, stack, bearer, route)
+    await fill_template_and_channel(page, slug)
+    return slug
+
+
 async def test_a_recurring_campaign_is_echoed_in_words_and_listed_with_its_next_run(
     page: Page, stack: Stack, admin_token: str
 ) -> None:
     slug = await email_template(stack, admin_token)
     name = unique("Weekly picks")
     # Two more, so the list has something to filter.
+    await create_campaign(stack, admin_token, "Spring sale draft", slug, draft=True)
     await create_campaign(
         stack,
         admin_token,
-        name=unique("Spring sale draft"),
-        templateSlug=slug,
-        channels=["EMAIL"],
-        audience={"userIds": [RECIPIENT]},
-        draft=True,
-    )
-    await create_campaign(
-        stack,
-        admin_token,
-        name=unique("Hourly digest"),
-        templateSlug=slug,
-        channels=["EMAIL"],
+        "Hourly digest",
+        slug,
         audience={"allUsers": True},
         schedule={"cron": "0 * * * 1-5", "timezone": "UTC", "maxRuns": 40},
     )
@@ -235,10 +241,8 @@ async def test_schedule_errors_are_shown_at_their_fields(
 async def test_a_campaign_sent_now_shows_its_run_with_counts_and_a_test_send(
     page: Page, stack: Stack, admin_token: str, worker_stack: WorkerStack, beat: Process
 ) -> None:
-    slug = await email_template(stack, admin_token)
+    await send_form(page, stack, admin_token, "#/send")
     name = unique("Now to Emma")
-    await sign_in(page, stack, admin_token, "#/send")
-    await fill_template_and_channel(page, slug)
     await page.fill("#send-recipients", RECIPIENT)
     await expect(page.locator("#campaign-fields")).to_be_hidden()
     await page.check("#send-as-campaign")
@@ -292,10 +296,8 @@ async def test_a_campaign_sent_now_shows_its_run_with_counts_and_a_test_send(
 async def test_an_interval_campaign_runs_from_beat_until_its_maximum(
     page: Page, stack: Stack, admin_token: str, worker_stack: WorkerStack, beat: Process
 ) -> None:
-    slug = await email_template(stack, admin_token)
+    await send_form(page, stack, admin_token, "#/send?when=recurring")
     name = unique("Every two seconds")
-    await sign_in(page, stack, admin_token, "#/send?when=recurring")
-    await fill_template_and_channel(page, slug)
     await page.fill("#send-recipients", f"{RECIPIENT}, demo-user-james")
     await page.check("#repeat-interval")
     await page.fill("#send-every", "2")
@@ -324,9 +326,7 @@ async def test_an_interval_campaign_runs_from_beat_until_its_maximum(
     await screenshot(page, "campaign-detail", full_page=True)
     # At tablet width the plan, the chart and the runs stack; nothing scrolls sideways.
     await page.set_viewport_size(NARROW)
-    overflow = await page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
+    overflow = await sideways_overflow(page)
     assert overflow <= 0, f"the campaign scrolls sideways by {overflow}px at 800px"
     await screenshot(page, "campaign-detail-800px", full_page=True)
 
@@ -343,15 +343,7 @@ async def test_pause_resume_and_cancel_from_the_detail_view(
 ) -> None:
     slug = await email_template(stack, admin_token)
     schedule = {"cron": "0 9 * * 1", "timezone": "Europe/Moscow"}
-    first = await create_campaign(
-        stack,
-        admin_token,
-        name=unique("Monday news"),
-        templateSlug=slug,
-        channels=["EMAIL"],
-        audience={"userIds": [RECIPIENT]},
-        schedule=schedule,
-    )
+    first = await create_campaign(stack, admin_token, "Monday news", slug, schedule=schedule)
     await sign_in(page, stack, admin_token, f"#/campaigns/{first['id']}")
     status = page.locator("#campaign-status .badge")
     next_run = page.locator("#campaign-next-run")
@@ -390,13 +382,7 @@ async def test_pause_resume_and_cancel_from_the_detail_view(
 
     # The API's refusal is shown by the buttons: here the campaign was cancelled elsewhere.
     second = await create_campaign(
-        stack,
-        admin_token,
-        name=unique("Cancelled elsewhere"),
-        templateSlug=slug,
-        channels=["EMAIL"],
-        audience={"userIds": [RECIPIENT]},
-        schedule=schedule,
+        stack, admin_token, "Cancelled elsewhere", slug, schedule=schedule
     )
     await go(page, f"#/campaigns/{second['id']}")
     await expect(status).to_have_text("Scheduled")
@@ -410,9 +396,7 @@ async def test_pause_resume_and_cancel_from_the_detail_view(
     # At tablet width nothing scrolls sideways.
     await page.set_viewport_size(NARROW)
     await page.wait_for_load_state("networkidle")
-    overflow = await page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
+    overflow = await sideways_overflow(page)
     assert overflow <= 0, f"the campaign scrolls sideways by {overflow}px at 800px"
 
     # An id that does not exist.

@@ -13,16 +13,23 @@ from tests.admin.conftest import Stack, graphql, sign_in
 BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*{{ payload.movie }}* tonight"}}]
 
 
+async def new_template(page: Page, stack: Stack, bearer: str, prefix: str, name: str) -> str:
+    """Sign in on a new template's form, named ``name`` with a new slug from ``prefix``, its
+    email content (where a new template starts) filled in; the slug."""
+    slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await sign_in(page, stack, bearer, "#/templates/new")
+    await page.fill("#template-slug", slug)
+    await page.fill("#template-name", name)
+    await page.fill("#field-subject", "Movie night")
+    await page.fill("#field-body", "{{ payload.movie }} tonight")
+    return slug
+
+
 async def test_slack_and_mobile_push_content_preview_and_save(
     page: Page, stack: Stack, admin_token: str
 ) -> None:
-    slug = f"chat-{uuid.uuid4().hex[:8]}"
-    await sign_in(page, stack, admin_token, "#/templates/new")
-    await page.fill("#template-slug", slug)
-    await page.fill("#template-name", "Movie night, everywhere")
+    slug = await new_template(page, stack, admin_token, "chat", "Movie night, everywhere")
     preview = page.locator("#preview")
-    await page.fill("#field-subject", "Movie night")  # a new template starts with email
-    await page.fill("#field-body", "{{ payload.movie }} tonight")
 
     await page.click("#tab-SLACK")
     await page.click("#add-channel")
@@ -84,13 +91,8 @@ ACTIONS = [
 async def test_in_app_actions_are_previewed_refused_at_their_field_and_saved(
     page: Page, stack: Stack, admin_token: str
 ) -> None:
-    slug = f"actions-{uuid.uuid4().hex[:8]}"
-    await sign_in(page, stack, admin_token, "#/templates/new")
-    await page.fill("#template-slug", slug)
-    await page.fill("#template-name", "Movie night, in the app")
+    slug = await new_template(page, stack, admin_token, "actions", "Movie night, in the app")
     preview = page.locator("#preview")
-    await page.fill("#field-subject", "Movie night")
-    await page.fill("#field-body", "{{ payload.movie }} tonight")
 
     await page.click("#tab-IN_APP")
     await page.click("#add-channel")

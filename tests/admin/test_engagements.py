@@ -21,7 +21,7 @@ from backend.db.history.base import (
 )
 from backend.db.history.postgres import PostgresHistoryStore
 from tests.admin.conftest import Stack, WorkerStack, go, graphql, screenshot, sign_in
-from tests.admin.test_campaigns import RECIPIENT, create_campaign, email_template, unique
+from tests.admin.test_campaigns import RECIPIENT, create_campaign, email_template
 from tests.processes import Process
 
 RUN_EVENTS = """query($id: ID!) { campaign(id: $id) { runs { eventId status
@@ -94,9 +94,8 @@ async def test_a_campaign_run_shows_its_opens_and_clicks(
     made = await create_campaign(
         stack,
         admin_token,
-        name=unique("Tracked"),
-        templateSlug=slug,
-        channels=["EMAIL"],
+        "Tracked",
+        slug,
         audience={"userIds": [RECIPIENT, "demo-manager"]},
         payload={"offer": "two for one"},
     )

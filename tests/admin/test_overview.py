@@ -18,7 +18,16 @@ from backend.channels import Channel
 from backend.db.history.base import DeliveryRecord, DeliveryStatus
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.queues import WEBHOOKS
-from tests.admin.conftest import NARROW, Stack, WorkerStack, graphql, screenshot, sign_in
+from tests.admin.conftest import (
+    NARROW,
+    Stack,
+    WorkerStack,
+    create_template,
+    graphql,
+    screenshot,
+    sideways_overflow,
+    sign_in,
+)
 from tests.factories import tried_delivery
 
 S = DeliveryStatus
@@ -170,10 +179,7 @@ async def test_the_overview_shows_the_seeded_history(
     await page.set_viewport_size(NARROW)
     await page.click("[data-range='hour']")
     await expect(page.locator("#overview-window")).to_have_attribute("data-loaded", "hour")
-    overflow = await page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
-    assert overflow <= 0
+    assert await sideways_overflow(page) <= 0
 
 
 SEND = """mutation($input: EventInput!) {
@@ -181,24 +187,14 @@ SEND = """mutation($input: EventInput!) {
     __typename ... on EventAccepted { eventId } ... on Error { code message }
   }
 }"""
-CREATE = """mutation($input: CreateTemplateInput!) {
-  createTemplate(input: $input) { __typename ... on Error { code message } }
-}"""
 
 
 async def test_the_live_counters_move_when_a_delivery_happens(
     page: Page, stack: Stack, worker_stack: WorkerStack, admin_token: str, seeded: datetime
 ) -> None:
     slug = f"overview-{uuid.uuid4().hex[:8]}"
-    created = await graphql(
-        stack,
-        CREATE,
-        {"input": {"slug": slug, "name": "Ping", "content": [
-            {"channel": "EMAIL", "subject": "Ping", "body": "Hello {{ user.first_name }}."}
-        ]}},
-        admin_token,
-    )  # fmt: skip
-    assert created["createTemplate"]["__typename"] == "Template", created
+    content = [{"channel": "EMAIL", "subject": "Ping", "body": "Hello {{ user.first_name }}."}]
+    await create_template(stack, admin_token, slug, "Ping", content)
 
     await sign_in(page, stack, admin_token)
     await expect(page.locator("#overview-live-state")).to_have_attribute("data-state", "streaming")

@@ -19,11 +19,9 @@ from backend.services.unsubscribe import sign_token
 from tests.admin.conftest import Stack, graphql
 from tests.conftest import make_settings
 from tests.test_topics import (  # the worker's own dispatch, as the topic tests run it
-    CollectingQueue,
     add_members,
     ctx,  # noqa: F401 - a fixture
     dispatch_all,
-    queue,  # noqa: F401 - a fixture
     topic_event,
 )
 
@@ -56,7 +54,6 @@ async def test_unticking_a_topic_on_the_preference_page_opts_the_user_out(
     admin_token: str,
     promo: tuple[str, str, str],
     ctx,  # noqa: F811
-    queue: CollectingQueue,  # noqa: F811
 ) -> None:
     key, leaving, staying = promo
     link = sign_token(make_settings(), user_id=leaving, event_type="user_registered")
@@ -78,7 +75,7 @@ async def test_unticking_a_topic_on_the_preference_page_opts_the_user_out(
     assert data["preferences"]["disabledTopics"] == [key]
 
     event = topic_event([key])
-    await dispatch_all(ctx, queue, event)
+    await dispatch_all(ctx, event)
     skipped = await ctx.history.get(delivery_id(event.id, leaving, Channel.IN_APP))
     assert skipped is not None and skipped.status is DeliveryStatus.SKIPPED
     assert key in (skipped.timeline[0].reason or "")

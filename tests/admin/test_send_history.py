@@ -14,16 +14,13 @@ from tests.admin.conftest import (
     Console,
     Stack,
     WorkerStack,
+    create_template,
     go,
-    graphql,
     new_tab,
     screenshot,
     sign_in,
 )
 
-CREATE = """mutation($input: CreateTemplateInput!) {
-  createTemplate(input: $input) { __typename ... on Error { code message } }
-}"""
 RECIPIENT = "demo-user-emma"  # in the stand-in's bundled demo users
 RECIPIENT_EMAIL = "emma.walker@example.com"
 
@@ -38,25 +35,14 @@ async def test_send_a_message_and_watch_it_in_the_live_feed_and_history(
 ) -> None:
     slug = f"admin-e2e-{uuid.uuid4().hex[:8]}"
     code = uuid.uuid4().hex[:6]
-    created = await graphql(
-        stack,
-        CREATE,
+    content = [
         {
-            "input": {
-                "slug": slug,
-                "name": "Your code",
-                "content": [
-                    {
-                        "channel": "EMAIL",
-                        "subject": "Hello {{ user.first_name }}",
-                        "body": "Your code is {{ payload.code }}.",
-                    }
-                ],
-            }
-        },
-        admin_token,
-    )
-    assert created["createTemplate"]["__typename"] == "Template", created
+            "channel": "EMAIL",
+            "subject": "Hello {{ user.first_name }}",
+            "body": "Your code is {{ payload.code }}.",
+        }
+    ]
+    await create_template(stack, admin_token, slug, "Your code", content)
 
     # The live feed is open in another tab before anything is sent. Everything that tab asks
     # over HTTP, and every message its WebSocket receives, is recorded.

@@ -5,11 +5,8 @@ without a sign-in screen, while the page keeps working."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import httpx
@@ -17,16 +14,15 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.admin.conftest import (
-    JWT_SECRET,
     REDIS_URL,
     Console,
     Stack,
     _config_for,
-    _wait_http,
     go,
     screenshot,
 )
-from tests.conftest import ROOT, LiveServer, free_port, start_live_server, stop_live_server
+from tests.conftest import LiveServer, start_live_server, stop_live_server
+from tests.processes import auth_standin
 
 ACCESS_TTL = 4  # seconds: the page must renew the token several times in this test
 TOKEN_KEY = "herald.admin.token"
@@ -67,33 +63,9 @@ def service_stack(stack: Stack) -> Iterator[ServiceStack]:
             stop_live_server(api)
 
 
-@contextmanager
-def short_lived_standin() -> Iterator[str]:
+def short_lived_standin() -> AbstractContextManager[str]:
     """The auth stand-in issuing access tokens that live ACCESS_TTL seconds."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "backend.cli",
-            "auth-standin",
-            "--port",
-            str(port),
-            "--access-ttl",
-            str(ACCESS_TTL),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "HERALD_ENVIRONMENT": "test", "HERALD_JWT_SECRET": JWT_SECRET},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(f"{url}/healthz")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+    return auth_standin("--access-ttl", str(ACCESS_TTL))
 
 
 async def use_standin(page: Page, stack: Stack, service: ServiceStack) -> None:

@@ -27,18 +27,18 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from playwright.async_api import Browser, BrowserContext, Page, Request, Route, expect
+from playwright.async_api import Browser, Page, Request, Route, expect
 
 from tests.admin.conftest import (
     REDIS_URL,
     WIDE,
     Console,
     Stack,
-    _wait_http,
     go,
     screenshot,
 )
 from tests.conftest import ROOT, LiveServer, free_port, start_live_server, stop_live_server
+from tests.processes import wait_http
 
 PROVIDER_DIR = ROOT / "tests" / "oidc_provider"
 CLIENT_ID = "herald-admin"
@@ -110,7 +110,7 @@ def provider(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             stderr=stderr,
         )
         try:
-            _wait_http(f"{issuer}/.well-known/openid-configuration")
+            wait_http(f"{issuer}/.well-known/openid-configuration")
             yield Provider(issuer=issuer, private_key=key, api=api)
         finally:
             process.terminate()
@@ -126,9 +126,10 @@ async def viewer(provider: Provider, bearer: str, query: str = "{ viewer { id ro
     return response.json()
 
 
-async def new_context(browser: Browser) -> BrowserContext:
-    """A browser context for the flow. The provider's development pages (not Herald's) import
-    a Google Fonts stylesheet; this machine has no internet, so it is answered empty here."""
+async def new_page(browser: Browser, console: Console) -> Page:
+    """A page for the flow, its errors failing the test, in a context of its own (closed by
+    the test). The provider's development pages (not Herald's) import a Google Fonts
+    stylesheet; this machine has no internet, so it is answered empty here."""
     context = await browser.new_context(viewport=WIDE)
     context.set_default_timeout(15_000)
 
@@ -136,7 +137,9 @@ async def new_context(browser: Browser) -> BrowserContext:
         await route.fulfill(content_type="text/css", body="")
 
     await context.route("https://fonts.googleapis.com/**", no_fonts)
-    return context
+    page = await context.new_page()
+    console.attach(page)
+    return page
 
 
 async def provider_sign_in(page: Page, login: str) -> None:
@@ -164,9 +167,7 @@ async def oidc_user(page: Page) -> dict[str, Any] | None:
 async def test_single_sign_on_renews_silently_and_signs_out(
     browser: Browser, provider: Provider, console: Console
 ) -> None:
-    context = await new_context(browser)
-    page = await context.new_page()
-    console.attach(page)
+    page = await new_page(browser, console)
     # Every request the admin page itself makes: its own origin, or the provider's endpoints
     # (fetch only: discovery, token, revocation); scripts and styles from nowhere else.
     api_origin = provider.api.url
@@ -282,16 +283,14 @@ async def test_single_sign_on_renews_silently_and_signs_out(
         await expect(page.locator("input[name=login]")).to_be_visible()
         assert not offsite, offsite
     finally:
-        await context.close()
+        await page.context.close()
     assert not console.errors, console.errors
 
 
 async def test_a_role_value_with_no_mapping_gets_no_admin_access(
     browser: Browser, provider: Provider, console: Console
 ) -> None:
-    context = await new_context(browser)
-    page = await context.new_page()
-    console.attach(page)
+    page = await new_page(browser, console)
     try:
         await page.goto(provider.admin_url)
         await page.wait_for_selector("#app[data-ready='true']")
@@ -307,7 +306,7 @@ async def test_a_role_value_with_no_mapping_gets_no_admin_access(
         assert await oidc_user(page) is None
         assert await page.evaluate("(k) => sessionStorage.getItem(k)", TOKEN_KEY) is None
     finally:
-        await context.close()
+        await page.context.close()
     assert not console.errors, console.errors
 
 

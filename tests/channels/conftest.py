@@ -4,8 +4,6 @@ the SMS provider and the push service, TLS material. No database is involved."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import json
 import socket
 import ssl
@@ -23,14 +21,11 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from backend.channels import Channel
 from backend.channels.base import ChannelSender, OutgoingMessage, Recipient, UnsubscribeLinks
 from backend.config import Settings
+from tests.factories import tls_files as tls_files_in
 
 SMTP_USER = "herald"
 SMTP_PASSWORD = "s3cret-relay-password"
@@ -111,37 +106,7 @@ class TlsFiles:
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     """A self-signed certificate for 127.0.0.1 and localhost."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "herald-test-smtp")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return TlsFiles(cert_path, key_path)
+    return TlsFiles(*tls_files_in(tmp_path_factory.mktemp("tls"), "herald-test-smtp"))
 
 
 # --- SMTP --------------------------------------------------------------------------------------
@@ -244,6 +209,13 @@ class SmtpServer:
             self._controller.stop()
             self._controller = None
 
+    def __enter__(self) -> SmtpServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {"smtp_host": "127.0.0.1", "smtp_port": self.port}
         values.update(overrides)
@@ -252,10 +224,8 @@ class SmtpServer:
 
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
+    with SmtpServer() as server:
+        yield server
 
 
 # --- HTTP --------------------------------------------------------------------------------------
@@ -341,13 +311,25 @@ class HttpService:
         self._server.shutdown()
         self._server.server_close()
 
+    def __enter__(self) -> HttpService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 @pytest.fixture
 def http_service() -> Iterator[HttpService]:
-    service = HttpService()
-    service.start()
-    yield service
-    service.stop()
+    with HttpService() as service:
+        yield service
+
+
+@pytest.fixture
+def second_service() -> Iterator[HttpService]:
+    """Another provider's server, for failover from ``http_service``."""
+    with HttpService() as service:
+        yield service
 
 
 def closed_port() -> int:

@@ -4,7 +4,6 @@ service: the exact request each service documents, and its answers, errors inclu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -40,14 +39,6 @@ BLOCKS = [
     {"type": "section", "text": {"type": "mrkdwn", "text": "Hello *Ada*"}},
 ]
 JSON_UTF8 = "application/json; charset=utf-8"
-
-
-@pytest.fixture
-def second_service() -> Iterator[HttpService]:
-    service = HttpService()
-    service.start()
-    yield service
-    service.stop()
 
 
 def provider(name: str, *, token: str | None = None, url: str | None = None) -> ChatProvider:
@@ -94,15 +85,28 @@ async def test_slack_bot_without_blocks_sends_the_text_only(http_service: HttpSe
     assert http_service.requests[0].json() == {"channel": "U0G9QF9C6", "text": "Hi"}
 
 
+@pytest.mark.parametrize(
+    ("error", "gone"),
+    [
+        ("channel_not_found", True),
+        ("is_archived", True),
+        ("not_in_channel", True),
+        ("msg_too_long", False),
+        ("invalid_blocks", False),
+    ],
+)
 async def test_slack_ok_false_about_the_message_is_permanent_with_slacks_error(
-    http_service: HttpService,
+    http_service: HttpService, error: str, gone: bool
 ) -> None:
-    http_service.respond = lambda r: Reply(200, {"ok": False, "error": "channel_not_found"})
+    http_service.respond = lambda r: Reply(200, {"ok": False, "error": error})
     bot = sender(Channel.SLACK, "slack-bot", token=BOT_TOKEN, url=http_service.url)
     async with running(bot):
-        with pytest.raises(PermanentChannelError, match="channel_not_found") as raised:
+        with pytest.raises(PermanentChannelError, match=error) as raised:
             await bot.send(outgoing(Channel.SLACK, chat_id="C-gone"))
     assert raised.value.provider == "slack-bot"
+    # A channel that does not exist, was archived or dropped the bot will not take the next
+    # message either: reported so that its address is disabled. A bad message is only failed.
+    assert raised.value.expired_endpoints == (("C-gone",) if gone else ())
 
 
 async def test_slack_ok_false_about_the_token_is_transient(http_service: HttpService) -> None:

@@ -176,11 +176,29 @@ async def test_4xx_reply_is_transient_and_the_connection_stays_usable(
     assert len(smtp_server.recorder.peers) == 1
 
 
-async def test_5xx_reply_is_permanent(smtp_server: SmtpServer) -> None:
-    smtp_server.recorder.rcpt_reply = "550 5.1.1 No such user"
+@pytest.mark.parametrize(
+    ("answer", "reply", "error"),
+    [
+        pytest.param(
+            "rcpt_reply", "550 5.1.1 No such user", PermanentChannelError, id="5xx-permanent"
+        ),
+        # A 421 on a fresh connection (not on a pooled one the server closed).
+        pytest.param(
+            "mail_reply_once",
+            "421 4.3.2 System not accepting messages",
+            TransientChannelError,
+            id="421-on-a-fresh-connection-transient",
+        ),
+    ],
+)
+async def test_a_refusal_is_permanent_or_transient_by_its_code(
+    smtp_server: SmtpServer, answer: str, reply: str, error: type[Exception]
+) -> None:
+    assert hasattr(smtp_server.recorder, answer)
+    setattr(smtp_server.recorder, answer, reply)
     sender = SmtpEmailSender(smtp_server.settings())
     async with running(sender):
-        with pytest.raises(PermanentChannelError, match="550"):
+        with pytest.raises(error, match=reply[:3]):
             await sender.send(outgoing(Channel.EMAIL))
     assert smtp_server.recorder.messages == []
 
@@ -260,14 +278,6 @@ async def test_pooled_connection_answered_421_is_replaced_transparently(
         "second",
     ]
     assert len(smtp_server.recorder.peers) == 2
-
-
-async def test_421_on_a_fresh_connection_is_transient(smtp_server: SmtpServer) -> None:
-    smtp_server.recorder.mail_reply_once = "421 4.3.2 System not accepting messages"
-    sender = SmtpEmailSender(smtp_server.settings())
-    async with running(sender):
-        with pytest.raises(TransientChannelError, match="421"):
-            await sender.send(outgoing(Channel.EMAIL))
 
 
 async def test_starttls_with_login(tls_files: TlsFiles) -> None:

@@ -5,7 +5,7 @@ each checking the exact request the service documents and answering as it does."
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -16,7 +16,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from backend.channels import Channel
-from backend.channels.base import MobileDevice, PermanentChannelError, TransientChannelError
+from backend.channels.base import (
+    ChannelError,
+    MobileDevice,
+    PermanentChannelError,
+    TransientChannelError,
+)
 from backend.channels.failover import FailoverSender, MemoryCircuitBreakers, Provider
 from backend.channels.mobile_push import (
     FCM_SCOPE,
@@ -167,14 +172,6 @@ def fcm(http_service: HttpService) -> FakeFcm:
     return FakeFcm(http_service)
 
 
-@pytest.fixture
-def second_service() -> Iterator[HttpService]:
-    service = HttpService()
-    service.start()
-    yield service
-    service.stop()
-
-
 class FakeApns:
     """APNs over HTTP/2: checks each request as Apple documents; ``answers`` by device."""
 
@@ -212,9 +209,7 @@ async def apns() -> AsyncIterator[FakeApns]:
 # --- FCM -----------------------------------------------------------------------------------------
 
 
-async def test_fcm_exchanges_a_service_account_jwt_then_sends_the_v1_message(
-    fcm: FakeFcm,
-) -> None:
+async def test_fcm_exchanges_a_service_account_jwt_then_sends_the_v1_message(fcm: FakeFcm) -> None:
     sender = fcm_sender(fcm.service.url)
     async with running(sender):
         result = await sender.send(push(MobileDevice(ANDROID, "android"), delivery_id="d-9"))
@@ -251,24 +246,21 @@ async def test_fcm_unregistered_token_is_reported_gone_while_another_device_gets
     assert "UNREGISTERED" in result.expired_reasons["stale-token"]
 
 
+def fcm_bad_request(message: str, field: str, description: str) -> Reply:
+    """FCM's 400 INVALID_ARGUMENT, naming the field of the message it refused."""
+    violation = {"field": field, "description": description}
+    details = {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [violation]}
+    return fcm_error(400, "INVALID_ARGUMENT", message, details)
+
+
 async def test_fcm_invalid_token_disables_but_an_invalid_payload_does_not(fcm: FakeFcm) -> None:
-    fcm.answers["bad-token"] = fcm_error(
-        400,
-        "INVALID_ARGUMENT",
+    fcm.answers["bad-token"] = fcm_bad_request(
         "The registration token is not a valid FCM registration token",
-        {
-            "@type": "type.googleapis.com/google.rpc.BadRequest",
-            "fieldViolations": [{"field": "message.token", "description": "Invalid token"}],
-        },
+        "message.token",
+        "Invalid token",
     )
-    fcm.answers["fine-token"] = fcm_error(
-        400,
-        "INVALID_ARGUMENT",
-        "Invalid value at 'message.data[0].value'",
-        {
-            "@type": "type.googleapis.com/google.rpc.BadRequest",
-            "fieldViolations": [{"field": "message.data[0].value", "description": "Invalid"}],
-        },
+    fcm.answers["fine-token"] = fcm_bad_request(
+        "Invalid value at 'message.data[0].value'", "message.data[0].value", "Invalid"
     )
     sender = fcm_sender(fcm.service.url)
     async with running(sender):
@@ -380,7 +372,7 @@ async def test_apns_errors(
     async with running(sender):
         with pytest.raises(error, match=f"{status}: {reason}") as raised:
             await sender.send(push(MobileDevice(IOS, "ios")))
-    assert raised.value.expired_endpoints == ()  # type: ignore[attr-defined]
+    assert raised.value.expired_endpoints == ()
 
 
 async def test_an_oversized_apns_payload_is_refused_before_any_request(apns: FakeApns) -> None:
@@ -527,33 +519,35 @@ async def test_a_token_the_first_provider_found_gone_is_still_reported_after_fai
     assert "UNREGISTERED" in result.expired_reasons["stale-token"]
 
 
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        pytest.param(
+            fcm_error(503, "UNAVAILABLE", "The service is unavailable."),
+            TransientChannelError,
+            id="transient",
+        ),
+        pytest.param(
+            fcm_error(400, "INVALID_ARGUMENT", "Invalid JSON payload"),
+            PermanentChannelError,
+            id="permanent",
+        ),
+    ],
+)
 async def test_a_token_found_gone_travels_with_the_final_error_of_a_failover(
-    fcm: FakeFcm, second_service: HttpService
+    fcm: FakeFcm, second_service: HttpService, answer: Reply, error: type[ChannelError]
 ) -> None:
-    unavailable = fcm_error(503, "UNAVAILABLE", "The service is unavailable.")
+    """The second provider fails the reachable device (a transient or a permanent error,
+    its own message kept): the token the first found gone still travels with that error."""
+    message = answer.body["error"]["message"]
     chain, devices = stale_token_failover(
-        fcm, second_service, {ANDROID: unavailable, "stale-token": unavailable}
+        fcm, second_service, {ANDROID: answer, "stale-token": answer}
     )
     async with running(chain):
-        with pytest.raises(TransientChannelError) as raised:
-            await chain.send(push(*devices))
-
-    assert raised.value.provider == "fcm-b"
-    assert raised.value.expired_endpoints == ("stale-token",)
-    assert "UNREGISTERED" in raised.value.expired_reasons["stale-token"]
-
-
-async def test_a_token_found_gone_travels_with_a_permanent_error_after_failover(
-    fcm: FakeFcm, second_service: HttpService
-) -> None:
-    invalid = fcm_error(400, "INVALID_ARGUMENT", "Invalid JSON payload")
-    chain, devices = stale_token_failover(
-        fcm, second_service, {ANDROID: invalid, "stale-token": invalid}
-    )
-    async with running(chain):
-        with pytest.raises(PermanentChannelError, match="Invalid JSON payload") as raised:
+        with pytest.raises(error, match=message) as raised:
             await chain.send(push(*devices))
 
     assert raised.value.provider == "fcm-b"
     assert [t.provider for t in raised.value.tries] == ["fcm-a"]
     assert raised.value.expired_endpoints == ("stale-token",)
+    assert "UNREGISTERED" in raised.value.expired_reasons["stale-token"]

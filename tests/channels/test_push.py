@@ -169,10 +169,8 @@ async def test_push_is_encrypted_for_the_browser_and_signed_with_vapid(
 async def test_each_push_service_gets_a_token_for_its_own_origin(
     push_service: HttpService, vapid_keys: tuple[str, str]
 ) -> None:
-    other = HttpService()
-    other.respond = push_service_replies
-    other.start()
-    try:
+    with HttpService() as other:
+        other.respond = push_service_replies
         first = Browser.subscribe(f"{push_service.url}/push/ok-a")
         second = Browser.subscribe(f"{other.url}/push/ok-b")
         sender = push_sender(vapid_keys)
@@ -180,8 +178,6 @@ async def test_each_push_service_gets_a_token_for_its_own_origin(
             subscriptions = (first.subscription, second.subscription)
             await sender.send(outgoing(Channel.PUSH, push_subscriptions=subscriptions))
             await sender.send(outgoing(Channel.PUSH, push_subscriptions=subscriptions))
-    finally:
-        other.stop()
 
     for service, browser in ((push_service, first), (other, second)):
         assert len(service.requests) == 2

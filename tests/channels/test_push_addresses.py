@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import pytest
 from sqlalchemy import delete
@@ -17,27 +16,14 @@ from backend.channels import Channel
 from backend.channels.push import generate_vapid_keys
 from backend.config import Settings
 from backend.db.history.base import DeliveryStatus
-from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.models import RecipientRow
 from backend.db.repositories.recipients import RecipientAddressRepository
 from backend.db.session import create_sessionmaker
 from backend.services import recipients
-from backend.services.deliveries import DeliveryContext, Envelope, delivery_id
 from backend.services.users import UserProfile
-from backend.workers import units
 from tests.channels.conftest import HttpService, running
 from tests.channels.test_push import Browser, push_sender, push_service_replies
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    async def enqueue_send(self, message: Any) -> None:
-        self.sent.append(message)
-
-    async def enqueue_dispatch(self, envelope: Envelope) -> None:
-        raise AssertionError("no dispatch expected")
+from tests.factories import RecordingQueue, delivery_context, dispatch_and_send
 
 
 class Profiles:
@@ -59,31 +45,6 @@ async def user(engine: AsyncEngine) -> AsyncIterator[str]:
         await conn.execute(delete(RecipientRow).where(RecipientRow.user_id == user_id))
 
 
-def movie_added(user_id: str) -> Envelope:
-    return Envelope.from_wire(
-        {
-            "id": str(uuid.uuid4()),
-            "type": "movie_added",
-            "user_ids": [user_id],
-            "channels": ["push"],
-            "payload": {"movie": {"title": "Metropolis", "url": "https://m/1"}},
-            "template_slug": "movie_added",
-            "locale": None,
-            "critical": False,
-        }
-    )
-
-
-async def send_push(ctx: DeliveryContext, user_id: str) -> str:
-    event = movie_added(user_id)
-    await units.dispatch(ctx, event)
-    ident = delivery_id(event.id, user_id, Channel.PUSH)
-    await units.send(
-        ctx, envelope=event, channel=Channel.PUSH, delivery_ids=[ident], attempt=1, resume=False
-    )
-    return ident
-
-
 async def test_a_gone_browser_is_disabled_with_the_reason_and_skipped_later(
     settings: Settings, engine: AsyncEngine, push_service: HttpService, user: str
 ) -> None:
@@ -103,17 +64,17 @@ async def test_a_gone_browser_is_disabled_with_the_reason_and_skipped_later(
         await session.commit()
     sender = push_sender(generate_vapid_keys())
     async with running(sender):
-        ctx = DeliveryContext(
-            settings=settings,
-            sessionmaker=sessionmaker,
-            history=PostgresHistoryStore(engine),
+        ctx = delivery_context(
+            settings,
+            engine,
+            None,
             queue=RecordingQueue(),
             users=Profiles(),
             senders={Channel.PUSH: sender},
         )
-        first = await send_push(ctx, user)
+        first = await dispatch_and_send(ctx, user, Channel.PUSH)
         paths_first = sorted(r.path for r in push_service.requests)
-        second = await send_push(ctx, user)
+        second = await dispatch_and_send(ctx, user, Channel.PUSH)
         paths_second = [r.path for r in push_service.requests][len(paths_first) :]
 
     def path(browser: Browser) -> str:

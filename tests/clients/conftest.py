@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,7 +23,6 @@ from tests.admin.conftest import (  # noqa: F401  (fixtures used by this package
     REDIS_URL,
     Stack,
     _rabbitmq_url,
-    _wait_http,
     browser,
     worker_stack,
 )
@@ -38,10 +32,12 @@ from tests.conftest import (
     free_port,
     herald_process_env,
     make_settings,
+    start_herald,
     start_live_server,
     stop_live_server,
 )
 from tests.factories import token_for
+from tests.processes import auth_standin, wait_http
 
 # Users of this run only (the stand-in knows them; the worker skips unknown users), so each
 # test starts from an empty inbox although suites share the database.
@@ -51,29 +47,11 @@ SDK_BUILD = ROOT / "backend" / "sdk_assets" / "herald-inbox.js"
 AXE = ROOT / "clients" / "inbox" / "node_modules" / "axe-core" / "axe.min.js"
 
 
-def _wait_ready(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} was not ready within {seconds} s")
-
-
 def start_api(server: LiveServer) -> None:
     """Start ``herald api`` for ``server`` (again), on its port, and wait until it is ready."""
     port = server.url.rsplit(":", 1)[1]
-    server.process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "api", "--port", port],
-        cwd=ROOT,
-        env=server.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_ready(server.url)
+    server.process = start_herald("api", "--port", port, env=server.env)
+    wait_http(f"{server.url}/readyz", seconds=60)
 
 
 def kill_api(server: LiveServer) -> None:
@@ -114,19 +92,14 @@ def stack(engine: AsyncEngine, tmp_path_factory: pytest.TempPathFactory) -> Iter
     if not SDK_BUILD.is_file() or not AXE.is_file():
         pytest.fail("<herald-inbox> is not built: run scripts/setup.sh test")
     rabbitmq_url = _rabbitmq_url()
-    auth_port, api_port = free_port(), free_port()
-    auth_url = f"http://127.0.0.1:{auth_port}"
-    api_url = f"http://127.0.0.1:{api_port}"
-    standin = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "backend.cli", "auth-standin", "--port", str(auth_port)),
-            *("--users", str(_users_file(tmp_path_factory.mktemp("inbox")))),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "HERALD_ENVIRONMENT": "test", "HERALD_JWT_SECRET": JWT_SECRET},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    api_url = f"http://127.0.0.1:{free_port()}"
+    users = _users_file(tmp_path_factory.mktemp("inbox"))
+    # The API does not need the stand-in to start; both start at once.
+    with auth_standin("--users", str(users), wait=False) as auth_url:
+        yield from _stack_with_api(api_url, auth_url, rabbitmq_url)
+
+
+def _stack_with_api(api_url: str, auth_url: str, rabbitmq_url: str) -> Iterator[Stack]:
     env = herald_process_env(
         HERALD_ALLOWED_ORIGINS=f'["{api_url}"]',
         HERALD_LOG_LEVEL="WARNING",
@@ -136,18 +109,14 @@ def stack(engine: AsyncEngine, tmp_path_factory: pytest.TempPathFactory) -> Iter
         HERALD_REDIS_URL=REDIS_URL,
     )
     api = LiveServer(api_url, None, env)  # type: ignore[arg-type]
+    start_api(api)
     try:
-        start_api(api)
-        try:
-            _wait_http(f"{auth_url}/healthz")
-            yield Stack(api=api, auth_url=auth_url, rabbitmq_url=rabbitmq_url)
-        finally:
-            if api.process.poll() is None:
-                api.process.terminate()
-                api.process.wait(10)
+        wait_http(f"{auth_url}/healthz")
+        yield Stack(api=api, auth_url=auth_url, rabbitmq_url=rabbitmq_url)
     finally:
-        standin.terminate()
-        standin.wait(10)
+        if api.process.poll() is None:
+            api.process.terminate()
+            api.process.wait(10)
 
 
 # --- the typed clients' tests ----------------------------------------------------------------

@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -30,19 +31,26 @@ DOWN_NOISE = ("WebSocket connection to", "ERR_CONNECTION_REFUSED", "Failed to fe
 @pytest.fixture(scope="module")
 async def template(stack: Stack) -> str:
     """An in-app template showing the payload's title and body (so each item is told apart)."""
-    slug = f"inbox-{uuid.uuid4().hex[:8]}"
     content = [{"channel": "IN_APP", "title": "{{ payload.title }}", "body": "{{ payload.body }}"}]
+    return await create_template(stack, f"inbox-{uuid.uuid4().hex[:8]}", "Inbox test", content)
+
+
+async def create_template(stack: Stack, slug: str, name: str, content: list[dict[str, Any]]) -> str:
     created = await graphql(
         stack,
         CREATE_TEMPLATE,
-        {"input": {"slug": slug, "name": "Inbox test", "content": content}},
+        {"input": {"slug": slug, "name": name, "content": content}},
         token("inbox-admin", "admin"),
     )
     assert created["createTemplate"]["__typename"] == "Template", created
     return slug
 
 
-async def send(stack: Stack, template: str, user_id: str, title: str) -> str:
+async def send(
+    stack: Stack, template: str, user_id: str, title: str, body: str | None = None, **payload: str
+) -> str:
+    """Send ``user_id`` a notification titled ``title`` (its body "About <title>" unless
+    given) in the app."""
     data = await graphql(
         stack,
         SEND,
@@ -52,7 +60,7 @@ async def send(stack: Stack, template: str, user_id: str, title: str) -> str:
                 "userIds": [user_id],
                 "channels": ["IN_APP"],
                 "templateSlug": template,
-                "payload": {"title": title, "body": f"About {title}"},
+                "payload": {"title": title, "body": body or f"About {title}", **payload},
             }
         },
         token("inbox-service", "service"),
@@ -113,6 +121,20 @@ class Tab:
         await self.inbox.get_by_role("tab", name=name).click()
         await expect(self.inbox).to_have_attribute("feed-state", "ready")
 
+    async def record_arrivals(self) -> None:
+        """From now on, keep the title of each notification the element announces."""
+        await self.page.evaluate(
+            """() => {
+            window.arrived = [];
+            document.querySelector('herald-inbox').addEventListener(
+              'herald-notification', (e) => window.arrived.push(e.detail.title));
+          }"""
+        )
+
+    async def arrivals(self) -> list[str]:
+        """The titles announced since :meth:`record_arrivals`, in their order."""
+        return list(await self.page.evaluate("window.arrived"))
+
     def assert_clean(self) -> None:
         assert not self.errors, "console errors:\n" + "\n".join(self.errors)
 
@@ -155,6 +177,40 @@ async def open_tab(
     return tab
 
 
+@dataclass
+class Reader:
+    """A user of this run with an empty inbox, the template their notifications are sent
+    with, and the browser context their tabs open in."""
+
+    id: str
+    stack: Stack
+    template: str
+    context: BrowserContext
+
+    async def deliver(self, titles: list[str]) -> None:
+        await delivered(self.stack, self.template, self.id, titles)
+
+    async def send(self, title: str) -> None:
+        await send(self.stack, self.template, self.id, title)
+
+    async def open_tab(self, **options: Any) -> Tab:
+        return await open_tab(self.context, self.stack, self.id, **options)
+
+    async def query(self, document: str, variables: dict[str, Any] | None = None) -> Any:
+        """``document`` asked of the API as this user."""
+        return await graphql(self.stack, document, variables or {}, token(self.id, "user"))
+
+    async def unread(self) -> int:
+        return int((await self.query(INBOX))["unreadCount"])
+
+
+@pytest.fixture
+def reader(
+    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
+) -> Reader:
+    return Reader(new_user(), stack, template, context)
+
+
 async def test_the_sdk_and_the_demo_page_are_served_under_a_strict_policy(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.api.url, timeout=10) as client:
         sdk = await client.get("/sdk/herald-inbox.js")
@@ -170,12 +226,9 @@ async def test_the_sdk_and_the_demo_page_are_served_under_a_strict_policy(stack:
     assert f'data-auth-url="{stack.auth_url}"' in demo.text
 
 
-async def test_bell_feed_scroll_mark_read_archive_and_a_live_toast(
-    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
-) -> None:
-    user_id = new_user()
-    await delivered(stack, template, user_id, ["Apple", "Banana", "Cherry"])
-    tab = await open_tab(context, stack, user_id, page_size=2)
+async def test_bell_feed_scroll_mark_read_archive_and_a_live_toast(reader: Reader) -> None:
+    await reader.deliver(["Apple", "Banana", "Cherry"])
+    tab = await reader.open_tab(page_size=2)
     bell = tab.inbox.locator("[part=bell]")
     await expect(bell).to_have_accessible_name("Notifications, 3 unread")
     await expect(tab.inbox.locator("[part=badge]")).to_have_text("3")
@@ -207,11 +260,11 @@ async def test_bell_feed_scroll_mark_read_archive_and_a_live_toast(
     await expect(items.first).to_contain_text("Cherry")
 
     # The server agrees with what the page shows.
-    data = await graphql(stack, INBOX, {}, token(user_id, "user"))
+    data = await reader.query(INBOX)
     assert data["unreadCount"] == 1
     assert [e["node"]["title"] for e in data["inbox"]["edges"]] == ["Cherry", "Banana"]
 
-    await send(stack, template, user_id, "Live one")
+    await reader.send("Live one")
     await expect(tab.toast("Live one")).to_be_visible(timeout=30_000)
     await expect(tab.item("Live one")).to_have_count(1)
     await expect(items.first).to_contain_text("Live one")
@@ -220,53 +273,44 @@ async def test_bell_feed_scroll_mark_read_archive_and_a_live_toast(
     await tab.inbox.get_by_role("button", name="Mark all read").click()
     await expect(bell).to_have_accessible_name("Notifications")
     await expect(tab.inbox.locator("li[data-read=false]")).to_have_count(0)
-    assert (await graphql(stack, INBOX, {}, token(user_id, "user")))["unreadCount"] == 0
+    assert await reader.unread() == 0
     tab.assert_clean()
 
 
-async def test_relative_times_follow_the_locale_and_empty_states_show(
-    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
-) -> None:
-    user_id = new_user()
-    tab = await open_tab(context, stack, user_id)
+async def test_relative_times_follow_the_locale_and_empty_states_show(reader: Reader) -> None:
+    tab = await reader.open_tab()
     await tab.open_panel()
     await expect(tab.inbox.locator("[part=state]")).to_have_text("You are all caught up.")
     await tab.tab("Archived")
     await expect(tab.inbox.locator("[part=state]")).to_have_text("Nothing archived.")
     await tab.tab("All")
     await tab.inbox.evaluate("(el) => el.setAttribute('locale', 'de')")
-    await send(stack, template, user_id, "Zeit")
+    await reader.send("Zeit")
     await expect(tab.item("Zeit").locator("time")).to_have_text("jetzt", timeout=30_000)
     tab.assert_clean()
 
 
-async def test_mark_read_on_view_marks_what_the_open_feed_shows(
-    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
-) -> None:
-    user_id = new_user()
-    await delivered(stack, template, user_id, ["Seen one", "Seen two"])
-    tab = await open_tab(context, stack, user_id)
+async def test_mark_read_on_view_marks_what_the_open_feed_shows(reader: Reader) -> None:
+    await reader.deliver(["Seen one", "Seen two"])
+    tab = await reader.open_tab()
     await expect(tab.inbox.locator("[part=bell]")).to_have_accessible_name(
         "Notifications, 2 unread"
     )
     # Closed, nothing is marked; opened with the attribute, what shows is marked read.
     await tab.inbox.evaluate("(el) => el.setAttribute('mark-read-on-view', '')")
     await tab.page.wait_for_timeout(1500)
-    assert (await graphql(stack, INBOX, {}, token(user_id, "user")))["unreadCount"] == 2
+    assert await reader.unread() == 2
     await tab.open_panel()
     await expect(tab.inbox.locator("[part=bell]")).to_have_accessible_name("Notifications")
     await expect(tab.inbox.locator("li[data-read=true]")).to_have_count(2)
-    assert (await graphql(stack, INBOX, {}, token(user_id, "user")))["unreadCount"] == 0
+    assert await reader.unread() == 0
     tab.assert_clean()
 
 
-async def test_two_tabs_of_one_user_keep_read_state_in_step(
-    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
-) -> None:
-    user_id = new_user()
-    await delivered(stack, template, user_id, ["Alpha", "Beta"])
-    first = await open_tab(context, stack, user_id)
-    second = await open_tab(context, stack, user_id)
+async def test_two_tabs_of_one_user_keep_read_state_in_step(reader: Reader) -> None:
+    await reader.deliver(["Alpha", "Beta"])
+    first = await reader.open_tab()
+    second = await reader.open_tab()
     for tab in (first, second):
         await tab.open_panel()
         await tab.tab("All")
@@ -279,29 +323,20 @@ async def test_two_tabs_of_one_user_keep_read_state_in_step(
     await expect(first.item("Beta")).to_have_count(0)
     await expect(first.inbox.locator("[part=bell]")).to_have_accessible_name("Notifications")
     # A live item reaches both tabs, once each.
-    await send(stack, template, user_id, "Gamma")
+    await reader.send("Gamma")
     for tab in (first, second):
         await expect(tab.toast("Gamma")).to_have_count(1, timeout=30_000)
         await expect(tab.item("Gamma")).to_have_count(1)
         tab.assert_clean()
 
 
-async def test_an_item_sent_across_an_api_restart_arrives_exactly_once(
-    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
-) -> None:
-    user_id = new_user()
-    await delivered(stack, template, user_id, ["Before"])
-    listed = await graphql(stack, "{ inbox { position } }", {}, token(user_id, "user"))
+async def test_an_item_sent_across_an_api_restart_arrives_exactly_once(reader: Reader) -> None:
+    await reader.deliver(["Before"])
+    listed = await reader.query("{ inbox { position } }")
     position = listed["inbox"]["position"]
-    tab = await open_tab(context, stack, user_id, ignore=DOWN_NOISE)
+    tab = await reader.open_tab(ignore=DOWN_NOISE)
     page = tab.page
-    await page.evaluate(
-        """() => {
-        window.arrived = [];
-        document.querySelector('herald-inbox').addEventListener(
-          'herald-notification', (e) => window.arrived.push(e.detail.title));
-      }"""
-    )
+    await tab.record_arrivals()
     subscribes: list[dict[str, Any]] = []
 
     def watch(socket: Any) -> None:
@@ -316,36 +351,33 @@ async def test_an_item_sent_across_an_api_restart_arrives_exactly_once(
     await tab.open_panel()
     await tab.tab("All")
 
-    kill_api(stack.api)
+    kill_api(reader.stack.api)
     await expect(tab.inbox).to_have_attribute("connection", "offline")
     await expect(tab.inbox.locator("[part=connection]")).to_contain_text("Offline")
-    await asyncio.to_thread(start_api, stack.api)
+    await asyncio.to_thread(start_api, reader.stack.api)
     # Sent as soon as the API is back: the page is most likely still waiting to reconnect,
     # so the item is stored while it is away and comes back through `since`.
-    await send(stack, template, user_id, "After restart")
+    await reader.send("After restart")
     await expect(tab.item("After restart")).to_have_count(1, timeout=45_000)
     await expect(tab.inbox).to_have_attribute("connection", "online")
     await page.wait_for_timeout(1500)  # room for a double to show up
     await expect(tab.item("After restart")).to_have_count(1)
     await expect(tab.toast("After restart")).to_have_count(1)
     await expect(tab.item("Before")).to_have_count(1)
-    assert await page.evaluate("window.arrived") == ["After restart"]
+    assert await tab.arrivals() == ["After restart"]
     # Recorded from after the page's first subscription: the resubscription went out with
     # the newest cursor the page had (the inbox's position: no live item came before).
     assert subscribes and subscribes[0]["since"] == position, subscribes
     tab.assert_clean()
 
 
-async def test_no_accessibility_violations(
-    context: BrowserContext, stack: Stack, worker_stack: WorkerStack, template: str
-) -> None:
+async def test_no_accessibility_violations(reader: Reader) -> None:
     """axe-core (from clients/inbox's npm lock) on the page, panel open, with items and a toast."""
-    user_id = new_user()
-    await delivered(stack, template, user_id, ["Read me", "Archive me"])
-    tab = await open_tab(context, stack, user_id)
+    await reader.deliver(["Read me", "Archive me"])
+    tab = await reader.open_tab()
     await tab.open_panel()
     await tab.item("Read me").locator("[part=item-open]").click()
-    await send(stack, template, user_id, "Toast me")
+    await reader.send("Toast me")
     await expect(tab.toast("Toast me")).to_be_visible(timeout=30_000)
     results = await tab.page.evaluate(
         "async () => (await axe.run(document, { resultTypes: ['violations'] })).violations"
@@ -412,29 +444,9 @@ async def test_a_notification_s_actions_are_a_link_and_a_named_action_the_app_ha
             ],
         }
     ]
-    created = await graphql(
-        stack,
-        CREATE_TEMPLATE,
-        {"input": {"slug": slug, "name": "Inbox actions", "content": content}},
-        token("inbox-admin", "admin"),
-    )
-    assert created["createTemplate"]["__typename"] == "Template", created
+    await create_template(stack, slug, "Inbox actions", content)
     user_id = new_user()
-    sent = await graphql(
-        stack,
-        SEND,
-        {
-            "input": {
-                "type": "inbox_test",
-                "userIds": [user_id],
-                "channels": ["IN_APP"],
-                "templateSlug": slug,
-                "payload": {"title": "Shipped", "body": "On its way", "order": "42"},
-            }
-        },
-        token("inbox-service", "service"),
-    )
-    assert sent["sendEvent"]["__typename"] == "EventAccepted", sent
+    await send(stack, slug, user_id, "Shipped", body="On its way", order="42")
 
     async def arrived() -> bool:
         return "Shipped" in await inbox_titles(stack, user_id)
@@ -462,4 +474,48 @@ async def test_a_notification_s_actions_are_a_link_and_a_named_action_the_app_ha
     await secondary.click()
     await expect(item).to_have_attribute("data-read", "true")
     assert await tab.page.evaluate("window.heraldActions") == [["snooze", "Shipped"]]
+    tab.assert_clean()
+
+
+async def test_items_replayed_after_a_drop_keep_what_happened_to_them_meanwhile(
+    reader: Reader,
+) -> None:
+    """Three items reach the inbox while the page is offline; on another device one is
+    archived and one read. Back online, the page gets all three through `since`: the archived
+    one only on the Archived tab, the read one without a toast, the unread one as news."""
+    await reader.deliver(["Before"])
+    tab = await reader.open_tab(ignore=DOWN_NOISE)
+    page = tab.page
+    await tab.record_arrivals()
+    await tab.open_panel()
+    await tab.tab("All")
+    # Offline first, so the page cannot reconnect until it is told the network is back.
+    await reader.context.set_offline(True)
+    kill_api(reader.stack.api)
+    await expect(tab.inbox).to_have_attribute("connection", "offline")
+    await asyncio.to_thread(start_api, reader.stack.api)
+    titles = ["Archived elsewhere", "Opened elsewhere", "Still new"]
+    await reader.deliver(titles)
+    listed = await reader.query(INBOX)
+    ids = {edge["node"]["title"]: edge["node"]["id"] for edge in listed["inbox"]["edges"]}
+    elsewhere = """mutation($a: [ID!]!, $r: [ID!]!) {
+      a: archive(ids: $a) { __typename } r: markRead(ids: $r) { __typename } }"""
+    variables = {"a": [ids["Archived elsewhere"]], "r": [ids["Opened elsewhere"]]}
+    changed = await reader.query(elsewhere, variables)
+    assert changed == {"a": {"__typename": "InboxChange"}, "r": {"__typename": "InboxChange"}}
+
+    await reader.context.set_offline(False)
+    await expect(tab.inbox).to_have_attribute("connection", "online", timeout=30_000)
+    await expect(tab.item("Still new")).to_have_count(1, timeout=30_000)
+    await expect(tab.item("Opened elsewhere")).to_have_count(1)
+    await page.wait_for_timeout(1500)  # room for anything misplaced to show up
+    await expect(tab.item("Archived elsewhere")).to_have_count(0)
+    await expect(tab.toast("Still new")).to_have_count(1)
+    await expect(tab.toast("Opened elsewhere")).to_have_count(0)
+    await expect(tab.toast("Archived elsewhere")).to_have_count(0)
+    await expect(tab.inbox).to_have_attribute("unread-count", "2")  # Before, Still new
+    # In the order the worker stored them, which need not be the order they were sent in.
+    assert sorted(await tab.arrivals()) == ["Opened elsewhere", "Still new"]
+    await tab.tab("Archived")
+    await expect(tab.item("Archived elsewhere")).to_have_count(1)
     tab.assert_clean()

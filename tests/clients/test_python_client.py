@@ -54,21 +54,19 @@ def slug() -> str:
     return f"client-{uuid.uuid4().hex[:8]}"
 
 
+def in_app_template(client: Any, slug: str, name: str, title: str, body: str) -> Any:
+    """The input creating an in-app template, in the types of ``client`` (aio or sync)."""
+    content = client.TemplateContentInput(channel=client.Channel.IN_APP, title=title, body=body)
+    return client.CreateTemplateInput(slug=slug, name=name, content=[content])
+
+
 async def test_the_async_client_sends_events_with_keys_and_waits_out_the_rate_limit(api):
     sent = Requests()
     http = httpx.AsyncClient(timeout=10, event_hooks={"request": [sent.arecord]})
     async with HeraldClient(api.url, token=service_token(), http_client=http) as herald:
         template = slug()
         created = await herald.create_template(
-            aio.CreateTemplateInput(
-                slug=template,
-                name="Welcome",
-                content=[
-                    aio.TemplateContentInput(
-                        channel=aio.Channel.IN_APP, title="Hi", body="Hello {{ user.first_name }}"
-                    )
-                ],
-            )
+            in_app_template(aio, template, "Welcome", "Hi", "Hello {{ user.first_name }}")
         )
         assert isinstance(created.create_template, aio.CreateTemplateCreateTemplateTemplate)
         assert created.create_template.variables == ["user.first_name"]
@@ -107,15 +105,7 @@ async def test_a_given_idempotency_key_is_kept_and_herald_reports_the_duplicate(
             )
         )
         template = slug()
-        await herald.create_template(
-            aio.CreateTemplateInput(
-                slug=template,
-                name="Order",
-                content=[
-                    aio.TemplateContentInput(channel=aio.Channel.IN_APP, title="Order", body="Paid")
-                ],
-            )
-        )
+        await herald.create_template(in_app_template(aio, template, "Order", "Order", "Paid"))
         event = aio.EventInput(
             type="client_test",
             user_ids=["u-2"],
@@ -135,15 +125,7 @@ async def test_a_given_idempotency_key_is_kept_and_herald_reports_the_duplicate(
 def test_the_sync_client_creates_and_cancels_a_campaign(api):
     with HeraldSyncClient(api.url, token=lambda: service_token()) as herald:
         template = slug()
-        herald.create_template(
-            sync.CreateTemplateInput(
-                slug=template,
-                name="News",
-                content=[
-                    sync.TemplateContentInput(channel=sync.Channel.IN_APP, title="News", body="Hi")
-                ],
-            )
-        )
+        herald.create_template(in_app_template(sync, template, "News", "News", "Hi"))
         created = herald.create_campaign(
             sync.CampaignInput(
                 name="Client test",

@@ -16,12 +16,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, free_port
+from tests.http_stubs import QuietHandler, serve
 
 NGINX_DIR = ROOT / "nginx"
 TEMPLATE_VARIABLE = re.compile(r"\$\{(NGINX_[A-Z_]+)\}")
@@ -146,20 +147,12 @@ class Recorder:
                 self.arrived.wait(left)
 
 
-class QuietHandler(BaseHTTPRequestHandler):
-    """A request handler that writes no access log to the test output."""
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @contextmanager
 def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """A real HTTP server on a free port, answering with ``handler`` in a thread; its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, url = serve(handler)
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield url
     finally:
         server.shutdown()
         server.server_close()

@@ -93,30 +93,21 @@ def test_image_shape():
     assert {"graphiql/node_modules", "backend/graphiql_assets", "backend/sdk_assets"} <= set(ignore)
 
 
-def test_graphiql_stage_builds_from_the_lock():
-    """GraphiQL is built with `npm ci` from the committed lock and lands in the package."""
+@pytest.mark.parametrize(
+    ("stage", "folder", "assets"),
+    [("graphiql", "graphiql", "graphiql_assets"), ("inbox", "clients/inbox", "sdk_assets")],
+)
+def test_a_javascript_stage_builds_from_the_lock(stage, folder, assets):
+    """GraphiQL and <herald-inbox> are each built with `npm ci` from the committed lock and
+    land in the package."""
     named = stages(DOCKERFILE.read_text())
-    graphiql = named["graphiql"]
-    runs = [rest for keyword, rest in graphiql if keyword == "RUN"]
+    runs = [rest for keyword, rest in named[stage] if keyword == "RUN"]
     assert any("npm ci" in run for run in runs) and runs[-1] == "npm run build"
-    copies = [rest for keyword, rest in graphiql if keyword == "COPY"]
-    assert copies[0] == "graphiql/package.json graphiql/package-lock.json ./"
-    assert (ROOT / "graphiql" / "package-lock.json").is_file()
+    copies = [rest for keyword, rest in named[stage] if keyword == "COPY"]
+    assert copies[0] == f"{folder}/package.json {folder}/package-lock.json ./"
+    assert (ROOT / folder / "package-lock.json").is_file()
     build_copies = [rest for keyword, rest in named["build"] if keyword == "COPY"]
-    assert "--from=graphiql /src/backend/graphiql_assets ./backend/graphiql_assets" in build_copies
-
-
-def test_inbox_stage_builds_from_the_lock():
-    """<herald-inbox> is built with `npm ci` from the committed lock and lands in the package."""
-    named = stages(DOCKERFILE.read_text())
-    inbox = named["inbox"]
-    runs = [rest for keyword, rest in inbox if keyword == "RUN"]
-    assert any("npm ci" in run for run in runs) and runs[-1] == "npm run build"
-    copies = [rest for keyword, rest in inbox if keyword == "COPY"]
-    assert copies[0] == "clients/inbox/package.json clients/inbox/package-lock.json ./"
-    assert (ROOT / "clients" / "inbox" / "package-lock.json").is_file()
-    build_copies = [rest for keyword, rest in named["build"] if keyword == "COPY"]
-    assert "--from=inbox /src/backend/sdk_assets ./backend/sdk_assets" in build_copies
+    assert f"--from={stage} /src/backend/{assets} ./backend/{assets}" in build_copies
 
 
 def test_build_stage_installs_a_working_herald(tmp_path):

@@ -11,7 +11,8 @@ from redis import Redis
 
 from backend.observability.probe import check_redis_key, check_url
 from tests.conftest import free_port
-from tests.deploy.conftest import QuietHandler, http_server, run_python
+from tests.deploy.conftest import http_server, run_python
+from tests.http_stubs import QuietHandler
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

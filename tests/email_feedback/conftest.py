@@ -5,8 +5,6 @@ configured with those keys, and sent email deliveries in the real history store.
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import ipaddress
 import ssl
 import threading
 import uuid
@@ -19,46 +17,22 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from backend.channels import Channel
 from backend.config import Settings
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, HistoryStore, StatusChange
 from backend.db.models import EmailSuppression
 from backend.schema.context import Services
 from tests.conftest import in_process_client, make_services, make_settings, started_app
+from tests.factories import make_delivery, self_signed, tls_files
 
 POSTMARK_USER = "postmark-hook"
 POSTMARK_PASSWORD = "s3cret-basic-auth-0123456789"
 MAILGUN_KEY = "key-mailgun-webhook-signing-0123456789"
 BOUNCE_DOMAIN = "bounces.herald.test"
-
-
-def _self_signed(key: Any, common_name: str, *, ca: bool) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        ).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    return builder.sign(key, hashes.SHA256())
 
 
 @dataclass
@@ -85,19 +59,9 @@ class SnsHost:
 @pytest.fixture(scope="session")
 def sns_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnsHost]:
     directory = tmp_path_factory.mktemp("sns")
-    tls_key = ec.generate_private_key(ec.SECP256R1())
-    tls_cert = _self_signed(tls_key, "localhost", ca=True)
-    cert_path, key_path = directory / "tls.pem", directory / "tls-key.pem"
-    cert_path.write_bytes(tls_cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        tls_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path, key_path = tls_files(directory, "localhost")
     signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    signing_cert = _self_signed(signing_key, "sns.amazonaws.com", ca=False)
+    signing_cert = self_signed(signing_key, "sns.amazonaws.com", ca=False)
     host = SnsHost(
         signing_key=signing_key,
         signing_cert_pem=signing_cert.public_bytes(serialization.Encoding.PEM),
@@ -198,14 +162,12 @@ def history(feedback_app: Any, feedback_services: Services) -> HistoryStore:
 async def sent_email(history: HistoryStore, *, user_id: str = "user-bounce") -> DeliveryRecord:
     """An email delivery in the history store, ``sent``."""
     now = datetime.now(UTC)
-    record = DeliveryRecord(
-        id=str(uuid.uuid4()),
+    record = make_delivery(
+        str(uuid.uuid4()),
         event_id=str(uuid.uuid4()),
         event_type="movie_added",
         user_id=user_id,
-        channel=Channel.EMAIL,
         created_at=now,
-        updated_at=now,
         status=DeliveryStatus.SENT,
         timeline=[
             StatusChange(DeliveryStatus.QUEUED, now),

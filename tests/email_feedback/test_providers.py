@@ -11,16 +11,18 @@ import hmac
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from redis.asyncio import Redis
 
 from backend.config import Settings
-from backend.db.history.base import DeliveryStatus, HistoryStore
+from backend.db.history.base import DeliveryRecord, DeliveryStatus, HistoryStore
 from backend.services.live import live_channel
 from tests.conftest import GraphQL
 from tests.email_feedback.conftest import (
@@ -43,14 +45,73 @@ query($filter: EmailSuppressionFilter) {
 }"""
 
 
-async def suppressed(gql: GraphQL, settings: Settings, address: str) -> list[dict[str, Any]]:
-    body = await gql(
-        SUPPRESSIONS,
-        {"filter": {"addressContains": address}},
-        token=token_for(settings, "manager"),
-    )
-    assert "errors" not in body, body
-    return [e["node"] for e in body["data"]["emailSuppressions"]["edges"]]
+@dataclass
+class Feedback:
+    """The provider endpoints' client, the history they change, and the suppression list as
+    a manager reads it over GraphQL."""
+
+    client: httpx.AsyncClient
+    history: HistoryStore
+    gql: GraphQL
+    settings: Settings
+
+    async def suppressed(self, address: str) -> list[dict[str, Any]]:
+        body = await self.gql(
+            SUPPRESSIONS,
+            {"filter": {"addressContains": address}},
+            token=token_for(self.settings, "manager"),
+        )
+        assert "errors" not in body, body
+        return [e["node"] for e in body["data"]["emailSuppressions"]["edges"]]
+
+    async def sent_email(self, label: str) -> tuple[DeliveryRecord, str]:
+        """A sent email delivery in the history, and a new address of ``label`` for it."""
+        return await sent_email(self.history), unique_address(label)
+
+    async def kinds(self, address: str) -> list[str]:
+        return [row["kind"] for row in await self.suppressed(address)]
+
+    async def statuses(self, *records: DeliveryRecord) -> dict[str, DeliveryStatus]:
+        return {r.id: r.status for r in await self.history.get_many([r.id for r in records])}
+
+    async def assert_hard_soft_and_complaint(
+        self,
+        answers: list[httpx.Response],
+        records: tuple[DeliveryRecord, DeliveryRecord, DeliveryRecord],
+        addresses: list[str],
+    ) -> None:
+        """Three reports taken, about ``records`` and ``addresses`` in this order: a hard
+        bounce (bounced, suppressed), a soft one (still sent, not suppressed) and a spam
+        complaint (complained, suppressed)."""
+        assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+        hard, soft, spam = records
+        assert await self.statuses(*records) == {
+            hard.id: DeliveryStatus.BOUNCED,
+            soft.id: DeliveryStatus.SENT,
+            spam.id: DeliveryStatus.COMPLAINED,
+        }
+        assert await self.kinds(addresses[0]) == ["HARD_BOUNCE"]
+        assert await self.suppressed(addresses[1]) == []
+        assert await self.kinds(addresses[2]) == ["COMPLAINT"]
+
+    async def assert_untouched(self, record: DeliveryRecord, address: str) -> None:
+        """A refused report changed nothing: the delivery is still sent, the address free."""
+        stored = await self.history.get(record.id)
+        assert stored is not None and stored.status is DeliveryStatus.SENT
+        assert await self.suppressed(address) == []
+
+
+@pytest.fixture
+def feedback(
+    provider_client: httpx.AsyncClient, history: HistoryStore, gql: GraphQL, settings: Settings
+) -> Feedback:
+    return Feedback(provider_client, history, gql, settings)
+
+
+def assert_unauthenticated(responses: list[httpx.Response]) -> None:
+    for response in responses:
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["code"] == "UNAUTHENTICATED"
 
 
 # --- Amazon SES through SNS ---------------------------------------------------------------------
@@ -113,6 +174,12 @@ def ses_mail(
     }
 
 
+def ses_event(kind: str, report: dict[str, Any], mail: dict[str, Any]) -> dict[str, Any]:
+    """An SES notification of ``kind`` (Bounce, Complaint): the report under the kind's own
+    key, and the mail it is about."""
+    return {"notificationType": kind, kind.lower(): report, "mail": mail}
+
+
 async def post_sns(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
     # SNS posts JSON with Content-Type text/plain and names the type in a header.
     return await client.post(
@@ -126,18 +193,12 @@ async def post_sns(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Res
 
 
 async def test_ses_permanent_bounce_v1_bounces_the_delivery_and_suppresses_the_address(
-    provider_client: httpx.AsyncClient,
-    history: HistoryStore,
-    sns_host: SnsHost,
-    gql: GraphQL,
-    settings: Settings,
-    feedback_settings: Settings,
+    feedback: Feedback, sns_host: SnsHost, feedback_settings: Settings
 ) -> None:
-    record = await sent_email(history)
-    address = unique_address("gone")
-    ses = {
-        "notificationType": "Bounce",
-        "bounce": {
+    record, address = await feedback.sent_email("gone")
+    ses = ses_event(
+        "Bounce",
+        {
             "bounceType": "Permanent",
             "bounceSubType": "General",
             "bouncedRecipients": [
@@ -153,13 +214,13 @@ async def test_ses_permanent_bounce_v1_bounces_the_delivery_and_suppresses_the_a
             "reportingMTA": "dsn; a8-70.smtp-out.amazonses.com",
         },
         # Herald's Message-ID, echoed in commonHeaders.
-        "mail": ses_mail(message_id=f"<herald.{record.id}@herald.example>"),
-    }
+        ses_mail(message_id=f"<herald.{record.id}@herald.example>"),
+    )
     redis = Redis.from_url(feedback_settings.redis_url)
     pubsub = redis.pubsub()
     await pubsub.subscribe(live_channel())
     try:
-        response = await post_sns(provider_client, sns_notification(sns_host, ses, version="1"))
+        response = await post_sns(feedback.client, sns_notification(sns_host, ses, version="1"))
         feed: list[dict[str, Any]] = []
         for _ in range(50):
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
@@ -174,13 +235,13 @@ async def test_ses_permanent_bounce_v1_bounces_the_delivery_and_suppresses_the_a
 
     assert response.status_code == 200, response.text
     assert response.json() == {"received": 1, "matched": 1, "suppressed": 1}
-    stored = await history.get(record.id)
+    stored = await feedback.history.get(record.id)
     assert stored is not None and stored.status is DeliveryStatus.BOUNCED
     last = stored.timeline[-1]
     assert last.status is DeliveryStatus.BOUNCED
     assert last.reason is not None
     assert "hard bounce reported by ses" in last.reason and "550 5.1.1 user unknown" in last.reason
-    [row] = await suppressed(gql, settings, address)
+    [row] = await feedback.suppressed(address)
     assert row["kind"] == "HARD_BOUNCE" and row["provider"] == "ses"
     assert row["deliveryId"] == record.id
     # The live delivery feed carried the change.
@@ -189,69 +250,57 @@ async def test_ses_permanent_bounce_v1_bounces_the_delivery_and_suppresses_the_a
 
 
 async def test_ses_complaint_v2_matched_by_the_delivery_header(
-    provider_client: httpx.AsyncClient,
-    history: HistoryStore,
-    sns_host: SnsHost,
-    gql: GraphQL,
-    settings: Settings,
+    feedback: Feedback, sns_host: SnsHost
 ) -> None:
-    record = await sent_email(history)
-    address = unique_address("annoyed")
-    ses = {
-        "notificationType": "Complaint",
-        "complaint": {
+    record, address = await feedback.sent_email("annoyed")
+    ses = ses_event(
+        "Complaint",
+        {
             "userAgent": "ExampleCorp Feedback Loop (V0.01)",
             "complainedRecipients": [{"emailAddress": address}],
             "complaintFeedbackType": "abuse",
             "timestamp": "2026-12-06T05:00:00.000Z",
             "feedbackId": "0100018c-complaint-000000",
         },
-        "mail": ses_mail(headers=[{"name": "X-Herald-Delivery-Id", "value": record.id}]),
-    }
-    response = await post_sns(provider_client, sns_notification(sns_host, ses, version="2"))
+        ses_mail(headers=[{"name": "X-Herald-Delivery-Id", "value": record.id}]),
+    )
+    response = await post_sns(feedback.client, sns_notification(sns_host, ses, version="2"))
 
     assert response.status_code == 200, response.text
-    stored = await history.get(record.id)
+    stored = await feedback.history.get(record.id)
     assert stored is not None and stored.status is DeliveryStatus.COMPLAINED
     assert "spam complaint reported by ses" in (stored.timeline[-1].reason or "")
-    [row] = await suppressed(gql, settings, address)
+    [row] = await feedback.suppressed(address)
     assert row["kind"] == "COMPLAINT"
 
 
-async def test_ses_transient_bounce_only_records(
-    provider_client: httpx.AsyncClient,
-    history: HistoryStore,
-    sns_host: SnsHost,
-    gql: GraphQL,
-    settings: Settings,
-) -> None:
-    record = await sent_email(history)
-    address = unique_address("full")
-    ses = {
-        "notificationType": "Bounce",
-        "bounce": {
+async def test_ses_transient_bounce_only_records(feedback: Feedback, sns_host: SnsHost) -> None:
+    record, address = await feedback.sent_email("full")
+    ses = ses_event(
+        "Bounce",
+        {
             "bounceType": "Transient",
             "bounceSubType": "MailboxFull",
             "bouncedRecipients": [{"emailAddress": address, "status": "4.2.2"}],
             "timestamp": "2026-12-06T05:00:00.000Z",
             "feedbackId": "x",
         },
-        "mail": ses_mail(message_id=f"<herald.{record.id}@herald.example>"),
-    }
-    response = await post_sns(provider_client, sns_notification(sns_host, ses))
+        ses_mail(message_id=f"<herald.{record.id}@herald.example>"),
+    )
+    response = await post_sns(feedback.client, sns_notification(sns_host, ses))
 
     assert response.status_code == 200, response.text
     assert response.json() == {"received": 1, "matched": 1, "suppressed": 0}
-    stored = await history.get(record.id)
+    stored = await feedback.history.get(record.id)
     assert stored is not None and stored.status is DeliveryStatus.SENT
     assert len(stored.timeline) == 4
     assert "soft bounce reported by ses" in (stored.timeline[-1].reason or "")
     assert "MailboxFull" in (stored.timeline[-1].reason or "")
-    assert await suppressed(gql, settings, address) == []
+    assert await feedback.suppressed(address) == []
 
 
 async def test_sns_subscription_confirmation_is_confirmed_by_a_get_of_subscribe_url(
-    provider_client: httpx.AsyncClient, sns_host: SnsHost
+    feedback: Feedback, sns_host: SnsHost
 ) -> None:
     token = uuid.uuid4().hex
     url = f"{sns_host.base_url}/confirm?Action=ConfirmSubscription&TopicArn={TOPIC}&Token={token}"
@@ -268,7 +317,7 @@ async def test_sns_subscription_confirmation_is_confirmed_by_a_get_of_subscribe_
         },
         version="2",
     )
-    response = await post_sns(provider_client, message)
+    response = await post_sns(feedback.client, message)
 
     assert response.status_code == 200, response.text
     assert response.json() == {"confirmed": True}
@@ -276,23 +325,18 @@ async def test_sns_subscription_confirmation_is_confirmed_by_a_get_of_subscribe_
 
 
 async def test_sns_refuses_a_bad_signature_and_foreign_certificate_hosts(
-    provider_client: httpx.AsyncClient,
-    history: HistoryStore,
-    sns_host: SnsHost,
-    gql: GraphQL,
-    settings: Settings,
+    feedback: Feedback, sns_host: SnsHost
 ) -> None:
-    record = await sent_email(history)
-    address = unique_address("forged")
-    ses = {
-        "notificationType": "Bounce",
-        "bounce": {
+    record, address = await feedback.sent_email("forged")
+    ses = ses_event(
+        "Bounce",
+        {
             "bounceType": "Permanent",
             "bounceSubType": "General",
             "bouncedRecipients": [{"emailAddress": address}],
         },
-        "mail": ses_mail(message_id=f"<herald.{record.id}@herald.example>"),
-    }
+        ses_mail(message_id=f"<herald.{record.id}@herald.example>"),
+    )
     good = sns_notification(sns_host, ses)
     tampered = {**good, "Message": good["Message"].replace("Permanent", "Permanent ")}
     # 127.0.0.1 serves the same certificate, but is not on the allowed host pattern.
@@ -314,22 +358,18 @@ async def test_sns_refuses_a_bad_signature_and_foreign_certificate_hosts(
     )
 
     answers = [
-        await post_sns(provider_client, body)
+        await post_sns(feedback.client, body)
         for body in (tampered, foreign, plain_http, unknown_version, confirm)
     ]
 
-    for response in answers:
-        assert response.status_code == 401, response.text
-        assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert_unauthenticated(answers)
     assert "does not match" in answers[0].json()["error"]["message"]
     assert "not allowed" in answers[1].json()["error"]["message"]
     assert "not an https URL" in answers[2].json()["error"]["message"]
     assert "SignatureVersion" in answers[3].json()["error"]["message"]
     assert "not allowed: evil.example" in answers[4].json()["error"]["message"]
     assert sns_host.cert_fetches == fetches  # the foreign hosts were never asked
-    stored = await history.get(record.id)
-    assert stored is not None and stored.status is DeliveryStatus.SENT
-    assert await suppressed(gql, settings, address) == []
+    await feedback.assert_untouched(record, address)
 
 
 # --- SendGrid -----------------------------------------------------------------------------------
@@ -362,13 +402,11 @@ def sendgrid_event(event: str, email: str, delivery_id: str, **fields: Any) -> d
 
 
 async def test_sendgrid_bounce_blocked_dropped_and_spamreport(
-    provider_client: httpx.AsyncClient,
-    history: HistoryStore,
-    sendgrid_keys: SendGridKeys,
-    gql: GraphQL,
-    settings: Settings,
+    feedback: Feedback, sendgrid_keys: SendGridKeys
 ) -> None:
-    hard, blocked, dropped, spam, delivered, unsub = [await sent_email(history) for _ in range(6)]
+    hard, blocked, dropped, spam, delivered, unsub = [
+        await sent_email(feedback.history) for _ in range(6)
+    ]
     names = ("hard", "blocked", "dropped", "spam", "ok", "unsub")
     addresses = [unique_address(n) for n in names]
     events = [
@@ -383,15 +421,13 @@ async def test_sendgrid_bounce_blocked_dropped_and_spamreport(
         sendgrid_event("dropped", addresses[5], unsub.id, reason="Unsubscribed Address"),
     ]  # fmt: skip
     body, headers = sendgrid_signed(sendgrid_keys, events)
-    response = await provider_client.post(
+    response = await feedback.client.post(
         "/providers/email/sendgrid/events", content=body, headers=headers
     )
 
     assert response.status_code == 200, response.text
     assert response.json() == {"received": 5, "matched": 5, "suppressed": 3}
-    records = (hard, blocked, dropped, spam, delivered, unsub)
-    statuses = {r.id: r.status for r in await history.get_many([r.id for r in records])}
-    assert statuses == {
+    assert await feedback.statuses(hard, blocked, dropped, spam, delivered, unsub) == {
         hard.id: DeliveryStatus.BOUNCED,
         blocked.id: DeliveryStatus.SENT,
         dropped.id: DeliveryStatus.BOUNCED,
@@ -399,7 +435,7 @@ async def test_sendgrid_bounce_blocked_dropped_and_spamreport(
         delivered.id: DeliveryStatus.SENT,
         unsub.id: DeliveryStatus.SENT,
     }
-    kinds = {a: [r["kind"] for r in await suppressed(gql, settings, a)] for a in addresses}
+    kinds = {a: await feedback.kinds(a) for a in addresses}
     assert kinds == {
         addresses[0]: ["HARD_BOUNCE"],
         addresses[1]: [],
@@ -411,14 +447,9 @@ async def test_sendgrid_bounce_blocked_dropped_and_spamreport(
 
 
 async def test_sendgrid_refuses_a_bad_or_old_signature(
-    provider_client: httpx.AsyncClient,
-    history: HistoryStore,
-    sendgrid_keys: SendGridKeys,
-    gql: GraphQL,
-    settings: Settings,
+    feedback: Feedback, sendgrid_keys: SendGridKeys
 ) -> None:
-    record = await sent_email(history)
-    address = unique_address("sg-forged")
+    record, address = await feedback.sent_email("sg-forged")
     events = [sendgrid_event("bounce", address, record.id, type="bounce")]
     body, headers = sendgrid_signed(sendgrid_keys, events)
     other_key = SendGridKeys(ec.generate_private_key(ec.SECP256R1()), "")
@@ -429,19 +460,15 @@ async def test_sendgrid_refuses_a_bad_or_old_signature(
     unsigned = {"Content-Type": "application/json"}
     tampered = body.replace(b"bounce", b"spamreport", 1)
     answers = [
-        await provider_client.post(url, content=tampered, headers=headers),
-        await provider_client.post(url, content=body, headers=foreign),
-        await provider_client.post(url, content=old_body, headers=old),
-        await provider_client.post(url, content=body, headers=unsigned),
+        await feedback.client.post(url, content=tampered, headers=headers),
+        await feedback.client.post(url, content=body, headers=foreign),
+        await feedback.client.post(url, content=old_body, headers=old),
+        await feedback.client.post(url, content=body, headers=unsigned),
     ]
 
-    for response in answers:
-        assert response.status_code == 401, response.text
-        assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert_unauthenticated(answers)
     assert "too old" in answers[2].json()["error"]["message"]
-    stored = await history.get(record.id)
-    assert stored is not None and stored.status is DeliveryStatus.SENT
-    assert await suppressed(gql, settings, address) == []
+    await feedback.assert_untouched(record, address)
 
 
 # --- Postmark -----------------------------------------------------------------------------------
@@ -481,13 +508,8 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
 
 
-async def test_postmark_hard_soft_and_spam_complaint_with_basic_auth(
-    provider_client: httpx.AsyncClient,
-    history: HistoryStore,
-    gql: GraphQL,
-    settings: Settings,
-) -> None:
-    hard, soft, spam = [await sent_email(history) for _ in range(3)]
+async def test_postmark_hard_soft_and_spam_complaint_with_basic_auth(feedback: Feedback) -> None:
+    hard, soft, spam = [await sent_email(feedback.history) for _ in range(3)]
     addresses = [unique_address(n) for n in ("pm-hard", "pm-soft", "pm-spam")]
     complaint = {
         "RecordType": "SpamComplaint",
@@ -512,7 +534,7 @@ async def test_postmark_hard_soft_and_spam_complaint_with_basic_auth(
     }
     auth = basic(POSTMARK_USER, POSTMARK_PASSWORD)
     answers = [
-        await provider_client.post("/providers/email/postmark/events", json=body, headers=auth)
+        await feedback.client.post("/providers/email/postmark/events", json=body, headers=auth)
         for body in (
             postmark_bounce(addresses[0], hard.id, "HardBounce", 1),
             postmark_bounce(addresses[1], soft.id, "SoftBounce", 4096),
@@ -520,36 +542,20 @@ async def test_postmark_hard_soft_and_spam_complaint_with_basic_auth(
         )
     ]
 
-    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
-    statuses = {r.id: r.status for r in await history.get_many([hard.id, soft.id, spam.id])}
-    assert statuses == {
-        hard.id: DeliveryStatus.BOUNCED,
-        soft.id: DeliveryStatus.SENT,
-        spam.id: DeliveryStatus.COMPLAINED,
-    }
-    assert [r["kind"] for r in await suppressed(gql, settings, addresses[0])] == ["HARD_BOUNCE"]
-    assert await suppressed(gql, settings, addresses[1]) == []
-    assert [r["kind"] for r in await suppressed(gql, settings, addresses[2])] == ["COMPLAINT"]
+    await feedback.assert_hard_soft_and_complaint(answers, (hard, soft, spam), addresses)
 
 
-async def test_postmark_refuses_missing_or_wrong_credentials(
-    provider_client: httpx.AsyncClient, history: HistoryStore, gql: GraphQL, settings: Settings
-) -> None:
-    record = await sent_email(history)
-    address = unique_address("pm-forged")
+async def test_postmark_refuses_missing_or_wrong_credentials(feedback: Feedback) -> None:
+    record, address = await feedback.sent_email("pm-forged")
     body = postmark_bounce(address, record.id, "HardBounce", 1)
     answers = [
-        await provider_client.post("/providers/email/postmark/events", json=body),
-        await provider_client.post(
+        await feedback.client.post("/providers/email/postmark/events", json=body),
+        await feedback.client.post(
             "/providers/email/postmark/events", json=body, headers=basic(POSTMARK_USER, "guess")
         ),
     ]
-    for response in answers:
-        assert response.status_code == 401
-        assert response.json()["error"]["code"] == "UNAUTHENTICATED"
-    stored = await history.get(record.id)
-    assert stored is not None and stored.status is DeliveryStatus.SENT
-    assert await suppressed(gql, settings, address) == []
+    assert_unauthenticated(answers)
+    await feedback.assert_untouched(record, address)
 
 
 # --- Mailgun ------------------------------------------------------------------------------------
@@ -596,10 +602,8 @@ def mailgun_failed(address: str, delivery_id: str, severity: str) -> dict[str, A
     }
 
 
-async def test_mailgun_failed_and_complained(
-    provider_client: httpx.AsyncClient, history: HistoryStore, gql: GraphQL, settings: Settings
-) -> None:
-    hard, soft, spam = [await sent_email(history) for _ in range(3)]
+async def test_mailgun_failed_and_complained(feedback: Feedback) -> None:
+    hard, soft, spam = [await sent_email(feedback.history) for _ in range(3)]
     addresses = [unique_address(n) for n in ("mg-hard", "mg-soft", "mg-spam")]
     complained = {
         "id": "-Agny091SquKnsrW2NEKUA",
@@ -611,7 +615,7 @@ async def test_mailgun_failed_and_complained(
         "message": {"headers": {"message-id": f"herald.{spam.id}@herald.example"}},
     }
     answers = [
-        await provider_client.post("/providers/email/mailgun/events", json=mailgun_body(data))
+        await feedback.client.post("/providers/email/mailgun/events", json=mailgun_body(data))
         for data in (
             mailgun_failed(addresses[0], hard.id, "permanent"),
             mailgun_failed(addresses[1], soft.id, "temporary"),
@@ -619,24 +623,15 @@ async def test_mailgun_failed_and_complained(
         )
     ]
 
-    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
-    statuses = {r.id: r.status for r in await history.get_many([hard.id, soft.id, spam.id])}
-    assert statuses == {
-        hard.id: DeliveryStatus.BOUNCED,
-        soft.id: DeliveryStatus.SENT,
-        spam.id: DeliveryStatus.COMPLAINED,
-    }
-    hard_record = next(r for r in await history.get_many([hard.id]))
+    await feedback.assert_hard_soft_and_complaint(answers, (hard, soft, spam), addresses)
+    hard_record = next(r for r in await feedback.history.get_many([hard.id]))
     assert "No such user" in (hard_record.timeline[-1].reason or "")
-    assert [r["kind"] for r in await suppressed(gql, settings, addresses[0])] == ["HARD_BOUNCE"]
-    assert await suppressed(gql, settings, addresses[1]) == []
-    assert [r["kind"] for r in await suppressed(gql, settings, addresses[2])] == ["COMPLAINT"]
 
 
 async def test_mailgun_refuses_bad_signatures_old_timestamps_and_replays(
-    provider_client: httpx.AsyncClient, history: HistoryStore, gql: GraphQL, settings: Settings
+    feedback: Feedback,
 ) -> None:
-    first, second = await sent_email(history), await sent_email(history)
+    first, second = await sent_email(feedback.history), await sent_email(feedback.history)
     address = unique_address("mg-replay")
     forged = mailgun_body(mailgun_failed(address, first.id, "permanent"), key="not-the-key")
     old = mailgun_body(mailgun_failed(address, first.id, "permanent"), at=time.time() - 3600)
@@ -645,38 +640,35 @@ async def test_mailgun_refuses_bad_signatures_old_timestamps_and_replays(
     replay = {**once, "event-data": mailgun_failed(address, second.id, "permanent")}
 
     refused = [
-        await provider_client.post("/providers/email/mailgun/events", json=body)
+        await feedback.client.post("/providers/email/mailgun/events", json=body)
         for body in (forged, old)
     ]
-    accepted = await provider_client.post("/providers/email/mailgun/events", json=once)
-    replayed = await provider_client.post("/providers/email/mailgun/events", json=replay)
+    accepted = await feedback.client.post("/providers/email/mailgun/events", json=once)
+    replayed = await feedback.client.post("/providers/email/mailgun/events", json=replay)
 
-    for response in [*refused, replayed]:
-        assert response.status_code == 401, response.text
-        assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert_unauthenticated([*refused, replayed])
     assert "does not match" in refused[0].json()["error"]["message"]
     assert "too old" in refused[1].json()["error"]["message"]
     assert "already used" in replayed.json()["error"]["message"]
     assert accepted.status_code == 200, accepted.text
-    statuses = {r.id: r.status for r in await history.get_many([first.id, second.id])}
-    assert statuses == {first.id: DeliveryStatus.BOUNCED, second.id: DeliveryStatus.SENT}
+    assert await feedback.statuses(first, second) == {
+        first.id: DeliveryStatus.BOUNCED,
+        second.id: DeliveryStatus.SENT,
+    }
 
 
-async def test_a_provider_retry_of_the_same_report_changes_nothing_more(
-    provider_client: httpx.AsyncClient, history: HistoryStore
-) -> None:
-    record = await sent_email(history)
-    address = unique_address("twice")
+async def test_a_provider_retry_of_the_same_report_changes_nothing_more(feedback: Feedback) -> None:
+    record, address = await feedback.sent_email("twice")
     auth = basic(POSTMARK_USER, POSTMARK_PASSWORD)
     body = postmark_bounce(address, record.id, "HardBounce", 1)
     answers = [
-        await provider_client.post("/providers/email/postmark/events", json=body, headers=auth)
+        await feedback.client.post("/providers/email/postmark/events", json=body, headers=auth)
         for _ in range(2)
     ]
     assert [a.json() for a in answers] == [
         {"received": 1, "matched": 1, "suppressed": 1},
         {"received": 1, "matched": 0, "suppressed": 0},
     ]
-    stored = await history.get(record.id)
+    stored = await feedback.history.get(record.id)
     assert stored is not None
     assert [c.status for c in stored.timeline].count(DeliveryStatus.BOUNCED) == 1

@@ -13,12 +13,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage, Message
-from typing import Any
 
 import aiosmtplib
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.bounce_listener import start_listener
 from backend.channels import Channel
@@ -28,24 +28,13 @@ from backend.db.history.base import DeliveryStatus
 from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.session import create_sessionmaker
 from backend.services import suppressions
-from backend.services.deliveries import DeliveryContext, Envelope, delivery_id
+from backend.services.deliveries import DeliveryContext
 from backend.services.email_feedback import FeedbackRecorder
 from backend.services.users import UserProfile
-from backend.workers import units
 from tests.channels.conftest import SmtpServer, running
 from tests.conftest import free_port, herald_process_env
 from tests.email_feedback.conftest import BOUNCE_DOMAIN, sent_email, unique_address
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    async def enqueue_send(self, message: Any) -> None:
-        self.sent.append(message)
-
-    async def enqueue_dispatch(self, envelope: Envelope) -> None:
-        raise AssertionError("no dispatch expected")
+from tests.factories import RecordingQueue, delivery_context, dispatch_and_send
 
 
 class Profiles:
@@ -60,10 +49,8 @@ class Profiles:
 
 @pytest.fixture
 def relay() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
+    with SmtpServer() as server:
+        yield server
 
 
 @pytest.fixture
@@ -80,41 +67,41 @@ def smtp_settings(feedback_settings: Settings, relay: SmtpServer) -> Settings:
     )
 
 
+@dataclass
+class Listener:
+    """The bounce listener on ``port``, recording into ``history``; the settings and database
+    a worker sending email through the relay uses."""
+
+    port: int
+    history: PostgresHistoryStore
+    settings: Settings
+    engine: AsyncEngine
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return create_sessionmaker(self.engine)
+
+    def email_context(self, sender: SmtpEmailSender, address: str) -> DeliveryContext:
+        """A worker's context sending email through ``sender`` to ``address`` for every user."""
+        return delivery_context(
+            self.settings,
+            self.engine,
+            None,
+            queue=RecordingQueue(),
+            users=Profiles(address),
+            senders={Channel.EMAIL: sender},
+            history=self.history,
+        )
+
+
 @pytest.fixture
-async def listener(
-    smtp_settings: Settings, engine: AsyncEngine
-) -> AsyncIterator[tuple[int, PostgresHistoryStore]]:
+async def listener(smtp_settings: Settings, engine: AsyncEngine) -> AsyncIterator[Listener]:
     history = PostgresHistoryStore(engine)
     recorder = FeedbackRecorder(sessionmaker=create_sessionmaker(engine), history=history)
     server = await start_listener(smtp_settings, recorder, host="127.0.0.1", port=0)
-    yield server.sockets[0].getsockname()[1], history
+    yield Listener(server.sockets[0].getsockname()[1], history, smtp_settings, engine)
     server.close()
     await server.wait_closed()
-
-
-def movie_added(user_id: str) -> Envelope:
-    return Envelope.from_wire(
-        {
-            "id": str(uuid.uuid4()),
-            "type": "movie_added",
-            "user_ids": [user_id],
-            "channels": ["email"],
-            "payload": {"movie": {"title": "Metropolis", "url": "https://m/1"}},
-            "template_slug": "movie_added",
-            "locale": None,
-            "critical": False,
-        }
-    )
-
-
-async def send_email(ctx: DeliveryContext, user_id: str) -> str:
-    event = movie_added(user_id)
-    await units.dispatch(ctx, event)
-    ident = delivery_id(event.id, user_id, Channel.EMAIL)
-    await units.send(
-        ctx, envelope=event, channel=Channel.EMAIL, delivery_ids=[ident], attempt=1, resume=False
-    )
-    return ident
 
 
 def _headers(original: Message | None) -> str:
@@ -221,28 +208,18 @@ async def deliver_report(port: int, report: bytes, recipient: str) -> tuple[int,
 
 
 async def test_hard_bounce_over_smtp_suppresses_the_next_send_until_removed(
-    smtp_settings: Settings,
-    engine: AsyncEngine,
-    relay: SmtpServer,
-    listener: tuple[int, PostgresHistoryStore],
-    committed_suppressions: list[str],
+    listener: Listener, relay: SmtpServer, committed_suppressions: list[str]
 ) -> None:
-    port, history = listener
+    port, history = listener.port, listener.history
     address = unique_address("dsn-hard")
     committed_suppressions.append(address)
     user = f"dsn-{uuid.uuid4().hex[:8]}"
-    sessionmaker = create_sessionmaker(engine)
-    sender = SmtpEmailSender(smtp_settings)
+    sessionmaker = listener.sessionmaker
+    sender = SmtpEmailSender(listener.settings)
     async with running(sender):
-        ctx = DeliveryContext(
-            settings=smtp_settings,
-            sessionmaker=sessionmaker,
-            history=history,
-            queue=RecordingQueue(),
-            users=Profiles(address.upper()),  # suppression ignores case
-            senders={Channel.EMAIL: sender},
-        )
-        first = await send_email(ctx, user)
+        # Sent to the address in capitals: suppression ignores case.
+        ctx = listener.email_context(sender, address.upper())
+        first = await dispatch_and_send(ctx, user, Channel.EMAIL)
         verp = f"bounces+{first}@{BOUNCE_DOMAIN}"
         assert relay.recorder.envelopes == [(verp, [address.upper()])]
         [mail] = relay.recorder.messages
@@ -270,7 +247,7 @@ async def test_hard_bounce_over_smtp_suppresses_the_next_send_until_removed(
             listed = await suppressions.suppressed(session, addresses=[address])
         assert listed[address].kind == "hard_bounce" and listed[address].provider == "dsn"
 
-        second = await send_email(ctx, user)
+        second = await dispatch_and_send(ctx, user, Channel.EMAIL)
         skipped = await history.get(second)
         assert skipped is not None and skipped.status is DeliveryStatus.SKIPPED
         assert "is suppressed" in (skipped.timeline[-1].reason or "")
@@ -280,36 +257,25 @@ async def test_hard_bounce_over_smtp_suppresses_the_next_send_until_removed(
         async with sessionmaker() as session:
             assert await suppressions.remove_suppression(session, address=address) == address
             await session.commit()
-        third = await send_email(ctx, user)
+        third = await dispatch_and_send(ctx, user, Channel.EMAIL)
         sent = await history.get(third)
         assert sent is not None and sent.status is DeliveryStatus.SENT
         assert len(relay.recorder.messages) == 2
 
 
 async def test_soft_dsn_records_and_arf_complaint_suppresses(
-    smtp_settings: Settings,
-    engine: AsyncEngine,
-    relay: SmtpServer,
-    listener: tuple[int, PostgresHistoryStore],
-    committed_suppressions: list[str],
+    listener: Listener, relay: SmtpServer, committed_suppressions: list[str]
 ) -> None:
-    port, history = listener
+    port, history = listener.port, listener.history
     delayed_address, annoyed_address = unique_address("dsn-soft"), unique_address("arf")
     committed_suppressions.extend([delayed_address, annoyed_address])
-    sessionmaker = create_sessionmaker(engine)
-    sender = SmtpEmailSender(smtp_settings)
+    sessionmaker = listener.sessionmaker
+    sender = SmtpEmailSender(listener.settings)
     async with running(sender):
         ids = []
         for address in (delayed_address, annoyed_address):
-            ctx = DeliveryContext(
-                settings=smtp_settings,
-                sessionmaker=sessionmaker,
-                history=history,
-                queue=RecordingQueue(),
-                users=Profiles(address),
-                senders={Channel.EMAIL: sender},
-            )
-            ids.append(await send_email(ctx, f"dsn-{uuid.uuid4().hex[:8]}"))
+            ctx = listener.email_context(sender, address)
+            ids.append(await dispatch_and_send(ctx, f"dsn-{uuid.uuid4().hex[:8]}", Channel.EMAIL))
     soft_mail, arf_mail = relay.recorder.messages
 
     soft = dsn(
@@ -339,11 +305,9 @@ async def test_soft_dsn_records_and_arf_complaint_suppresses(
 
 
 async def test_the_listener_takes_only_its_domain_and_trusts_no_unmatched_report(
-    smtp_settings: Settings,
-    engine: AsyncEngine,
-    listener: tuple[int, PostgresHistoryStore],
+    listener: Listener,
 ) -> None:
-    port, _ = listener
+    port = listener.port
     address = unique_address("dsn-forged")
     smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10)
     await smtp.connect()
@@ -365,7 +329,7 @@ async def test_the_listener_takes_only_its_domain_and_trusts_no_unmatched_report
     reply.set_content("I am away until Monday.")
     code, message = await deliver_report(port, reply.as_bytes(), f"bounces+x@{BOUNCE_DOMAIN}")
     assert code == 250 and "dropped" in message
-    async with create_sessionmaker(engine)() as session:
+    async with listener.sessionmaker() as session:
         assert await suppressions.suppressed(session, addresses=[address]) == {}
     await asyncio.sleep(0)
 

@@ -29,40 +29,15 @@ from backend.db.history.base import (
 )
 from backend.db.history.mongo import MongoHistoryStore
 from backend.db.history.postgres import PostgresHistoryStore
+from tests.factories import make_delivery
 
 MONGODB_URL = os.environ.get("HERALD_TEST_MONGODB_URL")
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # make_delivery's default creation time
 
 
 def minutes(n: float) -> datetime:
     """``T0`` plus ``n`` minutes."""
     return T0 + timedelta(minutes=n)
-
-
-def make_delivery(
-    id: str = "d-1",
-    *,
-    user_id: str = "u-1",
-    event_id: str = "e-1",
-    channel: Channel = Channel.EMAIL,
-    status: DeliveryStatus = DeliveryStatus.QUEUED,
-    created_at: datetime = T0,
-    campaign_id: str | None = None,
-    **fields: Any,
-) -> DeliveryRecord:
-    """A delivery as dispatch creates it: queued, nothing rendered, no timeline yet."""
-    return DeliveryRecord(
-        id=id,
-        event_id=event_id,
-        event_type="user_registered",
-        user_id=user_id,
-        channel=channel,
-        created_at=created_at,
-        updated_at=fields.pop("updated_at", created_at),
-        status=status,
-        campaign_id=campaign_id,
-        **fields,
-    )
 
 
 def full_delivery(id: str = "d-full") -> DeliveryRecord:
@@ -241,6 +216,14 @@ RETENTION_DAYS = 36_500
 STORES = ["postgresql", "mongomock", *(["mongodb"] if MONGODB_URL else [])]
 
 
+def mongomock_store(collection: Any, *, retention_days: int) -> MongoHistoryStore:
+    """The Mongo store running its own code on a mongomock ``collection``. Its client is never
+    used: it connects lazily, and its collection is replaced."""
+    store = MongoHistoryStore("mongodb://127.0.0.1:1/unused", retention_days=retention_days)
+    store.collection = MockCollection(collection)  # type: ignore[assignment]
+    return store
+
+
 async def empty_postgres_store(engine: AsyncEngine) -> PostgresHistoryStore:
     """The PostgreSQL store on an empty table: it commits its own transactions, so the test's
     rolled-back transaction cannot undo what the previous test stored."""
@@ -258,9 +241,7 @@ async def store(
         yield await empty_postgres_store(engine)
         return
     if request.param == "mongomock":
-        # The client is never used: it connects lazily, and its collection is replaced.
-        mock = MongoHistoryStore("mongodb://127.0.0.1:1/unused", retention_days=RETENTION_DAYS)
-        mock.collection = MockCollection(collection)  # type: ignore[assignment]
+        mock = mongomock_store(collection, retention_days=RETENTION_DAYS)
         await mock.start()
         yield mock
         await mock.close()

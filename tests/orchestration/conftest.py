@@ -15,8 +15,8 @@ import shutil
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -35,7 +35,8 @@ from backend.broker import purge_work_queues
 from backend.config import Settings
 from backend.db.session import create_sessionmaker
 from backend.schema.context import Services
-from tests.conftest import TEST_DATABASE_URL, TEST_RABBITMQ_URL, GraphQL, free_port, make_settings
+from tests.conftest import TEST_DATABASE_URL, TEST_RABBITMQ_URL, GraphQL, make_settings
+from tests.http_stubs import QuietHandler, serve
 from tests.pipeline.conftest import JWT_SECRET, auth_standin  # noqa: F401 - a fixture
 from tests.pipeline.servers import SmtpSink, start_smtp
 from tests.processes import Process
@@ -105,8 +106,11 @@ class HttpEndpoint:
             return [r for r in self.requests if path is None or r["path"] == path]
 
 
-def _serve(state: HttpEndpoint) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
+@contextmanager
+def _serving(state: HttpEndpoint) -> Iterator[HttpEndpoint]:
+    """``state`` answered by a real HTTP server until the block ends."""
+
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             with state.lock:
@@ -122,38 +126,28 @@ def _serve(state: HttpEndpoint) -> ThreadingHTTPServer:
                         "answered": status,
                     }
                 )
-                answer = json.dumps({"id": f"msg-{len(state.requests)}"}).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+                answer = {"id": f"msg-{len(state.requests)}"}
+            self.reply_json(status, answer)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    return server
+    server, state.url = serve(Handler)
+    try:
+        yield state
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture(scope="session")
 def sms_a() -> Iterator[HttpEndpoint]:
     """The primary SMS provider."""
-    state = HttpEndpoint()
-    server = _serve(state)
-    yield state
-    server.shutdown()
+    with _serving(HttpEndpoint()) as state:
+        yield state
 
 
 @pytest.fixture(scope="session")
 def sms_b() -> Iterator[HttpEndpoint]:
     """The fallback SMS provider."""
-    state = HttpEndpoint()
-    server = _serve(state)
-    yield state
-    server.shutdown()
+    with _serving(HttpEndpoint()) as state:
+        yield state
 
 
 SLACK_TOKENS = {"slack-a": "xoxb-a-111", "slack-b": "xoxb-b-222"}
@@ -257,7 +251,7 @@ class ChatApi:
 def chat_api() -> Iterator[ChatApi]:
     state = ChatApi()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("content-length") or 0))
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -276,19 +270,9 @@ def chat_api() -> Iterator[ChatApi]:
                         "answered": status,
                     }
                 )
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json; charset=utf-8")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.reply_json(status, answer, "application/json; charset=utf-8")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server, state.url = serve(Handler)
     yield state
     server.shutdown()
 
@@ -296,10 +280,8 @@ def chat_api() -> Iterator[ChatApi]:
 @pytest.fixture(scope="session")
 def receiver() -> Iterator[HttpEndpoint]:
     """Webhook endpoints (one path each)."""
-    state = HttpEndpoint(status=204)
-    server = _serve(state)
-    yield state
-    server.shutdown()
+    with _serving(HttpEndpoint(status=204)) as state:
+        yield state
 
 
 def _suite_values(relay_b: Smtp, sms_b: HttpEndpoint, chat: ChatApi) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from email.message import Message
 from typing import Any
 
 from backend.config import Settings
@@ -24,6 +25,16 @@ PREFERENCES = """query($userId: ID) { preferences(userId: $userId) {
   disabledChannels disabledEventTypes } }"""
 
 FINAL = ("SENT", "DELIVERED", "SKIPPED", "FAILED", "DEAD")
+
+
+def part_of(mail: Message, content_type: str) -> str:
+    """The decoded text of ``mail``'s first part of ``content_type``."""
+    for part in mail.walk():
+        if part.get_content_type() == content_type:
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            return payload.decode()
+    raise AssertionError(f"no {content_type} part")
 
 
 def admin(settings: Settings) -> str:
@@ -67,18 +78,22 @@ async def preferences(api: GraphQL, user_id: str) -> dict[str, Any]:
     return dict(body["data"]["preferences"])
 
 
-async def sms_template(api: GraphQL) -> str:
-    slug = f"sms-{uuid.uuid4().hex[:8]}"
+async def create_template(
+    api: GraphQL, prefix: str, name: str, content: list[dict[str, Any]]
+) -> str:
+    """Create a template named ``name`` as a manager (it must succeed); its new slug, made
+    from ``prefix``."""
+    slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
     body = await api(
         "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
-        {
-            "i": {
-                "slug": slug,
-                "name": "SMS",
-                "content": [{"channel": "SMS", "body": "Code {{ payload.code }}"}],
-            }
-        },
+        {"i": {"slug": slug, "name": name, "content": content}},
         token=token_for(api.settings, "manager"),
     )
     assert body["data"]["createTemplate"]["__typename"] == "Template", body
     return slug
+
+
+async def sms_template(api: GraphQL) -> str:
+    return await create_template(
+        api, "sms", "SMS", [{"channel": "SMS", "body": "Code {{ payload.code }}"}]
+    )

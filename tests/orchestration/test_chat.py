@@ -22,6 +22,7 @@ from tests.orchestration.conftest import (
 from tests.orchestration.helpers import (
     SET_PREFERENCES,
     admin,
+    create_template,
     deliver,
     reset_preferences,
 )
@@ -34,7 +35,6 @@ TELEGRAM_SEND = f"/telegram/bot{TELEGRAM_TOKEN}/sendMessage"
 
 
 async def chat_template(api: GraphQL) -> str:
-    slug = f"chat-{uuid.uuid4().hex[:8]}"
     content = [
         {
             "channel": "SLACK",
@@ -48,13 +48,7 @@ async def chat_template(api: GraphQL) -> str:
         },
         {"channel": "TELEGRAM", "body": "<b>Order {{ payload.order }}</b> shipped"},
     ]
-    body = await api(
-        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
-        {"i": {"slug": slug, "name": "Chat", "content": content}},
-        token=token_for(api.settings, "manager"),
-    )
-    assert body["data"]["createTemplate"]["__typename"] == "Template", body
-    return slug
+    return await create_template(api, "chat", "Chat", content)
 
 
 async def register(api: GraphQL, user: str, address: dict[str, Any]) -> None:
@@ -81,6 +75,12 @@ async def send_order(
 
 def posts(chat: ChatApi, path: str, order: str) -> list[dict[str, Any]]:
     return [r for r in chat.received(path) if order in r["body"]["text"]]
+
+
+def assert_failed_saying(delivery: dict[str, Any], reason: str) -> None:
+    """The delivery failed, its last status change giving ``reason``."""
+    assert delivery["status"] == "FAILED", delivery
+    assert reason in delivery["timeline"][-1]["reason"]
 
 
 async def test_slack_goes_to_the_recipients_slack_address_with_the_rendered_blocks(
@@ -136,8 +136,7 @@ async def test_slacks_refusal_fails_the_delivery_with_slacks_reason(
         api, slug, "SLACK", ["u-bruno"], {"order": order, "chat": {"slack": "C-GONE-1"}}
     )
 
-    assert delivery["status"] == "FAILED"
-    assert "channel_not_found" in delivery["timeline"][-1]["reason"]
+    assert_failed_saying(delivery, "channel_not_found")
     # About the message, not the provider: no failover to the second bot.
     assert posts(chat_api, SLACK_B_POST, order) == []
 
@@ -189,33 +188,21 @@ async def test_a_recipient_without_a_chat_address_fails_saying_so(
     slug = await chat_template(api)
     order = uuid.uuid4().hex[:6]
     [delivery] = await send_order(api, slug, "TELEGRAM", ["u-chen"], {"order": order})
-    assert delivery["status"] == "FAILED"
-    assert "no Telegram chat address" in delivery["timeline"][-1]["reason"]
+    assert_failed_saying(delivery, "no Telegram chat address")
     assert posts(chat_api, TELEGRAM_SEND, order) == []
 
 
 async def test_the_webhook_channel_posts_signed_to_the_recipients_url_or_the_event_types(
     api: GraphQL, chat_api: ChatApi
 ) -> None:
-    slug = f"hook-{uuid.uuid4().hex[:8]}"
-    created = await api(
-        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
+    content = [
         {
-            "i": {
-                "slug": slug,
-                "name": "Hook",
-                "content": [
-                    {
-                        "channel": "WEBHOOK",
-                        "title": "Order {{ payload.order }}",
-                        "body": "Shipped to {{ user.first_name }}",
-                    }
-                ],
-            }
-        },
-        token=token_for(api.settings, "manager"),
-    )
-    assert created["data"]["createTemplate"]["__typename"] == "Template", created
+            "channel": "WEBHOOK",
+            "title": "Order {{ payload.order }}",
+            "body": "Shipped to {{ user.first_name }}",
+        }
+    ]
+    slug = await create_template(api, "hook", "Hook", content)
     own = f"/hooks/dana-{uuid.uuid4().hex[:6]}"
     await register(api, "u-dana", {"webhook": {"url": f"{chat_api.url}{own}"}})
     order = uuid.uuid4().hex[:6]
@@ -249,27 +236,16 @@ RECIPIENT = """query($u: ID!) { recipient(userId: $u) {
 async def test_mobile_push_goes_through_fcm_and_a_gone_token_is_disabled(
     api: GraphQL, chat_api: ChatApi
 ) -> None:
-    slug = f"mobile-{uuid.uuid4().hex[:8]}"
-    created = await api(
-        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
+    content = [
         {
-            "i": {
-                "slug": slug,
-                "name": "Mobile",
-                "content": [
-                    {
-                        "channel": "PUSH_MOBILE",
-                        "title": "Order {{ payload.order }}",
-                        "body": "On its way, {{ user.first_name }}",
-                        "data": {"screen": "orders/{{ payload.order }}"},
-                        "badge": 1,
-                    }
-                ],
-            }
-        },
-        token=token_for(api.settings, "manager"),
-    )
-    assert created["data"]["createTemplate"]["__typename"] == "Template", created
+            "channel": "PUSH_MOBILE",
+            "title": "Order {{ payload.order }}",
+            "body": "On its way, {{ user.first_name }}",
+            "data": {"screen": "orders/{{ payload.order }}"},
+            "badge": 1,
+        }
+    ]
+    slug = await create_template(api, "mobile", "Mobile", content)
     live, gone = f"live-{uuid.uuid4().hex[:10]}", f"gone-{uuid.uuid4().hex[:10]}"
     for token in (live, gone):
         await register(api, "u-emil", {"mobilePush": {"platform": "ANDROID", "token": token}})
@@ -363,8 +339,7 @@ async def test_a_telegram_user_who_blocked_the_bot_fails_and_their_chat_is_disab
         payload={"order": order},
     )
 
-    assert delivery["status"] == "FAILED", delivery
-    assert "bot was blocked by the user" in delivery["timeline"][-1]["reason"]
+    assert_failed_saying(delivery, "bot was blocked by the user")
     assert [r["answered"] for r in posts(chat_api, TELEGRAM_SEND, order)] == [403]
     recipient = await api(RECIPIENT, {"u": "u-chen"}, token=admin(api.settings))
     [address] = [

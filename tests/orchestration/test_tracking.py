@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from email.message import Message
 from html.parser import HTMLParser
+from typing import Any
 
 import httpx
 import pytest
@@ -19,9 +20,14 @@ from starlette.routing import Route
 
 from backend.services.tracking import PIXEL_GIF
 from tests.conftest import GraphQL, LiveServer, start_live_server, stop_live_server
-from tests.factories import token_for
 from tests.orchestration.conftest import PUBLIC_URL, TRACKING_SECRET, Smtp
-from tests.orchestration.helpers import admin, final_deliveries, send
+from tests.orchestration.helpers import (
+    admin,
+    create_template,
+    final_deliveries,
+    part_of,
+    send,
+)
 from tests.pipeline.servers import eventually
 from tests.processes import ThreadedServer
 
@@ -43,15 +49,6 @@ class Links(HTMLParser):
             self.hrefs.append(values["href"] or "")
         if tag == "img" and values.get("src"):
             self.images.append(values["src"] or "")
-
-
-def html_of(mail: Message) -> str:
-    for part in mail.walk():
-        if part.get_content_type() == "text/html":
-            payload = part.get_payload(decode=True)
-            assert isinstance(payload, bytes)
-            return payload.decode()
-    raise AssertionError("no text/html part")
 
 
 async def email_to(relay: Smtp, delivery_id: str) -> Message:
@@ -87,7 +84,6 @@ def tracking_api() -> Iterator[LiveServer]:
 
 
 async def tracked_template(api: GraphQL, offer: str) -> str:
-    slug = f"tracked-{uuid.uuid4().hex[:8]}"
     html = (
         "<html><body><p>Hello {{ user.first_name }}</p>"
         f'<p><a href="{offer}?id={{{{ payload.code }}}}&amp;src=mail">See the offer</a></p>'
@@ -95,21 +91,20 @@ async def tracked_template(api: GraphQL, offer: str) -> str:
         "<a href='https://shop.example/unsubscribe?u=1'>Stop these</a> · "
         '<a href="#top">Top</a></p></body></html>'
     )
-    body = await api(
-        "mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename } }",
-        {
-            "i": {
-                "slug": slug,
-                "name": "Tracked",
-                "content": [
-                    {"channel": "EMAIL", "subject": "Offer", "body": "Hello", "html": html}
-                ],
-            }
-        },
-        token=token_for(api.settings, "manager"),
+    content = [{"channel": "EMAIL", "subject": "Offer", "body": "Hello", "html": html}]
+    return await create_template(api, "tracked", "Tracked", content)
+
+
+async def email_dana(api: GraphQL, slug: str, event_type: str, payload: dict[str, Any]) -> str:
+    """Send Dana an email of ``slug``; the event's id."""
+    return await send(
+        api,
+        type=event_type,
+        userIds=["u-dana"],
+        templateSlug=slug,
+        channels=["EMAIL"],
+        payload=payload,
     )
-    assert body["data"]["createTemplate"]["__typename"] == "Template", body
-    return slug
 
 
 async def test_opens_and_clicks_are_tracked_through_the_pixel_and_the_signed_redirect(
@@ -118,20 +113,13 @@ async def test_opens_and_clicks_are_tracked_through_the_pixel_and_the_signed_red
     offer = f"{landing.url}/offer"
     slug = await tracked_template(api, offer)
     code = uuid.uuid4().hex[:6]
-    event_id = await send(
-        api,
-        type="user_registered",
-        userIds=["u-dana"],
-        templateSlug=slug,
-        channels=["EMAIL"],
-        payload={"code": code},
-    )
+    event_id = await email_dana(api, slug, "user_registered", {"code": code})
     [delivery] = await final_deliveries(api, event_id, 1)
     assert delivery["status"] == "SENT", delivery
 
     mail = await email_to(relay_a, delivery["id"])
     links = Links()
-    links.feed(html_of(mail))
+    links.feed(part_of(mail, "text/html"))
 
     # The offer goes through the redirect; mailto, unsubscribe and in-page links do not.
     tracked, *kept = links.hrefs
@@ -180,17 +168,10 @@ async def test_critical_emails_are_never_tracked(
     offer = f"{landing.url}/offer"
     slug = await tracked_template(api, offer)
     # password_reset is a critical event type: like unsubscribe links, no tracking.
-    event_id = await send(
-        api,
-        type="password_reset",
-        userIds=["u-dana"],
-        templateSlug=slug,
-        channels=["EMAIL"],
-        payload={"code": "c1", "reset_url": offer},
-    )
+    event_id = await email_dana(api, slug, "password_reset", {"code": "c1", "reset_url": offer})
     [delivery] = await final_deliveries(api, event_id, 1)
 
     links = Links()
-    links.feed(html_of(await email_to(relay_a, delivery["id"])))
+    links.feed(part_of(await email_to(relay_a, delivery["id"]), "text/html"))
     assert links.hrefs[0] == f"{offer}?id=c1&src=mail"
     assert not any("/t/" in src for src in links.images)

@@ -16,6 +16,7 @@ from tests.orchestration.helpers import (
     SET_PREFERENCES,
     admin,
     final_deliveries,
+    part_of,
     preferences,
     reset_preferences,
     send,
@@ -43,15 +44,6 @@ def one_click_path(mail: Message) -> str:
     return urlsplit(urls[0]).path
 
 
-def text_of(mail: Message) -> str:
-    for part in mail.walk():
-        if part.get_content_type() == "text/plain":
-            payload = part.get_payload(decode=True)
-            assert isinstance(payload, bytes)
-            return payload.decode()
-    raise AssertionError("no text/plain part")
-
-
 async def test_non_critical_email_carries_one_click_headers_and_a_page_link(
     api: GraphQL, relay_a: Smtp
 ) -> None:
@@ -63,7 +55,7 @@ async def test_non_critical_email_carries_one_click_headers_and_a_page_link(
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     path = one_click_path(mail)
     token = path.rsplit("/", 1)[1]
-    assert f"{PUBLIC_URL}/preferences/{token}" in text_of(mail)
+    assert f"{PUBLIC_URL}/preferences/{token}" in part_of(mail, "text/plain")
 
 
 async def test_critical_email_has_no_unsubscribe(api: GraphQL, relay_a: Smtp) -> None:
@@ -75,7 +67,7 @@ async def test_critical_email_has_no_unsubscribe(api: GraphQL, relay_a: Smtp) ->
 
     assert mail["List-Unsubscribe"] is None
     assert mail["List-Unsubscribe-Post"] is None
-    assert "/preferences/" not in text_of(mail)
+    assert "/preferences/" not in part_of(mail, "text/plain")
 
 
 async def test_one_click_post_opts_out_and_the_next_event_is_skipped(

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,16 +15,15 @@ import pytest
 
 from backend.broker import purge_work_queues
 from backend.channels.push import generate_vapid_keys
+from tests import processes
 from tests.conftest import (
-    ROOT,
     TEST_DATABASE_URL,
     TEST_RABBITMQ_URL,
     TEST_REDIS_URL,
     GraphQL,
     LiveServer,
-    free_port,
 )
-from tests.factories import CREATE_TEMPLATE
+from tests.factories import create_template
 from tests.pipeline.servers import FAULT_REPORTS, HttpRecorder, start_http, start_smtp
 from tests.processes import Process
 
@@ -66,45 +62,10 @@ def vapid_keys() -> tuple[str, str]:
     return generate_vapid_keys()
 
 
-def _wait_http(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {seconds} s")
-
-
 @pytest.fixture(scope="session")
 def auth_standin() -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "HERALD_ENVIRONMENT": "test", "HERALD_JWT_SECRET": JWT_SECRET}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "backend.cli",
-            "auth-standin",
-            "--port",
-            str(port),
-            "--users",
-            str(USERS_FILE),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(f"{url}/healthz")
+    with processes.auth_standin("--users", str(USERS_FILE)) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture(scope="session")
@@ -159,13 +120,7 @@ async def in_app_template(graphql: GraphQL, token: str) -> str:
             "body": "{{ payload.offer }}",
         }
     ]
-    body = await graphql(
-        CREATE_TEMPLATE,
-        {"input": {"slug": slug, "name": "Promo", "description": "", "content": content}},
-        token=token,
-    )
-    assert body["data"]["createTemplate"]["__typename"] == "Template", body
-    return slug
+    return await create_template(graphql, token, slug, content, name="Promo")
 
 
 @pytest.fixture

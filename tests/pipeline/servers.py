@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.conftest import free_port
+from tests.http_stubs import QuietHandler, serve
 
 
 @dataclass
@@ -57,7 +57,7 @@ class HttpRecorder:
 
 
 def start_http(recorder: HttpRecorder) -> tuple[ThreadingHTTPServer, str]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length)
@@ -67,19 +67,9 @@ def start_http(recorder: HttpRecorder) -> tuple[ThreadingHTTPServer, str]:
                     recorder.requests.append(
                         {"path": self.path, "headers": dict(self.headers), "body": body}
                     )
-            payload = json.dumps({"id": f"msg-{len(recorder.requests)}"}).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.reply_json(status, {"id": f"msg-{len(recorder.requests)}"})
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    return serve(Handler)
 
 
 async def eventually(check: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:

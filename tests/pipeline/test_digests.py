@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.factories import CREATE_TEMPLATE, token_for
+from tests.conftest import scalar
+from tests.factories import create_template, token_for
 from tests.pipeline.servers import eventually
 
 REGISTER = """mutation($input: RegisterEventTypeInput!) { registerEventType(input: $input) {
@@ -21,6 +22,8 @@ INBOX = """{ inbox(first: 5) { edges { node { eventType title body } } } }"""
 PREFS = """mutation($input: PreferencesInput!) { setPreferences(input: $input) {
   __typename ... on Preferences { digestCadence { eventType cadence } }
   ... on Error { code message field } } }"""
+
+COLLECTED = "SELECT count(*) FROM digest_items WHERE event_type = :t"
 
 
 @pytest.fixture
@@ -41,12 +44,7 @@ async def digest_type(e2e: Any, admin: str) -> str:
         }
     ]
     for slug, content in ((f"news-{suffix}", single), (f"news-digest-{suffix}", many)):
-        body = await e2e(
-            CREATE_TEMPLATE,
-            {"input": {"slug": slug, "name": slug, "description": "", "content": content}},
-            token=admin,
-        )
-        assert body["data"]["createTemplate"]["__typename"] == "Template", body
+        await create_template(e2e, admin, slug, content)
     name = f"news.{suffix}"
     registered = await e2e(
         REGISTER,
@@ -85,13 +83,7 @@ async def test_events_are_collected_and_released_as_one_message(
     ids = [await send(e2e, settings, digest_type, "u-chen", t) for t in ("A", "B", "C")]
 
     async def collected() -> int:
-        async with engine.connect() as conn:
-            n = (
-                await conn.execute(
-                    text("SELECT count(*) FROM digest_items WHERE event_type = :t"),
-                    {"t": digest_type},
-                )
-            ).scalar_one()
+        n = await scalar(engine, COLLECTED, t=digest_type)
         return int(n) if n == 3 else 0
 
     await eventually(collected, timeout=20)
@@ -112,14 +104,7 @@ async def test_events_are_collected_and_released_as_one_message(
 
     item = await eventually(digest_arrived, timeout=20)
     assert (item["title"], item["body"]) == ("3 new", "A;B;C;")
-    async with engine.connect() as conn:
-        left = (
-            await conn.execute(
-                text("SELECT count(*) FROM digest_items WHERE event_type = :t"),
-                {"t": digest_type},
-            )
-        ).scalar_one()
-    assert left == 0
+    assert await scalar(engine, COLLECTED, t=digest_type) == 0
 
 
 async def test_a_user_who_chose_instant_gets_each_event(e2e, settings, admin, digest_type):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import CREATE_TEMPLATE, token_for
+from tests.factories import create_template, token_for
 from tests.pipeline.servers import eventually
 
 REGISTER = """mutation($input: RegisterEventTypeInput!) { registerEventType(input: $input) {
@@ -35,13 +35,7 @@ def admin(settings: Any) -> str:
 async def template(e2e: Any, admin: str) -> str:
     slug = f"limits-{uuid.uuid4().hex[:8]}"
     content = [{"channel": "IN_APP", "locale": "en", "title": "{{ event.id }}", "body": "b"}]
-    body = await e2e(
-        CREATE_TEMPLATE,
-        {"input": {"slug": slug, "name": "L", "description": "", "content": content}},
-        token=admin,
-    )
-    assert body["data"]["createTemplate"]["__typename"] == "Template"
-    return slug
+    return await create_template(e2e, admin, slug, content, name="L")
 
 
 async def final(e2e: Any, admin: str, event_id: str) -> dict[str, Any]:
@@ -63,19 +57,14 @@ async def send(e2e: Any, settings: Any, **event: Any) -> str:
 
 async def test_a_throttled_type_skips_what_exceeds_its_limit(e2e, settings, admin, template):
     name = f"digestible.{uuid.uuid4().hex[:6]}"
-    registered = await e2e(
-        REGISTER,
-        {
-            "input": {
-                "name": name,
-                "templateSlug": template,
-                "channels": ["IN_APP"],
-                "throttle": {"limit": 2, "windowSeconds": 3600},
-            }
-        },
-        token=admin,
-    )
-    assert registered["data"]["registerEventType"]["throttle"] == {
+
+    async def register(throttle: dict[str, int]) -> dict[str, Any]:
+        event_type = {"name": name, "templateSlug": template, "channels": ["IN_APP"]}
+        body = await e2e(REGISTER, {"input": {**event_type, "throttle": throttle}}, token=admin)
+        return dict(body["data"]["registerEventType"])
+
+    registered = await register({"limit": 2, "windowSeconds": 3600})
+    assert registered["throttle"] == {
         "limit": 2,
         "windowSeconds": 3600,
     }
@@ -87,19 +76,8 @@ async def test_a_throttled_type_skips_what_exceeds_its_limit(e2e, settings, admi
     reason = results[2]["timeline"][0]["reason"]
     assert f"throttled: at most 2 '{name}' messages per user every 3600 s" == reason
 
-    bad = await e2e(
-        REGISTER,
-        {
-            "input": {
-                "name": name,
-                "templateSlug": template,
-                "channels": ["IN_APP"],
-                "throttle": {"limit": 0, "windowSeconds": 60},
-            }
-        },
-        token=admin,
-    )
-    assert bad["data"]["registerEventType"]["field"] == "throttle.limit"
+    bad = await register({"limit": 0, "windowSeconds": 60})
+    assert bad["field"] == "throttle.limit"
 
 
 async def test_a_channel_budget_caps_everything_but_critical(e2e, settings, admin, template):

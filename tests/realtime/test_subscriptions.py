@@ -20,7 +20,7 @@ from tests.conftest import start_live_server, stop_live_server
 from tests.factories import token_for
 
 NOTIFICATIONS = """subscription($since: String) { notifications(since: $since) { __typename
-  ... on Notification { id cursor eventType title body data read }
+  ... on Notification { id cursor eventType title body data read archived archivedAt }
   ... on ReadStateChange { ids read archived } } }"""
 
 
@@ -108,13 +108,19 @@ def user() -> str:
     return f"rt-{uuid.uuid4().hex[:10]}"
 
 
+async def listening(server: Any, settings: Any, uid: str) -> Client:
+    """A socket of ``uid`` subscribed to its notifications, given a moment to be listened
+    for."""
+    client = await Client.open(server, token_for(settings, "user", sub=uid))
+    await client.subscribe(NOTIFICATIONS)
+    await asyncio.sleep(0.3)
+    return client
+
+
 async def test_items_reach_the_right_user_only(live_server, settings, committed, redis):
     alice, bob = user(), user()
-    a = await Client.open(live_server, token_for(settings, "user", sub=alice))
-    b = await Client.open(live_server, token_for(settings, "user", sub=bob))
-    await a.subscribe(NOTIFICATIONS)
-    await b.subscribe(NOTIFICATIONS)
-    await asyncio.sleep(0.3)
+    a = await listening(live_server, settings, alice)
+    b = await listening(live_server, settings, bob)
     [entry] = await store(committed, alice, 1, redis=redis)
     got = (await a.next())["notifications"]
     assert got["id"] == entry.delivery_id and got["title"] == "item 0" and got["read"] is False
@@ -141,9 +147,7 @@ async def test_a_hole_in_the_live_stream_is_filled_from_the_inbox(
     live_server, settings, committed, redis
 ):
     uid = user()
-    client = await Client.open(live_server, token_for(settings, "user", sub=uid))
-    await client.subscribe(NOTIFICATIONS)
-    await asyncio.sleep(0.3)
+    client = await listening(live_server, settings, uid)
     silent = await store(committed, uid, 2, publish=False)  # their publish was lost
     [loud] = await store(committed, uid, 1, redis=redis)
     ids = [(await client.next())["notifications"]["id"] for _ in range(3)]
@@ -153,9 +157,7 @@ async def test_a_hole_in_the_live_stream_is_filled_from_the_inbox(
 
 async def test_resync_after_the_redis_connection_drops(live_server, settings, committed, redis):
     uid = user()
-    client = await Client.open(live_server, token_for(settings, "user", sub=uid))
-    await client.subscribe(NOTIFICATIONS)
-    await asyncio.sleep(0.3)
+    client = await listening(live_server, settings, uid)
     # Kill the API process's pub/sub connection, as a Redis restart would.
     pid = live_server.process.pid
     killed = 0
@@ -297,9 +299,7 @@ async def test_a_slow_client_is_dropped_with_4008(engine, settings, committed, r
     server = start_live_server({"HERALD_LIVE_QUEUE_SIZE": "8"})
     try:
         uid = user()
-        client = await Client.open(server, token_for(settings, "user", sub=uid))
-        await client.subscribe(NOTIFICATIONS)
-        await asyncio.sleep(0.3)
+        client = await listening(server, settings, uid)
         # A burst far larger than the 8-message buffer, faster than one socket drains it.
         await store(committed, uid, 400, redis=redis)
         assert await client.close_code(timeout=15) == 4008
@@ -313,11 +313,8 @@ async def test_two_api_processes_each_serve_their_own_sockets(
     second = start_live_server()
     try:
         uid = user()
-        one = await Client.open(live_server, token_for(settings, "user", sub=uid))
-        two = await Client.open(second, token_for(settings, "user", sub=uid))
-        await one.subscribe(NOTIFICATIONS)
-        await two.subscribe(NOTIFICATIONS)
-        await asyncio.sleep(0.3)
+        one = await listening(live_server, settings, uid)
+        two = await listening(second, settings, uid)
         [entry] = await store(committed, uid, 1, redis=redis)
         assert (await one.next())["notifications"]["id"] == entry.delivery_id
         assert (await two.next())["notifications"]["id"] == entry.delivery_id
@@ -399,9 +396,7 @@ async def test_the_live_hub_survives_an_unexpected_error(engine, settings, commi
     server = start_live_server({"HERALD_LIVE_HUB_FAULT_INJECTION": "true"})
     try:
         uid = user()
-        client = await Client.open(server, token_for(settings, "user", sub=uid))
-        await client.subscribe(NOTIFICATIONS)
-        await asyncio.sleep(0.3)
+        client = await listening(server, settings, uid)
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
 
             async def ready() -> tuple[int, list[str]]:
@@ -492,3 +487,30 @@ async def test_archived_items_have_their_own_shelf_and_position_is_a_since(
         assert unarchived == [entries[2].delivery_id, entries[0].delivery_id]
         assert position == entries[2].cursor
         assert (await shelf(True))[1] == [entries[1].delivery_id]
+
+
+async def test_a_replay_carries_what_was_read_or_archived_while_the_client_was_away(
+    live_server, settings, committed, redis
+):
+    # An item stored, then archived (or read) on another device while this client was offline
+    # is replayed with that state: the client can shelve it instead of showing it as new.
+    uid = user()
+    entries = await store(committed, uid, 3, publish=False)
+    async with committed() as session:
+        await inbox_service.archive(session, user_id=uid, ids=[entries[1].delivery_id])
+        await inbox_service.mark_read(session, user_id=uid, ids=[entries[2].delivery_id])
+        await session.commit()
+    client = await Client.open(live_server, token_for(settings, "user", sub=uid))
+    await client.subscribe(NOTIFICATIONS, {"since": inbox_service.inbox_cursor(0)})
+    replayed = [(await client.next())["notifications"] for _ in range(3)]
+    assert [r["id"] for r in replayed] == [e.delivery_id for e in entries]
+    assert [(r["read"], r["archived"]) for r in replayed] == [
+        (False, False),
+        (False, True),
+        (True, False),
+    ]
+    assert replayed[0]["archivedAt"] is None and replayed[1]["archivedAt"] is not None
+    [live] = await store(committed, uid, 1, redis=redis)
+    got = (await client.next())["notifications"]
+    assert got["id"] == live.delivery_id and got["archived"] is False
+    await client.close()

@@ -169,16 +169,30 @@ async def job_at(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterato
         await session.commit()
 
 
-async def test_a_stalled_job_resumes_after_its_last_committed_page(
-    standin, directory_for, sessionmaker, job_at
-):
-    url, counting = standin
+@pytest.fixture
+def run_job(standin, directory_for, sessionmaker):
+    """Run a sync job against the stand-in, a job quiet for 60 s counting as stalled."""
+    url, _ = standin
+
+    async def run(job_id, *, page_size: int, takeover: bool = False):
+        return await recipients.run_sync(
+            sessionmaker,
+            users=directory_for(url),
+            sync_id=job_id,
+            page_size=page_size,
+            stall_seconds=60,
+            takeover=takeover,
+        )
+
+    return run
+
+
+async def test_a_stalled_job_resumes_after_its_last_committed_page(standin, job_at, run_job):
+    _, counting = standin
     job_id = await job_at(pages_done=1, quiet_for=600)
     before = counting.paths["/api/v1/auth/users"]
 
-    done = await recipients.run_sync(
-        sessionmaker, users=directory_for(url), sync_id=job_id, page_size=500, stall_seconds=60
-    )
+    done = await run_job(job_id, page_size=500)
 
     assert done is not None
     # Pages 2 and 3 only, at the job's own page size (not the 500 asked for now).
@@ -192,26 +206,17 @@ async def test_a_stalled_job_resumes_after_its_last_committed_page(
 
 
 async def test_a_live_job_is_left_to_its_runner_unless_its_task_was_redelivered(
-    standin, directory_for, sessionmaker, job_at
+    standin, job_at, run_job
 ):
-    url, counting = standin
+    _, counting = standin
     job_id = await job_at(pages_done=1, quiet_for=1)
     before = counting.paths["/api/v1/auth/users"]
 
-    left = await recipients.run_sync(
-        sessionmaker, users=directory_for(url), sync_id=job_id, page_size=5, stall_seconds=60
-    )
+    left = await run_job(job_id, page_size=5)
     assert left is not None and (left.status, left.pages_done, left.resumes) == ("RUNNING", 1, 0)
     assert counting.paths["/api/v1/auth/users"] == before
 
-    taken = await recipients.run_sync(
-        sessionmaker,
-        users=directory_for(url),
-        sync_id=job_id,
-        page_size=5,
-        stall_seconds=60,
-        takeover=True,
-    )
+    taken = await run_job(job_id, page_size=5, takeover=True)
     assert taken is not None
     assert (taken.status, taken.recipients_synced, taken.resumes) == ("SUCCEEDED", 12, 1)
     assert counting.paths["/api/v1/auth/users"] == before + 2

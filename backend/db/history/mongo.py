@@ -38,6 +38,9 @@ from backend.db.history.base import (
 from backend.db.history.records import (
     SCRUBBED,
     as_utc,
+    attempt_from_stored,
+    change_from_stored,
+    engagement_from_stored,
     initial_timeline,
     unique_by_id,
 )
@@ -153,32 +156,12 @@ def document_to_record(document: Mapping[str, Any]) -> DeliveryRecord:
         title=document.get("title"),
         body=document.get("body"),
         data=dict(document.get("data") or {}),
-        timeline=[
-            StatusChange(
-                status=DeliveryStatus(change["status"]),
-                at=as_utc(change["at"]),
-                reason=change.get("reason"),
-            )
-            for change in document.get("timeline") or []
-        ],
-        attempts=[
-            Attempt(
-                number=attempt["number"],
-                at=as_utc(attempt["at"]),
-                provider=attempt.get("provider"),
-                error=attempt.get("error"),
-            )
-            for attempt in document.get("attempts") or []
-        ],
+        timeline=[change_from_stored(c, as_utc) for c in document.get("timeline") or []],
+        attempts=[attempt_from_stored(a, as_utc) for a in document.get("attempts") or []],
         provider_message_id=document.get("provider_message_id"),
         read_at=_read_datetime(document.get("read_at")),
         archived_at=_read_datetime(document.get("archived_at")),
-        engagements=[
-            Engagement(
-                kind=EngagementKind(entry["kind"]), at=as_utc(entry["at"]), url=entry.get("url")
-            )
-            for entry in document.get("engagements") or []
-        ],
+        engagements=[engagement_from_stored(e, as_utc) for e in document.get("engagements") or []],
         tenant_id=document.get("tenant_id"),
     )
 

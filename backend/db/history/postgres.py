@@ -54,6 +54,9 @@ from backend.db.history.base import (
 from backend.db.history.records import (
     SCRUBBED,
     as_utc,
+    attempt_from_stored,
+    change_from_stored,
+    engagement_from_stored,
     initial_timeline,
     unique_by_id,
 )
@@ -156,31 +159,6 @@ def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NAIVE_UTC).decode()
 
 
-def _change_from_json(value: dict[str, Any]) -> StatusChange:
-    return StatusChange(
-        status=DeliveryStatus(value["status"]),
-        at=datetime.fromisoformat(value["at"]),
-        reason=value.get("reason"),
-    )
-
-
-def _attempt_from_json(value: dict[str, Any]) -> Attempt:
-    return Attempt(
-        number=value["number"],
-        at=datetime.fromisoformat(value["at"]),
-        provider=value.get("provider"),
-        error=value.get("error"),
-    )
-
-
-def _engagement_from_json(value: dict[str, Any]) -> Engagement:
-    return Engagement(
-        kind=EngagementKind(value["kind"]),
-        at=datetime.fromisoformat(value["at"]),
-        url=value.get("url"),
-    )
-
-
 def _record_to_values(record: DeliveryRecord) -> tuple[Any, ...]:
     """The record's column values for the batch insert, in the table's column order
     (``_COLUMNS``), JSONB values as JSON text. A tuple, not a dict: ``add`` runs this for
@@ -228,12 +206,12 @@ def _row_to_record(row: RowMapping) -> DeliveryRecord:
         title=row["title"],
         body=row["body"],
         data=row["data"],
-        timeline=[_change_from_json(change) for change in row["timeline"]],
-        attempts=[_attempt_from_json(attempt) for attempt in row["attempts"]],
+        timeline=[change_from_stored(c, datetime.fromisoformat) for c in row["timeline"]],
+        attempts=[attempt_from_stored(a, datetime.fromisoformat) for a in row["attempts"]],
         provider_message_id=row["provider_message_id"],
         read_at=row["read_at"],
         archived_at=row["archived_at"],
-        engagements=[_engagement_from_json(e) for e in row["engagements"]],
+        engagements=[engagement_from_stored(e, datetime.fromisoformat) for e in row["engagements"]],
         tenant_id=row["tenant_id"],
     )
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from backend.db.history.base import DeliveryRecord, StatusChange
+from backend.db.history.base import (
+    Attempt,
+    DeliveryRecord,
+    DeliveryStatus,
+    Engagement,
+    EngagementKind,
+    StatusChange,
+)
 
 # What a forgotten user's timeline reasons and attempt errors become: they may quote an address
 # (an SMTP refusal names its recipient), and a scrubbed failed attempt must still read as failed.
@@ -38,3 +46,31 @@ def initial_timeline(record: DeliveryRecord) -> list[StatusChange]:
     there); the caller's record is never modified.
     """
     return record.timeline or [StatusChange(record.status, record.created_at)]
+
+
+# How a store reads back an instant it wrote: MongoDB returns a datetime, JSONB an ISO string.
+ReadInstant = Callable[[Any], datetime]
+
+
+def change_from_stored(entry: Mapping[str, Any], instant: ReadInstant) -> StatusChange:
+    """A timeline entry as a store keeps it (``status``, ``at``, optional ``reason``)."""
+    return StatusChange(
+        status=DeliveryStatus(entry["status"]), at=instant(entry["at"]), reason=entry.get("reason")
+    )
+
+
+def attempt_from_stored(entry: Mapping[str, Any], instant: ReadInstant) -> Attempt:
+    """An attempt as a store keeps it (``number``, ``at``, optional ``provider``, ``error``)."""
+    return Attempt(
+        number=entry["number"],
+        at=instant(entry["at"]),
+        provider=entry.get("provider"),
+        error=entry.get("error"),
+    )
+
+
+def engagement_from_stored(entry: Mapping[str, Any], instant: ReadInstant) -> Engagement:
+    """An open or click as a store keeps it (``kind``, ``at``, optional ``url``)."""
+    return Engagement(
+        kind=EngagementKind(entry["kind"]), at=instant(entry["at"]), url=entry.get("url")
+    )

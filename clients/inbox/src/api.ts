@@ -6,7 +6,7 @@ import { createClient, type Client } from "graphql-ws/client";
 import type { InboxNotification, InboxTab, ReadStateChange } from "./types";
 
 const NOTIFICATION_FIELDS =
-  "id cursor eventId eventType title body data createdAt read readAt actions { label url name }";
+  "id cursor eventId eventType title body data createdAt read readAt archived archivedAt actions { label url name }";
 
 const INBOX = `query HeraldInbox($first: Int!, $after: String, $unreadOnly: Boolean!, $archived: Boolean!) {
   unreadCount

@@ -466,19 +466,24 @@ export class HeraldInbox extends HTMLElement {
     const { __typename: _, ...item } = update;
     if (this.#seen.has(item.id)) {
       const known = this.#items.find((i) => i.id === item.id);
-      if (known && item.read && !known.read) this.#applyRead([item.id]);
+      if (known && item.archived && this.#tab !== "archived") this.#applyArchived([item.id]);
+      else if (known && item.read && !known.read) this.#applyRead([item.id]);
       return;
     }
     this.#seen.add(item.id);
-    if (this.#loaded && this.#tab !== "archived" && !(this.#tab === "unread" && item.read)) {
+    // A replayed item (after a reconnection) comes with what happened to it meanwhile: one
+    // archived on another device goes to the Archived tab only, one read there is no news.
+    const shelf = item.archived ? this.#tab === "archived" : this.#tab !== "archived";
+    if (this.#loaded && shelf && !(this.#tab === "unread" && item.read)) {
       this.#items.unshift(item);
       this.#renderFeed();
     }
+    if (item.archived) return;
     if (!item.read) {
       this.#setUnread(this.#unread + 1);
       this.#scheduleCountRefresh();
+      this.#toast(item);
     }
-    this.#toast(item);
     this.#emit("herald-notification", item);
   }
 

@@ -16,6 +16,9 @@ export interface InboxNotification {
   createdAt: string;
   read: boolean;
   readAt: string | null;
+  /** Archived: only on an item replayed after a reconnection that was archived meanwhile. */
+  archived: boolean;
+  archivedAt: string | null;
   /** The primary and secondary action the template gave, if any. */
   actions: InboxAction[];
 }
