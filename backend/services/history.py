@@ -8,8 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth import Principal
 from backend.db.history.base import DeliveryFilter, DeliveryRecord, HistoryStore, history_cursor
-from backend.errors import ForbiddenError
-from backend.services import workflow_runs
+from backend.services import tenants, workflow_runs
 from backend.services.pagination import Page, check_page_size
 
 __all__ = ["DeliveryFilter", "DeliveryRecord", "list_deliveries", "scoped", "with_workflow_steps"]
@@ -18,11 +17,12 @@ __all__ = ["DeliveryFilter", "DeliveryRecord", "list_deliveries", "scoped", "wit
 def scoped(filter: DeliveryFilter, actor: Principal) -> DeliveryFilter:
     """``filter`` as ``actor`` may read: a caller bound to a tenant, its tenant's deliveries
     only (naming another tenant is FORBIDDEN)."""
-    if actor.tenant_id is None:
-        return filter
-    if filter.tenant_id is not None and filter.tenant_id != actor.tenant_id:
-        raise ForbiddenError("You are bound to another tenant", field="filter.tenantId")
-    return dataclasses.replace(filter, tenant_id=actor.tenant_id)
+    tenant_id = tenants.named_tenant(actor, filter.tenant_id, field="filter.tenantId")
+    return (
+        filter
+        if tenant_id == filter.tenant_id
+        else dataclasses.replace(filter, tenant_id=tenant_id)
+    )
 
 
 async def with_workflow_steps(session: AsyncSession, filter: DeliveryFilter) -> DeliveryFilter:

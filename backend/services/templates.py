@@ -403,19 +403,11 @@ async def get_template(
     tenant is the ``actor``'s when it is bound to one (naming another is FORBIDDEN), else
     ``tenant_id``; none gives the shared template."""
     if actor is not None:
-        tenant_id = _viewed_tenant(actor, tenant_id)
+        tenant_id = tenants.named_tenant(actor, tenant_id)
     template = await TemplateRepository(session).effective(slug, tenant_id)
     if template is None:
         raise NotFoundError(f"No template with slug '{slug}'", field="slug")
     return template
-
-
-def _viewed_tenant(actor: Principal, tenant_id: str | None) -> str | None:
-    if actor.tenant_id is not None:
-        if tenant_id is not None and tenant_id != actor.tenant_id:
-            raise ForbiddenError("You are bound to another tenant", field="tenantId")
-        return actor.tenant_id
-    return tenant_id
 
 
 async def _owned(
@@ -423,7 +415,7 @@ async def _owned(
 ) -> Template:
     """The template ``actor`` changes: exactly (slug, tenant), locked. A caller bound to a
     tenant changes its own templates only; the shared one it may read but not change."""
-    tenant_id = _viewed_tenant(actor, tenant_id)
+    tenant_id = tenants.named_tenant(actor, tenant_id)
     repo = TemplateRepository(session)
     template = await repo.get_by_slug(slug, tenant_id=tenant_id, for_update=True)
     if template is None:
@@ -456,7 +448,7 @@ async def list_templates(
     limit = check_page_size(first)
     after_slug = decode_cursor("template", after)
     if actor is not None:
-        tenant_id = _viewed_tenant(actor, tenant_id)
+        tenant_id = tenants.named_tenant(actor, tenant_id)
     rows = await TemplateRepository(session).page(
         after_slug=after_slug, limit=limit + 1, search=search, tenant_id=tenant_id
     )
@@ -707,7 +699,7 @@ async def preview_template(
     if (slug is None) == (content is None):
         raise ValidationError("Give either a template slug or content to preview", field="slug")
     if actor is not None:
-        tenant_id = _viewed_tenant(actor, tenant_id)
+        tenant_id = tenants.named_tenant(actor, tenant_id)
     if content is None:
         assert slug is not None
         content = template_content(await get_template(session, slug=slug, tenant_id=tenant_id))

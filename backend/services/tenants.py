@@ -88,6 +88,16 @@ def read_scope(actor: Principal) -> str | None:
     return actor.tenant_id
 
 
+def named_tenant(actor: Principal, requested: str | None, *, field: str = "tenantId") -> str | None:
+    """The tenant ``actor`` works in when it names ``requested``: a bound caller's own
+    (naming another one is FORBIDDEN), an unbound caller's ``requested`` (None: none)."""
+    if actor.tenant_id is None:
+        return requested
+    if requested is not None and requested != actor.tenant_id:
+        raise ForbiddenError("You are bound to another tenant", field=field)
+    return actor.tenant_id
+
+
 async def tenant_for_write(
     session: AsyncSession,
     *,
@@ -99,10 +109,7 @@ async def tenant_for_write(
     """The tenant a row ``actor`` creates belongs to: a bound caller's own tenant, whatever it
     asked (naming another one is FORBIDDEN); an unbound caller's ``requested`` tenant, or
     None. The tenant must exist (NOT_FOUND). ``cache`` spares the query on hot paths."""
-    if actor.tenant_id is not None:
-        if requested is not None and requested != actor.tenant_id:
-            raise ForbiddenError("You are bound to another tenant", field=field)
-        requested = actor.tenant_id
+    requested = named_tenant(actor, requested, field=field)
     if requested is None:
         return None
     if TENANT_ID_RE.match(requested):
