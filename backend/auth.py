@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -68,6 +69,10 @@ class Principal:
 
     An API key's principal has ``user_id`` ``api-key:<prefix>``: rate limits count per key
     and the audit log names the key. ``key_name`` is the service it was made for.
+
+    ``tenant_id``: the tenant the token (its ``HERALD_JWT_TENANT_CLAIM`` claim) or the key is
+    bound to; such a caller reads and changes only that tenant's data (backend.services.tenants).
+    None: not bound, as every caller of a single-product install.
     """
 
     user_id: str
@@ -75,6 +80,7 @@ class Principal:
     expires_at: datetime | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     key_name: str | None = None
+    tenant_id: str | None = None
 
     def has_any(self, roles: Iterable[str]) -> bool:
         return not self.roles.isdisjoint(roles)
@@ -270,7 +276,12 @@ class OidcTokens:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise UnauthenticatedError("The token lacks the 'sub' claim")
-        return Principal(user_id=sub, roles=self.roles(claims), expires_at=_expiry(claims["exp"]))
+        return Principal(
+            user_id=sub,
+            roles=self.roles(claims),
+            expires_at=_expiry(claims["exp"]),
+            tenant_id=_tenant(claims, self._settings.jwt_tenant_claim),
+        )
 
     def roles(self, claims: dict[str, Any]) -> frozenset[str]:
         """Herald's roles for the values of the roles claim (a list, or one string)."""
@@ -307,6 +318,7 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
+        self._tenant_claim = settings.jwt_tenant_claim
         self._cache: dict[str, Principal] = {}
         self.oidc: OidcTokens | None = None
         if settings.oidc_issuer:
@@ -401,7 +413,12 @@ class TokenVerifier:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise UnauthenticatedError("The token's 'roles' claim must be a list of strings")
-        return Principal(user_id=sub, roles=frozenset(roles), expires_at=_expiry(claims["exp"]))
+        return Principal(
+            user_id=sub,
+            roles=frozenset(roles),
+            expires_at=_expiry(claims["exp"]),
+            tenant_id=_tenant(claims, self._tenant_claim),
+        )
 
     def verify_header(self, authorization: str | None) -> Principal:
         """Verify an ``Authorization: Bearer <jwt>`` value."""
@@ -444,6 +461,21 @@ def _refusal(exc: jwt.PyJWTError) -> str:
     return "The token is malformed"
 
 
+# A tenant id as tokens and keys carry it: the same shape backend.services.tenants accepts.
+TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def _tenant(claims: dict[str, Any], claim: str) -> str | None:
+    """The tenant a token is bound to: its tenant claim, or None without one. A claim that
+    cannot be a tenant id refuses the token rather than leaving it unbound."""
+    value = claims.get(claim)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not TENANT_ID_RE.match(value):
+        raise UnauthenticatedError(f"The token's '{claim}' claim is not a tenant id")
+    return value
+
+
 def _expiry(exp: Any) -> datetime:
     """The ``exp`` claim as a time. PyJWT compares ``int(exp)`` with the clock, so a string
     ("9999999999") or a number no calendar holds (10^30) passes it: such a token is malformed,
@@ -470,8 +502,10 @@ def mint_token(
     ttl: timedelta = timedelta(hours=1),
     token_type: str = "access",
     now: datetime | None = None,
+    tenant: str | None = None,
 ) -> str:
-    """Sign a token as the auth service would. For development, scripts and tests."""
+    """Sign a token as the auth service would. For development, scripts and tests.
+    ``tenant`` binds the token to a tenant (the ``HERALD_JWT_TENANT_CLAIM`` claim)."""
     issued = now or datetime.now(UTC)
     claims: dict[str, Any] = {
         "sub": sub,
@@ -481,6 +515,8 @@ def mint_token(
         "exp": int((issued + ttl).timestamp()),
         "jti": uuid.uuid4().hex,
     }
+    if tenant is not None:
+        claims[settings.jwt_tenant_claim] = tenant
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
     if settings.jwt_audience:

@@ -146,11 +146,14 @@ def migrate(revision: str) -> None:
     help="repeatable",
 )
 @click.option("--ttl", default=3600, show_default=True, type=int, help="lifetime in seconds")
-def token(sub: str, roles: tuple[str, ...], ttl: int) -> None:
+@click.option("--tenant", default=None, help="bind the token to this tenant")
+def token(sub: str, roles: tuple[str, ...], ttl: int, tenant: str | None) -> None:
     """Print a JWT signed with the configured key (development and scripts)."""
     from backend.auth import mint_token
 
-    click.echo(mint_token(get_settings(), sub=sub, roles=roles, ttl=timedelta(seconds=ttl)))
+    click.echo(
+        mint_token(get_settings(), sub=sub, roles=roles, ttl=timedelta(seconds=ttl), tenant=tenant)
+    )
 
 
 @main.command()

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
+    # The claim that binds a token to one tenant (see the README's "Tenants"): a token holding
+    # it sees and changes only that tenant's data. Tokens without it are not bound.
+    jwt_tenant_claim: str = Field(default="tenant", min_length=1, max_length=100)
     # Keys from the auth service's JWKS instead of one configured public key (RS256 only).
     jwt_jwks_url: str | None = None
     # How long a fetched key set is used before it is fetched again.

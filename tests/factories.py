@@ -31,8 +31,15 @@ from backend.services.users import UserProfile
 from backend.workers import units
 
 
-def token_for(settings: Settings, *roles: str, sub: str = "user-1", ttl: int = 600) -> str:
-    return mint_token(settings, sub=sub, roles=roles, ttl=timedelta(seconds=ttl))
+def token_for(
+    settings: Settings,
+    *roles: str,
+    sub: str = "user-1",
+    ttl: int = 600,
+    tenant: str | None = None,
+) -> str:
+    """A token for ``sub`` with ``roles``; ``tenant`` binds it to that tenant."""
+    return mint_token(settings, sub=sub, roles=roles, ttl=timedelta(seconds=ttl), tenant=tenant)
 
 
 def auth_header(settings: Settings, *roles: str, sub: str = "user-1") -> dict[str, str]:

@@ -122,6 +122,22 @@ export function showFieldError(slot, text, input) {
   input?.setAttribute("aria-invalid", "true");
 }
 
+/**
+ * A form's failed save: a typed API error at the field it names (`fields[name]` holds the
+ * field's `{error, input}`), focused, or else in the form's `banner`. Anything that is not an
+ * API error is thrown again.
+ */
+export function showFormError(error, fields, banner) {
+  if (!(error instanceof ApiError)) throw error;
+  const at = fields[error.field];
+  if (at) {
+    showFieldError(at.error, describeError(error), at.input);
+    at.input.focus();
+  } else {
+    setBanner(banner, error);
+  }
+}
+
 /** A banner for errors that belong to a whole form or screen. */
 export function errorBanner(error, { retry } = {}) {
   const text = typeof error === "string" ? error : describeError(error);

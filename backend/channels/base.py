@@ -125,6 +125,9 @@ class OutgoingMessage:
     sound: str | None = None
     # In-app: the rendered actions ([{label, url} | {label, name}]).
     actions: tuple[dict[str, str], ...] = ()
+    # The event's tenant, if any: in-app items carry it (a subscriber bound to a tenant sees
+    # only its tenant's).
+    tenant_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,13 +50,55 @@ class TimestampMixin:
     )
 
 
+class Tenant(Base):
+    """A product or customer Herald sends for, in an install that serves several: its data
+    (templates, events and their deliveries, inbox items, campaigns, preferences) carries its
+    id, and callers bound to it see only that. Its branding is given to templates as ``tenant``."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    logo_url: Mapped[str | None] = mapped_column(Text)
+    primary_color: Mapped[str | None] = mapped_column(String(7))
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
 class Template(TimestampMixin, Base):
-    """A message template: per-channel, per-locale content. Every change is a new version."""
+    """A message template: per-channel, per-locale content. Every change is a new version.
+
+    A slug names one shared template (``tenant_id`` null) and at most one override per tenant:
+    rendering for a tenant takes its override, else the shared one."""
 
     __tablename__ = "templates"
+    __table_args__ = (
+        Index(
+            "uq_templates_slug_shared",
+            "slug",
+            unique=True,
+            postgresql_where=text("tenant_id IS NULL"),
+        ),
+        Index(
+            "uq_templates_slug_tenant",
+            "slug",
+            "tenant_id",
+            unique=True,
+            postgresql_where=text("tenant_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    slug: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    slug: Mapped[str] = mapped_column(String(100), nullable=False)
+    # The tenant that owns it (backend.services.tenants); null: shared, or no tenants in use.
+    tenant_id: Mapped[str | None] = mapped_column(
+        String(63), ForeignKey("tenants.id", ondelete="RESTRICT"), index=True
+    )
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     description: Mapped[str] = mapped_column(Text, nullable=False, default="")
     content: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, default=list)
@@ -324,6 +366,10 @@ class Campaign(Base):
     anchor_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     runs_started: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # The tenant that owns it (backend.services.tenants); null: shared, or no tenants in use.
+    tenant_id: Mapped[str | None] = mapped_column(
+        String(63), ForeignKey("tenants.id", ondelete="RESTRICT"), index=True
+    )
     created_by: Mapped[str | None] = mapped_column(String(200))
     updated_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(
@@ -422,6 +468,10 @@ class InboxItem(Base):
     )
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The tenant of the event that made it: a caller bound to a tenant sees only its items.
+    # No foreign key: items are written on the delivery hot path, and a tenant with data
+    # cannot be deleted anyway (its templates and events name it first).
+    tenant_id: Mapped[str | None] = mapped_column(String(63))
 
 
 class WebhookEndpoint(Base):
@@ -554,6 +604,10 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The tenant that owns it (backend.services.tenants); null: shared, or no tenants in use.
+    tenant_id: Mapped[str | None] = mapped_column(
+        String(63), ForeignKey("tenants.id", ondelete="RESTRICT"), index=True
+    )
 
 
 class Workflow(Base):

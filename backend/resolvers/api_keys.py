@@ -40,7 +40,7 @@ async def api_keys(
 @strawberry.mutation(description="Make an API key for a service; the key is shown once. Admins.")
 async def create_api_key(info: Info, input: CreateApiKeyInput) -> CreateApiKeyResult:
     data = api_key_service.ApiKeyData(
-        name=input.name, grants=input.grants, expires_at=input.expires_at
+        name=input.name, grants=input.grants, expires_at=input.expires_at, tenant_id=input.tenant_id
     )
 
     async def work(session: AsyncSession, actor: Principal) -> CreatedApiKey:

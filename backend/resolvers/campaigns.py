@@ -61,6 +61,7 @@ def _data(input: CampaignInput) -> campaign_service.CampaignData:
         else campaign_service.ScheduleData(),
         category=input.category,
         draft=input.draft,
+        tenant_id=input.tenant_id,
     )
 
 
@@ -84,7 +85,7 @@ async def _change(
     async def unit(session: AsyncSession, actor: Principal) -> M:
         return await work(session, actor, effects)
 
-    result = await mutate(info, MANAGE_TEMPLATES, unit)
+    result = await mutate(info, MANAGE_TEMPLATES, unit, tenant_scoped=True)
     if isinstance(result, Error):
         return result
     clients = info.context.services.clients
@@ -210,9 +211,10 @@ async def campaigns(
     first: int = 20,
     after: str | None = None,
 ) -> CampaignConnection:
-    async def work(session: AsyncSession, _: Principal) -> CampaignConnection:
+    async def work(session: AsyncSession, actor: Principal) -> CampaignConnection:
         page = await campaign_service.list_campaigns(
             session,
+            actor=actor,
             statuses=filter.statuses if filter else None,
             search=filter.search if filter else None,
             first=first,
@@ -220,7 +222,7 @@ async def campaigns(
         )
         return CampaignConnection.from_page(page, Campaign.from_model)
 
-    return await read(info, MANAGE_TEMPLATES, work)
+    return await read(info, MANAGE_TEMPLATES, work, tenant_scoped=True)
 
 
 @strawberry.field(
@@ -229,15 +231,15 @@ async def campaigns(
 async def campaign(info: Info, id: strawberry.ID) -> Campaign | None:
     history = info.context.services.clients.history
 
-    async def work(session: AsyncSession, _: Principal) -> Campaign | None:
+    async def work(session: AsyncSession, actor: Principal) -> Campaign | None:
         overview = await campaign_service.campaign_overview(
-            session, history=history, campaign_id=str(id), runs=RUNS_SHOWN
+            session, history=history, campaign_id=str(id), runs=RUNS_SHOWN, actor=actor
         )
         if overview is None:
             return None
         return Campaign.from_model(overview.campaign, [_run(r) for r in overview.runs])
 
-    return await read(info, MANAGE_TEMPLATES, work)
+    return await read(info, MANAGE_TEMPLATES, work, tenant_scoped=True)
 
 
 Query = create_type("Query", [campaigns, campaign])

@@ -40,6 +40,7 @@ def _event_data(item: EventInput) -> event_service.EventData:
         send_at=item.send_at,
         locale=item.locale,
         cancel_key=item.cancel_key,
+        tenant_id=item.tenant_id,
     )
 
 
@@ -78,7 +79,7 @@ async def send_event(info: Info, input: EventInput) -> SendEventResult:
         metrics.record_event_accepted(data.type, _outcome(result))
         return _accepted(result)
 
-    return await mutate(info, SEND_EVENTS, work, scope=Scope.EVENTS_SEND)  # type: ignore[return-value]
+    return await mutate(info, SEND_EVENTS, work, scope=Scope.EVENTS_SEND, tenant_scoped=True)  # type: ignore[return-value]
 
 
 @strawberry.mutation(description="Accept up to 500 events; one result per input, in order.")
@@ -100,20 +101,22 @@ async def send_events(info: Info, inputs: list[EventInput]) -> SendEventsResult:
         accepted = sum(isinstance(r, EventAccepted) for r in results)
         return EventBatch(results=results, accepted=accepted)
 
-    return await mutate(info, SEND_EVENTS, work, scope=Scope.EVENTS_SEND)  # type: ignore[return-value]
+    return await mutate(info, SEND_EVENTS, work, scope=Scope.EVENTS_SEND, tenant_scoped=True)  # type: ignore[return-value]
 
 
 @strawberry.field(
     description=(
         "An event and its deliveries (the first 100); null when `id` is not an event id "
-        "(a UUID). Managers only."
+        "(a UUID). Managers only; a caller bound to a tenant sees its tenant's deliveries only."
     )
 )
 async def event(info: Info, id: strawberry.ID) -> Event | None:
     history = info.context.services.clients.history
 
-    async def work(session: AsyncSession, __: Principal) -> Event | None:
-        records = await event_service.event_deliveries(session, history, event_id=str(id))
+    async def work(session: AsyncSession, actor: Principal) -> Event | None:
+        records = await event_service.event_deliveries(
+            session, history, event_id=str(id), tenant_id=actor.tenant_id
+        )
         if records is None:
             return None
         return Event(
@@ -122,7 +125,7 @@ async def event(info: Info, id: strawberry.ID) -> Event | None:
             deliveries=[Delivery.from_record(r) for r in records],
         )
 
-    return await read(info, MANAGE_TEMPLATES, work)
+    return await read(info, MANAGE_TEMPLATES, work, tenant_scoped=True)
 
 
 Query = create_type("Query", [event])

@@ -62,6 +62,7 @@ async def inbox(
             after=after,
             unread_only=unread_only,
             archived=archived,
+            tenant_id=actor.tenant_id,
         )
         return NotificationConnection.from_page(page, Notification.from_entry, position=position)
 
@@ -71,7 +72,9 @@ async def inbox(
 @strawberry.field(description="Your unread, unarchived notifications.")
 async def unread_count(info: Info) -> int:
     async def work(session: AsyncSession, actor: Principal) -> int:
-        return await inbox_service.unread_count(session, user_id=actor.user_id)
+        return await inbox_service.unread_count(
+            session, user_id=actor.user_id, tenant_id=actor.tenant_id
+        )
 
     return await read(info, None, work)
 
@@ -83,14 +86,21 @@ async def _change(
 
     async def work(session: AsyncSession, actor: Principal) -> InboxChange:
         id_list = None if ids is None else [str(i) for i in ids]
+        user_id, tenant_id = actor.user_id, actor.tenant_id
         if archive:
             assert id_list is not None
-            changed = await inbox_service.archive(session, user_id=actor.user_id, ids=id_list)
+            changed = await inbox_service.archive(
+                session, user_id=user_id, ids=id_list, tenant_id=tenant_id
+            )
         else:
-            changed = await inbox_service.mark_read(session, user_id=actor.user_id, ids=id_list)
+            changed = await inbox_service.mark_read(
+                session, user_id=user_id, ids=id_list, tenant_id=tenant_id
+            )
         if changed:
-            published.append((actor.user_id, ReadChange(changed, not archive, archive)))
-        count = await inbox_service.unread_count(session, user_id=actor.user_id)
+            published.append(
+                (actor.user_id, ReadChange(changed, not archive, archive, actor.tenant_id))
+            )
+        count = await inbox_service.unread_count(session, user_id=user_id, tenant_id=tenant_id)
         return InboxChange(ids=[strawberry.ID(i) for i in changed], unread_count=count)
 
     result = await mutate(info, None, work)
@@ -180,7 +190,7 @@ async def delivery_updates(
     info: Info, filter: DeliveryUpdateFilter | None = None
 ) -> AsyncGenerator[DeliveryUpdate, None]:
     """Delivery status changes as they happen, for managers."""
-    principal = info.context.require(MANAGE_TEMPLATES)
+    principal = info.context.require(MANAGE_TEMPLATES, tenant_scoped=True)
     changes = delivery_changes(
         info.context.services.clients.live_hub,
         principal,

@@ -83,11 +83,13 @@ async def mutate(
     *,
     scope: Scope | None = None,
     audit_arguments: Mapping[str, Any] | None = None,
+    tenant_scoped: bool = False,
 ) -> T | Error:
     """Run ``work`` in its own transaction for a caller holding one of ``roles`` (any
-    authenticated caller when ``None``) or, an API key, the ``scope``. ``audit_arguments``
-    replaces the field's arguments in the audit log, for a mutation whose arguments must not
-    be kept (a forgotten user's id).
+    authenticated caller when ``None``: their own data) or, an API key, the ``scope``; a
+    caller bound to a tenant only when the work is ``tenant_scoped`` (``Context.require``).
+    ``audit_arguments`` replaces the field's arguments in the audit log, for a mutation whose
+    arguments must not be kept (a forgotten user's id).
 
     Admin and manager mutations are recorded in the audit log here, the one place every
     mutation passes through (``backend/services/audit.py`` says which and what): in the same
@@ -100,7 +102,7 @@ async def mutate(
         if audit_service.is_audited(principal, roles):
             audited = principal
         if roles is not None:
-            ctx.require(roles, scope)
+            ctx.require(roles, scope, tenant_scoped=tenant_scoped)
         lazy = _LazySession(ctx.services.sessionmaker)
         try:
             try:
@@ -175,14 +177,18 @@ async def read(
     work: Callable[[AsyncSession, Principal], Awaitable[T]],
     *,
     scope: Scope | None = None,
+    tenant_scoped: bool = False,
 ) -> T:
-    """Run a read for a caller holding one of ``roles`` (any authenticated caller if ``None``)
-    or, an API key, the ``scope``.
+    """Run a read for a caller holding one of ``roles`` (any authenticated caller if ``None``:
+    their own data) or, an API key, the ``scope``; a caller bound to a tenant only when the
+    read is ``tenant_scoped`` (``Context.require``).
 
     Failures raise Herald errors, which reach the client with ``extensions.code``.
     """
     ctx = info.context
-    principal = ctx.principal() if roles is None else ctx.require(roles, scope)
+    principal = (
+        ctx.principal() if roles is None else ctx.require(roles, scope, tenant_scoped=tenant_scoped)
+    )
     async with ctx.read_lock:
         session = await ctx.read_session()
         try:

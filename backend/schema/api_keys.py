@@ -37,6 +37,10 @@ class ApiKey:
     )
     revoked_at: datetime | None
     revoked_by: str | None
+    tenant_id: str | None = strawberry.field(
+        default=None,
+        description="The tenant the key is bound to: it sees and changes only that tenant's data.",
+    )
 
     @classmethod
     def from_model(cls, row: ApiKeyModel) -> ApiKey:
@@ -52,6 +56,7 @@ class ApiKey:
             last_used_at=row.last_used_at,
             revoked_at=row.revoked_at,
             revoked_by=row.revoked_by,
+            tenant_id=row.tenant_id,
         )
 
 
@@ -80,10 +85,14 @@ class CreateApiKeyInput:
     expires_at: datetime | None = strawberry.field(
         default=None, description="When it stops working; null: never."
     )
+    tenant_id: str | None = strawberry.field(
+        default=None,
+        description="Bind the key to this tenant: it then sees and changes only its data.",
+    )
 
 
 CreateApiKeyResult = Annotated[
-    CreatedApiKey | ValidationError | AccessErrors,
+    CreatedApiKey | ValidationError | NotFoundError | AccessErrors,
     strawberry.union("CreateApiKeyResult"),
 ]
 RevokeApiKeyResult = Annotated[

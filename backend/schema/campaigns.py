@@ -82,6 +82,13 @@ class CampaignInput:
     draft: bool = strawberry.field(
         default=False, description="Save without scheduling; start later with resumeCampaign."
     )
+    tenant_id: str | None = strawberry.field(
+        default=None,
+        description=(
+            "The tenant it sends for (its template overrides, its branding); fixed once made. "
+            "A caller bound to a tenant always makes its own tenant's campaigns."
+        ),
+    )
 
 
 @strawberry.type(description="The schedule as given, and in words.")
@@ -185,6 +192,9 @@ class Campaign:
     runs: list[CampaignRun] = strawberry.field(
         description="The latest runs, newest first (filled for `campaign(id)` only)."
     )
+    tenant_id: str | None = strawberry.field(
+        default=None, description="The tenant it sends for; null without one."
+    )
 
     @classmethod
     def from_model(cls, row: CampaignModel, runs: list[CampaignRun] | None = None) -> Campaign:
@@ -213,6 +223,7 @@ class Campaign:
                 description=describe_schedule(row),
             ),
             status=CampaignStatus(row.status),
+            tenant_id=row.tenant_id,
             next_run_at=row.next_run_at,
             runs_started=row.runs_started,
             created_by=row.created_by,

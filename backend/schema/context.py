@@ -11,7 +11,7 @@ from strawberry.fastapi import BaseContext
 
 from backend.auth import Principal, Role, Scope, TokenVerifier, require_roles
 from backend.config import Settings
-from backend.errors import HeraldError, UnauthenticatedError
+from backend.errors import ForbiddenError, HeraldError, UnauthenticatedError
 
 API_KEY_PREFIX = "hk_"
 
@@ -110,9 +110,17 @@ class Context(BaseContext):
         assert self._principal is not None
         return self._principal
 
-    def require(self, roles: frozenset[Role], scope: Scope | None = None) -> Principal:
-        """The caller, when it holds one of ``roles``, or (an API key) the ``scope``."""
+    def require(
+        self, roles: frozenset[Role], scope: Scope | None = None, *, tenant_scoped: bool = False
+    ) -> Principal:
+        """The caller, when it holds one of ``roles``, or (an API key) the ``scope``.
+
+        A caller bound to a tenant passes only where the operation is ``tenant_scoped`` (its
+        reads and writes filtered by the caller's tenant, backend.services.tenants): every
+        other role-guarded operation reaches the whole install's data."""
         principal = self.principal()
+        if principal.tenant_id is not None and not tenant_scoped:
+            raise ForbiddenError("This operation is not available to a caller bound to a tenant")
         if scope is not None and scope in principal.scopes:
             return principal
         return require_roles(principal, roles)

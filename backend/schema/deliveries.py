@@ -90,6 +90,9 @@ class Delivery(DeliveryFields):
     provider_message_id: str | None
     created_at: datetime
     updated_at: datetime
+    tenant_id: str | None = strawberry.field(
+        default=None, description="The tenant of the event; null without one."
+    )
 
     @classmethod
     def from_record(cls, r: DeliveryRecord) -> Delivery:
@@ -110,6 +113,7 @@ class Delivery(DeliveryFields):
             provider_message_id=r.provider_message_id,
             created_at=r.created_at,
             updated_at=r.updated_at,
+            tenant_id=r.tenant_id,
         )
 
 
@@ -121,6 +125,10 @@ class DeliveryConnection(Connection[Delivery]):
 @strawberry.input(description="Every field given must match.")
 class DeliveryFilter:
     user_id: strawberry.ID | None = None
+    tenant_id: str | None = strawberry.field(
+        default=None,
+        description="One tenant's deliveries (a caller bound to a tenant sees only its own).",
+    )
     event_id: strawberry.ID | None = None
     campaign_id: strawberry.ID | None = None
     channel: Channel | None = None

@@ -63,6 +63,13 @@ class EventInput:
             "whose workflow cancels this one's), 1-200 characters."
         ),
     )
+    tenant_id: str | None = strawberry.field(
+        default=None,
+        description=(
+            "The tenant the event is for: its templates override the shared ones, and its "
+            "deliveries and inbox items carry it. A caller bound to a tenant sends for its own."
+        ),
+    )
 
 
 @strawberry.type(description="The broker confirmed the event (or it is stored for `sendAt`).")

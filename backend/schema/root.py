@@ -51,6 +51,7 @@ from backend.resolvers import (
     stats,
     suppressions,
     templates,
+    tenants,
     topics,
     webhooks,
     workflows,
@@ -73,6 +74,10 @@ class Viewer:
     id: strawberry.ID
     roles: list[str]
     token_expires_at: datetime | None
+    tenant_id: str | None = strawberry.field(
+        default=None,
+        description="The tenant the caller is bound to (it sees only its data); null: none.",
+    )
 
 
 @strawberry.type(description="A keep-alive tick on a subscription.")
@@ -89,6 +94,7 @@ class ViewerQuery:
             id=strawberry.ID(principal.user_id),
             roles=sorted(principal.roles),
             token_expires_at=principal.expires_at,
+            tenant_id=principal.tenant_id,
         )
 
 
@@ -137,6 +143,7 @@ Query = merge_types(
         api_keys.Query,
         workflows.Query,
         suppressions.Query,
+        tenants.Query,
         ViewerQuery,
     ),
 )
@@ -158,6 +165,7 @@ Mutation = merge_types(
         api_keys.Mutation,
         workflows.Mutation,
         suppressions.Mutation,
+        tenants.Mutation,
         templates.PreviewMutation,
     ),
 )

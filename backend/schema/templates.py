@@ -114,6 +114,10 @@ class Template:
     updated_at: datetime
     created_by: str | None
     updated_by: str | None
+    tenant_id: str | None = strawberry.field(
+        description="The tenant this template is for (overriding the shared one with its slug); "
+        "null: shared."
+    )
     # Loads the versions when a query asks for them; the resolver that makes the template
     # gives it, so that this module holds types only and imports no resolver.
     load_versions: strawberry.Private[Callable[[], Awaitable[list[TemplateVersion]]]]
@@ -141,6 +145,7 @@ class Template:
             updated_at=model.updated_at,
             created_by=model.created_by,
             updated_by=model.updated_by,
+            tenant_id=model.tenant_id,
             load_versions=load_versions,
         )
 
@@ -185,6 +190,13 @@ class CreateTemplateInput:
     name: str
     description: str = ""
     content: list[TemplateContentInput]
+    tenant_id: str | None = strawberry.field(
+        default=None,
+        description=(
+            "Make it for this tenant: it overrides the shared template with its slug for the "
+            "tenant's events. A caller bound to a tenant always makes its own tenant's."
+        ),
+    )
 
 
 @strawberry.input(description="Fields left out stay as they are; `content` replaces all content.")

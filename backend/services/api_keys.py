@@ -45,6 +45,7 @@ from backend.auth import Principal, Role, Scope
 from backend.db.models import ApiKey
 from backend.db.repositories.api_keys import ApiKeyRepository
 from backend.errors import ConflictError, NotFoundError, UnauthenticatedError, ValidationError
+from backend.services import tenants
 from backend.services.pagination import (
     Page,
     check_page_size,
@@ -76,6 +77,8 @@ class ApiKeyData:
     name: str
     grants: Sequence[str]
     expires_at: datetime | None = None
+    # Binds the key to a tenant: its callers see and change only that tenant's data.
+    tenant_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,7 @@ async def create_api_key(
     """Make a key for a service; the result holds the key, which is never shown again."""
     now = datetime.now(UTC)
     roles, scopes = _check(data, now)
+    tenant_id = await tenants.tenant_for_write(session, actor=actor, requested=data.tenant_id)
     prefix = KEY_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
     key = f"{prefix}_{secrets.token_urlsafe(32)}"
     row = await ApiKeyRepository(session).add(
@@ -133,6 +137,7 @@ async def create_api_key(
             created_by=actor.user_id,
             created_at=now,
             expires_at=data.expires_at,
+            tenant_id=tenant_id,
         )
     )
     return CreatedApiKey(row=row, secret=key)
@@ -358,6 +363,7 @@ class ApiKeyVerifier:
                 scopes=frozenset(row.scopes),
                 expires_at=row.expires_at,
                 key_name=row.name,
+                tenant_id=row.tenant_id,
             ),
             revoked=row.revoked_at is not None,
             loaded_at=now,

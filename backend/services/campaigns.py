@@ -41,7 +41,7 @@ from backend.db.repositories.campaigns import CampaignRepository, CampaignRunRep
 from backend.db.repositories.templates import TemplateRepository
 from backend.errors import ConflictError, NotFoundError, ValidationError
 from backend.observability import metrics
-from backend.services import task_messages
+from backend.services import task_messages, tenants
 from backend.services import templates as template_service
 from backend.services import topics as topic_service
 from backend.services.calendars import check_cron, check_zone, next_cron_time
@@ -126,6 +126,8 @@ class CampaignData:
     schedule: ScheduleData = field(default_factory=ScheduleData)
     category: str = "campaign"
     draft: bool = False
+    # The tenant it sends for (its template overrides and branding; its deliveries carry it).
+    tenant_id: str | None = None
 
 
 class CampaignTrigger(Protocol):
@@ -258,8 +260,10 @@ def _validate(data: CampaignData, now: datetime) -> None:
         raise ValidationError("The time to send is in the past", field="schedule.at")
 
 
-async def _check_template(session: AsyncSession, slug: str, channels: Sequence[Channel]) -> None:
-    template = await TemplateRepository(session).get_by_slug(slug)
+async def _check_template(
+    session: AsyncSession, slug: str, channels: Sequence[Channel], tenant_id: str | None
+) -> None:
+    template = await TemplateRepository(session).effective(slug, tenant_id)
     if template is None:
         raise NotFoundError(f"No template with slug '{slug}'", field="templateSlug")
     present = {c.channel for c in template_service.template_content(template)}
@@ -348,10 +352,12 @@ async def create_campaign(
     """Create a campaign; unless a draft, schedule it (a campaign for now starts its run)."""
     now = datetime.now(UTC)
     _validate(data, now)
-    await _check_template(session, data.template_slug, data.channels)
+    tenant_id = await tenants.tenant_for_write(session, actor=actor, requested=data.tenant_id)
+    await _check_template(session, data.template_slug, data.channels, tenant_id)
     topics = await _check_topics(session, data.audience)
     campaign = Campaign(
         id=uuid.uuid4(),
+        tenant_id=tenant_id,
         runs_started=0,
         created_by=actor.user_id,
         updated_by=actor.user_id,
@@ -382,19 +388,29 @@ async def _activate(
     effects.schedule(campaign)
 
 
-async def _get(session: AsyncSession, campaign_id: str, *, lock: bool = True) -> Campaign:
+async def _get(
+    session: AsyncSession,
+    campaign_id: str,
+    *,
+    lock: bool = True,
+    actor: Principal | None = None,
+) -> Campaign:
+    """The campaign; for an ``actor`` bound to a tenant, only its tenant's (another tenant's
+    is not found, as if it did not exist)."""
     try:
         key = uuid.UUID(campaign_id)
     except ValueError as exc:
         raise NotFoundError(f"No campaign with id '{campaign_id}'", field="id") from exc
     campaign = await CampaignRepository(session).get(key, lock=lock)
-    if campaign is None:
+    if campaign is None or (actor is not None and not tenants.visible(actor, campaign.tenant_id)):
         raise NotFoundError(f"No campaign with id '{campaign_id}'", field="id")
     return campaign
 
 
-async def get_campaign(session: AsyncSession, *, campaign_id: str) -> Campaign:
-    return await _get(session, campaign_id, lock=False)
+async def get_campaign(
+    session: AsyncSession, *, campaign_id: str, actor: Principal | None = None
+) -> Campaign:
+    return await _get(session, campaign_id, lock=False, actor=actor)
 
 
 async def list_campaigns(
@@ -404,10 +420,13 @@ async def list_campaigns(
     search: str | None,
     first: int,
     after: str | None,
+    actor: Principal | None = None,
 ) -> Page[Campaign]:
+    """Campaigns newest first; a caller bound to a tenant sees its tenant's only."""
     limit = check_page_size(first)
     position = decode_time_cursor("campaign", after)
     rows = await CampaignRepository(session).page(
+        tenant_id=tenants.read_scope(actor) if actor is not None else None,
         statuses=[s.value for s in statuses] if statuses else None,
         search=search.strip() if search else None,
         after=position,
@@ -426,14 +445,16 @@ async def update_campaign(
     effects: CampaignEffects,
 ) -> Campaign:
     """Change a draft, scheduled or paused campaign; the schedule counts again from now."""
-    campaign = await _get(session, campaign_id)
+    campaign = await _get(session, campaign_id, actor=actor)
     if campaign.status not in EDITABLE:
         raise ConflictError(
             f"A {campaign.status} campaign cannot be changed; pause it first", field="id"
         )
     now = datetime.now(UTC)
     _validate(data, now)
-    await _check_template(session, data.template_slug, data.channels)
+    if data.tenant_id is not None and data.tenant_id != campaign.tenant_id:
+        raise ValidationError("A campaign's tenant cannot change", field="tenantId")
+    await _check_template(session, data.template_slug, data.channels, campaign.tenant_id)
     _apply(campaign, data, now, await _check_topics(session, data.audience))
     campaign.updated_by = actor.user_id
     campaign.updated_at = now
@@ -450,7 +471,7 @@ async def pause_campaign(
     session: AsyncSession, *, actor: Principal, campaign_id: str, effects: CampaignEffects
 ) -> Campaign:
     """Stop firing; a run in progress stops before its next page."""
-    campaign = await _get(session, campaign_id)
+    campaign = await _get(session, campaign_id, actor=actor)
     if campaign.status not in ACTIVE:
         raise ConflictError(f"A {campaign.status} campaign cannot be paused", field="id")
     await _stop(
@@ -495,7 +516,7 @@ async def resume_campaign(
     """Start a draft or continue a paused campaign: paused runs go on from where they
     stopped; a recurring schedule picks up at its next time after now (missed times are not
     made up); a one-off whose time passed while paused runs now."""
-    campaign = await _get(session, campaign_id)
+    campaign = await _get(session, campaign_id, actor=actor)
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
         raise ConflictError(f"A {campaign.status} campaign cannot be resumed", field="id")
     now = datetime.now(UTC)
@@ -536,7 +557,7 @@ async def cancel_campaign(
 ) -> Campaign:
     """Stop for good: the schedule is removed and runs in progress stop before their next
     page. Deliveries already queued still go out."""
-    campaign = await _get(session, campaign_id)
+    campaign = await _get(session, campaign_id, actor=actor)
     if campaign.status in (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED):
         raise ConflictError(f"A {campaign.status} campaign cannot be cancelled", field="id")
     await _stop(
@@ -561,7 +582,7 @@ async def send_campaign_now(
 ) -> CampaignRun:
     """An extra run now, outside the schedule: to the whole audience, or, with
     ``test_user_id``, a test send to that one user. Neither counts toward ``maxRuns``."""
-    campaign = await _get(session, campaign_id)
+    campaign = await _get(session, campaign_id, actor=actor)
     if campaign.status == CampaignStatus.CANCELLED:
         raise ConflictError("A cancelled campaign sends nothing", field="id")
     if test_user_id is not None and not (0 < len(test_user_id.strip()) <= 200):
@@ -729,6 +750,7 @@ def run_envelope(campaign: Campaign, run: CampaignRun, user_ids: list[str]) -> E
         # Reached through topics: users' topic opt-outs apply.
         topics=tuple(campaign.audience.get("topics") or ()) or None,
         via_topics=bool(campaign.audience.get("topics")) and run.kind != RunKind.TEST,
+        tenant_id=campaign.tenant_id,
     )
 
 
@@ -804,11 +826,17 @@ class CampaignOverview:
 
 
 async def campaign_overview(
-    session: AsyncSession, *, history: HistoryStore, campaign_id: str, runs: int
+    session: AsyncSession,
+    *,
+    history: HistoryStore,
+    campaign_id: str,
+    runs: int,
+    actor: Principal | None = None,
 ) -> CampaignOverview | None:
-    """A campaign with its latest ``runs`` runs and their counts; None when there is none."""
+    """A campaign with its latest ``runs`` runs and their counts; None when there is none
+    (or, for a caller bound to a tenant, when it is another tenant's)."""
     try:
-        campaign = await get_campaign(session, campaign_id=campaign_id)
+        campaign = await get_campaign(session, campaign_id=campaign_id, actor=actor)
     except NotFoundError:
         return None
     rows = await list_runs(session, campaign_id=campaign.id, limit=runs)

@@ -137,11 +137,14 @@ async def collect(
 
 
 def digest_envelope(items: Sequence[DigestItem]) -> Envelope:
-    """One event for a due group of collected items (same type, user, key and time)."""
+    """One event for a due group of collected items (same type, user, key, time and tenant)."""
     first = items[0]
     kept = Envelope.from_wire(first.envelope)
     rule = kept.digest or {}
     group = f"{first.event_type}/{first.user_id}/{first.digest_key}/{first.due_at.isoformat()}"
+    if kept.tenant_id is not None:
+        # Two tenants' events to one user id are two digests, each with its tenant's template.
+        group += f"/{kept.tenant_id}"
     events = [i.payload for i in items[:MAX_EVENTS_PER_DIGEST]]
     return dataclasses.replace(
         kept,
@@ -160,9 +163,10 @@ async def release_due_digests(session: AsyncSession, *, broker: Broker, limit: i
     work: a crash before the commit releases them again, under the same event ids)."""
     repo = DigestRepository(session)
     due = await repo.take_due(datetime.now(UTC), limit)
-    groups: dict[tuple[str, str, str, datetime], list[DigestItem]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, datetime, Any], list[DigestItem]] = defaultdict(list)
     for item in due:
-        groups[(item.event_type, item.user_id, item.digest_key, item.due_at)].append(item)
+        tenant = item.envelope.get("tenant_id")
+        groups[(item.event_type, item.user_id, item.digest_key, item.due_at, tenant)].append(item)
     for items in groups.values():
         envelope = digest_envelope(sorted(items, key=lambda i: i.created_at))
         await task_messages.dispatch(envelope).publish(broker)

@@ -65,6 +65,8 @@ class Envelope:
     - ``cancel_key``: the event's cancel key: its runs stop when ``cancelWorkflowRuns`` gets it.
     - ``cancels``: event types whose unfinished runs for the event's users (with the same
       cancel key, when the event has one) the event cancels.
+    - ``tenant_id``: the tenant the event belongs to (backend.services.tenants): its
+      deliveries and inbox items carry it, and its templates are the tenant's overrides.
     """
 
     id: str
@@ -91,6 +93,7 @@ class Envelope:
     workflow_id: str | None = None
     cancel_key: str | None = None
     cancels: tuple[str, ...] | None = None
+    tenant_id: str | None = None
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -139,6 +142,8 @@ class Envelope:
             wire["cancel_key"] = self.cancel_key
         if self.cancels:
             wire["cancels"] = list(self.cancels)
+        if self.tenant_id is not None:
+            wire["tenant_id"] = self.tenant_id
         return wire
 
     @classmethod
@@ -175,4 +180,5 @@ class Envelope:
             workflow_id=wire.get("workflow_id"),
             cancel_key=wire.get("cancel_key"),
             cancels=tuple(cancels) if cancels else None,
+            tenant_id=wire.get("tenant_id"),
         )

@@ -77,7 +77,7 @@ class RuleCache:
         self.ttl = ttl
         self.clock = clock
         self._rules: dict[str, tuple[float, EventRule | None]] = {}
-        self._templates: dict[str, tuple[float, TemplateInfo]] = {}
+        self._templates: dict[tuple[str, str | None], tuple[float, TemplateInfo]] = {}
         self._workflows: dict[str, tuple[float, WorkflowInfo | None]] = {}
 
     def invalidate(self) -> None:
@@ -126,17 +126,21 @@ class RuleCache:
         self._rules[name] = (now + self.ttl, rule)
         return rule
 
-    async def template(self, session: AsyncSession, slug: str) -> TemplateInfo | None:
-        """Only templates that exist are cached: one created a moment ago is found at once."""
+    async def template(
+        self, session: AsyncSession, slug: str, *, tenant_id: str | None = None
+    ) -> TemplateInfo | None:
+        """The template sent under ``slug`` (for ``tenant_id``: its override, else the shared
+        one). Only templates that exist are cached: one created a moment ago is found at once."""
         now = self.clock()
-        hit = self._templates.get(slug)
+        key = (slug, tenant_id)
+        hit = self._templates.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        row = await TemplateRepository(session).get_by_slug(slug)
+        row = await TemplateRepository(session).effective(slug, tenant_id)
         if row is None:
             return None
         info = TemplateInfo(slug=slug, channels=frozenset(c.channel for c in template_content(row)))
-        self._templates[slug] = (now + self.ttl, info)
+        self._templates[key] = (now + self.ttl, info)
         return info
 
 

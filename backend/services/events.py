@@ -31,11 +31,13 @@ from backend.db.repositories.events import ScheduledEventRepository
 from backend.errors import HeraldError, NotFoundError, UnavailableError, ValidationError
 from backend.services import history as history_service
 from backend.services import rate_limits, task_messages
+from backend.services import tenants as tenant_service
 from backend.services import topics as topic_service
 from backend.services.envelope import Envelope
 from backend.services.event_types import RuleCache
 from backend.services.payloads import check_payload
 from backend.services.templates import LOCALE_RE
+from backend.services.tenants import TenantCache
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class EventData:
     locale: str | None = None
     topics: Sequence[str] = ()
     cancel_key: str | None = None
+    tenant_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class Ingestion:
     broker: Broker
     redis: Redis
     rules: RuleCache = field(default_factory=RuleCache)
+    tenants: TenantCache = field(default_factory=TenantCache)
 
 
 @dataclass(slots=True)
@@ -84,9 +88,22 @@ class _Prepared:
 
 
 async def _prepare(
-    session: AsyncSession, *, actor: Principal, data: EventData, rules: RuleCache, index: str = ""
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    data: EventData,
+    ingestion: Ingestion,
+    index: str = "",
 ) -> _Prepared:
     prefix = index
+    rules = ingestion.rules
+    tenant_id = await tenant_service.tenant_for_write(
+        session,
+        actor=actor,
+        requested=data.tenant_id,
+        field=f"{prefix}tenantId",
+        cache=ingestion.tenants,
+    )
     if not TYPE_RE.match(data.type):
         raise ValidationError(
             f"'{data.type}' is not a valid event type name", field=f"{prefix}type"
@@ -144,7 +161,7 @@ async def _prepare(
         channels = tuple(data.channels)
     if template_slug is None:
         raise ValidationError("No template for this event", field=f"{prefix}templateSlug")
-    template = await rules.template(session, template_slug)
+    template = await rules.template(session, template_slug, tenant_id=tenant_id)
     if template is None:
         raise NotFoundError(
             f"No template with slug '{template_slug}'", field=f"{prefix}templateSlug"
@@ -190,6 +207,7 @@ async def _prepare(
         workflow_id=workflow_id,
         cancel_key=data.cancel_key,
         cancels=cancels or None,
+        tenant_id=tenant_id,
     )
     return _Prepared(envelope, data.idempotency_key, due_at)
 
@@ -206,14 +224,16 @@ EVENT_DELIVERIES_SHOWN = 100
 
 
 async def event_deliveries(
-    session: AsyncSession, history: HistoryStore, *, event_id: str
+    session: AsyncSession, history: HistoryStore, *, event_id: str, tenant_id: str | None = None
 ) -> list[DeliveryRecord] | None:
     """An event's deliveries, newest first (the first 100), those its workflow runs made
-    included; None when ``event_id`` is not an event id, so that no store is asked about a
-    value that cannot be one."""
+    included (``tenant_id``: only if they are that tenant's); None when ``event_id`` is not an
+    event id, so that no store is asked about a value that cannot be one."""
     if not is_event_id(event_id):
         return None
-    filter = await history_service.with_workflow_steps(session, DeliveryFilter(event_id=event_id))
+    filter = await history_service.with_workflow_steps(
+        session, DeliveryFilter(event_id=event_id, tenant_id=tenant_id)
+    )
     page = await history.find(filter, first=EVENT_DELIVERIES_SHOWN)
     return page.items
 
@@ -321,7 +341,7 @@ async def accept_event(
     await rate_limits.check_event_rate(
         ingestion.redis, settings=ingestion.settings, caller=actor.user_id, events=1
     )
-    prepared = await _prepare(session, actor=actor, data=data, rules=ingestion.rules)
+    prepared = await _prepare(session, actor=actor, data=data, ingestion=ingestion)
     duplicate = await _claim(ingestion, actor, prepared)
     if duplicate is not None:
         return duplicate
@@ -350,7 +370,7 @@ async def accept_events(
     for i, data in enumerate(items):
         try:
             prepared[i] = await _prepare(
-                session, actor=actor, data=data, rules=ingestion.rules, index=f"inputs[{i}]."
+                session, actor=actor, data=data, ingestion=ingestion, index=f"inputs[{i}]."
             )
         except HeraldError as exc:
             results[i] = exc

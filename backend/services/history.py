@@ -6,11 +6,23 @@ import dataclasses
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.auth import Principal
 from backend.db.history.base import DeliveryFilter, DeliveryRecord, HistoryStore, history_cursor
-from backend.services import workflows
+from backend.services import tenants, workflows
 from backend.services.pagination import Page, check_page_size
 
-__all__ = ["DeliveryFilter", "DeliveryRecord", "list_deliveries", "with_workflow_steps"]
+__all__ = ["DeliveryFilter", "DeliveryRecord", "list_deliveries", "scoped", "with_workflow_steps"]
+
+
+def scoped(filter: DeliveryFilter, actor: Principal) -> DeliveryFilter:
+    """``filter`` as ``actor`` may read: a caller bound to a tenant, its tenant's deliveries
+    only (naming another tenant is FORBIDDEN)."""
+    tenant_id = tenants.named_tenant(actor, filter.tenant_id, field="filter.tenantId")
+    return (
+        filter
+        if tenant_id == filter.tenant_id
+        else dataclasses.replace(filter, tenant_id=tenant_id)
+    )
 
 
 async def with_workflow_steps(session: AsyncSession, filter: DeliveryFilter) -> DeliveryFilter:

@@ -74,12 +74,19 @@ async def list_inbox(
     after: str | None,
     unread_only: bool,
     archived: bool = False,
+    tenant_id: str | None = None,
 ) -> Page[InboxEntry]:
-    """The user's inbox, newest first: unarchived items, or with ``archived`` archived ones."""
+    """The user's inbox, newest first: unarchived items, or with ``archived`` archived ones.
+    ``tenant_id``: that tenant's items only (a caller bound to a tenant)."""
     limit = check_page_size(first)
     before = decode_inbox_cursor(after)
     rows = await InboxRepository(session).page(
-        user_id, before_seq=before, limit=limit + 1, unread_only=unread_only, archived=archived
+        user_id,
+        before_seq=before,
+        limit=limit + 1,
+        unread_only=unread_only,
+        archived=archived,
+        tenant_id=tenant_id,
     )
     entries = [InboxEntry.from_row(r) for r in rows[:limit]]
     return Page(items=[(e.cursor, e) for e in entries], has_next_page=len(rows) > limit)
@@ -92,10 +99,11 @@ async def missed_items(
     after_seq: int,
     limit: int = 500,
     until_seq: int | None = None,
+    tenant_id: str | None = None,
 ) -> list[InboxEntry]:
     """Items after ``after_seq``, oldest first: what a reconnecting client missed."""
     rows = await InboxRepository(session).after(
-        user_id, after_seq=after_seq, limit=limit, until_seq=until_seq
+        user_id, after_seq=after_seq, limit=limit, until_seq=until_seq, tenant_id=tenant_id
     )
     return [InboxEntry.from_row(r) for r in rows]
 
@@ -112,8 +120,8 @@ async def inbox_position(session: AsyncSession, *, user_id: str) -> str:
     return inbox_cursor(seqs[user_id])
 
 
-async def unread_count(session: AsyncSession, *, user_id: str) -> int:
-    return await InboxRepository(session).unread_count(user_id)
+async def unread_count(session: AsyncSession, *, user_id: str, tenant_id: str | None = None) -> int:
+    return await InboxRepository(session).unread_count(user_id, tenant_id)
 
 
 def _ids(ids: Sequence[str]) -> list[str]:
@@ -123,13 +131,21 @@ def _ids(ids: Sequence[str]) -> list[str]:
     return unique
 
 
-async def mark_read(session: AsyncSession, *, user_id: str, ids: Sequence[str] | None) -> list[str]:
+async def mark_read(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    ids: Sequence[str] | None,
+    tenant_id: str | None = None,
+) -> list[str]:
     """Mark items read (all when ``ids`` is None). Returns the ids that changed."""
     return await InboxRepository(session).mark_read(
-        user_id, None if ids is None else _ids(ids), datetime.now(UTC)
+        user_id, None if ids is None else _ids(ids), datetime.now(UTC), tenant_id
     )
 
 
-async def archive(session: AsyncSession, *, user_id: str, ids: Sequence[str]) -> list[str]:
+async def archive(
+    session: AsyncSession, *, user_id: str, ids: Sequence[str], tenant_id: str | None = None
+) -> list[str]:
     """Archive items. Returns the ids that changed."""
-    return await InboxRepository(session).archive(user_id, _ids(ids), datetime.now(UTC))
+    return await InboxRepository(session).archive(user_id, _ids(ids), datetime.now(UTC), tenant_id)

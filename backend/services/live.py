@@ -77,6 +77,8 @@ class NewNotification:
         # which API processes of the previous release (during a rolling deploy) read.
         if e.actions:
             wire["actions"] = e.actions
+        if e.tenant_id is not None:
+            wire["tenant_id"] = e.tenant_id
         return wire
 
     @classmethod
@@ -94,6 +96,7 @@ class NewNotification:
             created_at=datetime.fromisoformat(wire["created_at"]),
             actions=wire.get("actions") or [],
             read_at=datetime.fromisoformat(read_at) if read_at else None,
+            tenant_id=wire.get("tenant_id"),
         )
         return cls(entry)
 
@@ -101,7 +104,8 @@ class NewNotification:
 @dataclass(frozen=True, slots=True)
 class ReadChange:
     """Items read or archived on one of the user's devices (wire type ``read`` or
-    ``archived``); exactly one of ``read`` and ``archived`` is true."""
+    ``archived``); exactly one of ``read`` and ``archived`` is true. ``tenant_id``: the tenant
+    of the caller that changed them, when bound to one (only that tenant's subscribers hear)."""
 
     READ: ClassVar[str] = "read"
     ARCHIVED: ClassVar[str] = "archived"
@@ -109,14 +113,23 @@ class ReadChange:
     ids: list[str]
     read: bool
     archived: bool
+    tenant_id: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": self.READ if self.read else self.ARCHIVED, "ids": self.ids}
+        wire: dict[str, Any] = {"type": self.READ if self.read else self.ARCHIVED, "ids": self.ids}
+        if self.tenant_id is not None:
+            wire["tenant_id"] = self.tenant_id
+        return wire
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> ReadChange:
         kind = wire["type"]
-        return cls([str(i) for i in wire["ids"]], kind == cls.READ, kind == cls.ARCHIVED)
+        return cls(
+            [str(i) for i in wire["ids"]],
+            kind == cls.READ,
+            kind == cls.ARCHIVED,
+            wire.get("tenant_id"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +146,7 @@ class DeliveryChange:
     at: datetime
     reason: str | None
     sequence: int | None
+    tenant_id: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> DeliveryChange:
@@ -147,6 +161,7 @@ class DeliveryChange:
             at=datetime.fromisoformat(item["at"]),
             reason=item.get("reason"),
             sequence=item.get("sequence"),
+            tenant_id=item.get("tenant_id"),
         )
 
 
@@ -303,6 +318,9 @@ async def delivery_changes(
             if not isinstance(message, DeliveryUpdates):
                 continue  # a resync: the feed has nothing to catch up
             for change in message.changes():
+                # A manager bound to a tenant hears of its tenant's deliveries only.
+                if principal.tenant_id is not None and change.tenant_id != principal.tenant_id:
+                    continue
                 if wanted(change):
                     yield change
     finally:
@@ -420,6 +438,7 @@ class InboxStream:
                 after_seq=self.last,
                 limit=REPLAY_PAGE,
                 until_seq=until,
+                tenant_id=self.principal.tenant_id,
             )
 
     async def updates(self, close: Closer) -> AsyncGenerator[InboxEntry | ReadChange, None]:
@@ -432,6 +451,7 @@ class InboxStream:
             if len(entries) < REPLAY_PAGE:
                 break
         principal, subscriber = self.principal, self.subscriber
+        tenant_id = principal.tenant_id
         while (message := await next_message(close, principal, subscriber)) is not None:
             item = message.entry if isinstance(message, NewNotification) else None
             if isinstance(message, Resync) or (item is not None and item.seq > self.last + 1):
@@ -442,9 +462,14 @@ class InboxStream:
             if item is not None:
                 if item.seq <= self.last:
                     continue  # already sent by the replay
-                yield item
+                if tenant_id is None or item.tenant_id == tenant_id:
+                    yield item
+                # Another tenant's item (the same user id there) is never sent, but it is
+                # seen: the sequence moves on, so it is not taken for a hole.
                 self.last = item.seq
-            elif isinstance(message, ReadChange):
+            elif isinstance(message, ReadChange) and (
+                tenant_id is None or message.tenant_id == tenant_id
+            ):
                 yield message
 
     async def aclose(self) -> None:

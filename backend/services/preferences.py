@@ -108,6 +108,11 @@ def _subject(actor: Principal, user_id: str | None, roles: frozenset[Role] = CHA
     """Whose preferences: one's own, or anyone's for a caller holding one of ``roles``."""
     if user_id is None or user_id == actor.user_id:
         return actor.user_id
+    if actor.tenant_id is not None:
+        # User ids are the install's, not a tenant's: a bound caller keeps to its own.
+        raise ForbiddenError(
+            "A caller bound to a tenant sees only its own preferences", field="userId"
+        )
     if not actor.has_any(roles):
         who = "admins and managers see" if roles == READ_OTHERS else "admins manage"
         raise ForbiddenError(f"Only {who} other users' preferences", field="userId")

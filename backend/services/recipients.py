@@ -166,6 +166,9 @@ async def get_recipient(
     session: AsyncSession, *, actor: Principal, user_id: str
 ) -> RecipientView | None:
     """One recipient: admins and managers read anyone's, a user their own."""
+    if user_id != actor.user_id and actor.tenant_id is not None:
+        # User ids are the install's, not a tenant's: a bound caller keeps to its own.
+        raise ForbiddenError("A caller bound to a tenant reads only its own recipient")
     if user_id != actor.user_id and not actor.has_any(READERS):
         raise ForbiddenError("Only admins and managers read other users' recipients")
     row = await RecipientRepository(session).get(user_id)

@@ -16,8 +16,14 @@ from backend.auth import Principal
 from backend.channels import Channel
 from backend.db.models import Template, TemplateVersion
 from backend.db.repositories.templates import TemplateRepository
-from backend.errors import ConflictError, NotFoundError, TemplateRenderError, ValidationError
-from backend.services import payloads, rendering
+from backend.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    TemplateRenderError,
+    ValidationError,
+)
+from backend.services import payloads, rendering, tenants
 from backend.services.pagination import Page, check_page_size, decode_cursor, encode_cursor
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
@@ -84,6 +90,9 @@ class TemplateData:
     name: str
     description: str = ""
     content: list[ContentData] = field(default_factory=list)
+    # The tenant it is for: an override of the shared template with this slug, or a template
+    # of that tenant alone. None: shared (a caller bound to a tenant always makes its own).
+    tenant_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,9 +392,38 @@ def content_variables(content: Sequence[ContentData]) -> list[str]:
     return sorted(p for p in found if not any(o != p and o.startswith(p + ".") for o in found))
 
 
-async def get_template(session: AsyncSession, *, slug: str) -> Template:
-    template = await TemplateRepository(session).get_by_slug(slug)
+async def get_template(
+    session: AsyncSession,
+    *,
+    slug: str,
+    actor: Principal | None = None,
+    tenant_id: str | None = None,
+) -> Template:
+    """The template sent under ``slug`` for a tenant: its override, else the shared one. The
+    tenant is the ``actor``'s when it is bound to one (naming another is FORBIDDEN), else
+    ``tenant_id``; none gives the shared template."""
+    if actor is not None:
+        tenant_id = tenants.named_tenant(actor, tenant_id)
+    template = await TemplateRepository(session).effective(slug, tenant_id)
     if template is None:
+        raise NotFoundError(f"No template with slug '{slug}'", field="slug")
+    return template
+
+
+async def _owned(
+    session: AsyncSession, *, actor: Principal, slug: str, tenant_id: str | None
+) -> Template:
+    """The template ``actor`` changes: exactly (slug, tenant), locked. A caller bound to a
+    tenant changes its own templates only; the shared one it may read but not change."""
+    tenant_id = tenants.named_tenant(actor, tenant_id)
+    repo = TemplateRepository(session)
+    template = await repo.get_by_slug(slug, tenant_id=tenant_id, for_update=True)
+    if template is None:
+        if tenant_id is not None and await repo.slug_exists(slug):
+            raise ForbiddenError(
+                f"'{slug}' is a shared template: create an override for your tenant instead",
+                field="slug",
+            )
         raise NotFoundError(f"No template with slug '{slug}'", field="slug")
     return template
 
@@ -396,13 +434,23 @@ async def list_versions(session: AsyncSession, *, template_id: uuid.UUID) -> lis
 
 
 async def list_templates(
-    session: AsyncSession, *, first: int, after: str | None, search: str | None = None
+    session: AsyncSession,
+    *,
+    first: int,
+    after: str | None,
+    search: str | None = None,
+    actor: Principal | None = None,
+    tenant_id: str | None = None,
 ) -> Page[Template]:
-    """A page of templates ordered by slug, optionally filtered by slug or name."""
+    """A page of templates ordered by slug, optionally filtered by slug or name: the shared
+    ones, or as a tenant sees them (its overrides in place of the shared ones), the tenant
+    being the ``actor``'s when it is bound to one, else ``tenant_id``."""
     limit = check_page_size(first)
     after_slug = decode_cursor("template", after)
+    if actor is not None:
+        tenant_id = tenants.named_tenant(actor, tenant_id)
     rows = await TemplateRepository(session).page(
-        after_slug=after_slug, limit=limit + 1, search=search
+        after_slug=after_slug, limit=limit + 1, search=search, tenant_id=tenant_id
     )
     items = [(encode_cursor("template", t.slug), t) for t in rows[:limit]]
     return Page(items=items, has_next_page=len(rows) > limit)
@@ -411,13 +459,16 @@ async def list_templates(
 async def create_template(
     session: AsyncSession, *, actor: Principal, data: TemplateData
 ) -> Template:
-    """Create a template at version 1. The slug must be new."""
+    """Create a template at version 1. The slug must be new among the shared templates, or
+    (for a tenant) among the tenant's: a tenant's template with a shared slug overrides it."""
     _validate_identity(data.slug, data.name)
     validate_content(data.content)
+    tenant_id = await tenants.tenant_for_write(session, actor=actor, requested=data.tenant_id)
     repo = TemplateRepository(session)
-    if await repo.slug_exists(data.slug):
+    if await repo.slug_exists(data.slug, tenant_id=tenant_id):
         raise ConflictError(f"A template with slug '{data.slug}' already exists", field="slug")
     template = Template(
+        tenant_id=tenant_id,
         slug=data.slug,
         name=data.name.strip(),
         description=data.description,
@@ -432,16 +483,22 @@ async def create_template(
 
 
 async def update_template(
-    session: AsyncSession, *, actor: Principal, slug: str, changes: TemplateChanges
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    slug: str,
+    changes: TemplateChanges,
+    tenant_id: str | None = None,
+    template: Template | None = None,
 ) -> Template:
-    """Apply changes as a new version; the previous versions stay readable."""
+    """Apply changes as a new version; the previous versions stay readable. ``tenant_id``
+    names a tenant's template (an unbound caller's choice; a bound caller's is its own)."""
     _validate_identity(None, changes.name)
     if changes.content is not None:
         validate_content(changes.content)
     repo = TemplateRepository(session)
-    template = await repo.get_by_slug(slug, for_update=True)
     if template is None:
-        raise NotFoundError(f"No template with slug '{slug}'", field="slug")
+        template = await _owned(session, actor=actor, slug=slug, tenant_id=tenant_id)
     if changes.name is not None:
         template.name = changes.name.strip()
     if changes.description is not None:
@@ -456,13 +513,16 @@ async def update_template(
 
 
 async def restore_template_version(
-    session: AsyncSession, *, actor: Principal, slug: str, version: int
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    slug: str,
+    version: int,
+    tenant_id: str | None = None,
 ) -> Template:
     """Make an old version current again, as a new version (history is never rewritten)."""
     repo = TemplateRepository(session)
-    template = await repo.get_by_slug(slug, for_update=True)
-    if template is None:
-        raise NotFoundError(f"No template with slug '{slug}'", field="slug")
+    template = await _owned(session, actor=actor, slug=slug, tenant_id=tenant_id)
     old = await repo.get_version(template, version)
     if old is None:
         raise NotFoundError(f"Template '{slug}' has no version {version}", field="version")
@@ -473,16 +533,19 @@ async def restore_template_version(
         changes=TemplateChanges(
             name=old.name, description=old.description, content=template_content(old)
         ),
+        template=template,
     )
 
 
-async def delete_template(session: AsyncSession, *, actor: Principal, slug: str) -> None:
-    """Delete a template and its versions, unless something still sends it."""
+async def delete_template(
+    session: AsyncSession, *, actor: Principal, slug: str, tenant_id: str | None = None
+) -> None:
+    """Delete a template and its versions, unless something still sends it. Deleting a
+    tenant's override leaves the shared template to be sent for the tenant again."""
     repo = TemplateRepository(session)
-    template = await repo.get_by_slug(slug, for_update=True)
-    if template is None:
-        raise NotFoundError(f"No template with slug '{slug}'", field="slug")
-    users = await repo.users_of(slug)
+    template = await _owned(session, actor=actor, slug=slug, tenant_id=tenant_id)
+    # Event types name shared templates; a tenant's override has a fallback.
+    users = await repo.users_of(slug) if template.tenant_id is None else []
     if users:
         raise ConflictError(
             f"Template '{slug}' is in use by {', '.join(users)}; change those first", field="slug"
@@ -587,7 +650,9 @@ async def render_content_isolated(item: ContentData, context: Mapping[str, Any])
     return _message(item, fields, texts)
 
 
-def preview_context(variables: Any) -> dict[str, Any]:
+def preview_context(
+    variables: Any, branding: tenants.Branding = tenants.NO_BRANDING
+) -> dict[str, Any]:
     """The render context of a preview: given user/payload/event, sample values for the rest."""
     if variables is None:
         variables = {}
@@ -614,6 +679,7 @@ def preview_context(variables: Any) -> dict[str, Any]:
             "created_at": datetime.now(UTC).isoformat(),
             **variables.get("event", {}),
         },
+        "tenant": branding.to_context(),
     }
 
 
@@ -625,17 +691,23 @@ async def preview_template(
     channel: Channel,
     locale: str | None,
     variables: Any,
+    actor: Principal | None = None,
+    tenant_id: str | None = None,
 ) -> RenderedMessage:
-    """Render a saved template (by slug) or unsaved content, with sample or given variables."""
+    """Render a saved template (by slug) or unsaved content, with sample or given variables,
+    as it is sent for a tenant (``get_template``; its branding as ``tenant``)."""
     if (slug is None) == (content is None):
         raise ValidationError("Give either a template slug or content to preview", field="slug")
+    if actor is not None:
+        tenant_id = tenants.named_tenant(actor, tenant_id)
     if content is None:
         assert slug is not None
-        content = template_content(await get_template(session, slug=slug))
+        content = template_content(await get_template(session, slug=slug, tenant_id=tenant_id))
     else:
         validate_content(content)
     item = select_content(content, channel=channel, locale=locale)
-    context = preview_context(variables)
+    branding = await tenants.TenantCache(ttl=0).branding(session, tenant_id)
+    context = preview_context(variables, branding)
     try:
         return await render_content_isolated(item, context)
     except TemplateRenderError as exc:

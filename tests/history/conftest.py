@@ -76,6 +76,7 @@ def full_delivery(id: str = "d-full") -> DeliveryRecord:
             Engagement(EngagementKind.OPENED, minutes(4)),
             Engagement(EngagementKind.CLICKED, minutes(5), url="https://example.org/a?b=1&c=é"),
         ],
+        tenant_id="t-full",
     )
 
 
@@ -90,13 +91,13 @@ def filter_dataset() -> list[DeliveryRecord]:
         make_delivery("d3", user_id="u2", event_id="e1", created_at=minutes(2),
                       channel=Channel.EMAIL, status=DeliveryStatus.QUEUED),
         make_delivery("d4", user_id="u2", event_id="e2", created_at=minutes(3), campaign_id="c1",
-                      channel=Channel.PUSH, status=DeliveryStatus.SENT),
+                      channel=Channel.PUSH, status=DeliveryStatus.SENT, tenant_id="globex"),
         make_delivery("d5", user_id="u1", event_id="e2", created_at=minutes(3), campaign_id="c1",
                       channel=Channel.IN_APP, status=DeliveryStatus.SENT),
         make_delivery("d6", user_id="u3", event_id="e3", created_at=minutes(5), campaign_id="c2",
-                      channel=Channel.EMAIL, status=DeliveryStatus.DEAD),
+                      channel=Channel.EMAIL, status=DeliveryStatus.DEAD, tenant_id="acme"),
         make_delivery("d7", user_id="u1", event_id="e3", created_at=minutes(6), campaign_id="c2",
-                      channel=Channel.EMAIL, status=DeliveryStatus.SENT),
+                      channel=Channel.EMAIL, status=DeliveryStatus.SENT, tenant_id="acme"),
     ]  # fmt: skip
 
 
@@ -104,6 +105,8 @@ def filter_dataset() -> list[DeliveryRecord]:
 FILTER_CASES: list[tuple[str, DeliveryFilter, list[str]]] = [
     ("everything", DeliveryFilter(), ["d7", "d6", "d5", "d4", "d3", "d2", "d1"]),
     ("user_id", DeliveryFilter(user_id="u1"), ["d7", "d5", "d2", "d1"]),
+    ("tenant_id", DeliveryFilter(tenant_id="acme"), ["d7", "d6"]),
+    ("tenant_id with a user", DeliveryFilter(tenant_id="acme", user_id="u1"), ["d7"]),
     ("event_id", DeliveryFilter(event_id="e2"), ["d5", "d4"]),
     ("an event and its runs' steps", DeliveryFilter(event_id="e2", event_ids=("e3", "e9")),
      ["d7", "d6", "d5", "d4"]),

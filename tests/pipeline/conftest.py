@@ -21,6 +21,7 @@ from tests.conftest import (
     TEST_RABBITMQ_URL,
     TEST_REDIS_URL,
     GraphQL,
+    LiveServer,
 )
 from tests.factories import create_template
 from tests.pipeline.servers import FAULT_REPORTS, HttpRecorder, start_http, start_smtp
@@ -127,6 +128,13 @@ async def e2e(app, settings, worker) -> AsyncIterator[GraphQL]:
     """GraphQL on the in-process API whose writes are committed, so the worker sees them."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
+        yield GraphQL(client, settings)
+
+
+@pytest.fixture
+async def api(live_server: LiveServer, settings: Any, worker: Process) -> AsyncIterator[GraphQL]:
+    """GraphQL over HTTP on a real ``herald api`` process, with the worker running."""
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=15) as client:
         yield GraphQL(client, settings)
 
 

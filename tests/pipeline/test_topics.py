@@ -12,11 +12,9 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,7 +24,6 @@ from tests.conftest import GraphQL, LiveServer
 from tests.factories import token_for
 from tests.pipeline.conftest import in_app_template
 from tests.pipeline.servers import eventually
-from tests.processes import Process
 
 KNOWN = [u["id"] for u in json.loads((Path(__file__).parent / "users.json").read_text())]
 CREATE_TOPIC = """mutation($input: CreateTopicInput!) { createTopic(input: $input) {
@@ -42,13 +39,6 @@ CAMPAIGN = """query($id: ID!) { campaign(id: $id) { status
 NOTIFICATIONS = """subscription { notifications {
   ... on Notification { id eventType title body } } }"""
 FINAL = ("sent", "skipped", "failed", "dead")
-
-
-@pytest.fixture
-async def api(live_server: LiveServer, settings: Any, worker: Process) -> AsyncIterator[GraphQL]:
-    """GraphQL over HTTP on a real ``herald api`` process, with the worker running."""
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=15) as client:
-        yield GraphQL(client, settings)
 
 
 @pytest.fixture

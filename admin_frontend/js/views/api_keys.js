@@ -6,10 +6,11 @@ import { ERROR_FIELDS, graphql, unwrap } from "../api.js";
 import { emptyState, formatDateTime, fromLocalInput, h, pageTitle, setChildren, withProgress } from "../dom.js";
 import { pagedTable } from "../paged.js";
 import { openDialog } from "../dialog.js";
-import { ApiError, describeError, setBanner, showFieldError } from "../errors.js";
+import { ApiError, setBanner, showFieldError, showFormError } from "../errors.js";
 
 const PAGE = 25;
-const KEY_FIELDS = "id name prefix roles scopes createdBy createdAt lastUsedAt expiresAt revokedAt revokedBy";
+const KEY_FIELDS = "id name prefix roles scopes createdBy createdAt lastUsedAt expiresAt revokedAt revokedBy tenantId";
+const TENANTS = "query Tenants { tenants { id name } }";
 const LIST = `query ApiKeys($revoked: Boolean!, $first: Int!, $after: String) {
   apiKeys(includeRevoked: $revoked, first: $first, after: $after) {
     edges { node { ${KEY_FIELDS} } }
@@ -79,6 +80,16 @@ function openCreateForm({ onCreated }) {
   const grantsError = h("p", { id: "api-key-grants-error", class: "field-error", role: "alert", hidden: true });
   const expiresInput = h("input", { id: "api-key-expires", type: "datetime-local", "aria-describedby": "api-key-expires-help api-key-expires-error" });
   const expiresError = h("p", { id: "api-key-expires-error", class: "field-error", role: "alert", hidden: true });
+  // Binding to a tenant is offered once the install has tenants.
+  const tenantSelect = h("select", { id: "api-key-tenant", "aria-describedby": "api-key-tenant-help api-key-tenant-error" }, h("option", { value: "" }, "None: the whole install"));
+  const tenantError = h("p", { id: "api-key-tenant-error", class: "field-error", role: "alert", hidden: true });
+  const tenantField = h("div", { class: "field", hidden: true }, h("label", { for: "api-key-tenant" }, "Tenant"), tenantSelect, h("p", { id: "api-key-tenant-help", class: "help" }, "A key bound to a tenant sees and changes only that tenant's data."), tenantError);
+  graphql(TENANTS)
+    .then(({ tenants }) => {
+      tenantSelect.append(...tenants.map((t) => h("option", { value: t.id }, `${t.name} (${t.id})`)));
+      tenantField.hidden = tenants.length === 0;
+    })
+    .catch(() => {}); // without the list the key is made for the whole install, as before
   const banner = h("div", { class: "banner-slot", hidden: true });
   const save = h("button", { type: "submit", class: "btn primary", id: "api-key-save", form: "api-key-form" }, "Create key");
   const cancel = h("button", { type: "button", class: "btn ghost" }, "Cancel");
@@ -95,11 +106,13 @@ function openCreateForm({ onCreated }) {
       grantsError,
     ),
     h("div", { class: "field" }, h("label", { for: "api-key-expires" }, "Expires (optional)"), expiresInput, h("p", { id: "api-key-expires-help", class: "help" }, "Leave empty for a key that does not expire."), expiresError),
+    tenantField,
   );
   const fields = {
     name: { error: nameError, input: nameInput },
     grants: { error: grantsError, input: boxes[0].input },
     expiresAt: { error: expiresError, input: expiresInput },
+    tenantId: { error: tenantError, input: tenantSelect },
   };
   const { close } = openDialog({ id: "api-key-dialog", title: "New API key", body: form, actions: [cancel, save] });
   cancel.addEventListener("click", close);
@@ -113,6 +126,7 @@ function openCreateForm({ onCreated }) {
       name: nameInput.value.trim(),
       grants: boxes.filter((b) => b.input.checked).map((b) => b.value),
       expiresAt: fromLocalInput(expiresInput.value),
+      tenantId: tenantSelect.value || null,
     };
     await withProgress(save, "Creating…", async () => {
       try {
@@ -120,14 +134,7 @@ function openCreateForm({ onCreated }) {
         close();
         onCreated(created);
       } catch (error) {
-        if (!(error instanceof ApiError)) throw error;
-        const at = fields[error.field];
-        if (at) {
-          showFieldError(at.error, describeError(error), at.input);
-          at.input.focus();
-        } else {
-          setBanner(banner, error);
-        }
+        showFormError(error, fields, banner);
       }
     });
   });
@@ -159,7 +166,7 @@ export function render(root, { ctx }) {
   const showRevoked = h("input", { type: "checkbox", id: "api-keys-revoked" });
   const banner = h("div", { class: "banner-slot", hidden: true });
   const body = h("tbody");
-  const head = ["Service", "Key", "Grants", "Created", "Last used", "Expires", "State", ""].map((t) => h("th", { scope: "col" }, t));
+  const head = ["Service", "Key", "Grants", "Tenant", "Created", "Last used", "Expires", "State", ""].map((t) => h("th", { scope: "col" }, t));
   const table = h("table", { class: "table", id: "api-keys-table" }, h("caption", { class: "visually-hidden" }, "API keys, newest first."), h("thead", {}, h("tr", {}, head)), body);
   const tableWrap = h("div", { class: "table-wrap" }, table);
   const empty = h("div", { hidden: true });
@@ -184,7 +191,7 @@ export function render(root, { ctx }) {
     empty,
     more,
     banner,
-    columns: 8,
+    columns: 9,
     loading: "Loading API keys…",
     fetch: async (after) => (await graphql(LIST, { revoked: showRevoked.checked, first: PAGE, after })).apiKeys,
     row,
@@ -210,6 +217,7 @@ export function render(root, { ctx }) {
       h("td", {}, key.name),
       h("td", { class: "mono key-prefix" }, `${key.prefix}…`),
       h("td", { class: "grants" }, grantBadges(key)),
+      h("td", { class: "key-tenant" }, key.tenantId ? h("span", { class: "mono" }, key.tenantId) : h("span", { class: "muted" }, "All")),
       h("td", { title: `By ${key.createdBy}` }, formatDateTime(key.createdAt)),
       h("td", { class: "last-used" }, key.lastUsedAt ? formatDateTime(key.lastUsedAt) : h("span", { class: "muted" }, "Never")),
       h("td", {}, key.expiresAt ? formatDateTime(key.expiresAt) : h("span", { class: "muted" }, "Never")),

@@ -114,11 +114,14 @@ class DeliveryRecord:
     read_at: datetime | None = None
     archived_at: datetime | None = None
     engagements: list[Engagement] = field(default_factory=list)  # opens and clicks, in order
+    tenant_id: str | None = None  # the event's tenant (backend.services.tenants)
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryFilter:
     user_id: str | None = None
+    # Only this tenant's deliveries (a caller bound to a tenant); None: every delivery.
+    tenant_id: str | None = None
     event_id: str | None = None
     campaign_id: str | None = None
     channel: Channel | None = None

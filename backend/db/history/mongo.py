@@ -90,7 +90,7 @@ def engagement_to_document(engagement: Engagement) -> Document:
 
 def record_to_document(record: DeliveryRecord) -> Document:
     """The document for ``record``, exactly as given (see :func:`new_document` for ``add``)."""
-    return {
+    document: Document = {
         "_id": record.id,
         "event_id": record.event_id,
         "event_type": record.event_type,
@@ -113,6 +113,10 @@ def record_to_document(record: DeliveryRecord) -> Document:
         "archived_at": _optional_datetime(record.archived_at),
         "engagements": [engagement_to_document(e) for e in record.engagements],
     }
+    if record.tenant_id is not None:
+        # Only when set: a single-product install's documents keep the shape they had.
+        document["tenant_id"] = record.tenant_id
+    return document
 
 
 def new_document(record: DeliveryRecord) -> Document:
@@ -158,6 +162,7 @@ def document_to_record(document: Mapping[str, Any]) -> DeliveryRecord:
         read_at=_read_datetime(document.get("read_at")),
         archived_at=_read_datetime(document.get("archived_at")),
         engagements=[engagement_from_stored(e, as_utc) for e in document.get("engagements") or []],
+        tenant_id=document.get("tenant_id"),
     )
 
 
@@ -167,6 +172,8 @@ def find_filter(filter: DeliveryFilter, after: tuple[datetime, str] | None = Non
     query: Document = {}
     if filter.user_id is not None:
         query["user_id"] = filter.user_id
+    if filter.tenant_id is not None:
+        query["tenant_id"] = filter.tenant_id
     if filter.event_id is not None:
         ids = filter.all_event_ids
         query["event_id"] = ids[0] if len(ids) == 1 else {"$in": list(ids)}
@@ -357,6 +364,9 @@ def index_models(retention_days: int) -> list[IndexModel]:
         IndexModel([("status", 1)], name="status"),
         IndexModel([("channel", 1), ("status", 1)], name="channel_status"),
         IndexModel(newest_first, name="created_at_id"),
+        # A tenant's history (callers bound to a tenant); sparse: documents without a tenant
+        # (every one of a single-product install) are left out of it.
+        IndexModel([("tenant_id", 1), *newest_first], name="tenant_id_created_at", sparse=True),
         *(
             [
                 IndexModel(

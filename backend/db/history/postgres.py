@@ -95,6 +95,9 @@ class DeliveryRow(Base):
     engagements: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, nullable=False, server_default=text("'[]'::jsonb")
     )
+    # The event's tenant (backend.services.tenants); null without one. The last column: the
+    # batch insert's values follow the table's column order.
+    tenant_id: Mapped[str | None] = mapped_column(Text(collation="C"))
 
 
 # The listing indexes end with (created_at DESC, id DESC), the order of find(), so a page
@@ -108,6 +111,13 @@ Index("ix_deliveries_status", DeliveryRow.status)
 Index("ix_deliveries_channel_status", DeliveryRow.channel, DeliveryRow.status)
 # Unfiltered history pages, and the retention purge, which would otherwise scan the table.
 Index("ix_deliveries_created_at", *_NEWEST_FIRST)
+# A tenant's history; partial: a single-product install's rows (no tenant) stay out of it.
+Index(
+    "ix_deliveries_tenant_id_created_at",
+    DeliveryRow.tenant_id,
+    *_NEWEST_FIRST,
+    postgresql_where=DeliveryRow.tenant_id.isnot(None),
+)
 
 deliveries: Table = DeliveryRow.__table__  # type: ignore[assignment]
 
@@ -175,6 +185,7 @@ def _record_to_values(record: DeliveryRecord) -> tuple[Any, ...]:
         None if record.read_at is None else as_utc(record.read_at),
         None if record.archived_at is None else as_utc(record.archived_at),
         _json(record.engagements),
+        record.tenant_id,
     )
 
 
@@ -201,6 +212,7 @@ def _row_to_record(row: RowMapping) -> DeliveryRecord:
         read_at=row["read_at"],
         archived_at=row["archived_at"],
         engagements=[engagement_from_stored(e, datetime.fromisoformat) for e in row["engagements"]],
+        tenant_id=row["tenant_id"],
     )
 
 
@@ -209,6 +221,8 @@ def _conditions(filter: DeliveryFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if filter.user_id is not None:
         conditions.append(c.user_id == filter.user_id)
+    if filter.tenant_id is not None:
+        conditions.append(c.tenant_id == filter.tenant_id)
     if filter.event_id is not None:
         ids = filter.all_event_ids
         if len(ids) == 1:

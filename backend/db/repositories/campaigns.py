@@ -40,9 +40,13 @@ class CampaignRepository:
         search: str | None,
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
+        tenant_id: str | None = None,
     ) -> list[Campaign]:
-        """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
+        """Newest first; ``after`` is the (created_at, id) of the last row of the previous page.
+        ``tenant_id``: that tenant's campaigns only."""
         stmt = select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id.desc())
+        if tenant_id is not None:
+            stmt = stmt.where(Campaign.tenant_id == tenant_id)
         if statuses:
             stmt = stmt.where(Campaign.status.in_(statuses))
         if search:

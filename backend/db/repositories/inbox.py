@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import InboxCounter, InboxItem
@@ -28,6 +28,8 @@ class NewInboxItem:
     created_at: datetime
     # The template's rendered in-app actions: [{label, url} | {label, name}], at most two.
     actions: list[dict[str, str]] = field(default_factory=list, kw_only=True)
+    # The event's tenant (backend.services.tenants): a caller bound to a tenant sees only its.
+    tenant_id: str | None = field(default=None, kw_only=True)
 
 
 # A batch of items is one statement on the driver connection (the delivery hot path, see
@@ -43,8 +45,9 @@ _APPEND = Statement(
     " SELECT * FROM unnest("
     "  CAST(:ids AS text[]), CAST(:users AS text[]), CAST(:events AS text[]),"
     "  CAST(:types AS text[]), CAST(:titles AS text[]), CAST(:bodies AS text[]),"
-    "  CAST(:data AS text[]), CAST(:created AS timestamptz[]), CAST(:actions AS text[])"
-    " ) WITH ORDINALITY AS n(i, u, e, t, ti, b, d, c, a, o)"
+    "  CAST(:data AS text[]), CAST(:created AS timestamptz[]), CAST(:actions AS text[]),"
+    "  CAST(:tenants AS text[])"
+    " ) WITH ORDINALITY AS n(i, u, e, t, ti, b, d, c, a, tn, o)"
     "), counts AS ("
     " INSERT INTO inbox_counters (user_id, seq)"
     " SELECT u, count(*) FROM n GROUP BY u ORDER BY u"
@@ -56,15 +59,18 @@ _APPEND = Statement(
     " FROM n JOIN counts ON counts.user_id = n.u"
     ") "
     "INSERT INTO inbox_items "
-    "(delivery_id, user_id, seq, event_id, event_type, title, body, data, created_at, actions) "
-    "SELECT i, u, s, e, t, ti, b, CAST(d AS jsonb), c, CAST(a AS jsonb) FROM numbered ORDER BY o "
+    "(delivery_id, user_id, seq, event_id, event_type, title, body, data, created_at, actions,"
+    " tenant_id) "
+    "SELECT i, u, s, e, t, ti, b, CAST(d AS jsonb), c, CAST(a AS jsonb), tn FROM numbered "
+    "ORDER BY o "
     "ON CONFLICT (delivery_id) DO NOTHING "
     "RETURNING delivery_id, user_id, seq, event_id, event_type, title, body, data, "
-    "created_at, actions, read_at, archived_at"
+    "created_at, actions, read_at, archived_at, tenant_id"
 )
 _EXISTING = Statement(
     "SELECT delivery_id, user_id, seq, event_id, event_type, title, body, data, created_at, "
-    "actions, read_at, archived_at FROM inbox_items WHERE delivery_id = ANY(CAST(:ids AS text[]))"
+    "actions, read_at, archived_at, tenant_id FROM inbox_items "
+    "WHERE delivery_id = ANY(CAST(:ids AS text[]))"
 )
 
 
@@ -86,6 +92,7 @@ async def append_items(conn: asyncpg.Connection, items: Sequence[NewInboxItem]) 
             "data": [orjson.dumps(i.data).decode() for i in unique],
             "created": [i.created_at for i in unique],
             "actions": [orjson.dumps(i.actions).decode() for i in unique],
+            "tenants": [i.tenant_id for i in unique],
         },
     )
     found = {r["delivery_id"] for r in rows}
@@ -96,7 +103,18 @@ async def append_items(conn: asyncpg.Connection, items: Sequence[NewInboxItem]) 
     return [by_id[i.delivery_id] for i in unique if i.delivery_id in by_id]
 
 
+def _mine(user_id: str, tenant_id: str | None) -> list[ColumnElement[bool]]:
+    """A user's items; with ``tenant_id`` (a caller bound to a tenant), that tenant's only."""
+    conditions = [InboxItem.user_id == user_id]
+    if tenant_id is not None:
+        conditions.append(InboxItem.tenant_id == tenant_id)
+    return conditions
+
+
 class InboxRepository:
+    """Every method takes the user and, for a caller bound to a tenant, the tenant: the two
+    together keep users (and tenants) apart."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
@@ -108,10 +126,11 @@ class InboxRepository:
         limit: int,
         unread_only: bool,
         archived: bool = False,
+        tenant_id: str | None = None,
     ) -> list[InboxItem]:
         """Newest first: the unarchived items, or with ``archived`` the archived ones only."""
         shelf = InboxItem.archived_at.is_not(None) if archived else InboxItem.archived_at.is_(None)
-        conditions = [InboxItem.user_id == user_id, shelf]
+        conditions = [*_mine(user_id, tenant_id), shelf]
         if before_seq is not None:
             conditions.append(InboxItem.seq < before_seq)
         if unread_only:
@@ -122,11 +141,17 @@ class InboxRepository:
         return list((await self.session.execute(stmt)).scalars())
 
     async def after(
-        self, user_id: str, *, after_seq: int, limit: int, until_seq: int | None = None
+        self,
+        user_id: str,
+        *,
+        after_seq: int,
+        limit: int,
+        until_seq: int | None = None,
+        tenant_id: str | None = None,
     ) -> list[InboxItem]:
         """Oldest first: what a client that saw ``after_seq`` has missed (archived included, so
         the stream's sequence has no holes from the client's point of view)."""
-        conditions = [InboxItem.user_id == user_id, InboxItem.seq > after_seq]
+        conditions = [*_mine(user_id, tenant_id), InboxItem.seq > after_seq]
         if until_seq is not None:
             conditions.append(InboxItem.seq < until_seq)
         stmt = select(InboxItem).where(and_(*conditions)).order_by(InboxItem.seq).limit(limit)
@@ -140,24 +165,30 @@ class InboxRepository:
         found = {user_id: int(seq) for user_id, seq in await self.session.execute(stmt)}
         return {user_id: found.get(user_id, 0) for user_id in user_ids}
 
-    async def unread_count(self, user_id: str) -> int:
+    async def unread_count(self, user_id: str, tenant_id: str | None = None) -> int:
         stmt = (
             select(func.count())
             .select_from(InboxItem)
             .where(
-                InboxItem.user_id == user_id,
+                *_mine(user_id, tenant_id),
                 InboxItem.read_at.is_(None),
                 InboxItem.archived_at.is_(None),
             )
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
-    async def mark_read(self, user_id: str, ids: Sequence[str] | None, at: datetime) -> list[str]:
+    async def mark_read(
+        self,
+        user_id: str,
+        ids: Sequence[str] | None,
+        at: datetime,
+        tenant_id: str | None = None,
+    ) -> list[str]:
         """Mark the user's items read (all unread ones when ``ids`` is None); returns the ids
         that changed. The user id in the condition is what keeps users apart."""
         stmt = (
             update(InboxItem)
-            .where(InboxItem.user_id == user_id, InboxItem.read_at.is_(None))
+            .where(*_mine(user_id, tenant_id), InboxItem.read_at.is_(None))
             .values(read_at=at)
             .returning(InboxItem.delivery_id)
         )
@@ -165,11 +196,13 @@ class InboxRepository:
             stmt = stmt.where(InboxItem.delivery_id.in_(ids))
         return list((await self.session.execute(stmt)).scalars())
 
-    async def archive(self, user_id: str, ids: Sequence[str], at: datetime) -> list[str]:
+    async def archive(
+        self, user_id: str, ids: Sequence[str], at: datetime, tenant_id: str | None = None
+    ) -> list[str]:
         stmt = (
             update(InboxItem)
             .where(
-                InboxItem.user_id == user_id,
+                *_mine(user_id, tenant_id),
                 InboxItem.delivery_id.in_(ids),
                 InboxItem.archived_at.is_(None),
             )

@@ -23,6 +23,7 @@ from backend.services.envelope import Envelope
 from backend.services.limits import Limits
 from backend.services.live import RedisLivePublisher
 from backend.services.task_messages import TaskMessage
+from backend.services.tenants import TenantCache
 from backend.services.users import UserProfile
 
 
@@ -47,20 +48,25 @@ class BrokerDeliveryQueue:
 
 
 class TemplateCache:
-    """Templates by slug for a few seconds: a worker sends the same template in batch after
-    batch, and an edit reaches deliveries within ``ttl`` seconds."""
+    """Templates by slug (and tenant) for a few seconds: a worker sends the same template in
+    batch after batch, and an edit reaches deliveries within ``ttl`` seconds."""
 
     def __init__(self, ttl: float = 5.0) -> None:
         self.ttl = ttl
-        self._entries: dict[str, tuple[float, Template | None]] = {}
+        self._entries: dict[tuple[str, str | None], tuple[float, Template | None]] = {}
 
-    async def get(self, session: AsyncSession, slug: str) -> Template | None:
+    async def get(
+        self, session: AsyncSession, slug: str, tenant_id: str | None = None
+    ) -> Template | None:
+        """The template sent under ``slug``: for ``tenant_id``, its override, else the
+        shared one."""
         now = time.monotonic()
-        hit = self._entries.get(slug)
+        key = (slug, tenant_id)
+        hit = self._entries.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        template = await TemplateRepository(session).get_by_slug(slug)
-        self._entries[slug] = (now + self.ttl, template)
+        template = await TemplateRepository(session).effective(slug, tenant_id)
+        self._entries[key] = (now + self.ttl, template)
         return template
 
 
@@ -85,6 +91,7 @@ class DeliveryContext:
     senders: dict[Channel, ChannelSender] = field(default_factory=dict)
     live: RedisLivePublisher | None = None
     templates: TemplateCache = field(default_factory=lambda: TemplateCache())
+    tenants: TenantCache = field(default_factory=lambda: TenantCache())
     limits: Limits | None = None
     webhooks: StatusWebhooks | None = None
 

@@ -407,6 +407,7 @@ async def _plan(
                     template_slug=envelope.template_slug,
                     locale=envelope.locale,
                     timeline=[StatusChange(status, now, note)],
+                    tenant_id=envelope.tenant_id,
                 )
             )
             if reason:

@@ -42,6 +42,7 @@ class StoredInbox:
                 data=message.data,
                 created_at=created_at,
                 actions=list(message.actions),
+                tenant_id=message.tenant_id,
             )
             for message in messages
         ]

@@ -177,6 +177,7 @@ def delivery_update(
         "sequence": sequence,
         "at": at.isoformat(),
         "reason": reason,
+        **({"tenant_id": record.tenant_id} if record.tenant_id is not None else {}),
     }
 
 

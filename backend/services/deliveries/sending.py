@@ -45,6 +45,7 @@ from backend.services.deliveries.in_app import InAppItem, deliver_in_app
 from backend.services.deliveries.records import RecordingHistory, announce
 from backend.services.envelope import Envelope
 from backend.services.retries import backoff_seconds
+from backend.services.tenants import Branding
 from backend.services.users import UserProfile
 
 SEND_CONCURRENCY = 64
@@ -274,6 +275,7 @@ class _Resources:
     """Everything a batch needs, fetched once."""
 
     template: Template | None
+    branding: Branding
     users: dict[str, UserProfile | None]
     subscriptions: dict[str, list[PushSubscription]]
     chat_ids: dict[str, str] = field(default_factory=dict)  # chat channels: by user id
@@ -349,7 +351,9 @@ class _Batch:
     ) -> _Resources:
         ctx = self.ctx
         async with ctx.sessionmaker() as session:
-            template = await ctx.templates.get(session, self.envelope.template_slug)
+            tenant_id = self.envelope.tenant_id
+            template = await ctx.templates.get(session, self.envelope.template_slug, tenant_id)
+            branding = await ctx.tenants.branding(session, tenant_id)
             subscriptions: dict[str, list[PushSubscription]] = defaultdict(list)
             if self.channel is Channel.PUSH:
                 rows = await RecipientAddressRepository(session).active(
@@ -397,7 +401,7 @@ class _Batch:
                     listed = await suppressions.suppressed(session, addresses=addresses)
                 suppressed = {a: row.reason for a, row in listed.items()}
         return _Resources(
-            template, users, subscriptions, chat_ids, webhook_urls, devices, suppressed
+            template, branding, users, subscriptions, chat_ids, webhook_urls, devices, suppressed
         )
 
     async def _deliver(
@@ -448,7 +452,9 @@ class _Batch:
         item = template_service.select_content(
             content, channel=channel, locale=envelope.locale or user.locale
         )
-        rendered = template_service.render_content(item, _render_context(envelope, user))
+        rendered = template_service.render_content(
+            item, _render_context(envelope, user, resources.branding)
+        )
         html = rendered.html
         if html and channel is Channel.EMAIL:
             # Open and click tracking, as far as the settings turn it on.
@@ -479,6 +485,7 @@ class _Batch:
             badge=rendered.badge,
             sound=rendered.sound,
             actions=tuple(rendered.actions or ()),
+            tenant_id=envelope.tenant_id,
             unsubscribe=(
                 unsubscribe.links_for(self.ctx.settings, user_id=user.id, event_type=envelope.type)
                 if channel is Channel.EMAIL and not envelope.critical
@@ -648,9 +655,10 @@ def _payload_chat_id(envelope: Envelope, channel: Channel) -> str | None:
     return None
 
 
-def _render_context(envelope: Envelope, user: UserProfile) -> dict[str, Any]:
+def _render_context(envelope: Envelope, user: UserProfile, branding: Branding) -> dict[str, Any]:
     return {
         "user": user.to_context(),
         "payload": envelope.payload or {},
         "event": {"id": envelope.id, "type": envelope.type, "created_at": envelope.created_at},
+        "tenant": branding.to_context(),
     }

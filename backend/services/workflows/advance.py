@@ -515,4 +515,5 @@ def _send_envelope(run: HeldRun, path: str, step: Mapping[str, Any]) -> Envelope
         # made while the run waited counts).
         topics=run.envelope.topics,
         via_topics=run.envelope.via_topics,
+        tenant_id=run.envelope.tenant_id,
     )

@@ -30,6 +30,8 @@ class CampaignInput(BaseModel):
     "The event type its deliveries carry: users who opted out of it (or of a channel) are skipped."
     draft: bool = False
     "Save without scheduling; start later with resumeCampaign."
+    tenant_id: Optional[str] = Field(alias="tenantId", default=None)
+    "The tenant it sends for (its template overrides, its branding); fixed once made. A caller bound to a tenant always makes its own tenant's campaigns."
 
 
 class CreateTemplateInput(BaseModel):
@@ -38,6 +40,8 @@ class CreateTemplateInput(BaseModel):
     name: str
     description: str = ""
     content: list["TemplateContentInput"]
+    tenant_id: Optional[str] = Field(alias="tenantId", default=None)
+    "Make it for this tenant: it overrides the shared template with its slug for the tenant's events. A caller bound to a tenant always makes its own tenant's."
 
 
 class EventInput(BaseModel):
@@ -63,6 +67,8 @@ class EventInput(BaseModel):
     "Force a locale; otherwise each user's own, then `en`."
     cancel_key: Optional[str] = Field(alias="cancelKey", default=None)
     "Names the event's workflow runs for `cancelWorkflowRuns` (and for events of types whose workflow cancels this one's), 1-200 characters."
+    tenant_id: Optional[str] = Field(alias="tenantId", default=None)
+    "The tenant the event is for: its templates override the shared ones, and its deliveries and inbox items carry it. A caller bound to a tenant sends for its own."
 
 
 class NotificationActionInput(BaseModel):

@@ -25,6 +25,8 @@ export type CampaignInput = {
   payload?: unknown;
   schedule?: ScheduleInput | null | undefined;
   templateSlug: string;
+  /** The tenant it sends for (its template overrides, its branding); fixed once made. A caller bound to a tenant always makes its own tenant's campaigns. */
+  tenantId?: string | null | undefined;
 };
 
 /** Where a campaign stands. */
@@ -55,6 +57,8 @@ export type CreateTemplateInput = {
   name: string;
   /** Unique, lowercase: letters, digits, '-', '_'. */
   slug: string;
+  /** Make it for this tenant: it overrides the shared template with its slug for the tenant's events. A caller bound to a tenant always makes its own tenant's. */
+  tenantId?: string | null | undefined;
 };
 
 /** Machine-readable error codes. */
@@ -87,6 +91,8 @@ export type EventInput = {
   sendAt?: string | null | undefined;
   /** Override the type's template (required for unregistered types). */
   templateSlug?: string | null | undefined;
+  /** The tenant the event is for: its templates override the shared ones, and its deliveries and inbox items carry it. A caller bound to a tenant sends for its own. */
+  tenantId?: string | null | undefined;
   /** Send to the members of these topics too (one delivery per user, however many of the topics and `userIds` they are in). */
   topics?: Array<string>;
   /** Event type, e.g. `user_registered`. */

@@ -1,0 +1,42 @@
+"""Queries on tenants."""
+
+from __future__ import annotations
+
+from sqlalchemy import exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.db.models import ApiKey, Campaign, InboxItem, Template, Tenant
+
+
+class TenantRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, tenant_id: str, *, lock: bool = False) -> Tenant | None:
+        return await self.session.get(Tenant, tenant_id, with_for_update=lock)
+
+    async def all(self) -> list[Tenant]:
+        return list((await self.session.execute(select(Tenant).order_by(Tenant.id))).scalars())
+
+    async def add(self, tenant: Tenant) -> Tenant:
+        self.session.add(tenant)
+        await self.session.flush()
+        return tenant
+
+    async def users_of(self, tenant_id: str) -> list[str]:
+        """What still names the tenant: kinds of rows, in a fixed order."""
+        kinds = (
+            ("templates", Template.tenant_id),
+            ("campaigns", Campaign.tenant_id),
+            ("API keys", ApiKey.tenant_id),
+            ("inbox items", InboxItem.tenant_id),
+        )
+        found = []
+        for name, column in kinds:
+            if (await self.session.execute(select(exists().where(column == tenant_id)))).scalar():
+                found.append(name)
+        return found
+
+    async def delete(self, tenant: Tenant) -> None:
+        await self.session.delete(tenant)
+        await self.session.flush()
