@@ -7,6 +7,7 @@ Herald task. Real PostgreSQL, Redis and RabbitMQ."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import time
 import uuid
@@ -285,3 +286,28 @@ def test_the_supervisor_starts_a_consumer_again_when_one_ends() -> None:
         supervisor.stop(timeout=5)
     assert all(p.poll() is not None for p in started)
     assert len(started) == 3, "a stopped supervisor started another consumer"
+
+
+async def test_opt_outs_made_within_a_tenant_count_for_its_events_only(
+    ctx: DeliveryContext, engine: AsyncEngine
+) -> None:
+    # The user turned in-app off within acme only; their own preferences have none of it.
+    user = f"u-{uuid.uuid4()}"
+    async with ctx.sessionmaker() as session:
+        session.add(UserPreferences(user_id=user, tenant_id="acme", disabled_channels=["in_app"]))
+        await session.commit()
+    acme, globex, plain = envelope(user), envelope(user), envelope(user)
+    acme = dataclasses.replace(acme, tenant_id="acme")
+    globex = dataclasses.replace(globex, tenant_id="globex")
+    await dispatch_together(ctx, [acme, globex, plain])
+
+    statuses = [
+        (await ctx.history.get(delivery_id(e.id, user, Channel.IN_APP)))
+        for e in (acme, globex, plain)
+    ]
+    assert [s.status if s else None for s in statuses] == [
+        DeliveryStatus.SKIPPED,
+        DeliveryStatus.SENT,
+        DeliveryStatus.SENT,
+    ]
+    assert len(await inbox_rows(engine, user)) == 2

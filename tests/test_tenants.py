@@ -8,10 +8,12 @@ worker are in tests/pipeline/test_tenants.py.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import jwt
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import schema_differences
 from tests.factories import CREATE_TEMPLATE, UPDATE_TEMPLATE, template_input, token_for
@@ -122,7 +124,10 @@ async def test_a_bad_tenant_is_refused_with_the_field(gql, admin, tenant, field)
     assert (saved["__typename"], saved["field"]) == ("ValidationError", field)
 
 
-async def test_a_tenant_with_templates_is_not_deleted(gql, admin, two_tenants):
+async def test_a_tenant_with_templates_is_not_deleted(gql, admin, two_tenants, sessionmaker):
+    opted = {"userId": "u-deleted-tenant", "tenantId": "acme", "disabledChannels": ["SMS"]}
+    made = await gql(SET_PREFERENCES, {"input": opted}, token=admin)
+    assert made["data"]["setPreferences"]["tenantId"] == "acme", made
     refused = (await gql(DELETE, {"id": "acme"}, token=admin))["data"]["deleteTenant"]
     assert refused["code"] == "CONFLICT" and "templates" in refused["message"]
     gone = await gql(DELETE_TEMPLATE, {"slug": "tenant-hello", "tenant": "acme"}, token=admin)
@@ -131,6 +136,14 @@ async def test_a_tenant_with_templates_is_not_deleted(gql, admin, two_tenants):
     assert deleted == {"__typename": "DeletedTenant", "id": "acme"}
     missing = (await gql(DELETE, {"id": "acme"}, token=admin))["data"]["deleteTenant"]
     assert missing["code"] == "NOT_FOUND"
+    # The opt-outs made within it went with it: the user id's own are left (none here).
+    read = await gql(PREFERENCES, {"user": "u-deleted-tenant"}, token=admin)
+    assert read["data"]["preferences"]["disabledChannels"] == []
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            text("SELECT count(*) FROM user_preferences WHERE tenant_id = 'acme'")
+        )
+        assert rows.scalar_one() == 0
 
 
 async def test_a_token_is_bound_by_its_tenant_claim(gql, settings):
@@ -317,6 +330,90 @@ async def test_a_bound_manager_reads_only_its_own_preferences(gql, settings):
     assert other["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
+PREFERENCES = """query($user: ID, $tenant: String) { preferences(userId: $user, tenantId: $tenant) {
+  userId tenantId disabledChannels disabledEventTypes quietHours { start end } } }"""
+SET_PREFERENCES = """mutation($input: PreferencesInput!) { setPreferences(input: $input) {
+  __typename ... on Preferences { userId tenantId disabledChannels disabledEventTypes
+  quietHours { start end } } ... on Error { code message field } } }"""
+
+
+async def test_a_user_s_opt_outs_within_a_tenant_are_apart_from_their_own(
+    gql, settings, admin, two_tenants
+):
+    user = "u-prefs-acme"
+    in_acme = token_for(settings, "user", sub=user, tenant="acme")
+    unbound = token_for(settings, "user", sub=user)
+    # Within acme (a token bound to it): the opt-outs are acme's; quiet hours are the user's.
+    set_in_acme = {
+        "disabledChannels": ["EMAIL"],
+        "disabledEventTypes": ["digest"],
+        "quietHours": {"start": "22:00", "end": "07:00"},
+    }
+    made = await gql(SET_PREFERENCES, {"input": set_in_acme}, token=in_acme)
+    assert made["data"]["setPreferences"] == {
+        "__typename": "Preferences",
+        "userId": user,
+        "tenantId": "acme",
+        "disabledChannels": ["EMAIL"],
+        "disabledEventTypes": ["digest"],
+        "quietHours": {"start": "22:00", "end": "07:00"},
+    }
+    own = (await gql(PREFERENCES, token=unbound))["data"]["preferences"]
+    assert own["tenantId"] is None and own["disabledChannels"] == []
+    assert own["disabledEventTypes"] == [] and own["quietHours"] == {
+        "start": "22:00",
+        "end": "07:00",
+    }
+    # Globex has none of them; the install's admin reads each tenant's apart.
+    globex = await gql(PREFERENCES, {"user": user, "tenant": "globex"}, token=admin)
+    assert globex["data"]["preferences"]["disabledChannels"] == []
+    acme = await gql(PREFERENCES, {"user": user, "tenant": "acme"}, token=admin)
+    assert acme["data"]["preferences"]["disabledChannels"] == ["EMAIL"]
+    # A bound caller names no other tenant; an unknown tenant is not found.
+    other = await gql(
+        SET_PREFERENCES, {"input": {"tenantId": "globex", "disabledChannels": []}}, token=in_acme
+    )
+    assert other["data"]["setPreferences"]["code"] == "FORBIDDEN"
+    unknown = await gql(
+        SET_PREFERENCES, {"input": {"userId": user, "tenantId": "nope"}}, token=admin
+    )
+    assert unknown["data"]["setPreferences"]["code"] == "NOT_FOUND"
+    assert unknown["data"]["setPreferences"]["field"] == "tenantId"
+
+
+async def test_an_event_of_a_tenant_honours_the_user_s_own_opt_outs_and_those_made_in_it(engine):
+    from backend.db.models import UserPreferences
+    from backend.db.repositories.preferences import preferences_of
+    from backend.db.session import create_sessionmaker
+
+    both, only_there = f"u-layered-{uuid.uuid4()}", f"u-only-in-acme-{uuid.uuid4()}"
+    async with create_sessionmaker(engine)() as session:
+        session.add_all(
+            [
+                UserPreferences(
+                    user_id=both,
+                    disabled_channels=["sms"],
+                    disabled_event_types=["news"],
+                    timezone="Europe/Paris",
+                ),
+                UserPreferences(user_id=both, tenant_id="acme", disabled_channels=["email", "sms"]),
+                UserPreferences(user_id=only_there, tenant_id="acme", disabled_topics=["deals"]),
+            ]
+        )
+        await session.commit()
+    for_acme = await preferences_of(engine, [both, only_there, "u-none"], "acme")
+    assert set(for_acme) == {both, only_there}
+    assert for_acme[both].disabled_channels == ["sms", "email"]
+    assert for_acme[both].disabled_event_types == ["news"]
+    assert for_acme[both].timezone == "Europe/Paris"
+    assert for_acme[only_there].disabled_topics == ["deals"]
+    assert for_acme[only_there].disabled_channels == [] and for_acme[only_there].timezone is None
+    for tenant in ("globex", None):
+        elsewhere = await preferences_of(engine, [both, only_there], tenant)
+        assert set(elsewhere) == {both}
+        assert elsewhere[both].disabled_channels == ["sms"]
+
+
 async def test_without_tenants_templates_and_events_are_as_before(gql, admin):
     made = await gql(CREATE_TEMPLATE, {"input": branded("plain", "Hi")}, token=admin)
     assert made["data"]["createTemplate"]["__typename"] == "Template"
@@ -328,5 +425,5 @@ async def test_without_tenants_templates_and_events_are_as_before(gql, admin):
 
 async def test_the_migration_creates_the_tables_of_the_models(engine):
     # inbox_items is left out: its partial index ix_inbox_items_unread has no model (as before).
-    tables = {"tenants", "templates", "campaigns", "api_keys"}
+    tables = {"tenants", "templates", "campaigns", "api_keys", "user_preferences"}
     assert await schema_differences(engine, tables) == []

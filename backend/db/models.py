@@ -191,6 +191,11 @@ class UserPreferences(Base):
     __tablename__ = "user_preferences"
 
     user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # "": the user's own preferences, everywhere. A tenant's id: the opt-outs (channels, event
+    # types, topics) the user made within that tenant, added to their own for its events.
+    tenant_id: Mapped[str] = mapped_column(
+        String(63), primary_key=True, default="", server_default=text("''")
+    )
     disabled_channels: Mapped[list[str]] = mapped_column(
         ARRAY(String(20)), nullable=False, default=list
     )

@@ -45,6 +45,7 @@ def _preferences(p: preference_service.Preferences) -> Preferences:
             DigestCadence(event_type=t, cadence=c) for t, c in sorted(p.digest_cadence.items())
         ],
         disabled_topics=p.disabled_topics,
+        tenant_id=p.tenant_id,
     )
 
 
@@ -68,12 +69,15 @@ def _quiet_hours(
 
 
 @strawberry.field(
-    description="Your notification preferences (admins and managers: anyone's, with `userId`)."
+    description="Your notification preferences (admins and managers: anyone's, with `userId`); "
+    "with `tenantId` (or bound to a tenant), the opt-outs made within that tenant."
 )
-async def preferences(info: Info, user_id: strawberry.ID | None = None) -> Preferences:
+async def preferences(
+    info: Info, user_id: strawberry.ID | None = None, tenant_id: str | None = None
+) -> Preferences:
     async def work(session: AsyncSession, actor: Principal) -> Preferences:
         result = await preference_service.get_preferences(
-            session, actor=actor, user_id=str(user_id) if user_id else None
+            session, actor=actor, user_id=str(user_id) if user_id else None, tenant_id=tenant_id
         )
         return _preferences(result)
 
@@ -99,6 +103,7 @@ async def set_preferences(info: Info, input: PreferencesInput) -> PreferencesRes
             disabled_topics=preference_service.KEEP
             if input.disabled_topics is strawberry.UNSET
             else input.disabled_topics or [],
+            tenant_id=input.tenant_id,
         )
         return _preferences(result)
 

@@ -9,6 +9,7 @@ import strawberry
 from backend.channels import Channel
 from backend.schema.errors import (
     AccessErrors,
+    NotFoundError,
     ValidationError,
 )
 
@@ -53,6 +54,13 @@ class Preferences:
             "(messages sent to you by id still arrive)."
         )
     )
+    tenant_id: str | None = strawberry.field(
+        description=(
+            "Null: your own preferences, everywhere. A tenant: the opt-outs (channels, event "
+            "types, topics) you made within it, honoured for its events on top of your own; "
+            "quiet hours, time zone and digest cadence are always your own."
+        )
+    )
 
 
 @strawberry.input
@@ -76,10 +84,17 @@ class PreferencesInput:
         default=strawberry.UNSET,
         description="Topic keys to opt out of. Left out: unchanged; given: replaces the list.",
     )
+    tenant_id: str | None = strawberry.field(
+        default=None,
+        description=(
+            "The opt-outs within this tenant (a caller bound to a tenant: always its own); "
+            "your own, everywhere, when left out."
+        ),
+    )
 
 
 PreferencesResult = Annotated[
-    Preferences | ValidationError | AccessErrors,
+    Preferences | ValidationError | NotFoundError | AccessErrors,
     strawberry.union("PreferencesResult"),
 ]
 

@@ -15,7 +15,7 @@ from backend.channels import Channel
 from backend.db.models import UserPreferences
 from backend.db.repositories.preferences import PreferenceRepository
 from backend.errors import ForbiddenError, ValidationError
-from backend.services import recipients
+from backend.services import recipients, tenants
 from backend.services.calendars import check_zone
 from backend.services.digests import CADENCES
 
@@ -61,6 +61,10 @@ class Preferences:
     timezone: str | None = None
     digest_cadence: dict[str, str] = field(default_factory=dict)
     disabled_topics: list[str] = field(default_factory=list)
+    # None: the user's own preferences (everywhere). A tenant: the opt-outs the user made
+    # within it, which its events honour on top of the user's own; quiet hours, time zone and
+    # digest cadence are always the user's own.
+    tenant_id: str | None = None
 
 
 def quiet_hours_of(row: UserPreferences | None) -> QuietHours | None:
@@ -84,18 +88,32 @@ def held_until(row: UserPreferences | None, now: datetime) -> datetime | None:
     return quiet.ends_after(local).astimezone(UTC)
 
 
-def _preferences(subject: str, row: UserPreferences | None) -> Preferences:
-    if row is None:
-        return Preferences(subject, [], [])
+def _preferences(
+    subject: str,
+    row: UserPreferences | None,
+    *,
+    tenant_id: str | None = None,
+    layer: UserPreferences | None = None,
+) -> Preferences:
+    """``row``: the user's own; with ``tenant_id``, ``layer`` holds the opt-outs."""
+    opt_outs = row if tenant_id is None else layer
     return Preferences(
         subject,
-        [Channel(c) for c in row.disabled_channels],
-        list(row.disabled_event_types),
+        [Channel(c) for c in opt_outs.disabled_channels] if opt_outs else [],
+        list(opt_outs.disabled_event_types) if opt_outs else [],
         quiet_hours_of(row),
-        row.timezone,
-        dict(row.digest_cadence or {}),
-        list(row.disabled_topics or []),
+        row.timezone if row else None,
+        dict(row.digest_cadence or {}) if row else {},
+        list(opt_outs.disabled_topics or []) if opt_outs else [],
+        tenant_id,
     )
+
+
+async def _read(session: AsyncSession, subject: str, tenant_id: str | None) -> Preferences:
+    repository = PreferenceRepository(session)
+    own = await repository.get(subject)
+    layer = await repository.get(subject, tenant_id) if tenant_id is not None else None
+    return _preferences(subject, own, tenant_id=tenant_id, layer=layer)
 
 
 # Who may see (admins and managers: the admin page's Recipients screen) and change (admins)
@@ -120,10 +138,12 @@ def _subject(actor: Principal, user_id: str | None, roles: frozenset[Role] = CHA
 
 
 async def get_preferences(
-    session: AsyncSession, *, actor: Principal, user_id: str | None
+    session: AsyncSession, *, actor: Principal, user_id: str | None, tenant_id: str | None = None
 ) -> Preferences:
+    """A user's own preferences, or (``tenant_id``, or the tenant a caller is bound to) the
+    opt-outs they made within a tenant."""
     subject = _subject(actor, user_id, READ_OTHERS)
-    return _preferences(subject, await PreferenceRepository(session).get(subject))
+    return await _read(session, subject, tenants.named_tenant(actor, tenant_id))
 
 
 async def set_preferences(
@@ -137,11 +157,17 @@ async def set_preferences(
     timezone: str | Keep | None = KEEP,
     digest_cadence: dict[str, str] | Keep = KEEP,
     disabled_topics: Sequence[str] | Keep = KEEP,
+    tenant_id: str | None = None,
 ) -> Preferences:
     """Replace a user's opt-outs; change quiet hours, time zone and topic opt-outs when given
     (None clears them). Critical event types (password resets) ignore all of these; topic
-    opt-outs apply to deliveries that reached the user through those topics only."""
+    opt-outs apply to deliveries that reached the user through those topics only.
+
+    With ``tenant_id`` (or from a caller bound to a tenant), the opt-outs are those the user
+    makes within that tenant: its events honour them on top of the user's own, other tenants'
+    events do not. Quiet hours, time zone and digest cadence are the user's own either way."""
     subject = _subject(actor, user_id)
+    tenant = await tenants.tenant_for_write(session, actor=actor, requested=tenant_id)
     if len(disabled_event_types) > 200:
         raise ValidationError("Too many event types", field="disabledEventTypes")
     if isinstance(quiet_hours, QuietHours) and quiet_hours.start == quiet_hours.end:
@@ -169,10 +195,30 @@ async def set_preferences(
         extra["disabled_topics"] = list(
             dict.fromkeys(t.strip() for t in disabled_topics if t.strip())
         )
-    row = await PreferenceRepository(session).upsert(
-        subject, disabled_channels=channels, disabled_event_types=types, **extra
+    repository = PreferenceRepository(session)
+    if tenant is None:
+        row = await repository.upsert(
+            subject, disabled_channels=channels, disabled_event_types=types, **extra
+        )
+        return _preferences(subject, row)
+    topics = extra.pop("disabled_topics", KEEP)
+    if extra:  # the user's own settings, kept as they are apart from what was given
+        own = await repository.get(subject, for_update=True)
+        await repository.upsert(
+            subject,
+            disabled_channels=list(own.disabled_channels) if own else [],
+            disabled_event_types=list(own.disabled_event_types) if own else [],
+            **extra,
+        )
+    layer_topics = {} if isinstance(topics, Keep) else {"disabled_topics": topics}
+    await repository.upsert(
+        subject,
+        tenant,
+        disabled_channels=channels,
+        disabled_event_types=types,
+        **layer_topics,
     )
-    return _preferences(subject, row)
+    return await _read(session, subject, tenant)
 
 
 async def register_push_subscription(

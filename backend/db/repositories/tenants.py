@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.db.models import ApiKey, Campaign, InboxItem, Template, Tenant
+from backend.db.models import ApiKey, Campaign, InboxItem, Template, Tenant, UserPreferences
 
 
 class TenantRepository:
@@ -38,5 +38,9 @@ class TenantRepository:
         return found
 
     async def delete(self, tenant: Tenant) -> None:
+        """The tenant, and the opt-outs users made within it (theirs, but about it alone)."""
+        await self.session.execute(
+            delete(UserPreferences).where(UserPreferences.tenant_id == tenant.id)
+        )
         await self.session.delete(tenant)
         await self.session.flush()

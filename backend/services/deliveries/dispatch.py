@@ -104,7 +104,7 @@ async def record_dispatch(
         return Dispatched(envelope, DispatchSummary(0, 0, parts=len(parts)), now, parts=parts)
     preferences: dict[str, UserPreferences] = {}
     if not envelope.critical:
-        preferences = await preferences_of(ctx.engine, user_ids)
+        preferences = await preferences_of(ctx.engine, user_ids, envelope.tenant_id)
     topic_out = await _topic_opt_outs(session, envelope, preferences)
     if envelope.digest and not envelope.critical:
         collectable = [u for u in user_ids if u not in topic_out]
@@ -175,11 +175,25 @@ async def record_together(
     re-run's, ``send_dispatched``)."""
     now = datetime.now(UTC)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-    wanted = list(dict.fromkeys(u for e in envelopes if not e.critical for u in e.recipients))
-    preferences = await preferences_of(ctx.engine, wanted) if wanted else {}
+    # Read once per tenant among the events (the opt-outs made within it count for its own).
+    wanted: dict[str | None, list[str]] = {}
+    for e in envelopes:
+        if not e.critical:
+            wanted.setdefault(e.tenant_id, []).extend(e.recipients)
+    preferences = {
+        tenant: await preferences_of(ctx.engine, list(dict.fromkeys(users)), tenant)
+        for tenant, users in wanted.items()
+    }
     plans = await asyncio.gather(
         *(
-            _plan(ctx, e, list(e.recipients), {} if e.critical else preferences, now, {})
+            _plan(
+                ctx,
+                e,
+                list(e.recipients),
+                {} if e.critical else preferences.get(e.tenant_id, {}),
+                now,
+                {},
+            )
             for e in envelopes
         )
     )
