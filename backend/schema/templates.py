@@ -237,7 +237,7 @@ TemplateResult = Annotated[
     strawberry.union("TemplateResult"),
 ]
 DeleteTemplateResult = Annotated[
-    DeletedTemplate | NotFoundError | ConflictError | AccessErrors,
+    DeletedTemplate | ValidationError | NotFoundError | ConflictError | AccessErrors,
     strawberry.union("DeleteTemplateResult"),
 ]
 PreviewTemplateResult = Annotated[
