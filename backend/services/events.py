@@ -78,6 +78,7 @@ class Ingestion:
     redis: Redis
     rules: RuleCache = field(default_factory=RuleCache)
     tenants: TenantCache = field(default_factory=TenantCache)
+    leases: rate_limits.TokenLeases = field(default_factory=rate_limits.TokenLeases)
 
 
 @dataclass(slots=True)
@@ -339,7 +340,11 @@ async def accept_event(
 ) -> Accepted:
     """Validate one event and hand it over; see the module docstring for when it is accepted."""
     await rate_limits.check_event_rate(
-        ingestion.redis, settings=ingestion.settings, caller=actor.user_id, events=1
+        ingestion.redis,
+        settings=ingestion.settings,
+        caller=actor.user_id,
+        events=1,
+        leases=ingestion.leases,
     )
     prepared = await _prepare(session, actor=actor, data=data, ingestion=ingestion)
     duplicate = await _claim(ingestion, actor, prepared)
@@ -363,7 +368,11 @@ async def accept_events(
     if len(items) > MAX_EVENTS_PER_CALL:
         raise ValidationError(f"At most {MAX_EVENTS_PER_CALL} events per call", field="inputs")
     await rate_limits.check_event_rate(
-        ingestion.redis, settings=ingestion.settings, caller=actor.user_id, events=len(items)
+        ingestion.redis,
+        settings=ingestion.settings,
+        caller=actor.user_id,
+        events=len(items),
+        leases=ingestion.leases,
     )
     results: list[Accepted | HeraldError | None] = [None] * len(items)
     prepared: dict[int, _Prepared] = {}

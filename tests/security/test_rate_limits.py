@@ -91,6 +91,70 @@ async def test_redis_down_fails_open_with_a_warning(caplog):
     assert "not enforced: Redis unavailable" in caplog.text
 
 
+async def _script_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )
+
+
+async def test_leases_spare_redis_and_never_exceed_the_limit_across_processes(redis):
+    """Two processes' leases, spending concurrently from one bucket that does not refill
+    within the test: together they never get more than the burst, and they get nearly all of
+    it while asking Redis far less than once per request."""
+    limit = _limit(rate=0.001, burst=1000)
+    processes = [rate_limits.TokenLeases(), rate_limits.TokenLeases()]
+    calls_before = await _script_calls(redis)
+
+    async def caller(leases: rate_limits.TokenLeases) -> int:
+        allowed = 0
+        for _ in range(700):
+            allowed += (await leases.take(redis, limit=limit, subject="busy")).allowed
+        return allowed
+
+    granted = await asyncio.gather(*(caller(p) for p in processes for _ in range(4)))
+    calls = await _script_calls(redis) - calls_before
+    # At most one lease per process (burst // LEASE_SHARE = 20 tokens) is left unspent.
+    assert 1000 - 2 * 20 <= sum(granted) <= 1000
+    # 5,600 requests; one script call per request would be 5,600.
+    assert calls < 400, calls
+
+
+async def test_leases_keep_small_bursts_exact(redis):
+    limit = _limit(rate=2.0, burst=3)
+    leases = rate_limits.TokenLeases()
+    decisions = [await leases.take(redis, limit=limit, subject="a") for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert 0.3 < decisions[3].retry_after_seconds <= 0.5
+
+
+async def test_an_unspent_lease_lapses_and_the_next_is_smaller(redis):
+    now = [0.0]
+    leases = rate_limits.TokenLeases(lease_seconds=1.0, clock=lambda: now[0])
+    limit = _limit(rate=0.001, burst=500)  # leases of up to 10 tokens
+    for _ in range(20):  # busy: leases grow 1, 2, 4, 8, 10
+        assert (await leases.take(redis, limit=limit, subject="a")).allowed
+    remaining = float(await redis.hget(rate_limits.bucket_key(limit, "a"), "tokens"))
+    held = 500 - 20 - round(remaining)
+    assert 0 < held <= 10  # taken from the bucket, not yet spent
+    now[0] += 1.5  # the lease lapses: its tokens are not spent any more
+    assert (await leases.take(redis, limit=limit, subject="a")).allowed
+    after = float(await redis.hget(rate_limits.bucket_key(limit, "a"), "tokens"))
+    assert round(remaining) - round(after) <= 5  # a lease half the size of the last one
+
+
+async def test_leases_fail_open_and_hold_nothing_when_redis_is_down():
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    leases = rate_limits.TokenLeases()
+    try:
+        decisions = [
+            await leases.take(unreachable, limit=_limit(1.0, 1000), subject="x") for _ in range(2)
+        ]
+    finally:
+        await unreachable.aclose()
+    assert all(d.allowed for d in decisions)
+
+
 @pytest.fixture(scope="module")
 def limited_settings() -> Any:
     return security_settings(event_rate_per_second=0.5, event_rate_burst=3)
