@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy import text
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -80,22 +82,46 @@ def _release_handshake(socket: Any) -> None:
 
 
 class HeraldAPI(FastAPI):
-    """FastAPI, with the GraphQL WebSocket served straight from the ASGI entry point: each
-    idle subscription would otherwise keep the middleware stack's and the router's frames
-    (and an AsyncExitStack) alive for as long as the socket is open."""
+    """FastAPI, with ``/graphql`` served straight from the ASGI entry point.
+
+    The GraphQL WebSocket: each idle subscription would otherwise keep the middleware stack's
+    and the router's frames (and an AsyncExitStack) alive for as long as the socket is open.
+    ``POST /graphql``, every event a service sends: the stack's layers (error and exception
+    middleware, body limit, router, an AsyncExitStack per request) cost more than the rest of
+    a ``sendEvent`` but its GraphQL and its publish. It gets the same CORS handling as the
+    stack's, and an unexpected error answers 500 as the stack's would. With tracing on, the
+    instrumented stack serves it (every request gets its span).
+    """
 
     websocket_endpoint: Any = None
+    graphql_post: Any = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "websocket"
-            and scope["path"] == "/graphql"
-            and self.websocket_endpoint is not None
-        ):
-            scope["app"] = self
-            await self.websocket_endpoint(scope, receive, send)
-            return
+        if scope.get("path") == "/graphql":
+            kind = scope["type"]
+            if kind == "http" and scope["method"] == "POST" and self.graphql_post is not None:
+                scope["app"] = self
+                await self.graphql_post(scope, receive, send)
+                return
+            if kind == "websocket" and self.websocket_endpoint is not None:
+                scope["app"] = self
+                await self.websocket_endpoint(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+
+def _graphql_post(graphql_http: GraphQLHTTP, cors: dict[str, Any]) -> Any:
+    """``POST /graphql`` as a bare ASGI app behind the same CORS middleware (HeraldAPI)."""
+
+    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            response = await graphql_http.handle(Request(scope, receive))
+        except Exception:
+            log.exception("POST /graphql failed")
+            response = PlainTextResponse("Internal Server Error", status_code=500)
+        await response(scope, receive, send)
+
+    return CORSMiddleware(endpoint, **cors)
 
 
 class GraphQLWebSocket(GraphQL[Context, None]):
@@ -254,19 +280,22 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     # Pages on the origins the WebSocket already admits (HERALD_ALLOWED_ORIGINS) may call the
     # HTTP API too: an app embedding <herald-inbox> usually lives on another origin. Tokens go
     # in the Authorization header, never in cookies, so no credentials are allowed.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.allowed_origins,
-        allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "Content-Type", "Accept", "X-Api-Key"],
-        max_age=600,
-    )
-    if configure_tracing(settings, "herald-api"):
+    cors: dict[str, Any] = {
+        "allow_origins": settings.allowed_origins,
+        "allow_methods": ["GET", "POST"],
+        "allow_headers": ["Authorization", "Content-Type", "Accept", "X-Api-Key"],
+        "max_age": 600,
+    }
+    app.add_middleware(CORSMiddleware, **cors)
+    traced = configure_tracing(settings, "herald-api")
+    if traced:
         instrument_app(app)
     app.add_route("/metrics", metrics_endpoint(settings), include_in_schema=False)
 
     graphiql = GraphiQLPage(settings) if settings.graphiql_enabled else None
     graphql_http = GraphQLHTTP(schema, graphiql=graphiql, max_body_bytes=settings.max_body_bytes)
+    if not traced:
+        app.graphql_post = _graphql_post(graphql_http, cors)
     app.add_route(
         "/graphql",
         graphql_http.handle,

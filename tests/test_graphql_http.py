@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from backend.schema.context import Context
 from backend.services import templates as template_service
 from tests.conftest import app_client, make_settings
 from tests.factories import token_for
@@ -95,6 +96,23 @@ async def test_unexpected_errors_are_masked(client, settings, monkeypatch):
     assert body["errors"][0]["message"] == "Unexpected error."
     assert body["errors"][0]["extensions"] == {"code": "INTERNAL"}
     assert "hunter2" not in r.text
+
+
+async def test_a_failure_outside_graphql_answers_500_and_is_logged(client, monkeypatch, caplog):
+    """POST /graphql is served before the middleware stack (backend/app.py HeraldAPI): an
+    error outside GraphQL's own handling still answers 500, with nothing of it in the body,
+    and is logged with its trace."""
+
+    async def explode(*args, **kwargs):
+        raise RuntimeError("secret connection string postgres://admin:hunter2@db")
+
+    monkeypatch.setattr(Context, "authenticate", explode)
+    with caplog.at_level("ERROR", logger="backend.app"):
+        r = await post(client, {"query": "{ __typename }"})
+    assert r.status_code == 500
+    assert r.text == "Internal Server Error"
+    assert "hunter2" not in r.text
+    assert "RuntimeError: secret connection string" in caplog.text  # its password redacted
 
 
 async def test_alias_and_token_limits(client):
