@@ -11,28 +11,30 @@ stored), ``validation`` (the checks before saving, the variables content reads),
 with sample variables for the editor).
 """
 
-from backend.services.templates.validation import (
+from backend.services.templates.definitions import (
     LOCALE_RE,
-    SAMPLE_USER,
     ContentData,
     RenderedMessage,
     TemplateChanges,
     TemplateData,
-    content_variables,
+    template_content,
+)
+from backend.services.templates.messages import (
+    render_content,
+    render_content_isolated,
+    select_content,
+)
+from backend.services.templates.previews import SAMPLE_USER, preview_template
+from backend.services.templates.storage import (
     create_template,
     delete_template,
     get_template,
     list_templates,
     list_versions,
-    preview_template,
-    render_content,
-    render_content_isolated,
     restore_template_version,
-    select_content,
-    template_content,
     update_template,
-    validate_content,
 )
+from backend.services.templates.validation import content_variables, validate_content
 
 __all__ = [
     "LOCALE_RE",
