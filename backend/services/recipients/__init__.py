@@ -13,37 +13,41 @@ The package: ``profiles`` (the profile store, reading recipients, identifying th
 import of the auth service's user list, as a resumable job).
 """
 
-from backend.services.recipients.profiles import (
-    READERS,
-    WRITERS,
+from backend.services.recipients.addresses import (
     AddressInput,
     AddressKind,
-    ProfileInput,
-    RecipientStore,
-    RecipientView,
-    SyncStatus,
     chat_address,
     disable_addresses,
     disable_web_push,
     display_value,
-    fail_sync,
-    get_recipient,
-    get_sync,
-    identify_recipient,
-    is_stalled,
-    list_recipients,
     mark_web_push_used,
     mobile_push_address,
-    profile_of,
-    queue_sync,
     register_address,
     remove_address,
+    web_push_address,
+    webhook_address,
+)
+from backend.services.recipients.profiles import (
+    READERS,
+    WRITERS,
+    ProfileInput,
+    RecipientStore,
+    RecipientView,
+    get_recipient,
+    identify_recipient,
+    list_recipients,
+    profile_of,
+)
+from backend.services.recipients.sync import (
+    SyncStatus,
+    fail_sync,
+    get_sync,
+    is_stalled,
+    queue_sync,
     request_sync,
     run_sync,
     start_sync,
     sync_now,
-    web_push_address,
-    webhook_address,
 )
 
 __all__ = [
