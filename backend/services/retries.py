@@ -14,3 +14,10 @@ def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
     """
     ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311
+
+
+def task_retry_delay(retries: int) -> float:
+    """The wait before a task that failed on infrastructure (a store or the broker down) runs
+    again, ``retries`` being how often it was retried already (Celery's ``request.retries``):
+    1 s doubling to a minute. The dispatch consumer retries its events on the same schedule."""
+    return backoff_seconds(retries + 1, base=1.0, cap=60.0)

@@ -49,18 +49,13 @@ from backend.config import Settings, get_settings
 from backend.observability import tracing
 from backend.queues import DISPATCH, TASK_DISPATCH, TASK_WORKFLOW_ADVANCE, WORK_QUEUE_ARGUMENTS
 from backend.services import deliveries, workflows
-from backend.services.retries import backoff_seconds
+from backend.services.retries import backoff_seconds, task_retry_delay
 from backend.workers import units
 from backend.workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 _PARENT_ENV = "HERALD_DISPATCH_CONSUMER_PARENT"
-
-
-def _retry_delay(retries: int) -> float:
-    # The Celery tasks' infrastructure retries: 1 s doubling to a minute.
-    return backoff_seconds(retries + 1, base=1.0, cap=60.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +273,7 @@ class DispatchConsumer:
             await asyncio.sleep(max(0.0, (task.eta - datetime.now(UTC)).total_seconds()))
         while True:
             if retries:
-                await asyncio.sleep(_retry_delay(retries - 1))
+                await asyncio.sleep(task_retry_delay(retries - 1))
             async with self.alone:
                 if not _open(task.message):
                     return

@@ -35,7 +35,7 @@ from backend.services import (
     task_messages,
     workflows,
 )
-from backend.services.retries import backoff_seconds
+from backend.services.retries import task_retry_delay
 from backend.workers import units
 from backend.workers.celery_app import celery_app
 from backend.workers.runtime import get_runtime, shutdown_runtime
@@ -56,11 +56,6 @@ def _stop_runtime(**_: Any) -> None:
     shutdown_runtime()
 
 
-def _retry_delay(retries: int) -> float:
-    # Infrastructure retries (a store or the broker down): 1 s doubling to a minute.
-    return backoff_seconds(retries + 1, base=1.0, cap=60.0)
-
-
 @celery_app.task(name=TASK_DISPATCH, bind=True, max_retries=None)
 def dispatch(self: Task, event: dict[str, Any]) -> dict[str, int]:
     """Expand an accepted event into deliveries. Retried until it succeeds: an accepted
@@ -77,7 +72,7 @@ def dispatch(self: Task, event: dict[str, Any]) -> dict[str, int]:
         )
     except Exception as exc:
         log.warning("dispatch of event %s failed, will retry: %s", event.get("id"), exc)
-        raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
+        raise self.retry(exc=exc, countdown=task_retry_delay(self.request.retries)) from exc
     return {"queued": summary.queued, "skipped": summary.skipped, "parts": summary.parts}
 
 
@@ -112,7 +107,7 @@ def send(
         log.warning("send batch for event %s failed, will resume: %s", event.get("id"), exc)
         raise self.retry(
             exc=exc,
-            countdown=_retry_delay(self.request.retries),
+            countdown=task_retry_delay(self.request.retries),
             kwargs=task_messages.send(
                 deliveries.Envelope.from_wire(event),
                 Channel(channel),
@@ -230,7 +225,7 @@ def fire_campaign(self: Task, campaign_id: str) -> str | None:
         return runtime.run(fire())
     except Exception as exc:
         log.warning("firing campaign %s failed, will retry: %s", campaign_id, exc)
-        raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
+        raise self.retry(exc=exc, countdown=task_retry_delay(self.request.retries)) from exc
 
 
 @celery_app.task(name=TASK_CAMPAIGN_FAN_OUT, bind=True, max_retries=None)
@@ -253,7 +248,7 @@ def fan_out(self: Task, run_id: str, page: int, after: str | None = None) -> dic
         )
     except Exception as exc:
         log.warning("campaign run %s page %d failed, will retry: %s", run_id, page, exc)
-        raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
+        raise self.retry(exc=exc, countdown=task_retry_delay(self.request.retries)) from exc
     return {
         "recipients": outcome.recipients,
         "queued": outcome.queued,
@@ -300,7 +295,7 @@ def advance_workflow_runs(self: Task, run_ids: list[str] | str) -> dict[str, Any
         )
     except Exception as exc:
         log.warning("workflow runs %s failed, will retry: %s", ids[:3], exc)
-        raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries)) from exc
+        raise self.retry(exc=exc, countdown=task_retry_delay(self.request.retries)) from exc
     return {r: {"status": a.status, "steps": a.steps} for r, a in advanced.items()}
 
 

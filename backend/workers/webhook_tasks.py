@@ -10,7 +10,7 @@ from celery import Task
 
 from backend.queues import TASK_WEBHOOK_DELIVER
 from backend.services import task_messages, webhooks
-from backend.services.retries import backoff_seconds
+from backend.services.retries import task_retry_delay
 from backend.workers.celery_app import celery_app
 from backend.workers.runtime import get_runtime
 
@@ -61,7 +61,7 @@ def deliver(
     except Exception as exc:
         # The database is down (the attempt could not be logged): the same attempt again soon.
         log.warning("webhook %s attempt %d could not run: %s", message_id, attempt, exc)
-        delay = backoff_seconds(self.request.retries + 1, base=1.0, cap=60.0)
+        delay = task_retry_delay(self.request.retries)
         raise self.retry(exc=exc, countdown=delay, kwargs=again(attempt)) from exc
     if result.retry_in is not None:
         raise self.retry(countdown=result.retry_in, kwargs=again(attempt + 1))
