@@ -425,6 +425,7 @@ def main() -> None:
         rate: (percentile(got, 50) * 1000, percentile(got, 99) * 1000, len(got))
         for rate, got in by_rate.items()
     }
+    crossing = p99_crossing(sweep, 60.0)
     cold_over_warm = broadcasts["cold"]["seconds"] / broadcasts["warm"]["seconds"]
     synced_over_warm = broadcasts["synced"]["seconds"] / broadcasts["warm"]["seconds"]
     targets = {
@@ -448,6 +449,7 @@ def main() -> None:
             )
             for rate, (low, high, _) in sweep.items()
         ),
+        ("rate at which p99 crosses 60 ms", crossing, "", "(bench.pipeline bisects it)"),
         (
             f"memory per idle subscription ({args.connections})",
             f"{per_kb:.1f} KB",
@@ -496,6 +498,7 @@ def main() -> None:
                 str(rate): {"p50_ms": low, "p99_ms": high, "samples": n}
                 for rate, (low, high, n) in sweep.items()
             },
+            "p99_crosses_60_ms": crossing,
             "kb_per_subscription": per_kb,
             # cold: no profile cached nor stored; warm: the same users right after, all cached;
             # synced: recipients synced into PostgreSQL, the Redis cache empty.
@@ -507,6 +510,18 @@ def main() -> None:
         },
     )
     print(f"\nwritten to {out}")
+
+
+def p99_crossing(sweep: dict[float, tuple[float, float, int]], limit_ms: float) -> str:
+    """Where p99 first goes over ``limit_ms`` among the rates tried (rate → p50, p99, count)."""
+    ordered = sorted(sweep.items())
+    over = [rate for rate, (_, p99, _) in ordered if p99 > limit_ms]
+    if not over:
+        return f"above {ordered[-1][0]:.0f}/s (the highest tried)"
+    held = [rate for rate, (_, p99, _) in ordered if p99 <= limit_ms and rate < over[0]]
+    if not held:
+        return f"below {over[0]:.0f}/s (the lowest tried)"
+    return f"between {held[-1]:.0f} and {over[0]:.0f}/s"
 
 
 if __name__ == "__main__":
