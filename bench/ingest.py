@@ -38,8 +38,9 @@ DB_URL = os.environ.get(
     "HERALD_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/herald_bench"
 )
 REDIS_URL = os.environ.get("HERALD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-# The per-caller event limit stays on (its Redis round trip is part of every request) but high
-# enough never to refuse the benchmark's single caller.
+# The per-caller event limit stays on (every request spends a token of its lease, and a lease
+# is taken from Redis every few dozen requests) but high enough never to refuse the benchmark's
+# single caller.
 EVENT_RATE = "1000000"
 SETTINGS = Settings(  # type: ignore[call-arg]
     _env_file=None,
