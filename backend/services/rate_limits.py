@@ -180,9 +180,10 @@ class TokenLeases:
         if lease is None:
             if len(self._leases) >= MAX_LEASED_SUBJECTS:
                 now = self.clock()
-                for stale in [k for k, v in self._leases.items() if v.lapses_at <= now]:
-                    if self._leases[stale].refill is None:
-                        del self._leases[stale]
+                for stale in [
+                    k for k, v in self._leases.items() if v.lapses_at <= now and v.refill is None
+                ]:
+                    del self._leases[stale]
             lease = self._leases[key] = _Lease()
         return lease
 
@@ -248,13 +249,13 @@ async def check_event_rate(
     settings: Settings,
     caller: str,
     events: int,
-    leases: TokenLeases | None = None,
+    leases: TokenLeases,
 ) -> None:
     """Charge ``events`` to the caller's ingestion bucket, or raise :class:`RateLimitedError`.
 
     A batch larger than the burst can never pass, so it is refused as a ValidationError that
-    says how large a batch may be. Fails open when Redis is down (module docstring). With
-    ``leases`` (the process's own), tokens come from its leases.
+    says how large a batch may be. Fails open when Redis is down (module docstring). The
+    tokens come from ``leases``, the process's own (module docstring: Leases).
     """
     limit = event_limit(settings)
     if not limit.enabled:
@@ -264,11 +265,7 @@ async def check_event_rate(
             f"At most {limit.burst} events per call under this caller's rate limit",
             field="inputs",
         )
-    cost = max(events, 1)
-    if leases is not None:
-        decision = await leases.take(redis, limit=limit, subject=caller, cost=cost)
-    else:
-        decision = await take(redis, limit=limit, subject=caller, cost=cost)
+    decision = await leases.take(redis, limit=limit, subject=caller, cost=max(events, 1))
     if not decision.allowed:
         wait = math.ceil(decision.retry_after_seconds * 1000) / 1000
         raise RateLimitedError(
