@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -93,6 +95,18 @@ UPDATE_TEMPLATE = (
     "mutation($slug: String!, $input: UpdateTemplateInput!) { updateTemplate(slug: $slug, "
     "input: $input) { __typename " + TEMPLATE_FIELDS + " } }"
 )
+
+
+def fresh_window(minimum: int = 3600, *, room: int = 600) -> int:
+    """A length in seconds for a throttle or budget window that counts from an empty, fixed
+    window lasting at least ``room`` more seconds. Limit windows are aligned to the epoch:
+    with a fixed length, a test's sends could straddle a window's end (the later ones counted
+    afresh), and a rerun could find the earlier run's counts."""
+    now = time.time()
+    length = minimum + secrets.randbelow(10_000)
+    while now % length > length - room:
+        length += 1
+    return length
 
 
 def make_delivery(

@@ -358,7 +358,7 @@ def suite_settings(
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped when these tests end: later ones share the database
 def worker(
     engine: AsyncEngine,
     relay_a: Smtp,

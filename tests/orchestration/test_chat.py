@@ -11,7 +11,7 @@ from typing import Any
 from standardwebhooks import Webhook
 
 from tests.conftest import GraphQL
-from tests.factories import token_for
+from tests.factories import fresh_window, token_for
 from tests.orchestration.conftest import (
     FCM_PROJECT,
     SLACK_TOKENS,
@@ -288,7 +288,7 @@ BUDGET_CACHE_SECONDS = 5.5  # how long a worker keeps its copy of the budgets
 
 async def test_a_telegram_budget_skips_what_is_over_it(api: GraphQL, chat_api: ChatApi) -> None:
     slug = await chat_template(api)
-    window = 20  # short: a rerun of this test a little later starts from an empty window
+    window = fresh_window()
     made = await api(
         SET_BUDGET,
         {"input": {"channel": "TELEGRAM", "maxDeliveries": 1, "windowSeconds": window}},

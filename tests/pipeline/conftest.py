@@ -94,7 +94,10 @@ def worker_env(engine, smtp, sms_provider, auth_standin, vapid_keys) -> dict[str
     }
 
 
-@pytest.fixture(scope="session")
+# The worker and beat stop when the pipeline's tests end: later tests share the database and
+# the broker's vhost, and beat's release sweep would take their due workflow runs and
+# scheduled events from under them.
+@pytest.fixture(scope="package")
 def worker(worker_env) -> Iterator[Process]:
     asyncio.run(purge_work_queues(TEST_RABBITMQ_URL))
     process = Process(["worker", "--concurrency", "2"], worker_env, ready="ready.")
@@ -102,7 +105,7 @@ def worker(worker_env) -> Iterator[Process]:
     process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def beat(worker_env, worker) -> Iterator[Process]:
     process = Process(["beat"], worker_env, ready="beat: Starting")
     yield process

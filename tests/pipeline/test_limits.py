@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import create_template, token_for
+from tests.factories import create_template, fresh_window, token_for
 from tests.pipeline.servers import eventually
 
 REGISTER = """mutation($input: RegisterEventTypeInput!) { registerEventType(input: $input) {
@@ -63,10 +63,11 @@ async def test_a_throttled_type_skips_what_exceeds_its_limit(e2e, settings, admi
         body = await e2e(REGISTER, {"input": {**event_type, "throttle": throttle}}, token=admin)
         return dict(body["data"]["registerEventType"])
 
-    registered = await register({"limit": 2, "windowSeconds": 3600})
+    window = fresh_window()
+    registered = await register({"limit": 2, "windowSeconds": window})
     assert registered["throttle"] == {
         "limit": 2,
-        "windowSeconds": 3600,
+        "windowSeconds": window,
     }
     results = [
         await final(e2e, admin, await send(e2e, settings, type=name, userIds=["u-alice"]))
@@ -74,15 +75,14 @@ async def test_a_throttled_type_skips_what_exceeds_its_limit(e2e, settings, admi
     ]
     assert [r["status"] for r in results] == ["SENT", "SENT", "SKIPPED", "SKIPPED"]
     reason = results[2]["timeline"][0]["reason"]
-    assert f"throttled: at most 2 '{name}' messages per user every 3600 s" == reason
+    assert f"throttled: at most 2 '{name}' messages per user every {window} s" == reason
 
     bad = await register({"limit": 0, "windowSeconds": 60})
     assert bad["field"] == "throttle.limit"
 
 
 async def test_a_channel_budget_caps_everything_but_critical(e2e, settings, admin, template):
-    # A window of its own, so counts from an earlier run of this test do not carry over.
-    window = 3600 + uuid.uuid4().int % 1000
+    window = fresh_window()
     made = await e2e(
         SET_BUDGET,
         {"input": {"channel": "IN_APP", "maxDeliveries": 2, "windowSeconds": window}},
