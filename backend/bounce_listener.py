@@ -1,7 +1,8 @@
 """``herald bounces``: an SMTP listener for the bounce domain.
 
 Mail sent through a plain SMTP relay has a VERP envelope sender when
-``HERALD_EMAIL_BOUNCE_DOMAIN`` is set (``bounces+<delivery id>@<bounce domain>``); point the
+``HERALD_EMAIL_BOUNCE_DOMAIN`` is set (``bounces+<delivery id>.<tag>@<bounce domain>``, the
+tag an HMAC of the id, so a forged report cannot name a delivery); point the
 bounce domain's MX at this process and the delivery status notifications (RFC 3464) and
 complaint reports (ARF) it receives are applied like the providers' webhooks
 (``backend.services.email_feedback``).
@@ -37,6 +38,7 @@ class BounceHandler:
 
     recorder: FeedbackRecorder
     domain: str
+    key: bytes  # Settings.bounce_key: what the delivery tags are checked with
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -51,7 +53,7 @@ class BounceHandler:
         if isinstance(raw, str):
             raw = raw.encode()
         try:
-            feedback = dsn.parse(raw, envelope_recipients=list(envelope.rcpt_tos))
+            feedback = dsn.parse(raw, key=self.key, envelope_recipients=list(envelope.rcpt_tos))
         except ValidationError as exc:
             log.info("dropped a message to the bounce domain that is not a report: %s", exc)
             return "250 OK (not a report; dropped)"
@@ -73,7 +75,7 @@ async def start_listener(
     domain = settings.email_bounce_domain
     if not domain:
         raise ValueError("herald bounces needs HERALD_EMAIL_BOUNCE_DOMAIN")
-    handler = BounceHandler(recorder, domain)
+    handler = BounceHandler(recorder, domain, settings.bounce_key)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: SMTP(

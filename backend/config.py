@@ -98,6 +98,7 @@ class ApnsProvider(BaseModel):
 DEV_UNSUBSCRIBE_SECRET = "dev-only-insecure-unsubscribe-secret-change-me"  # noqa: S105
 DEV_FORGET_HASH_KEY = "dev-only-insecure-forget-hash-key-change-me"
 DEV_TRACKING_SECRET = "dev-only-insecure-tracking-secret-change-me"  # noqa: S105
+DEV_BOUNCE_SECRET = "dev-only-insecure-bounce-secret-change-me"  # noqa: S105
 
 
 class Settings(BaseSettings):
@@ -178,6 +179,10 @@ class Settings(BaseSettings):
     # ``<local part>+<delivery id>@<domain>`` (VERP), so a bounce names its delivery.
     email_bounce_domain: str | None = None
     email_bounce_local_part: str = Field(default="bounces", pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    # The HMAC key of the tag after the delivery id in VERP addresses and Message-IDs, so a
+    # report over SMTP cannot name a delivery Herald did not send it about. None: a key
+    # derived from the HS256 JWT secret (required with RS256 and a bounce domain in production).
+    bounce_secret: SecretStr | None = None
     # ``herald bounces``: the SMTP listener that takes delivery status notifications (RFC
     # 3464) and complaint reports (ARF) for the bounce domain.
     bounce_smtp_host: str = "127.0.0.1"
@@ -429,6 +434,12 @@ class Settings(BaseSettings):
         return self._key(self.tracking_secret, b"herald/tracking-links", DEV_TRACKING_SECRET)
 
     @property
+    def bounce_key(self) -> bytes:
+        """The HMAC key of the delivery tags in VERP addresses and Message-IDs (see
+        :meth:`_key`)."""
+        return self._key(self.bounce_secret, b"herald/bounce-addresses", DEV_BOUNCE_SECRET)
+
+    @property
     def forget_key(self) -> bytes:
         """The HMAC key of forgotten users' hashes (see :meth:`_key`)."""
         return self._key(self.forget_hash_key, b"herald/forgotten-user-ids", DEV_FORGET_HASH_KEY)
@@ -528,6 +539,7 @@ class Settings(BaseSettings):
                 "unsubscribe_secret",
                 "forget_hash_key",
                 "tracking_secret",
+                "bounce_secret",
                 "postmark_webhook_password",
                 "mailgun_webhook_signing_key",
             ):
@@ -550,6 +562,11 @@ class Settings(BaseSettings):
                 raise ValueError("HERALD_UNSUBSCRIBE_SECRET is required with RS256 in production")
             if self.jwt_algorithm is JwtAlgorithm.RS256 and self.forget_hash_key is None:
                 raise ValueError("HERALD_FORGET_HASH_KEY is required with RS256 in production")
+            rs256 = self.jwt_algorithm is JwtAlgorithm.RS256
+            if rs256 and self.email_bounce_domain and self.bounce_secret is None:
+                raise ValueError(
+                    "HERALD_BOUNCE_SECRET is required with RS256 and a bounce domain in production"
+                )
             tracking = self.email_track_opens or self.email_track_clicks
             if tracking and self.jwt_algorithm is JwtAlgorithm.RS256 and not self.tracking_secret:
                 raise ValueError(

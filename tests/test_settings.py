@@ -27,6 +27,28 @@ def test_production_refuses_placeholder_secret():
     assert not ok.graphiql_enabled
 
 
+def test_bounce_tags_have_their_own_key_and_need_one_with_rs256_in_production():
+    hs256 = Settings(_env_file=None, jwt_secret="x9" * 20)
+    # Derived from the JWT secret, apart from the other keys derived from it.
+    assert hs256.bounce_key not in (hs256.tracking_key, hs256.unsubscribe_key, b"x9" * 20)
+    assert Settings(_env_file=None, bounce_secret="b" * 40).bounce_key == b"b" * 40
+    rs256 = {
+        "_env_file": None,
+        "environment": "production",
+        "jwt_algorithm": "RS256",
+        "jwt_secret": None,
+        "jwt_public_key": "-----BEGIN PUBLIC KEY-----",
+        "unsubscribe_secret": "u" * 40,
+        "forget_hash_key": "f" * 40,
+        "email_bounce_domain": "bounces.example.com",
+    }
+    with pytest.raises(ValidationError, match="HERALD_BOUNCE_SECRET is required"):
+        Settings(**rs256)
+    assert Settings(**rs256, bounce_secret="b" * 40).bounce_key == b"b" * 40
+    with pytest.raises(ValidationError, match="placeholder"):
+        Settings(**rs256, bounce_secret="change-me-" + "b" * 30)
+
+
 def test_rs256_requires_public_key():
     with pytest.raises(ValidationError, match="PUBLIC_KEY"):
         Settings(_env_file=None, jwt_algorithm="RS256")

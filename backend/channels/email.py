@@ -9,6 +9,9 @@ messages are in flight and at most that many connections are open.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -44,6 +47,30 @@ DELIVERY_ID_HEADER = "X-Herald-Delivery-Id"
 DELIVERY_ID_KEY = "herald_delivery_id"
 # Characters RFC 5322 allows in a Message-ID's left part that are also safe in logs and URLs.
 _MESSAGE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def delivery_tag(key: bytes, delivery_id: str) -> str:
+    """What proves that Herald wrote ``delivery_id`` into an address or a Message-ID: 10
+    lower-case base32 characters (50 bits) of its HMAC-SHA256 under ``key``. Lower case, since
+    mail servers may fold the case of an address's local part."""
+    digest = hmac.new(key, delivery_id.encode(), hashlib.sha256).digest()
+    return base64.b32encode(digest[:10]).decode().lower()[:10]
+
+
+def signed_delivery_id(key: bytes, delivery_id: str) -> str:
+    """``<delivery id>.<tag>``, as VERP addresses and Message-IDs carry it."""
+    return f"{delivery_id}.{delivery_tag(key, delivery_id)}"
+
+
+def verified_delivery_id(key: bytes, value: str | None) -> str | None:
+    """The delivery id of a ``<delivery id>.<tag>`` whose tag checks out under ``key``; None
+    for anything else (no tag, a wrong one: a report anyone could have written)."""
+    if not value:
+        return None
+    delivery_id, dot, tag = value.strip().rpartition(".")
+    if not dot or not delivery_id:
+        return None
+    return delivery_id if hmac.compare_digest(tag.lower(), delivery_tag(key, delivery_id)) else None
 
 
 def provider_headers(settings: Settings) -> frozenset[str]:
@@ -86,6 +113,7 @@ class SmtpEmailSender:
         self._envelope_from = parseaddr(settings.email_from)[1]
         self._bounce_domain = settings.email_bounce_domain
         self._bounce_local = settings.email_bounce_local_part
+        self._bounce_key = settings.bounce_key
         domain = self._envelope_from.rpartition("@")[2]
         self._message_id_domain = domain or "herald.localhost"
         self._provider_headers = provider_headers(settings)
@@ -171,20 +199,24 @@ class SmtpEmailSender:
             email.add_alternative(html, subtype="html")
         return email
 
-    def message_id(self, delivery_id: str) -> str:
-        """The Message-ID for a delivery: stable across retries, so a receiving server and the
-        user's mail client can recognise a resent message as the same one."""
+    def _signed(self, delivery_id: str) -> str:
         local = _MESSAGE_ID_UNSAFE.sub("-", delivery_id) or "delivery"
-        return f"<herald.{local}@{self._message_id_domain}>"
+        return signed_delivery_id(self._bounce_key, local)
+
+    def message_id(self, delivery_id: str) -> str:
+        """The Message-ID for a delivery (``<herald.<delivery id>.<tag>@domain>``): stable
+        across retries, so a receiving server and the user's mail client can recognise a
+        resent message as the same one; the tag lets a complaint report that returns it be
+        matched to the delivery (``verified_delivery_id``)."""
+        return f"<herald.{self._signed(delivery_id)}@{self._message_id_domain}>"
 
     def envelope_sender(self, delivery_id: str) -> str:
         """The envelope sender (Return-Path), where bounces go: with a bounce domain, a VERP
-        address naming the delivery (``bounces+<delivery id>@<bounce domain>``) that
+        address naming the delivery (``bounces+<delivery id>.<tag>@<bounce domain>``) that
         ``herald bounces`` takes apart; else the From address."""
         if not self._bounce_domain:
             return self._envelope_from
-        local = _MESSAGE_ID_UNSAFE.sub("-", delivery_id) or "delivery"
-        return f"{self._bounce_local}+{local}@{self._bounce_domain}"
+        return f"{self._bounce_local}+{self._signed(delivery_id)}@{self._bounce_domain}"
 
     def _take_idle(self) -> aiosmtplib.SMTP | None:
         while self._idle:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from backend.channels import Channel
 from backend.channels.base import PermanentChannelError, Recipient, TransientChannelError
-from backend.channels.email import SmtpEmailSender
+from backend.channels.email import (
+    SmtpEmailSender,
+    delivery_tag,
+    signed_delivery_id,
+    verified_delivery_id,
+)
 from tests.channels.conftest import (
     SMTP_PASSWORD,
     SMTP_USER,
@@ -21,12 +27,15 @@ from tests.channels.conftest import (
 
 
 async def test_email_arrives_with_subject_text_html_and_headers(smtp_server: SmtpServer) -> None:
-    sender = SmtpEmailSender(smtp_server.settings(email_from="Herald <noreply@herald.example>"))
+    settings = smtp_server.settings(email_from="Herald <noreply@herald.example>")
+    sender = SmtpEmailSender(settings)
     async with running(sender):
         result = await sender.send(outgoing(Channel.EMAIL, delivery_id="0f1e-77"))
 
     assert result.provider == "smtp"
-    assert result.provider_message_id == "<herald.0f1e-77@herald.example>"
+    tag = delivery_tag(settings.bounce_key, "0f1e-77")
+    assert re.fullmatch(r"[a-z2-7]{10}", tag)
+    assert result.provider_message_id == f"<herald.0f1e-77.{tag}@herald.example>"
     [mail] = smtp_server.recorder.messages
     assert smtp_server.recorder.envelopes == [("noreply@herald.example", ["ada@example.org"])]
     assert mail["Subject"] == "Welcome, Ada!"
@@ -47,6 +56,23 @@ async def test_email_arrives_with_subject_text_html_and_headers(smtp_server: Smt
     # The links are the caller's: the channel writes what the message carries.
     assert mail["List-Unsubscribe"] == "<https://herald.example/unsubscribe/t0k>"
     assert "https://herald.example/preferences/t0k" in plain
+
+
+def test_a_delivery_id_is_verified_only_with_the_tag_its_key_made() -> None:
+    key, other = b"k" * 32, b"o" * 32
+    delivery = "6a1f3c2e-0b4d-5e6f-8a9b-0c1d2e3f4a5b"
+    signed = signed_delivery_id(key, delivery)
+    assert verified_delivery_id(key, signed) == delivery
+    # Mail servers may fold an address's case; the tag is checked without it.
+    assert verified_delivery_id(key, f"{delivery}.{delivery_tag(key, delivery).upper()}") == (
+        delivery
+    )
+    assert verified_delivery_id(other, signed) is None  # another install's key
+    assert verified_delivery_id(key, delivery) is None  # the id alone, as anyone could write
+    tampered = signed_delivery_id(key, delivery).replace(delivery, delivery[:-1] + "c")
+    assert verified_delivery_id(key, tampered) is None  # another delivery under this tag
+    assert verified_delivery_id(key, f"{delivery}.") is None
+    assert verified_delivery_id(key, "") is None and verified_delivery_id(key, None) is None
 
 
 PROVIDER_HEADERS = {

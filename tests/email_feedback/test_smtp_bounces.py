@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.bounce_listener import start_listener
 from backend.channels import Channel
-from backend.channels.email import SmtpEmailSender
+from backend.channels.email import SmtpEmailSender, signed_delivery_id
 from backend.config import Settings
 from backend.db.history.base import DeliveryStatus
 from backend.db.history.postgres import PostgresHistoryStore
@@ -35,6 +35,8 @@ from tests.channels.conftest import SmtpServer, running
 from tests.conftest import free_port, herald_process_env
 from tests.email_feedback.conftest import BOUNCE_DOMAIN, sent_email, unique_address
 from tests.factories import RecordingQueue, delivery_context, dispatch_and_send
+
+BOUNCE_SECRET = "bounce-secret-of-the-process-test"
 
 
 class Profiles:
@@ -220,7 +222,9 @@ async def test_hard_bounce_over_smtp_suppresses_the_next_send_until_removed(
         # Sent to the address in capitals: suppression ignores case.
         ctx = listener.email_context(sender, address.upper())
         first = await dispatch_and_send(ctx, user, Channel.EMAIL)
-        verp = f"bounces+{first}@{BOUNCE_DOMAIN}"
+        signed = signed_delivery_id(listener.settings.bounce_key, first)
+        verp = f"bounces+{signed}@{BOUNCE_DOMAIN}"
+        assert sender.envelope_sender(first) == verp
         assert relay.recorder.envelopes == [(verp, [address.upper()])]
         [mail] = relay.recorder.messages
         assert mail["X-Herald-Delivery-Id"] == first
@@ -288,7 +292,7 @@ async def test_soft_dsn_records_and_arf_complaint_suppresses(
     # The complaint arrives at the feedback address, not a VERP one: the returned
     # headers' Message-ID names the delivery.
     complaint = arf(recipient=annoyed_address, original=arf_mail)
-    assert (await deliver_report(port, soft, f"bounces+{ids[0]}@{BOUNCE_DOMAIN}"))[0] == 250
+    assert (await deliver_report(port, soft, sender.envelope_sender(ids[0])))[0] == 250
     assert (await deliver_report(port, complaint, f"fbl@{BOUNCE_DOMAIN}"))[0] == 250
 
     soft_record, complained = await history.get(ids[0]), await history.get(ids[1])
@@ -334,6 +338,48 @@ async def test_the_listener_takes_only_its_domain_and_trusts_no_unmatched_report
     await asyncio.sleep(0)
 
 
+async def test_a_report_naming_a_sent_delivery_without_its_tag_changes_nothing(
+    listener: Listener, relay: SmtpServer, committed_suppressions: list[str]
+) -> None:
+    """Anyone can mail the bounce domain, and delivery ids follow from event and user ids: a
+    report matches a delivery only through the tag Herald wrote next to its id."""
+    port, history = listener.port, listener.history
+    address = unique_address("dsn-spoof")
+    committed_suppressions.append(address)
+    sender = SmtpEmailSender(listener.settings)
+    async with running(sender):
+        ctx = listener.email_context(sender, address)
+        sent = await dispatch_and_send(ctx, f"dsn-{uuid.uuid4().hex[:8]}", Channel.EMAIL)
+    [mail] = relay.recorder.messages
+    # The returned headers as a forger would write them: the delivery id in the clear.
+    forged_headers = EmailMessage()
+    forged_headers["X-Herald-Delivery-Id"] = sent
+    forged_headers["Message-ID"] = f"<herald.{sent}@herald.localhost>"
+    other_key = signed_delivery_id(b"another install's key", sent)
+    hard = {"recipient": address, "action": "failed", "status": "5.1.1", "diagnostic": "550"}
+    attempts = [
+        (dsn(**hard), f"bounces+{sent}@{BOUNCE_DOMAIN}"),  # the VERP address without a tag
+        (dsn(**hard), f"bounces+{other_key}@{BOUNCE_DOMAIN}"),  # a tag under another key
+        (dsn(**hard, original=forged_headers), f"bounces@{BOUNCE_DOMAIN}"),
+        (arf(recipient=address, original=forged_headers), f"fbl@{BOUNCE_DOMAIN}"),
+    ]
+    for report, recipient in attempts:
+        code, message = await deliver_report(port, report, recipient)
+        assert code == 250 and "0 deliveries" in message, (recipient, message)
+    record = await history.get(sent)
+    assert record is not None and record.status is DeliveryStatus.SENT
+    async with listener.sessionmaker() as session:
+        assert await suppressions.suppressed(session, addresses=[address]) == {}
+
+    # The same complaint returning the headers Herald wrote (the tagged Message-ID) matches.
+    code, message = await deliver_report(
+        port, arf(recipient=address, original=mail), "fbl@" + BOUNCE_DOMAIN
+    )
+    assert code == 250 and "1 deliveries" in message
+    record = await history.get(sent)
+    assert record is not None and record.status is DeliveryStatus.COMPLAINED
+
+
 async def test_the_herald_bounces_process_applies_a_dsn(
     engine: AsyncEngine, committed_suppressions: list[str]
 ) -> None:
@@ -344,7 +390,9 @@ async def test_the_herald_bounces_process_applies_a_dsn(
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "backend.cli", "bounces", "--port", str(port)],
-        env=herald_process_env(HERALD_EMAIL_BOUNCE_DOMAIN=BOUNCE_DOMAIN),
+        env=herald_process_env(
+            HERALD_EMAIL_BOUNCE_DOMAIN=BOUNCE_DOMAIN, HERALD_BOUNCE_SECRET=BOUNCE_SECRET
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -358,7 +406,8 @@ async def test_the_herald_bounces_process_applies_a_dsn(
             except OSError:
                 await asyncio.sleep(0.1)
         report = dsn(recipient=address, action="failed", status="5.1.1", diagnostic="550 gone")
-        code, _ = await deliver_report(port, report, f"bounces+{record.id}@{BOUNCE_DOMAIN}")
+        signed = signed_delivery_id(BOUNCE_SECRET.encode(), record.id)
+        code, _ = await deliver_report(port, report, f"bounces+{signed}@{BOUNCE_DOMAIN}")
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(10)

@@ -8,9 +8,13 @@ part has per-recipient fields (``Final-Recipient``, ``Action``, ``Status``,
 ``multipart/report; report-type=feedback-report`` whose ``message/feedback-report`` part names
 the ``Feedback-Type`` (abuse...) and ``Original-Rcpt-To``; it is a complaint.
 
-The delivery is found from the VERP envelope recipient (``bounces+<delivery id>@<bounce
-domain>``), else from the returned message's X-Herald-Delivery-Id or Message-ID. Anyone can
-send mail to the bounce domain, so a report that names no known delivery suppresses nothing
+The delivery is found from the VERP envelope recipient (``bounces+<delivery id>.<tag>@<bounce
+domain>``), else from the returned message's Message-ID (``<herald.<delivery id>.<tag>@...>``;
+complaint reports go to a feedback address, not a VERP one). Anyone can send mail to the
+bounce domain, so a delivery is named only by a tag that checks out (an HMAC of its id under
+``Settings.bounce_key``, ``channels.email.verified_delivery_id``): knowing an event's and a
+user's ids is not enough to mark their email bounced. The returned X-Herald-Delivery-Id header
+carries no tag and names nothing here. A report that names no delivery suppresses nothing
 (``Feedback.trusted`` is False).
 """
 
@@ -21,13 +25,13 @@ from collections.abc import Sequence
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 
+from backend.channels.email import verified_delivery_id
 from backend.errors import ValidationError
 from backend.services.email_feedback.recording import (
     Feedback,
     FeedbackKind,
-    clean_delivery_id,
-    delivery_id_from_message_id,
     delivery_id_from_verp,
+    message_id_token,
 )
 
 PROVIDER = "dsn"
@@ -87,29 +91,27 @@ def _returned_message(report: Message) -> Message | None:
     return None
 
 
-def _delivery_id(envelope_recipients: Sequence[str], report: Message) -> str | None:
+def _delivery_id(envelope_recipients: Sequence[str], report: Message, key: bytes) -> str | None:
     for recipient in envelope_recipients:
-        found = delivery_id_from_verp(recipient)
+        found = verified_delivery_id(key, delivery_id_from_verp(recipient))
         if found:
             return found
     original = _returned_message(report)
     if original is not None:
-        found = clean_delivery_id(original.get("X-Herald-Delivery-Id"))
-        if found:
-            return found
-        return delivery_id_from_message_id(original.get("Message-ID"))
+        return verified_delivery_id(key, message_id_token(original.get("Message-ID")))
     return None
 
 
-def parse(raw: bytes, *, envelope_recipients: Sequence[str] = ()) -> list[Feedback]:
-    """The bounces or complaint a received report describes. ValidationError when ``raw``
-    is not a delivery status notification or a feedback report."""
+def parse(raw: bytes, *, key: bytes, envelope_recipients: Sequence[str] = ()) -> list[Feedback]:
+    """The bounces or complaint a received report describes, the delivery named only by a tag
+    that checks out under ``key``. ValidationError when ``raw`` is not a delivery status
+    notification or a feedback report."""
     report = message_from_bytes(raw, policy=policy.default)
     if not isinstance(report, EmailMessage) or report.get_content_type() != "multipart/report":
         raise ValidationError("The message is not a multipart/report")
     param = report.get_param("report-type")
     report_type = param.lower() if isinstance(param, str) else ""
-    delivery_id = _delivery_id(envelope_recipients, report)
+    delivery_id = _delivery_id(envelope_recipients, report, key)
     if report_type == "delivery-status":
         return _bounces(report, delivery_id)
     if report_type == "feedback-report":

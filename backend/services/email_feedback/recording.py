@@ -65,16 +65,27 @@ class FeedbackSummary:
         return {"received": self.received, "matched": self.matched, "suppressed": self.suppressed}
 
 
-def delivery_id_from_message_id(value: str | None) -> str | None:
-    """The delivery id in a Message-ID Herald made (``<herald.<delivery id>@domain>``)."""
+def message_id_token(value: str | None) -> str | None:
+    """What follows ``herald.`` in a Message-ID Herald made: ``<delivery id>.<tag>`` (before
+    the tag existed, the delivery id alone)."""
     if not value:
         return None
     found = _MESSAGE_ID.search(value.strip())
     return found.group(1) if found else None
 
 
+def delivery_id_from_message_id(value: str | None) -> str | None:
+    """The delivery id in a Message-ID Herald made, its tag not checked: for reports whose
+    sender's signature vouches for them (a provider's webhook)."""
+    token = message_id_token(value)
+    if token is None:
+        return None
+    return token.rpartition(".")[0] or token
+
+
 def delivery_id_from_verp(address: str | None) -> str | None:
-    """The delivery id in a VERP envelope sender (``bounces+<delivery id>@domain``)."""
+    """What a VERP envelope sender names (``bounces+<delivery id>.<tag>@domain``): the
+    ``<delivery id>.<tag>`` part, to be checked (``channels.email.verified_delivery_id``)."""
     if not address:
         return None
     found = _VERP.match(address.strip().strip("<>"))
