@@ -12,7 +12,10 @@
             read from /proc before and after the steady period
 
 The capacity ÷ ingest ratio is the figure to compare across machines (target ≥ 0.6): both are
-measured in the same run. PostgreSQL, RabbitMQ and Redis are the machine's shared servers, so
+measured in the same run. With ``--rates 250,400`` the bisection is skipped: each given rate is
+run for --seconds and its latency and CPU per delivered event are printed, which compares two
+settings or two versions at the same load far more steadily than their capacities do.
+PostgreSQL, RabbitMQ and Redis are the machine's shared servers, so
 their CPU includes whatever else runs on them during the measurement.
 
 Run: make bench-pipeline   (RabbitMQ, Redis, PostgreSQL on localhost; wrk)
@@ -264,7 +267,11 @@ def main() -> None:
     parser.add_argument("--ingest-seconds", type=int, default=10)
     parser.add_argument("--api-processes", type=int, default=1, help="uvicorn processes")
     parser.add_argument("--worker-processes", type=int, default=1, help="Celery pool processes")
+    parser.add_argument(
+        "--rates", default="", help="fixed rates to run instead of the bisection (1,2,...)"
+    )
     args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
@@ -355,6 +362,17 @@ def main() -> None:
             await rig.run(min(100.0, accepted / 4), args.users / min(100.0, accepted / 4))
             await settle()
             tried: list[Step] = []
+            if rates:
+                for rate in rates:
+                    tried.append(step := await rig.run(rate, args.seconds))
+                    print(
+                        f"  {rate:7.1f}/s  p50 {step.p50_ms:8.1f} ms  p99 {step.p99_ms:8.1f} ms"
+                        f"  lost {step.lost:5d}",
+                        flush=True,
+                    )
+                    await settle()
+                await rig.close()
+                return {"tried": tried}
             print("p99 ≤ 100 ms:", flush=True)
             at_100 = await bisect(
                 rig,
@@ -389,6 +407,9 @@ def main() -> None:
         stop(auth)
         os.unlink(path)
 
+    if rates:
+        _fixed_rates(args, accepted, found["tried"])
+        return
     at_100: Step | None = found["at_100"]
     at_60: Step | None = found["at_60"]
     capacity = at_100.rate if at_100 else 0.0
@@ -443,6 +464,56 @@ def main() -> None:
                     "lost": s.lost,
                 }
                 for s in found["tried"]
+            ],
+        },
+    )
+    print(f"\nwritten to {out}")
+
+
+def _cpu_per_event(step: Step) -> dict[str, float]:
+    delivered = max(1, len(step.latencies))
+    return {k: v * 1000 / delivered for k, v in step.cpu.items()}
+
+
+def _fixed_rates(args: argparse.Namespace, accepted: float, steps: list[Step]) -> None:
+    """The table and JSON of a ``--rates`` run: latency and CPU per delivered event at each."""
+    names = sorted(
+        {n for s in steps for n in s.cpu}, key=lambda n: -max(_cpu_per_event(s)[n] for s in steps)
+    )
+    rows = []
+    for step in steps:
+        per = _cpu_per_event(step)
+        rows.append(
+            (
+                f"{step.rate:.0f}/s",
+                f"{step.p50_ms:.1f}",
+                f"{step.p99_ms:.1f}",
+                str(step.lost),
+                f"{sum(per.values()):.2f}",
+                *(f"{per[n]:.2f}" for n in names),
+            )
+        )
+    print()
+    print(
+        f"{args.api_processes} API process(es), {args.worker_processes} worker process(es), "
+        f"{args.users} subscribed users; single sendEvent accepted (API alone) {accepted:.0f}/s"
+    )
+    print(table(rows, ("rate", "p50 ms", "p99 ms", "lost", "CPU ms/event", *names)))
+    out = write_results(
+        f"pipeline-rates-api{args.api_processes}-worker{args.worker_processes}",
+        {
+            "args": vars(args),
+            "accepted_per_s": accepted,
+            "steps": [
+                {
+                    "rate": s.rate,
+                    "sent": s.sent,
+                    "p50_ms": s.p50_ms,
+                    "p99_ms": s.p99_ms,
+                    "lost": s.lost,
+                    "cpu_ms_per_event": _cpu_per_event(s),
+                }
+                for s in steps
             ],
         },
     )

@@ -262,6 +262,76 @@ async def test_the_consumer_dispatches_batches_and_acknowledges_each_message(
     )
 
 
+class SlowFirstDirectory(Directory):
+    """A directory whose first look-up takes ``first_seconds``; records how many look-ups ran
+    at once at most."""
+
+    def __init__(self, first_seconds: float) -> None:
+        super().__init__()
+        self.first_seconds = first_seconds
+        self.running = self.most_at_once = 0
+        self.first_started = asyncio.Event()
+
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if not self.first_started.is_set():
+                self.first_started.set()
+                await asyncio.sleep(self.first_seconds)
+            return await super().get_many(user_ids)
+        finally:
+            self.running -= 1
+
+
+async def test_what_arrives_while_the_batches_in_flight_run_goes_in_the_next_one(
+    settings: Settings,
+    engine: AsyncEngine,
+    redis: redis_async.Redis,
+    dispatch_queue: tuple[str, aio_pika.abc.AbstractQueue],
+) -> None:
+    name, _dead = dispatch_queue
+    directory = SlowFirstDirectory(first_seconds=1.5)
+    ctx = delivery_context(
+        settings,
+        engine,
+        redis,
+        queue=UnusedQueue(),
+        users=directory,
+        history=CountingHistory(engine),
+    )
+    consumer = DispatchConsumer(
+        settings.model_copy(update={"dispatch_batches_in_flight": 1, "dispatch_batch_wait_ms": 0}),
+        ctx,
+        queue=name,
+    )
+    first, *rest = [f"u-{uuid.uuid4()}" for _ in range(31)]
+    broker = Broker(TEST_RABBITMQ_URL)
+    await broker.start()
+    running = asyncio.create_task(consumer.run())
+    try:
+
+        async def publish(user: str) -> None:
+            task = task_messages.dispatch(envelope(user))
+            await broker.publish_task(name, task.task, args=task.args, kwargs=task.kwargs)
+
+        # One event on a quiet queue goes at once, alone; the thirty sent while it is being
+        # dispatched wait for its slot and then go together.
+        await publish(first)
+        await asyncio.wait_for(directory.first_started.wait(), 10)
+        await asyncio.gather(*(publish(u) for u in rest))
+        deadline = time.monotonic() + 20
+        while not all([await inbox_rows(engine, u) for u in [first, *rest]]):
+            assert time.monotonic() < deadline, "not every event was delivered"
+            await asyncio.sleep(0.2)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(running, 30)
+        await broker.close()
+    assert [sorted(c) for c in directory.calls] == [[first], sorted(rest)]
+    assert directory.most_at_once == 1
+
+
 def test_the_supervisor_starts_a_consumer_again_when_one_ends() -> None:
     started: list[subprocess.Popen[bytes]] = []
 

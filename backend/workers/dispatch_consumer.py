@@ -6,10 +6,12 @@ live message published and its message acknowledged, one round trip each. Here a
 own (started and watched by ``herald worker``, see ``supervise``) consumes the dispatch queue
 with a prefetch of ``dispatch_prefetch`` messages and takes what is ready, up to
 ``dispatch_batch_size`` messages, waiting at most ``dispatch_batch_wait_ms`` for more once one
-has arrived. The first deliveries of in-app events for a few users (most single events) are
-dispatched as one (``units.dispatch_together``: one preferences query, one transaction, one
-inbox statement, one Redis pipeline, one history insert); any other message is run as its
-Celery task would run it, concurrently with the rest.
+has arrived, with at most ``dispatch_batches_in_flight`` batches running: what arrives while
+they run joins the next batch, so batches grow with the load (an event on a quiet queue still
+goes at once, alone). The first deliveries of in-app events for a few users (most single
+events) are dispatched as one (``units.dispatch_together``: one preferences query, one
+transaction, one inbox statement, one Redis pipeline, one history insert); any other message
+is run as its Celery task would run it, concurrently with the rest.
 
 The messages are the Celery task messages the API publishes (protocol v2, ``backend.broker``),
 so producers do not know who consumes them. Exactly-once per delivery rests on what it rests on
@@ -110,6 +112,7 @@ class DispatchConsumer:
         self.wait = settings.dispatch_batch_wait_ms / 1000
         self.prefetch = settings.dispatch_prefetch
         self.alone = asyncio.Semaphore(settings.dispatch_alone_concurrency)
+        self.in_flight = asyncio.Semaphore(settings.dispatch_batches_in_flight)
         self.ready: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self.working: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
@@ -154,7 +157,7 @@ class DispatchConsumer:
                     with contextlib.suppress(asyncio.CancelledError):
                         await taking
                     break
-                self._start(self._handle(taking.result()))
+                self._start(self._handle_in_flight(taking.result()))
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
             # What was taken is finished; what was prefetched and not taken goes back to
@@ -169,7 +172,24 @@ class DispatchConsumer:
         self.ready.put_nowait(message)
 
     async def _batch(self) -> list[AbstractIncomingMessage]:
-        """What is ready: one message, then more for up to ``wait`` seconds."""
+        """What is ready once fewer than ``dispatch_batches_in_flight`` batches run (their
+        slot taken here, given back by ``_handle_in_flight``): one message, then more for up
+        to ``wait`` seconds. While the slots are busy, messages gather in ``ready``, so the
+        next batch takes them together."""
+        await self.in_flight.acquire()
+        try:
+            return await self._gather()
+        except BaseException:
+            self.in_flight.release()
+            raise
+
+    async def _handle_in_flight(self, messages: list[AbstractIncomingMessage]) -> None:
+        try:
+            await self._handle(messages)
+        finally:
+            self.in_flight.release()
+
+    async def _gather(self) -> list[AbstractIncomingMessage]:
         batch = [await self.ready.get()]
         deadline = time.monotonic() + self.wait
         while len(batch) < self.batch_size:
@@ -223,10 +243,9 @@ class DispatchConsumer:
                 continue
             # A workflow's step: as its Celery task would run it.
             self._start(self._alone(task))
-        await asyncio.gather(
-            self._together(batch, units.dispatch_together),
-            self._starting(starting),
-        )
+        if starting:  # on its own: waiting for a slot of those run alone holds no batch up
+            self._start(self._starting(starting))
+        await self._together(batch, units.dispatch_together)
 
     async def _starting(self, batch: list[tuple[_Task, deliveries.Envelope]]) -> None:
         """Events that start runs, together: as many batches at once as messages run alone
