@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from redis.asyncio import Redis
 
+from backend.channels.email import signed_delivery_id
 from backend.config import Settings
 from backend.db.history.base import DeliveryRecord, DeliveryStatus, HistoryStore
 from backend.services.live import live_channel
@@ -213,8 +214,9 @@ async def test_ses_permanent_bounce_v1_bounces_the_delivery_and_suppresses_the_a
             "feedbackId": "0100018c3f5e8a1b-bounce-000000",
             "reportingMTA": "dsn; a8-70.smtp-out.amazonses.com",
         },
-        # Herald's Message-ID, echoed in commonHeaders.
-        ses_mail(message_id=f"<herald.{record.id}@herald.example>"),
+        # Herald's Message-ID (its tag is not checked: SNS's signature vouches for the
+        # report), echoed in commonHeaders.
+        ses_mail(message_id=f"<herald.{signed_delivery_id(b'k', record.id)}@herald.example>"),
     )
     redis = Redis.from_url(feedback_settings.redis_url)
     pubsub = redis.pubsub()
@@ -285,6 +287,7 @@ async def test_ses_transient_bounce_only_records(feedback: Feedback, sns_host: S
             "timestamp": "2026-12-06T05:00:00.000Z",
             "feedbackId": "x",
         },
+        # A Message-ID from before the tag.
         ses_mail(message_id=f"<herald.{record.id}@herald.example>"),
     )
     response = await post_sns(feedback.client, sns_notification(sns_host, ses))
