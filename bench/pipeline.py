@@ -157,6 +157,15 @@ class Step:
     def p50_ms(self) -> float:
         return percentile(self.latencies, 50) * 1000 if self.latencies else float("inf")
 
+    def to_json(self) -> dict[str, float]:
+        return {
+            "rate": self.rate,
+            "sent": self.sent,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "lost": self.lost,
+        }
+
 
 class Rig:
     """Open subscriptions and a lean HTTP client against the running API."""
@@ -455,16 +464,7 @@ def main() -> None:
             "capacity_over_accepted": ratio,
             "p99_60ms_rate_per_s": at_60.rate if at_60 else None,
             "cpu_ms_per_event": cpu_ms,
-            "steps": [
-                {
-                    "rate": s.rate,
-                    "sent": s.sent,
-                    "p50_ms": s.p50_ms,
-                    "p99_ms": s.p99_ms,
-                    "lost": s.lost,
-                }
-                for s in found["tried"]
-            ],
+            "steps": [s.to_json() for s in found["tried"]],
         },
     )
     print(f"\nwritten to {out}")
@@ -504,17 +504,7 @@ def _fixed_rates(args: argparse.Namespace, accepted: float, steps: list[Step]) -
         {
             "args": vars(args),
             "accepted_per_s": accepted,
-            "steps": [
-                {
-                    "rate": s.rate,
-                    "sent": s.sent,
-                    "p50_ms": s.p50_ms,
-                    "p99_ms": s.p99_ms,
-                    "lost": s.lost,
-                    "cpu_ms_per_event": _cpu_per_event(s),
-                }
-                for s in steps
-            ],
+            "steps": [{**s.to_json(), "cpu_ms_per_event": _cpu_per_event(s)} for s in steps],
         },
     )
     print(f"\nwritten to {out}")

@@ -39,14 +39,28 @@ from tests.test_in_app_dispatch import UnusedQueue, envelope, inbox_rows
 
 
 class Directory:
-    """Profiles for every user asked about; counts the look-ups."""
+    """Profiles for every user asked about; counts the look-ups, and how many ran at once at
+    most. The first look-up takes ``first_seconds``."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.first_seconds = 0.0
+        self.first_started = asyncio.Event()
+        self.running = self.most_at_once = 0
 
     async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]:
-        self.calls.append(list(user_ids))
-        return {u: UserProfile(id=u, email=None, first_name="Ada", locale="en") for u in user_ids}
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if not self.first_started.is_set():
+                self.first_started.set()
+                await asyncio.sleep(self.first_seconds)
+            self.calls.append(list(user_ids))
+            return {
+                u: UserProfile(id=u, email=None, first_name="Ada", locale="en") for u in user_ids
+            }
+        finally:
+            self.running -= 1
 
 
 class CountingHistory(PostgresHistoryStore):
@@ -262,44 +276,15 @@ async def test_the_consumer_dispatches_batches_and_acknowledges_each_message(
     )
 
 
-class SlowFirstDirectory(Directory):
-    """A directory whose first look-up takes ``first_seconds``; records how many look-ups ran
-    at once at most."""
-
-    def __init__(self, first_seconds: float) -> None:
-        super().__init__()
-        self.first_seconds = first_seconds
-        self.running = self.most_at_once = 0
-        self.first_started = asyncio.Event()
-
-    async def get_many(self, user_ids: Sequence[str]) -> dict[str, UserProfile | None]:
-        self.running += 1
-        self.most_at_once = max(self.most_at_once, self.running)
-        try:
-            if not self.first_started.is_set():
-                self.first_started.set()
-                await asyncio.sleep(self.first_seconds)
-            return await super().get_many(user_ids)
-        finally:
-            self.running -= 1
-
-
 async def test_what_arrives_while_the_batches_in_flight_run_goes_in_the_next_one(
     settings: Settings,
+    ctx: DeliveryContext,
     engine: AsyncEngine,
-    redis: redis_async.Redis,
+    directory: Directory,
     dispatch_queue: tuple[str, aio_pika.abc.AbstractQueue],
 ) -> None:
     name, _dead = dispatch_queue
-    directory = SlowFirstDirectory(first_seconds=1.5)
-    ctx = delivery_context(
-        settings,
-        engine,
-        redis,
-        queue=UnusedQueue(),
-        users=directory,
-        history=CountingHistory(engine),
-    )
+    directory.first_seconds = 1.5
     consumer = DispatchConsumer(
         settings.model_copy(update={"dispatch_batches_in_flight": 1, "dispatch_batch_wait_ms": 0}),
         ctx,
