@@ -301,6 +301,12 @@ async def test_ses_transient_bounce_only_records(feedback: Feedback, sns_host: S
     assert "MailboxFull" in (stored.timeline[-1].reason or "")
     assert await feedback.suppressed(address) == []
 
+    # The same report again (a provider's retry): nothing more in the timeline.
+    again = await post_sns(feedback.client, sns_notification(sns_host, ses))
+    assert again.json() == {"received": 1, "matched": 0, "suppressed": 0}
+    stored = await feedback.history.get(record.id)
+    assert stored is not None and len(stored.timeline) == 4
+
 
 async def test_sns_subscription_confirmation_is_confirmed_by_a_get_of_subscribe_url(
     feedback: Feedback, sns_host: SnsHost

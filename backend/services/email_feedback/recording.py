@@ -122,8 +122,9 @@ async def apply_to_history(
     history: HistoryStore, feedback: Sequence[Feedback], *, at: datetime
 ) -> tuple[list[dict[str, Any]], set[int]]:
     """Move each matched email delivery: ``sent`` -> ``bounced`` / ``complained``, or a
-    ``sent`` timeline entry for a soft bounce (not announced). Returns the status changes to
-    announce and the positions in ``feedback`` that matched a delivery."""
+    ``sent`` timeline entry for a soft bounce (not announced; not again for the same report).
+    Returns the status changes to announce and the positions in ``feedback`` that matched a
+    delivery."""
     ids = list({f.delivery_id for f in feedback if f.delivery_id})
     records = {r.id: r for r in await history.get_many(ids)} if ids else {}
     updates: list[dict[str, Any]] = []
@@ -133,6 +134,10 @@ async def apply_to_history(
         if record is None or record.channel is not Channel.EMAIL:
             continue
         status, reason = _STATUS[item.kind], describe(item)
+        if item.kind is FeedbackKind.SOFT_BOUNCE and any(
+            c.reason == reason for c in record.timeline
+        ):
+            continue  # the same report again (a provider's retry): already in the timeline
         changed = await history.transition(
             record.id,
             status,
