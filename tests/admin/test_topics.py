@@ -150,6 +150,11 @@ async def test_a_one_off_send_to_a_topic_from_the_send_screen(
     )
     assert created["createTopic"]["__typename"] == "Topic", created
     await graphql(stack, ADD, {"key": key, "ids": [RECIPIENT]}, admin_token)
+    first = uuid.uuid4().hex[:6]
+    for n in range(20):
+        before = {"input": {"key": f"0-{first}-{n:02}", "name": f"Sorted first {n}"}}
+        made = await graphql(stack, CREATE_TOPIC, before, admin_token)
+        assert made["createTopic"]["__typename"] == "Topic", made
 
     await sign_in(page, stack, admin_token, "#/send")
     await page.select_option("#send-template", slug)
@@ -166,10 +171,18 @@ async def test_a_one_off_send_to_a_topic_from_the_send_screen(
     await page.click("#send-submit")
     await expect(page.locator("#send-recipients-error")).to_contain_text("no-such-topic-anywhere")
 
-    # Picked from the topics the page lists.
+    # Picked from the suggestions, which search every topic as the key is typed: the page
+    # first lists 20, and twenty topics whose keys sort before this one keep it off that list.
     await page.fill("#send-topics", "")
+    await expect(page.locator(f"button[data-topic='{key}']")).to_have_count(0)
+    await page.locator("#send-topics").press_sequentially(key[: len("readers-") + 4])
     await page.click(f"button[data-topic='{key}']")
+    # The fragment typed is completed, not kept beside the key.
     await expect(page.locator("#send-topics")).to_have_value(key)
+    await page.locator("#send-topics").press_sequentially(", zz-no-such")
+    suggestions = page.get_by_role("group", name="Topics")
+    await expect(suggestions).to_contain_text("No topic matches “zz-no-such”")
+    await page.fill("#send-topics", key)
     await page.click("#send-submit")
     await expect(page.locator("#send-result")).to_contain_text(
         f"Accepted for delivery to the members of {key}."

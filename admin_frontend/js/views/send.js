@@ -12,7 +12,11 @@ import { capitalize, cronWords, describeSchedule, formatInZone, isTimeZone, upco
 const OPTIONS = `query SendOptions {
   templates(first: 100) { edges { node { slug name variables content { channel locale } } } pageInfo { hasNextPage } }
   eventTypes { name description templateSlug channels critical builtin }
-  topics(first: 100) { edges { node { key name memberCount } } }
+  topics(first: 20) { edges { node { key name memberCount } } pageInfo { hasNextPage } }
+}`;
+// The topics whose key or name contains what is being typed, for the suggestions under the field.
+const TOPIC_SEARCH = `query SendTopics($search: String) {
+  topics(search: $search, first: 20) { edges { node { key name memberCount } } pageInfo { hasNextPage } }
 }`;
 const SEND = `mutation SendEvent($input: EventInput!) {
   sendEvent(input: $input) { __typename ... on EventAccepted { eventId duplicate scheduledFor } ${ERROR_FIELDS} }
@@ -482,6 +486,54 @@ export function render(root, { query, ctx }) {
     refresh();
   });
 
+  // The key being typed: the text after the last separator, while the field does not end in
+  // one ("rea" in "news, rea").
+  function typedTopic() {
+    const value = topicsInput.value;
+    return /[\s,;]$/.test(value) ? "" : (splitIds(value).pop() || "");
+  }
+
+  let shownTopics = [];
+  function showTopicChoices(topics, more, typed) {
+    shownTopics = topics;
+    setChildren(
+      topicChoices,
+      h("span", { class: "help" }, topics.length ? "Add:" : `No topic matches “${typed}”.`),
+      topics.map((t) =>
+        h("button", { type: "button", class: "btn chip-button", "data-topic": t.key, title: `${t.name}: ${t.memberCount} members`, onclick: () => {
+          const keys = splitIds(topicsInput.value);
+          // A key being typed is completed; otherwise the topic is added.
+          if (typedTopic() && !shownTopics.some((o) => o.key === keys[keys.length - 1])) keys.pop();
+          if (!keys.includes(t.key)) keys.push(t.key);
+          topicsInput.value = keys.join(", ");
+          topicsInput.focus();
+          searchTopics();
+        } }, t.key),
+      ),
+      more ? h("span", { class: "help" }, typed ? "More match: type more of the key." : "Type to search the others.") : null,
+    );
+  }
+
+  let topicSearch = 0;
+  let topicTimer = null;
+  // Suggestions follow what is typed: the API's search over every topic's key and name.
+  async function searchTopics() {
+    const typed = typedTopic();
+    const asked = ++topicSearch;
+    try {
+      const data = await graphql(TOPIC_SEARCH, { search: typed || null });
+      if (disposed || asked !== topicSearch) return;
+      showTopicChoices(data.topics.edges.map((e) => e.node), data.topics.pageInfo.hasNextPage, typed);
+      topicChoices.hidden = !byTopics.input.checked;
+    } catch {
+      // The suggestions are a convenience: the keys typed are checked when the form is sent.
+    }
+  }
+  topicsInput.addEventListener("input", () => {
+    clearTimeout(topicTimer);
+    topicTimer = setTimeout(searchTopics, 200);
+  });
+
   async function loadOptions() {
     try {
       const data = await graphql(OPTIONS);
@@ -491,6 +543,7 @@ export function render(root, { query, ctx }) {
         more: data.templates.pageInfo.hasNextPage,
         eventTypes: data.eventTypes,
         topics: data.topics.edges.map((e) => e.node),
+        moreTopics: data.topics.pageInfo.hasNextPage,
         loaded: true,
       };
     } catch (error) {
@@ -509,17 +562,7 @@ export function render(root, { query, ctx }) {
       h("option", { value: "" }, "Choose an event type…"),
       options.eventTypes.map((e) => h("option", { value: e.name, selected: e.name === query.eventType }, e.name)),
     );
-    setChildren(
-      topicChoices,
-      h("span", { class: "help" }, "Add:"),
-      options.topics.map((t) =>
-        h("button", { type: "button", class: "btn chip-button", "data-topic": t.key, title: `${t.name}: ${t.memberCount} members`, onclick: () => {
-          const keys = splitIds(topicsInput.value);
-          if (!keys.includes(t.key)) topicsInput.value = [...keys, t.key].join(", ");
-          topicsInput.focus();
-        } }, t.key),
-      ),
-    );
+    showTopicChoices(options.topics, options.moreTopics, "");
     checkEventTypeChannels();
     refresh();
   }
