@@ -562,17 +562,17 @@ class Settings(BaseSettings):
                 and len(self.jwt_secret.get_secret_value()) < 32
             ):
                 raise ValueError("HERALD_JWT_SECRET must be at least 32 characters in production")
-            if self.jwt_algorithm is JwtAlgorithm.RS256 and self.unsubscribe_secret is None:
-                raise ValueError("HERALD_UNSUBSCRIBE_SECRET is required with RS256 in production")
-            if self.jwt_algorithm is JwtAlgorithm.RS256 and self.forget_hash_key is None:
-                raise ValueError("HERALD_FORGET_HASH_KEY is required with RS256 in production")
             rs256 = self.jwt_algorithm is JwtAlgorithm.RS256
+            if rs256 and self.unsubscribe_secret is None:
+                raise ValueError("HERALD_UNSUBSCRIBE_SECRET is required with RS256 in production")
+            if rs256 and self.forget_hash_key is None:
+                raise ValueError("HERALD_FORGET_HASH_KEY is required with RS256 in production")
             if rs256 and self.email_bounce_domain and self.bounce_secret is None:
                 raise ValueError(
                     "HERALD_BOUNCE_SECRET is required with RS256 and a bounce domain in production"
                 )
             tracking = self.email_track_opens or self.email_track_clicks
-            if tracking and self.jwt_algorithm is JwtAlgorithm.RS256 and not self.tracking_secret:
+            if tracking and rs256 and not self.tracking_secret:
                 raise ValueError(
                     "HERALD_TRACKING_SECRET is required with RS256 and tracking in production"
                 )

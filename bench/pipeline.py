@@ -157,6 +157,18 @@ class Step:
     def p50_ms(self) -> float:
         return percentile(self.latencies, 50) * 1000 if self.latencies else float("inf")
 
+    def line(self) -> str:
+        """The step as printed while the run goes on."""
+        return (
+            f"  {self.rate:7.1f}/s  p50 {self.p50_ms:8.1f} ms  p99 {self.p99_ms:8.1f} ms"
+            f"  lost {self.lost:5d}"
+        )
+
+    def cpu_ms_per_event(self) -> dict[str, float]:
+        """Each process group's CPU per delivered event, in ms."""
+        delivered = max(1, len(self.latencies))
+        return {k: v * 1000 / delivered for k, v in self.cpu.items()}
+
     def to_json(self) -> dict[str, float]:
         return {
             "rate": self.rate,
@@ -255,11 +267,7 @@ async def bisect(
         step = await rig.run(rate, seconds)
         tried.append(step)
         ok = step.lost == 0 and step.p99_ms <= limit_ms
-        print(
-            f"  {rate:7.1f}/s  p50 {step.p50_ms:8.1f} ms  p99 {step.p99_ms:8.1f} ms"
-            f"  lost {step.lost:5d}  {'holds' if ok else 'over'} {limit_ms:.0f} ms",
-            flush=True,
-        )
+        print(f"{step.line()}  {'holds' if ok else 'over'} {limit_ms:.0f} ms", flush=True)
         if ok:
             low, held = rate, step
         else:
@@ -374,11 +382,7 @@ def main() -> None:
             if rates:
                 for rate in rates:
                     tried.append(step := await rig.run(rate, args.seconds))
-                    print(
-                        f"  {rate:7.1f}/s  p50 {step.p50_ms:8.1f} ms  p99 {step.p99_ms:8.1f} ms"
-                        f"  lost {step.lost:5d}",
-                        flush=True,
-                    )
+                    print(step.line(), flush=True)
                     await settle()
                 await rig.close()
                 return {"tried": tried}
@@ -441,8 +445,7 @@ def main() -> None:
     ]
     cpu_ms: dict[str, float] = {}
     if at_100 is not None:
-        delivered = len(at_100.latencies)
-        cpu_ms = {k: v * 1000 / delivered for k, v in at_100.cpu.items()}
+        cpu_ms = at_100.cpu_ms_per_event()
         total = sum(cpu_ms.values())
         rows.append(("CPU per delivered event, all processes", f"{total:.2f} ms", "", ""))
         rows += [
@@ -470,19 +473,15 @@ def main() -> None:
     print(f"\nwritten to {out}")
 
 
-def _cpu_per_event(step: Step) -> dict[str, float]:
-    delivered = max(1, len(step.latencies))
-    return {k: v * 1000 / delivered for k, v in step.cpu.items()}
-
-
 def _fixed_rates(args: argparse.Namespace, accepted: float, steps: list[Step]) -> None:
     """The table and JSON of a ``--rates`` run: latency and CPU per delivered event at each."""
     names = sorted(
-        {n for s in steps for n in s.cpu}, key=lambda n: -max(_cpu_per_event(s)[n] for s in steps)
+        {n for s in steps for n in s.cpu},
+        key=lambda n: -max(s.cpu_ms_per_event()[n] for s in steps),
     )
     rows = []
     for step in steps:
-        per = _cpu_per_event(step)
+        per = step.cpu_ms_per_event()
         rows.append(
             (
                 f"{step.rate:.0f}/s",
@@ -504,7 +503,7 @@ def _fixed_rates(args: argparse.Namespace, accepted: float, steps: list[Step]) -
         {
             "args": vars(args),
             "accepted_per_s": accepted,
-            "steps": [{**s.to_json(), "cpu_ms_per_event": _cpu_per_event(s)} for s in steps],
+            "steps": [{**s.to_json(), "cpu_ms_per_event": s.cpu_ms_per_event()} for s in steps],
         },
     )
     print(f"\nwritten to {out}")
