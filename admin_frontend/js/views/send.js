@@ -524,7 +524,6 @@ export function render(root, { query, ctx }) {
       const data = await graphql(TOPIC_SEARCH, { search: typed || null });
       if (disposed || asked !== topicSearch) return;
       showTopicChoices(data.topics.edges.map((e) => e.node), data.topics.pageInfo.hasNextPage, typed);
-      topicChoices.hidden = !byTopics.input.checked;
     } catch {
       // The suggestions are a convenience: the keys typed are checked when the form is sent.
     }
