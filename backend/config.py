@@ -338,6 +338,9 @@ class Settings(BaseSettings):
     # at most at once: few, as a Celery pool process runs one task at a time, so that a
     # delivery's first run ends well within its lease.
     dispatch_alone_concurrency: int = Field(default=4, ge=1, le=256)
+    # The event loop of every worker process (Celery pool processes and dispatch consumers):
+    # uvloop, as the API has through uvicorn, or Python's own asyncio loop.
+    worker_event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     # Retention (0 = keep forever). History: the MongoDB TTL index, or the PostgreSQL sweep.
     history_retention_days: int = Field(default=180, ge=0)

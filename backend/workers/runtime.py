@@ -33,10 +33,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def new_event_loop(settings: Settings) -> asyncio.AbstractEventLoop:
+    """The loop ``HERALD_WORKER_EVENT_LOOP`` names: uvloop (the default; its transports and
+    scheduling are C, where a delivery batch spends much of its time) or asyncio's own."""
+    if settings.worker_event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 class WorkerRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop(settings)
         asyncio.set_event_loop(self.loop)
         self.engine: AsyncEngine | None = None
         self.redis: Redis | None = None

@@ -528,12 +528,15 @@ def _stored_updates(
         metrics.record_delivery(channel.value, "queued", len(plan.queued.get(channel, ())))
         metrics.record_delivery(channel.value, "skipped", plan.skipped[channel])
     updates = []
+    claimed: Counter[str] = Counter()
     for r in records:
         first = r.timeline[0]
         updates.append(delivery_update(r, first.status, now, first.reason, sequence=1))
         if r.status is DeliveryStatus.SENDING:
             updates.append(delivery_update(r, DeliveryStatus.SENDING, now, None, sequence=2))
-            metrics.record_delivery(r.channel.value, DeliveryStatus.SENDING.value)
+            claimed[r.channel.value] += 1
+    for channel_name, count in claimed.items():
+        metrics.record_delivery(channel_name, DeliveryStatus.SENDING.value, count)
     return updates
 
 

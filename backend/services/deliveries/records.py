@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -68,15 +69,18 @@ class RecordingHistory:
         reason: str | None,
         *,
         announced: bool = True,
-    ) -> None:
+    ) -> DeliveryRecord | None:
+        """Remember the change; the record when it is announced (and so to be counted)."""
         record = self._records.get(delivery_id)
-        if record is not None:
-            # The change's place in the stored timeline (``add`` stores at least one entry).
-            sequence = self._positions.get(delivery_id, max(len(record.timeline), 1)) + 1
-            self._positions[delivery_id] = sequence
-            if announced:
-                self.updates.append(delivery_update(record, status, at, reason, sequence=sequence))
-                metrics.record_delivery(record.channel.value, status.value)
+        if record is None:
+            return None
+        # The change's place in the stored timeline (``add`` stores at least one entry).
+        sequence = self._positions.get(delivery_id, max(len(record.timeline), 1)) + 1
+        self._positions[delivery_id] = sequence
+        if not announced:
+            return None
+        self.updates.append(delivery_update(record, status, at, reason, sequence=sequence))
+        return record
 
     async def _store(self, delivery_ids: Collection[str]) -> None:
         waiting = [self._records[i] for i in delivery_ids if i in self._unstored]
@@ -110,9 +114,14 @@ class RecordingHistory:
         rest = [i for i in delivery_ids if i not in changed]
         if rest:
             changed |= await self._history.transition_many(rest, status, at=at, **kwargs)
+        counted: Counter[str] = Counter()
         for delivery_id in delivery_ids:
             if delivery_id in changed:
-                self._record(delivery_id, status, at, kwargs.get("reason"))
+                record = self._record(delivery_id, status, at, kwargs.get("reason"))
+                if record is not None:
+                    counted[record.channel.value] += 1
+        for channel_name, count in counted.items():  # once per channel: not once per delivery
+            metrics.record_delivery(channel_name, status.value, count)
         return changed
 
     async def transition(
@@ -129,7 +138,10 @@ class RecordingHistory:
         await self._store([delivery_id])
         changed = await self._history.transition(delivery_id, status, at=at, **kwargs)
         if changed:
-            self._record(delivery_id, status, at, kwargs.get("reason"), announced=announced)
+            reason = kwargs.get("reason")
+            record = self._record(delivery_id, status, at, reason, announced=announced)
+            if record is not None:
+                metrics.record_delivery(record.channel.value, status.value)
         return changed
 
 
