@@ -176,9 +176,11 @@ class Settings(BaseSettings):
 
     # What email providers say back: bounces and complaints (backend.services.email_feedback).
     # With a bounce domain, each email's envelope sender (Return-Path) is
-    # ``<local part>+<delivery id>@<domain>`` (VERP), so a bounce names its delivery.
+    # ``<local part>+<delivery id>.<tag>@<domain>`` (VERP), so a bounce names its delivery.
     email_bounce_domain: str | None = None
-    email_bounce_local_part: str = Field(default="bounces", pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    # At most 16 characters: with "+", the 36 of the delivery id and the 11 of its tag, the
+    # VERP local part stays within the 64 that RFC 5321 allows (longer ones servers refuse).
+    email_bounce_local_part: str = Field(default="bounces", pattern=r"^[A-Za-z0-9._-]{1,16}$")
     # The HMAC key of the tag after the delivery id in VERP addresses and Message-IDs, so a
     # report over SMTP cannot name a delivery Herald did not send it about. None: a key
     # derived from the HS256 JWT secret (required with RS256 and a bounce domain in production).

@@ -124,3 +124,15 @@ def test_env_example_lists_every_setting():
     example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
     for name in Settings.model_fields:
         assert f"HERALD_{name.upper()}=" in example, name
+
+
+def test_the_bounce_local_part_keeps_verp_addresses_within_64_characters():
+    from backend.channels.email import SmtpEmailSender
+
+    longest = Settings(
+        _env_file=None, email_bounce_domain="bounce.example.com", email_bounce_local_part="b" * 16
+    )
+    address = SmtpEmailSender(longest).envelope_sender("0b5b8a0e-7b4f-5d5e-9a51-3c8f0b6f2d11")
+    assert len(address.partition("@")[0]) == 64
+    with pytest.raises(ValidationError, match="email_bounce_local_part"):
+        Settings(_env_file=None, email_bounce_local_part="b" * 17)

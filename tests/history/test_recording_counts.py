@@ -71,6 +71,9 @@ async def test_a_batch_counts_each_change_it_made_once_per_channel(engine: Async
     # A single change is counted as well.
     before_one = counted(Channel.SMS, DeliveryStatus.FAILED)
     assert await history.transition(
-        "c-3", DeliveryStatus.FAILED, at=datetime.now(UTC), expected=frozenset({DeliveryStatus.SENT})
+        "c-3",
+        DeliveryStatus.FAILED,
+        at=datetime.now(UTC),
+        expected=frozenset({DeliveryStatus.SENT}),
     )
     assert counted(Channel.SMS, DeliveryStatus.FAILED) - before_one == 1
