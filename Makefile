@@ -17,12 +17,12 @@ test:
 check: lint typecheck
 
 lint:
-	$(VENV)/ruff check backend tests clients/python
-	$(VENV)/ruff format --check backend tests clients/python
+	$(VENV)/ruff check backend tests clients/python bench
+	$(VENV)/ruff format --check backend tests clients/python bench
 
 format:
-	$(VENV)/ruff format backend tests clients/python
-	$(VENV)/ruff check --fix backend tests clients/python
+	$(VENV)/ruff format backend tests clients/python bench
+	$(VENV)/ruff check --fix backend tests clients/python bench
 
 typecheck:
 	$(VENV)/mypy

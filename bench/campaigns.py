@@ -46,12 +46,14 @@ from bench.common import (
     bench_redis_url,
     free_port,
     median,
+    redis_server_pid,
     start,
     stop,
     table,
     write_results,
 )
 from bench.deliveries import AMQP_URL, DB_URL, bare_smtp_rate, users_file
+from bench.pipeline import CpuGroups
 
 REDIS_URL = bench_redis_url(7)
 JWT_SECRET = "bench-secret-0123456789abcdef0123456789"  # noqa: S105 - a local benchmark
@@ -170,8 +172,17 @@ async def bare_in_app_rate(total: int, page_size: int) -> float:
 
 
 def run_campaign(
-    api: str, token: str, *, channel: str, audience: dict[str, Any], total: int
+    api: str,
+    token: str,
+    *,
+    channel: str,
+    audience: dict[str, Any],
+    total: int,
+    cpu: CpuGroups | None = None,
 ) -> dict[str, float]:
+    """The campaign's rate; with ``cpu``, also each process's CPU per delivery (ms), read
+    from /proc before the mutation and after the last delivery is recorded."""
+    before = cpu.seconds() if cpu else {}
     started = time.perf_counter()
     body = graphql(
         api,
@@ -208,7 +219,12 @@ def run_campaign(
     if counts.get("sent", 0) != total:
         raise RuntimeError(f"{channel}: expected {total} sent, got {counts}")
     seconds = ended - started
-    return {"seconds": seconds, "rate": total / seconds, "fan_out_seconds": fanned_out}
+    result = {"seconds": seconds, "rate": total / seconds, "fan_out_seconds": fanned_out}
+    if cpu:
+        after = cpu.seconds()
+        for name, spent in after.items():
+            result[f"cpu_ms:{name}"] = (spent - before[name]) / total * 1000
+    return result
 
 
 def main() -> None:
@@ -278,12 +294,21 @@ def main() -> None:
     ceiling: list[float] = []
     try:
         for round_number in range(args.rounds):
+            cpu = CpuGroups(
+                trees={"worker": worker.pid, "API": api.pid, "auth stand-in": auth.pid},
+                alone={"Redis": redis_server_pid(REDIS_URL)},
+                by_name={
+                    "PostgreSQL": lambda command: command.startswith("postgres"),
+                    "RabbitMQ": lambda command: command in ("beam.smp", "erl_child_setup"),
+                },
+            )
             in_app = run_campaign(
                 api_url,
                 token,
                 channel="IN_APP",
                 audience={"allUsers": True},
                 total=args.in_app_users,
+                cpu=cpu,
             )
             runs["in_app"].append(in_app)
             print(f"round {round_number} in-app: {in_app}")
@@ -342,6 +367,13 @@ def main() -> None:
         ("bare aiosmtplib, 8 connections, same sink", f"{bare_rate:.0f}/s", "", ""),
     ]
     print(table(rows, ("measure", "median rate", "total time", "ratio")))
+    # Where an in-app delivery's CPU goes: steadier than the rate on a machine whose two cores
+    # every process shares, so two versions compare on it better.
+    names = [k.removeprefix("cpu_ms:") for k in runs["in_app"][0] if k.startswith("cpu_ms:")]
+    cpu_row = tuple(f"{med('in_app', 'cpu_ms:' + n):.3f}" for n in names)
+    total_cpu = sum(med("in_app", "cpu_ms:" + n) for n in names)
+    print("\nin-app campaign, CPU ms per delivery (median of the rounds)")
+    print(table([(f"{total_cpu:.3f}", *cpu_row)], ("all", *names)))
     out = write_results(
         "campaigns",
         {"args": vars(args), "runs": runs, "bare_smtp": bare, "in_app_ceiling": ceiling},

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -115,6 +116,17 @@ async def send_at_rate(
         await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
     await asyncio.gather(*tasks)
     return n
+
+
+def redis_server_pid(url: str) -> int:
+    """The pid of the Redis server at ``url`` (its CPU is read from /proc)."""
+    info = subprocess.run(
+        ["redis-cli", "-p", str(urlsplit(url).port or 6379), "info", "server"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return int(info.split("process_id:")[1].split()[0])
 
 
 def median(values: list[float]) -> float:

@@ -95,13 +95,13 @@ async def publish_events(run_id: str, users: int, per_event: int, channel: str) 
     await broker.close()
 
 
-async def wait_done(run_id: str, total: int, timeout: float) -> tuple[float, dict[str, int]]:
+async def wait_done(run_id: str, total: int, limit: float) -> tuple[float, dict[str, int]]:
     engine = create_async_engine(DB_URL)
     store = PostgresHistoryStore(engine)
     started = time.perf_counter()
     counts: dict[str, int] = {}
     try:
-        while time.perf_counter() - started < timeout:
+        while time.perf_counter() - started < limit:
             raw = await store.count_by_status(DeliveryFilter(campaign_id=run_id))
             counts = {status.value: n for (_, status), n in raw.items()}
             final = sum(n for s, n in counts.items() if s in ("sent", "skipped", "failed", "dead"))
@@ -188,7 +188,7 @@ def main() -> None:
                 run_id = f"bench-{key}-{round_number}-{uuid.uuid4().hex[:6]}"
                 started = time.perf_counter()
                 asyncio.run(publish_events(run_id, count, args.per_event, channel))
-                ended, counts = asyncio.run(wait_done(run_id, count, timeout=600))
+                ended, counts = asyncio.run(wait_done(run_id, count, limit=600))
                 if counts.get("sent", 0) != count:
                     raise RuntimeError(f"{key}: expected {count} sent, got {counts}")
                 runs[key].append(count / (ended - started))
@@ -207,7 +207,7 @@ def main() -> None:
         (
             "email through the worker into the SMTP sink",
             f"{med['email']:.0f}/s",
-            f"{med['email'] / med['bare_smtp']:.2f} × bare",
+            f"{med['email'] / med['bare_smtp']:.2f} x bare",
         ),
         ("bare aiosmtplib client, 8 connections, same sink", f"{med['bare_smtp']:.0f}/s", ""),
     ]

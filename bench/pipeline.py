@@ -51,6 +51,7 @@ from bench.common import (
     LeanPoster,
     bench_redis_url,
     free_port,
+    redis_server_pid,
     send_at_rate,
     start,
     stop,
@@ -343,15 +344,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         time.sleep(8)
-        redis_pid = int(
-            subprocess.run(
-                ["redis-cli", "-p", str(urlsplit(REDIS_URL).port or 6379), "info", "server"],
-                capture_output=True,
-                text=True,
-            )
-            .stdout.split("process_id:")[1]
-            .split()[0]
-        )
+        redis_pid = redis_server_pid(REDIS_URL)
         cpu = CpuGroups(
             trees={
                 "API": server.pid,

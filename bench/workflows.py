@@ -5,8 +5,8 @@ and email at once), through real worker and beat processes, in the same run.
 Each phase publishes ``--runs`` events of one user each (as the API would: dispatch task
 messages) and waits until every message is final; the figure is the worker's CPU time (its
 process tree, read from /proc) per delivered message, and the ratio of the two phases (target:
-three-step at most 2× one-step). No one reads the in-app messages, so every run sends both, and
-both phases deliver 2 × ``--runs`` messages. Beat's CPU is shown apart (it runs the release
+three-step at most 2x one-step). No one reads the in-app messages, so every run sends both, and
+both phases deliver 2 x ``--runs`` messages. Beat's CPU is shown apart (it runs the release
 sweep that ends the delays).
 
 Run: make bench-workflows   (RabbitMQ, Redis, PostgreSQL on localhost)
@@ -261,7 +261,7 @@ def main() -> None:
             f"{v['wall_seconds']:.1f}",
             f"{v['worker_cpu_seconds']:.1f}",
             f"{per[label]:.2f}",
-            f"{per[label] / per['one-step (in-app + email)']:.2f}×",
+            f"{per[label] / per['one-step (in-app + email)']:.2f}x",
             f"{v['beat_cpu_seconds']:.1f}",
         )
         for label, v in phases.items()
