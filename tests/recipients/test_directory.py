@@ -4,6 +4,7 @@ stored back. The Redis cache is off here (TTL 0) so each look-up reaches Postgre
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backend.channels.base import Recipient
 from backend.db.models import RecipientRow
 from backend.db.repositories.recipients import RecipientRepository
 from backend.errors import UserDirectoryUnavailable
@@ -169,3 +171,41 @@ async def test_the_auth_service_down_still_fails_missing_users_but_not_stored_on
         await directory(down, clients, sessionmaker).get("rcp-09")
 
     assert stored is not None and stored.email == "user8@example.com"
+
+
+async def test_a_profile_listed_again_unchanged_and_recent_is_not_rewritten(sessionmaker, session):
+    """A campaign lists every user: a stored profile that is the same and refreshed within
+    half the maximum age keeps its row version (no write, no index entries); one that changed,
+    or is getting old, is written."""
+    store = RecipientStore(sessionmaker, max_age_seconds=3600)
+    profile = Recipient(id="rcp-11", email="user11@example.com", first_name="First11")
+
+    async def stored() -> tuple[str, datetime, str | None]:
+        row = (
+            await session.execute(
+                text("SELECT ctid::text, refreshed_at, email FROM recipients WHERE user_id = :u"),
+                {"u": "rcp-11"},
+            )
+        ).one()
+        return row[0], row[1], row[2]
+
+    await store.write({"rcp-11": profile})
+    first = await stored()
+
+    await store.write({"rcp-11": profile})
+    assert await stored() == first  # the same row version: nothing was written
+
+    await store.write({"rcp-11": dataclasses.replace(profile, email="new11@example.com")})
+    changed = await stored()
+    assert changed[2] == "new11@example.com"
+    assert changed[0] != first[0] and changed[1] > first[1]
+
+    # Refreshed more than half the maximum age ago: written again, and fresh again.
+    await session.execute(
+        update(RecipientRow)
+        .where(RecipientRow.user_id == "rcp-11")
+        .values(refreshed_at=datetime.now(UTC) - timedelta(minutes=31))
+    )
+    await session.commit()
+    await store.write({"rcp-11": dataclasses.replace(profile, email="new11@example.com")})
+    assert (await stored())[1] > datetime.now(UTC) - timedelta(seconds=30)

@@ -62,6 +62,14 @@ _STORE_PROFILES = text(
         last_name = excluded.last_name, login = excluded.login, phone = excluded.phone,
         locale = excluded.locale, timezone = excluded.timezone, source = excluded.source,
         refreshed_at = excluded.refreshed_at, updated_at = now()
+    WHERE CAST(:unchanged_since AS timestamptz) IS NULL
+        OR recipients.refreshed_at IS NULL
+        OR recipients.refreshed_at <= CAST(:unchanged_since AS timestamptz)
+        OR (recipients.email, recipients.first_name, recipients.last_name, recipients.login,
+            recipients.phone, recipients.locale, recipients.timezone, recipients.source)
+           IS DISTINCT FROM
+           (excluded.email, excluded.first_name, excluded.last_name, excluded.login,
+            excluded.phone, excluded.locale, excluded.timezone, excluded.source)
     """
 )
 
@@ -100,10 +108,20 @@ class RecipientRepository:
         return list((await self.session.execute(stmt)).scalars())
 
     async def store_profiles(
-        self, profiles: Sequence[Mapping[str, Any]], *, source: str, refreshed_at: datetime
+        self,
+        profiles: Sequence[Mapping[str, Any]],
+        *,
+        source: str,
+        refreshed_at: datetime,
+        unchanged_since: datetime | None = None,
     ) -> None:
         """Insert or overwrite the profile fields of many users at once (``user_id`` plus
         :data:`PROFILE_FIELDS` each); custom data and addresses stay.
+
+        ``unchanged_since``: a stored row with the same fields and source, refreshed after
+        that time, is left as it is. Every overwrite is a new row version and an entry in each
+        of the table's indexes (three trigram indexes among them), so a campaign listing the
+        same users again writes only what changed, or what is getting old.
 
         One statement whatever the number of profiles: the columns go as arrays through
         ``unnest``, so the statement text is always the same (prepared once per connection)
@@ -119,7 +137,13 @@ class RecipientRepository:
                 values = [v or "" for v in values]
             columns[name] = values
         await self.session.execute(
-            _STORE_PROFILES, {**columns, "source": source, "refreshed_at": refreshed_at}
+            _STORE_PROFILES,
+            {
+                **columns,
+                "source": source,
+                "refreshed_at": refreshed_at,
+                "unchanged_since": unchanged_since,
+            },
         )
 
     async def identify(

@@ -94,17 +94,24 @@ class RecipientStore:
         return fresh, identified
 
     async def write(self, profiles: Mapping[str, UserProfile | None]) -> None:
-        """Store the profiles the auth service sent (unknown users are not stored)."""
+        """Store the profiles the auth service sent (unknown users are not stored). One that
+        is stored already, the same, and refreshed within half the maximum age is not written
+        again: it stays fresh for at least that half, and a campaign that lists every user
+        does not rewrite every row."""
         known = [profile_row(p) for p in profiles.values() if p is not None]
         if not known:
             return
         now = datetime.now(UTC)
+        unchanged_since = now - self._max_age / 2
         try:
             async with self._sessionmaker() as session:
                 repository = RecipientRepository(session)
                 for start in range(0, len(known), WRITE_CHUNK):
                     await repository.store_profiles(
-                        known[start : start + WRITE_CHUNK], source="auth", refreshed_at=now
+                        known[start : start + WRITE_CHUNK],
+                        source="auth",
+                        refreshed_at=now,
+                        unchanged_since=unchanged_since,
                     )
                 await session.commit()
         except (SQLAlchemyError, OSError) as exc:
