@@ -1,5 +1,5 @@
 # The task runner. `make dev` and `make test` each do their own set-up first.
-.PHONY: setup dev test check lint format typecheck schema clients migrate bench bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows
+.PHONY: setup dev test check lint format typecheck schema clients migrate bench bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering
 
 VENV := .venv/bin
 
@@ -40,7 +40,7 @@ migrate:
 	$(VENV)/herald migrate
 
 # Benchmarks (not tests): each prints a table and writes JSON to bench/results/.
-bench: bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows
+bench: bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering
 
 bench-ingest:
 	scripts/setup.sh bench
@@ -70,3 +70,7 @@ bench-retention:
 bench-workflows:
 	scripts/setup.sh bench
 	$(VENV)/python -m bench.workflows
+
+bench-rendering:
+	scripts/setup.sh bench
+	$(VENV)/python -m bench.rendering
