@@ -9,11 +9,18 @@ import { ApiError, describeError, setBanner, showFieldError } from "../errors.js
 import { CronError } from "../cron.js";
 import { capitalize, cronWords, describeSchedule, formatInZone, isTimeZone, upcoming } from "../schedule.js";
 
+const TEMPLATE_FIELDS = "slug name variables content { channel locale }";
 const OPTIONS = `query SendOptions {
-  templates(first: 100) { edges { node { slug name variables content { channel locale } } } pageInfo { hasNextPage } }
+  templates(first: 100) { edges { node { ${TEMPLATE_FIELDS} } } pageInfo { hasNextPage } }
   eventTypes { name description templateSlug channels critical builtin }
   topics(first: 20) { edges { node { key name memberCount } } pageInfo { hasNextPage } }
 }`;
+// Past the first 100 templates: those whose slug or name contains what is typed in the search.
+const TEMPLATE_SEARCH = `query SendTemplates($search: String) {
+  templates(search: $search, first: 100) { edges { node { ${TEMPLATE_FIELDS} } } pageInfo { hasNextPage } }
+}`;
+// A template named in the address (the Templates screen's "Send"), wherever it sorts.
+const TEMPLATE = `query SendTemplate($slug: String!) { template(slug: $slug) { ${TEMPLATE_FIELDS} } }`;
 // The topics whose key or name contains what is being typed, for the suggestions under the field.
 const TOPIC_SEARCH = `query SendTopics($search: String) {
   topics(search: $search, first: 20) { edges { node { key name memberCount } } pageInfo { hasNextPage } }
@@ -62,6 +69,9 @@ function validationError(message, field) {
 export function render(root, { query, ctx }) {
   let disposed = false;
   let options = { templates: [], eventTypes: [], topics: [], more: false, loaded: false };
+  // Every template the page has been sent (the first list, searches, the one in the address),
+  // by slug: the one chosen stays known whatever the list shows now.
+  const knownTemplates = new Map();
 
   const banner = h("div", { class: "banner-slot", hidden: true });
   const result = h("div", { id: "send-result", "aria-live": "polite" });
@@ -72,10 +82,14 @@ export function render(root, { query, ctx }) {
   const templateSelect = h("select", { id: "send-template", "aria-describedby": "send-template-help send-template-error" }, h("option", { value: "" }, "Loading…"));
   const templateHelp = h("p", { id: "send-template-help", class: "help" });
   const templateError = fieldError("send-template-error");
+  // Shown when there are more templates than the first list holds.
+  const templateSearch = h("input", { id: "send-template-search", type: "search", autocomplete: "off", placeholder: "Part of a name or slug", "aria-describedby": "send-template-search-help" });
+  const templateSearchHelp = h("p", { id: "send-template-search-help", class: "help", "aria-live": "polite" });
+  const templateSearchBlock = h("div", { class: "field", hidden: true }, h("label", { for: "send-template-search" }, "Find a template"), templateSearch, templateSearchHelp);
   const eventTypeSelect = h("select", { id: "send-event-type", "aria-describedby": "send-event-type-help send-event-type-error" }, h("option", { value: "" }, "Loading…"));
   const eventTypeHelp = h("p", { id: "send-event-type-help", class: "help" });
   const eventTypeError = fieldError("send-event-type-error");
-  const templateBlock = h("div", { class: "field" }, h("label", { for: "send-template" }, "Template"), templateSelect, templateHelp, templateError);
+  const templateBlock = h("div", {}, templateSearchBlock, h("div", { class: "field" }, h("label", { for: "send-template" }, "Template"), templateSelect, templateHelp, templateError));
   const eventTypeBlock = h("div", { class: "field" }, h("label", { for: "send-event-type" }, "Event type"), eventTypeSelect, eventTypeHelp, eventTypeError);
 
   // Channels
@@ -322,7 +336,7 @@ export function render(root, { query, ctx }) {
   const isCampaign = () => campaignRequired() || asCampaign.checked;
 
   function selectedTemplate() {
-    return options.templates.find((t) => t.slug === templateSelect.value) || null;
+    return knownTemplates.get(templateSelect.value) || null;
   }
 
   function selectedEventType() {
@@ -340,7 +354,7 @@ export function render(root, { query, ctx }) {
         if (box.input.disabled) box.input.checked = false;
       }
       if (t) templateHelp.textContent = `Has content for ${[...available].map(channelLabel).join(", ")}.`;
-      else if (options.loaded) templateHelp.textContent = options.templates.length ? "" : "No templates yet: create one first.";
+      else if (options.loaded) templateHelp.textContent = options.templates.length || options.more ? "" : "No templates yet: create one first.";
       channelsHelp.textContent = "Pick one or more of the template's channels.";
       if (t && !payloadEdited) {
         payloadInput.value = JSON.stringify(samplePayload(t.variables), null, 2);
@@ -533,6 +547,41 @@ export function render(root, { query, ctx }) {
     topicTimer = setTimeout(searchTopics, 200);
   });
 
+  function showTemplates(list, more, typed, choose) {
+    for (const t of list) knownTemplates.set(t.slug, t);
+    const chosen = knownTemplates.get(choose ?? templateSelect.value);
+    // The template chosen stays in the list while a search shows others.
+    const shown = chosen && !list.some((t) => t.slug === chosen.slug) ? [chosen, ...list] : list;
+    setChildren(
+      templateSelect,
+      h("option", { value: "" }, shown.length ? "Choose a template…" : options.more ? "No template matches" : "No templates yet"),
+      shown.map((t) => h("option", { value: t.slug, selected: t.slug === chosen?.slug }, `${t.name} (${t.slug})`)),
+    );
+    if (!list.length && typed) templateSearchHelp.textContent = `No template matches “${typed}”.`;
+    else if (more) templateSearchHelp.textContent = typed ? `The first ${list.length} that match: type more to narrow them.` : `The first ${list.length} are listed: type to search the others.`;
+    else templateSearchHelp.textContent = typed ? `${list.length} match.` : "";
+  }
+
+  let templateQuery = 0;
+  let templateTimer = null;
+  async function searchTemplates() {
+    const typed = templateSearch.value.trim();
+    const asked = ++templateQuery;
+    try {
+      const data = await graphql(TEMPLATE_SEARCH, { search: typed || null });
+      if (disposed || asked !== templateQuery) return;
+      showTemplates(data.templates.edges.map((e) => e.node), data.templates.pageInfo.hasNextPage, typed);
+      refresh();
+    } catch (error) {
+      if (disposed || asked !== templateQuery) return;
+      templateSearchHelp.textContent = `Templates could not be searched: ${describeError(error)}`;
+    }
+  }
+  templateSearch.addEventListener("input", () => {
+    clearTimeout(templateTimer);
+    templateTimer = setTimeout(searchTemplates, 200);
+  });
+
   async function loadOptions() {
     try {
       const data = await graphql(OPTIONS);
@@ -551,11 +600,18 @@ export function render(root, { query, ctx }) {
       return;
     }
     setBanner(banner, null);
-    setChildren(
-      templateSelect,
-      h("option", { value: "" }, options.templates.length ? "Choose a template…" : "No templates yet"),
-      options.templates.map((t) => h("option", { value: t.slug, selected: t.slug === query.template }, `${t.name} (${t.slug})`)),
-    );
+    if (query.template && !options.templates.some((t) => t.slug === query.template)) {
+      // Named in the address but past the first list: asked for on its own.
+      try {
+        const named = (await graphql(TEMPLATE, { slug: query.template })).template;
+        if (disposed) return;
+        if (named) knownTemplates.set(named.slug, named);
+      } catch {
+        // Not found or not readable: the list is shown without it, as for an unknown slug.
+      }
+    }
+    templateSearchBlock.hidden = !options.more;
+    showTemplates(options.templates, options.more, "", query.template);
     setChildren(
       eventTypeSelect,
       h("option", { value: "" }, "Choose an event type…"),
@@ -832,5 +888,6 @@ export function render(root, { query, ctx }) {
   loadOptions();
   return () => {
     disposed = true;
+    clearTimeout(templateTimer);
   };
 }
