@@ -128,8 +128,8 @@ def send(
 
 @celery_app.task(name=TASK_RELEASE_DUE, bind=True, ignore_result=True)
 def release_due(self: Task) -> int:
-    """Publish scheduled events whose time has come, and the next page of campaign runs
-    that stalled (run every second by beat)."""
+    """Publish scheduled events whose time has come, the next page of campaign runs that
+    stalled, and a stalled recipient sync's task again (run every second by beat)."""
     runtime = get_runtime()
     assert runtime.context is not None and runtime.broker is not None
     broker = runtime.broker
@@ -151,6 +151,13 @@ def release_due(self: Task) -> int:
                 session, stall=timedelta(seconds=settings.campaign_stall_seconds)
             )
             await session.commit()
+            assert runtime.redis is not None
+            await recipients.resume_stalled(
+                session,
+                runtime.redis,
+                broker,
+                stall_seconds=settings.recipient_sync_stall_seconds,
+            )
         publisher = campaigns.BrokerRunPublisher(broker)
         for run_id, page in stalled:
             log.warning("campaign run %s stalled before page %d; publishing it again", run_id, page)

@@ -174,6 +174,48 @@ async def test_a_sync_whose_worker_is_killed_resumes_in_the_next_worker(
     assert f"recipient sync {job_id}: resuming after page {at_kill['pagesDone']}" in log
 
 
+async def test_a_stalled_sync_is_resumed_by_beat_without_another_sync_recipients(
+    e2e, settings, jobs_worker, beat, slow_auth, engine, clean
+):
+    """A runner that hangs (alive, so RabbitMQ redelivers nothing) leaves its job RUNNING with
+    no page committed for longer than HERALD_RECIPIENT_SYNC_STALL_SECONDS: beat's release sweep
+    hands it to a worker again, which resumes it after its last committed page."""
+    _, slow = slow_auth
+    slow.pages.clear()
+    quiet_since = datetime.now(UTC) - timedelta(minutes=10)  # the stall is 120 s
+    async with engine.begin() as conn:
+        job_id = uuid.uuid4()
+        values = {
+            "id": job_id,
+            "status": "RUNNING",
+            "requested_by": "admin-1",
+            "runner": uuid.uuid4(),
+            "page_size": PAGE_SIZE,
+            "pages_done": 3,
+            "recipients_synced": 3 * PAGE_SIZE,
+            "started_at": quiet_since,
+            "heartbeat_at": quiet_since,
+        }
+        await conn.execute(RecipientSync.__table__.insert().values(**values))
+    token = token_for(settings, "admin", sub="admin-1")
+
+    async def finished() -> dict[str, Any] | None:
+        state = await sync_state(e2e, str(job_id), token)
+        return state if state["status"] in ("SUCCEEDED", "FAILED") else None
+
+    state = await eventually(finished, timeout=60, interval=0.3)
+    assert state["status"] == "SUCCEEDED", state
+    assert (state["pagesDone"], state["recipientsSynced"], state["resumes"]) == (
+        PAGES,
+        USER_COUNT,
+        1,
+    )
+    # After its last committed page: pages 4 to 12, each asked for once.
+    assert sorted(slow.pages) == list(range(4, PAGES + 1)), slow.pages
+    log = "".join(jobs_worker.lines)
+    assert f"recipient sync {job_id} stalled (no page for 120s); resuming it" in log
+
+
 async def test_the_retention_sweep_runs_in_the_worker(jobs_worker, engine):
     now = datetime.now(UTC)
     tag = uuid.uuid4().hex[:8]

@@ -11,16 +11,24 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
+import aio_pika
 import httpx
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backend.broker import Broker
 from backend.db.models import RecipientRow, RecipientSync
-from backend.services import recipients
+from backend.services import recipients, task_messages
 from backend.services.users import UserDirectory
-from tests.conftest import ROOT, TEST_REDIS_URL, herald_process_env, make_settings
+from tests.conftest import (
+    ROOT,
+    TEST_RABBITMQ_URL,
+    TEST_REDIS_URL,
+    herald_process_env,
+    make_settings,
+)
 from tests.recipients.conftest import auth_standin
 from tests.test_users import CountingApp, user_record
 
@@ -229,3 +237,41 @@ async def test_sync_recipients_resumes_a_stalled_job_instead_of_starting_one(ses
         job = await recipients.request_sync(session, actor=None, stall_seconds=60)
         assert job.id == stalled
         await session.rollback()
+
+
+async def test_beat_resumes_a_stalled_job_once_per_stall_period(sessionmaker, job_at):
+    """``resume_stalled`` (beat's release sweep, every second) sends the newest stalled job's
+    task once, not every second while the job waits for a worker; nothing when none stalled."""
+    stalled = await job_at(pages_done=2, quiet_for=600)
+    redis = Redis.from_url(TEST_REDIS_URL)
+    broker = Broker(TEST_RABBITMQ_URL)
+    await broker.start()
+    message = task_messages.recipients_sync(str(stalled))
+    try:
+        await redis.delete(f"herald:recipient-sync:resume:{stalled}")
+        async with sessionmaker() as session:
+            first = await recipients.resume_stalled(session, redis, broker, stall_seconds=60)
+            again = await recipients.resume_stalled(session, redis, broker, stall_seconds=60)
+            assert (first, again) == (stalled, None)
+            # A job that is not stalled yet (quiet for 600 s of a 3,600 s stall) is left.
+            assert (
+                await recipients.resume_stalled(session, redis, broker, stall_seconds=3600) is None
+            )
+            assert 59 <= await redis.ttl(f"herald:recipient-sync:resume:{stalled}") <= 60
+    finally:
+        # The task sent (one) is taken off the queue: no worker runs in these tests.
+        sent = 0
+        connection = await aio_pika.connect(TEST_RABBITMQ_URL)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(message.queue, passive=True)
+            while (got := await queue.get(timeout=2, fail=False)) is not None:
+                if got.headers.get("id") == message.task_id:
+                    sent += 1
+                    await got.ack()
+                else:
+                    await got.nack(requeue=True)
+                    break
+        await broker.close()
+        await redis.aclose()
+    assert sent == 1

@@ -4,6 +4,7 @@ records its progress and is resumed when its runner died or stalled."""
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from enum import Enum
 
 import httpx
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.auth import Principal
@@ -79,6 +81,39 @@ async def request_sync(
         log.warning("recipient sync %s stalled; resuming it", stalled.id)
         return stalled
     return await start_sync(session, actor=actor)
+
+
+def _resume_mark(sync_id: uuid.UUID) -> str:
+    return f"herald:recipient-sync:resume:{sync_id}"
+
+
+async def resume_stalled(
+    session: AsyncSession, redis: Redis, broker: Broker, *, stall_seconds: float
+) -> uuid.UUID | None:
+    """Beat's part, every second: the newest stalled job is handed to a worker again, so one
+    whose runner hangs (alive: its message is not redelivered) is resumed without waiting for
+    the next ``syncRecipients``. At most once per ``stall_seconds`` for a job (a Redis mark that
+    lapses: a resume that never started is asked for again). The job resumed, or None."""
+    now = datetime.now(UTC)
+    stalled = await RecipientSyncRepository(session).newest_running(
+        quiet_since=now - timedelta(seconds=stall_seconds)
+    )
+    if stalled is None:
+        return None
+    try:
+        fresh = await redis.set(
+            _resume_mark(stalled.id), "1", nx=True, ex=max(1, math.ceil(stall_seconds))
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("recipient sync %s stalled; not resumed now (Redis: %s)", stalled.id, exc)
+        return None
+    if not fresh:
+        return None
+    log.warning(
+        "recipient sync %s stalled (no page for %gs); resuming it", stalled.id, stall_seconds
+    )
+    await queue_sync(broker, stalled.id)
+    return stalled.id
 
 
 async def run_sync(
