@@ -267,7 +267,7 @@ class _HeraldSandbox(TransformedParse, ImmutableSandboxedEnvironment):
         if __obj is _guard_emit:
             # Every ``{{ expression }}`` is wrapped in this call (``_Instrument``): Herald's own
             # function, which the sandbox's check and Jinja's dispatch (``Context.call``)
-            # would only pass through; both were a tenth of rendering a campaign's message.
+            # would only pass through (a loop of 10 items renders a quarter faster without).
             kwargs.pop("_loop_vars", None)
             kwargs.pop("_block_vars", None)
             return _check_size(_guard_emit(*args, **kwargs))

@@ -112,7 +112,12 @@ async def resume_stalled(
     log.warning(
         "recipient sync %s stalled (no page for %gs); resuming it", stalled.id, stall_seconds
     )
-    await queue_sync(broker, stalled.id)
+    try:
+        await queue_sync(broker, stalled.id)
+    except UnavailableError:
+        # Not sent (the broker is down): the next sweep asks again.
+        await redis.delete(_resume_mark(stalled.id))
+        raise
     return stalled.id
 
 
