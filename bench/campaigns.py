@@ -53,7 +53,7 @@ from bench.common import (
     write_results,
 )
 from bench.deliveries import AMQP_URL, DB_URL, bare_smtp_rate, users_file
-from bench.pipeline import CpuGroups
+from bench.pipeline import SHARED_SERVERS, CpuGroups
 
 REDIS_URL = bench_redis_url(7)
 JWT_SECRET = "bench-secret-0123456789abcdef0123456789"  # noqa: S105 - a local benchmark
@@ -297,10 +297,7 @@ def main() -> None:
             cpu = CpuGroups(
                 trees={"worker": worker.pid, "API": api.pid, "auth stand-in": auth.pid},
                 alone={"Redis": redis_server_pid(REDIS_URL)},
-                by_name={
-                    "PostgreSQL": lambda command: command.startswith("postgres"),
-                    "RabbitMQ": lambda command: command in ("beam.smp", "erl_child_setup"),
-                },
+                by_name=SHARED_SERVERS,
             )
             in_app = run_campaign(
                 api_url,

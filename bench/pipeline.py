@@ -117,6 +117,13 @@ def _tree(root: int, processes: dict[int, tuple[str, int, float]]) -> set[int]:
     return members
 
 
+# The machine's shared servers, found by their command line: every process of each.
+SHARED_SERVERS: dict[str, Callable[[str], bool]] = {
+    "PostgreSQL": lambda command: command.startswith("postgres"),
+    "RabbitMQ": lambda command: command in ("beam.smp", "erl_child_setup"),
+}
+
+
 @dataclass
 class CpuGroups:
     """Named sets of processes whose CPU time is read together."""
@@ -353,10 +360,7 @@ def main() -> None:
                 "auth stand-in": auth.pid,
             },
             alone={"load generator": os.getpid()},
-            by_name={
-                "PostgreSQL": lambda command: command.startswith("postgres"),
-                "RabbitMQ": lambda command: command in ("beam.smp", "erl_child_setup"),
-            },
+            by_name=SHARED_SERVERS,
         )
 
         async def measure() -> dict[str, Any]:

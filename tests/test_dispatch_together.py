@@ -210,6 +210,21 @@ async def dispatch_queue() -> AsyncIterator[tuple[str, aio_pika.abc.AbstractQueu
         await connection.close()
 
 
+async def publish_dispatch(broker: Broker, queue: str, event: Envelope) -> None:
+    """The event's dispatch message, as the API builds it, on ``queue``."""
+    await dataclasses.replace(task_messages.dispatch(event), queue=queue).publish(broker)
+
+
+async def every_inbox_filled(engine: AsyncEngine, users: Sequence[str], seconds: float) -> bool:
+    """Whether each user has an inbox item within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all([await inbox_rows(engine, u) for u in users]):
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
 async def test_the_consumer_dispatches_batches_and_acknowledges_each_message(
     settings: Settings,
     ctx: DeliveryContext,
@@ -224,8 +239,7 @@ async def test_the_consumer_dispatches_batches_and_acknowledges_each_message(
     await broker.start()
     try:
         for event in events:
-            task = task_messages.dispatch(event)
-            await broker.publish_task(name, task.task, args=task.args, kwargs=task.kwargs)
+            await publish_dispatch(broker, name, event)
         marker = uuid.uuid4().hex
         await broker.publish(name, celery_task_message("no.such.task", args=[marker]))
         broken = celery_task_message(TASK_DISPATCH, args=[{"id": marker}])
@@ -240,12 +254,7 @@ async def test_the_consumer_dispatches_batches_and_acknowledges_each_message(
     )
     running = asyncio.create_task(consumer.run())
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            rows = [await inbox_rows(engine, u) for u in users]
-            if all(rows):
-                break
-            await asyncio.sleep(0.2)
+        await every_inbox_filled(engine, users, 20)  # what is missing, the checks below say
     finally:
         consumer.stop()
         await asyncio.wait_for(running, 30)
@@ -295,20 +304,12 @@ async def test_what_arrives_while_the_batches_in_flight_run_goes_in_the_next_one
     await broker.start()
     running = asyncio.create_task(consumer.run())
     try:
-
-        async def publish(user: str) -> None:
-            task = task_messages.dispatch(envelope(user))
-            await broker.publish_task(name, task.task, args=task.args, kwargs=task.kwargs)
-
         # One event on a quiet queue goes at once, alone; the thirty sent while it is being
         # dispatched wait for its slot and then go together.
-        await publish(first)
+        await publish_dispatch(broker, name, envelope(first))
         await asyncio.wait_for(directory.first_started.wait(), 10)
-        await asyncio.gather(*(publish(u) for u in rest))
-        deadline = time.monotonic() + 20
-        while not all([await inbox_rows(engine, u) for u in [first, *rest]]):
-            assert time.monotonic() < deadline, "not every event was delivered"
-            await asyncio.sleep(0.2)
+        await asyncio.gather(*(publish_dispatch(broker, name, envelope(u)) for u in rest))
+        assert await every_inbox_filled(engine, [first, *rest], 20), "not every event was delivered"
     finally:
         consumer.stop()
         await asyncio.wait_for(running, 30)

@@ -4,7 +4,7 @@
 // (`createCampaign`), which the Campaigns screen lists with its runs.
 
 import { ERROR_FIELDS, graphql, unwrap } from "../api.js";
-import { CHANNELS, campaignBadge, channelLabel, formatDateTime, fromLocalInput, h, localTimeZone, pageTitle, setChildren, spinner, splitIds, withProgress } from "../dom.js";
+import { CHANNELS, campaignBadge, channelLabel, debounce, formatDateTime, fromLocalInput, h, localTimeZone, pageTitle, setChildren, spinner, splitIds, withProgress } from "../dom.js";
 import { ApiError, describeError, setBanner, showFieldError } from "../errors.js";
 import { CronError } from "../cron.js";
 import { capitalize, cronWords, describeSchedule, formatInZone, isTimeZone, upcoming } from "../schedule.js";
@@ -19,7 +19,7 @@ const OPTIONS = `query SendOptions {
 const TEMPLATE_SEARCH = `query SendTemplates($search: String) {
   templates(search: $search, first: 100) { edges { node { ${TEMPLATE_FIELDS} } } pageInfo { hasNextPage } }
 }`;
-// A template named in the address (the Templates screen's "Send"), wherever it sorts.
+// A template named in the address (a link, a bookmark), wherever it sorts.
 const TEMPLATE = `query SendTemplate($slug: String!) { template(slug: $slug) { ${TEMPLATE_FIELDS} } }`;
 // The topics whose key or name contains what is being typed, for the suggestions under the field.
 const TOPIC_SEARCH = `query SendTopics($search: String) {
@@ -529,7 +529,6 @@ export function render(root, { query, ctx }) {
   }
 
   let topicSearch = 0;
-  let topicTimer = null;
   // Suggestions follow what is typed: the API's search over every topic's key and name.
   async function searchTopics() {
     const typed = typedTopic();
@@ -542,10 +541,8 @@ export function render(root, { query, ctx }) {
       // The suggestions are a convenience: the keys typed are checked when the form is sent.
     }
   }
-  topicsInput.addEventListener("input", () => {
-    clearTimeout(topicTimer);
-    topicTimer = setTimeout(searchTopics, 200);
-  });
+  const searchTopicsLater = debounce(searchTopics, 200);
+  topicsInput.addEventListener("input", searchTopicsLater);
 
   function showTemplates(list, more, typed, choose) {
     for (const t of list) knownTemplates.set(t.slug, t);
@@ -563,7 +560,6 @@ export function render(root, { query, ctx }) {
   }
 
   let templateQuery = 0;
-  let templateTimer = null;
   async function searchTemplates() {
     const typed = templateSearch.value.trim();
     const asked = ++templateQuery;
@@ -577,10 +573,8 @@ export function render(root, { query, ctx }) {
       templateSearchHelp.textContent = `Templates could not be searched: ${describeError(error)}`;
     }
   }
-  templateSearch.addEventListener("input", () => {
-    clearTimeout(templateTimer);
-    templateTimer = setTimeout(searchTemplates, 200);
-  });
+  const searchTemplatesLater = debounce(searchTemplates, 200);
+  templateSearch.addEventListener("input", searchTemplatesLater);
 
   async function loadOptions() {
     try {
@@ -888,6 +882,7 @@ export function render(root, { query, ctx }) {
   loadOptions();
   return () => {
     disposed = true;
-    clearTimeout(templateTimer);
+    searchTopicsLater.cancel();
+    searchTemplatesLater.cancel();
   };
 }
