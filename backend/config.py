@@ -379,6 +379,9 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=2000, ge=10)
     max_expanded_fields: int = Field(default=2000, ge=10)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # Answer single-field queries and mutations read for leaves (sendEvent) from compiled
+    # plans instead of graphql-core's executor machinery (backend/schema/plans.py).
+    graphql_plans: bool = True
     ws_max_subscriptions: int = Field(default=5, ge=1)
     ws_connection_init_timeout_seconds: float = Field(default=5.0, gt=0)
     ws_max_subscriptions_per_user: int = Field(default=10, ge=1)

@@ -12,7 +12,8 @@ fraction of the CPU per item, and an idle subscription holds one task with a few
 instead of the executor's chain of async generators.
 
 Only documents a plan can answer exactly take this road: fields without arguments or
-directives, leaf types, ``__typename``, inline fragments and fragment spreads. Anything else
+directives, leaf types, ``__typename``, inline fragments and fragment spreads (the selections are
+compiled by backend/schema/plans.py, which also answers plain queries and mutations over HTTP). Anything else
 (``@skip``, a variable of another type, an invalid document) goes through Strawberry, and so
 does a subscription refused before it starts (a bad token, a bad cursor, too many
 subscriptions), so every error reads the same on either road. Tests check that both roads
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -32,23 +32,14 @@ from typing import Any
 import orjson
 from graphql import (
     FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
-    GraphQLList,
-    GraphQLNonNull,
-    GraphQLObjectType,
     GraphQLSchema,
-    InlineFragmentNode,
     NonNullTypeNode,
     NullValueNode,
     OperationType,
-    SelectionSetNode,
     StringValueNode,
     VariableNode,
     get_operation_ast,
-    is_abstract_type,
-    is_leaf_type,
 )
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -62,17 +53,11 @@ from backend.schema.context import Context
 from backend.schema.documents import DocumentCache, operation_problem
 from backend.schema.errors import HeraldMaskErrors
 from backend.schema.inbox import Notification
+from backend.schema.plans import Leaf, SelectionCompiler, Unsupported, fragment_definitions
 from backend.services.inbox import InboxEntry
 from backend.services.live import InboxStream, ReadChange
 
 log = logging.getLogger(__name__)
-
-# Response key → the value for one item: the GraphQL type's serializer applied to an attribute.
-Leaf = tuple[str, Callable[[Any], Any]]
-
-
-class Unsupported(Exception):
-    """The document asks for something a plan does not answer; Strawberry runs it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,110 +93,6 @@ class NotificationsPlan:
         """The ``next`` message's payload for one item: what graphql-core's executor gives for
         the subscription with the item as its event (tests/test_differential.py checks it)."""
         return {"data": {self.key: self.project(update)}}
-
-
-def _serializer(field_type: Any, attribute: str) -> Callable[[Any], Any]:
-    """The value graphql-core's executor would give for a leaf (or list of leaves) field."""
-    nullable = not isinstance(field_type, GraphQLNonNull)
-    inner = field_type.of_type if not nullable else field_type
-    if isinstance(inner, GraphQLList):
-        item = inner.of_type
-        if isinstance(item, GraphQLNonNull):
-            item = item.of_type
-        if isinstance(item, GraphQLList | GraphQLNonNull) or not is_leaf_type(item):
-            raise Unsupported
-        serialize = item.serialize
-
-        def many(source: Any) -> Any:
-            values = getattr(source, attribute)
-            return None if values is None else [serialize(v) for v in values]
-
-        return many
-    if not is_leaf_type(inner):
-        raise Unsupported
-    serialize = inner.serialize
-    if nullable:
-        return lambda source: None if (v := getattr(source, attribute)) is None else serialize(v)
-    return lambda source: serialize(getattr(source, attribute))
-
-
-class _Compiler:
-    def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode]):
-        self.schema = schema
-        self.fragments = fragments
-
-    def _applies(self, condition: str | None, object_type: GraphQLObjectType) -> bool:
-        if condition is None or condition == object_type.name:
-            return True
-        named = self.schema.get_type(condition)
-        return is_abstract_type(named) and self.schema.is_sub_type(named, object_type)
-
-    def collect(
-        self, selection_set: SelectionSetNode, object_type: GraphQLObjectType, out: dict[str, Any]
-    ) -> None:
-        """The leaves for one object type, in graphql-core's field-collection order."""
-        for selection in selection_set.selections:
-            if selection.directives:
-                raise Unsupported
-            if isinstance(selection, FieldNode):
-                key = selection.alias.value if selection.alias else selection.name.value
-                if selection.selection_set is not None and key in out:
-                    raise Unsupported  # graphql-core merges the sub-selections
-                if key in out:
-                    continue  # validation guarantees it is the same field
-                name = selection.name.value
-                if name == "__typename":
-                    typename = object_type.name
-                    out[key] = lambda _source, typename=typename: typename
-                    continue
-                if selection.arguments:
-                    raise Unsupported
-                field = object_type.fields[name]
-                definition = (field.extensions or {}).get("strawberry-definition")
-                if definition is None or definition.base_resolver is not None:
-                    raise Unsupported
-                if selection.selection_set is not None:
-                    out[key] = self._objects(selection.selection_set, field.type, definition)
-                else:
-                    out[key] = _serializer(field.type, definition.python_name)
-            elif isinstance(selection, InlineFragmentNode):
-                condition = selection.type_condition
-                if self._applies(condition.name.value if condition else None, object_type):
-                    self.collect(selection.selection_set, object_type, out)
-            elif isinstance(selection, FragmentSpreadNode):
-                fragment = self.fragments[selection.name.value]
-                if self._applies(fragment.type_condition.name.value, object_type):
-                    self.collect(fragment.selection_set, object_type, out)
-
-    def _objects(
-        self, selection_set: SelectionSetNode, field_type: Any, definition: Any
-    ) -> Callable[[Any], Any]:
-        """A list of objects (``[T!]`` or ``[T!]!``, as a notification's actions), each
-        projected on its own leaves."""
-        nullable = not isinstance(field_type, GraphQLNonNull)
-        inner = field_type if nullable else field_type.of_type
-        if not isinstance(inner, GraphQLList) or not isinstance(inner.of_type, GraphQLNonNull):
-            raise Unsupported
-        item = inner.of_type.of_type
-        if not isinstance(item, GraphQLObjectType):
-            raise Unsupported
-        leaves = self.leaves(selection_set, item.name)
-        attribute = definition.python_name
-
-        def many(source: Any) -> Any:
-            values = getattr(source, attribute)
-            if values is None:
-                return None
-            return [{key: value(v) for key, value in leaves} for v in values]
-
-        return many
-
-    def leaves(self, selection_set: SelectionSetNode, type_name: str) -> tuple[Leaf, ...]:
-        object_type = self.schema.get_type(type_name)
-        assert isinstance(object_type, GraphQLObjectType)
-        out: dict[str, Any] = {}
-        self.collect(selection_set, object_type, out)
-        return tuple(out.items())
 
 
 def compile_notifications(
@@ -256,10 +137,7 @@ def compile_notifications(
                 since_default = definition.default_value.value
         elif not isinstance(value, NullValueNode):
             return None
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
-    compiler = _Compiler(schema, fragments)
+    compiler = SelectionCompiler(schema, fragment_definitions(document))
     assert root.selection_set is not None  # validated: a union needs a selection
     try:
         return NotificationsPlan(

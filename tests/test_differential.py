@@ -20,13 +20,20 @@ must be declined (no plan, or ``Unsupported``), which makes ``run_operation`` ha
 Strawberry, that is to graphql-core. Resync and overflow markers never reach a projection: the
 inbox stream both roads share consumes them (a replay, or the socket closed).
 
-No query or mutation bypasses the executor today (backend/graphql_http.py calls
-``schema.execute``). So that one which does is held to the same bar, the queries hypothesis-graphql
-generates over the whole Query type, rewritten the same way, are posted to ``/graphql`` with a
-token of each role and compared with graphql-core's ``graphql()`` given the same context and
-database state (one rolled-back transaction per example), its errors masked and coded as Herald
-gives them: the same data, key order included, and the same errors. Mutations are left out: two
-executions of one write do not give one result (new ids, times, messages queued).
+Queries and mutations with one root field read for leaves (``sendEvent``) bypass the executor
+too: ``HeraldSchema.execute`` answers them from compiled plans (backend/schema/plans.py). Two
+tests hold them to the same bar:
+
+* the queries hypothesis-graphql generates over the whole Query type, rewritten the same way,
+  are posted to ``/graphql`` with a token of each role and compared with graphql-core's
+  ``graphql()`` given the same context and database state (one rolled-back transaction per
+  example), its errors masked and coded as Herald gives them: the same data, key order
+  included, and the same errors;
+* the queries and mutations it generates over the whole schema, one root field each, run on
+  both roads with that field's resolver giving the same drawn outcome (an object of any type
+  the field may give, nulls and misfit values included, or an error): a write executed twice
+  does not give one result (new ids, times, messages queued), so the resolver's result is what
+  both roads share. The resolver must be called as often, with the same arguments, on both.
 
 Run it alone with ``.venv/bin/pytest tests/test_differential.py``;
 ``HERALD_DIFFERENTIAL_EXAMPLES`` and ``HERALD_DIFFERENTIAL_QUERIES`` raise the number of
@@ -51,13 +58,16 @@ import httpx
 import orjson
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from hypothesis_graphql import queries
+from hypothesis_graphql import mutations, queries
 
+from backend.errors import NotFoundError as HeraldNotFound
+from backend.errors import ValidationError as HeraldValidation
 from backend.frameworks.strawberry_internals import graphql_core_schema
-from backend.live_socket import Unsupported, compile_notifications
+from backend.live_socket import compile_notifications
 from backend.resolvers import inbox as inbox_resolvers
 from backend.schema.context import Context, Services
 from backend.schema.errors import HeraldMaskErrors
+from backend.schema.plans import Unsupported, compile_operation
 from backend.schema.root import build_schema
 from backend.services.inbox import InboxEntry
 from backend.services.live import NewNotification, ReadChange, decode, encode
@@ -76,6 +86,15 @@ SUBSCRIPTION_ROOTS = graphql.GraphQLSchema(query=SUBSCRIPTION, types=list(SCHEMA
 
 MAX_EXAMPLES = int(os.environ.get("HERALD_DIFFERENTIAL_EXAMPLES", "300"))
 DERANDOMIZE = os.environ.get("HERALD_DIFFERENTIAL_RANDOM", "") != "1"
+# The settings of both comparisons without a database (the fast path's, the plans').
+EXAMPLES = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=DERANDOMIZE,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    database=None,
+    print_blob=True,
+)
 
 # Aliases that collide with field names on purpose: same-field merges, and conflicts that
 # validation refuses.
@@ -403,6 +422,18 @@ class _OneItem:
         pass
 
 
+async def on_graphql_core(run: Any, request: Request) -> Any:
+    """``graphql.subscribe`` or ``graphql.execute`` of the request on the schema, awaited."""
+    result = run(
+        SCHEMA,
+        graphql.parse(request.query),
+        variable_values=request.variables,
+        operation_name=request.operation_name,
+        context_value=object(),
+    )
+    return await result if inspect.isawaitable(result) else result
+
+
 async def executor_result(
     request: Request, item: InboxEntry | ReadChange
 ) -> tuple[dict[str, Any], list[str | None]]:
@@ -415,15 +446,7 @@ async def executor_result(
         return _OneItem(item)
 
     with mock.patch.object(inbox_resolvers, "open_inbox_stream", open_inbox_stream):
-        result: Any = graphql.subscribe(
-            SCHEMA,
-            graphql.parse(request.query),
-            variable_values=request.variables,
-            operation_name=request.operation_name,
-            context_value=object(),
-        )
-        if inspect.isawaitable(result):
-            result = await result
+        result = await on_graphql_core(graphql.subscribe, request)
         if isinstance(result, graphql.ExecutionResult):
             return result.formatted, opened
         try:
@@ -468,14 +491,7 @@ def assert_same_as_executor(
 def test_the_fast_path_answers_as_graphql_cores_executor() -> None:
     counts: Counter[str] = Counter()
 
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        derandomize=DERANDOMIZE,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        database=None,
-        print_blob=True,
-    )
+    @EXAMPLES
     @given(request=subscriptions(), message=live_messages)
     def compare(request: Request, message: NewNotification | ReadChange) -> None:
         counts["generated"] += 1
@@ -581,3 +597,261 @@ async def test_the_http_endpoint_answers_queries_as_graphql_core(
         body = await http_body(client, request, token)
     assert _comparable(body) == _comparable(expected), request
     assert orjson.dumps(body.get("data")) == orjson.dumps(expected.get("data")), "key order"
+
+
+# Compiled plans for queries and mutations (backend/schema/plans.py), against graphql-core.
+#
+# A plan runs the root field's resolver itself, so the two roads are compared on the same
+# resolver result: for each document, the root field's resolver is replaced by one that gives
+# a drawn outcome (an object of any type the field may give, its fields filled with values of
+# their types, sometimes a null where the schema forbids one, a value its scalar cannot
+# serialize or an object of no type the field gives; or an error Herald raises, or an
+# unexpected one). The resolver must be called as often, with the same arguments, on both
+# roads: a plan never calls it twice, even when graphql-core completes what it gave.
+
+OPERATION_ROOTS: dict[graphql.OperationType, graphql.GraphQLObjectType] = {
+    graphql.OperationType.QUERY: SCHEMA.query_type,  # type: ignore[dict-item]
+    graphql.OperationType.MUTATION: SCHEMA.mutation_type,  # type: ignore[dict-item]
+}
+
+
+def _leaf_only(field: graphql.GraphQLField) -> bool:
+    """Whether every type the field may give has leaf fields only: a plan's shape, which
+    hypothesis-graphql's random selections rarely keep to over the whole schema."""
+    named = graphql.get_named_type(field.type)
+    if graphql.is_list_type(graphql.get_nullable_type(field.type)) or graphql.is_leaf_type(named):
+        return False
+    types = SCHEMA.get_possible_types(named) if graphql.is_abstract_type(named) else [named]
+    return all(
+        graphql.is_leaf_type(graphql.get_named_type(f.type))
+        for t in types
+        for f in t.fields.values()  # type: ignore[union-attr]
+    )
+
+
+PLAN_SHAPED = {
+    kind: sorted(name for name, f in root.fields.items() if _leaf_only(f))
+    for kind, root in OPERATION_ROOTS.items()
+}
+assert "sendEvent" in PLAN_SHAPED[graphql.OperationType.MUTATION]
+
+
+@st.composite
+def operation_requests(draw: st.DrawFn) -> tuple[Request, graphql.GraphQLField]:
+    kind = draw(st.sampled_from(sorted(OPERATION_ROOTS, key=str)))
+    root = OPERATION_ROOTS[kind]
+    names = PLAN_SHAPED[kind] if PLAN_SHAPED[kind] and draw(st.booleans()) else sorted(root.fields)
+    name = draw(st.sampled_from(names))
+    generate = queries if kind is graphql.OperationType.QUERY else mutations
+    base = draw(generate(SCHEMA, fields=[name], custom_scalars=CUSTOM_SCALARS, print_ast=_identity))
+    operation = base.definitions[0]
+    assert isinstance(operation, graphql.OperationDefinitionNode)
+    (field_node,) = operation.selection_set.selections
+    assert isinstance(field_node, graphql.FieldNode)
+    rewrite = _rewrite(draw)
+    selected: list[graphql.SelectionNode] = [rewrite.field(field_node, root)]
+    if rewrite.chance("fragment at the root", 0.1):
+        selected = [rewrite.fragment(selected, root)]
+    if rewrite.chance("a second root field", 0.1):  # a plan declines it
+        selected.append(graphql.FieldNode(name=graphql.NameNode(value="__typename")))
+    selection_set = graphql.SelectionSetNode(selections=tuple(selected))
+    return _request(draw, rewrite, kind, selection_set), root.fields[name]
+
+
+class _Stranger:
+    """An object of no type in the schema: no union resolves it."""
+
+
+_SCALAR_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "String": _text,
+    "ID": _text | st.integers(0, 10**9),
+    "Int": st.integers(-(2**31), 2**31 - 1),
+    "Float": st.floats(allow_nan=False, allow_infinity=False),
+    "Boolean": st.booleans(),
+    "DateTime": _moments,
+    "JSON": _json,
+}
+# Values each scalar refuses to serialize (graphql-core reports the field's error).
+_SCALAR_MISFITS: dict[str, st.SearchStrategy[Any]] = {
+    "String": st.builds(object),
+    "ID": st.builds(object) | st.floats(0.5, 1e6),
+    "Int": st.integers(2**31, 2**40) | st.just("seven"),
+    "Float": st.just("seven") | st.builds(object),
+    "Boolean": st.just("yes") | st.integers(2, 9),
+    "DateTime": _text,
+}
+
+
+def _output(draw: st.DrawFn, type_: Any, depth: int) -> Any:
+    """A value a resolver might give for ``type_``: mostly fitting, sometimes not."""
+    if graphql.is_non_null_type(type_):
+        if draw(st.integers(0, 24)) == 0:
+            return None  # the executor's "Cannot return null for non-nullable field"
+        return _output(draw, type_.of_type, depth)
+    if draw(st.integers(0, 9)) == 0:
+        return None
+    if graphql.is_list_type(type_):
+        if draw(st.integers(0, 24)) == 0:
+            return 7  # not a list
+        return [_output(draw, type_.of_type, depth) for _ in range(draw(st.integers(0, 2)))]
+    if graphql.is_enum_type(type_):
+        if draw(st.integers(0, 24)) == 0:
+            return "not-a-member"
+        return draw(st.sampled_from([v.value for v in type_.values.values()]))
+    if graphql.is_scalar_type(type_):
+        misfit = _SCALAR_MISFITS.get(type_.name)
+        if misfit is not None and draw(st.integers(0, 24)) == 0:
+            return draw(misfit)
+        return draw(_SCALAR_VALUES[type_.name])
+    if depth > 1:
+        return None
+    return _object(draw, type_, depth + 1)
+
+
+def _object(draw: st.DrawFn, type_: Any, depth: int) -> Any:
+    """An instance of the Strawberry class behind an object type (or one of an abstract
+    type's), its plain fields filled."""
+    if graphql.is_abstract_type(type_):
+        if draw(st.integers(0, 19)) == 0:
+            return _Stranger()
+        type_ = draw(st.sampled_from(SCHEMA.get_possible_types(type_)))
+    instance = object.__new__(type_.extensions["strawberry-definition"].origin)
+    for field_def in type_.fields.values():
+        definition = field_def.extensions.get("strawberry-definition")
+        if definition is not None and definition.is_basic_field:
+            object.__setattr__(
+                instance, definition.python_name, _output(draw, field_def.type, depth)
+            )
+    return instance
+
+
+@dataclass
+class Outcome:
+    """What the root resolver gives: a value (awaited or not), or an error raised."""
+
+    value: Any = None
+    error: Exception | None = None
+    awaitable: bool = True
+
+    def resolver(self, calls: list[dict[str, Any]]) -> Any:
+        def given(_source: Any, _info: Any, **args: Any) -> Any:
+            calls.append(args)
+            if self.error is not None:
+                raise self.error
+            return self.value
+
+        async def awaited(source: Any, info: Any, **args: Any) -> Any:
+            return given(source, info, **args)
+
+        return awaited if self.awaitable else given
+
+
+@st.composite
+def outcomes(draw: st.DrawFn, field_def: graphql.GraphQLField) -> Outcome:
+    kind = draw(st.sampled_from(["value"] * 6 + ["herald error", "unexpected error"]))
+    awaitable = draw(st.booleans())
+    if kind == "herald error":
+        error: Exception = draw(
+            st.sampled_from(
+                [
+                    HeraldNotFound("No such template", field="slug"),
+                    HeraldValidation("Too long", field="title"),
+                ]
+            )
+        )
+        return Outcome(error=error, awaitable=awaitable)
+    if kind == "unexpected error":
+        return Outcome(error=RuntimeError("the store went away"), awaitable=awaitable)
+    return Outcome(value=_output(draw, field_def.type, 0), awaitable=awaitable)
+
+
+def _body(data: Any, errors: list[graphql.GraphQLError] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"data": data}
+    if errors:
+        body["errors"] = [e.formatted for e in errors]
+    return body
+
+
+async def planned_body(
+    request: Request, field_def: graphql.GraphQLField, outcome: Outcome
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Herald's ``execute`` (plans on), as ``POST /graphql`` runs it."""
+    calls: list[dict[str, Any]] = []
+    with mock.patch.object(field_def, "resolve", outcome.resolver(calls)):
+        result = await HERALD_SCHEMA.execute(
+            request.query,
+            variable_values=request.variables,
+            context_value=object(),
+            operation_name=request.operation_name,
+        )
+    return _body(result.data, result.errors), calls
+
+
+async def executor_body(
+    request: Request, field_def: graphql.GraphQLField, outcome: Outcome
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """graphql-core's ``execute``, its errors masked and coded as Herald gives them."""
+    calls: list[dict[str, Any]] = []
+    with mock.patch.object(field_def, "resolve", outcome.resolver(calls)):
+        result = await on_graphql_core(graphql.execute, request)
+    errors = HeraldMaskErrors().mask(list(result.errors)) if result.errors else None
+    return _body(result.data, errors), calls
+
+
+def _planned(request: Request, document: graphql.DocumentNode) -> bool:
+    operation = graphql.get_operation_ast(document, request.operation_name)
+    assert operation is not None
+    try:
+        compile_operation(SCHEMA, document, operation)
+    except Unsupported:
+        return False
+    return True
+
+
+def test_plans_answer_as_graphql_cores_executor() -> None:
+    counts: Counter[str] = Counter()
+
+    @EXAMPLES
+    @given(data=st.data())
+    def compare(data: st.DataObject) -> None:
+        request, field_def = data.draw(operation_requests())
+        counts["generated"] += 1
+        document = graphql.parse(request.query)
+        if HERALD_SCHEMA.documents.validate(SCHEMA, document):
+            counts["invalid"] += 1
+            return
+        if not _planned(request, document):
+            counts["declined"] += 1
+            return
+        outcome = data.draw(outcomes(field_def))
+        body, calls = runner.run(planned_body(request, field_def, outcome))
+        expected, expected_calls = runner.run(executor_body(request, field_def, outcome))
+        assert calls == expected_calls, (request, outcome)
+        assert body == expected, (request, outcome)
+        assert orjson.dumps(body) == orjson.dumps(expected), "the same keys in another order"
+        counts["planned"] += 1
+        counts["planned, with errors" if "errors" in body else "planned, clean"] += 1
+        counts[f"planned, {'raised' if outcome.error else 'given'}"] += 1
+        counts.update(f"planned with {f}" for f in request.features)
+        operation = graphql.get_operation_ast(document, request.operation_name)
+        assert operation is not None
+        counts[f"planned {operation.operation.value}"] += 1
+
+    with asyncio.Runner() as runner:
+        compare()
+    print(f"\nplans: {dict(counts)}")
+    assert counts["planned"] >= MAX_EXAMPLES // 5, counts
+    assert counts["declined"] > 0, counts
+    for what in (
+        "planned, clean",
+        "planned, with errors",
+        "planned, raised",
+        "planned mutation",
+        "planned query",
+        "planned with alias",
+        "planned with __typename",
+        "planned with named fragment",
+        "planned with inline fragment",
+        "planned with argument as a variable",
+    ):
+        assert counts[what] > 0, (what, counts)

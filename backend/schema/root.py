@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, get_operation_ast
 from graphql import execute as graphql_execute
 from graphql.execution.middleware import MiddlewareManager
 from strawberry.exceptions import MissingQueryError
@@ -59,6 +59,7 @@ from backend.resolvers import (
 from backend.schema.context import Context
 from backend.schema.documents import DocumentCache, cached_documents
 from backend.schema.errors import ERROR_TYPES, HeraldMaskErrors
+from backend.schema.plans import OperationPlans, Replay, Unsupported
 
 _NO_MIDDLEWARE = MiddlewareManager()
 
@@ -177,7 +178,9 @@ class HeraldSchema(strawberry.Schema):
 
     :meth:`execute` runs graphql-core's executor as Strawberry does, without Strawberry's
     per-operation extension machinery: Herald's two extensions (the document cache and error
-    masking) are applied directly, which took a tenth of a sendEvent's time.
+    masking) are applied directly, which took a tenth of a sendEvent's time. An operation
+    with a compiled plan (backend/schema/plans.py: one root field read for leaves, as
+    ``sendEvent``) skips the executor's machinery around its resolver as well.
     """
 
     # The parsed and validated documents, shared with the WebSocket fast path.
@@ -185,6 +188,9 @@ class HeraldSchema(strawberry.Schema):
     # The masking step applied to every result (HeraldMaskErrors), when build_schema made
     # the schema with exactly Herald's extensions; None runs Strawberry's own execute.
     masking: HeraldMaskErrors | None = None
+    # Compiled plans for the operations that have one (build_schema, when masking is set and
+    # HERALD_GRAPHQL_PLANS is on); None runs every operation on the executor.
+    plans: OperationPlans | None = None
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -259,12 +265,22 @@ class HeraldSchema(strawberry.Schema):
         try:
             if errors:
                 return self._finish(context, None, list(errors), masking)
+            middleware = _NO_MIDDLEWARE
+            if self.plans is not None:
+                try:
+                    data = await self._planned(
+                        query, document, context, variable_values, root_value, operation_extensions
+                    )
+                    if data is not None:
+                        return self._finish(context, data, None, masking)
+                except Replay as replay:  # the resolver ran: the executor completes its result
+                    middleware = MiddlewareManager(replay)
             result = await await_maybe(
                 graphql_execute(
                     graphql_core_schema(self),
                     context.graphql_document,
                     root_value=root_value,
-                    middleware=_NO_MIDDLEWARE,
+                    middleware=middleware,
                     variable_values=variable_values,
                     operation_name=context.operation_name,
                     context_value=context_value,
@@ -274,6 +290,49 @@ class HeraldSchema(strawberry.Schema):
         except Exception as error:
             return self._finish(context, None, [_as_graphql_error(error)], masking)
         return self._finish(context, result.data, result.errors, masking)
+
+    async def _planned(
+        self,
+        query: str,
+        document: Any,
+        context: ExecutionContext,
+        variable_values: dict[str, Any] | None,
+        root_value: Any,
+        operation_extensions: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """The operation's data from its compiled plan; None when it has no plan, or when
+        the executor must run it from the start (its variables do not coerce, say: nothing
+        ran). Raises Replay once the root resolver has run and the executor must complete."""
+        assert self.plans is not None
+        operation_name = context.operation_name
+        operation = get_operation_ast(document, operation_name)
+        if operation is None:
+            return None
+        plan = self.plans.get(query, operation_name, document, operation)
+        if plan is None:
+            return None
+        kwargs = execute_kwargs(self, operation_extensions)
+        executor_class = kwargs.pop("executor_class", None)
+        if executor_class is None:  # Strawberry always names its own; plans build with it
+            return None
+        # graphql-core's own build step, as its execute takes it: the operation, its
+        # fragments and its variables coerced (a list of errors when they do not).
+        executor = executor_class.build(
+            graphql_core_schema(self),
+            document,
+            root_value,
+            context.context,
+            variable_values,
+            operation_name,
+            middleware=_NO_MIDDLEWARE,
+            **kwargs,
+        )
+        if isinstance(executor, list):
+            return None
+        try:
+            return await plan.run(executor, root_value)
+        except Unsupported:
+            return None
 
     def _finish(
         self,
@@ -324,4 +383,6 @@ def build_schema(settings: Settings | None = None) -> HeraldSchema:
     schema.documents = documents
     if not schema.directives and not schema.config.enable_experimental_incremental_execution:
         schema.masking = HeraldMaskErrors()
+        if settings is None or settings.graphql_plans:
+            schema.plans = OperationPlans(graphql_core_schema(schema))
     return schema
