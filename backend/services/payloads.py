@@ -74,17 +74,19 @@ def _depth_exceeds(value: Any, limit: int, serialized: bytes | None = None) -> b
 
 
 def _serialize(value: Any, *, what: str, field: str, max_bytes: int) -> bytes:
-    deep = ValidationError(f"{what} is nested more than {MAX_DEPTH} levels deep", field=field)
+    def deep() -> ValidationError:
+        return ValidationError(f"{what} is nested more than {MAX_DEPTH} levels deep", field=field)
+
     try:
         serialized = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
         if _depth_exceeds(value, MAX_DEPTH):
-            raise deep from exc
+            raise deep() from exc
         raise ValidationError(f"{what} is not JSON: {exc}", field=field) from exc
     if len(serialized) > max_bytes:
         raise ValidationError(f"{what} is larger than {max_bytes} bytes", field=field)
     if _depth_exceeds(value, MAX_DEPTH, serialized):
-        raise deep
+        raise deep()
     return serialized
 
 
