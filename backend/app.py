@@ -292,6 +292,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         instrument_app(app)
     app.add_route("/metrics", metrics_endpoint(settings), include_in_schema=False)
 
+    app.state.schema = schema  # the one schema both endpoints run (bench/operations.py)
     graphiql = GraphiQLPage(settings) if settings.graphiql_enabled else None
     graphql_http = GraphQLHTTP(schema, graphiql=graphiql, max_body_bytes=settings.max_body_bytes)
     if not traced:
