@@ -1,5 +1,5 @@
 # The task runner. `make dev` and `make test` each do their own set-up first.
-.PHONY: setup dev test check lint format typecheck schema clients migrate bench bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering
+.PHONY: setup dev test check lint format typecheck schema clients migrate bench bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering bench-operations
 
 VENV := .venv/bin
 
@@ -40,7 +40,7 @@ migrate:
 	$(VENV)/herald migrate
 
 # Benchmarks (not tests): each prints a table and writes JSON to bench/results/.
-bench: bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering
+bench: bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering bench-operations
 
 bench-ingest:
 	scripts/setup.sh bench
@@ -74,3 +74,7 @@ bench-workflows:
 bench-rendering:
 	scripts/setup.sh bench
 	$(VENV)/python -m bench.rendering
+
+bench-operations:
+	scripts/setup.sh bench
+	$(VENV)/python -m bench.operations
