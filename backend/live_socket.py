@@ -12,11 +12,11 @@ fraction of the CPU per item, and an idle subscription holds one task with a few
 instead of the executor's chain of async generators.
 
 Only documents a plan can answer exactly take this road: fields without arguments or
-directives, leaf types, ``__typename``, inline fragments and fragment spreads (the selections are
-compiled by backend/schema/plans.py, which also answers plain queries and mutations over HTTP). Anything else
-(``@skip``, a variable of another type, an invalid document) goes through Strawberry, and so
-does a subscription refused before it starts (a bad token, a bad cursor, too many
-subscriptions), so every error reads the same on either road. Tests check that both roads
+directives, leaf types, ``__typename``, inline fragments and fragment spreads (the selections
+are compiled by backend/schema/plans.py, which also answers plain queries and mutations over
+HTTP). Anything else (``@skip``, a variable of another type, an invalid document) goes through
+Strawberry, and so does a subscription refused before it starts (a bad token, a bad cursor, too
+many subscriptions), so every error reads the same on either road. Tests check that both roads
 give the same messages for the same items.
 """
 
