@@ -196,6 +196,12 @@ def measure(processes: int, args: argparse.Namespace) -> dict[str, list[dict[str
     return runs
 
 
+def _round_ratios(runs: dict[str, list[dict[str, float]]], measured: str, base: str) -> list[float]:
+    """Each round's ratio: its two rates were measured one after the other, so a machine whose
+    speed drifts within the run moves both."""
+    return [m["rps"] / b["rps"] for m, b in zip(runs[measured], runs[base], strict=True)]
+
+
 def _rows(processes: int, runs: dict[str, list[dict[str, float]]]) -> list[tuple[str, ...]]:
     med = {k: median([r["rps"] for r in v]) for k, v in runs.items()}
     lat = {k: median([r["p50_ms"] for r in v]) for k, v in runs.items()}
@@ -255,9 +261,20 @@ def main() -> None:
             "p50_ms": lat,
             "ratio_single": med["graphql"] / med["bare"],
             "ratio_bulk": med["bulk"] / med["raw"],
+            "round_ratios_single": _round_ratios(runs, "graphql", "bare"),
+            "round_ratios_bulk": _round_ratios(runs, "bulk", "raw"),
         }
         rows += _rows(processes, runs)
     print(table(rows, ("measure (np = uvicorn processes)", "median", "p50 ms", "ratio")))
+    for processes in counts:
+        measured = results[f"processes_{processes}"]
+        assert isinstance(measured, dict)
+        print(
+            f"{processes}p ratios round by round (each pair measured back to back): single "
+            + ", ".join(f"{r:.2f}" for r in measured["round_ratios_single"])
+            + "; bulk "
+            + ", ".join(f"{r:.2f}" for r in measured["round_ratios_bulk"])
+        )
     path = write_results("ingest", results)
     print(f"\nwritten to {path}")
 
