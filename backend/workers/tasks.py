@@ -151,17 +151,20 @@ def release_due(self: Task) -> int:
                 session, stall=timedelta(seconds=settings.campaign_stall_seconds)
             )
             await session.commit()
-            assert runtime.redis is not None
+        publisher = campaigns.BrokerRunPublisher(broker)
+        for run_id, page in stalled:
+            log.warning("campaign run %s stalled before page %d; publishing it again", run_id, page)
+            await publisher.publish_page(run_id, page)
+        # Last: a failure here (the broker refusing the task) must not keep the campaign
+        # pages claimed above from being published in this sweep.
+        assert runtime.redis is not None
+        async with runtime.context.sessionmaker() as session:
             await recipients.resume_stalled(
                 session,
                 runtime.redis,
                 broker,
                 stall_seconds=settings.recipient_sync_stall_seconds,
             )
-        publisher = campaigns.BrokerRunPublisher(broker)
-        for run_id, page in stalled:
-            log.warning("campaign run %s stalled before page %d; publishing it again", run_id, page)
-            await publisher.publish_page(run_id, page)
         return count
 
     try:
