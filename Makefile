@@ -1,5 +1,6 @@
 # The task runner. `make dev` and `make test` each do their own set-up first.
-.PHONY: setup dev test check lint format typecheck schema clients migrate bench bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering bench-operations
+BENCHES := bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering bench-operations
+.PHONY: setup dev test check lint format typecheck schema clients migrate bench $(BENCHES)
 
 VENV := .venv/bin
 
@@ -40,41 +41,14 @@ migrate:
 	$(VENV)/herald migrate
 
 # Benchmarks (not tests): each prints a table and writes JSON to bench/results/.
-bench: bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering bench-operations
+bench: $(BENCHES)
 
 bench-ingest:
 	scripts/setup.sh bench
 	$(VENV)/herald migrate
 	$(VENV)/python -m bench.ingest
 
-bench-deliveries:
+# Every other benchmark: bench-NAME runs bench/NAME.py.
+$(filter-out bench-ingest,$(BENCHES)): bench-%:
 	scripts/setup.sh bench
-	$(VENV)/python -m bench.deliveries
-
-bench-realtime:
-	scripts/setup.sh bench
-	$(VENV)/python -m bench.realtime
-
-bench-campaigns:
-	scripts/setup.sh bench
-	$(VENV)/python -m bench.campaigns
-
-bench-pipeline:
-	scripts/setup.sh bench
-	$(VENV)/python -m bench.pipeline
-
-bench-retention:
-	scripts/setup.sh bench
-	$(VENV)/python -m bench.retention
-
-bench-workflows:
-	scripts/setup.sh bench
-	$(VENV)/python -m bench.workflows
-
-bench-rendering:
-	scripts/setup.sh bench
-	$(VENV)/python -m bench.rendering
-
-bench-operations:
-	scripts/setup.sh bench
-	$(VENV)/python -m bench.operations
+	$(VENV)/python -m bench.$*
