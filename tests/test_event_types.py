@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from backend.services.event_types import RuleCache
 from tests.factories import token_for
 
 REGISTER = """mutation($i: RegisterEventTypeInput!) { registerEventType(input: $i) { __typename
@@ -133,3 +140,96 @@ async def test_ingestion_checks_before_anything_is_published(gql, settings):
         token=token_for(settings, "manager"),
     )
     assert manager["data"]["sendEvent"]["code"] == "FORBIDDEN"
+
+
+class _Statements:
+    """Counts the statements an engine runs that read ``table``."""
+
+    def __init__(self, engine, table):
+        self.table = table
+        self.count = 0
+        self.sync = engine.sync_engine
+        event.listen(self.sync, "before_cursor_execute", self._seen)
+
+    def _seen(self, conn, cursor, statement, parameters, context, executemany):
+        if f"FROM {self.table}" in statement:
+            self.count += 1
+
+    def close(self):
+        event.remove(self.sync, "before_cursor_execute", self._seen)
+
+
+async def test_rule_cache_reads_an_expired_entry_once_for_every_request_waiting(engine):
+    """When the rules expire under load, one request reads PostgreSQL and the others arriving
+    meanwhile share its answer (before, each of them opened a connection for the same row)."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    now = [0.0]
+    cache = RuleCache(ttl=5.0, clock=lambda: now[0])
+    reads = _Statements(engine, "event_types")
+
+    async def ask():
+        async with sessions() as session:
+            return await cache.rule(session, "user_registered")
+
+    try:
+        first = await asyncio.gather(*(ask() for _ in range(20)))
+        assert reads.count == 1
+        assert {r.name for r in first} == {"user_registered"}
+        assert len({id(r) for r in first}) == 1
+        now[0] = 4.9
+        await asyncio.gather(*(ask() for _ in range(20)))
+        assert reads.count == 1
+        now[0] = 5.0  # expired
+        again = await asyncio.gather(*(ask() for _ in range(20)))
+        assert reads.count == 2
+        assert len({id(r) for r in again}) == 1 and again[0] is not first[0]
+    finally:
+        reads.close()
+
+
+async def test_a_request_waiting_on_a_cancelled_load_loads_the_rule_itself(engine):
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    cache = RuleCache()
+    reads = _Statements(engine, "event_types")
+
+    async def ask():
+        async with sessions() as session:
+            return await cache.rule(session, "movie_added")
+
+    try:
+        loader = asyncio.create_task(ask())
+        await asyncio.sleep(0)  # the loader is reading PostgreSQL
+        waiter = asyncio.create_task(ask())
+        await asyncio.sleep(0)  # the waiter waits for the loader's answer
+        loader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loader
+        rule = await waiter
+        assert rule is not None and rule.name == "movie_added"
+        assert reads.count >= 1  # the waiter's own read (the loader's may not have begun)
+        seen = reads.count
+        assert await ask() is rule  # the waiter's answer was kept
+        assert reads.count == seen
+    finally:
+        reads.close()
+
+
+async def test_invalidating_the_cache_drops_a_load_in_flight(engine):
+    """A rule read before a manager changed it must not be kept after ``invalidate``."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    cache = RuleCache()
+
+    async def ask():
+        async with sessions() as session:
+            return await cache.rule(session, "password_reset")
+
+    loader = asyncio.create_task(ask())
+    await asyncio.sleep(0)
+    cache.invalidate()
+    assert (await loader).name == "password_reset"  # its request is answered
+    reads = _Statements(engine, "event_types")
+    try:
+        await ask()
+        assert reads.count == 1  # but the answer was not kept
+    finally:
+        reads.close()

@@ -3,11 +3,12 @@ JSON Schema. Built-in types ship with the product; managers register custom ones
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +23,8 @@ from backend.services.digests import check_rule as check_digest
 from backend.services.limits import check_window
 from backend.services.payloads import PayloadValidator, check_payload_schema, payload_validator
 from backend.services.templates import template_content
+
+T = TypeVar("T")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
 
@@ -71,48 +74,88 @@ def _validator(schema: dict[str, Any] | None) -> PayloadValidator | None:
 class RuleCache:
     """Per-process cache of event rules and template channels, so ingestion rarely touches
     PostgreSQL. Entries live ``ttl`` seconds: a rule changed by a manager applies to events
-    accepted after that, never to events already accepted."""
+    accepted after that, never to events already accepted.
+
+    One load per entry is in flight at a time: when an entry expires under load, the request
+    that finds it first reads PostgreSQL and the others arriving meanwhile wait for its answer,
+    instead of each opening a connection for the same row. A waiter whose loader failed or was
+    cancelled (its client went away) loads the entry itself."""
 
     def __init__(self, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
         self._rules: dict[str, tuple[float, EventRule | None]] = {}
-        self._templates: dict[tuple[str, str | None], tuple[float, TemplateInfo]] = {}
+        self._templates: dict[tuple[str, str | None], tuple[float, TemplateInfo | None]] = {}
         self._workflows: dict[str, tuple[float, WorkflowInfo | None]] = {}
+        self._loading: dict[tuple[str, Hashable], asyncio.Future[Any]] = {}
 
     def invalidate(self) -> None:
         self._rules.clear()
         self._templates.clear()
         self._workflows.clear()
+        # A load in flight read the old state: it must not be kept, nor shared.
+        for flight in self._loading.values():
+            flight.cancel()
+        self._loading.clear()
+
+    async def _cached(
+        self,
+        entries: dict[Any, tuple[float, T]],
+        kind: str,
+        key: Hashable,
+        load: Callable[[], Awaitable[T]],
+        *,
+        keep: Callable[[T], bool] = lambda _: True,
+    ) -> T:
+        now = self.clock()
+        hit = entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        flight = self._loading.get((kind, key))
+        if flight is not None:
+            # Waits without cancelling the flight when this request is cancelled.
+            await asyncio.wait([flight])
+            if not flight.cancelled():
+                return flight.result()
+        flight = asyncio.get_running_loop().create_future()
+        self._loading[(kind, key)] = flight
+        try:
+            value = await load()
+        except BaseException:
+            flight.cancel()
+            raise
+        finally:
+            if self._loading.get((kind, key)) is flight:
+                del self._loading[(kind, key)]
+        if not flight.cancelled():  # else invalidated meanwhile: answer, but do not keep
+            flight.set_result(value)
+            if keep(value):
+                entries[key] = (now + self.ttl, value)
+        return value
 
     async def workflow(self, session: AsyncSession, rule: EventRule) -> WorkflowInfo | None:
         """The rule's event type's current workflow, cached as rules are."""
-        now = self.clock()
-        hit = self._workflows.get(rule.name)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        row = await workflows.current_workflow(session, event_type=rule.name)
-        info = None
-        if row is not None:
-            info = WorkflowInfo(
+
+        async def load() -> WorkflowInfo | None:
+            row = await workflows.current_workflow(session, event_type=rule.name)
+            if row is None:
+                return None
+            return WorkflowInfo(
                 id=str(row.id),
                 plain=workflows.is_plain(
                     row.steps, template_slug=rule.template_slug, channels=rule.channels
                 ),
                 cancels=tuple(row.cancels),
             )
-        self._workflows[rule.name] = (now + self.ttl, info)
-        return info
+
+        return await self._cached(self._workflows, "workflow", rule.name, load)
 
     async def rule(self, session: AsyncSession, name: str) -> EventRule | None:
-        now = self.clock()
-        hit = self._rules.get(name)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        row = await EventTypeRepository(session).get(name)
-        rule = None
-        if row is not None:
-            rule = EventRule(
+        async def load() -> EventRule | None:
+            row = await EventTypeRepository(session).get(name)
+            if row is None:
+                return None
+            return EventRule(
                 name=row.name,
                 template_slug=row.template_slug,
                 channels=tuple(Channel(c) for c in row.channels),
@@ -123,25 +166,26 @@ class RuleCache:
                 else None,
                 digest=row.digest,
             )
-        self._rules[name] = (now + self.ttl, rule)
-        return rule
+
+        return await self._cached(self._rules, "rule", name, load)
 
     async def template(
         self, session: AsyncSession, slug: str, *, tenant_id: str | None = None
     ) -> TemplateInfo | None:
         """The template sent under ``slug`` (for ``tenant_id``: its override, else the shared
         one). Only templates that exist are cached: one created a moment ago is found at once."""
-        now = self.clock()
-        key = (slug, tenant_id)
-        hit = self._templates.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        row = await TemplateRepository(session).effective(slug, tenant_id)
-        if row is None:
-            return None
-        info = TemplateInfo(slug=slug, channels=frozenset(c.channel for c in template_content(row)))
-        self._templates[key] = (now + self.ttl, info)
-        return info
+
+        async def load() -> TemplateInfo | None:
+            row = await TemplateRepository(session).effective(slug, tenant_id)
+            if row is None:
+                return None
+            return TemplateInfo(
+                slug=slug, channels=frozenset(c.channel for c in template_content(row))
+            )
+
+        return await self._cached(
+            self._templates, "template", (slug, tenant_id), load, keep=lambda i: i is not None
+        )
 
 
 async def list_event_types(session: AsyncSession) -> list[EventType]:
