@@ -3,12 +3,11 @@ JSON Schema. Built-in types ship with the product; managers register custom ones
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,11 +19,10 @@ from backend.db.repositories.templates import TemplateRepository
 from backend.errors import ConflictError, NotFoundError, ValidationError
 from backend.services import workflows
 from backend.services.digests import check_rule as check_digest
+from backend.services.expiring import ExpiringCache
 from backend.services.limits import check_window
 from backend.services.payloads import PayloadValidator, check_payload_schema, payload_validator
 from backend.services.templates import template_content
-
-T = TypeVar("T")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
 
@@ -74,64 +72,20 @@ def _validator(schema: dict[str, Any] | None) -> PayloadValidator | None:
 class RuleCache:
     """Per-process cache of event rules and template channels, so ingestion rarely touches
     PostgreSQL. Entries live ``ttl`` seconds: a rule changed by a manager applies to events
-    accepted after that, never to events already accepted.
-
-    One load per entry is in flight at a time: when an entry expires under load, the request
-    that finds it first reads PostgreSQL and the others arriving meanwhile wait for its answer,
-    instead of each opening a connection for the same row. A waiter whose loader failed or was
-    cancelled (its client went away) loads the entry itself."""
+    accepted after that, never to events already accepted. One read per expired entry, shared
+    by the requests waiting for it (backend.services.expiring)."""
 
     def __init__(self, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.clock = clock
-        self._rules: dict[str, tuple[float, EventRule | None]] = {}
-        self._templates: dict[tuple[str, str | None], tuple[float, TemplateInfo | None]] = {}
-        self._workflows: dict[str, tuple[float, WorkflowInfo | None]] = {}
-        self._loading: dict[tuple[str, Hashable], asyncio.Future[Any]] = {}
+        self._rules: ExpiringCache[str, EventRule | None] = ExpiringCache(ttl, clock)
+        self._templates: ExpiringCache[tuple[str, str | None], TemplateInfo | None] = ExpiringCache(
+            ttl, clock
+        )
+        self._workflows: ExpiringCache[str, WorkflowInfo | None] = ExpiringCache(ttl, clock)
 
     def invalidate(self) -> None:
         self._rules.clear()
         self._templates.clear()
         self._workflows.clear()
-        # A load in flight read the old state: it must not be kept, nor shared.
-        for flight in self._loading.values():
-            flight.cancel()
-        self._loading.clear()
-
-    async def _cached(
-        self,
-        entries: dict[Any, tuple[float, T]],
-        kind: str,
-        key: Hashable,
-        load: Callable[[], Awaitable[T]],
-        *,
-        keep: Callable[[T], bool] = lambda _: True,
-    ) -> T:
-        now = self.clock()
-        hit = entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        flight = self._loading.get((kind, key))
-        if flight is not None:
-            # Waits without cancelling the flight when this request is cancelled.
-            await asyncio.wait([flight])
-            if not flight.cancelled():
-                return flight.result()
-        flight = asyncio.get_running_loop().create_future()
-        self._loading[(kind, key)] = flight
-        try:
-            value = await load()
-        except BaseException:
-            flight.cancel()
-            raise
-        finally:
-            if self._loading.get((kind, key)) is flight:
-                del self._loading[(kind, key)]
-        if not flight.cancelled():  # else invalidated meanwhile: answer, but do not keep
-            flight.set_result(value)
-            if keep(value):
-                entries[key] = (now + self.ttl, value)
-        return value
 
     async def workflow(self, session: AsyncSession, rule: EventRule) -> WorkflowInfo | None:
         """The rule's event type's current workflow, cached as rules are."""
@@ -148,7 +102,7 @@ class RuleCache:
                 cancels=tuple(row.cancels),
             )
 
-        return await self._cached(self._workflows, "workflow", rule.name, load)
+        return await self._workflows.get(rule.name, load)
 
     async def rule(self, session: AsyncSession, name: str) -> EventRule | None:
         async def load() -> EventRule | None:
@@ -167,7 +121,7 @@ class RuleCache:
                 digest=row.digest,
             )
 
-        return await self._cached(self._rules, "rule", name, load)
+        return await self._rules.get(name, load)
 
     async def template(
         self, session: AsyncSession, slug: str, *, tenant_id: str | None = None
@@ -183,9 +137,7 @@ class RuleCache:
                 slug=slug, channels=frozenset(c.channel for c in template_content(row))
             )
 
-        return await self._cached(
-            self._templates, "template", (slug, tenant_id), load, keep=lambda i: i is not None
-        )
+        return await self._templates.get((slug, tenant_id), load, keep=lambda i: i is not None)
 
 
 async def list_event_types(session: AsyncSession) -> list[EventType]:

@@ -35,6 +35,7 @@ from backend.auth import TENANT_ID_RE, Principal
 from backend.db.models import Tenant
 from backend.db.repositories.tenants import TenantRepository
 from backend.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from backend.services.expiring import ExpiringCache
 
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 MAX_URL = 2000
@@ -193,18 +194,15 @@ class TenantCache:
     ``ttl`` seconds."""
 
     def __init__(self, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.clock = clock
-        self._entries: dict[str, tuple[float, Branding | None]] = {}
+        self._entries: ExpiringCache[str, Branding | None] = ExpiringCache(ttl, clock)
 
     async def branding(self, session: AsyncSession, tenant_id: str | None) -> Branding:
         """The tenant's branding; empty without a tenant, or for one deleted meanwhile."""
         if tenant_id is None:
             return NO_BRANDING
-        now = self.clock()
-        hit = self._entries.get(tenant_id)
-        if hit is None or hit[0] <= now:
+
+        async def load() -> Branding | None:
             row = await TenantRepository(session).get(tenant_id)
-            hit = (now + self.ttl, Branding.of(row) if row is not None else None)
-            self._entries[tenant_id] = hit
-        return hit[1] or NO_BRANDING
+            return Branding.of(row) if row is not None else None
+
+        return await self._entries.get(tenant_id, load) or NO_BRANDING
