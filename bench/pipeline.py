@@ -156,6 +156,8 @@ class Step:
     latencies: list[float]
     lost: int
     cpu: dict[str, float]
+    # (seconds from the period's start at which the event was sent, its latency), per event
+    timeline: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def p99_ms(self) -> float:
@@ -171,6 +173,17 @@ class Step:
             f"  {self.rate:7.1f}/s  p50 {self.p50_ms:8.1f} ms  p99 {self.p99_ms:8.1f} ms"
             f"  lost {self.lost:5d}"
         )
+
+    def seconds_p99_ms(self) -> list[float]:
+        """p99 of the events sent in each whole second of the period: a tail spread over every
+        second is load; one in a few seconds is a stall, whose time tells what to look for."""
+        by_second: dict[int, list[float]] = {}
+        for sent, latency in self.timeline:
+            by_second.setdefault(int(sent), []).append(latency)
+        return [
+            round(percentile(by_second[s], 99) * 1000, 1) if s in by_second else float("nan")
+            for s in range(max(by_second) + 1 if by_second else 0)
+        ]
 
     def cpu_ms_per_event(self) -> dict[str, float]:
         """Each process group's CPU per delivered event, in ms."""
@@ -196,6 +209,8 @@ class Rig:
         self.readers: list[asyncio.Task[None]] = []
         self.sent_at: dict[str, float] = {}
         self.received: list[float] = []
+        self.timeline: list[tuple[float, float]] = []
+        self.started = 0.0
 
     async def open(self) -> None:
         ws_url = self.api.replace("http", "ws") + "/graphql"
@@ -217,7 +232,9 @@ class Rig:
             if message.get("type") == "next":
                 marker = message["payload"]["data"]["notifications"]["data"]["marker"]
                 if (sent := self.sent_at.pop(marker, None)) is not None:
-                    self.received.append(time.perf_counter() - sent)
+                    latency = time.perf_counter() - sent
+                    self.received.append(latency)
+                    self.timeline.append((sent - self.started, latency))
 
     async def run(self, rate: float, seconds: float, *, drain: float = 20.0) -> Step:
         """Send at ``rate`` for ``seconds``; wait up to ``drain`` s for the stragglers."""
@@ -225,10 +242,12 @@ class Rig:
         address = urlsplit(self.api)
         assert address.hostname is not None and address.port is not None
         self.received = []
+        self.timeline = []
         self.sent_at.clear()
         gc.collect()
         gc.disable()  # this load generator's own collector pauses would count as latency
         before = self.cpu.seconds()
+        self.started = time.perf_counter()
         async with LeanPoster(
             address.hostname,
             address.port,
@@ -253,7 +272,14 @@ class Rig:
             print(f"  warning: HTTP statuses {http.statuses}")
         lost = len(self.sent_at)
         self.sent_at.clear()
-        return Step(rate, n, list(self.received), lost, {k: after[k] - before[k] for k in after})
+        return Step(
+            rate,
+            n,
+            list(self.received),
+            lost,
+            {k: after[k] - before[k] for k in after},
+            list(self.timeline),
+        )
 
 
 async def bisect(
@@ -495,12 +521,24 @@ def _fixed_rates(args: argparse.Namespace, accepted: float, steps: list[Step]) -
         f"{args.users} subscribed users; single sendEvent accepted (API alone) {accepted:.0f}/s"
     )
     print(table(rows, ("rate", "p50 ms", "p99 ms", "lost", "CPU ms/event", *names)))
+    print("\np99 ms of the events sent in each second:")
+    for step in steps:
+        seconds = step.seconds_p99_ms()
+        over = sum(1 for v in seconds if v > 100)
+        print(f"  {step.rate:.0f}/s ({over} of {len(seconds)} over 100 ms): {seconds}")
     out = write_results(
         f"pipeline-rates-api{args.api_processes}-worker{args.worker_processes}",
         {
             "args": vars(args),
             "accepted_per_s": accepted,
-            "steps": [{**s.to_json(), "cpu_ms_per_event": s.cpu_ms_per_event()} for s in steps],
+            "steps": [
+                {
+                    **s.to_json(),
+                    "cpu_ms_per_event": s.cpu_ms_per_event(),
+                    "seconds_p99_ms": s.seconds_p99_ms(),
+                }
+                for s in steps
+            ],
         },
     )
     print(f"\nwritten to {out}")
