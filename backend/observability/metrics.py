@@ -118,7 +118,14 @@ def _event_type_label(event_type: str) -> str:
 def record_event_accepted(event_type: str, outcome: str) -> None:
     """Count one event handed to Herald: ``outcome`` is ``accepted``, ``scheduled``,
     ``duplicate`` (idempotency key seen before) or ``rejected``."""
-    EVENTS_ACCEPTED.labels(type=_event_type_label(event_type), outcome=outcome).inc()
+    _events_counter(_event_type_label(event_type), outcome).inc()
+
+
+@functools.cache
+def _events_counter(type_label: str, outcome: str) -> Any:
+    # At most MAX_EVENT_TYPE_LABELS types x four outcomes; labels() on every event was 1% of
+    # a sendEvent's CPU.
+    return EVENTS_ACCEPTED.labels(type=type_label, outcome=outcome)
 
 
 @functools.cache
