@@ -51,3 +51,34 @@ async def test_an_answer_keep_refuses_is_returned_but_read_again():
     for _ in range(2):
         assert await cache.get("slug", missing, keep=lambda v: v is not None) is None
     assert calls == 2
+
+
+async def test_keys_callers_choose_cannot_grow_the_cache_without_bound():
+    now = [0.0]
+    cache: ExpiringCache[str, str | None] = ExpiringCache(
+        ttl=5.0, clock=lambda: now[0], max_entries=3
+    )
+
+    async def unknown() -> str | None:
+        return None
+
+    for name in ("a", "b", "c"):
+        await cache.get(name, unknown)
+    now[0] = 6.0  # a, b and c have expired
+    await cache.get("d", unknown)
+    assert len(cache) == 1  # the expired ones made room
+    for name in ("e", "f", "g"):
+        await cache.get(name, unknown)
+    assert len(cache) == 3  # none expired: the oldest (d) made room
+
+    reads = 0
+
+    async def counted() -> str | None:
+        nonlocal reads
+        reads += 1
+        return "row"
+
+    await cache.get("e", counted)
+    assert reads == 0  # e was kept, d was not
+    await cache.get("d", counted)
+    assert reads == 1

@@ -5,7 +5,10 @@ One load per key is in flight at a time. When an entry expires under load, the r
 finds it first reads PostgreSQL and the others arriving meanwhile wait for its answer, instead
 of each checking out a connection (beyond the pool's size: opening one) for the same row. A
 waiter whose loader failed or was cancelled (its client went away) loads the entry itself, as
-it would without the cache: an error is never shared, only an answer."""
+it would without the cache: an error is never shared, only an answer.
+
+Keys can come from callers (an event names its type, known or not), so the cache holds at
+most ``max_entries``: past that, expired entries go first, then the oldest."""
 
 from __future__ import annotations
 
@@ -19,9 +22,16 @@ V = TypeVar("V")
 
 
 class ExpiringCache(Generic[K, V]):
-    def __init__(self, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_entries: int = 10_000,
+    ) -> None:
         self.ttl = ttl
         self.clock = clock
+        self.max_entries = max_entries
         self._entries: dict[K, tuple[float, V]] = {}
         self._loading: dict[K, asyncio.Future[V]] = {}
 
@@ -61,5 +71,18 @@ class ExpiringCache(Generic[K, V]):
         if not flight.cancelled():
             flight.set_result(value)
             if keep is None or keep(value):
-                self._entries[key] = (now + self.ttl, value)
+                self._keep(key, (now + self.ttl, value))
         return value
+
+    def _keep(self, key: K, entry: tuple[float, V]) -> None:
+        self._entries.pop(key, None)  # re-inserted last: the oldest entries stay first
+        if len(self._entries) >= self.max_entries:
+            now = self.clock()
+            for stale in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+                del self._entries[stale]
+            while len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+        self._entries[key] = entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
