@@ -75,13 +75,19 @@ class ExpiringCache(Generic[K, V]):
         return value
 
     def _keep(self, key: K, entry: tuple[float, V]) -> None:
-        self._entries.pop(key, None)  # re-inserted last: the oldest entries stay first
+        # Re-inserted last: entries stand in the order they were loaded, which is (all living
+        # ttl seconds) the order they expire in, so room is made from the front.
+        self._entries.pop(key, None)
         if len(self._entries) >= self.max_entries:
             now = self.clock()
-            for stale in [k for k, (expires, _) in self._entries.items() if expires <= now]:
-                del self._entries[stale]
-            while len(self._entries) >= self.max_entries:
-                del self._entries[next(iter(self._entries))]
+            left, dropped = len(self._entries), []
+            for oldest, (expires, _) in self._entries.items():
+                if left < self.max_entries and expires > now:
+                    break
+                dropped.append(oldest)
+                left -= 1
+            for oldest in dropped:
+                del self._entries[oldest]
         self._entries[key] = entry
 
     def __len__(self) -> int:
