@@ -332,10 +332,13 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = Field(default=100, ge=1, le=1000)
     dispatch_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     dispatch_prefetch: int = Field(default=200, ge=1, le=10_000)
-    # Batches a dispatch consumer runs at most at once. While they run, what arrives waits, so
-    # the next batch takes all of it: under load batches grow and each event costs less, while
-    # an event on a quiet queue still goes at once.
+    # Batches a dispatch consumer runs at most at once, and how long a batch runs before the
+    # next may start beside it. While they run, what arrives waits, so the next batch takes
+    # all of it: under load batches grow and each event costs less, while an event on a quiet
+    # queue still goes at once. A batch held up (a slow auth service) holds the others up for
+    # dispatch_batch_overlap_ms at most.
     dispatch_batches_in_flight: int = Field(default=2, ge=1, le=64)
+    dispatch_batch_overlap_ms: float = Field(default=25.0, ge=0, le=60_000)
     # Messages a dispatch consumer runs one by one (an email event, a workflow step, a re-run)
     # at most at once: few, as a Celery pool process runs one task at a time, so that a
     # delivery's first run ends well within its lease.

@@ -285,7 +285,65 @@ async def test_the_consumer_dispatches_batches_and_acknowledges_each_message(
     )
 
 
-async def test_what_arrives_while_the_batches_in_flight_run_goes_in_the_next_one(
+async def _thirty_behind_a_slow_one(
+    consumer: DispatchConsumer,
+    engine: AsyncEngine,
+    directory: Directory,
+    name: str,
+    *,
+    rest_seconds: float,
+) -> tuple[str, list[str], bool]:
+    """One event on a quiet queue, whose dispatch is held up in its profile look-up; thirty
+    more sent meanwhile. Returns the users and whether the thirty were delivered within
+    ``rest_seconds`` of being sent (then waits for all of them)."""
+    first, *rest = [f"u-{uuid.uuid4()}" for _ in range(31)]
+    broker = Broker(TEST_RABBITMQ_URL)
+    await broker.start()
+    running = asyncio.create_task(consumer.run())
+    try:
+        await publish_dispatch(broker, name, envelope(first))
+        await asyncio.wait_for(directory.first_started.wait(), 10)
+        await asyncio.gather(*(publish_dispatch(broker, name, envelope(u)) for u in rest))
+        rest_soon = await every_inbox_filled(engine, rest, rest_seconds)
+        assert await every_inbox_filled(engine, [first, *rest], 20), "not every event was delivered"
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(running, 30)
+        await broker.close()
+    return first, rest, rest_soon
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"dispatch_batches_in_flight": 1, "dispatch_batch_wait_ms": 0},
+        # Two slots, but a batch starts beside a running one only once that one has run for
+        # the overlap: a busy consumer runs one batch at a time, each taking what came.
+        {"dispatch_batches_in_flight": 2, "dispatch_batch_overlap_ms": 30_000},
+    ],
+    ids=["one-slot", "overlap-not-reached"],
+)
+async def test_what_arrives_while_a_batch_runs_goes_in_the_next_one(
+    settings: Settings,
+    ctx: DeliveryContext,
+    engine: AsyncEngine,
+    directory: Directory,
+    dispatch_queue: tuple[str, aio_pika.abc.AbstractQueue],
+    update: dict[str, float],
+) -> None:
+    name, _dead = dispatch_queue
+    directory.first_seconds = 1.5
+    consumer = DispatchConsumer(settings.model_copy(update=update), ctx, queue=name)
+    first, rest, _ = await _thirty_behind_a_slow_one(
+        consumer, engine, directory, name, rest_seconds=0
+    )
+    # The first went at once, alone; the thirty sent while it was being dispatched waited
+    # for it and then went together.
+    assert [sorted(c) for c in directory.calls] == [[first], sorted(rest)]
+    assert directory.most_at_once == 1
+
+
+async def test_a_batch_held_up_past_the_overlap_holds_up_nothing_else(
     settings: Settings,
     ctx: DeliveryContext,
     engine: AsyncEngine,
@@ -293,29 +351,22 @@ async def test_what_arrives_while_the_batches_in_flight_run_goes_in_the_next_one
     dispatch_queue: tuple[str, aio_pika.abc.AbstractQueue],
 ) -> None:
     name, _dead = dispatch_queue
-    directory.first_seconds = 1.5
+    directory.first_seconds = 8.0
     consumer = DispatchConsumer(
-        settings.model_copy(update={"dispatch_batches_in_flight": 1, "dispatch_batch_wait_ms": 0}),
+        settings.model_copy(
+            update={"dispatch_batches_in_flight": 2, "dispatch_batch_overlap_ms": 200}
+        ),
         ctx,
         queue=name,
     )
-    first, *rest = [f"u-{uuid.uuid4()}" for _ in range(31)]
-    broker = Broker(TEST_RABBITMQ_URL)
-    await broker.start()
-    running = asyncio.create_task(consumer.run())
-    try:
-        # One event on a quiet queue goes at once, alone; the thirty sent while it is being
-        # dispatched wait for its slot and then go together.
-        await publish_dispatch(broker, name, envelope(first))
-        await asyncio.wait_for(directory.first_started.wait(), 10)
-        await asyncio.gather(*(publish_dispatch(broker, name, envelope(u)) for u in rest))
-        assert await every_inbox_filled(engine, [first, *rest], 20), "not every event was delivered"
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(running, 30)
-        await broker.close()
-    assert [sorted(c) for c in directory.calls] == [[first], sorted(rest)]
-    assert directory.most_at_once == 1
+    first, rest, rest_soon = await _thirty_behind_a_slow_one(
+        consumer, engine, directory, name, rest_seconds=5
+    )
+    # The thirty went in a batch beside the held-up one, long before it was done.
+    assert rest_soon, "the events behind a held-up batch waited for it"
+    assert directory.calls[-1] == [first]
+    assert sorted(u for call in directory.calls[:-1] for u in call) == sorted(rest)
+    assert directory.most_at_once == 2
 
 
 def test_the_supervisor_starts_a_consumer_again_when_one_ends() -> None:

@@ -6,12 +6,15 @@ live message published and its message acknowledged, one round trip each. Here a
 own (started and watched by ``herald worker``, see ``supervise``) consumes the dispatch queue
 with a prefetch of ``dispatch_prefetch`` messages and takes what is ready, up to
 ``dispatch_batch_size`` messages, waiting at most ``dispatch_batch_wait_ms`` for more once one
-has arrived, with at most ``dispatch_batches_in_flight`` batches running: what arrives while
-they run joins the next batch, so batches grow with the load (an event on a quiet queue still
-goes at once, alone). The first deliveries of in-app events for a few users (most single
-events) are dispatched as one (``units.dispatch_together``: one preferences query, one
-transaction, one inbox statement, one Redis pipeline, one history insert); any other message
-is run as its Celery task would run it, concurrently with the rest.
+has arrived. A batch starts beside a running one only once that one has run for
+``dispatch_batch_overlap_ms`` (a batch held up, say by a slow auth service, holds up nothing
+else for long), and at most ``dispatch_batches_in_flight`` run at once: what arrives while
+they run joins the next batch, so batches grow with the load and each event costs less (an
+event on a quiet queue still goes at once, alone). The first deliveries of in-app events for
+a few users (most single events) are dispatched as one (``units.dispatch_together``: one
+preferences query, one transaction, one inbox statement, one Redis pipeline, one history
+insert); any other message is run as its Celery task would run it, concurrently with the
+rest.
 
 The messages are the Celery task messages the API publishes (protocol v2, ``backend.broker``),
 so producers do not know who consumes them. Exactly-once per delivery rests on what it rests on
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import os
 import signal
@@ -113,6 +117,10 @@ class DispatchConsumer:
         self.prefetch = settings.dispatch_prefetch
         self.alone = asyncio.Semaphore(settings.dispatch_alone_concurrency)
         self.in_flight = asyncio.Semaphore(settings.dispatch_batches_in_flight)
+        self.overlap = settings.dispatch_batch_overlap_ms / 1000
+        self.running: dict[int, float] = {}  # each running batch's start (monotonic)
+        self.batch_ended = asyncio.Event()
+        self.batches = itertools.count()
         self.ready: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self.working: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
@@ -157,7 +165,8 @@ class DispatchConsumer:
                     with contextlib.suppress(asyncio.CancelledError):
                         await taking
                     break
-                self._start(self._handle_in_flight(taking.result()))
+                number, messages = taking.result()
+                self._start(self._handle_in_flight(number, messages))
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
             # What was taken is finished; what was prefetched and not taken goes back to
@@ -171,22 +180,40 @@ class DispatchConsumer:
     async def _arrived(self, message: AbstractIncomingMessage) -> None:
         self.ready.put_nowait(message)
 
-    async def _batch(self) -> list[AbstractIncomingMessage]:
+    async def _batch(self) -> tuple[int, list[AbstractIncomingMessage]]:
         """What is ready once fewer than ``dispatch_batches_in_flight`` batches run (their
-        slot taken here, given back by ``_handle_in_flight``): one message, then more for up
-        to ``wait`` seconds. While the slots are busy, messages gather in ``ready``, so the
-        next batch takes them together."""
+        slot taken here, given back by ``_handle_in_flight``) and none has run for less than
+        ``overlap``: one message, then more for up to ``wait`` seconds. Meanwhile messages
+        gather in ``ready``, so the next batch takes them together. The batch counts as
+        running from here (its number in ``running``) until ``_handle_in_flight`` ends."""
         await self.in_flight.acquire()
         try:
-            return await self._gather()
+            await self._overlap_allowed()
+            messages = await self._gather()
         except BaseException:
             self.in_flight.release()
             raise
+        number = next(self.batches)
+        self.running[number] = time.monotonic()
+        return number, messages
 
-    async def _handle_in_flight(self, messages: list[AbstractIncomingMessage]) -> None:
+    async def _overlap_allowed(self) -> None:
+        """Returns once no batch runs or the latest one started has run for ``overlap``."""
+        while self.running:
+            left = max(self.running.values()) + self.overlap - time.monotonic()
+            if left <= 0:
+                return
+            self.batch_ended.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self.batch_ended.wait()
+
+    async def _handle_in_flight(self, number: int, messages: list[AbstractIncomingMessage]) -> None:
         try:
             await self._handle(messages)
         finally:
+            del self.running[number]
+            self.batch_ended.set()
             self.in_flight.release()
 
     async def _gather(self) -> list[AbstractIncomingMessage]:
