@@ -314,59 +314,44 @@ async def _thirty_behind_a_slow_one(
 
 
 @pytest.mark.parametrize(
-    "update",
+    ("update", "beside"),
     [
-        {"dispatch_batches_in_flight": 1, "dispatch_batch_wait_ms": 0},
+        ({"dispatch_batches_in_flight": 1, "dispatch_batch_wait_ms": 0}, False),
         # Two slots, but a batch starts beside a running one only once that one has run for
         # the overlap: a busy consumer runs one batch at a time, each taking what came.
-        {"dispatch_batches_in_flight": 2, "dispatch_batch_overlap_ms": 30_000},
+        ({"dispatch_batches_in_flight": 2, "dispatch_batch_overlap_ms": 30_000}, False),
+        # A batch held up past the overlap holds up nothing else.
+        ({"dispatch_batches_in_flight": 2, "dispatch_batch_overlap_ms": 200}, True),
     ],
-    ids=["one-slot", "overlap-not-reached"],
+    ids=["one-slot", "overlap-not-reached", "overlap-reached"],
 )
-async def test_what_arrives_while_a_batch_runs_goes_in_the_next_one(
+async def test_what_arrives_while_a_batch_runs_goes_in_the_next_one_or_beside_it(
     settings: Settings,
     ctx: DeliveryContext,
     engine: AsyncEngine,
     directory: Directory,
     dispatch_queue: tuple[str, aio_pika.abc.AbstractQueue],
     update: dict[str, float],
+    beside: bool,
 ) -> None:
     name, _dead = dispatch_queue
-    directory.first_seconds = 1.5
+    # Held up long enough that events going beside it are done well before it is.
+    directory.first_seconds = 8.0 if beside else 1.5
     consumer = DispatchConsumer(settings.model_copy(update=update), ctx, queue=name)
-    first, rest, _ = await _thirty_behind_a_slow_one(
-        consumer, engine, directory, name, rest_seconds=0
-    )
-    # The first went at once, alone; the thirty sent while it was being dispatched waited
-    # for it and then went together.
-    assert [sorted(c) for c in directory.calls] == [[first], sorted(rest)]
-    assert directory.most_at_once == 1
-
-
-async def test_a_batch_held_up_past_the_overlap_holds_up_nothing_else(
-    settings: Settings,
-    ctx: DeliveryContext,
-    engine: AsyncEngine,
-    directory: Directory,
-    dispatch_queue: tuple[str, aio_pika.abc.AbstractQueue],
-) -> None:
-    name, _dead = dispatch_queue
-    directory.first_seconds = 8.0
-    consumer = DispatchConsumer(
-        settings.model_copy(
-            update={"dispatch_batches_in_flight": 2, "dispatch_batch_overlap_ms": 200}
-        ),
-        ctx,
-        queue=name,
-    )
     first, rest, rest_soon = await _thirty_behind_a_slow_one(
-        consumer, engine, directory, name, rest_seconds=5
+        consumer, engine, directory, name, rest_seconds=5 if beside else 0
     )
-    # The thirty went in a batch beside the held-up one, long before it was done.
-    assert rest_soon, "the events behind a held-up batch waited for it"
-    assert directory.calls[-1] == [first]
-    assert sorted(u for call in directory.calls[:-1] for u in call) == sorted(rest)
-    assert directory.most_at_once == 2
+    if beside:
+        # The thirty went in a batch (or a few) beside the held-up one, long before it was done.
+        assert rest_soon, "the events behind a held-up batch waited for it"
+        assert directory.calls[-1] == [first]
+        assert sorted(u for call in directory.calls[:-1] for u in call) == sorted(rest)
+        assert directory.most_at_once == 2
+    else:
+        # The first went at once, alone; the thirty sent while it was being dispatched waited
+        # for it and then went together.
+        assert [sorted(c) for c in directory.calls] == [[first], sorted(rest)]
+        assert directory.most_at_once == 1
 
 
 def test_the_supervisor_starts_a_consumer_again_when_one_ends() -> None:
