@@ -28,7 +28,13 @@ from backend.db.history.postgres import PostgresHistoryStore
 from backend.db.models import UserPreferences
 from backend.queues import DEAD_LETTER_EXCHANGE, TASK_DISPATCH, WORK_QUEUE_ARGUMENTS
 from backend.services import task_messages
-from backend.services.deliveries import DeliveryContext, Envelope, delivery_id, together
+from backend.services.deliveries import (
+    BatchOutcome,
+    DeliveryContext,
+    Envelope,
+    delivery_id,
+    together,
+)
 from backend.services.live import live_channel
 from backend.services.users import UserProfile
 from backend.workers.dispatch_consumer import DispatchConsumer, Supervisor
@@ -403,3 +409,19 @@ async def test_opt_outs_made_within_a_tenant_count_for_its_events_only(
         DeliveryStatus.SENT,
     ]
     assert len(await inbox_rows(engine, user)) == 2
+
+
+def test_an_outcome_writes_whenever_it_holds_something_save_outcome_stores() -> None:
+    """``settle`` opens no transaction for an outcome without ``writes``: each field that is
+    not a count or handed on after the commit must make ``writes`` true, so a new one cannot
+    be skipped unnoticed."""
+    after_commit = {"sent", "skipped", "retried", "failed", "dead", "ignored", "retries", "updates"}
+    assert not BatchOutcome().writes
+    assert not BatchOutcome(sent=3, updates=[{"id": "d"}]).writes
+    stored = [f for f in dataclasses.fields(BatchOutcome) if f.name not in after_commit]
+    assert {f.name for f in stored} >= {"dead_letters", "expired_endpoints", "used_endpoints"}
+    for field in stored:
+        empty = getattr(BatchOutcome(), field.name)
+        filled: Any = [object()] if isinstance(empty, list) else {("chat", "1"): "gone"}
+        assert isinstance(empty, list | dict), field.name
+        assert BatchOutcome(**{field.name: filled}).writes, field.name

@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 
 
 async def settle(ctx: deliveries.DeliveryContext, outcome: deliveries.BatchOutcome) -> None:
-    """The sent batches' writes in one transaction; their retries and status changes are
-    handed on only once it committed."""
-    async with ctx.sessionmaker() as session:
-        await deliveries.save_outcome(session, outcome)
-        await session.commit()
+    """The sent batches' writes in one transaction (none when there are none); their retries
+    and status changes are handed on only once it committed."""
+    if outcome.writes:
+        async with ctx.sessionmaker() as session:
+            await deliveries.save_outcome(session, outcome)
+            await session.commit()
     await deliveries.hand_on(ctx, outcome)
 
 
