@@ -75,8 +75,10 @@ class ExpiringCache(Generic[K, V]):
         return value
 
     def _keep(self, key: K, entry: tuple[float, V]) -> None:
-        # Re-inserted last: entries stand in the order they were loaded, which is (all living
-        # ttl seconds) the order they expire in, so room is made from the front.
+        # Re-inserted last: entries stand in the order their loads ended, which is (all living
+        # ttl seconds from their load's start) the order they expire in, but for a slow load
+        # that ended after a later one. Room is made from the front: expired entries up to the
+        # first living one, then the oldest, until there is room.
         self._entries.pop(key, None)
         if len(self._entries) >= self.max_entries:
             now = self.clock()
