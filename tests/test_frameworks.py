@@ -1,12 +1,15 @@
-"""The adapters over frameworks' private APIs (backend/frameworks/), run against the installed
-libraries: an upgrade that moves what one of them reads fails here."""
+"""The adapters over frameworks' private APIs (backend/frameworks/), and what Herald relies on
+of a library's insides, run against the installed libraries: an upgrade that moves what one of
+them reads fails here."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
 import inspect
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import AsyncGenerator
 from concurrent.futures import ProcessPoolExecutor
@@ -18,6 +21,7 @@ import strawberry
 import websockets
 from graphql import GraphQLError, GraphQLSchema, graphql_sync, parse, validate
 from graphql import execute as graphql_execute
+from httpcore._synchronization import current_async_library
 from jinja2 import DictLoader, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from redbeat import RedBeatScheduler
@@ -313,3 +317,32 @@ def test_maybe_due_kwargs_are_what_the_scheduler_s_maybe_due_takes() -> None:
 
     assert kwargs == {"producer": producer}
     inspect.signature(scheduler.maybe_due).bind(object(), **kwargs)
+
+
+# --- httpcore -------------------------------------------------------------------------------
+
+
+class _ImportSearches(importlib.abc.MetaPathFinder):
+    """Records each module the import system searches for (a name not yet imported)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+        self.names.append(name)
+
+
+async def test_httpcore_knows_the_event_loop_without_an_import_search() -> None:
+    """httpcore asks sniffio which event loop runs at every lock, event and request it makes.
+    Without sniffio installed each ask is a failed import that searches every ``sys.path``
+    entry (about 0.1 ms of CPU: `python -m bench.http_client`); pyproject.toml keeps it."""
+    assert current_async_library() == "asyncio"  # the first ask may import sniffio
+    searches = _ImportSearches()
+    sys.meta_path.insert(0, searches)
+    try:
+        for _ in range(3):
+            assert current_async_library() == "asyncio"
+    finally:
+        sys.meta_path.remove(searches)
+
+    assert searches.names == []
