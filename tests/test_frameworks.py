@@ -335,7 +335,7 @@ class _ImportSearches(importlib.abc.MetaPathFinder):
 async def test_httpcore_knows_the_event_loop_without_an_import_search() -> None:
     """httpcore asks sniffio which event loop runs at every lock, event and request it makes.
     Without sniffio installed each ask is a failed import that searches every ``sys.path``
-    entry (about 0.1 ms of CPU: `python -m bench.http_client`); pyproject.toml keeps it."""
+    entry (about 0.1 ms of CPU: `python -m bench.outgoing`); pyproject.toml keeps it."""
     assert current_async_library() == "asyncio"  # the first ask may import sniffio
     searches = _ImportSearches()
     sys.meta_path.insert(0, searches)

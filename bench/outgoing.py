@@ -7,7 +7,7 @@ go through ``httpx``; this is the CPU each such request costs the caller, measur
 process's CPU clock in blocks that alternate the two kinds, against the development auth
 stand-in on this machine (its CPU is not counted).
 
-Run: python -m bench.http_client [--blocks 30 --requests 100]
+Run: make bench-outgoing   (python -m bench.outgoing --blocks 30 --requests 100)
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def main() -> None:
     )
     print(table(rows, ("request", "CPU µs per request (median)")))
     out = write_results(
-        "http-client",
+        "outgoing",
         {
             "blocks": args.blocks,
             "requests_per_block": args.requests,
