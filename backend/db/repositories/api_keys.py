@@ -6,20 +6,13 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import ApiKey
+from backend.db.repositories.base import RowRepository
 
 
-class ApiKeyRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, key: ApiKey) -> ApiKey:
-        self.session.add(key)
-        await self.session.flush()
-        await self.session.refresh(key)
-        return key
+class ApiKeyRepository(RowRepository[ApiKey]):
+    refresh_after_add = True
 
     async def get(self, key_id: uuid.UUID, *, lock: bool = False) -> ApiKey | None:
         return await self.session.get(ApiKey, key_id, with_for_update=lock)

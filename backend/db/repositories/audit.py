@@ -8,16 +8,10 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import AuditEntry
+from backend.db.repositories.base import RowRepository
 
 
-class AuditRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, entry: AuditEntry) -> None:
-        self.session.add(entry)
-        await self.session.flush()
-
+class AuditRepository(RowRepository[AuditEntry]):
     async def page(
         self,
         *,

@@ -11,17 +11,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import Campaign, CampaignRun
+from backend.db.repositories.base import Repository, RowRepository
 
 
-class CampaignRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, campaign: Campaign) -> Campaign:
-        self.session.add(campaign)
-        await self.session.flush()
-        return campaign
-
+class CampaignRepository(RowRepository[Campaign]):
     async def get(self, campaign_id: uuid.UUID, *, lock: bool = False) -> Campaign | None:
         if lock:
             stmt = select(Campaign).where(Campaign.id == campaign_id).with_for_update()
@@ -70,10 +63,7 @@ class CampaignRepository:
         return list((await self.session.execute(stmt)).scalars())
 
 
-class CampaignRunRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class CampaignRunRepository(Repository):
     async def start(self, run: CampaignRun) -> CampaignRun | None:
         """Insert the run unless its (campaign, scheduled time) exists: None when it does."""
         stmt = (

@@ -10,12 +10,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import DeadLetter
+from backend.db.repositories.base import Repository
 
 
-class DeadLetterRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class DeadLetterRepository(Repository):
     async def add(self, letters: Sequence[DeadLetter]) -> None:
         if not letters:
             return

@@ -12,12 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.db.models import (
     DigestItem,
 )
+from backend.db.repositories.base import Repository
 
 
-class DigestRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class DigestRepository(Repository):
     async def add(self, items: Sequence[DigestItem]) -> None:
         """Store items; an (event, user) already collected is left as it is."""
         if not items:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import (
     EventType,
 )
+from backend.db.repositories.base import Repository
 
 
-class EventTypeRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class EventTypeRepository(Repository):
     async def get(self, name: str) -> EventType | None:
         return await self.session.get(EventType, name)
 

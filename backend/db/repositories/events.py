@@ -10,16 +10,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import ScheduledEvent
+from backend.db.repositories.base import RowRepository
 
 
-class ScheduledEventRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, event: ScheduledEvent) -> None:
-        self.session.add(event)
-        await self.session.flush()
-
+class ScheduledEventRepository(RowRepository[ScheduledEvent]):
     async def add_many(self, events: Sequence[ScheduledEvent]) -> None:
         """Store events; ones whose id is already stored are left as they are."""
         if not events:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import InboxCounter, InboxItem
 from backend.db.raw import Statement
+from backend.db.repositories.base import Repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +112,9 @@ def _mine(user_id: str, tenant_id: str | None) -> list[ColumnElement[bool]]:
     return conditions
 
 
-class InboxRepository:
+class InboxRepository(Repository):
     """Every method takes the user and, for a caller bound to a tenant, the tenant: the two
     together keep users (and tenants) apart."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
 
     async def page(
         self,

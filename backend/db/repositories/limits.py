@@ -6,17 +6,14 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import (
     DeliveryBudget,
 )
+from backend.db.repositories.base import Repository
 
 
-class BudgetRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class BudgetRepository(Repository):
     async def all(self) -> list[DeliveryBudget]:
         stmt = select(DeliveryBudget).order_by(DeliveryBudget.channel)
         return list((await self.session.execute(stmt)).scalars())

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from backend.db.models import UserPreferences
 from backend.db.raw import Statement, driver_connection
+from backend.db.repositories.base import Repository
 
 _PREFERENCES_OF = Statement(
     "SELECT user_id, tenant_id, disabled_channels, disabled_event_types, disabled_topics, "
@@ -50,10 +51,7 @@ async def preferences_of(
     return {user_id: UserPreferences(**values) for user_id, values in own.items()}
 
 
-class PreferenceRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class PreferenceRepository(Repository):
     async def get(
         self, user_id: str, tenant_id: str | None = None, *, for_update: bool = False
     ) -> UserPreferences | None:

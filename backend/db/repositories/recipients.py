@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import RecipientAddress, RecipientRow, RecipientSync
+from backend.db.repositories.base import Repository, RowRepository
 
 # The profile columns, in the order ``profiles`` returns them.
 PROFILE_COLUMNS = (
@@ -74,10 +75,7 @@ _STORE_PROFILES = text(
 )
 
 
-class RecipientRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class RecipientRepository(Repository):
     async def get(self, user_id: str) -> RecipientRow | None:
         return await self.session.get(RecipientRow, user_id)
 
@@ -181,10 +179,7 @@ class RecipientRepository:
         await self.session.execute(stmt)
 
 
-class RecipientAddressRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class RecipientAddressRepository(Repository):
     async def of_users(self, user_ids: Sequence[str]) -> list[RecipientAddress]:
         """Every address of these users, active or not, oldest first."""
         if not user_ids:
@@ -282,15 +277,7 @@ class RecipientAddressRepository:
         await self.session.execute(stmt)
 
 
-class RecipientSyncRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, sync: RecipientSync) -> RecipientSync:
-        self.session.add(sync)
-        await self.session.flush()
-        return sync
-
+class RecipientSyncRepository(RowRepository[RecipientSync]):
     async def get(self, sync_id: uuid.UUID, *, for_update: bool = False) -> RecipientSync | None:
         return await self.session.get(
             RecipientSync, sync_id, with_for_update=for_update, populate_existing=True

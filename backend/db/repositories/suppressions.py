@@ -7,15 +7,12 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import EmailSuppression
+from backend.db.repositories.base import Repository
 
 
-class SuppressionRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class SuppressionRepository(Repository):
     async def add(
         self, *, address: str, kind: str, provider: str, reason: str, delivery_id: str | None
     ) -> bool:

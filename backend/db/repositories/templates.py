@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.dialects.postgresql import distinct_on
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import EventType, Template, TemplateVersion
+from backend.db.repositories.base import Repository
 
 
 def _owned_by(tenant_id: str | None) -> ColumnElement[bool]:
@@ -19,10 +19,7 @@ def _seen_by(tenant_id: str) -> ColumnElement[bool]:
     return or_(Template.tenant_id == tenant_id, Template.tenant_id.is_(None))
 
 
-class TemplateRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class TemplateRepository(Repository):
     async def get_by_slug(
         self, slug: str, *, tenant_id: str | None = None, for_update: bool = False
     ) -> Template | None:

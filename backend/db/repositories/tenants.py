@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, exists, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import ApiKey, Campaign, InboxItem, Template, Tenant, UserPreferences
+from backend.db.repositories.base import Repository
 
 
-class TenantRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class TenantRepository(Repository):
     async def get(self, tenant_id: str, *, lock: bool = False) -> Tenant | None:
         return await self.session.get(Tenant, tenant_id, with_for_update=lock)
 

@@ -10,21 +10,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import Topic, TopicMember
+from backend.db.repositories.base import Repository, RowRepository
 
 
 def _like(search: str) -> str:
     return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-class TopicRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, topic: Topic) -> Topic:
-        self.session.add(topic)
-        await self.session.flush()
-        return topic
-
+class TopicRepository(RowRepository[Topic]):
     async def get(self, key: str, *, lock: bool = False) -> Topic | None:
         return await self.session.get(Topic, key, with_for_update=lock)
 
@@ -61,10 +54,7 @@ class TopicRepository:
         return list((await self.session.execute(stmt)).scalars())
 
 
-class TopicMemberRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class TopicMemberRepository(Repository):
     async def add(self, topic_key: str, user_ids: Sequence[str], now: datetime) -> int:
         """Add members; those already in it are left as they are. How many were added."""
         if not user_ids:

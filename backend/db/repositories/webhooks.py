@@ -6,20 +6,13 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import WebhookDelivery, WebhookEndpoint
+from backend.db.repositories.base import RowRepository
 
 
-class WebhookEndpointRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, endpoint: WebhookEndpoint) -> WebhookEndpoint:
-        self.session.add(endpoint)
-        await self.session.flush()
-        await self.session.refresh(endpoint)
-        return endpoint
+class WebhookEndpointRepository(RowRepository[WebhookEndpoint]):
+    refresh_after_add = True
 
     async def get(self, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
         return await self.session.get(WebhookEndpoint, endpoint_id)
@@ -38,14 +31,7 @@ class WebhookEndpointRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-class WebhookDeliveryRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def add(self, row: WebhookDelivery) -> None:
-        self.session.add(row)
-        await self.session.flush()
-
+class WebhookDeliveryRepository(RowRepository[WebhookDelivery]):
     async def page(
         self,
         *,

@@ -23,18 +23,15 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db.models import InboxItem, Workflow, WorkflowRun, WorkflowRunStep
+from backend.db.repositories.base import Repository
 
 # A run waiting for its time, or queued for a worker: what cancelling still stops.
 CANCELLABLE = ("queued", "running", "waiting")
 
 
-class WorkflowRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class WorkflowRepository(Repository):
     async def current(self, event_type: str) -> Workflow | None:
         stmt = select(Workflow).where(Workflow.event_type == event_type, Workflow.is_current)
         return (await self.session.execute(stmt)).scalar_one_or_none()
@@ -79,10 +76,7 @@ class WorkflowRepository:
         return workflow
 
 
-class WorkflowRunRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class WorkflowRunRepository(Repository):
     async def add_many(self, rows: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
         """Insert runs, skipping those already there (a dispatch run twice); the ids added."""
         if not rows:
@@ -403,10 +397,7 @@ class ClaimedStep:
     outcome: dict[str, Any]
 
 
-class WorkflowStepRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
+class WorkflowStepRepository(Repository):
     async def claim(
         self, *, run_id: uuid.UUID, path: str, name: str, kind: str, now: datetime
     ) -> WorkflowRunStep:
