@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -397,21 +398,32 @@ async def test_the_herald_bounces_process_applies_a_dsn(
         stderr=subprocess.PIPE,
     )
     try:
-        for _ in range(100):
+        # A loaded machine can take many seconds to start a process: wait for the port, and
+        # say so when it never opens rather than fail on the report that follows.
+        deadline = time.monotonic() + 60
+        while True:
             if process.poll() is not None:
                 raise AssertionError(process.stderr.read().decode() if process.stderr else "")
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     break
             except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("herald bounces did not listen within 60 s") from None
                 await asyncio.sleep(0.1)
         report = dsn(recipient=address, action="failed", status="5.1.1", diagnostic="550 gone")
         signed = signed_delivery_id(BOUNCE_SECRET.encode(), record.id)
         code, _ = await deliver_report(port, report, f"bounces+{signed}@{BOUNCE_DOMAIN}")
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(10)
+        try:
+            stopped = process.wait(30) is not None
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+            stopped = False
 
+    assert stopped, "herald bounces did not stop within 30 s of SIGINT"
     assert code == 250
     stored = await history.get(record.id)
     assert stored is not None and stored.status is DeliveryStatus.BOUNCED
