@@ -1,5 +1,5 @@
 # The task runner. `make dev` and `make test` each do their own set-up first.
-BENCHES := bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering bench-operations bench-outgoing
+BENCHES := bench-ingest bench-deliveries bench-realtime bench-campaigns bench-pipeline bench-retention bench-workflows bench-rendering bench-operations bench-outgoing bench-replies
 .PHONY: setup dev test check lint format typecheck schema clients migrate bench $(BENCHES)
 
 VENV := .venv/bin
