@@ -389,14 +389,20 @@ async def test_the_herald_bounces_process_applies_a_dsn(
     address = unique_address("process")
     committed_suppressions.append(address)
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "bounces", "--port", str(port)],
-        env=herald_process_env(
-            HERALD_EMAIL_BOUNCE_DOMAIN=BOUNCE_DOMAIN, HERALD_BOUNCE_SECRET=BOUNCE_SECRET
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # The process is stopped with SIGINT. A suite a shell started in the background runs with
+    # SIGINT ignored, and a child inherits an ignored signal: give it the default instead.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", "bounces", "--port", str(port)],
+            env=herald_process_env(
+                HERALD_EMAIL_BOUNCE_DOMAIN=BOUNCE_DOMAIN, HERALD_BOUNCE_SECRET=BOUNCE_SECRET
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         # A loaded machine can take many seconds to start a process: wait for the port, and
         # say so when it never opens rather than fail on the report that follows.
