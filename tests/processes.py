@@ -102,6 +102,21 @@ class ThreadedServer:
         self._socket.close()
 
 
+def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 10) -> None:
+    """Until something listens on ``port``; raises when ``process`` exits first (with its
+    stderr) or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"process exited with {process.returncode}: {stderr[-2000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {seconds} s")
+
+
 def wait_http(url: str, seconds: float = 30) -> None:
     """Poll ``url`` until it answers 200; fail after ``seconds``."""
     deadline = time.monotonic() + seconds

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import pytest
 
 from tests.conftest import ROOT, free_port
 from tests.http_stubs import QuietHandler, serve
+from tests.processes import wait_for_port
 
 NGINX_DIR = ROOT / "nginx"
 TEMPLATE_VARIABLE = re.compile(r"\$\{(NGINX_[A-Z_]+)\}")
@@ -41,19 +41,6 @@ def render_template(text: str, values: dict[str, str]) -> str:
     missing = set(TEMPLATE_VARIABLE.findall(text)) - set(values)
     assert not missing, f"no value for {missing}"
     return TEMPLATE_VARIABLE.sub(lambda m: values[m.group(1)], text)
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            stderr = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"process exited with {process.returncode}: {stderr[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port} after {seconds} s")
 
 
 @dataclass

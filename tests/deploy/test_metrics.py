@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend.observability import metrics
 from backend.queues import WORK_QUEUES
 from tests.conftest import ROOT, free_port
-from tests.deploy.conftest import herald_env, run_python, stop_process, wait_for_port
+from tests.deploy.conftest import herald_env, run_python, stop_process
+from tests.processes import wait_for_port
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 

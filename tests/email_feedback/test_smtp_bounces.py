@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from tests.channels.conftest import SmtpServer, running
 from tests.conftest import free_port, herald_process_env
 from tests.email_feedback.conftest import BOUNCE_DOMAIN, sent_email, unique_address
 from tests.factories import RecordingQueue, delivery_context, dispatch_and_send
+from tests.processes import wait_for_port
 
 BOUNCE_SECRET = "bounce-secret-of-the-process-test"
 
@@ -406,24 +405,15 @@ async def test_the_herald_bounces_process_applies_a_dsn(
     try:
         # A loaded machine can take many seconds to start a process: wait for the port, and
         # say so when it never opens rather than fail on the report that follows.
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(process.stderr.read().decode() if process.stderr else "")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("herald bounces did not listen within 60 s") from None
-                await asyncio.sleep(0.1)
+        wait_for_port(port, process, seconds=60)
         report = dsn(recipient=address, action="failed", status="5.1.1", diagnostic="550 gone")
         signed = signed_delivery_id(BOUNCE_SECRET.encode(), record.id)
         code, _ = await deliver_report(port, report, f"bounces+{signed}@{BOUNCE_DOMAIN}")
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            stopped = process.wait(30) is not None
+            process.wait(30)
+            stopped = True
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
