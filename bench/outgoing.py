@@ -17,26 +17,25 @@ import asyncio
 import importlib.util
 import os
 import sys
-import time
-from typing import Any
 
 import httpx
 from redis.asyncio import Redis
 
 from backend.config import Settings
 from backend.services.users import UserDirectory
-from bench.common import bench_redis_url, free_port, median, start, stop, table, write_results
+from bench.common import (
+    bench_redis_url,
+    cpu_us_per_call,
+    free_port,
+    median,
+    start,
+    stop,
+    table,
+    write_results,
+)
 from bench.deliveries import users_file
 
 USERS = 200
-
-
-async def _cpu_per_request(requests: int, call: Any) -> float:
-    """CPU µs per request over ``requests`` calls made one after another."""
-    begin = time.process_time()
-    for n in range(requests):
-        await call(n)
-    return (time.process_time() - begin) / requests * 1e6
 
 
 async def measure(base_url: str, blocks: int, requests: int) -> dict[str, list[float]]:
@@ -56,13 +55,13 @@ async def measure(base_url: str, blocks: int, requests: int) -> dict[str, list[f
             response = await http.get(profile_url.format(user_id=f"bench-{n % USERS}"))
             response.raise_for_status()
 
-        await _cpu_per_request(requests, lookup)  # warm-up: connections, imports
-        await _cpu_per_request(requests, bare)
+        await cpu_us_per_call(requests, lookup)  # warm-up: connections, imports
+        await cpu_us_per_call(requests, bare)
         found: dict[str, list[float]] = {"lookup": [], "bare": []}
         for block in range(blocks):
             order = [("lookup", lookup), ("bare", bare)]
             for name, call in order if block % 2 == 0 else reversed(order):
-                found[name].append(await _cpu_per_request(requests, call))
+                found[name].append(await cpu_us_per_call(requests, call))
     await redis.aclose()
     return found
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import orjson
 from redis.asyncio import Redis
 from redis.utils import HIREDIS_AVAILABLE
 
-from bench.common import bench_redis_url, median, table, write_results
+from bench.common import bench_redis_url, cpu_us_per_call, median, table, write_results
 
 PROFILE = orjson.dumps(
     {
@@ -50,13 +49,6 @@ NOTIFICATION = orjson.dumps(
 )
 
 
-async def _per_call(times: int, call: Callable[[], Awaitable[object]]) -> float:
-    begin = time.process_time()
-    for _ in range(times):
-        await call()
-    return (time.process_time() - begin) / times * 1e6
-
-
 async def measure(blocks: int) -> dict[str, list[float]]:
     url = bench_redis_url()
     redis, subscriber = Redis.from_url(url), Redis.from_url(url)
@@ -68,7 +60,7 @@ async def measure(blocks: int) -> dict[str, list[float]]:
     await pubsub.subscribe(channel)
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
 
-    async def publish() -> None:
+    async def publish(_: int) -> None:
         async with redis.pipeline(transaction=False) as pipe:
             for _ in range(10):
                 pipe.publish(prefix + "nobody", NOTIFICATION)
@@ -87,9 +79,9 @@ async def measure(blocks: int) -> dict[str, list[float]]:
     found: dict[str, list[float]] = {"mget": [], "get": [], "publish": [], "receive": []}
     try:
         for _ in range(blocks):
-            found["mget"].append(await _per_call(200, lambda: redis.mget(keys)))
-            found["get"].append(await _per_call(500, lambda: redis.get(keys[0])))
-            found["publish"].append(await _per_call(200, publish))
+            found["mget"].append(await cpu_us_per_call(200, lambda _: redis.mget(keys)))
+            found["get"].append(await cpu_us_per_call(500, lambda _: redis.get(keys[0])))
+            found["publish"].append(await cpu_us_per_call(200, publish))
             found["receive"].append(await receive(500))
     finally:
         await pubsub.aclose()
