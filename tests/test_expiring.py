@@ -1,12 +1,22 @@
-"""The hot paths' expiring cache (backend.services.expiring): what a failed load leaves."""
+"""The hot paths' expiring cache (backend.services.expiring): what a failed load leaves, and
+the worker's caches built on it."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections import Counter
+from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from backend.db.models import Template
+from backend.services.deliveries.context import TemplateCache
 from backend.services.expiring import ExpiringCache
+from backend.services.limits import Limits
+from backend.services.webhooks import WebhookNotifier
 
 
 async def test_a_failed_load_is_not_shared_and_not_kept():
@@ -82,3 +92,44 @@ async def test_keys_callers_choose_cannot_grow_the_cache_without_bound():
     assert reads == 0  # e was kept, d was not
     await cache.get("d", counted)
     assert reads == 1
+
+
+async def test_the_worker_caches_read_an_entry_once_for_every_batch_that_needs_it(engine, redis):
+    """A worker's batches ask for the same template, budgets and webhook endpoints at once
+    (every batch when an entry expires): one query each, the others wait for its answer. Each
+    batch reading it itself took a connection apiece, tens of them at once, and held every
+    batch up for tens of milliseconds every few seconds."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    async with sessions() as session:
+        session.add(Template(slug="cached", name="Cached", description=""))
+        await session.commit()
+    reads: Counter[str] = Counter()
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        for table in ("templates", "delivery_budgets", "webhook_endpoints"):
+            if re.search(rf"\bFROM {table}\b", statement):
+                reads[table] += 1
+
+    templates = TemplateCache(ttl=60)
+    limits = Limits(redis, sessions, ttl=60)
+    webhooks = WebhookNotifier(sessions, queue=_NoWebhooks(), cache_seconds=60)
+
+    async def template() -> Template | None:
+        async with sessions() as session:
+            return await templates.get(session, "cached")
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        found = await asyncio.gather(*(template() for _ in range(20)))
+        budgets = await asyncio.gather(*(limits.budgets() for _ in range(20)))
+        await asyncio.gather(*(webhooks.notify([{"status": "sent"}]) for _ in range(20)))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert {t.slug for t in found if t is not None} == {"cached"} and None not in found
+    assert budgets == [{}] * 20
+    assert reads == {"templates": 1, "delivery_budgets": 1, "webhook_endpoints": 1}
+
+
+class _NoWebhooks:
+    async def enqueue_webhook(self, **_: Any) -> None:
+        raise AssertionError("no endpoint is registered")

@@ -29,6 +29,7 @@ from backend.channels import Channel
 from backend.db.models import DeliveryBudget
 from backend.db.repositories.limits import BudgetRepository
 from backend.errors import ValidationError
+from backend.services.expiring import ExpiringCache
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +86,20 @@ class Limits:
     ) -> None:
         self.redis = redis
         self.sessionmaker = sessionmaker
-        self.ttl = ttl
-        self._budgets: tuple[float, dict[Channel, Budget]] | None = None
+        # One load at a time: the batches that find it expired wait for the same query.
+        self._budgets: ExpiringCache[None, dict[Channel, Budget]] = ExpiringCache(ttl)
         self._script = redis.register_script(_CHECK)
 
     async def budgets(self) -> dict[Channel, Budget]:
-        now = time.monotonic()
-        if self._budgets is not None and self._budgets[0] > now:
-            return self._budgets[1]
-        async with self.sessionmaker() as session:
-            rows = await BudgetRepository(session).all()
-        found = {
-            Channel(r.channel): Budget(Channel(r.channel), r.max_deliveries, r.window_seconds)
-            for r in rows
-        }
-        self._budgets = (now + self.ttl, found)
-        return found
+        async def load() -> dict[Channel, Budget]:
+            async with self.sessionmaker() as session:
+                rows = await BudgetRepository(session).all()
+            return {
+                Channel(r.channel): Budget(Channel(r.channel), r.max_deliveries, r.window_seconds)
+                for r in rows
+            }
+
+        return await self._budgets.get(None, load)
 
     async def over_limit(
         self,

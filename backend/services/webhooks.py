@@ -83,6 +83,7 @@ from backend.db.models import WebhookDelivery, WebhookEndpoint
 from backend.db.repositories.webhooks import WebhookDeliveryRepository, WebhookEndpointRepository
 from backend.errors import NotFoundError, ValidationError
 from backend.services import task_messages
+from backend.services.expiring import ExpiringCache
 from backend.services.pagination import (
     Page,
     check_page_size,
@@ -325,14 +326,16 @@ class BrokerWebhookQueue:
 class WebhookNotifier:
     """Turns announced status changes into webhook tasks (``deliveries.StatusWebhooks``).
 
-    The active endpoints are read at most every ``cache_seconds``; with none registered
-    a batch costs a dictionary look-up."""
+    The active endpoints are read at most every ``cache_seconds``, by one query at a time;
+    with none registered a batch costs a dictionary look-up."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
     queue: WebhookQueue
     cache_seconds: float = 5.0
-    _targets: list[_Target] = field(default_factory=list)
-    _fresh_until: float = 0.0
+    _targets: ExpiringCache[None, list[_Target]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._targets = ExpiringCache(self.cache_seconds)
 
     async def notify(self, updates: list[dict[str, Any]]) -> None:
         """Enqueue one task per endpoint whose filter matches some of ``updates``. Never
@@ -353,16 +356,14 @@ class WebhookNotifier:
             log.exception("status webhooks for %d changes could not be enqueued", len(updates))
 
     async def _active(self) -> list[_Target]:
-        now = time.monotonic()
-        if now < self._fresh_until:
-            return self._targets
-        async with self.sessionmaker() as session:
-            rows = await WebhookEndpointRepository(session).active()
-        self._targets = [
-            _Target(str(r.id), frozenset(r.event_types), frozenset(r.statuses)) for r in rows
-        ]
-        self._fresh_until = now + self.cache_seconds
-        return self._targets
+        async def load() -> list[_Target]:
+            async with self.sessionmaker() as session:
+                rows = await WebhookEndpointRepository(session).active()
+            return [
+                _Target(str(r.id), frozenset(r.event_types), frozenset(r.statuses)) for r in rows
+            ]
+
+        return await self._targets.get(None, load)
 
 
 # --- one POST (the task) ---------------------------------------------------------------------

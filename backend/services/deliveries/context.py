@@ -3,7 +3,6 @@ queue that hands batches and dispatch parts on to other tasks."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +19,7 @@ from backend.db.repositories.templates import TemplateRepository
 from backend.frameworks.sqlalchemy_sessions import sessionmaker_bind
 from backend.services import task_messages
 from backend.services.envelope import Envelope
+from backend.services.expiring import ExpiringCache
 from backend.services.limits import Limits
 from backend.services.live import RedisLivePublisher
 from backend.services.task_messages import TaskMessage
@@ -49,25 +49,23 @@ class BrokerDeliveryQueue:
 
 class TemplateCache:
     """Templates by slug (and tenant) for a few seconds: a worker sends the same template in
-    batch after batch, and an edit reaches deliveries within ``ttl`` seconds."""
+    batch after batch, and an edit reaches deliveries within ``ttl`` seconds. One load per
+    key at a time: when an entry expires, the batches that need it meanwhile wait for that
+    one query (each loading it itself took a connection each, tens of them at once)."""
 
     def __init__(self, ttl: float = 5.0) -> None:
-        self.ttl = ttl
-        self._entries: dict[tuple[str, str | None], tuple[float, Template | None]] = {}
+        self._entries: ExpiringCache[tuple[str, str | None], Template | None] = ExpiringCache(ttl)
 
     async def get(
         self, session: AsyncSession, slug: str, tenant_id: str | None = None
     ) -> Template | None:
         """The template sent under ``slug``: for ``tenant_id``, its override, else the
         shared one."""
-        now = time.monotonic()
-        key = (slug, tenant_id)
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        template = await TemplateRepository(session).effective(slug, tenant_id)
-        self._entries[key] = (now + self.ttl, template)
-        return template
+
+        async def load() -> Template | None:
+            return await TemplateRepository(session).effective(slug, tenant_id)
+
+        return await self._entries.get((slug, tenant_id), load)
 
 
 class UserLookup(Protocol):
