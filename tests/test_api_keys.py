@@ -380,3 +380,62 @@ async def test_an_unknown_prefix_is_remembered_for_a_few_seconds(sessionmaker, m
             await verifier.verify("hk_" + letter * 10 + "_" + "x" * 43)
     assert opened == 7
     assert len(verifier._unknown) == 3
+
+
+async def test_requests_signed_with_one_key_read_it_once_when_its_entry_expires(engine):
+    """A service's requests arrive side by side: when its key's entry is missing or expired,
+    one query reads it and the others wait for that answer (each reading it took a
+    connection apiece). A revocation meanwhile is not missed: what waited reads it again."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from backend.auth import Principal
+    from backend.errors import UnauthenticatedError
+    from backend.services import api_keys
+    from tests.conftest import TEST_REDIS_URL
+
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    async with sessions() as session:
+        admin = Principal(user_id="admin-1", roles=frozenset({"admin"}))
+        created = await api_keys.create_api_key(
+            session, actor=admin, data=api_keys.ApiKeyData(name="billing", grants=["service"])
+        )
+        await session.commit()
+    opened = 0
+
+    def counted() -> Any:
+        nonlocal opened
+        opened += 1
+        return sessions()
+
+    verifier = api_keys.ApiKeyVerifier(
+        counted, redis_url=TEST_REDIS_URL, cache_seconds=60, touch_seconds=3600
+    )
+    signed_in = await asyncio.gather(*(verifier.verify(created.secret) for _ in range(20)))
+    assert {p.user_id for p in signed_in} == {f"api-key:{created.row.prefix}"}
+    assert opened == 2  # the one look-up, and the one "last used" write
+
+    # Revoked while a look-up is in flight: the requests that waited for it read the key again
+    # (and see the revocation) instead of taking the answer read before it.
+    verifier.forget(created.row.prefix)
+    gate = asyncio.Event()
+    read = verifier._load
+
+    async def held(prefix: str, now: float) -> Any:
+        entry = await read(prefix, now)
+        await gate.wait()
+        return entry
+
+    verifier._load = held  # type: ignore[method-assign]
+    first = asyncio.create_task(verifier.verify(created.secret))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(verifier.verify(created.secret)) for _ in range(3)]
+    await asyncio.sleep(0)
+    async with sessions() as session:
+        await api_keys.revoke_api_key(session, actor=admin, key_id=str(created.row.id))
+        await session.commit()
+    verifier.forget(created.row.prefix)
+    gate.set()
+    assert (await first).user_id == f"api-key:{created.row.prefix}"  # it asked before
+    for request in waiting:
+        with pytest.raises(UnauthenticatedError, match="revoked"):
+            await request

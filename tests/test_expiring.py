@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from backend.db.models import Template
 from backend.services.deliveries.context import TemplateCache
-from backend.services.expiring import ExpiringCache
+from backend.services.expiring import ExpiringCache, SingleFlight
 from backend.services.limits import Limits
 from backend.services.webhooks import WebhookNotifier
 
@@ -92,6 +92,36 @@ async def test_keys_callers_choose_cannot_grow_the_cache_without_bound():
     assert reads == 0  # e was kept, d was not
     await cache.get("d", counted)
     assert reads == 1
+
+
+async def test_forgetting_a_key_cancels_its_load_only():
+    """``SingleFlight.forget(key)``: what waited for that key's load loads again; another
+    key's load goes on, and its waiters take its answer."""
+    flights: SingleFlight[str, str] = SingleFlight()
+    gate = asyncio.Event()
+    calls: list[str] = []
+
+    def loader(answer: str) -> Any:
+        async def load() -> str:
+            calls.append(answer)
+            await gate.wait()
+            return answer
+
+        return load
+
+    first_a = asyncio.create_task(flights.load("a", loader("a-before")))
+    first_b = asyncio.create_task(flights.load("b", loader("b")))
+    await asyncio.sleep(0)
+    waiting_a = asyncio.create_task(flights.load("a", loader("a-after")))
+    waiting_b = asyncio.create_task(flights.load("b", loader("b-again")))
+    await asyncio.sleep(0)
+    flights.forget("a")
+    gate.set()
+    assert await first_a == ("a-before", False)  # its own answer, not to be kept
+    assert await waiting_a == ("a-after", True)
+    assert await first_b == ("b", True)
+    assert await waiting_b == ("b", False)
+    assert sorted(calls) == ["a-after", "a-before", "b"]
 
 
 async def test_the_worker_caches_read_an_entry_once_for_every_batch_that_needs_it(engine, redis):

@@ -46,6 +46,7 @@ from backend.db.models import ApiKey
 from backend.db.repositories.api_keys import ApiKeyRepository
 from backend.errors import ConflictError, NotFoundError, UnauthenticatedError, ValidationError
 from backend.services import tenants
+from backend.services.expiring import SingleFlight
 from backend.services.pagination import (
     Page,
     check_page_size,
@@ -213,6 +214,9 @@ class ApiKeyVerifier:
         self._cache: dict[str, _Entry] = {}
         # Bumped by every invalidation: a lookup that started before one does not cache.
         self._generation = 0
+        # One look-up of a key at a time: when its entry expires, the requests signed with it
+        # meanwhile wait for that one query (each reading it took a connection apiece).
+        self._flights: SingleFlight[str, _Entry | None] = SingleFlight()
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._subscribed = asyncio.Event()
@@ -276,6 +280,7 @@ class ApiKeyVerifier:
     def forget(self, prefix: str | None = None) -> None:
         """Drop one key (or all keys) from the cache."""
         self._generation += 1
+        self._flights.forget(prefix)  # a look-up in flight read the key as it was
         if prefix is None:
             self._cache.clear()
             self._unknown.clear()
@@ -330,7 +335,7 @@ class ApiKeyVerifier:
             del self._unknown[prefix]
         entry = self._cache.get(prefix)
         if entry is None or now - entry.loaded_at > self._cache_seconds:
-            entry = await self._load(prefix, now)
+            entry, _ = await self._flights.load(prefix, lambda: self._load(prefix, now))
         if entry is None or not hmac.compare_digest(entry.secret_hash, hash_key(key)):
             raise UnauthenticatedError("The API key is not valid")
         if entry.revoked:

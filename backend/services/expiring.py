@@ -21,6 +21,51 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+class SingleFlight(Generic[K, V]):
+    """One load per key in flight: a request that finds one running for its key waits for its
+    answer instead of loading again. A waiter whose loader failed or was cancelled loads for
+    itself (an error is never shared, only an answer); ``forget`` cancels the loads in flight,
+    whose answers then go to their own callers only."""
+
+    def __init__(self) -> None:
+        self._loading: dict[K, asyncio.Future[V]] = {}
+
+    def forget(self, key: K | None = None) -> None:
+        """Cancel the load in flight for ``key`` (None: every load)."""
+        flights = list(self._loading.values()) if key is None else [self._loading.get(key)]
+        for flight in flights:
+            if flight is not None:
+                flight.cancel()
+        if key is None:
+            self._loading.clear()
+        else:
+            self._loading.pop(key, None)
+
+    async def load(self, key: K, load: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
+        """``key``'s answer, and whether it is this call's own load, not forgotten meanwhile
+        (an answer to keep)."""
+        loop = asyncio.get_running_loop()
+        flight = self._loading.get(key)
+        if flight is not None and flight.get_loop() is loop:
+            await asyncio.wait([flight])  # this request's cancellation leaves the flight be
+            if not flight.cancelled():
+                return flight.result(), False
+        flight = loop.create_future()
+        self._loading[key] = flight
+        try:
+            value = await load()
+        except BaseException:
+            flight.cancel()
+            raise
+        finally:
+            if self._loading.get(key) is flight:
+                del self._loading[key]
+        if flight.cancelled():
+            return value, False
+        flight.set_result(value)
+        return value, True
+
+
 class ExpiringCache(Generic[K, V]):
     def __init__(
         self,
@@ -33,15 +78,13 @@ class ExpiringCache(Generic[K, V]):
         self.clock = clock
         self.max_entries = max_entries
         self._entries: dict[K, tuple[float, V]] = {}
-        self._loading: dict[K, asyncio.Future[V]] = {}
+        self._flights: SingleFlight[K, V] = SingleFlight()
 
     def clear(self) -> None:
         """Forget every entry. A load in flight read the old state: its answer still goes to
         the requests that asked, but is neither kept nor given to later ones."""
         self._entries.clear()
-        for flight in self._loading.values():
-            flight.cancel()
-        self._loading.clear()
+        self._flights.forget()
 
     async def get(
         self, key: K, load: Callable[[], Awaitable[V]], *, keep: Callable[[V], bool] | None = None
@@ -52,26 +95,9 @@ class ExpiringCache(Generic[K, V]):
         hit = self._entries.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        loop = asyncio.get_running_loop()
-        flight = self._loading.get(key)
-        if flight is not None and flight.get_loop() is loop:
-            await asyncio.wait([flight])  # this request's cancellation leaves the flight be
-            if not flight.cancelled():
-                return flight.result()
-        flight = loop.create_future()
-        self._loading[key] = flight
-        try:
-            value = await load()
-        except BaseException:
-            flight.cancel()
-            raise
-        finally:
-            if self._loading.get(key) is flight:
-                del self._loading[key]
-        if not flight.cancelled():
-            flight.set_result(value)
-            if keep is None or keep(value):
-                self._keep(key, (now + self.ttl, value))
+        value, own = await self._flights.load(key, load)
+        if own and (keep is None or keep(value)):
+            self._keep(key, (now + self.ttl, value))
         return value
 
     def _keep(self, key: K, entry: tuple[float, V]) -> None:
