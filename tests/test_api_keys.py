@@ -349,36 +349,27 @@ async def test_the_migration_creates_the_model_table(engine):
 async def test_an_unknown_prefix_is_remembered_for_a_few_seconds(sessionmaker, monkeypatch):
     from backend.errors import UnauthenticatedError
     from backend.services import api_keys
-    from tests.conftest import TEST_REDIS_URL
 
-    opened = 0
-
-    def sessions() -> Any:
-        nonlocal opened
-        opened += 1
-        return sessionmaker()
-
-    verifier = api_keys.ApiKeyVerifier(
-        sessions, redis_url=TEST_REDIS_URL, cache_seconds=60, touch_seconds=60
-    )
+    opened = CountedSessions(sessionmaker)
+    verifier = counted_verifier(opened, touch_seconds=60)
     unknown = "hk_" + "Unknown123" + "_" + "x" * 43
     # A service sending a wrong key in a loop: PostgreSQL is asked once.
     for _ in range(20):
         with pytest.raises(UnauthenticatedError, match="The API key is not valid"):
             await verifier.verify(unknown)
-    assert opened == 1
+    assert opened.count == 1
     # Remembered for a few seconds only: then asked again.
     monkeypatch.setattr(api_keys, "UNKNOWN_SECONDS", 0.2)
     await asyncio.sleep(0.25)
     with pytest.raises(UnauthenticatedError):
         await verifier.verify(unknown)
-    assert opened == 2
+    assert opened.count == 2
     # And only so many: the oldest unknown prefixes make room.
     monkeypatch.setattr(api_keys, "MAX_UNKNOWN", 3)
     for letter in "abcde":
         with pytest.raises(UnauthenticatedError):
             await verifier.verify("hk_" + letter * 10 + "_" + "x" * 43)
-    assert opened == 7
+    assert opened.count == 7
     assert len(verifier._unknown) == 3
 
 
@@ -391,7 +382,6 @@ async def test_requests_signed_with_one_key_read_it_once_when_its_entry_expires(
     from backend.auth import Principal
     from backend.errors import UnauthenticatedError
     from backend.services import api_keys
-    from tests.conftest import TEST_REDIS_URL
 
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with sessions() as session:
@@ -400,19 +390,11 @@ async def test_requests_signed_with_one_key_read_it_once_when_its_entry_expires(
             session, actor=admin, data=api_keys.ApiKeyData(name="billing", grants=["service"])
         )
         await session.commit()
-    opened = 0
-
-    def counted() -> Any:
-        nonlocal opened
-        opened += 1
-        return sessions()
-
-    verifier = api_keys.ApiKeyVerifier(
-        counted, redis_url=TEST_REDIS_URL, cache_seconds=60, touch_seconds=3600
-    )
+    opened = CountedSessions(sessions)
+    verifier = counted_verifier(opened, touch_seconds=3600)
     signed_in = await asyncio.gather(*(verifier.verify(created.secret) for _ in range(20)))
     assert {p.user_id for p in signed_in} == {f"api-key:{created.row.prefix}"}
-    assert opened == 2  # the one look-up, and the one "last used" write
+    assert opened.count == 2  # the one look-up, and the one "last used" write
 
     # Revoked while a look-up is in flight: the requests that waited for it read the key again
     # (and see the revocation) instead of taking the answer read before it.
@@ -439,3 +421,24 @@ async def test_requests_signed_with_one_key_read_it_once_when_its_entry_expires(
     for request in waiting:
         with pytest.raises(UnauthenticatedError, match="revoked"):
             await request
+
+
+class CountedSessions:
+    """A session factory that counts the sessions it opened (a pooled connection each)."""
+
+    def __init__(self, make: Any) -> None:
+        self.make, self.count = make, 0
+
+    def __call__(self) -> Any:
+        self.count += 1
+        return self.make()
+
+
+def counted_verifier(sessions: CountedSessions, *, touch_seconds: float) -> Any:
+    """An API-key verifier on ``sessions``, entries kept 60 s."""
+    from backend.services import api_keys
+    from tests.conftest import TEST_REDIS_URL
+
+    return api_keys.ApiKeyVerifier(
+        sessions, redis_url=TEST_REDIS_URL, cache_seconds=60, touch_seconds=touch_seconds
+    )
