@@ -286,14 +286,22 @@ def bounces(host: str | None, port: int | None) -> None:
     settings = get_settings()
     if not settings.email_bounce_domain:
         raise click.UsageError("herald bounces needs HERALD_EMAIL_BOUNCE_DOMAIN")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve(
+
+    async def run() -> None:
+        # SIGTERM (docker stop, systemd, Kubernetes) stops it as Ctrl-C does: the listener
+        # closes and the clients are closed, instead of the process ending where it stands.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(
                 settings,
                 host=host or settings.bounce_smtp_host,
                 port=port or settings.bounce_smtp_port,
             )
-        )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 @main.command("smtp-sink")

@@ -380,9 +380,12 @@ async def test_a_report_naming_a_sent_delivery_without_its_tag_changes_nothing(
     assert record is not None and record.status is DeliveryStatus.COMPLAINED
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_the_herald_bounces_process_applies_a_dsn(
-    engine: AsyncEngine, committed_suppressions: list[str]
+    engine: AsyncEngine, committed_suppressions: list[str], stop: signal.Signals
 ) -> None:
+    """Run as a process, and stopped as a terminal (SIGINT) or a container runtime (SIGTERM)
+    stops it: either way it closes its listener and clients and exits 0."""
     history = PostgresHistoryStore(engine)
     record = await sent_email(history)
     address = unique_address("process")
@@ -410,7 +413,7 @@ async def test_the_herald_bounces_process_applies_a_dsn(
         signed = signed_delivery_id(BOUNCE_SECRET.encode(), record.id)
         code, _ = await deliver_report(port, report, f"bounces+{signed}@{BOUNCE_DOMAIN}")
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         try:
             process.wait(30)
             stopped = True
@@ -419,7 +422,8 @@ async def test_the_herald_bounces_process_applies_a_dsn(
             process.wait(10)
             stopped = False
 
-    assert stopped, "herald bounces did not stop within 30 s of SIGINT"
+    assert stopped, f"herald bounces did not stop within 30 s of {stop.name}"
+    assert process.returncode == 0, f"exit {process.returncode} after {stop.name}"
     assert code == 250
     stored = await history.get(record.id)
     assert stored is not None and stored.status is DeliveryStatus.BOUNCED
