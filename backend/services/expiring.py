@@ -32,14 +32,10 @@ class SingleFlight(Generic[K, V]):
 
     def forget(self, key: K | None = None) -> None:
         """Cancel the load in flight for ``key`` (None: every load)."""
-        flights = list(self._loading.values()) if key is None else [self._loading.get(key)]
-        for flight in flights:
+        for loading in list(self._loading) if key is None else [key]:
+            flight = self._loading.pop(loading, None)
             if flight is not None:
                 flight.cancel()
-        if key is None:
-            self._loading.clear()
-        else:
-            self._loading.pop(key, None)
 
     async def load(self, key: K, load: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
         """``key``'s answer, and whether it is this call's own load, not forgotten meanwhile
