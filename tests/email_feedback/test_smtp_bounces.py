@@ -391,8 +391,8 @@ async def test_the_herald_bounces_process_applies_a_dsn(
     address = unique_address("process")
     committed_suppressions.append(address)
     port = free_port()
-    # The process is stopped with SIGINT. A suite a shell started in the background runs with
-    # SIGINT ignored, and a child inherits an ignored signal: give it the default instead.
+    # One of the runs stops the process with SIGINT. A suite a shell started in the background
+    # runs with SIGINT ignored, and a child inherits an ignored signal: give it the default.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         process = subprocess.Popen(
