@@ -18,6 +18,7 @@ import aio_pika
 import orjson
 import pytest
 import redis.asyncio as redis_async
+from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.broker import Broker, celery_task_message
@@ -37,7 +38,7 @@ from backend.services.deliveries import (
 )
 from backend.services.live import live_channel
 from backend.services.users import UserProfile
-from backend.workers.dispatch_consumer import DispatchConsumer, Supervisor
+from backend.workers.dispatch_consumer import Acknowledgements, DispatchConsumer, Supervisor
 from backend.workers.units import dispatch_together
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.factories import delivery_context
@@ -358,6 +359,103 @@ async def test_what_arrives_while_a_batch_runs_goes_in_the_next_one_or_beside_it
         # for it and then went together.
         assert [sorted(c) for c in directory.calls] == [[first], sorted(rest)]
         assert directory.most_at_once == 1
+
+
+# --- acknowledgements: one `multiple` ack where it is safe, on a real RabbitMQ channel --------
+
+
+@dataclasses.dataclass
+class Received:
+    """Ten messages taken off a queue of their own and ``received`` (tags 1 to 10, bodies 0 to
+    9), and the ``basic.ack`` frames sent for them since: (tag, multiple)."""
+
+    acks: Acknowledgements
+    messages: list[AbstractIncomingMessage]
+    frames: list[tuple[int, bool]]
+    connection: aio_pika.abc.AbstractConnection
+    channel: aio_pika.abc.AbstractChannel
+    queue: str
+
+    async def returned(self) -> list[int]:
+        """Closes the channel, so RabbitMQ hands out again what was never settled, and the
+        bodies it hands out."""
+        assert not self.channel.is_closed, "RabbitMQ closed the channel"
+        await self.channel.close()
+        again = await self.connection.channel()
+        queue = await again.get_queue(self.queue)
+        bodies = []
+        while (message := await queue.get(timeout=5, fail=False)) is not None:
+            assert message.redelivered
+            bodies.append(int(message.body))
+            await message.ack()
+        return sorted(bodies)
+
+
+@pytest.fixture
+async def ten() -> AsyncIterator[Received]:
+    name = f"test.acks.{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect(TEST_RABBITMQ_URL)
+    channel = await connection.channel()
+    queue = await channel.declare_queue(name, auto_delete=True)
+    for n in range(10):
+        await channel.default_exchange.publish(aio_pika.Message(str(n).encode()), name)
+    received = Received(Acknowledgements(), [], [], connection, channel, name)
+    for _ in range(10):
+        message = await queue.get(timeout=5)
+        assert message is not None
+        received.acks.received(message)
+        received.messages.append(message)
+    assert [m.delivery_tag for m in received.messages] == list(range(1, 11))
+    underlying = received.messages[0].channel
+    basic_ack = underlying.basic_ack
+
+    async def recorded(delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
+        received.frames.append((delivery_tag, multiple))
+        await basic_ack(delivery_tag, multiple=multiple, wait=wait)
+
+    underlying.basic_ack = recorded  # type: ignore[method-assign]
+    try:
+        yield received
+    finally:
+        await connection.close()
+
+
+async def test_a_batch_below_every_unfinished_message_is_settled_in_one_frame(
+    ten: Received,
+) -> None:
+    acks, m, frames = ten.acks, ten.messages, ten.frames
+    await acks.ack(m[0:3])  # tags 1-3, the oldest: one frame for the three
+    assert frames == [(3, True)]
+    await acks.ack(m[5:7])  # tags 6-7 while 4 and 5 are still at work: one by one
+    assert frames[1:] == [(6, False), (7, False)]
+    await acks.ack([m[3]])  # tag 4: below 5, which is still at work
+    assert frames[3:] == [(4, True)]
+    await acks.reject(m[7])  # tag 8: dropped (this queue has no dead letters)
+    await acks.ack(m[8:10])  # tags 9-10, with 5 still at work
+    assert frames[4:] == [(9, False), (10, False)]
+    # Only the message still at work comes back: no ack settled it with the others.
+    assert await ten.returned() == [4]
+
+
+async def test_a_message_retried_alone_holds_no_later_batch_and_is_settled_last(
+    ten: Received,
+) -> None:
+    acks, m, frames = ten.acks, ten.messages, ten.frames
+    await acks.ack(m[1:10])  # everything but tag 1 (retried alone, say)
+    assert frames == [(tag, False) for tag in range(2, 11)]
+    await acks.ack([m[0]])
+    assert frames[9:] == [(1, True)]
+    assert await ten.returned() == []
+
+
+async def test_acks_racing_each_other_never_settle_a_tag_twice(ten: Received) -> None:
+    """Tags 6 and 7 are acknowledged one by one (1 is at work) while a second call finishes
+    1-5 and 8-10, whose one ``multiple`` ack at 10 covers 6 and 7: sent before the ack of 7, it
+    would make that one an unknown tag, and RabbitMQ would close the channel."""
+    m = ten.messages
+    await asyncio.gather(ten.acks.ack(m[5:7]), ten.acks.ack([*m[0:5], *m[7:10]]))
+    assert ten.frames == [(6, False), (7, False), (10, True)]
+    assert await ten.returned() == []
 
 
 def test_the_supervisor_starts_a_consumer_again_when_one_ends() -> None:

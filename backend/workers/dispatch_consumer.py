@@ -19,7 +19,8 @@ rest.
 The messages are the Celery task messages the API publishes (protocol v2, ``backend.broker``),
 so producers do not know who consumes them. Exactly-once per delivery rests on what it rests on
 for a Celery task (``backend.services.deliveries``), with the same acknowledgement: a message
-is acknowledged only once its event's writes committed and its hand-ons were published. A
+is acknowledged only once its event's writes committed and its hand-ons were published (a
+batch's messages with one ``multiple`` ack where that is safe, see ``Acknowledgements``). A
 consumer that dies leaves its unacknowledged messages to RabbitMQ, which redelivers them
 (flagged, so they take the re-run path, one event at a time). An event whose dispatch failed is
 retried alone, its message kept unacknowledged, with the Celery tasks' backoff, until it gets
@@ -41,7 +42,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -99,6 +100,72 @@ def _event(task: _Task) -> dict[str, Any]:
     return task.args[0] if task.args else task.kwargs["event"]
 
 
+class Acknowledgements:
+    """Settles a consumer's messages in as few frames as is safe.
+
+    One ``basic.ack`` with ``multiple`` settles every message of the channel up to its delivery
+    tag, so a batch of 100 costs RabbitMQ and this process one frame instead of 100. It is
+    safe only below the lowest tag still being worked on: a message retried alone (its backoff
+    can last minutes) must stay unacknowledged while the batches after it finish. So what is
+    finished below that tag goes in one ack, and what is finished above it (a batch done
+    before an earlier one, or a message run alone) is acknowledged one by one.
+
+    Every message is ``received`` here when it arrives and leaves through ``ack`` or
+    ``reject``. Frames are decided and sent under one lock: an ack for a tag that an earlier
+    ``multiple`` ack already settled would make RabbitMQ close the channel. Tags count per
+    channel; after a reconnection the new channel starts again from 1, and the old channel's
+    messages can no longer be settled (RabbitMQ redelivers them)."""
+
+    def __init__(self) -> None:
+        self._channel: object | None = None
+        self._working: set[int] = set()  # tags received on ``_channel``, not settled yet
+        self._lock = asyncio.Lock()
+
+    def received(self, message: AbstractIncomingMessage) -> None:
+        channel = _channel_of(message)
+        if channel is None or message.delivery_tag is None:
+            return
+        if channel is not self._channel:
+            self._channel, self._working = channel, set()
+        self._working.add(message.delivery_tag)
+
+    async def ack(self, messages: Sequence[AbstractIncomingMessage]) -> None:
+        async with self._lock:
+            here = [m for m in messages if self._here(m)]
+            self._working.difference_update(_tag(m) for m in here)
+            lowest = min(self._working, default=None)
+            below = [m for m in here if lowest is None or _tag(m) < lowest]
+            if below:
+                await _settle(max(below, key=_tag).ack(multiple=True))
+            covered = {id(m) for m in below}
+            for message in messages:
+                if id(message) not in covered:
+                    await _settle(message.ack())
+
+    async def reject(self, message: AbstractIncomingMessage) -> None:
+        """Dead-letter the message (``requeue=False``)."""
+        async with self._lock:
+            if self._here(message):
+                self._working.discard(_tag(message))
+            await _settle(message.reject(requeue=False))
+
+    def _here(self, message: AbstractIncomingMessage) -> bool:
+        return message.delivery_tag is not None and _channel_of(message) is self._channel
+
+
+def _tag(message: AbstractIncomingMessage) -> int:
+    return message.delivery_tag or 0
+
+
+def _channel_of(message: AbstractIncomingMessage) -> object | None:
+    """The channel ``message`` came on; None once it closed (aio-pika raises then)."""
+    try:
+        channel = message.channel
+    except Exception:
+        return None
+    return None if channel.is_closed else channel
+
+
 class DispatchConsumer:
     """Consumes the dispatch queue of ``settings.rabbitmq_url`` until ``stop`` is called.
     ``http``: the client workflow steps call webhooks with; ``queue``: the queue's name."""
@@ -122,6 +189,7 @@ class DispatchConsumer:
         self.batch_ended = asyncio.Event()
         self.batches = itertools.count()
         self.ready: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self.acks = Acknowledgements()
         self.working: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
 
@@ -178,6 +246,7 @@ class DispatchConsumer:
             await connection.close()
 
     async def _arrived(self, message: AbstractIncomingMessage) -> None:
+        self.acks.received(message)
         self.ready.put_nowait(message)
 
     async def _batch(self) -> tuple[int, list[AbstractIncomingMessage]]:
@@ -249,14 +318,14 @@ class DispatchConsumer:
                     self.queue,
                     (message.headers or {}).get("task"),
                 )
-                await _settle(message.reject(requeue=False))
+                await self.acks.reject(message)
                 continue
             if task.name == TASK_DISPATCH:
                 try:
                     envelope = deliveries.Envelope.from_wire(_event(task))
                 except Exception as exc:
                     log.error("rejecting an undecodable dispatch message: %s", exc)
-                    await _settle(message.reject(requeue=False))
+                    await self.acks.reject(message)
                     continue
                 if not task.rerun and task.eta is None and deliveries.together(self.ctx, envelope):
                     batch.append((task, envelope))
@@ -306,8 +375,7 @@ class DispatchConsumer:
             for task, envelope in batch:
                 self._start(self._alone(task, envelope, retries=1))
             return
-        for task, _ in batch:
-            await _settle(task.message.ack())
+        await self.acks.ack([task.message for task, _ in batch])
 
     async def _alone(
         self, task: _Task, envelope: deliveries.Envelope | None = None, *, retries: int = 0
@@ -330,7 +398,7 @@ class DispatchConsumer:
                     log.warning("%s failed, will retry: %s", task.name, exc)
                     retries += 1
                     continue
-            await _settle(task.message.ack())
+            await self.acks.ack([task.message])
             return
 
     async def _run(self, task: _Task, envelope: deliveries.Envelope | None, *, rerun: bool) -> None:
@@ -350,10 +418,7 @@ class DispatchConsumer:
 
 def _open(message: AbstractIncomingMessage) -> bool:
     """Whether the channel ``message`` came on is still open (it can still be acknowledged)."""
-    try:
-        return not message.channel.is_closed
-    except Exception:
-        return False
+    return _channel_of(message) is not None
 
 
 async def _settle(acknowledgement: Awaitable[None]) -> None:
