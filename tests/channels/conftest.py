@@ -117,6 +117,8 @@ class MailRecorder:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        # Each message as it came over the wire (DATA, dot-unstuffed).
+        self.raw: list[bytes] = []
         self.envelopes: list[tuple[str | None, list[str]]] = []
         # Peers that started a mail transaction: one per connection the sender used.
         self.peers: set[Any] = set()
@@ -155,6 +157,7 @@ class MailRecorder:
         parsed = message_from_bytes(content, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
+        self.raw.append(content)
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 Message accepted for delivery"
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from types import SimpleNamespace
 
 import pytest
 
 from backend.channels import Channel
+from backend.channels import email as email_channel
 from backend.channels.base import PermanentChannelError, Recipient, TransientChannelError
 from backend.channels.email import (
     SmtpEmailSender,
@@ -149,6 +151,62 @@ async def test_message_without_html_is_plain_text_and_survives_a_multiline_subje
         .replace("\r\n", "\n")
         .startswith("Hello Ada, thanks for joining.\n\n--\n")
     )
+
+
+async def test_what_is_not_ascii_or_long_arrives_as_written(smtp_server: SmtpServer) -> None:
+    # Names, subject and body beyond ASCII, a subject too long for one header line: the
+    # email package encodes and folds these; what Herald writes as is must not bypass it.
+    subject = "Ihre Bestellung ist unterwegs, Zoë: " + "Lieferung " * 8 + "morgen früh"
+    body = "Grüße, Zoë!\n" + "Ein sehr langer Satz ohne Umbruch. " * 6 + "\n"
+    html = "<p>Grüße, <b>Zoë</b> · " + "lang " * 30 + "</p>"
+    sender = SmtpEmailSender(smtp_server.settings(email_from="Hérald <noreply@herald.example>"))
+    user = Recipient(id="u-1", email="zoe@example.org", first_name="Zoë", last_name="Ünal")
+    async with running(sender):
+        await sender.send(
+            outgoing(
+                Channel.EMAIL, user=user, subject=subject, body=body, html=html, unsubscribe=None
+            )
+        )
+
+    [mail] = smtp_server.recorder.messages
+    # Python's email package, folding a line before an encoded word, can leave one space
+    # doubled when the header is read back; the words are all there, in order.
+    assert mail["Subject"].split() == subject.split()
+    assert mail["From"] == "Hérald <noreply@herald.example>"
+    assert mail["To"] == "Zoë Ünal <zoe@example.org>"
+    text = mail.get_body(preferencelist=("plain",))
+    rich = mail.get_body(preferencelist=("html",))
+    assert text is not None and rich is not None
+    assert text.get_content().replace("\r\n", "\n") == body
+    assert rich.get_content().replace("\r\n", "\n") == html + "\n"
+    [raw] = smtp_server.recorder.raw
+    raw.decode("ascii")  # every byte encoded: the headers as encoded words, the parts as QP
+    long_lines = [line for line in raw.split(b"\r\n") if len(line) > 78]
+    assert long_lines == []
+
+
+async def test_text_that_holds_the_boundary_stays_inside_its_part(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The boundary is not searched for in the parts: quoted-printable never holds "=_", so
+    # a boundary that starts with it cannot occur in them, even when the text holds it.
+    monkeypatch.setattr(email_channel, "secrets", SimpleNamespace(token_hex=lambda n: "0" * n))
+    boundary = "=_herald_" + "0" * 8
+    trap = f"--{boundary}\nContent-Type: text/plain\n\n--{boundary}--\n=_ = =3D\n--\n"
+    sender = SmtpEmailSender(smtp_server.settings())
+    async with running(sender):
+        await sender.send(
+            outgoing(Channel.EMAIL, body=trap, html=f"<pre>{trap}</pre>", unsubscribe=None)
+        )
+
+    [mail] = smtp_server.recorder.messages
+    assert mail.get_boundary() == boundary
+    text = mail.get_body(preferencelist=("plain",))
+    rich = mail.get_body(preferencelist=("html",))
+    assert text is not None and rich is not None
+    assert text.get_content().replace("\r\n", "\n") == trap
+    assert rich.get_content().replace("\r\n", "\n") == f"<pre>{trap}</pre>\n"
+    assert len(list(mail.iter_parts())) == 2
 
 
 async def test_user_without_email_is_permanent(smtp_server: SmtpServer) -> None:
