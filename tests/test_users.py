@@ -341,6 +341,61 @@ async def test_the_concurrency_bound_is_a_setting_shared_by_concurrent_lookups(
     assert script.max_in_flight == 3
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["one-by-one", "bulk"])
+async def test_concurrent_lookups_ask_for_a_user_once(scripted, http, redis, prefix, bulk):
+    url, script = scripted
+    script.delay = 0.1
+    settings: dict[str, Any] = {"auth_concurrency": 8}
+    if bulk:
+        settings.update(auth_bulk_profiles_path=BULK_PATH, auth_bulk_batch_size=4)
+    directory = make_directory(url, http, redis, prefix, **settings)
+    first = [f"both-{n}" for n in range(10)]
+    second = [f"both-{n}" for n in range(5, 15)]
+
+    one = asyncio.create_task(directory.get_many(first))
+    while not script.asked:  # the first look-up's requests are on their way
+        await asyncio.sleep(0.005)
+    found_first, found_second = await asyncio.gather(one, directory.get_many(second))
+
+    assert {u: p.id if p else None for u, p in found_first.items()} == {u: u for u in first}
+    assert {u: p.id if p else None for u, p in found_second.items()} == {u: u for u in second}
+    # Ids 5 to 9, named by both, were asked for by the first look-up only.
+    asked = sorted(i for request in script.asked for i in request)
+    assert asked == sorted({*first, *second})
+
+
+@pytest.mark.parametrize("how", ["fails", "is cancelled"])
+async def test_a_lookup_waiting_for_another_fetches_itself_when_that_one_ends_badly(
+    scripted, http, redis, prefix, how
+):
+    url, script = scripted
+    script.delay = 0.2
+    # One try: the first request fails and gives up, the next one answers.
+    script.failures = 1 if how == "fails" else 0
+    directory = make_directory(url, http, redis, prefix, auth_retries=0)
+
+    loader = asyncio.create_task(directory.get_many(["shared"]))
+    while not script.asked:
+        await asyncio.sleep(0.005)
+    waiter = asyncio.create_task(directory.get_many(["shared"]))
+    await asyncio.sleep(0.05)
+    assert script.asked == [["shared"]]  # the waiter is waiting for the loader's answer
+    if how == "is cancelled":
+        loader.cancel()
+    found = await waiter
+
+    profile = found["shared"]
+    assert profile is not None and profile.id == "shared"
+    # The loader's request, then the waiter's own.
+    assert script.asked == [["shared"], ["shared"]]
+    if how == "fails":
+        with pytest.raises(UserDirectoryUnavailable):
+            await loader
+    else:
+        with pytest.raises(asyncio.CancelledError):
+            await loader
+
+
 async def test_get_many_in_bulk_batches_within_the_bound(scripted, http, redis, prefix):
     url, script = scripted
     script.delay = 0.05

@@ -121,6 +121,8 @@ class UserDirectory:
         self._backoff_cap = backoff_cap_seconds
         self._cache_skipped_until = 0.0
         self._store = store
+        # The users being fetched now, by look-ups still running: the others wait for them.
+        self._loading: dict[str, asyncio.Future[UserProfile | None]] = {}
 
     async def get(self, user_id: str) -> UserProfile | None:
         """The user's profile, or ``None`` when the auth service does not know the user."""
@@ -130,7 +132,9 @@ class UserDirectory:
     async def get_many(self, user_ids: Iterable[str]) -> dict[str, UserProfile | None]:
         """Profiles for many users: one ``MGET`` for the cached ones, concurrent fetches (at most
         ``max_concurrency`` requests at a time, in bulk batches where the auth service offers a
-        bulk endpoint) for the rest, written back in one pipeline.
+        bulk endpoint) for the rest, written back in one pipeline. A user another look-up of
+        this directory is fetching already is not asked for again: this one waits for that
+        answer (and fetches the user itself if that look-up fails or is cancelled).
 
         Every asked id is a key of the result; unknown users map to ``None``. When a fetch gives
         up, :class:`~backend.errors.UserDirectoryUnavailable` is raised and the profiles that
@@ -140,29 +144,69 @@ class UserDirectory:
         found = await self._cache_read(ids)
         misses = [user_id for user_id in ids if user_id not in found]
         if misses:
-            stored: dict[str, UserProfile | None] = {}
-            fallback: dict[str, UserProfile] = {}
-            if self._store is not None:
-                fresh, fallback = await self._store.read(misses)
-                stored.update(fresh)
-                misses = [user_id for user_id in misses if user_id not in fresh]
-            fetched: dict[str, UserProfile | None] = {}
-            try:
-                if misses:
-                    await self._fetch_many(misses, fetched)
-            except UserDirectoryUnavailable:
-                # Profiles that did arrive are good; keep them for the retry that follows.
-                await self._keep(stored, fetched)
-                raise
-            for user_id, profile in fallback.items():
-                # Unknown to the auth service, but a service identified the user.
-                if fetched.get(user_id, profile) is None:
-                    stored[user_id] = profile
-                    del fetched[user_id]
-            await self._keep(stored, fetched)
-            found.update(stored)
-            found.update(fetched)
+            found.update(await self._load_shared(misses))
         return {user_id: found[user_id] for user_id in ids}
+
+    async def _load_shared(self, user_ids: list[str]) -> dict[str, UserProfile | None]:
+        """``_load`` for the users no other look-up is loading; the others' answers for the
+        rest. An error is never shared: what another look-up failed to load is loaded here."""
+        loop = asyncio.get_running_loop()
+        theirs = {
+            user_id: flight
+            for user_id in user_ids
+            if (flight := self._loading.get(user_id)) is not None and flight.get_loop() is loop
+        }
+        flights = {user_id: loop.create_future() for user_id in user_ids if user_id not in theirs}
+        self._loading.update(flights)
+        try:
+            loaded = await self._load(list(flights)) if flights else {}
+            for user_id, flight in flights.items():
+                flight.set_result(loaded[user_id])
+        finally:
+            # Failed or cancelled: whoever waits fetches for itself.
+            for user_id, flight in flights.items():
+                if not flight.done():
+                    flight.cancel()
+                if self._loading.get(user_id) is flight:
+                    del self._loading[user_id]
+        if not theirs:
+            return loaded
+        await asyncio.wait(theirs.values())  # this look-up's cancellation leaves them be
+        again = [user_id for user_id, flight in theirs.items() if flight.cancelled()]
+        loaded.update((u, f.result()) for u, f in theirs.items() if not f.cancelled())
+        if again:
+            # What the failed look-up did fetch it cached; the rest is fetched here.
+            cached = await self._cache_read(again)
+            loaded.update(cached)
+            rest = [user_id for user_id in again if user_id not in cached]
+            if rest:
+                loaded.update(await self._load(rest))
+        return loaded
+
+    async def _load(self, misses: list[str]) -> dict[str, UserProfile | None]:
+        """Profiles not in the cache: from the profile store, else the auth service; kept in
+        the cache (and the store) before they are returned, and when a fetch gives up."""
+        stored: dict[str, UserProfile | None] = {}
+        fallback: dict[str, UserProfile] = {}
+        if self._store is not None:
+            fresh, fallback = await self._store.read(misses)
+            stored.update(fresh)
+            misses = [user_id for user_id in misses if user_id not in fresh]
+        fetched: dict[str, UserProfile | None] = {}
+        try:
+            if misses:
+                await self._fetch_many(misses, fetched)
+        except UserDirectoryUnavailable:
+            # Profiles that did arrive are good; keep them for the retry that follows.
+            await self._keep(stored, fetched)
+            raise
+        for user_id, profile in fallback.items():
+            # Unknown to the auth service, but a service identified the user.
+            if fetched.get(user_id, profile) is None:
+                stored[user_id] = profile
+                del fetched[user_id]
+        await self._keep(stored, fetched)
+        return {**stored, **fetched}
 
     async def _keep(
         self, stored: dict[str, UserProfile | None], fetched: dict[str, UserProfile | None]
