@@ -71,7 +71,16 @@ def worker(concurrency: int | None, queues: str | None) -> None:
     from backend.workers.celery_app import celery_app
     from backend.workers.dispatch_consumer import Supervisor
 
-    argv = ["worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+    # A node name of this process's own: with Celery's default (celery@<host>) a second
+    # worker on the same host and virtual host cannot declare the remote-control queue that
+    # name owns (RESOURCE_LOCKED: an exclusive queue) and exits at start.
+    argv = [
+        "worker",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        f"--hostname=herald-{os.getpid()}@%h",
+    ]
     if settings.log_format == "json":
         argv.insert(0, "--quiet")  # Celery's own option: no startup banner, not a JSON line
     if concurrency:

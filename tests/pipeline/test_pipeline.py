@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from tests.factories import token_for
 from tests.pipeline.servers import eventually
+from tests.processes import Process
 
 SEND = """mutation($input: EventInput!) { sendEvent(input: $input) { __typename
   ... on EventAccepted { eventId duplicate scheduledFor }
@@ -439,3 +440,15 @@ async def test_bulk_send_events_with_idempotency_keys(e2e, settings):
     assert results[1]["eventId"] == earlier_id
     assert results[3]["eventId"] == results[0]["eventId"]
     assert results[2]["eventId"] not in (earlier_id, results[0]["eventId"])
+
+
+def test_a_second_worker_on_the_same_host_starts_beside_the_first(worker, worker_env):
+    # Named celery@<host>, as Celery names a worker unless told otherwise, the second could
+    # not declare the remote-control queue the first one's connection holds exclusively
+    # (RESOURCE_LOCKED) and exited at start.
+    second = Process(["worker", "--concurrency", "1"], worker_env, ready="ready.")
+    try:
+        assert second.process.poll() is None
+        assert worker.process.poll() is None
+    finally:
+        second.stop()
