@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -43,6 +44,8 @@ class Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # A group of its own, so that a process that will not stop goes with its children.
+            start_new_session=True,
         )
         self._ready = threading.Event()
         threading.Thread(target=self._read, args=(ready,), daemon=True).start()
@@ -63,7 +66,10 @@ class Process:
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                # Killed alone, a worker would leave its pool and dispatch consumers running,
+                # taking the next test's messages with this one's settings.
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
 
     def restart(self) -> None:
         """Stop (if running) and start again with the same command and environment."""
