@@ -206,20 +206,15 @@ class SmtpEmailSender:
         links = message.unsubscribe
         if links is not None:
             # RFC 8058 one-click unsubscribe, and the preference page in the footer.
-            email.set_raw(
-                "List-Unsubscribe", _Verbatim("List-Unsubscribe", links.list_unsubscribe())
-            )
+            _set_verbatim(email, "List-Unsubscribe", links.list_unsubscribe())
             _set(email, "List-Unsubscribe-Post", links.one_click_body)
             body, html = _with_footer(body, html, links)
-        email.set_raw("MIME-Version", _Verbatim("MIME-Version", "1.0"))
+        _set_verbatim(email, "MIME-Version", "1.0")
         if not html:
             _fill_text(email, body, "plain")
             return email
         boundary = f"=_herald_{secrets.token_hex(8)}"
-        email.set_raw(
-            "Content-Type",
-            _Verbatim("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
-        )
+        _set_verbatim(email, "Content-Type", f'multipart/alternative; boundary="{boundary}"')
         email.set_payload([_text_part(body, "plain"), _text_part(html, "html")])
         return email
 
@@ -328,10 +323,20 @@ def _set(
     of ``limit`` characters (the email package would parse it only to write it back the
     same), else through the package, given ``fallback`` if set (it encodes what is not ASCII
     and folds what is long)."""
-    if value.isascii() and value.isprintable() and len(name) + 2 + len(value) <= limit:
-        email.set_raw(name, _Verbatim(name, value))
+    if _fits(name, value, limit):
+        _set_verbatim(email, name, value)
     else:
         email[name] = value if fallback is None else fallback
+
+
+def _fits(name: str, value: str, limit: int) -> bool:
+    """Whether ``value`` is printable ASCII that header ``name`` holds on one line of at most
+    ``limit`` characters: nothing the email package would encode or fold."""
+    return value.isascii() and value.isprintable() and len(name) + 2 + len(value) <= limit
+
+
+def _set_verbatim(email: EmailMessage, name: str, value: str) -> None:
+    email.set_raw(name, _Verbatim(name, value))
 
 
 def _parsed_once(email: EmailMessage, name: str, value: str) -> Any:
@@ -339,7 +344,7 @@ def _parsed_once(email: EmailMessage, name: str, value: str) -> Any:
     its normalised text verbatim when that fits one line."""
     _, header = email.policy.header_store_parse(name, value)
     text = str(header)
-    if text.isascii() and text.isprintable() and len(name) + 2 + len(text) <= _FOLD_AT:
+    if _fits(name, text, _FOLD_AT):
         return _Verbatim(name, text)
     return header
 
@@ -350,11 +355,8 @@ def _fill_text(part: EmailMessage, text: str, subtype: str) -> None:
     break as the email package's own ``set_content`` ends it."""
     if not text.endswith("\n"):
         text += "\n"
-    part.set_raw("Content-Type", _Verbatim("Content-Type", f'text/{subtype}; charset="utf-8"'))
-    part.set_raw(
-        "Content-Transfer-Encoding",
-        _Verbatim("Content-Transfer-Encoding", "quoted-printable"),
-    )
+    _set_verbatim(part, "Content-Type", f'text/{subtype}; charset="utf-8"')
+    _set_verbatim(part, "Content-Transfer-Encoding", "quoted-printable")
     part.set_payload(binascii.b2a_qp(text.encode(), istext=True).decode("ascii"))
 
 
