@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -38,7 +41,12 @@ from backend.services.deliveries import (
 )
 from backend.services.live import live_channel
 from backend.services.users import UserProfile
-from backend.workers.dispatch_consumer import Acknowledgements, DispatchConsumer, Supervisor
+from backend.workers.dispatch_consumer import (
+    Acknowledgements,
+    DispatchConsumer,
+    Supervisor,
+    start_beside_forks,
+)
 from backend.workers.units import dispatch_together
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.factories import delivery_context
@@ -482,6 +490,40 @@ def test_the_supervisor_starts_a_consumer_again_when_one_ends() -> None:
         supervisor.stop(timeout=5)
     assert all(p.poll() is not None for p in started)
     assert len(started) == 3, "a stopped supervisor started another consumer"
+
+
+def test_a_consumer_starts_at_once_while_another_thread_forks() -> None:
+    # The worker's main thread forks the pool's processes while the supervisor's thread
+    # starts consumers. Started by fork and exec, a consumer's start waited for any process
+    # forked in the meantime to end (it held the start's error pipe): here up to the 1 s
+    # these live; a pool process lives as long as the worker.
+    stop = threading.Event()
+    forked: list[int] = []
+
+    def fork_often() -> None:
+        while not stop.is_set():
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(1)
+                os._exit(0)
+            forked.append(pid)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=fork_often)
+    thread.start()
+    slowest = 0.0
+    try:
+        for _ in range(30):
+            began = time.monotonic()
+            process = start_beside_forks([shutil.which("true") or "/bin/true"], dict(os.environ))
+            slowest = max(slowest, time.monotonic() - began)
+            assert process.wait(5) == 0
+    finally:
+        stop.set()
+        thread.join()
+        for pid in forked:
+            os.waitpid(pid, 0)
+    assert slowest < 0.5, f"a start waited {slowest:.2f} s for a process forked beside it"
 
 
 async def test_opt_outs_made_within_a_tenant_count_for_its_events_only(

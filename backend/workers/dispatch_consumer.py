@@ -465,6 +465,21 @@ def _die_with_parent() -> None:
         sys.exit(0)
 
 
+def start_beside_forks(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` from a process that other threads fork (the Celery pool's processes
+    are forked from the worker's main thread), by ``posix_spawn``.
+
+    Started by fork and exec, ``Popen`` opens a pipe that reports a failed exec and waits
+    until the child's exec closes it. A process forked by another thread in that moment
+    holds the pipe's write end too, and ``Popen`` then waits until that process ends: a
+    pool process lives as long as the worker, so the supervisor's thread hung and started
+    no consumer again. ``posix_spawn`` reports a failed exec without a pipe; ``subprocess``
+    uses it on glibc when ``close_fds`` is off, ``argv[0]`` is a path and no option needs a
+    fork (a ``cwd``, a new session). The child still gets only inheritable file descriptors:
+    standard input, output and error (Python opens every other one non-inheritable)."""
+    return subprocess.Popen(argv, env=env, close_fds=False)
+
+
 class Supervisor:
     """Starts ``count`` dispatch consumer processes beside the Celery worker, starts again any
     that ends (killed, or crashed) and stops them all when the worker stops."""
@@ -481,7 +496,7 @@ class Supervisor:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = {**os.environ, _PARENT_ENV: str(os.getpid())}
-        return subprocess.Popen([sys.executable, "-m", "backend.cli", "dispatch-consumer"], env=env)
+        return start_beside_forks([sys.executable, "-m", "backend.cli", "dispatch-consumer"], env)
 
     def _watch(self) -> None:
         # Started from this thread, which lives as long as the worker: the death signal is
