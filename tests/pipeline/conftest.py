@@ -4,6 +4,7 @@ server and HTTP providers; the API in-process on committed (not rolled-back) ses
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from backend.broker import purge_work_queues
 from backend.channels.push import generate_vapid_keys
@@ -28,6 +30,7 @@ from tests.pipeline.servers import FAULT_REPORTS, HttpRecorder, start_http, star
 from tests.processes import Process
 
 USERS_FILE = Path(__file__).with_name("users.json")
+USER_IDS = [user["id"] for user in json.loads(USERS_FILE.read_text())]
 JWT_SECRET = "test-secret-for-the-suite-0123456789abcdef"
 
 
@@ -92,6 +95,17 @@ def worker_env(engine, smtp, sms_provider, auth_standin, vapid_keys) -> dict[str
         "HERALD_DELIVERY_LEASE_SECONDS": "2",
         "HERALD_LOG_LEVEL": "INFO",
     }
+
+
+@pytest.fixture(autouse=True)
+async def default_preferences(engine) -> None:
+    """Each test starts with the stand-in's users on default preferences: one that another
+    test opted out of a channel, or gave quiet hours, would skip or hold this test's
+    deliveries (dispatch reads preferences from the database for every event)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("DELETE FROM user_preferences WHERE user_id = ANY(:ids)"), {"ids": USER_IDS}
+        )
 
 
 # The worker and beat stop when the pipeline's tests end: later tests share the database and
