@@ -124,6 +124,52 @@ async def test_forgetting_a_key_cancels_its_load_only():
     assert sorted(calls) == ["a-after", "a-before", "b"]
 
 
+async def test_many_keys_load_what_no_other_call_loads_and_reload_what_failed_elsewhere():
+    """``SingleFlight.load_many``: keys another call is loading are awaited, not loaded
+    again; the ones whose load there failed are loaded here by ``reload``, after this call's
+    own; only this call's own loads are answers to keep."""
+    flights: SingleFlight[str, str] = SingleFlight()
+    gate = asyncio.Event()
+    calls: list[tuple[str, list[str]]] = []
+
+    async def failing(keys: list[str]) -> dict[str, str]:
+        calls.append(("failing", keys))
+        await gate.wait()
+        raise ConnectionError("the profile service went away")
+
+    async def load(keys: list[str]) -> dict[str, str]:
+        calls.append(("load", keys))
+        await gate.wait()
+        return {key: f"{key}-loaded" for key in keys}
+
+    async def reload(keys: list[str]) -> dict[str, str]:
+        calls.append(("reload", keys))
+        return {key: f"{key}-reloaded" for key in keys}
+
+    async def failing_one() -> str:
+        calls.append(("failing", ["c"]))
+        await gate.wait()
+        raise ConnectionError("gone")
+
+    first = asyncio.create_task(flights.load_many(["a", "b"], failing))
+    answering = asyncio.create_task(flights.load_many(["d"], load))
+    one = asyncio.create_task(flights.load("c", failing_one))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(flights.load_many(["b", "c", "d", "e", "e"], load, reload=reload))
+    await asyncio.sleep(0)
+    assert calls == [("failing", ["a", "b"]), ("load", ["d"]), ("failing", ["c"]), ("load", ["e"])]
+    gate.set()
+    with pytest.raises(ConnectionError):
+        await first
+    with pytest.raises(ConnectionError):
+        await one
+    assert await answering == ({"d": "d-loaded"}, {"d"})
+    answers, own = await second
+    assert answers == {"e": "e-loaded", "d": "d-loaded", "b": "b-reloaded", "c": "c-reloaded"}
+    assert own == {"e", "b", "c"}  # d is the other call's answer
+    assert calls[4:] == [("reload", ["b", "c"])]
+
+
 async def test_the_worker_caches_read_an_entry_once_for_every_batch_that_needs_it(engine, redis):
     """A worker's batches ask for the same template, budgets and webhook endpoints at once
     (every batch when an entry expires): one query each, the others wait for its answer. Each

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -40,26 +40,60 @@ class SingleFlight(Generic[K, V]):
     async def load(self, key: K, load: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
         """``key``'s answer, and whether it is this call's own load, not forgotten meanwhile
         (an answer to keep)."""
+
+        async def load_one(keys: list[K]) -> dict[K, V]:
+            return {key: await load()}
+
+        answers, own = await self.load_many([key], load_one)
+        return answers[key], key in own
+
+    async def load_many(
+        self,
+        keys: Sequence[K],
+        load: Callable[[list[K]], Awaitable[dict[K, V]]],
+        *,
+        reload: Callable[[list[K]], Awaitable[dict[K, V]]] | None = None,
+    ) -> tuple[dict[K, V], set[K]]:
+        """Every key's answer, and the keys this call loaded itself, not forgotten meanwhile
+        (answers to keep). The keys no other call is loading are loaded here by one call of
+        ``load`` (the keys to their answers); the others' answers are awaited. A key whose
+        load elsewhere failed or was cancelled is loaded here after them, by ``reload``
+        (default ``load``): say, one that first reads what the failed load did keep."""
         loop = asyncio.get_running_loop()
-        flight = self._loading.get(key)
-        if flight is not None and flight.get_loop() is loop:
-            await asyncio.wait([flight])  # this request's cancellation leaves the flight be
-            if not flight.cancelled():
-                return flight.result(), False
-        flight = loop.create_future()
-        self._loading[key] = flight
+        theirs = {
+            key: flight
+            for key in dict.fromkeys(keys)
+            if (flight := self._loading.get(key)) is not None and flight.get_loop() is loop
+        }
+        flights = {key: loop.create_future() for key in dict.fromkeys(keys) if key not in theirs}
+        self._loading.update(flights)
+        answers: dict[K, V] = {}
         try:
-            value = await load()
+            if flights:
+                answers = await load(list(flights))
         except BaseException:
-            flight.cancel()
+            for flight in flights.values():
+                flight.cancel()  # whoever waits loads for itself
             raise
         finally:
-            if self._loading.get(key) is flight:
-                del self._loading[key]
-        if flight.cancelled():
-            return value, False
-        flight.set_result(value)
-        return value, True
+            for key, flight in flights.items():
+                if self._loading.get(key) is flight:
+                    del self._loading[key]
+        own: set[K] = set()
+        for key, flight in flights.items():
+            if not flight.cancelled():  # cancelled: forgotten while it loaded
+                flight.set_result(answers[key])
+                own.add(key)
+        if not theirs:
+            return answers, own
+        await asyncio.wait(theirs.values())  # this call's cancellation leaves them be
+        answers.update((key, f.result()) for key, f in theirs.items() if not f.cancelled())
+        again = [key for key, flight in theirs.items() if flight.cancelled()]
+        if again:
+            more, more_own = await self.load_many(again, reload or load, reload=reload)
+            answers.update(more)
+            own |= more_own
+        return answers, own
 
 
 class ExpiringCache(Generic[K, V]):

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from backend.channels.base import Recipient
 from backend.config import Settings
 from backend.errors import UserDirectoryUnavailable
+from backend.services.expiring import SingleFlight
 from backend.services.retries import backoff_seconds
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class UserDirectory:
         self._cache_skipped_until = 0.0
         self._store = store
         # The users being fetched now, by look-ups still running: the others wait for them.
-        self._loading: dict[str, asyncio.Future[UserProfile | None]] = {}
+        self._flights: SingleFlight[str, UserProfile | None] = SingleFlight()
 
     async def get(self, user_id: str) -> UserProfile | None:
         """The user's profile, or ``None`` when the auth service does not know the user."""
@@ -149,39 +150,17 @@ class UserDirectory:
 
     async def _load_shared(self, user_ids: list[str]) -> dict[str, UserProfile | None]:
         """``_load`` for the users no other look-up is loading; the others' answers for the
-        rest. An error is never shared: what another look-up failed to load is loaded here."""
-        loop = asyncio.get_running_loop()
-        theirs = {
-            user_id: flight
-            for user_id in user_ids
-            if (flight := self._loading.get(user_id)) is not None and flight.get_loop() is loop
-        }
-        flights = {user_id: loop.create_future() for user_id in user_ids if user_id not in theirs}
-        self._loading.update(flights)
-        try:
-            loaded = await self._load(list(flights)) if flights else {}
-            for user_id, flight in flights.items():
-                flight.set_result(loaded[user_id])
-        finally:
-            # Failed or cancelled: whoever waits fetches for itself.
-            for user_id, flight in flights.items():
-                if not flight.done():
-                    flight.cancel()
-                if self._loading.get(user_id) is flight:
-                    del self._loading[user_id]
-        if not theirs:
-            return loaded
-        await asyncio.wait(theirs.values())  # this look-up's cancellation leaves them be
-        again = [user_id for user_id, flight in theirs.items() if flight.cancelled()]
-        loaded.update((u, f.result()) for u, f in theirs.items() if not f.cancelled())
-        if again:
-            # What the failed look-up did fetch it cached; the rest is fetched here.
-            cached = await self._cache_read(again)
-            loaded.update(cached)
-            rest = [user_id for user_id in again if user_id not in cached]
-            if rest:
-                loaded.update(await self._load(rest))
-        return loaded
+        rest. An error is never shared: what another look-up failed to load is loaded here,
+        after reading the cache (where that look-up kept what it did fetch)."""
+        answers, _ = await self._flights.load_many(user_ids, self._load, reload=self._reload)
+        return answers
+
+    async def _reload(self, user_ids: list[str]) -> dict[str, UserProfile | None]:
+        found = await self._cache_read(user_ids)
+        rest = [user_id for user_id in user_ids if user_id not in found]
+        if rest:
+            found.update(await self._load(rest))
+        return found
 
     async def _load(self, misses: list[str]) -> dict[str, UserProfile | None]:
         """Profiles not in the cache: from the profile store, else the auth service; kept in
