@@ -59,6 +59,7 @@ from backend.services.campaigns import BrokerRunPublisher
 from backend.services.deliveries import BrokerDeliveryQueue
 from backend.services.events import Ingestion
 from backend.services.live import SequenceReader
+from backend.services.webhooks import BrokerWebhookQueue, WebhookNotifier
 from backend.tracking_links import router as tracking_router
 from backend.workers.celery_app import create_celery
 from backend.workers.schedules import RedBeatTrigger
@@ -250,6 +251,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             ingestion=Ingestion(settings=settings, broker=broker, redis=redis),
             campaign_trigger=RedBeatTrigger(create_celery(settings)),
             run_publisher=BrokerRunPublisher(broker),
+            webhooks=WebhookNotifier(
+                sessionmaker=state.sessionmaker,
+                queue=BrokerWebhookQueue(broker),
+                cache_seconds=settings.webhook_cache_seconds,
+            ),
         )
         heap = None
         if own_engine and settings.gc_full_collection_seconds > 0:

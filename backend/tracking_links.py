@@ -45,7 +45,10 @@ async def tracking_pixel(request: Request, token: str) -> Response:
     except HeraldError:
         return Response(status_code=404, headers=HEADERS)
     try:
-        await tracking.record_open(services.clients.history, delivery_id=delivery_id)
+        clients = services.clients
+        await tracking.record_open(
+            clients.history, delivery_id=delivery_id, webhooks=clients.webhooks
+        )
     except Exception:
         log.exception("could not record an open of delivery %s", delivery_id)
     return Response(tracking.PIXEL_GIF, media_type="image/gif", headers=HEADERS)
@@ -65,7 +68,8 @@ async def tracked_link(request: Request, token: str) -> Response:
         )
         return HTMLResponse(page, status_code=400, headers=HEADERS)
     try:
-        await tracking.record_click(services.clients.history, click=click)
+        clients = services.clients
+        await tracking.record_click(clients.history, click=click, webhooks=clients.webhooks)
     except Exception:
         log.exception("could not record a click of delivery %s", click.delivery_id)
     return RedirectResponse(click.url, status_code=302, headers=HEADERS)

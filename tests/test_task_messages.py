@@ -146,6 +146,21 @@ async def test_webhook_deliver_carries_the_updates(broker: Broker) -> None:
         "updates": updates,
         "attempt": 1,
     }
+    # Without a type, as before there were other kinds: a worker not yet updated takes it.
+    assert "type" not in message.kwargs
+
+
+async def test_webhook_deliver_carries_opens_and_clicks_with_their_type(broker: Broker) -> None:
+    items = [{"id": "d-1", "kind": "opened", "url": None}]
+    message = task_messages.webhook_deliver(
+        endpoint_id="w-1",
+        message_id="m-2",
+        created_at="2026-01-01T00:00:00Z",
+        updates=items,
+        type="delivery.engaged",
+    )
+    called = await _accepted(broker, message)
+    assert (called["updates"], called["type"]) == (items, "delivery.engaged")
 
 
 # The beat schedule's entries: the message each sends, its task name, the task consuming it.

@@ -482,7 +482,8 @@ class InboxItem(Base):
 class WebhookEndpoint(Base):
     """An admin-registered URL that receives delivery status changes, signed with ``secret``
     (``whsec_<base64 key>``, Standard Webhooks). Empty ``event_types`` / ``statuses`` mean every
-    one. ``legacy_signature`` adds the deprecated ``Herald-Signature`` header."""
+    one; ``engagements`` (``opened``, ``clicked``) are the email engagements it also gets, empty
+    meaning none. ``legacy_signature`` adds the deprecated ``Herald-Signature`` header."""
 
     __tablename__ = "webhook_endpoints"
 
@@ -495,6 +496,9 @@ class WebhookEndpoint(Base):
     description: Mapped[str] = mapped_column(Text, nullable=False, default="")
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False, default=list)
     statuses: Mapped[list[str]] = mapped_column(ARRAY(String(20)), nullable=False, default=list)
+    engagements: Mapped[list[str]] = mapped_column(
+        ARRAY(String(20)), nullable=False, default=list, server_default=text("'{}'")
+    )
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(

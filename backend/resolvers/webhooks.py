@@ -35,6 +35,7 @@ def _endpoint_data(
         description=input.description,
         event_types=input.event_types,
         statuses=input.statuses,
+        engagements=input.engagements,
         active=input.active,
         legacy_signature=input.legacy_signature,
     )

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from backend.services.deliveries import DeliveryQueue
     from backend.services.events import Ingestion
     from backend.services.live import SequenceReader
+    from backend.services.webhooks import WebhookNotifier
 
 
 @dataclass(eq=False)
@@ -42,6 +43,7 @@ class Clients:
     campaign_trigger: CampaignTrigger
     run_publisher: RunPublisher
     api_keys: ApiKeyVerifier
+    webhooks: WebhookNotifier  # opens and clicks, for the endpoints that ask for them
 
 
 @dataclass(eq=False)

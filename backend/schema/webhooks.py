@@ -7,7 +7,7 @@ from typing import Annotated
 
 import strawberry
 
-from backend.db.history.base import DeliveryStatus
+from backend.db.history.base import DeliveryStatus, EngagementKind
 from backend.db.models import WebhookDelivery as WebhookDeliveryModel
 from backend.db.models import WebhookEndpoint as WebhookEndpointModel
 from backend.schema.common import Connection
@@ -35,6 +35,12 @@ class WebhookEndpoint:
     statuses: list[DeliveryStatus] = strawberry.field(
         description="Only changes to these statuses; empty means all."
     )
+    engagements: list[EngagementKind] = strawberry.field(
+        description=(
+            "The email opens and clicks it also gets, as `delivery.engaged` messages; empty "
+            "means none."
+        )
+    )
     active: bool
     legacy_signature: bool = strawberry.field(
         description=(
@@ -55,6 +61,7 @@ class WebhookEndpoint:
             description=row.description,
             event_types=list(row.event_types),
             statuses=[DeliveryStatus(s) for s in row.statuses],
+            engagements=[EngagementKind(k) for k in row.engagements],
             active=row.active,
             legacy_signature=row.legacy_signature,
             created_by=row.created_by,
@@ -80,6 +87,13 @@ class WebhookEndpointInput:
     statuses: list[DeliveryStatus] = strawberry.field(
         default_factory=list, description="Only changes to these statuses; empty means all."
     )
+    engagements: list[EngagementKind] = strawberry.field(
+        default_factory=list,
+        description=(
+            "Also the email opens and clicks of these kinds, as `delivery.engaged` messages "
+            "(of the event types above); empty means none."
+        ),
+    )
     active: bool = True
     legacy_signature: bool = strawberry.field(
         default=False,
@@ -97,11 +111,15 @@ class WebhookEndpointPatch:
     description: str | None = None
     event_types: list[str] | None = None
     statuses: list[DeliveryStatus] | None = None
+    engagements: list[EngagementKind] | None = None
     active: bool | None = None
     legacy_signature: bool | None = None
 
 
-@strawberry.type(description="One attempt to POST a batch of status changes to an endpoint.")
+@strawberry.type(
+    description="One attempt to POST a batch of status changes (or of opens and clicks) to an "
+    "endpoint."
+)
 class WebhookDelivery:
     id: strawberry.ID
     endpoint_id: strawberry.ID
@@ -115,7 +133,9 @@ class WebhookDelivery:
     )
     error: str | None
     duration_ms: int
-    update_count: int = strawberry.field(description="Status changes in the message.")
+    update_count: int = strawberry.field(
+        description="Status changes (or opens and clicks) in the message."
+    )
     next_retry_at: datetime | None = strawberry.field(
         description="When the next attempt is due; null after a success or the last attempt."
     )

@@ -125,20 +125,23 @@ def webhook_deliver(
     updates: list[dict[str, Any]],
     attempt: int = 1,
     countdown: float | None = None,
+    type: str | None = None,
 ) -> TaskMessage:
-    """``webhooks.deliver``: one signed POST of status changes to one endpoint (``attempt``
-    counts from 1; the task sends itself the next one after a backoff)."""
-    return _message(
-        TASK_WEBHOOK_DELIVER,
-        kwargs={
-            "endpoint_id": endpoint_id,
-            "message_id": message_id,
-            "created_at": created_at,
-            "updates": updates,
-            "attempt": attempt,
-        },
-        countdown=countdown,
-    )
+    """``webhooks.deliver``: one signed POST of status changes (``type`` None) or of another
+    kind of message (``delivery.engaged``: opens and clicks) to one endpoint (``attempt``
+    counts from 1; the task sends itself the next one after a backoff). A status change's
+    message carries no ``type``, as before there were others: a worker not yet updated still
+    takes it."""
+    kwargs: dict[str, Any] = {
+        "endpoint_id": endpoint_id,
+        "message_id": message_id,
+        "created_at": created_at,
+        "updates": updates,
+        "attempt": attempt,
+    }
+    if type is not None:
+        kwargs["type"] = type
+    return _message(TASK_WEBHOOK_DELIVER, kwargs=kwargs, countdown=countdown)
 
 
 def release_due() -> TaskMessage:

@@ -29,6 +29,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,9 @@ from backend.db.history.base import (
     HistoryStore,
 )
 from backend.errors import ValidationError
+from backend.services.webhooks import WebhookNotifier, engagement_item
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_BYTES = 16
 # Longer tokens are refused before any work: a URL in an email is rarely over 2,000 characters.
@@ -177,14 +181,38 @@ def instrument_html(settings: Settings, html: str, *, delivery_id: str, critical
     return html
 
 
-async def record_open(history: HistoryStore, *, delivery_id: str) -> bool:
-    """Record an open of an email delivery. False when there is no such email delivery (or it
-    holds as many engagements as it may)."""
+async def record_open(
+    history: HistoryStore, *, delivery_id: str, webhooks: WebhookNotifier | None = None
+) -> bool:
+    """Record an open of an email delivery, and announce it to the webhook endpoints that ask
+    for opens. False when there is no such email delivery (or it holds as many engagements as
+    it may): nothing is announced then."""
     engagement = Engagement(EngagementKind.OPENED, datetime.now(UTC))
-    return await history.add_engagement(delivery_id, engagement)
+    return await _record(history, webhooks, delivery_id, engagement)
 
 
-async def record_click(history: HistoryStore, *, click: Click) -> bool:
+async def record_click(
+    history: HistoryStore, *, click: Click, webhooks: WebhookNotifier | None = None
+) -> bool:
     """Record a click of an email delivery's link, with its URL; as :func:`record_open`."""
     engagement = Engagement(EngagementKind.CLICKED, datetime.now(UTC), url=click.url)
-    return await history.add_engagement(click.delivery_id, engagement)
+    return await _record(history, webhooks, click.delivery_id, engagement)
+
+
+async def _record(
+    history: HistoryStore,
+    webhooks: WebhookNotifier | None,
+    delivery_id: str,
+    engagement: Engagement,
+) -> bool:
+    recorded = await history.add_engagement(delivery_id, engagement)
+    # The delivery is read only when some endpoint asks for opens or clicks.
+    if recorded and webhooks is not None and await webhooks.wants_engagements():
+        try:
+            record = await history.get(delivery_id)
+        except Exception:
+            log.exception("an engagement of delivery %s was recorded, not announced", delivery_id)
+            return recorded
+        if record is not None:
+            await webhooks.notify_engagements([engagement_item(record, engagement)])
+    return recorded

@@ -27,6 +27,12 @@ with ``legacy_signature`` (every endpoint registered before Standard Webhooks, u
 deprecation ends) also get the former headers, ``Herald-Webhook-Id`` and ``Herald-Signature:
 t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<raw body>")>``, made with the same key.
 
+An endpoint that asks for email engagements (``engagements``: opened, clicked; none unless
+asked) also gets each open and click that the tracking endpoints record, in the API process, as
+``{"type": "delivery.engaged", "data": [{"id", "event_id", "event_type", "campaign_id",
+"user_id", "channel", "kind", "url", "at"}]}``, signed and retried the same way. Its event
+types filter applies; its statuses filter does not.
+
 ``sequence`` numbers a delivery's status changes (its position in the delivery's timeline in
 the history store): changes posted by different tasks can arrive out of order, and a receiver
 keeps the highest. Within one message the changes are sorted by delivery, then sequence.
@@ -78,7 +84,7 @@ from backend.channels.outbound import (
     whsec_key,
 )
 from backend.config import Environment, Settings
-from backend.db.history.base import DeliveryStatus
+from backend.db.history.base import DeliveryRecord, DeliveryStatus, Engagement, EngagementKind
 from backend.db.models import WebhookDelivery, WebhookEndpoint
 from backend.db.repositories.webhooks import WebhookDeliveryRepository, WebhookEndpointRepository
 from backend.errors import NotFoundError, ValidationError
@@ -95,6 +101,7 @@ from backend.services.retries import backoff_seconds
 log = logging.getLogger(__name__)
 
 EVENT_TYPE = "delivery.status_changed"
+ENGAGED = "delivery.engaged"  # opens and clicks, for the endpoints that ask for them
 MAX_ENDPOINTS = 100
 
 
@@ -133,6 +140,7 @@ class EndpointData:
     description: str | None = None
     event_types: Sequence[str] | None = None
     statuses: Sequence[DeliveryStatus] | None = None
+    engagements: Sequence[EngagementKind] | None = None
     active: bool | None = None
     legacy_signature: bool | None = None
 
@@ -176,6 +184,8 @@ def _check(settings: Settings, data: EndpointData) -> dict[str, Any]:
         values["event_types"] = types
     if data.statuses is not None:
         values["statuses"] = list(dict.fromkeys(s.value for s in data.statuses))
+    if data.engagements is not None:
+        values["engagements"] = list(dict.fromkeys(k.value for k in data.engagements))
     if data.active is not None:
         values["active"] = data.active
     if data.legacy_signature is not None:
@@ -216,6 +226,7 @@ async def create_endpoint(
         description=values.pop("description", ""),
         event_types=values.pop("event_types", []),
         statuses=values.pop("statuses", []),
+        engagements=values.pop("engagements", []),
         active=values.pop("active", True),
         legacy_signature=values.pop("legacy_signature", False),
         created_by=actor.user_id,
@@ -288,10 +299,18 @@ class _Target:
     id: str
     event_types: frozenset[str]
     statuses: frozenset[str]
+    engagements: frozenset[str]
 
     def wants(self, update: dict[str, Any]) -> bool:
         return (not self.event_types or update.get("event_type") in self.event_types) and (
             not self.statuses or update.get("status") in self.statuses
+        )
+
+    def wants_engagement(self, item: dict[str, Any]) -> bool:
+        """An open or click: only the kinds the endpoint asked for (none unless it did), of
+        the event types it takes."""
+        return item.get("kind") in self.engagements and (
+            not self.event_types or item.get("event_type") in self.event_types
         )
 
 
@@ -303,7 +322,13 @@ def in_order(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class WebhookQueue(Protocol):
     async def enqueue_webhook(
-        self, *, endpoint_id: str, message_id: str, created_at: str, updates: list[dict[str, Any]]
+        self,
+        *,
+        endpoint_id: str,
+        message_id: str,
+        created_at: str,
+        updates: list[dict[str, Any]],
+        type: str | None = None,
     ) -> None: ...
 
 
@@ -314,12 +339,47 @@ class BrokerWebhookQueue:
         self.broker = broker
 
     async def enqueue_webhook(
-        self, *, endpoint_id: str, message_id: str, created_at: str, updates: list[dict[str, Any]]
+        self,
+        *,
+        endpoint_id: str,
+        message_id: str,
+        created_at: str,
+        updates: list[dict[str, Any]],
+        type: str | None = None,
     ) -> None:
         message = task_messages.webhook_deliver(
-            endpoint_id=endpoint_id, message_id=message_id, created_at=created_at, updates=updates
+            endpoint_id=endpoint_id,
+            message_id=message_id,
+            created_at=created_at,
+            updates=updates,
+            type=type,
         )
         await message.publish(self.broker)
+
+
+def delivery_fields(record: DeliveryRecord) -> dict[str, Any]:
+    """What names a delivery in every item announced of it (a status change on the live feed
+    and to webhooks, an open or click): the delivery, its event and its recipient."""
+    return {
+        "id": record.id,
+        "event_id": record.event_id,
+        "event_type": record.event_type,
+        "campaign_id": record.campaign_id,
+        "user_id": record.user_id,
+        "channel": record.channel.value,
+    }
+
+
+def engagement_item(record: DeliveryRecord, engagement: Engagement) -> dict[str, Any]:
+    """One open or click in a ``delivery.engaged`` message: the delivery, as in a status
+    change, with what its recipient did, when, and the link's URL for a click."""
+    return {
+        **delivery_fields(record),
+        "kind": engagement.kind.value,
+        "url": engagement.url,
+        "at": engagement.at.isoformat(),
+        **({"tenant_id": record.tenant_id} if record.tenant_id is not None else {}),
+    }
 
 
 @dataclass
@@ -355,12 +415,47 @@ class WebhookNotifier:
         except Exception:
             log.exception("status webhooks for %d changes could not be enqueued", len(updates))
 
+    async def wants_engagements(self) -> bool:
+        """Whether an active endpoint asks for opens or clicks (from the cached list): when
+        none does, recording one reads nothing more. False when the list cannot be read."""
+        try:
+            return any(target.engagements for target in await self._active())
+        except Exception:
+            log.exception("the webhook endpoints could not be read")
+            return False
+
+    async def notify_engagements(self, items: list[dict[str, Any]]) -> None:
+        """Enqueue one ``delivery.engaged`` task per endpoint that asks for some of ``items``
+        (:func:`engagement_item`). Never raises: a webhook problem must not fail the pixel or
+        the redirect."""
+        try:
+            targets = await self._active()
+            created_at = datetime.now(UTC).isoformat()
+            for target in targets:
+                wanted = [item for item in items if target.wants_engagement(item)]
+                if wanted:
+                    await self.queue.enqueue_webhook(
+                        endpoint_id=target.id,
+                        message_id=str(uuid.uuid4()),
+                        created_at=created_at,
+                        updates=wanted,
+                        type=ENGAGED,
+                    )
+        except Exception:
+            log.exception("engagement webhooks for %d items could not be enqueued", len(items))
+
     async def _active(self) -> list[_Target]:
         async def load() -> list[_Target]:
             async with self.sessionmaker() as session:
                 rows = await WebhookEndpointRepository(session).active()
             return [
-                _Target(str(r.id), frozenset(r.event_types), frozenset(r.statuses)) for r in rows
+                _Target(
+                    str(r.id),
+                    frozenset(r.event_types),
+                    frozenset(r.statuses),
+                    frozenset(r.engagements),
+                )
+                for r in rows
             ]
 
         return await self._targets.get(None, load)
@@ -386,9 +481,16 @@ def retry_delay(settings: Settings, attempt: int) -> float:
     )
 
 
-def request_body(message_id: str, created_at: str, updates: list[dict[str, Any]]) -> bytes:
-    """The JSON body: the same bytes on every retry of a message."""
-    document = {"id": message_id, "type": EVENT_TYPE, "created_at": created_at, "data": updates}
+def request_body(
+    message_id: str, created_at: str, updates: list[dict[str, Any]], type: str | None = None
+) -> bytes:
+    """The JSON body (``type`` None: status changes): the same bytes on every retry."""
+    document = {
+        "id": message_id,
+        "type": type or EVENT_TYPE,
+        "created_at": created_at,
+        "data": updates,
+    }
     return json.dumps(document, separators=(",", ":")).encode()
 
 
@@ -402,6 +504,7 @@ async def deliver(
     created_at: str,
     updates: list[dict[str, Any]],
     attempt: int,
+    type: str | None = None,
 ) -> AttemptResult:
     """POST one message to its endpoint and log the attempt (the caller commits)."""
     try:
@@ -412,7 +515,7 @@ async def deliver(
     if not endpoint.active:
         log.info("webhook endpoint %s is inactive; message %s dropped", endpoint_id, message_id)
         return AttemptResult(delivered=False, dropped=True)
-    body = request_body(message_id, created_at, updates)
+    body = request_body(message_id, created_at, updates, type)
     headers = request_headers(
         endpoint, body, message_id=message_id, attempt=attempt, timestamp=int(time.time())
     )

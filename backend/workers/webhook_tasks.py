@@ -1,5 +1,5 @@
-"""The status-webhook task: one signed POST of a batch of status changes to one endpoint,
-retried with exponential backoff (backend.services.webhooks)."""
+"""The status-webhook task: one signed POST of a batch of status changes (or of opens and
+clicks) to one endpoint, retried with exponential backoff (backend.services.webhooks)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def deliver(
     created_at: str,
     updates: list[dict[str, Any]],
     attempt: int = 1,
+    type: str | None = None,
 ) -> dict[str, Any]:
     """POST the updates and log the attempt; a failure comes back after its backoff as the
     next attempt, until ``webhook_max_attempts``."""
@@ -43,6 +44,7 @@ def deliver(
                 created_at=created_at,
                 updates=updates,
                 attempt=attempt,
+                type=type,
             )
             await session.commit()
         return result
@@ -54,6 +56,7 @@ def deliver(
             created_at=created_at,
             updates=updates,
             attempt=attempt,
+            type=type,
         ).kwargs
 
     try:

@@ -14,7 +14,8 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from backend.db.session import create_sessionmaker
 from backend.schema.context import Services
 from tests.conftest import TEST_DATABASE_URL, TEST_RABBITMQ_URL, GraphQL, make_settings
 from tests.http_stubs import QuietHandler, serve
+from tests.orchestration.helpers import CREATE, DELETE, admin
 from tests.pipeline.conftest import JWT_SECRET, auth_standin  # noqa: F401 - a fixture
 from tests.pipeline.servers import SmtpSink, start_smtp
 from tests.processes import Process
@@ -282,6 +284,32 @@ def receiver() -> Iterator[HttpEndpoint]:
     """Webhook endpoints (one path each)."""
     with _serving(HttpEndpoint(status=204)) as state:
         yield state
+
+
+Register = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+async def register(api: GraphQL, receiver: HttpEndpoint) -> AsyncIterator[Register]:
+    """Registers endpoints on the receiver (one path each) and deletes them after the test:
+    the database is shared with other suites' workers."""
+    created: list[str] = []
+
+    async def make(**fields: Any) -> dict[str, Any]:
+        path = f"/hooks/{uuid.uuid4().hex[:8]}"
+        data = {"url": f"{receiver.url}{path}", **fields}
+        body = await api(CREATE, {"input": data}, token=admin(api.settings))
+        endpoint = body["data"]["createWebhookEndpoint"]
+        assert endpoint["__typename"] == "WebhookEndpoint", body
+        created.append(endpoint["id"])
+        # Workers read the active endpoints at most every HERALD_WEBHOOK_CACHE_SECONDS (0.2 s
+        # in this suite): a change announced sooner may go by the list read before this one.
+        await asyncio.sleep(0.3)
+        return {**endpoint, "path": path}
+
+    yield make
+    for endpoint_id in created:
+        await api(DELETE, {"id": endpoint_id}, token=admin(api.settings))
 
 
 def _suite_values(relay_b: Smtp, sms_b: HttpEndpoint, chat: ChatApi) -> dict[str, str]:

@@ -11,6 +11,18 @@ from tests.conftest import GraphQL
 from tests.factories import token_for
 from tests.pipeline.servers import eventually
 
+ENDPOINT_FIELDS = """__typename
+  ... on WebhookEndpoint { id url secret description eventTypes statuses engagements active
+    legacySignature createdBy }
+  ... on Error { code message field }"""
+CREATE = (
+    "mutation($input: WebhookEndpointInput!) { createWebhookEndpoint(input: $input) { "
+    + ENDPOINT_FIELDS
+    + " } }"
+)
+DELETE = """mutation($id: ID!) { deleteWebhookEndpoint(id: $id) { __typename
+  ... on WebhookEndpointDeleted { id } ... on Error { code message field } } }"""
+
 SEND = """mutation($input: EventInput!) { sendEvent(input: $input) { __typename
   ... on EventAccepted { eventId }
   ... on Error { code message field } } }"""

@@ -5,6 +5,8 @@ delivery's GraphQL history while its status stays ``sent``."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from email.message import Message
@@ -13,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -20,7 +23,14 @@ from starlette.routing import Route
 
 from backend.services.tracking import PIXEL_GIF
 from tests.conftest import GraphQL, LiveServer, start_live_server, stop_live_server
-from tests.orchestration.conftest import PUBLIC_URL, TRACKING_SECRET, Smtp
+from tests.orchestration.conftest import (
+    PUBLIC_URL,
+    RABBITMQ_URL,
+    TRACKING_SECRET,
+    HttpEndpoint,
+    Register,
+    Smtp,
+)
 from tests.orchestration.helpers import (
     admin,
     create_template,
@@ -77,7 +87,14 @@ def landing() -> Iterator[ThreadedServer]:
 def tracking_api() -> Iterator[LiveServer]:
     """A ``herald api`` process on the suite's database with the suite's tracking key."""
     server = start_live_server(
-        {"HERALD_TRACKING_SECRET": TRACKING_SECRET, "HERALD_PUBLIC_URL": PUBLIC_URL}
+        {
+            "HERALD_TRACKING_SECRET": TRACKING_SECRET,
+            "HERALD_PUBLIC_URL": PUBLIC_URL,
+            # The suite's worker takes its webhook tasks, and sees an endpoint registered
+            # within 0.2 s as this process does.
+            "HERALD_RABBITMQ_URL": RABBITMQ_URL,
+            "HERALD_WEBHOOK_CACHE_SECONDS": "0.2",
+        }
     )
     yield server
     stop_live_server(server)
@@ -175,3 +192,74 @@ async def test_critical_emails_are_never_tracked(
     links.feed(part_of(await email_to(relay_a, delivery["id"]), "text/html"))
     assert links.hrefs[0] == f"{offer}?id=c1&src=mail"
     assert not any("/t/" in src for src in links.images)
+
+
+async def test_opens_and_clicks_reach_the_webhook_endpoints_that_ask_for_them(
+    api: GraphQL,
+    relay_a: Smtp,
+    landing: ThreadedServer,
+    tracking_api: LiveServer,
+    receiver: HttpEndpoint,
+    register: Register,
+) -> None:
+    both = await register(engagements=["OPENED", "CLICKED"], statuses=["SENT"])
+    clicks = await register(engagements=["CLICKED"], eventTypes=["user_registered"])
+    other_type = await register(engagements=["OPENED", "CLICKED"], eventTypes=["movie_added"])
+    statuses_only = await register()
+    assert both["engagements"] == ["OPENED", "CLICKED"]
+    assert statuses_only["engagements"] == []
+
+    offer = f"{landing.url}/offer"
+    slug = await tracked_template(api, offer)
+    code = uuid.uuid4().hex[:6]
+    event_id = await email_dana(api, slug, "user_registered", {"code": code})
+    [delivery] = await final_deliveries(api, event_id, 1)
+    links = Links()
+    links.feed(part_of(await email_to(relay_a, delivery["id"]), "text/html"))
+    tracked = links.hrefs[0]
+    [pixel] = [src for src in links.images if "/t/o/" in src]
+    live = tracking_api.url
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.get(pixel.replace(PUBLIC_URL, live))).status_code == 200
+        assert (await client.get(tracked.replace(PUBLIC_URL, live))).status_code == 302
+
+    def engaged(endpoint: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(request, item) for each open or click of this test's event posted to it."""
+        found = []
+        for request in receiver.received(endpoint["path"]):
+            document = json.loads(request["body"])
+            if document["type"] == "delivery.engaged":
+                found += [(request, i) for i in document["data"] if i["event_id"] == event_id]
+        return found
+
+    async def arrived() -> bool:
+        return len(engaged(both)) == 2 and len(engaged(clicks)) == 1
+
+    await eventually(arrived)
+    await asyncio.sleep(1)  # room for anything posted where it should not be
+    items = sorted((item for _, item in engaged(both)), key=lambda i: i["kind"])
+    click_url = f"{offer}?id={code}&src=mail"
+    assert [(i["kind"], i["url"]) for i in items] == [("clicked", click_url), ("opened", None)]
+    for item in items:
+        assert {k: item[k] for k in ("id", "event_type", "user_id", "channel", "campaign_id")} == {
+            "id": delivery["id"],
+            "event_type": "user_registered",
+            "user_id": "u-dana",
+            "channel": "email",
+            "campaign_id": None,
+        }
+    assert [item["kind"] for _, item in engaged(clicks)] == ["clicked"]
+    assert engaged(other_type) == [] and engaged(statuses_only) == []
+    # Signed as the status changes are: a Standard Webhooks library verifies it.
+    request, _ = engaged(both)[0]
+    verified = Webhook(both["secret"]).verify(request["body"], request["headers"])
+    assert verified["type"] == "delivery.engaged"
+    # Status changes still go by the statuses filter only: "sent", not the opens.
+    statuses = [
+        (u["status"], u["channel"])
+        for r in receiver.received(both["path"])
+        if json.loads(r["body"])["type"] == "delivery.status_changed"
+        for u in json.loads(r["body"])["data"]
+        if u["event_id"] == event_id
+    ]
+    assert statuses == [("sent", "email")]

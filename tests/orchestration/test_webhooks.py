@@ -13,7 +13,6 @@ import importlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
@@ -27,56 +26,28 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from backend.channels.outbound import sign, signing_key, verify_legacy_signature
 from tests.conftest import GraphQL, schema_differences
 from tests.factories import token_for
-from tests.orchestration.conftest import HttpEndpoint, Smtp
-from tests.orchestration.helpers import admin, final_deliveries, reset_preferences, send
+from tests.orchestration.conftest import HttpEndpoint, Register, Smtp
+from tests.orchestration.helpers import (
+    CREATE,
+    DELETE,
+    ENDPOINT_FIELDS,
+    admin,
+    final_deliveries,
+    reset_preferences,
+    send,
+)
 from tests.pipeline.servers import eventually
 
 NODE_VERIFIER = Path(__file__).parents[1] / "standard_webhooks" / "verify.mjs"
-ENDPOINT_FIELDS = """__typename
-  ... on WebhookEndpoint { id url secret description eventTypes statuses active legacySignature
-    createdBy }
-  ... on Error { code message field }"""
-CREATE = (
-    "mutation($input: WebhookEndpointInput!) { createWebhookEndpoint(input: $input) { "
-    + ENDPOINT_FIELDS
-    + " } }"
-)
 UPDATE = (
     "mutation($id: ID!, $input: WebhookEndpointPatch!) { updateWebhookEndpoint(id: $id, "
     "input: $input) { " + ENDPOINT_FIELDS + " } }"
 )
-DELETE = """mutation($id: ID!) { deleteWebhookEndpoint(id: $id) { __typename
-  ... on WebhookEndpointDeleted { id } ... on Error { code message field } } }"""
 LOG = """query($id: ID!, $first: Int!, $after: String) {
   webhookDeliveries(endpointId: $id, first: $first, after: $after) {
     edges { cursor node { messageId attempt succeeded responseStatus error updateCount
       nextRetryAt attemptedAt } }
     pageInfo { hasNextPage endCursor } } }"""
-
-Register = Callable[..., Awaitable[dict[str, Any]]]
-
-
-@pytest.fixture
-async def register(api: GraphQL, receiver: HttpEndpoint) -> AsyncIterator[Register]:
-    """Registers endpoints on the receiver (one path each) and deletes them after the test:
-    the database is shared with other suites' workers."""
-    created: list[str] = []
-
-    async def make(**fields: Any) -> dict[str, Any]:
-        path = f"/hooks/{uuid.uuid4().hex[:8]}"
-        data = {"url": f"{receiver.url}{path}", **fields}
-        body = await api(CREATE, {"input": data}, token=admin(api.settings))
-        endpoint = body["data"]["createWebhookEndpoint"]
-        assert endpoint["__typename"] == "WebhookEndpoint", body
-        created.append(endpoint["id"])
-        # Workers read the active endpoints at most every HERALD_WEBHOOK_CACHE_SECONDS (0.2 s
-        # in this suite): a change announced sooner may go by the list read before this one.
-        await asyncio.sleep(0.3)
-        return {**endpoint, "path": path}
-
-    yield make
-    for endpoint_id in created:
-        await api(DELETE, {"id": endpoint_id}, token=admin(api.settings))
 
 
 def changes(request: dict[str, Any], event_id: str) -> list[dict[str, Any]]:
@@ -103,6 +74,7 @@ async def test_status_changes_are_posted_signed_and_filtered(
     assert sent_only["secret"] == "whsec_" + base64.b64encode(passphrase.encode()).decode()
     assert sent_only["statuses"] == ["SENT"] and sent_only["legacySignature"] is True
     assert everything["legacySignature"] is False  # new endpoints: Standard Webhooks only
+    assert everything["engagements"] == []  # opens and clicks only when asked for
     assert everything["secret"].startswith("whsec_")
     assert len(base64.b64decode(everything["secret"].removeprefix("whsec_"))) == 32
 

@@ -22,6 +22,7 @@ from backend.db.history.base import (
 )
 from backend.observability import metrics
 from backend.services.deliveries.context import DeliveryContext
+from backend.services.webhooks import delivery_fields
 
 NAMESPACE = uuid.UUID("6f1d3c2a-8f5e-4b7a-9c1d-2e3f4a5b6c7d")
 _NAMESPACE_BYTES = NAMESPACE.bytes
@@ -179,12 +180,7 @@ def delivery_update(
     """One entry of the live delivery feed. ``sequence``: the change's 1-based position in the
     delivery's timeline, which orders a delivery's changes however they travel."""
     return {
-        "id": record.id,
-        "event_id": record.event_id,
-        "event_type": record.event_type,
-        "campaign_id": record.campaign_id,
-        "user_id": record.user_id,
-        "channel": record.channel.value,
+        **delivery_fields(record),
         "status": status.value,
         "sequence": sequence,
         "at": at.isoformat(),
