@@ -207,5 +207,5 @@ async def test_the_worker_caches_read_an_entry_once_for_every_batch_that_needs_i
 
 
 class _NoWebhooks:
-    async def enqueue_webhook(self, **_: Any) -> None:
+    async def enqueue(self, message: Any) -> None:
         raise AssertionError("no endpoint is registered")

@@ -55,7 +55,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -321,15 +321,8 @@ def in_order(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class WebhookQueue(Protocol):
-    async def enqueue_webhook(
-        self,
-        *,
-        endpoint_id: str,
-        message_id: str,
-        created_at: str,
-        updates: list[dict[str, Any]],
-        type: str | None = None,
-    ) -> None: ...
+    async def enqueue(self, message: task_messages.TaskMessage) -> None:
+        """Send a ``webhooks.deliver`` task (:func:`task_messages.webhook_deliver`)."""
 
 
 class BrokerWebhookQueue:
@@ -338,22 +331,7 @@ class BrokerWebhookQueue:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
-    async def enqueue_webhook(
-        self,
-        *,
-        endpoint_id: str,
-        message_id: str,
-        created_at: str,
-        updates: list[dict[str, Any]],
-        type: str | None = None,
-    ) -> None:
-        message = task_messages.webhook_deliver(
-            endpoint_id=endpoint_id,
-            message_id=message_id,
-            created_at=created_at,
-            updates=updates,
-            type=type,
-        )
+    async def enqueue(self, message: task_messages.TaskMessage) -> None:
         await message.publish(self.broker)
 
 
@@ -400,20 +378,7 @@ class WebhookNotifier:
     async def notify(self, updates: list[dict[str, Any]]) -> None:
         """Enqueue one task per endpoint whose filter matches some of ``updates``. Never
         raises: a webhook problem must not fail a delivery."""
-        try:
-            targets = await self._active()
-            created_at = datetime.now(UTC).isoformat()
-            for target in targets:
-                wanted = in_order([u for u in updates if target.wants(u)])
-                if wanted:
-                    await self.queue.enqueue_webhook(
-                        endpoint_id=target.id,
-                        message_id=str(uuid.uuid4()),
-                        created_at=created_at,
-                        updates=wanted,
-                    )
-        except Exception:
-            log.exception("status webhooks for %d changes could not be enqueued", len(updates))
+        await self._enqueue(updates, _Target.wants, in_order, None)
 
     async def wants_engagements(self) -> bool:
         """Whether an active endpoint asks for opens or clicks (from the cached list): when
@@ -428,21 +393,33 @@ class WebhookNotifier:
         """Enqueue one ``delivery.engaged`` task per endpoint that asks for some of ``items``
         (:func:`engagement_item`). Never raises: a webhook problem must not fail the pixel or
         the redirect."""
+        await self._enqueue(items, _Target.wants_engagement, list, ENGAGED)
+
+    async def _enqueue(
+        self,
+        items: list[dict[str, Any]],
+        wants: Callable[[_Target, dict[str, Any]], bool],
+        arrange: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+        type: str | None,
+    ) -> None:
+        """For each endpoint, the ``items`` it ``wants`` (``arrange``d) in one task."""
         try:
             targets = await self._active()
             created_at = datetime.now(UTC).isoformat()
             for target in targets:
-                wanted = [item for item in items if target.wants_engagement(item)]
+                wanted = arrange([item for item in items if wants(target, item)])
                 if wanted:
-                    await self.queue.enqueue_webhook(
+                    message = task_messages.webhook_deliver(
                         endpoint_id=target.id,
                         message_id=str(uuid.uuid4()),
                         created_at=created_at,
                         updates=wanted,
-                        type=ENGAGED,
+                        type=type,
                     )
+                    await self.queue.enqueue(message)
         except Exception:
-            log.exception("engagement webhooks for %d items could not be enqueued", len(items))
+            kind = type or EVENT_TYPE
+            log.exception("%s webhooks for %d items could not be enqueued", kind, len(items))
 
     async def _active(self) -> list[_Target]:
         async def load() -> list[_Target]:

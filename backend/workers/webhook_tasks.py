@@ -33,31 +33,23 @@ def deliver(
     assert runtime.context is not None and runtime.http is not None
     ctx, http = runtime.context, runtime.http
 
+    # The message as its endpoint gets it on every attempt.
+    message: dict[str, Any] = {
+        "endpoint_id": endpoint_id,
+        "message_id": message_id,
+        "created_at": created_at,
+        "updates": updates,
+        "type": type,
+    }
+
     async def attempt_once() -> webhooks.AttemptResult:
         async with ctx.sessionmaker() as session:
-            result = await webhooks.deliver(
-                session,
-                http,
-                ctx.settings,
-                endpoint_id=endpoint_id,
-                message_id=message_id,
-                created_at=created_at,
-                updates=updates,
-                attempt=attempt,
-                type=type,
-            )
+            result = await webhooks.deliver(session, http, ctx.settings, attempt=attempt, **message)
             await session.commit()
         return result
 
     def again(attempt: int) -> dict[str, Any]:
-        return task_messages.webhook_deliver(
-            endpoint_id=endpoint_id,
-            message_id=message_id,
-            created_at=created_at,
-            updates=updates,
-            attempt=attempt,
-            type=type,
-        ).kwargs
+        return task_messages.webhook_deliver(attempt=attempt, **message).kwargs
 
     try:
         result = runtime.run(attempt_once())

@@ -13,6 +13,7 @@ from backend.config import Settings
 from backend.db.history.base import DeliveryStatus, HistoryStore
 from backend.services import webhooks
 from backend.services.email_feedback import Feedback, FeedbackKind, FeedbackRecorder
+from backend.services.task_messages import TaskMessage
 from tests.email_feedback.conftest import sent_email, unique_address
 
 
@@ -20,10 +21,8 @@ class RecordingWebhookQueue:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    async def enqueue_webhook(
-        self, *, endpoint_id: str, message_id: str, created_at: str, updates: list[dict[str, Any]]
-    ) -> None:
-        self.calls.append({"endpoint_id": endpoint_id, "updates": updates})
+    async def enqueue(self, message: TaskMessage) -> None:
+        self.calls.append(message.kwargs)
 
 
 async def test_bounces_and_complaints_reach_the_status_webhooks_that_want_them(
