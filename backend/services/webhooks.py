@@ -362,7 +362,8 @@ def engagement_item(record: DeliveryRecord, engagement: Engagement) -> dict[str,
 
 @dataclass
 class WebhookNotifier:
-    """Turns announced status changes into webhook tasks (``deliveries.StatusWebhooks``).
+    """Turns announced status changes (``deliveries.StatusWebhooks``), and the opens and clicks
+    the API records, into webhook tasks.
 
     The active endpoints are read at most every ``cache_seconds``, by one query at a time;
     with none registered a batch costs a dictionary look-up."""
