@@ -39,7 +39,14 @@ from backend.schema.context import Services
 from tests.conftest import TEST_DATABASE_URL, TEST_RABBITMQ_URL, GraphQL, make_settings
 from tests.http_stubs import QuietHandler, serve
 from tests.orchestration.helpers import CREATE, DELETE, admin
-from tests.pipeline.conftest import JWT_SECRET, auth_standin  # noqa: F401 - a fixture
+
+# auth_standin: a fixture; default_preferences: autouse, each test starts with the stand-in's
+# users on default preferences (a test that opts one out must not skip the next one's sends).
+from tests.pipeline.conftest import (  # noqa: F401
+    JWT_SECRET,
+    auth_standin,
+    default_preferences,
+)
 from tests.pipeline.servers import SmtpSink, start_smtp
 from tests.processes import Process
 

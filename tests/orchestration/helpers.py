@@ -76,15 +76,6 @@ async def deliver(api: GraphQL, **event: Any) -> list[dict[str, Any]]:
     return await final_deliveries(api, await send(api, **event), len(event["userIds"]))
 
 
-async def reset_preferences(api: GraphQL, user_id: str) -> None:
-    body = await api(
-        SET_PREFERENCES,
-        {"input": {"userId": user_id, "disabledChannels": [], "disabledEventTypes": []}},
-        token=admin(api.settings),
-    )
-    assert body["data"]["setPreferences"]["__typename"] == "Preferences", body
-
-
 async def preferences(api: GraphQL, user_id: str) -> dict[str, Any]:
     body = await api(PREFERENCES, {"userId": user_id}, token=admin(api.settings))
     return dict(body["data"]["preferences"])

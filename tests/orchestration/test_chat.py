@@ -24,7 +24,6 @@ from tests.orchestration.helpers import (
     admin,
     create_template,
     deliver,
-    reset_preferences,
 )
 
 REGISTER = """mutation($i: AddressInput!) { registerAddress(input: $i) { __typename
@@ -158,16 +157,13 @@ async def test_telegram_takes_the_chat_from_the_event_and_respects_preferences(
         token=admin(api.settings),
     )
     assert muted["data"]["setPreferences"]["disabledChannels"] == ["TELEGRAM"]
-    try:
-        deliveries = await send_order(
-            api,
-            slug,
-            "TELEGRAM",
-            ["u-alice", "u-bruno"],
-            {"order": f"<{order}>", "chat": {"telegram": -100123}},
-        )
-    finally:
-        await reset_preferences(api, "u-bruno")
+    deliveries = await send_order(
+        api,
+        slug,
+        "TELEGRAM",
+        ["u-alice", "u-bruno"],
+        {"order": f"<{order}>", "chat": {"telegram": -100123}},
+    )
 
     by_user = {d["userId"]: d for d in deliveries}
     assert by_user["u-alice"]["status"] == "DELIVERED"

@@ -18,7 +18,6 @@ from tests.orchestration.helpers import (
     final_deliveries,
     part_of,
     preferences,
-    reset_preferences,
     send,
 )
 from tests.pipeline.servers import eventually
@@ -47,7 +46,6 @@ def one_click_path(mail: Message) -> str:
 async def test_non_critical_email_carries_one_click_headers_and_a_page_link(
     api: GraphQL, relay_a: Smtp
 ) -> None:
-    await reset_preferences(api, "u-dana")
     event_id = await send(api, type="user_registered", userIds=["u-dana"], channels=["EMAIL"])
 
     mail = await email_of(api, relay_a, event_id)
@@ -73,7 +71,6 @@ async def test_critical_email_has_no_unsubscribe(api: GraphQL, relay_a: Smtp) ->
 async def test_one_click_post_opts_out_and_the_next_event_is_skipped(
     api: GraphQL, http: httpx.AsyncClient, relay_a: Smtp
 ) -> None:
-    await reset_preferences(api, "u-chen")
     event_id = await send(api, type="user_registered", userIds=["u-chen"], channels=["EMAIL"])
     path = one_click_path(await email_of(api, relay_a, event_id))
 
@@ -106,7 +103,6 @@ async def test_one_click_post_opts_out_and_the_next_event_is_skipped(
 async def test_the_preference_page_saves_channel_and_event_type_opt_outs(
     api: GraphQL, http: httpx.AsyncClient, relay_a: Smtp, suite_settings
 ) -> None:
-    await reset_preferences(api, "u-emil")
     # An opt-out of a channel the page does not offer (Discord: not configured) is kept.
     muted = await api(
         SET_PREFERENCES,
@@ -168,7 +164,6 @@ async def test_the_preference_page_saves_channel_and_event_type_opt_outs(
 async def test_forged_and_expired_links_are_refused(
     api: GraphQL, http: httpx.AsyncClient, suite_settings
 ) -> None:
-    await reset_preferences(api, "u-bruno")
     token = sign_token(suite_settings, user_id="u-bruno", event_type="movie_added")
     payload, signature = token.split(".")
     forged = f"{payload}.{'A' * len(signature)}"

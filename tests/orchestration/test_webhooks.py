@@ -33,7 +33,6 @@ from tests.orchestration.helpers import (
     ENDPOINT_FIELDS,
     admin,
     final_deliveries,
-    reset_preferences,
     send,
 )
 from tests.pipeline.servers import eventually
@@ -57,7 +56,6 @@ def changes(request: dict[str, Any], event_id: str) -> list[dict[str, Any]]:
 async def test_status_changes_are_posted_signed_and_filtered(
     api: GraphQL, receiver: HttpEndpoint, register: Register
 ) -> None:
-    await reset_preferences(api, "u-alice")
     # A passphrase, as endpoints had before Standard Webhooks: shown in the whsec_ form of the
     # same key, and still checked by the deprecated header for an endpoint that keeps it.
     passphrase = "whsec_test_" + "s" * 20
@@ -168,7 +166,6 @@ async def _node_verify(secret: str, requests: list[dict[str, Any]]) -> list[dict
 async def test_requests_verify_with_the_standard_webhooks_libraries(
     api: GraphQL, receiver: HttpEndpoint, register: Register
 ) -> None:
-    await reset_preferences(api, "u-dana")
     endpoint = await register(statuses=["SENT"], eventTypes=["user_registered"])
     other = await register(statuses=["SENT"], eventTypes=["user_registered"])
     event_id = await send(api, type="user_registered", userIds=["u-dana"], channels=["EMAIL"])
@@ -213,8 +210,6 @@ async def test_requests_verify_with_the_standard_webhooks_libraries(
 async def test_a_delivery_s_changes_are_numbered_and_the_highest_is_the_final_status(
     api: GraphQL, receiver: HttpEndpoint, register: Register
 ) -> None:
-    for user in ("u-emil", "u-bruno"):
-        await reset_preferences(api, user)
     endpoint = await register(eventTypes=["user_registered"])
     # The first POST fails and comes again after the backoff, most likely after a later one.
     receiver.fail_next[endpoint["path"]] = 1
@@ -255,7 +250,6 @@ async def test_a_delivery_s_changes_are_numbered_and_the_highest_is_the_final_st
 async def test_a_retried_delivery_goes_on_counting_where_it_was(
     api: GraphQL, receiver: HttpEndpoint, register: Register, relay_a: Smtp, relay_b: Smtp
 ) -> None:
-    await reset_preferences(api, "u-chen")
     endpoint = await register(eventTypes=["user_registered"])
     relay_a.sink.refuse_next = relay_b.sink.refuse_next = 1  # both relays: 451, once
 
@@ -281,7 +275,6 @@ async def test_a_retried_delivery_goes_on_counting_where_it_was(
 async def test_failed_posts_are_retried_with_backoff_and_every_attempt_is_logged(
     api: GraphQL, receiver: HttpEndpoint, register: Register
 ) -> None:
-    await reset_preferences(api, "u-bruno")
     endpoint = await register(statuses=["SENT"], eventTypes=["user_registered"])
     receiver.fail_next[endpoint["path"]] = 2  # 500, 500, then 204
 
@@ -337,7 +330,6 @@ async def test_failed_posts_are_retried_with_backoff_and_every_attempt_is_logged
 async def test_an_endpoint_that_never_answers_gives_up_after_the_last_attempt(
     api: GraphQL, register: Register
 ) -> None:
-    await reset_preferences(api, "u-chen")
     endpoint = await register(statuses=["SENT"], eventTypes=["user_registered"])
     # Nothing listens there: connection refused, every time.
     closed = "http://127.0.0.1:9/hook"
