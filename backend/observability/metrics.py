@@ -241,13 +241,25 @@ class QueueDepthCollector(Collector):
         with self._lock:
             if time.monotonic() - self._fetched_at >= self.ttl:
                 try:
-                    self._stats, self._up = self._fetch(), True
+                    self._stats, self._up = self._probe(), True
                 except Exception as exc:  # a scrape must never fail on this
                     log.debug("queue depth probe failed: %s", exc)
                     self._close()
                     self._stats, self._up = {}, False
                 self._fetched_at = time.monotonic()
             return dict(self._stats), self._up
+
+    def _probe(self) -> dict[str, tuple[int, int]]:
+        """:meth:`_fetch`, once more on a new connection when the kept one fails: a broker
+        restarted since the last scrape closed it, and is not down for that."""
+        kept = self._connection is not None
+        try:
+            return self._fetch()
+        except Exception:
+            if not kept:
+                raise
+            self._close()
+            return self._fetch()
 
     def _fetch(self) -> dict[str, tuple[int, int]]:
         from kombu import Connection

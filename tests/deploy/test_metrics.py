@@ -19,6 +19,7 @@ from backend.observability import metrics
 from backend.queues import WORK_QUEUES
 from tests.conftest import ROOT, free_port
 from tests.deploy.conftest import herald_env, run_python, stop_process
+from tests.pipeline.servers import TcpProxy
 from tests.processes import wait_for_port
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -120,6 +121,26 @@ def test_queue_depths_from_rabbitmq_are_cached():
         # A queue that does not exist is left out, and a passive declare never creates it.
         time.sleep(0.6)
         assert missing not in collector.stats()[0]
+    finally:
+        collector.close()
+        delete_test_queue(name)
+
+
+def test_a_broker_restart_between_scrapes_is_not_reported_as_down():
+    # Through a proxy that drops every connection, as a RabbitMQ restart does, and accepts
+    # new ones again: the kept connection is dead at the next scrape, RabbitMQ is not.
+    proxy = TcpProxy(5672)
+    name = f"herald.test.depth-{uuid.uuid4().hex[:8]}"
+    collector = metrics.QueueDepthCollector(
+        f"amqp://guest:guest@127.0.0.1:{proxy.port}/", [name], ttl=0.2, timeout=1.0
+    )
+    try:
+        declare_test_queue(name, 2)
+        assert collector.stats() == ({name: (2, 0)}, True)
+        proxy.cut()
+        proxy.restore()
+        time.sleep(0.3)
+        assert collector.stats() == ({name: (2, 0)}, True)
     finally:
         collector.close()
         delete_test_queue(name)
