@@ -281,16 +281,21 @@ async def test_auth_service_slow_or_failing_bounded_then_dead_then_replayed(
             auth.mode = "ok"
             retry = """mutation($ids: [ID!]!) { retryDeadLetters(ids: $ids) {
               __typename ... on DeadLettersRetried { retried } } }"""
-            letters = await e2e(
-                "{ deadLetters(first: 100) { edges { node { deliveryId eventId } } } }",
-                token=admin,
-            )
-            mine = [
-                e["node"]["deliveryId"]
-                for e in letters["data"]["deadLetters"]["edges"]
-                if e["node"]["eventId"] in ids
-            ]
-            assert len(mine) == 3
+
+            # A delivery's history reads DEAD before its batch commits the dead letter.
+            async def dead_letters() -> list[str] | None:
+                letters = await e2e(
+                    "{ deadLetters(first: 100) { edges { node { deliveryId eventId } } } }",
+                    token=admin,
+                )
+                found = [
+                    e["node"]["deliveryId"]
+                    for e in letters["data"]["deadLetters"]["edges"]
+                    if e["node"]["eventId"] in ids
+                ]
+                return found if len(found) == 3 else None
+
+            mine = await eventually(dead_letters, timeout=10, interval=0.2)
             replayed = await e2e(retry, {"ids": mine}, token=admin)
             assert len(replayed["data"]["retryDeadLetters"]["retried"]) == 3
             seen = await until_delivered(smtp, ids, timeout=30)
