@@ -60,12 +60,13 @@ class SingleFlight(Generic[K, V]):
         load elsewhere failed or was cancelled is loaded here after them, by ``reload``
         (default ``load``): say, one that first reads what the failed load did keep."""
         loop = asyncio.get_running_loop()
+        unique = list(dict.fromkeys(keys))
         theirs = {
             key: flight
-            for key in dict.fromkeys(keys)
+            for key in unique
             if (flight := self._loading.get(key)) is not None and flight.get_loop() is loop
         }
-        flights = {key: loop.create_future() for key in dict.fromkeys(keys) if key not in theirs}
+        flights = {key: loop.create_future() for key in unique if key not in theirs}
         self._loading.update(flights)
         answers: dict[K, V] = {}
         try:
