@@ -302,16 +302,16 @@ class _Target:
     engagements: frozenset[str]
 
     def wants(self, update: dict[str, Any]) -> bool:
-        return (not self.event_types or update.get("event_type") in self.event_types) and (
-            not self.statuses or update.get("status") in self.statuses
-        )
+        return self._takes(update) and (not self.statuses or update.get("status") in self.statuses)
 
     def wants_engagement(self, item: dict[str, Any]) -> bool:
         """An open or click: only the kinds the endpoint asked for (none unless it did), of
         the event types it takes."""
-        return item.get("kind") in self.engagements and (
-            not self.event_types or item.get("event_type") in self.event_types
-        )
+        return item.get("kind") in self.engagements and self._takes(item)
+
+    def _takes(self, item: dict[str, Any]) -> bool:
+        """Whether ``item`` is of an event type the endpoint takes (empty: every one)."""
+        return not self.event_types or item.get("event_type") in self.event_types
 
 
 def in_order(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
