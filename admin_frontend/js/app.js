@@ -26,6 +26,7 @@ import * as topic from "./views/topic.js";
 import * as recipients from "./views/recipients.js";
 import * as suppressions from "./views/suppressions.js";
 import * as apiKeys from "./views/api_keys.js";
+import * as webhooks from "./views/webhooks.js";
 import * as tenants from "./views/tenants.js";
 import * as workflows from "./views/workflows.js";
 import * as workflow from "./views/workflow.js";
@@ -47,6 +48,7 @@ const ROUTES = [
   { pattern: /^\/recipients\/([^/]+)$/, view: recipients.detail, nav: "recipients", title: "Recipient", keys: ["userId"] },
   { pattern: /^\/suppressions$/, view: suppressions, nav: "recipients", title: "Email suppressions" },
   { pattern: /^\/api-keys$/, view: apiKeys, nav: "api-keys", title: "API keys" },
+  { pattern: /^\/webhooks$/, view: webhooks, nav: "webhooks", title: "Webhooks" },
   { pattern: /^\/tenants$/, view: tenants, nav: "tenants", title: "Tenants" },
   { pattern: /^\/workflows$/, view: workflows, nav: "workflows", title: "Workflows" },
   { pattern: /^\/workflows\/([^/]+)$/, view: workflow, nav: "workflows", title: "Workflow", keys: ["eventType"] },

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.admin_page import config_script
@@ -277,6 +277,21 @@ async def open_token_paste(page: Page) -> None:
     """Unfold the development paste-a-token box (folded under the auth service's form)."""
     await page.click("details.paste-token > summary")
     await page.wait_for_selector("#token", state="visible")
+
+
+async def admin_screen(page: Page, stack: Stack, bearer: str, nav: str, title: str) -> None:
+    """Sign in at the screen behind the navigation link ``nav``: the link is current and in
+    sight, every link of the navigation fits (1280 px), and the screen is titled ``title``."""
+    await sign_in(page, stack, bearer, f"#/{nav}")
+    nav_link = page.locator(f".nav a[data-nav='{nav}']")
+    await expect(nav_link).to_have_attribute("aria-current", "page")
+    await expect(nav_link).to_be_in_viewport()
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    overflow = await page.evaluate(
+        "() => { const n = document.querySelector('.nav'); return n.scrollWidth - n.clientWidth; }"
+    )
+    assert overflow <= 0
+    await expect(page.locator(".page-title")).to_have_text(title)
 
 
 async def go(page: Page, route: str) -> None:

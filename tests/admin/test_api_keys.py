@@ -10,7 +10,7 @@ import uuid
 import httpx
 from playwright.async_api import Page, expect
 
-from tests.admin.conftest import Stack, go, screenshot, sign_in, token
+from tests.admin.conftest import Stack, admin_screen, go, screenshot, sign_in, token
 
 VIEWER = "{ viewer { id roles } }"
 
@@ -24,17 +24,7 @@ async def viewer_with_key(stack: Stack, key: str) -> dict[str, object]:
 
 async def test_a_key_is_made_shown_once_used_and_revoked(page: Page, stack: Stack) -> None:
     service = f"billing-{uuid.uuid4().hex[:6]}"
-    await sign_in(page, stack, token("keys-admin", "admin"), "#/api-keys")
-    nav_link = page.locator(".nav a[data-nav='api-keys']")
-    await expect(nav_link).to_have_attribute("aria-current", "page")
-    await expect(nav_link).to_be_in_viewport()
-    # Every link of an admin's navigation fits at 1280px: none is scrolled out of sight.
-    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
-    overflow = await page.evaluate(
-        "() => { const n = document.querySelector('.nav'); return n.scrollWidth - n.clientWidth; }"
-    )
-    assert overflow <= 0
-    await expect(page.locator(".page-title")).to_have_text("API keys")
+    await admin_screen(page, stack, token("keys-admin", "admin"), "api-keys", "API keys")
 
     # Nothing chosen and a name the API refuses: each error at its field, the dialog open.
     await page.click("#new-api-key")

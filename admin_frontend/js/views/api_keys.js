@@ -5,8 +5,9 @@
 import { ERROR_FIELDS, graphql, unwrap } from "../api.js";
 import { emptyState, formatDateTime, fromLocalInput, h, pageTitle, setChildren, withProgress } from "../dom.js";
 import { pagedTable } from "../paged.js";
-import { openDialog } from "../dialog.js";
-import { ApiError, setBanner, showFieldError, showFormError } from "../errors.js";
+import { confirmDanger, openDialog } from "../dialog.js";
+import { secretBox } from "../secret.js";
+import { setBanner, showFieldError, showFormError } from "../errors.js";
 
 const PAGE = 25;
 const KEY_FIELDS = "id name prefix roles scopes createdBy createdAt lastUsedAt expiresAt revokedAt revokedBy tenantId";
@@ -44,33 +45,20 @@ function state(key) {
 
 /** Show a new key once, with a button that copies it. `onDone` runs when the dialog closes. */
 function showSecret(created, onDone) {
-  const secret = h("input", { id: "api-key-secret", class: "mono", readonly: true, value: created.secret, "aria-describedby": "api-key-secret-help" });
-  const copy = h("button", { type: "button", class: "btn", id: "api-key-copy" }, "Copy");
-  const copied = h("span", { class: "help", id: "api-key-copied", "aria-live": "polite" });
+  const box = secretBox({ prefix: "api-key", label: "API key", value: created.secret, describedBy: "api-key-secret-help" });
   const done = h("button", { type: "button", class: "btn primary", id: "api-key-done" }, "Done");
   const body = h(
     "div",
     {},
     h("p", {}, `The key for ${created.apiKey.name}:`),
-    h("div", { class: "field secret-row" }, h("label", { for: "api-key-secret" }, "API key"), h("div", { class: "inline" }, secret, copy)),
+    box.field,
     h("p", { class: "alert alert-warning", id: "api-key-secret-help" }, "Copy it now: this is the only time it is shown. Herald keeps only its hash."),
     h("p", { class: "help" }, "Services send it as ", h("code", {}, "Authorization: Bearer hk_…"), " or ", h("code", {}, "X-Api-Key: hk_…"), "."),
-    copied,
   );
   const { dialog, close } = openDialog({ id: "api-key-created", title: "API key created", body, actions: [done] });
-  copy.addEventListener("click", async () => {
-    secret.select();
-    try {
-      await navigator.clipboard.writeText(created.secret);
-      copied.textContent = "Copied.";
-    } catch {
-      copied.textContent = "Select the key and copy it (the browser did not allow copying).";
-    }
-  });
   done.addEventListener("click", close);
   dialog.addEventListener("close", onDone);
-  secret.focus();
-  secret.select();
+  box.focus();
 }
 
 function openCreateForm({ onCreated }) {
@@ -141,25 +129,16 @@ function openCreateForm({ onCreated }) {
 }
 
 function confirmRevoke(key, onRevoked) {
-  const banner = h("div", { class: "banner-slot", hidden: true });
-  const revoke = h("button", { type: "button", class: "btn danger", id: "revoke-confirm" }, "Revoke");
-  const cancel = h("button", { type: "button", class: "btn ghost" }, "Cancel");
-  const body = h("div", {}, banner, h("p", {}, `Revoke ${key.prefix}… (${key.name})? Every request and new connection with it is refused from now on, on every API process. This cannot be undone.`));
-  const { close } = openDialog({ id: "revoke-dialog", title: "Revoke this key?", body, actions: [cancel, revoke] });
-  cancel.addEventListener("click", close);
-  cancel.focus();
-  revoke.addEventListener("click", () =>
-    withProgress(revoke, "Revoking…", async () => {
-      try {
-        const revoked = unwrap((await graphql(REVOKE, { id: key.id })).revokeApiKey, "ApiKey");
-        close();
-        onRevoked(revoked);
-      } catch (error) {
-        if (!(error instanceof ApiError)) throw error;
-        setBanner(banner, error);
-      }
-    }),
-  );
+  confirmDanger({
+    id: "revoke-dialog",
+    title: "Revoke this key?",
+    text: `Revoke ${key.prefix}… (${key.name})? Every request and new connection with it is refused from now on, on every API process. This cannot be undone.`,
+    action: "Revoke",
+    confirmId: "revoke-confirm",
+    progress: "Revoking…",
+    run: async () => unwrap((await graphql(REVOKE, { id: key.id })).revokeApiKey, "ApiKey"),
+    onDone: onRevoked,
+  });
 }
 
 export function render(root, { ctx }) {

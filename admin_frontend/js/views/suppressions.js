@@ -3,9 +3,8 @@
 // (behind a confirmation) so email reaches it again. Reached from the Recipients screen.
 
 import { ERROR_FIELDS, graphql, unwrap } from "../api.js";
-import { openDialog } from "../dialog.js";
-import { buildQuery, emptyState, formatDateTime, h, pageTitle, setChildren, withProgress } from "../dom.js";
-import { ApiError, setBanner } from "../errors.js";
+import { confirmDanger } from "../dialog.js";
+import { buildQuery, emptyState, formatDateTime, h, pageTitle, setChildren } from "../dom.js";
 import { pagedTable } from "../paged.js";
 
 const PAGE = 25;
@@ -21,30 +20,16 @@ const REMOVE = `mutation RemoveEmailSuppression($address: String!) {
 const KINDS = { HARD_BOUNCE: "Hard bounce", COMPLAINT: "Spam complaint" };
 
 function confirmRemove(item, onRemoved) {
-  const banner = h("div", { class: "banner-slot", hidden: true });
-  const remove = h("button", { type: "button", class: "btn danger", id: "remove-suppression-confirm" }, "Remove");
-  const cancel = h("button", { type: "button", class: "btn ghost" }, "Cancel");
-  const body = h(
-    "div",
-    {},
-    banner,
-    h("p", {}, `Email ${item.address} again? It was suppressed after a ${KINDS[item.kind].toLowerCase()}; if the address still does not take mail, the next bounce suppresses it again.`),
-  );
-  const { close } = openDialog({ id: "remove-suppression-dialog", title: "Remove this suppression?", body, actions: [cancel, remove] });
-  cancel.addEventListener("click", close);
-  cancel.focus();
-  remove.addEventListener("click", () =>
-    withProgress(remove, "Removing…", async () => {
-      try {
-        const removed = unwrap((await graphql(REMOVE, { address: item.address })).removeEmailSuppression, "EmailSuppressionRemoved");
-        close();
-        onRemoved(removed.address);
-      } catch (error) {
-        if (!(error instanceof ApiError)) throw error;
-        setBanner(banner, error);
-      }
-    }),
-  );
+  confirmDanger({
+    id: "remove-suppression-dialog",
+    title: "Remove this suppression?",
+    text: `Email ${item.address} again? It was suppressed after a ${KINDS[item.kind].toLowerCase()}; if the address still does not take mail, the next bounce suppresses it again.`,
+    action: "Remove",
+    confirmId: "remove-suppression-confirm",
+    progress: "Removing…",
+    run: async () => unwrap((await graphql(REMOVE, { address: item.address })).removeEmailSuppression, "EmailSuppressionRemoved"),
+    onDone: (removed) => onRemoved(removed.address),
+  });
 }
 
 export function render(root, { query, ctx }) {
