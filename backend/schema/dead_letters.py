@@ -48,7 +48,10 @@ DeadLetterConnection = Connection[DeadLetter]
 class DeadLettersRetried:
     retried: list[strawberry.ID]
     not_found: list[strawberry.ID] = strawberry.field(
-        description="Ids that are not dead letters (never were, or already replayed)."
+        description=(
+            "Ids not replayed: not dead letters (never were, or already replayed), "
+            "or still being tried."
+        )
     )
 
 

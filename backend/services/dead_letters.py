@@ -50,16 +50,15 @@ async def retry_dead_letters(
 ) -> tuple[list[str], list[str]]:
     """Put dead letters back in the queue as a fresh first attempt.
 
-    Returns (replayed ids, ids that are not dead letters). The rows are removed in the
-    caller's unit of work; a delivery is re-enqueued only after its status moved back to
-    ``queued``, so replaying the same id twice at once sends it once.
+    Returns (replayed ids, the others: not dead letters, or not yet or not any more). The
+    rows are removed in the caller's unit of work; a delivery is re-enqueued only after its
+    status moved back to ``queued``, so replaying the same id twice at once sends it once.
     """
     ids = list(dict.fromkeys(delivery_ids))
     if not ids or len(ids) > MAX_REPLAY:
         raise ValidationError(f"Give 1 to {MAX_REPLAY} delivery ids", field="ids")
     repo = DeadLetterRepository(session)
     letters = await repo.take(ids)
-    found = {letter.delivery_id for letter in letters}
     now = datetime.now(UTC)
     batches: dict[tuple[str, str], list[str]] = defaultdict(list)
     envelopes = {}
@@ -80,5 +79,11 @@ async def retry_dead_letters(
         await queue.enqueue_send(
             task_messages.send(envelopes[event_id], Channel(channel), batch, attempt=1)
         )
-    await repo.delete([letter.delivery_id for letter in letters])
-    return replayed, [i for i in ids if i not in found]
+    # A letter whose delivery did not move is stale (the delivery was sent after all), or
+    # its delivery is still being tried: its batch commits the letter before it records the
+    # delivery failed for good (``_Batch.conclude``), and the letter stays for that.
+    unmoved = [letter.delivery_id for letter in letters if letter.delivery_id not in replayed]
+    pending = frozenset({DeliveryStatus.QUEUED, DeliveryStatus.SENDING})
+    trying = {r.id for r in await history.get_many(unmoved) if r.status in pending}
+    await repo.delete([d.delivery_id for d in letters if d.delivery_id not in trying])
+    return replayed, [i for i in ids if i not in replayed]

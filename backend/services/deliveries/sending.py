@@ -4,8 +4,9 @@ sender concurrently; record each outcome, retry what may succeed later, dead-let
 A batch goes through explicit steps, each run by the caller (the Celery task) where its
 transaction allows: ``claim_batch`` (a channel task's delivery ids: the records are read and
 claimed, durably, before any provider is called), ``send_claimed`` (render and send; also what
-dispatch uses for records it has just stored already claimed), ``save_outcome`` (the batch's
-PostgreSQL writes, in the caller's transaction: nothing here commits) and, once that committed,
+dispatch uses for records it has just stored already claimed; it commits only the dead letters
+of deliveries that failed for good, before it records them failed), ``save_outcome`` (the
+batch's other PostgreSQL writes, in the caller's transaction) and, once that committed,
 ``hand_on`` (enqueue the retries, announce the status changes).
 """
 
@@ -66,7 +67,7 @@ class Retry:
 class BatchOutcome:
     """What became of one or more batches, and what they leave to their caller: PostgreSQL
     writes for its transaction (``save_outcome``), then retries and announcements for after
-    its commit (``hand_on``)."""
+    its commit (``hand_on``). ``dead_letters`` are committed already (``_Batch.conclude``)."""
 
     sent: int = 0
     skipped: int = 0
@@ -91,8 +92,7 @@ class BatchOutcome:
         """Whether ``save_outcome`` has anything to write (most batches have not: a session
         opened and committed for nothing costs about 0.1 ms of CPU)."""
         return bool(
-            self.dead_letters
-            or self.expired_endpoints
+            self.expired_endpoints
             or self.expired_devices
             or self.expired_chats
             or self.used_endpoints
@@ -171,7 +171,7 @@ async def send_claimed(
     or records the caller has just stored already claimed, which are what the store holds
     and this batch's without a claim. ``unstored``: of those, the ones it left to be stored
     with their outcome (in-app, see ``RecordingHistory``). ``profiles`` are users the caller
-    already has: each spares a look-up. Nothing is committed: see ``save_outcome``."""
+    already has: each spares a look-up. Only dead letters are committed: see ``save_outcome``."""
     if history is None:
         history = RecordingHistory(ctx.history, {r.id: r for r in records}, unstored)
     batch = _Batch(ctx, envelope, channel, attempt, history)
@@ -191,7 +191,7 @@ async def send_claimed_together(
     ``send_claimed``'s are) sent as one: their users looked up together, and every item of
     every batch stored in the inbox in one statement, published live in one Redis pipeline
     and recorded in the history store in one insert (``deliver_in_app``). Each event keeps
-    its own template and rendering. Nothing is committed: see ``save_outcome``."""
+    its own template and rendering. Only dead letters are committed: see ``save_outcome``."""
     records = {r.id: r for _, batch in batches for r in batch}
     history = RecordingHistory(ctx.history, records, unstored)
     profiles: Mapping[str, UserProfile | None] | None = None
@@ -214,8 +214,8 @@ async def send_claimed_together(
         except UnavailableError as exc:
             await asyncio.gather(*(part.fail_in_app(exc) for part in parts))
     outcome = BatchOutcome()
+    await asyncio.gather(*(part.conclude() for part in parts))
     for part in parts:
-        part.finish()
         outcome.add(part.outcome)
     outcome.updates = history.updates
     return outcome
@@ -242,9 +242,9 @@ async def send_batch(
 
 
 async def save_outcome(session: AsyncSession, outcome: BatchOutcome) -> None:
-    """The outcome's PostgreSQL writes, in the caller's transaction: the dead letters, and the
-    push subscriptions, device tokens and chats a provider reported gone (disabled with its
-    answer, so later sends skip them)."""
+    """The outcome's PostgreSQL writes, in the caller's transaction: the push subscriptions,
+    device tokens and chats a provider reported gone (disabled with its answer, so later sends
+    skip them)."""
     if outcome.expired_endpoints:
         await recipients.disable_web_push(session, reasons=outcome.expired_endpoints)
     if outcome.expired_devices:
@@ -260,8 +260,6 @@ async def save_outcome(session: AsyncSession, outcome: BatchOutcome) -> None:
         )
     if outcome.used_endpoints:
         await recipients.mark_web_push_used(session, endpoints=outcome.used_endpoints)
-    if outcome.dead_letters:
-        await DeadLetterRepository(session).add(outcome.dead_letters)
 
 
 async def hand_on(ctx: DeliveryContext, outcome: BatchOutcome) -> None:
@@ -297,6 +295,17 @@ class _Resources:
     suppressed: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Final:
+    """A delivery that failed for good, and its last attempt."""
+
+    delivery_id: str
+    status: DeliveryStatus
+    at: datetime
+    reason: str
+    attempt: Attempt
+
+
 @dataclass
 class _Batch:
     """One batch's sending: its outcome so far, and the retries and dead letters it collects
@@ -311,6 +320,9 @@ class _Batch:
     retry_ids: list[str] = field(default_factory=list)
     in_app: list[InAppItem] = field(default_factory=list)
     retry_delay: float = 0.0
+    # Deliveries that failed for good, moved to failed or dead once their dead letters are
+    # committed (``conclude``).
+    finals: list[_Final] = field(default_factory=list)
 
     async def send(
         self, mine: list[DeliveryRecord], profiles: Mapping[str, UserProfile | None] | None
@@ -322,7 +334,7 @@ class _Batch:
                 await deliver_in_app(self.ctx, self.history, self.in_app, self.attempt)
             except UnavailableError as exc:
                 await self.fail_in_app(exc)
-        self.finish()
+        await self.conclude()
 
     async def prepare(
         self, mine: list[DeliveryRecord], profiles: Mapping[str, UserProfile | None] | None
@@ -618,14 +630,7 @@ class _Batch:
         reason = (
             error.message if permanent else f"gave up after {attempt} attempts: {error.message}"
         )
-        await self.history.transition(
-            record.id,
-            status,
-            at=at,
-            expected=frozenset({DeliveryStatus.SENDING}),
-            reason=reason,
-            attempt=record_attempt,
-        )
+        self.finals.append(_Final(record.id, status, at, reason, record_attempt))
         self.outcome.dead_letters.append(
             DeadLetter(
                 delivery_id=record.id,
@@ -643,8 +648,33 @@ class _Batch:
         else:
             self.outcome.dead += 1
 
+    async def conclude(self) -> None:
+        """End the batch: the dead letters of the deliveries that failed for good committed
+        first, then those deliveries moved to failed or dead, so that a delivery the history
+        shows failed for good always has its dead letter to replay. A process that dies in
+        between leaves them ``sending``: the redelivered task tries them once more, and a
+        replay meanwhile leaves their dead letters alone (``retry_dead_letters``). Then the
+        retries, for after the caller's commit."""
+        if self.finals:
+            async with self.ctx.sessionmaker() as session, session.begin():
+                await DeadLetterRepository(session).add(self.outcome.dead_letters)
+            await asyncio.gather(
+                *(
+                    self.history.transition(
+                        final.delivery_id,
+                        final.status,
+                        at=final.at,
+                        expected=frozenset({DeliveryStatus.SENDING}),
+                        reason=final.reason,
+                        attempt=final.attempt,
+                    )
+                    for final in self.finals
+                )
+            )
+        self.finish()
+
     def finish(self) -> None:
-        """The batch's retries, for after the caller's commit."""
+        """The batch's retries, for after the caller's commit (``conclude``)."""
         if self.retry_ids:
             self.outcome.retries.append(
                 Retry(
