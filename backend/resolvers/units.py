@@ -40,22 +40,40 @@ def _rejected_input(exc: sa_exc.DBAPIError) -> ValidationError | None:
     Such values come from clients (found by fuzzing: a NUL in any string argument), so they
     are bad input, not a failure of Herald; the message names no internals.
     """
+    state = _sqlstate(exc)
+    if state is not None and state.startswith("22"):
+        log.info("input refused by PostgreSQL (SQLSTATE %s)", state)
+        return ValidationError(
+            "An input value cannot be used: it holds a NUL character, is too long, "
+            "or is out of range"
+        )
+    return None
+
+
+def _sqlstate(exc: sa_exc.DBAPIError) -> str | None:
     for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
         state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(state, str) and state.startswith("22"):
-            log.info("input refused by PostgreSQL (SQLSTATE %s)", state)
-            return ValidationError(
-                "An input value cannot be used: it holds a NUL character, is too long, "
-                "or is out of range"
-            )
+        if isinstance(state, str):
+            return state
     return None
+
+
+# A deadlock, or a serialization failure: PostgreSQL chose this transaction to undo.
+_COLLIDED = ("40P01", "40001")
 
 
 def _raise_as_herald_error(exc: sa_exc.DBAPIError) -> None:
     """Raise the Herald error a driver failure stands for: unavailable when the connection
-    was lost, a validation error when PostgreSQL refused a value; return for any other."""
+    was lost, a conflict when PostgreSQL undid the transaction for colliding with another,
+    a validation error when it refused a value; return for any other."""
     if exc.connection_invalidated:
         raise _unavailable(exc) from exc
+    if _sqlstate(exc) in _COLLIDED:
+        log.warning("transaction undone by PostgreSQL: %s", exc.orig)
+        raise ConflictError(
+            "The change collided with another made at the same moment; nothing was changed, "
+            "retry it"
+        ) from exc
     rejected = _rejected_input(exc)
     if rejected is not None:
         raise rejected from exc

@@ -284,6 +284,12 @@ async def claim_page(
     chunk = await audience_page(session, campaign, run, page, size, users, after=start)
     advanced = False
     if fresh:
+        # The run's last page may finish the campaign: its row is locked before the run's,
+        # in the order pause, cancel and a firing trigger lock them (campaign, then runs),
+        # or this claim and a pause deadlock.
+        locked = None
+        if not chunk.more:
+            locked = await CampaignRepository(session).get(run.campaign_id, lock=True)
         advanced = await runs.advance(
             run.id,
             page=page,
@@ -292,10 +298,8 @@ async def claim_page(
             status=RunStatus.RUNNING if chunk.more else RunStatus.COMPLETED,
             now=datetime.now(UTC),
         )
-        if advanced and not chunk.more:
-            locked = await CampaignRepository(session).get(run.campaign_id, lock=True)
-            if locked is not None:
-                await finish_run(session, campaign=locked, run_id=run.id)
+        if advanced and locked is not None:
+            await finish_run(session, campaign=locked, run_id=run.id)
     return ClaimedPage(
         run_id,
         page,
