@@ -20,6 +20,7 @@ from standardwebhooks import Webhook
 from tests.admin.conftest import Stack, admin_screen, graphql, screenshot, sign_in, token
 from tests.factories import CREATE_TEMPLATE, template_input
 from tests.http_stubs import QuietHandler, serve
+from tests.pipeline.servers import eventually
 from tests.processes import Process
 
 RECIPIENT = "demo-user-emma"  # in the stand-in's bundled demo users
@@ -154,7 +155,7 @@ async def test_an_endpoint_is_registered_hears_a_delivery_and_is_paused_edited_a
         ]
         return changes if any(c["status"] in ("sent", "delivered") for c in changes) else []
 
-    changes = await _eventually(delivered_posted)
+    changes = await eventually(delivered_posted, timeout=30, interval=0.2)
     assert {(c["event_type"], c["user_id"]) for c in changes} == {(event_type, RECIPIENT)}
     for post in receiver.received():
         Webhook(secret).verify(post["body"], post["headers"])  # raises if not signed with it
@@ -167,7 +168,7 @@ async def test_an_endpoint_is_registered_hears_a_delivery_and_is_paused_edited_a
         log = await graphql(stack, LOG, {"id": endpoint_id}, admin)
         return len(log["webhookDeliveries"]["edges"]) == posts
 
-    await _eventually(all_logged)
+    await eventually(all_logged, timeout=30, interval=0.2)
     await row.locator(".show-log").click()
     log_rows = page.locator("#webhook-log-table tbody tr")
     await expect(log_rows.first).to_be_visible()
@@ -210,12 +211,3 @@ async def test_a_manager_has_no_webhooks_screen(page: Page, stack: Stack) -> Non
     await sign_in(page, stack, token("hooks-manager", "manager"), "#/overview")
     await expect(page.locator(".nav a[data-nav='overview']")).to_be_visible()
     await expect(page.locator(".nav a[data-nav='webhooks']")).to_be_hidden()
-
-
-async def _eventually(check: Any, timeout: float = 30.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"condition not met within {timeout} s")
