@@ -34,6 +34,24 @@ class InboxEntry(NewInboxItem):
         return inbox_cursor(self.seq)
 
     @classmethod
+    def appended(cls, item: NewInboxItem, seq: int) -> InboxEntry:
+        """An item just inserted with the number ``seq``: as given, neither read nor archived."""
+        return cls(
+            delivery_id=item.delivery_id,
+            user_id=item.user_id,
+            event_id=item.event_id,
+            event_type=item.event_type,
+            title=item.title,
+            body=item.body,
+            data=item.data,
+            created_at=item.created_at,
+            actions=item.actions,
+            tenant_id=item.tenant_id,
+            seq=seq,
+            read_at=None,
+        )
+
+    @classmethod
     def from_row(cls, row: Any) -> InboxEntry:
         """From an ORM item, or a driver record (its columns by name)."""
         column = row.__getitem__ if hasattr(row, "keys") else functools.partial(getattr, row)
@@ -62,8 +80,16 @@ def decode_inbox_cursor(cursor: str | None, *, field: str = "after") -> int | No
 async def store_items(engine: AsyncEngine, items: Sequence[NewInboxItem]) -> list[InboxEntry]:
     """Add items to their users' inboxes, in one statement of its own (publish after)."""
     async with driver_connection(engine) as conn:
-        rows = await append_items(conn, items)
-    return [InboxEntry.from_row(r) for r in rows]
+        appended = await append_items(conn, items)
+    existing = {r["delivery_id"]: InboxEntry.from_row(r) for r in appended.existing}
+    entries: list[InboxEntry] = []
+    for item in {i.delivery_id: i for i in items}.values():
+        seq = appended.numbers.get(item.delivery_id)
+        if seq is not None:
+            entries.append(InboxEntry.appended(item, seq))
+        elif item.delivery_id in existing:
+            entries.append(existing[item.delivery_id])
+    return entries
 
 
 async def list_inbox(

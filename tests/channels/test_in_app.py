@@ -4,6 +4,7 @@ that wires the provider senders."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from backend.channels.in_app import InAppSender
 from backend.channels.push import WebPushSender, generate_vapid_keys
 from backend.channels.registry import build_senders
 from backend.channels.sms import HttpSmsSender
+from backend.db.repositories.inbox import NewInboxItem
 from backend.services import inbox as inbox_service
 from backend.services.deliveries.in_app import StoredInbox
 from backend.services.inbox import InboxEntry
@@ -187,3 +189,61 @@ async def test_an_unreachable_inbox_is_a_transient_failure_and_nothing_is_publis
         await unreachable.dispose()
     assert refused.value.provider == "inbox"
     assert refused.value.message.startswith("the inbox could not be written")
+
+
+def new_item(delivery_id: str, user_id: str, **fields: Any) -> NewInboxItem:
+    values: dict[str, Any] = {
+        "delivery_id": delivery_id,
+        "user_id": user_id,
+        "event_id": "e-7",
+        "event_type": "movie_added",
+        "title": "New film",
+        "body": "Dune is out",
+        "data": {"movie": {"id": 7, "tags": ["sf", "épique"]}, "score": 9.5, "none": None},
+        "created_at": datetime(2026, 12, 7, 12, 0, 0, 123456, tzinfo=UTC),
+        "actions": [{"label": "Watch", "url": "https://example.com/dune"}],
+        "tenant_id": None,
+    }
+    values.update(fields)
+    return NewInboxItem(**values)
+
+
+async def test_stored_items_are_what_the_inbox_then_reads_back(engine: AsyncEngine) -> None:
+    """``store_items`` answers the entries it inserted from the items and their numbers, and
+    a repeated item (a retried delivery) as first stored: each as a read of the inbox gives it."""
+    user_id, other = f"user-{uuid.uuid4()}", f"user-{uuid.uuid4()}"
+    first = await inbox_service.store_items(
+        engine,
+        [new_item(f"{user_id}-a", user_id), new_item(f"{other}-a", other, tenant_id="acme")],
+    )
+    assert [(e.user_id, e.seq) for e in first] == [(user_id, 1), (other, 1)]
+    # Read, then delivered again with other content: the stored item stands, read state too.
+    async with AsyncSession(engine) as session:
+        await inbox_service.mark_read(session, user_id=user_id, ids=[f"{user_id}-a"])
+        await session.commit()
+    again = await inbox_service.store_items(
+        engine,
+        [
+            new_item(f"{user_id}-b", user_id, title="second", data={}, actions=[]),
+            new_item(f"{user_id}-a", user_id, title="changed", data={"x": 1}),
+            new_item(f"{user_id}-c", user_id, title="third"),
+            new_item(f"{user_id}-c", user_id, title="third, twice in the batch"),
+        ],
+    )
+    assert [(e.delivery_id, e.seq, e.title) for e in again] == [
+        (f"{user_id}-b", 2, "second"),
+        (f"{user_id}-a", 1, "New film"),
+        # The repeated item's number (3) is a hole readers skip, never a reordering.
+        (f"{user_id}-c", 4, "third, twice in the batch"),
+    ]
+    assert again[1].read_at is not None and again[1].data == first[0].data
+
+    async with AsyncSession(engine) as session:
+        stored = await inbox_service.missed_items(session, user_id=user_id, after_seq=0)
+        stored += await inbox_service.missed_items(session, user_id=other, after_seq=0)
+    by_id = {e.delivery_id: e for e in stored}
+    for entry in [*first, *again]:
+        assert by_id[entry.delivery_id] == entry or (
+            entry.delivery_id == f"{user_id}-a"  # marked read after ``first`` was answered
+            and dataclasses.replace(by_id[entry.delivery_id], read_at=None) == entry
+        )

@@ -3,8 +3,10 @@ those the store made, stored or unstored, and not those it refused."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -77,3 +79,28 @@ async def test_a_batch_counts_each_change_it_made_once_per_channel(engine: Async
         expected=frozenset({DeliveryStatus.SENT}),
     )
     assert counted(Channel.SMS, DeliveryStatus.FAILED) - before_one == 1
+
+
+def test_evolved_is_dataclasses_replace_for_every_field() -> None:
+    """``DeliveryRecord.evolved`` builds the copy positionally: a field added out of order (or
+    keyword-only) must not shift the others."""
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    record = DeliveryRecord(
+        id="e:u:in_app",
+        event_id="e",
+        event_type="movie_added",
+        user_id="u",
+        channel=Channel.IN_APP,
+        created_at=now,
+        updated_at=now,
+        timeline=[StatusChange(DeliveryStatus.QUEUED, now)],
+        data={"movie_id": 7},
+    )
+    for number, f in enumerate(dataclasses.fields(DeliveryRecord)):
+        changed = {f.name: f"value {number}"}
+        copy = record.evolved(**changed)
+        assert copy == dataclasses.replace(record, **changed)
+        assert copy is not record and record == dataclasses.replace(record)
+    assert record.evolved() == record
+    with pytest.raises(AttributeError):
+        record.evolved(no_such_field=1)

@@ -65,8 +65,10 @@ _APPEND = Statement(
     "SELECT i, u, s, e, t, ti, b, CAST(d AS jsonb), c, CAST(a AS jsonb), tn FROM numbered "
     "ORDER BY o "
     "ON CONFLICT (delivery_id) DO NOTHING "
-    "RETURNING delivery_id, user_id, seq, event_id, event_type, title, body, data, "
-    "created_at, actions, read_at, archived_at, tenant_id"
+    # Only the numbers: the rest of an inserted row is the item as given, and decoding two
+    # jsonb columns per row that were encoded a moment ago cost a campaign's worker ~3% of
+    # its CPU.
+    "RETURNING delivery_id, seq"
 )
 _EXISTING = Statement(
     "SELECT delivery_id, user_id, seq, event_id, event_type, title, body, data, created_at, "
@@ -75,12 +77,21 @@ _EXISTING = Statement(
 )
 
 
-async def append_items(conn: asyncpg.Connection, items: Sequence[NewInboxItem]) -> list[Any]:
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What ``append_items`` did: the numbers of the items it inserted, and the rows of those
+    that were in the inbox already (a retried delivery), as stored."""
+
+    numbers: dict[str, int]  # delivery id -> seq
+    existing: list[Any]
+
+
+async def append_items(conn: asyncpg.Connection, items: Sequence[NewInboxItem]) -> Appended:
     """Insert new items with the next sequence numbers of their users; items already in the
-    inbox are returned as they are, with their first number."""
+    inbox keep their first number and are read back as they are."""
     unique = list({i.delivery_id: i for i in items}.values())
     if not unique:
-        return []
+        return Appended({}, [])
     rows = await _APPEND.fetch(
         conn,
         {
@@ -96,12 +107,10 @@ async def append_items(conn: asyncpg.Connection, items: Sequence[NewInboxItem]) 
             "tenants": [i.tenant_id for i in unique],
         },
     )
-    found = {r["delivery_id"] for r in rows}
-    missing = [i.delivery_id for i in unique if i.delivery_id not in found]
-    if missing:
-        rows += await _EXISTING.fetch(conn, {"ids": missing})
-    by_id = {r["delivery_id"]: r for r in rows}
-    return [by_id[i.delivery_id] for i in unique if i.delivery_id in by_id]
+    numbers = {r["delivery_id"]: r["seq"] for r in rows}
+    missing = [i.delivery_id for i in unique if i.delivery_id not in numbers]
+    existing = await _EXISTING.fetch(conn, {"ids": missing}) if missing else []
+    return Appended(numbers, existing)
 
 
 def _mine(user_id: str, tenant_id: str | None) -> list[ColumnElement[bool]]:

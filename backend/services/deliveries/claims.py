@@ -8,7 +8,6 @@ may also take over deliveries left in ``sending``, once their lease has run out.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -22,8 +21,7 @@ from backend.services.envelope import Envelope
 
 def preclaimed(record: DeliveryRecord, at: datetime) -> DeliveryRecord:
     """The new record as stored already claimed for sending: queued, then sending."""
-    return dataclasses.replace(
-        record,
+    return record.evolved(
         status=DeliveryStatus.SENDING,
         timeline=[*record.timeline, StatusChange(DeliveryStatus.SENDING, at)],
     )

@@ -3,7 +3,6 @@ announced to the live delivery feed and webhooks."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import uuid
 from collections import Counter
@@ -156,8 +155,7 @@ def _applied(
 ) -> DeliveryRecord:
     """The record after a status change, as the store's transition would leave it."""
     shown = rendered or Rendered()
-    return dataclasses.replace(
-        record,
+    return record.evolved(
         status=status,
         updated_at=at,
         timeline=[*record.timeline, StatusChange(status, at, reason)],

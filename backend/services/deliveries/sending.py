@@ -362,6 +362,15 @@ class _Batch:
             async with limit:
                 await self._deliver(record, resources, content)
 
+        if self.channel is Channel.IN_APP:
+            # A known user's in-app delivery is only rendered here (the caller stores the
+            # batch's items together) and waits for nothing: one after the other, without a
+            # task each (a task per delivery was ~4% of a campaign worker's CPU). Skipping
+            # an unknown user writes to the history store: those go concurrently.
+            known = [r for r in mine if resources.users.get(r.user_id) is not None]
+            for record in known:
+                await self._deliver(record, resources, content)
+            mine = [r for r in mine if resources.users.get(r.user_id) is None]
         await asyncio.gather(*(deliver(r) for r in mine))
 
     async def fail_in_app(self, error: UnavailableError) -> None:
