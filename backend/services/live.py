@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from backend.auth import Principal
 from backend.channels import Channel
@@ -245,12 +245,22 @@ def decode(data: bytes | str, *, user_id: str | None = None) -> LiveMessage:
         raise MalformedLiveMessage(f"not a live message: {exc!r}") from exc
 
 
+# A batch's messages in one EVALSHA: a pipeline of PUBLISHes cost the worker about 12 µs of
+# CPU per message, most of it reading one reply each (500 messages: 6-7 ms against 1.1-1.5 ms).
+_PUBLISH_ALL = (
+    "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end return #ARGV / 2"
+)
+SCRIPT_BATCH = 1000  # messages per script call: no call holds Redis for long
+
+
 class RedisLivePublisher:
     """PUBLISHes on the user's channel; a lost publish is recovered by the subscription's
     replay from the inbox, so failures are logged, not raised."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._publish_all = redis.register_script(_PUBLISH_ALL)
+        self.scripts = True  # False once Redis refused the script: pipelines from then on
 
     async def publish_delivery_updates(self, updates: Sequence[dict[str, Any]]) -> None:
         """One message for the managers' live feed, with every status change of a batch."""
@@ -262,14 +272,31 @@ class RedisLivePublisher:
             log.warning("live delivery feed publish failed: %s", exc)
 
     async def publish_many(self, messages: Sequence[tuple[str, LiveMessage]]) -> None:
-        """Each (user id, message) on the user's channel, in one pipeline."""
+        """Each (user id, message) on the user's channel, in order: by a script that
+        publishes a whole batch, or, where Redis runs no scripts (ACLs, some managed
+        services), in one pipeline."""
         if not messages:
             return
+        done = 0
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user_id, message in messages:
-                    pipe.publish(live_channel(user_id), encode(message))
-                await pipe.execute()
+            while self.scripts and done < len(messages):
+                chunk = messages[done : done + SCRIPT_BATCH]
+                args: list[str | bytes] = []
+                for user_id, message in chunk:
+                    args.append(live_channel(user_id))
+                    args.append(encode(message))
+                try:
+                    await self._publish_all(args=args)
+                except ResponseError as exc:
+                    log.warning("Redis refused the publish script (%s); pipelining instead", exc)
+                    self.scripts = False
+                    break
+                done += len(chunk)
+            if done < len(messages):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for user_id, message in messages[done:]:
+                        pipe.publish(live_channel(user_id), encode(message))
+                    await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("live publish failed (%s); subscribers will resync", exc)
 

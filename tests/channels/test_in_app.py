@@ -27,7 +27,13 @@ from backend.db.repositories.inbox import NewInboxItem
 from backend.services import inbox as inbox_service
 from backend.services.deliveries.in_app import StoredInbox
 from backend.services.inbox import InboxEntry
-from backend.services.live import NewNotification, RedisLivePublisher, decode, live_channel
+from backend.services.live import (
+    SCRIPT_BATCH,
+    NewNotification,
+    RedisLivePublisher,
+    decode,
+    live_channel,
+)
 from backend.services.users import UserProfile
 from tests.channels.conftest import channel_settings, closed_port, running
 
@@ -102,6 +108,72 @@ async def test_other_users_do_not_receive_it(redis: redis_async.Redis) -> None:
             await next_message(pubsub, timeout=0.3)
     finally:
         await pubsub.aclose()
+
+
+async def received_on(pubsub: Any, count: int) -> list[tuple[str, int]]:
+    """(user id, seq) of the next ``count`` notifications ``pubsub`` receives."""
+    got = []
+    for _ in range(count):
+        message = await next_message(pubsub)
+        user_id = message["channel"].decode().removeprefix("herald:user:")
+        got.append((user_id, json.loads(message["data"])["seq"]))
+    return got
+
+
+async def test_a_batch_larger_than_one_script_call_arrives_whole_and_in_order(
+    redis: redis_async.Redis,
+) -> None:
+    users = [f"user-{uuid.uuid4()}" for _ in range(3)]
+    batch = [
+        (users[n % 3], NewNotification(entry(users[n % 3], seq=n)))
+        for n in range(2 * SCRIPT_BATCH + 5)
+    ]
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(*(live_channel(u) for u in users))
+    publisher = RedisLivePublisher(redis)
+    try:
+        await publisher.publish_many(batch)
+        got = await received_on(pubsub, len(batch))
+    finally:
+        await pubsub.aclose()
+    assert got == [(u, m.entry.seq) for u, m in batch]
+    assert publisher.scripts  # three script calls, no pipeline
+
+
+async def test_a_redis_that_refuses_scripts_gets_the_batch_pipelined(
+    redis: redis_async.Redis,
+) -> None:
+    """Where an ACL (or a managed service) forbids scripts, the first refusal switches the
+    publisher to pipelines, and the batch still arrives whole."""
+    name, password = f"herald-no-scripts-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await redis.acl_setuser(
+        name,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-@scripting"],
+    )
+    limited = redis_async.Redis(
+        host=redis.connection_pool.connection_kwargs["host"],
+        port=redis.connection_pool.connection_kwargs["port"],
+        username=name,
+        password=password,
+    )
+    user_id = f"user-{uuid.uuid4()}"
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(live_channel(user_id))
+    publisher = RedisLivePublisher(limited)
+    try:
+        await publisher.publish_many([(user_id, NewNotification(entry(user_id, seq=1)))])
+        assert not publisher.scripts
+        await publisher.publish_many([(user_id, NewNotification(entry(user_id, seq=2)))])
+        got = await received_on(pubsub, 2)
+    finally:
+        await pubsub.aclose()
+        await limited.aclose()
+        await redis.acl_deluser(name)
+    assert got == [(user_id, 1), (user_id, 2)]
 
 
 async def test_redis_down_does_not_fail_the_delivery() -> None:
