@@ -36,20 +36,7 @@ class InboxEntry(NewInboxItem):
     @classmethod
     def appended(cls, item: NewInboxItem, seq: int) -> InboxEntry:
         """An item just inserted with the number ``seq``: as given, neither read nor archived."""
-        return cls(
-            delivery_id=item.delivery_id,
-            user_id=item.user_id,
-            event_id=item.event_id,
-            event_type=item.event_type,
-            title=item.title,
-            body=item.body,
-            data=item.data,
-            created_at=item.created_at,
-            actions=item.actions,
-            tenant_id=item.tenant_id,
-            seq=seq,
-            read_at=None,
-        )
+        return cls(**{name: getattr(item, name) for name in _ITEM_FIELDS}, seq=seq, read_at=None)
 
     @classmethod
     def from_row(cls, row: Any) -> InboxEntry:
@@ -62,6 +49,7 @@ class InboxEntry(NewInboxItem):
 
 
 _ENTRY_COLUMNS = tuple(f.name for f in fields(InboxEntry))
+_ITEM_FIELDS = tuple(f.name for f in fields(NewInboxItem))
 
 
 def inbox_cursor(seq: int) -> str:
