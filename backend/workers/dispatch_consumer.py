@@ -12,7 +12,7 @@ else for long), and at most ``dispatch_batches_in_flight`` run at once: what arr
 they run joins the next batch, so batches grow with the load and each event costs less (an
 event on a quiet queue still goes at once, alone). The first deliveries of in-app events for
 a few users (most single events) are dispatched as one (``units.dispatch_together``: one
-preferences query, one transaction, one inbox statement, one Redis pipeline, one history
+preferences query, one transaction, one inbox statement, one Redis publish call, one history
 insert); any other message is run as its Celery task would run it, concurrently with the
 rest.
 

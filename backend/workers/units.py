@@ -71,7 +71,7 @@ async def dispatch_together(
 ) -> None:
     """Dispatch the first deliveries of several events that may go ``together`` as one: their
     records in one transaction, committed before anything is sent, then one inbox statement,
-    one Redis pipeline and one history insert for all of them. On an error, the caller runs
+    one Redis publish call and one history insert for all of them. On an error, the caller runs
     each event again alone, as a re-run (``dispatch(redelivered=True)``)."""
     async with ctx.sessionmaker() as session:
         dispatched = await deliveries.record_together(ctx, session, envelopes)

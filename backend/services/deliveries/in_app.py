@@ -1,5 +1,5 @@
 """In-app deliveries: a batch goes through the in-app sender at once (one inbox statement,
-one Redis pipeline), instead of one message at a time as the provider channels do."""
+one Redis call), instead of one message at a time as the provider channels do."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from backend.services.live import NewNotification, RedisLivePublisher
 @dataclass(frozen=True, slots=True)
 class StoredInbox:
     """The in-app sender's inbox: rows in PostgreSQL (one statement a batch), announced on
-    the users' Redis channels in one pipeline."""
+    the users' Redis channels in one call (``RedisLivePublisher.publish_many``)."""
 
     engine: AsyncEngine
     live: RedisLivePublisher | None

@@ -189,7 +189,7 @@ async def send_claimed_together(
 ) -> BatchOutcome:
     """In-app batches of several events (first attempts, claimed by the caller as
     ``send_claimed``'s are) sent as one: their users looked up together, and every item of
-    every batch stored in the inbox in one statement, published live in one Redis pipeline
+    every batch stored in the inbox in one statement, published live in one Redis call
     and recorded in the history store in one insert (``deliver_in_app``). Each event keeps
     its own template and rendering. Only dead letters are committed: see ``save_outcome``."""
     records = {r.id: r for _, batch in batches for r in batch}
