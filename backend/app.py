@@ -58,7 +58,7 @@ from backend.services.api_keys import ApiKeyVerifier
 from backend.services.campaigns import BrokerRunPublisher
 from backend.services.deliveries import BrokerDeliveryQueue
 from backend.services.events import Ingestion
-from backend.services.live import SequenceReader
+from backend.services.live import RedisLivePublisher, SequenceReader
 from backend.services.webhooks import BrokerWebhookQueue, WebhookNotifier
 from backend.tracking_links import router as tracking_router
 from backend.workers.celery_app import create_celery
@@ -243,6 +243,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         state.opened = Clients(
             api_keys=api_keys,
             live_hub=live_hub,
+            live=RedisLivePublisher(redis),
             inbox_sequences=SequenceReader(),
             redis=redis,
             broker=broker,

@@ -31,7 +31,6 @@ from backend.services.live import (
     DeliveryChange,
     InboxStream,
     ReadChange,
-    RedisLivePublisher,
     delivery_changes,
 )
 
@@ -105,8 +104,7 @@ async def _change(
 
     result = await mutate(info, None, work)
     if published:  # only after the commit: other devices must see what is stored
-        live = RedisLivePublisher(info.context.services.clients.redis)
-        await live.publish_many(published)
+        await info.context.services.clients.live.publish_many(published)
     return result  # type: ignore[return-value]
 
 

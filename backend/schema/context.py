@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from backend.services.campaigns import CampaignTrigger, RunPublisher
     from backend.services.deliveries import DeliveryQueue
     from backend.services.events import Ingestion
-    from backend.services.live import SequenceReader
+    from backend.services.live import RedisLivePublisher, SequenceReader
     from backend.services.webhooks import WebhookNotifier
 
 
@@ -37,6 +37,8 @@ class Clients:
     broker: Broker
     history: HistoryStore
     live_hub: LiveHub
+    # One per process: it remembers a Redis that refused its publish script.
+    live: RedisLivePublisher
     inbox_sequences: SequenceReader
     queue: DeliveryQueue
     ingestion: Ingestion
