@@ -71,7 +71,7 @@ async def store_items(engine: AsyncEngine, items: Sequence[NewInboxItem]) -> lis
         appended = await append_items(conn, items)
     existing = {r["delivery_id"]: InboxEntry.from_row(r) for r in appended.existing}
     entries: list[InboxEntry] = []
-    for item in {i.delivery_id: i for i in items}.values():
+    for item in appended.items:
         seq = appended.numbers.get(item.delivery_id)
         if seq is not None:
             entries.append(InboxEntry.appended(item, seq))

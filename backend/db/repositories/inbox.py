@@ -79,9 +79,11 @@ _EXISTING = Statement(
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """What ``append_items`` did: the numbers of the items it inserted, and the rows of those
-    that were in the inbox already (a retried delivery), as stored."""
+    """What ``append_items`` did: the items it was given, one per delivery id (the last given
+    of an id, in the place of its first), the numbers of those it inserted, and the rows of
+    those that were in the inbox already (a retried delivery), as stored."""
 
+    items: list[NewInboxItem]
     numbers: dict[str, int]  # delivery id -> seq
     existing: list[Any]
 
@@ -91,7 +93,7 @@ async def append_items(conn: asyncpg.Connection, items: Sequence[NewInboxItem]) 
     inbox keep their first number and are read back as they are."""
     unique = list({i.delivery_id: i for i in items}.values())
     if not unique:
-        return Appended({}, [])
+        return Appended([], {}, [])
     rows = await _APPEND.fetch(
         conn,
         {
@@ -110,7 +112,7 @@ async def append_items(conn: asyncpg.Connection, items: Sequence[NewInboxItem]) 
     numbers = {r["delivery_id"]: r["seq"] for r in rows}
     missing = [i.delivery_id for i in unique if i.delivery_id not in numbers]
     existing = await _EXISTING.fetch(conn, {"ids": missing}) if missing else []
-    return Appended(numbers, existing)
+    return Appended(unique, numbers, existing)
 
 
 def _mine(user_id: str, tenant_id: str | None) -> list[ColumnElement[bool]]:

@@ -367,10 +367,13 @@ class _Batch:
             # batch's items together) and waits for nothing: one after the other, without a
             # task each (a task per delivery was ~4% of a campaign worker's CPU). Skipping
             # an unknown user writes to the history store: those go concurrently.
-            known = [r for r in mine if resources.users.get(r.user_id) is not None]
-            for record in known:
-                await self._deliver(record, resources, content)
-            mine = [r for r in mine if resources.users.get(r.user_id) is None]
+            unknown = []
+            for record in mine:
+                if resources.users.get(record.user_id) is None:
+                    unknown.append(record)
+                else:
+                    await self._deliver(record, resources, content)
+            mine = unknown
         await asyncio.gather(*(deliver(r) for r in mine))
 
     async def fail_in_app(self, error: UnavailableError) -> None:
